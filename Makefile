@@ -1,0 +1,94 @@
+# outbox_saga: PGXS build.
+#
+#   make            build the module and the extension script
+#   make install    install into the PostgreSQL found by $(PG_CONFIG)
+#   make test       install Debian dependencies if missing, build with -Werror,
+#                   install, run every suite (pg_regress, isolation, TAP) in
+#                   throwaway clusters, print "N passed, N failed"
+#   make demo       a throwaway cluster with the extension preloaded and a
+#                   worked example
+#   make bench      the benchmark (ratios measured in one run)
+#
+# The extension script of the unreleased version is assembled from one file
+# per concept under src/sql/ (in the order of SQL_PARTS).  When a version is
+# released its assembled script is committed and frozen, and later changes go
+# into an upgrade script outbox_saga--A--B.sql.
+
+EXTENSION  = outbox_saga
+EXTVERSION = 0.1.0
+
+MODULE_big = outbox_saga
+OBJS = \
+	src/outbox_saga.o \
+	src/guc.o \
+	src/uuidv7.o \
+	src/eventlog.o \
+	src/emit.o \
+	src/capture.o \
+	src/idempotency.o
+
+SQL_PARTS = \
+	src/sql/schema.sql \
+	src/sql/events.sql \
+	src/sql/capture.sql \
+	src/sql/idempotency.sql \
+	src/sql/privileges.sql
+
+DATA_built = $(EXTENSION)--$(EXTVERSION).sql
+
+# pg_regress: one file per concept, in dependency order.
+REGRESS = emit capture capture_types idempotency
+REGRESS_OPTS = --temp-instance=./tmp_check_regress \
+	--temp-config=$(srcdir)/test/outbox_saga.conf \
+	--load-extension=$(EXTENSION)
+
+# Isolation specs live in test/specs, their expected output in test/expected.
+ISOLATION = emit_visibility idempotency_same_key idempotency_rollback
+ISOLATION_OPTS = --inputdir=$(srcdir)/test --outputdir=output_iso \
+	--temp-instance=./tmp_check_iso \
+	--temp-config=$(srcdir)/test/outbox_saga.conf \
+	--load-extension=$(EXTENSION)
+
+TAP_TESTS = 1
+PROVE_TESTS = test/t/*.pl
+PROVE_FLAGS = -I $(srcdir)/test/lib
+
+EXTRA_CLEAN = $(DATA_built) output_iso tmp_check_regress tmp_check_iso tmp_check \
+	test/bench/results
+
+PG_CONFIG ?= pg_config
+PG_CPPFLAGS = -I$(srcdir)/src
+# Warnings that PostgreSQL's own headers trip under -Wextra stay off.
+PG_CFLAGS = -Wall -Wextra -Wno-unused-parameter -Wno-sign-compare \
+	-Wno-missing-field-initializers $(if $(WERROR),-Werror)
+
+PGXS := $(shell $(PG_CONFIG) --pgxs)
+include $(PGXS)
+
+$(EXTENSION)--$(EXTVERSION).sql: $(SQL_PARTS)
+	cat $^ > $@
+
+# The suites one by one, so that the runner can go on after a failure and
+# count the results.  They run against the installed build.
+.PHONY: check-regress check-isolation check-tap test demo bench pgindent
+
+check-regress:
+	$(pg_regress_installcheck) $(REGRESS_OPTS) $(REGRESS)
+
+check-isolation:
+	$(pg_isolation_regress_installcheck) $(ISOLATION_OPTS) $(ISOLATION)
+
+check-tap:
+	$(prove_installcheck)
+
+test:
+	@bash $(srcdir)/scripts/test.sh
+
+demo:
+	@bash $(srcdir)/scripts/demo.sh
+
+bench:
+	@bash $(srcdir)/test/bench/bench.sh
+
+pgindent:
+	pgindent --typedefs=$(srcdir)/src/typedefs.list $(srcdir)/src/*.c $(srcdir)/src/*.h

@@ -1,0 +1,43 @@
+# Helpers shared by test.sh, demo.sh and the benchmark (sourced, not run).
+#
+# PostgreSQL refuses to run as root.  When these scripts run as root they
+# copy the source tree into a scratch directory owned by an unprivileged
+# user (the `postgres` account the Debian packages create) and run the
+# clusters as that user; otherwise they run in place as the caller.
+
+PG_CONFIG=${PG_CONFIG:-/usr/lib/postgresql/15/bin/pg_config}
+[ -x "$PG_CONFIG" ] || PG_CONFIG=$(command -v pg_config || echo pg_config)
+export PG_CONFIG
+PG_BINDIR=$("$PG_CONFIG" --bindir 2>/dev/null || true)
+
+# build_and_install [extra make args]: build with -Werror and install.
+build_and_install() {
+	make -s -C "$SRC_DIR" PG_CONFIG="$PG_CONFIG" WERROR=1 "$@" >/dev/null
+	if [ -w "$("$PG_CONFIG" --pkglibdir)" ]; then
+		make -s -C "$SRC_DIR" PG_CONFIG="$PG_CONFIG" install >/dev/null
+	else
+		sudo make -s -C "$SRC_DIR" PG_CONFIG="$PG_CONFIG" install >/dev/null
+	fi
+}
+
+# make_workdir NAME: sets WORK_DIR to a tree the cluster user may write.
+make_workdir() {
+	if [ "$(id -u)" -eq 0 ]; then
+		RUN_AS=postgres
+		WORK_DIR=$(mktemp -d "/tmp/outbox_saga-$1.XXXXXX")
+		tar -C "$SRC_DIR" --exclude=.git --exclude='tmp_check*' -cf - . | tar -C "$WORK_DIR" -xf -
+		chown -R "$RUN_AS": "$WORK_DIR"
+	else
+		RUN_AS=
+		WORK_DIR=$SRC_DIR
+	fi
+}
+
+# as_cluster_user CMD...: run CMD as the unprivileged cluster user.
+as_cluster_user() {
+	if [ -n "${RUN_AS:-}" ]; then
+		runuser -u "$RUN_AS" -- env PATH="$PG_BINDIR:$PATH" PG_CONFIG="$PG_CONFIG" "$@"
+	else
+		env PATH="$PG_BINDIR:$PATH" "$@"
+	fi
+}

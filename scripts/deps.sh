@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Install the Debian 12 packages that building, testing, the demo and the
+# benchmark need, when they are missing.  As root it runs apt-get itself
+# (one `apt-get update` first); as another user it names what is missing and
+# fails.  Idempotent: with everything present it does nothing.
+set -euo pipefail
+
+packages=(
+	build-essential          # gcc, make
+	postgresql-15            # server, pg_regress, isolation tester, pgbench
+	postgresql-server-dev-15 # PGXS, headers, PostgreSQL::Test::Cluster
+	libipc-run-perl          # TAP tests
+	perl
+	python3                  # test helpers (HTTP receiver)
+	rsync
+)
+
+missing=()
+for p in "${packages[@]}"; do
+	if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed'; then
+		missing+=("$p")
+	fi
+done
+
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+if [ "$(id -u)" -ne 0 ]; then
+	echo "outbox_saga: missing Debian packages: ${missing[*]}" >&2
+	echo "outbox_saga: run as root, or: apt-get install -y ${missing[*]}" >&2
+	exit 1
+fi
+
+echo "outbox_saga: installing ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null

@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# make test: dependencies, a -Werror build, install, then every suite
+# (pg_regress, isolation, TAP) against throwaway clusters the suites start
+# themselves.  It never touches a cluster it did not start.  It goes on after
+# a failing suite, prints regression.diffs and TAP logs of failures, and ends
+# with one line: "N passed, N failed".  Exit status 0 only if all passed.
+set -uo pipefail
+SRC_DIR=$(cd "$(dirname "$0")/.." && pwd)
+. "$SRC_DIR/scripts/common.sh"
+
+bash "$SRC_DIR/scripts/deps.sh" || exit 1
+build_and_install || { echo "build failed"; echo "0 passed, 1 failed"; exit 1; }
+make_workdir test
+trap '[ -n "${RUN_AS:-}" ] && rm -rf "$WORK_DIR"' EXIT
+
+passed=0
+failed=0
+
+# run_suite NAME TARGET TIMEOUT: run one suite, count its tests.
+run_suite() {
+	local name=$1 target=$2 limit=$3 log="$WORK_DIR/$1.log" ok bad
+	echo "=== $name"
+	as_cluster_user timeout "$limit" make -C "$WORK_DIR" -s "$target" >"$log" 2>&1
+	local rc=$?
+	cat "$log"
+	case $name in
+	tap)
+		ok=$(grep -cE '^test/t/[^ ]+\.pl \.+ ok' "$log")
+		bad=$(( $(ls "$WORK_DIR"/test/t/*.pl | wc -l) - ok ))
+		if [ "$bad" -gt 0 ]; then
+			for f in "$WORK_DIR"/tmp_check/log/regress_log_*; do
+				[ -f "$f" ] || continue
+				echo "--- $f (last 80 lines)"; tail -n 80 "$f"
+			done
+		fi
+		;;
+	*)
+		ok=$(grep -cE '^(test|    ) +[A-Za-z0-9_]+ +\.\.\. ok' "$log")
+		bad=$(grep -cE '\.\.\. FAILED' "$log")
+		for d in "$WORK_DIR/regression.diffs" "$WORK_DIR/output_iso/regression.diffs"; do
+			[ -s "$d" ] && { echo "--- $d"; cat "$d"; }
+		done
+		;;
+	esac
+	# A suite that failed without reporting a failed test (crash, timeout).
+	if [ $rc -ne 0 ] && [ "$bad" -eq 0 ]; then bad=1; fi
+	passed=$((passed + ok))
+	failed=$((failed + bad))
+}
+
+run_suite regress check-regress 600
+run_suite isolation check-isolation 600
+run_suite tap check-tap 900
+
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ]

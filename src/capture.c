@@ -1,0 +1,2 @@
+/* placeholder: the capture trigger (being written) */
+#include "postgres.h"

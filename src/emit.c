@@ -1,0 +1,72 @@
+/*-------------------------------------------------------------------------
+ *
+ * emit.c
+ *		outbox.emit(): write one event in the caller's transaction.
+ *
+ * The SQL function checks its arguments (every NULL and malformed value is
+ * an error with an SQLSTATE, before anything is written) and appends the
+ * event to the log through OutboxAppendEvent(); see eventlog.c for what that
+ * guarantees.  It runs as the caller; who may call it is governed by
+ * EXECUTE privilege (revoked from PUBLIC by the extension script).
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "compat.h"
+
+#include "fmgr.h"
+#include "utils/builtins.h"
+#include "utils/timestamp.h"
+
+#include "eventlog.h"
+
+PG_FUNCTION_INFO_V1(outbox_saga_emit);
+
+/*
+ * require_arg
+ *		Error out if argument 'argno' (named 'name') is NULL.
+ */
+static void
+require_arg(FunctionCallInfo fcinfo, int argno, const char *name)
+{
+	if (PG_ARGISNULL(argno))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("%s must not be null", name)));
+}
+
+/*
+ * outbox.emit(topic text, event_type text, payload jsonb, aggregate_id text,
+ *			   headers jsonb, deliver_after timestamptz) RETURNS uuid
+ */
+Datum
+outbox_saga_emit(PG_FUNCTION_ARGS)
+{
+	OutboxEventData ev;
+	pg_uuid_t  *event_id = palloc(sizeof(pg_uuid_t));
+
+	require_arg(fcinfo, 0, "topic");
+	require_arg(fcinfo, 1, "event_type");
+	require_arg(fcinfo, 2, "payload");
+	require_arg(fcinfo, 4, "headers");
+
+	ev.topic = PG_GETARG_TEXT_PP(0);
+	ev.event_type = PG_GETARG_TEXT_PP(1);
+	ev.payload = PG_GETARG_JSONB_P(2);
+	ev.aggregate_id = PG_ARGISNULL(3) ? NULL : PG_GETARG_TEXT_PP(3);
+	ev.headers = PG_GETARG_JSONB_P(4);
+	ev.has_deliver_after = !PG_ARGISNULL(5);
+	ev.deliver_after = ev.has_deliver_after ? PG_GETARG_TIMESTAMPTZ(5) : 0;
+
+	OutboxCheckTopic("topic", ev.topic);
+	OutboxCheckEventType("event_type", ev.event_type);
+	OutboxCheckAggregateId(ev.aggregate_id);
+	OutboxCheckPayload(ev.payload);
+	OutboxCheckHeaders(ev.headers);
+	if (ev.has_deliver_after && TIMESTAMP_NOT_FINITE(ev.deliver_after))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("deliver_after must be a finite timestamp")));
+
+	OutboxAppendEvent(&ev, event_id);
+	PG_RETURN_UUID_P(event_id);
+}

@@ -1,0 +1,376 @@
+/*-------------------------------------------------------------------------
+ *
+ * eventlog.c
+ *		The outbox log: how events are stored, read without gaps and retired.
+ *
+ * Every event, whether written by outbox.emit() or by the outbox.capture()
+ * trigger, goes through OutboxAppendEvent() in the writer's transaction, so
+ * it exists if and only if that transaction (and every enclosing savepoint)
+ * commits (G1).
+ *
+ * STORAGE
+ *	outbox.events is LIST-partitioned on the generation slot
+ *	((id >> 16) & 3) into outbox.events_p0 .. events_p3.  Ids come from the
+ *	sequence outbox.events_id_seq (CACHE 1, so ids follow the order in which
+ *	sessions write rows); 65,536 consecutive ids form a generation, and
+ *	generation g lives in partition g % 4.  A writer finds its partition from
+ *	the id alone: no lookup, no shared state, no lock but the row-exclusive
+ *	lock on the one partition it writes.  The row is written directly with
+ *	heap_insert() and index_insert() (no executor, no SPI), so triggers and
+ *	rules on the log are never fired and only plain column indexes may exist
+ *	on it.
+ *
+ *	The write path is insert-only (G7): one heap tuple and one entry in each
+ *	of the two indexes (id, txid).  No event row is ever updated.  Delivery
+ *	state lives with the destinations (a cursor per destination); only an
+ *	event that failed gets a row of its own, which copies the event so that
+ *	retiring the log never depends on it.
+ *
+ * INVARIANT: XID BEFORE ID
+ *	A writer assigns its top-level transaction id before it draws an event
+ *	id.  So once a snapshot S has been taken, a transaction that is not in S
+ *	(its xid is >= S.xmax) draws all its event ids after S was taken.
+ *
+ * READING WITHOUT GAPS (G2)
+ *	"id > last id seen" would skip a transaction that drew a lower id and
+ *	committed later.  The dispatcher instead records ticks: snapshots
+ *	(pg_current_snapshot()) taken one after another.  The batch between
+ *	ticks a and b is every event whose txid is visible in S_b and not in S_a:
+ *		txid >= S_a.xmin AND txid < S_b.xmax
+ *		AND pg_visible_in_snapshot(txid, S_b)
+ *		AND NOT pg_visible_in_snapshot(txid, S_a)
+ *	Every committed transaction becomes visible in exactly one tick, so
+ *	every event is in exactly one batch: none skipped, none read twice, and
+ *	a long transaction holds back only its own events.  Aborted transactions
+ *	and rolled-back savepoints leave no visible rows, so their events are
+ *	never read (G1).  Within a batch events are taken in id order.  A capture
+ *	trigger draws its id after the row change it reports, while holding that
+ *	row's lock, so two transactions that change one row draw their ids, and
+ *	are delivered, in commit order (G4).
+ *
+ * RETIRING (G7)
+ *	Once the sequence is past generation g, every writer still holding an
+ *	id of g has an xid below the xmax X of any snapshot taken after that
+ *	(xid before id).  When every destination has consumed a tick whose
+ *	snapshot xmin is at least X, no event of generation g is pending, and its
+ *	partition is emptied with TRUNCATE (under ACCESS EXCLUSIVE, after
+ *	checking that it holds no later generation) long before generation g + 4
+ *	needs it.  If a destination lags by more than three generations, the
+ *	partition holds two generations and the older one is removed with DELETE
+ *	instead; storage then stays bounded by what is still pending.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "compat.h"
+
+#include "access/genam.h"
+#include "access/heapam.h"
+#include "access/table.h"
+#include "access/xact.h"
+#include "catalog/index.h"
+#include "catalog/namespace.h"
+#include "catalog/pg_am_d.h"
+#include "commands/sequence.h"
+#include "mb/pg_wchar.h"
+#include "nodes/execnodes.h"
+#include "utils/builtins.h"
+#include "utils/lsyscache.h"
+#include "utils/rel.h"
+#include "utils/timestamp.h"
+#include "utils/xid8.h"
+
+#include "eventlog.h"
+#include "guc.h"
+#include "uuidv7.h"
+
+/* Columns of outbox.events, in their declared order (the SPEC's contract). */
+enum
+{
+	EV_ID,
+	EV_EVENT_ID,
+	EV_TOPIC,
+	EV_AGGREGATE_ID,
+	EV_EVENT_TYPE,
+	EV_PAYLOAD,
+	EV_HEADERS,
+	EV_CREATED_AT,
+	EV_DELIVER_AFTER,
+	EV_TXID,
+	EV_NATTS
+};
+
+/*
+ * check_name
+ *		A topic or event type: 1..OUTBOX_MAX_NAME_BYTES bytes, no control
+ *		characters; topics also have no white space and no '*' (it is the
+ *		wildcard of subscriptions).
+ */
+static void
+check_name(const char *field, text *value, bool is_topic)
+{
+	const char *p = VARDATA_ANY(value);
+	int			len = VARSIZE_ANY_EXHDR(value);
+	int			i;
+
+	if (len == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("%s must not be empty", field)));
+	if (len > OUTBOX_MAX_NAME_BYTES)
+		ereport(ERROR,
+				(errcode(ERRCODE_STRING_DATA_RIGHT_TRUNCATION),
+				 errmsg("%s is too long", field),
+				 errdetail("It has %d bytes; the limit is %d.",
+						   len, OUTBOX_MAX_NAME_BYTES)));
+	for (i = 0; i < len; i++)
+	{
+		unsigned char c = (unsigned char) p[i];
+
+		if (c < 0x20 || c == 0x7F ||
+			(is_topic && (c == ' ' || c == '*')))
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("%s contains an invalid character", field),
+					 is_topic ?
+					 errdetail("A topic may not contain control characters, spaces or \"*\".") :
+					 errdetail("An event type may not contain control characters.")));
+	}
+}
+
+/*
+ * OutboxCheckTopic / OutboxCheckEventType
+ *		Raise a clear error if a topic or event type is unusable.  'field'
+ *		names the value in the message ("topic", "type_insert", ...).
+ */
+void
+OutboxCheckTopic(const char *field, text *value)
+{
+	check_name(field, value, true);
+}
+
+void
+OutboxCheckEventType(const char *field, text *value)
+{
+	check_name(field, value, false);
+}
+
+/*
+ * OutboxCheckAggregateId
+ *		An aggregate id is NULL or 1..OUTBOX_MAX_AGGREGATE_BYTES bytes.
+ */
+void
+OutboxCheckAggregateId(text *value)
+{
+	int			len;
+
+	if (value == NULL)
+		return;
+	len = VARSIZE_ANY_EXHDR(value);
+	if (len == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("aggregate_id must not be empty"),
+				 errhint("Pass NULL for an event that belongs to no aggregate.")));
+	if (len > OUTBOX_MAX_AGGREGATE_BYTES)
+		ereport(ERROR,
+				(errcode(ERRCODE_STRING_DATA_RIGHT_TRUNCATION),
+				 errmsg("aggregate_id is too long"),
+				 errdetail("It has %d bytes; the limit is %d.",
+						   len, OUTBOX_MAX_AGGREGATE_BYTES)));
+}
+
+/*
+ * check_size
+ *		A jsonb value may not exceed outbox_saga.max_payload_size.
+ */
+static void
+check_size(const char *field, Jsonb *value)
+{
+	Size		size = VARSIZE(value) - VARHDRSZ;
+
+	if (size > (Size) OutboxMaxPayloadSize)
+		ereport(ERROR,
+				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+				 errmsg("event %s is too large", field),
+				 errdetail("It has %zu bytes; outbox_saga.max_payload_size is %d bytes.",
+						   size, OutboxMaxPayloadSize)));
+}
+
+/*
+ * OutboxCheckPayload
+ *		Any JSON value is a payload, within the size limit.
+ */
+void
+OutboxCheckPayload(Jsonb *payload)
+{
+	check_size("payload", payload);
+}
+
+/*
+ * OutboxCheckHeaders
+ *		Headers are a JSON object whose values are strings (they become HTTP,
+ *		Kafka and NATS headers), within the size limit.
+ */
+void
+OutboxCheckHeaders(Jsonb *headers)
+{
+	JsonbIterator *it;
+	JsonbValue	v;
+	JsonbIteratorToken tok;
+	bool		is_key = true;
+
+	if (!JB_ROOT_IS_OBJECT(headers) || JB_ROOT_IS_SCALAR(headers))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("event headers must be a JSON object"),
+				 errhint("Pass an object such as '{\"trace-id\": \"abc\"}'.")));
+	check_size("headers", headers);
+
+	it = JsonbIteratorInit(&headers->root);
+	while ((tok = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
+	{
+		if (tok == WJB_KEY)
+			is_key = false;
+		else if (tok == WJB_VALUE && !is_key)
+		{
+			if (v.type != jbvString)
+				ereport(ERROR,
+						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+						 errmsg("event header values must be strings"),
+						 errhint("Convert numbers and booleans to strings, for example '{\"attempt\": \"1\"}'.")));
+			is_key = true;
+		}
+	}
+}
+
+/*
+ * outbox_relid
+ *		OID of a relation of the outbox schema, or an error saying the
+ *		extension is not installed in this database.
+ */
+static Oid
+outbox_relid(Oid nspid, const char *relname)
+{
+	Oid			relid = get_relname_relid(relname, nspid);
+
+	if (!OidIsValid(relid))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_TABLE),
+				 errmsg("relation \"outbox.%s\" does not exist", relname),
+				 errhint("Run CREATE EXTENSION outbox_saga in this database.")));
+	return relid;
+}
+
+/*
+ * insert_index_entries
+ *		Add the heap tuple 'tup' of 'heap' to every index of 'heap'.
+ *
+ * The log's indexes are plain column indexes; an expression, partial or
+ * exclusion index would need the executor, which this path avoids on
+ * purpose, so such an index is refused with a clear error.
+ */
+static void
+insert_index_entries(Relation heap, HeapTuple tup, Datum *values, bool *nulls)
+{
+	List	   *indexoids = RelationGetIndexList(heap);
+	ListCell   *lc;
+
+	foreach(lc, indexoids)
+	{
+		Relation	irel = index_open(lfirst_oid(lc), RowExclusiveLock);
+		IndexInfo  *ii;
+		Datum		ivalues[INDEX_MAX_KEYS];
+		bool		inulls[INDEX_MAX_KEYS];
+		int			i;
+
+		if (!irel->rd_index->indisready)
+		{
+			index_close(irel, RowExclusiveLock);
+			continue;
+		}
+		ii = BuildIndexInfo(irel);
+		if (ii->ii_Expressions != NIL || ii->ii_Predicate != NIL ||
+			ii->ii_ExclusionOps != NULL)
+			ereport(ERROR,
+					(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+					 errmsg("index \"%s\" on the outbox log is not supported",
+							RelationGetRelationName(irel)),
+					 errdetail("outbox_saga writes the log directly and maintains only plain column indexes."),
+					 errhint("Drop the index, or replace it by an index on plain columns.")));
+		for (i = 0; i < ii->ii_NumIndexAttrs; i++)
+		{
+			AttrNumber	attno = ii->ii_IndexAttrNumbers[i];
+
+			Assert(attno > 0 && attno <= EV_NATTS);
+			ivalues[i] = values[attno - 1];
+			inulls[i] = nulls[attno - 1];
+		}
+		index_insert(irel, ivalues, inulls, &tup->t_self, heap,
+					 irel->rd_index->indisunique ? UNIQUE_CHECK_YES : UNIQUE_CHECK_NO,
+					 false, ii);
+		index_close(irel, RowExclusiveLock);
+	}
+	list_free(indexoids);
+}
+
+/*
+ * OutboxAppendEvent
+ *		Append one validated event to the log in the current transaction and
+ *		return its event_id in *event_id.
+ *
+ * Takes ROW EXCLUSIVE on one partition of outbox.events and its indexes,
+ * held to the end of the transaction.  Follows "xid before id" (see the
+ * file header): the transaction id is assigned before the sequence is read.
+ * The caller has validated every field with the OutboxCheck* functions.
+ */
+void
+OutboxAppendEvent(const OutboxEventData *ev, pg_uuid_t *event_id)
+{
+	Oid			nspid = get_namespace_oid("outbox", false);
+	FullTransactionId fxid;
+	int64		id;
+	char		partname[NAMEDATALEN];
+	Relation	rel;
+	TupleDesc	desc;
+	Datum		values[EV_NATTS];
+	bool		nulls[EV_NATTS];
+	HeapTuple	tup;
+	TimestampTz now = GetCurrentTimestamp();
+
+	fxid = GetTopFullTransactionId();
+	id = nextval_internal(outbox_relid(nspid, "events_id_seq"), false);
+
+	snprintf(partname, sizeof(partname), "events_p%d",
+			 (int) ((id >> OUTBOX_GENERATION_BITS) & (OUTBOX_PARTITIONS - 1)));
+	rel = table_open(outbox_relid(nspid, partname), RowExclusiveLock);
+	desc = RelationGetDescr(rel);
+	if (desc->natts != EV_NATTS || rel->rd_rel->relam != HEAP_TABLE_AM_OID)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("the outbox log \"outbox.%s\" has been altered", partname),
+				 errdetail("outbox_saga expects the columns of the installed extension script in a heap table."),
+				 errhint("Reinstall the extension.")));
+
+	OutboxUuidV7(now, event_id);
+
+	memset(nulls, false, sizeof(nulls));
+	values[EV_ID] = Int64GetDatum(id);
+	values[EV_EVENT_ID] = UUIDPGetDatum(event_id);
+	values[EV_TOPIC] = PointerGetDatum(ev->topic);
+	values[EV_AGGREGATE_ID] = PointerGetDatum(ev->aggregate_id);
+	nulls[EV_AGGREGATE_ID] = (ev->aggregate_id == NULL);
+	values[EV_EVENT_TYPE] = PointerGetDatum(ev->event_type);
+	values[EV_PAYLOAD] = JsonbPGetDatum(ev->payload);
+	values[EV_HEADERS] = JsonbPGetDatum(ev->headers);
+	values[EV_CREATED_AT] = TimestampTzGetDatum(now);
+	values[EV_DELIVER_AFTER] = TimestampTzGetDatum(ev->deliver_after);
+	nulls[EV_DELIVER_AFTER] = !ev->has_deliver_after;
+	values[EV_TXID] = FullTransactionIdGetDatum(fxid);
+
+	tup = heap_form_tuple(desc, values, nulls);
+	simple_heap_insert(rel, tup);
+	insert_index_entries(rel, tup, values, nulls);
+
+	heap_freetuple(tup);
+	table_close(rel, NoLock);
+}

@@ -1,0 +1,42 @@
+/*-------------------------------------------------------------------------
+ *
+ * eventlog.h
+ *		Writing events into the outbox log (outbox.events).
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef OUTBOX_SAGA_EVENTLOG_H
+#define OUTBOX_SAGA_EVENTLOG_H
+
+#include "datatype/timestamp.h"
+#include "utils/jsonb.h"
+#include "utils/uuid.h"
+
+/* Partitioning of the log; outbox.events is declared to match these. */
+#define OUTBOX_GENERATION_BITS	16
+#define OUTBOX_PARTITIONS		4
+
+/* Limits on the text fields of an event, in bytes. */
+#define OUTBOX_MAX_NAME_BYTES		255 /* topic, event_type */
+#define OUTBOX_MAX_AGGREGATE_BYTES	1024	/* aggregate_id */
+
+/* One event to append; every pointer is detoasted. */
+typedef struct OutboxEventData
+{
+	text	   *topic;
+	text	   *event_type;
+	Jsonb	   *payload;
+	text	   *aggregate_id;	/* NULL: the event has no aggregate */
+	Jsonb	   *headers;
+	bool		has_deliver_after;
+	TimestampTz deliver_after;
+} OutboxEventData;
+
+extern void OutboxCheckTopic(const char *field, text *value);
+extern void OutboxCheckEventType(const char *field, text *value);
+extern void OutboxCheckAggregateId(text *value);
+extern void OutboxCheckHeaders(Jsonb *headers);
+extern void OutboxCheckPayload(Jsonb *payload);
+extern void OutboxAppendEvent(const OutboxEventData *ev, pg_uuid_t *event_id);
+
+#endif							/* OUTBOX_SAGA_EVENTLOG_H */

@@ -1,0 +1,19 @@
+/*-------------------------------------------------------------------------
+ *
+ * guc.h
+ *		The outbox_saga.* settings.
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef OUTBOX_SAGA_GUC_H
+#define OUTBOX_SAGA_GUC_H
+
+/* Largest payload (and headers) one event may carry, in bytes. */
+extern int	OutboxMaxPayloadSize;
+
+/* How long a committed, uncompleted idempotency claim blocks others (s). */
+extern int	OutboxIdempotencyLockTimeout;
+
+extern void GucInit(void);
+
+#endif							/* OUTBOX_SAGA_GUC_H */

@@ -1,0 +1,2 @@
+/* placeholder: idempotency keys (being written) */
+#include "postgres.h"

@@ -1,0 +1,54 @@
+
+-- ---------------------------------------------------------------------------
+-- The event log (design: src/eventlog.c).
+-- ---------------------------------------------------------------------------
+
+-- CACHE 1: ids follow the order in which sessions write events.
+CREATE SEQUENCE outbox.events_id_seq AS bigint CACHE 1;
+
+-- Partitioned by generation slot: ids (id >> 16) & 3 == N live in events_pN.
+-- The C writer depends on this layout (OUTBOX_GENERATION_BITS,
+-- OUTBOX_PARTITIONS in src/eventlog.h) and on the column order.
+CREATE TABLE outbox.events (
+	id            bigint      NOT NULL,
+	event_id      uuid        NOT NULL,
+	topic         text        NOT NULL,
+	aggregate_id  text,
+	event_type    text        NOT NULL,
+	payload       jsonb       NOT NULL,
+	headers       jsonb       NOT NULL,
+	created_at    timestamptz NOT NULL,
+	deliver_after timestamptz,
+	txid          xid8        NOT NULL
+) PARTITION BY LIST (((id >> 16) & 3));
+
+CREATE TABLE outbox.events_p0 PARTITION OF outbox.events FOR VALUES IN (0);
+CREATE TABLE outbox.events_p1 PARTITION OF outbox.events FOR VALUES IN (1);
+CREATE TABLE outbox.events_p2 PARTITION OF outbox.events FOR VALUES IN (2);
+CREATE TABLE outbox.events_p3 PARTITION OF outbox.events FOR VALUES IN (3);
+
+CREATE INDEX events_id_idx ON outbox.events (id);
+CREATE INDEX events_txid_idx ON outbox.events (txid);
+
+COMMENT ON TABLE outbox.events IS
+	'Committed, not yet retired events. Written only by outbox.emit() and outbox.capture().';
+
+SELECT pg_catalog.pg_extension_config_dump('outbox.events_p0', '');
+SELECT pg_catalog.pg_extension_config_dump('outbox.events_p1', '');
+SELECT pg_catalog.pg_extension_config_dump('outbox.events_p2', '');
+SELECT pg_catalog.pg_extension_config_dump('outbox.events_p3', '');
+SELECT pg_catalog.pg_extension_config_dump('outbox.events_id_seq', '');
+
+CREATE FUNCTION outbox.emit(
+	topic         text,
+	event_type    text,
+	payload       jsonb       DEFAULT '{}',
+	aggregate_id  text        DEFAULT NULL,
+	headers       jsonb       DEFAULT '{}',
+	deliver_after timestamptz DEFAULT NULL)
+RETURNS uuid
+AS 'MODULE_PATHNAME', 'outbox_saga_emit'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+
+COMMENT ON FUNCTION outbox.emit(text, text, jsonb, text, jsonb, timestamptz) IS
+	'Write one event in the current transaction; returns its event_id (UUIDv7). The event exists iff the transaction commits.';

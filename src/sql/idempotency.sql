@@ -1,0 +1,1 @@
+-- idempotency: see src/idempotency.c

@@ -1,0 +1,13 @@
+
+-- ---------------------------------------------------------------------------
+-- Privileges.  Nothing is callable by PUBLIC: an administrator grants
+-- EXECUTE on the functions a role needs (README, "Privileges").  The log and
+-- every state table are readable and writable only through the functions.
+-- ---------------------------------------------------------------------------
+
+GRANT USAGE ON SCHEMA outbox, saga TO PUBLIC;
+REVOKE ALL ON ALL FUNCTIONS IN SCHEMA outbox FROM PUBLIC;
+REVOKE ALL ON ALL FUNCTIONS IN SCHEMA saga FROM PUBLIC;
+REVOKE ALL ON ALL TABLES IN SCHEMA outbox FROM PUBLIC;
+REVOKE ALL ON ALL TABLES IN SCHEMA saga FROM PUBLIC;
+REVOKE ALL ON ALL SEQUENCES IN SCHEMA outbox FROM PUBLIC;
