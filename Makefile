@@ -51,7 +51,6 @@ ISOLATION_OPTS = --inputdir=$(srcdir)/test --outputdir=output_iso \
 
 TAP_TESTS = 1
 PROVE_TESTS = test/t/*.pl
-PROVE_FLAGS = -I $(srcdir)/test/lib
 
 EXTRA_CLEAN = $(DATA_built) output_iso tmp_check_regress tmp_check_iso tmp_check \
 	test/bench/results
@@ -64,6 +63,9 @@ PG_CFLAGS = -Wall -Wextra -Wno-unused-parameter -Wno-sign-compare \
 
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
+
+# After PGXS, which resets it.
+PROVE_FLAGS = -I $(srcdir)/test/lib
 
 $(EXTENSION)--$(EXTVERSION).sql: $(SQL_PARTS)
 	cat $^ > $@

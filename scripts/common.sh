@@ -41,3 +41,28 @@ as_cluster_user() {
 		env PATH="$PG_BINDIR:$PATH" "$@"
 	fi
 }
+
+# start_scratch_cluster NAME [extra postgresql.conf lines]: initdb and start
+# a throwaway cluster with the library preloaded, listening only on a unix
+# socket in its own directory.  Sets SCRATCH, PGHOST, PGPORT, PGDATA.
+# stop_scratch_cluster stops it and removes the directory.
+start_scratch_cluster() {
+	SCRATCH=$(mktemp -d "/tmp/outbox_saga-$1.XXXXXX")
+	if [ "$(id -u)" -eq 0 ]; then RUN_AS=postgres; chown "$RUN_AS": "$SCRATCH"; else RUN_AS=; fi
+	export PGDATA="$SCRATCH/data" PGHOST="$SCRATCH" PGPORT=5432 PGDATABASE=postgres
+	as_cluster_user initdb -D "$PGDATA" -A trust -U postgres --no-sync >/dev/null
+	cat >>"$PGDATA/postgresql.conf" <<CONF
+listen_addresses = ''
+unix_socket_directories = '$SCRATCH'
+shared_preload_libraries = 'outbox_saga'
+max_worker_processes = 16
+${2:-}
+CONF
+	as_cluster_user pg_ctl -D "$PGDATA" -l "$SCRATCH/server.log" -w start >/dev/null
+}
+
+stop_scratch_cluster() {
+	[ -n "${SCRATCH:-}" ] && [ -d "$SCRATCH" ] || return 0
+	as_cluster_user pg_ctl -D "$PGDATA" -m fast -w stop >/dev/null 2>&1 || true
+	rm -rf "$SCRATCH"
+}

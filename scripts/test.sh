@@ -11,7 +11,12 @@ SRC_DIR=$(cd "$(dirname "$0")/.." && pwd)
 bash "$SRC_DIR/scripts/deps.sh" || exit 1
 build_and_install || { echo "build failed"; echo "0 passed, 1 failed"; exit 1; }
 make_workdir test
-trap '[ -n "${RUN_AS:-}" ] && rm -rf "$WORK_DIR"' EXIT
+# KEEP_WORKDIR=1 keeps the scratch copy (results/, logs) for inspection.
+if [ -n "${RUN_AS:-}" ] && [ -z "${KEEP_WORKDIR:-}" ]; then
+	trap 'rm -rf "$WORK_DIR"' EXIT
+else
+	echo "suites run in $WORK_DIR"
+fi
 
 passed=0
 failed=0

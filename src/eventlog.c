@@ -181,17 +181,18 @@ OutboxCheckAggregateId(text *value)
 
 /*
  * check_size
- *		A jsonb value may not exceed outbox_saga.max_payload_size.
+ *		A payload or headers value may not exceed outbox_saga.max_payload_size.
  */
 static void
-check_size(const char *field, Jsonb *value)
+check_size(bool is_headers, Jsonb *value)
 {
 	Size		size = VARSIZE(value) - VARHDRSZ;
 
 	if (size > (Size) OutboxMaxPayloadSize)
 		ereport(ERROR,
 				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
-				 errmsg("event %s is too large", field),
+				 is_headers ? errmsg("event headers are too large") :
+				 errmsg("event payload is too large"),
 				 errdetail("It has %zu bytes; outbox_saga.max_payload_size is %d bytes.",
 						   size, OutboxMaxPayloadSize)));
 }
@@ -203,7 +204,7 @@ check_size(const char *field, Jsonb *value)
 void
 OutboxCheckPayload(Jsonb *payload)
 {
-	check_size("payload", payload);
+	check_size(false, payload);
 }
 
 /*
@@ -224,7 +225,7 @@ OutboxCheckHeaders(Jsonb *headers)
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("event headers must be a JSON object"),
 				 errhint("Pass an object such as '{\"trace-id\": \"abc\"}'.")));
-	check_size("headers", headers);
+	check_size(true, headers);
 
 	it = JsonbIteratorInit(&headers->root);
 	while ((tok = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
