@@ -25,19 +25,36 @@ OBJS = \
 	src/eventlog.o \
 	src/emit.o \
 	src/capture.o \
-	src/idempotency.o
+	src/idempotency.o \
+	src/shmem.o \
+	src/wakeup.o \
+	src/launcher.o \
+	src/dispatcher.o \
+	src/delivery.o \
+	src/housekeeping.o \
+	src/utility_hook.o \
+	src/destination.o \
+	src/observability.o \
+	src/sink.o \
+	src/tojsonb.o \
+	src/sink/function.o \
+	src/sink/notify.o
 
 SQL_PARTS = \
 	src/sql/schema.sql \
 	src/sql/events.sql \
 	src/sql/capture.sql \
 	src/sql/idempotency.sql \
+	src/sql/dispatch.sql \
+	src/sql/destinations.sql \
+	src/sql/observability.sql \
 	src/sql/privileges.sql
 
 DATA_built = $(EXTENSION)--$(EXTVERSION).sql
 
 # pg_regress: one file per concept, in dependency order.
-REGRESS = emit capture capture_types idempotency
+REGRESS = emit capture capture_types idempotency destinations dispatch_function \
+	dispatch_notify dispatch_retry
 REGRESS_OPTS = --temp-instance=./tmp_check_regress \
 	--temp-config=$(srcdir)/test/outbox_saga.conf \
 	--load-extension=$(EXTENSION)
@@ -56,7 +73,7 @@ EXTRA_CLEAN = $(DATA_built) output_iso tmp_check_regress tmp_check_iso tmp_check
 	test/bench/results
 
 PG_CONFIG ?= pg_config
-PG_CPPFLAGS = -I$(srcdir)/src
+PG_CPPFLAGS = -I$(srcdir)/src -DOUTBOX_SAGA_VERSION='"$(EXTVERSION)"'
 # Warnings that PostgreSQL's own headers trip under -Wextra stay off.
 PG_CFLAGS = -Wall -Wextra -Wno-unused-parameter -Wno-sign-compare \
 	-Wno-missing-field-initializers $(if $(WERROR),-Werror)

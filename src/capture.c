@@ -1,2 +1,1556 @@
-/* placeholder: the capture trigger (being written) */
-#include "postgres.h"
+/*-------------------------------------------------------------------------
+ *
+ * capture.c
+ *		outbox.capture(): the C trigger that turns row changes into events,
+ *		and outbox.capture_table() / outbox.uncapture_table(), which attach
+ *		and remove it.
+ *
+ * THE TRIGGER
+ *	outbox.capture() is an AFTER ... FOR EACH ROW trigger.  For every
+ *	inserted, updated or deleted row it appends one event to the log with
+ *	OutboxAppendEvent(), in the transaction of the statement that changed
+ *	the row, as the role that changed it; so the event exists iff that
+ *	change commits (G1).  It reads no table, runs no SQL and takes no lock
+ *	but the ones OutboxAppendEvent() takes on the log.
+ *
+ *	Its arguments are "name=value" strings (see parse_args()).  The payload
+ *	is {"op", "schema", "table", "new", "old"}; "new" and "old" hold the
+ *	row's columns typed exactly as to_jsonb() types them.  "schema",
+ *	"table", the default topic, the default event types and the default key
+ *	(the primary key) come from the table the trigger was created on: for a
+ *	trigger that PostgreSQL cloned onto a partition, that is the
+ *	partitioned table the user captured, found by following
+ *	pg_trigger.tgparentid up to the top.  Column names given in key=,
+ *	ignore= and columns= are looked up in the table's current columns.
+ *
+ * THE CACHE
+ *	Everything that does not depend on the row (parsed arguments, column
+ *	numbers, how to convert each column, output functions, names, topic,
+ *	event types) lives in a CaptureState, built the first time a trigger
+ *	fires in a backend and kept for the life of the backend in a hash
+ *	table keyed by (trigger OID, relation OID).  The trigger's FmgrInfo
+ *	(and so fn_extra) lives only as long as one statement, so a cache hung
+ *	there would be rebuilt by every one-row INSERT; the backend-wide cache
+ *	keeps the per-row path free of catalog lookups for every column whose
+ *	type is built in.
+ *
+ *	Invalidation: a relcache invalidation of the firing relation or of the
+ *	captured (root) table marks the entry stale.  ALTER TABLE of any kind
+ *	(rename, new or dropped columns, type changes, a new primary key),
+ *	CREATE [OR REPLACE] TRIGGER, DROP TRIGGER and ATTACH/DETACH PARTITION
+ *	all send one.  A pg_namespace invalidation (a renamed schema) marks
+ *	every entry stale.  The callbacks only set a flag: a stale state may
+ *	still be in use further up the stack, so it is never freed there.  The
+ *	next lookup that finds stale entries drops them and moves their memory
+ *	under TopTransactionContext, so it is freed when the transaction ends,
+ *	after every trigger call that could be using it has returned.  A state
+ *	is built in a fresh context under the caller's context and moved under
+ *	CacheMemoryContext only once complete, so an error while building
+ *	leaves nothing behind; an invalidation that arrives while it is being
+ *	built makes the new state serve this one call only.
+ *
+ * CONVERTING VALUES
+ *	to_jsonb() classifies a type on every call (several syscache lookups
+ *	per column per row).  For built-in scalar types, whose rendering is
+ *	fixed (booleans, numbers, date and timestamps, jsonb, and everything
+ *	else built in that to_jsonb renders through its output function as a
+ *	string), the classification is done once here and the value is
+ *	rendered the same way to_jsonb renders it.  Every other type (json,
+ *	arrays, composites, enums, types from extensions and types with a cast
+ *	to json) is converted by calling the real to_jsonb through an FmgrInfo
+ *	whose fn_expr carries the column's type, so it is exact by
+ *	construction.  The regression test capture_types compares the payload
+ *	with to_jsonb(row) for every kind of column.
+ *
+ * MEMORY
+ *	Per-row work allocates in the caller's context (the trigger manager's
+ *	per-tuple context).  Cached states live in their own contexts under
+ *	CacheMemoryContext.
+ *
+ * capture_table() and uncapture_table() run as the caller (SECURITY
+ * INVOKER): CREATE TRIGGER and DROP TRIGGER check their privileges.  They
+ * validate everything before changing anything, build the DDL with every
+ * identifier and literal quoted, and run it through SPI.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "compat.h"
+
+#include "access/genam.h"
+#include "access/htup_details.h"
+#include "access/relation.h"
+#include "access/table.h"
+#include "access/xact.h"
+#include "catalog/indexing.h"
+#include "catalog/namespace.h"
+#include "catalog/objectaddress.h"
+#include "catalog/pg_inherits.h"
+#include "catalog/pg_constraint.h"
+#include "catalog/pg_trigger.h"
+#include "catalog/pg_type.h"
+#include "commands/trigger.h"
+#include "executor/spi.h"
+#include "executor/tuptable.h"
+#include "fmgr.h"
+#include "lib/stringinfo.h"
+#include "miscadmin.h"
+#include "nodes/makefuncs.h"
+#include "parser/parse_func.h"
+#include "utils/acl.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+#include "utils/datum.h"
+#include "utils/fmgroids.h"
+#include "utils/hsearch.h"
+#include "utils/inval.h"
+#include "utils/json.h"
+#include "utils/jsonb.h"
+#include "utils/lsyscache.h"
+#include "utils/memutils.h"
+#include "utils/numeric.h"
+#include "utils/rel.h"
+#include "utils/syscache.h"
+#include "utils/varlena.h"
+
+#include "eventlog.h"
+
+PG_FUNCTION_INFO_V1(outbox_saga_capture);
+PG_FUNCTION_INFO_V1(outbox_saga_capture_table);
+PG_FUNCTION_INFO_V1(outbox_saga_uncapture_table);
+
+/* The name of the trigger capture_table() creates. */
+#define CAPTURE_TRIGGER_NAME	"outbox_capture"
+
+/* The trigger's arguments, in the order of arg_names[]. */
+typedef enum CaptureArg
+{
+	ARG_TOPIC,
+	ARG_KEY,
+	ARG_IGNORE,
+	ARG_COLUMNS,
+	ARG_TYPE_INSERT,
+	ARG_TYPE_UPDATE,
+	ARG_TYPE_DELETE,
+	ARG_COUNT
+} CaptureArg;
+
+static const char *const arg_names[ARG_COUNT] = {
+	"topic", "key", "ignore", "columns",
+	"type_insert", "type_update", "type_delete"
+};
+
+/* How the value of one payload column becomes JSON. */
+typedef enum CaptureValueKind
+{
+	CV_BOOL,					/* JSON boolean */
+	CV_INT,						/* int2/int4/int8: JSON number */
+	CV_NUMBER,					/* float4/float8/numeric: number, or string
+								 * for NaN and infinities */
+	CV_DATETIME,				/* date/timestamp/timestamptz: ISO string */
+	CV_JSONB,					/* jsonb: embedded as is */
+	CV_STRING,					/* other built-in scalar: output as string */
+	CV_TO_JSONB					/* anything else: the real to_jsonb() */
+} CaptureValueKind;
+
+/* One column of the payload. */
+typedef struct CaptureColumn
+{
+	AttrNumber	attnum;			/* in the firing relation */
+	char	   *name;			/* current column name: the JSON key */
+	int			namelen;
+	CaptureValueKind kind;
+	Oid			basetype;		/* type after looking through domains */
+	FmgrInfo	func;			/* output function, or to_jsonb() */
+} CaptureColumn;
+
+/* One column of the aggregate key. */
+typedef struct CaptureKeyColumn
+{
+	AttrNumber	attnum;			/* in the firing relation */
+	FmgrInfo	output;			/* the type's output function */
+} CaptureKeyColumn;
+
+/* Everything about one trigger on one relation that no row changes. */
+typedef struct CaptureState
+{
+	MemoryContext cxt;			/* holds this struct and all it points to */
+	Oid			relid;			/* the firing relation */
+	Oid			rootid;			/* the captured table (== relid unless the
+								 * trigger is a clone on a partition) */
+	text	   *topic;
+	text	   *event_type[3];	/* insert, update, delete */
+	char	   *schema;			/* payload "schema": the captured table's */
+	char	   *table;			/* payload "table" */
+	int			ncolumns;
+	CaptureColumn *columns;
+	int			nkeys;
+	CaptureKeyColumn *keys;
+	bool		has_ignore;		/* ignore= given: compare before emitting */
+	int			ncompare;
+	AttrNumber *compare;		/* the columns not ignored */
+} CaptureState;
+
+/* Cache entry: one per (trigger, firing relation). */
+typedef struct CaptureCacheKey
+{
+	Oid			tgoid;
+	Oid			relid;
+} CaptureCacheKey;
+
+typedef struct CaptureCacheEntry
+{
+	CaptureCacheKey key;
+	CaptureState *state;
+	bool		valid;
+} CaptureCacheEntry;
+
+static HTAB *capture_cache = NULL;
+
+/* Counts invalidations seen, to notice one that arrives during a build. */
+static uint64 capture_inval_count = 0;
+
+/* Where an error while building a state came from, for errcontext. */
+typedef struct BuildContext
+{
+	bool		for_table;		/* called by capture_table(), not the trigger */
+	const char *trigname;
+	const char *relname;
+	bool		default_topic;	/* checking the table name as topic */
+} BuildContext;
+
+/* Event kinds, indexes into CaptureState.event_type. */
+#define OP_INSERT	0
+#define OP_UPDATE	1
+#define OP_DELETE	2
+
+static const char *const op_names[3] = {"insert", "update", "delete"};
+static const char *const op_suffixes[3] = {".inserted", ".updated", ".deleted"};
+
+/*
+ * capture_relcache_callback
+ *		Mark stale every entry for the invalidated relation, whether it
+ *		fires on it or names it as the captured table.  InvalidOid means
+ *		"every relation".
+ */
+static void
+capture_relcache_callback(Datum arg, Oid relid)
+{
+	HASH_SEQ_STATUS seq;
+	CaptureCacheEntry *entry;
+
+	capture_inval_count++;
+	if (capture_cache == NULL)
+		return;
+	hash_seq_init(&seq, capture_cache);
+	while ((entry = hash_seq_search(&seq)) != NULL)
+	{
+		if (!OidIsValid(relid) || entry->key.relid == relid ||
+			(entry->state != NULL && entry->state->rootid == relid))
+			entry->valid = false;
+	}
+}
+
+/*
+ * capture_namespace_callback
+ *		A schema changed (perhaps renamed): every cached schema name may be
+ *		stale.  Schemas change rarely, so drop them all.
+ */
+static void
+capture_namespace_callback(Datum arg, int cacheid, uint32 hashvalue)
+{
+	capture_relcache_callback(arg, InvalidOid);
+}
+
+/*
+ * init_cache
+ *		Create the backend's cache and register its invalidation callbacks,
+ *		once per backend.
+ */
+static void
+init_cache(void)
+{
+	HASHCTL		ctl;
+
+	if (capture_cache != NULL)
+		return;
+	memset(&ctl, 0, sizeof(ctl));
+	ctl.keysize = sizeof(CaptureCacheKey);
+	ctl.entrysize = sizeof(CaptureCacheEntry);
+	ctl.hcxt = CacheMemoryContext;
+	capture_cache = hash_create("outbox capture trigger cache", 16, &ctl,
+								HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+	CacheRegisterRelcacheCallback(capture_relcache_callback, (Datum) 0);
+	CacheRegisterSyscacheCallback(NAMESPACEOID, capture_namespace_callback,
+								  (Datum) 0);
+}
+
+/*
+ * build_error_context
+ *		errcontext for errors in a trigger's arguments found while the
+ *		trigger fires.
+ */
+static void
+build_error_context(void *arg)
+{
+	BuildContext *bc = (BuildContext *) arg;
+
+	if (bc->default_topic)
+		errcontext("the topic defaults to the name of the captured table \"%s\"; pass a topic",
+				   bc->relname);
+	else if (!bc->for_table)
+		errcontext("arguments of outbox.capture() trigger \"%s\" on table \"%s\"",
+				   bc->trigname, bc->relname);
+}
+
+/*
+ * arg_label
+ *		How an error message names a column list: "key=" for the trigger's
+ *		argument, "key_columns" for capture_table()'s parameter.
+ */
+static const char *
+arg_label(BuildContext *bc, CaptureArg arg)
+{
+	if (bc->for_table)
+		return arg == ARG_KEY ? "key_columns" :
+			arg == ARG_IGNORE ? "ignore_columns" : arg_names[arg];
+	return psprintf("%s=", arg_names[arg]);
+}
+
+/*
+ * find_column
+ *		The attribute number of the live column 'name' of 'desc', or an error
+ *		naming the argument that listed it.
+ */
+static AttrNumber
+find_column(BuildContext *bc, TupleDesc desc, const char *name, CaptureArg arg)
+{
+	int			i;
+
+	for (i = 0; i < desc->natts; i++)
+	{
+		Form_pg_attribute att = TupleDescAttr(desc, i);
+
+		if (!att->attisdropped && strcmp(NameStr(att->attname), name) == 0)
+			return att->attnum;
+	}
+	ereport(ERROR,
+			(errcode(ERRCODE_UNDEFINED_COLUMN),
+			 errmsg("column \"%s\" named in %s does not exist in table \"%s\"",
+					name, arg_label(bc, arg), bc->relname),
+			 bc->for_table ? 0 :
+			 errhint("If the column was renamed or dropped, recreate the capture trigger with the current column names (outbox.uncapture_table(), then outbox.capture_table()).")));
+	return InvalidAttrNumber;	/* keep compiler quiet */
+}
+
+/*
+ * parse_column_list
+ *		Resolve the identifier list 'value' (as SplitIdentifierString parses
+ *		it: unquoted names down-cased, "quoted" names kept) to attribute
+ *		numbers of 'desc'.  An empty list, a syntax error, an unknown column
+ *		and a column named twice are errors.  Returns the count; the numbers
+ *		are palloc'd into *attnums.
+ */
+static int
+parse_column_list(BuildContext *bc, TupleDesc desc, const char *value,
+				  CaptureArg arg, AttrNumber **attnums)
+{
+	char	   *raw = pstrdup(value);
+	List	   *names;
+	ListCell   *lc;
+	int			n = 0;
+
+	if (!SplitIdentifierString(raw, ',', &names))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid column list in %s", arg_label(bc, arg)),
+				 errdetail("The list \"%s\" is not a comma-separated list of column names.",
+						   value),
+				 errhint("Quote names that contain commas, spaces or capitals with double quotes.")));
+	if (names == NIL)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("%s must name at least one column", arg_label(bc, arg))));
+
+	*attnums = palloc(sizeof(AttrNumber) * list_length(names));
+	foreach(lc, names)
+	{
+		const char *name = (const char *) lfirst(lc);
+		AttrNumber	attnum = find_column(bc, desc, name, arg);
+		int			i;
+
+		for (i = 0; i < n; i++)
+			if ((*attnums)[i] == attnum)
+				ereport(ERROR,
+						(errcode(ERRCODE_DUPLICATE_COLUMN),
+						 errmsg("column \"%s\" is named more than once in %s",
+								name, arg_label(bc, arg))));
+		(*attnums)[n++] = attnum;
+	}
+	return n;
+}
+
+/*
+ * primary_key_names
+ *		The column names of the primary key of 'relid', in key order, or NIL
+ *		if it has none.  Reads pg_constraint (no lock on the table, so this
+ *		works for the captured parent of a partition without locking it).
+ */
+static List *
+primary_key_names(Oid relid)
+{
+	Relation	conrel;
+	SysScanDesc scan;
+	ScanKeyData skey;
+	HeapTuple	tup;
+	List	   *result = NIL;
+
+	conrel = table_open(ConstraintRelationId, AccessShareLock);
+	ScanKeyInit(&skey, Anum_pg_constraint_conrelid, BTEqualStrategyNumber,
+				F_OIDEQ, ObjectIdGetDatum(relid));
+	scan = systable_beginscan(conrel, ConstraintRelidTypidNameIndexId, true,
+							  NULL, 1, &skey);
+	while (HeapTupleIsValid(tup = systable_getnext(scan)))
+	{
+		Form_pg_constraint con = (Form_pg_constraint) GETSTRUCT(tup);
+		Datum		d;
+		bool		isnull;
+		ArrayType  *arr;
+		int16	   *keys;
+		int			nkeys;
+		int			i;
+
+		if (con->contype != CONSTRAINT_PRIMARY)
+			continue;
+		d = heap_getattr(tup, Anum_pg_constraint_conkey,
+						 RelationGetDescr(conrel), &isnull);
+		if (isnull)
+			elog(ERROR, "null conkey for constraint %u", con->oid);
+		arr = DatumGetArrayTypeP(d);
+		if (ARR_NDIM(arr) != 1 || ARR_HASNULL(arr) ||
+			ARR_ELEMTYPE(arr) != INT2OID)
+			elog(ERROR, "conkey is not a 1-D smallint array");
+		nkeys = ARR_DIMS(arr)[0];
+		keys = (int16 *) ARR_DATA_PTR(arr);
+		for (i = 0; i < nkeys; i++)
+			result = lappend(result, get_attname(relid, keys[i], false));
+		break;
+	}
+	systable_endscan(scan);
+	table_close(conrel, AccessShareLock);
+	return result;
+}
+
+/*
+ * trigger_root
+ *		The relation the user created trigger 'tgoid' on: follow tgparentid
+ *		(set on the copies PostgreSQL clones onto partitions) to the top.
+ *		If 'parent_tgoid' is not NULL it receives the trigger's own parent
+ *		(InvalidOid for a trigger that is not a clone), and '*tgfoid' its
+ *		function.
+ */
+static Oid
+trigger_root(Oid tgoid, Oid *parent_tgoid, Oid *tgfoid)
+{
+	Relation	tgrel = table_open(TriggerRelationId, AccessShareLock);
+	Oid			relid = InvalidOid;
+	bool		first = true;
+
+	while (OidIsValid(tgoid))
+	{
+		ScanKeyData skey;
+		SysScanDesc scan;
+		HeapTuple	tup;
+		Form_pg_trigger trig;
+
+		ScanKeyInit(&skey, Anum_pg_trigger_oid, BTEqualStrategyNumber,
+					F_OIDEQ, ObjectIdGetDatum(tgoid));
+		scan = systable_beginscan(tgrel, TriggerOidIndexId, true, NULL, 1,
+								  &skey);
+		tup = systable_getnext(scan);
+		if (!HeapTupleIsValid(tup))
+			elog(ERROR, "could not find trigger %u", tgoid);
+		trig = (Form_pg_trigger) GETSTRUCT(tup);
+		relid = trig->tgrelid;
+		if (first)
+		{
+			if (parent_tgoid)
+				*parent_tgoid = trig->tgparentid;
+			if (tgfoid)
+				*tgfoid = trig->tgfoid;
+			first = false;
+		}
+		tgoid = trig->tgparentid;
+		systable_endscan(scan);
+	}
+	table_close(tgrel, AccessShareLock);
+	return relid;
+}
+
+/*
+ * init_column
+ *		Decide how to convert column 'att' to JSON and look up what that
+ *		needs, allocating in the current context (the state's).
+ *
+ * The built-in kinds reproduce to_jsonb()'s rendering of built-in types:
+ * it looks through domains, then renders booleans, numbers, dates,
+ * timestamps and jsonb specially, arrays and composites recursively, json
+ * and types with a cast to json (only looked for on types that are not
+ * built in) by parsing, and all else as the string from the output
+ * function.  Every kind that is not rendered here goes to to_jsonb itself.
+ */
+static void
+init_column(CaptureColumn *col, Form_pg_attribute att)
+{
+	Oid			outfunc;
+	bool		isvarlena;
+
+	col->attnum = att->attnum;
+	col->name = pstrdup(NameStr(att->attname));
+	col->namelen = strlen(col->name);
+	col->basetype = getBaseType(att->atttypid);
+
+	switch (col->basetype)
+	{
+		case BOOLOID:
+			col->kind = CV_BOOL;
+			return;
+		case INT2OID:
+		case INT4OID:
+		case INT8OID:
+			col->kind = CV_INT;
+			return;
+		case FLOAT4OID:
+		case FLOAT8OID:
+		case NUMERICOID:
+			col->kind = CV_NUMBER;
+			break;
+		case DATEOID:
+		case TIMESTAMPOID:
+		case TIMESTAMPTZOID:
+			col->kind = CV_DATETIME;
+			return;
+		case JSONBOID:
+			col->kind = CV_JSONB;
+			return;
+		default:
+			if (col->basetype < FirstNormalObjectId &&
+				col->basetype != JSONOID &&
+				!OidIsValid(get_element_type(col->basetype)) &&
+				!type_is_rowtype(col->basetype))
+				col->kind = CV_STRING;
+			else
+			{
+				FuncExpr   *expr;
+
+				col->kind = CV_TO_JSONB;
+				expr = makeFuncExpr(F_TO_JSONB, JSONBOID,
+									list_make1(makeNullConst(att->atttypid,
+															 att->atttypmod,
+															 att->attcollation)),
+									InvalidOid, InvalidOid,
+									COERCE_EXPLICIT_CALL);
+				fmgr_info_cxt(F_TO_JSONB, &col->func, CurrentMemoryContext);
+				fmgr_info_set_expr((Node *) expr, &col->func);
+				return;
+			}
+			break;
+	}
+	getTypeOutputInfo(col->basetype, &outfunc, &isvarlena);
+	fmgr_info_cxt(outfunc, &col->func, CurrentMemoryContext);
+}
+
+/*
+ * column_key_cmp
+ *		qsort comparator putting columns in the order jsonb stores object
+ *		keys (shorter first, then bytewise), so that building the payload
+ *		finds its keys already sorted.
+ */
+static int
+column_key_cmp(const void *a, const void *b)
+{
+	const CaptureColumn *ca = (const CaptureColumn *) a;
+	const CaptureColumn *cb = (const CaptureColumn *) b;
+
+	if (ca->namelen != cb->namelen)
+		return ca->namelen < cb->namelen ? -1 : 1;
+	return memcmp(ca->name, cb->name, ca->namelen);
+}
+
+/*
+ * parse_args
+ *		Split the trigger's "name=value" arguments into values[], indexed by
+ *		CaptureArg (NULL when not given).  An argument without '=', an
+ *		unknown name and a name given twice are errors.
+ */
+static void
+parse_args(int nargs, char **args, const char **values)
+{
+	int			i;
+
+	for (i = 0; i < ARG_COUNT; i++)
+		values[i] = NULL;
+	for (i = 0; i < nargs; i++)
+	{
+		const char *eq = strchr(args[i], '=');
+		int			namelen;
+		int			a;
+
+		if (eq == NULL)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("invalid argument \"%s\" of outbox.capture()", args[i]),
+					 errdetail("Arguments have the form name=value."),
+					 errhint("Valid names are topic, key, ignore, columns, type_insert, type_update and type_delete.")));
+		namelen = eq - args[i];
+		for (a = 0; a < ARG_COUNT; a++)
+			if (strlen(arg_names[a]) == namelen &&
+				strncmp(arg_names[a], args[i], namelen) == 0)
+				break;
+		if (a == ARG_COUNT)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("unknown argument \"%.*s\" of outbox.capture()",
+							namelen, args[i]),
+					 errhint("Valid names are topic, key, ignore, columns, type_insert, type_update and type_delete.")));
+		if (values[a] != NULL)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("argument \"%s\" of outbox.capture() is given more than once",
+							arg_names[a])));
+		values[a] = eq + 1;
+	}
+}
+
+/*
+ * build_state
+ *		Validate the arguments of a capture trigger on 'rel' whose captured
+ *		table is 'rootid', and build everything the trigger needs per row.
+ *
+ * The result is allocated in a new memory context that is a child of the
+ * current one; the caller moves it under CacheMemoryContext to keep it or
+ * deletes it.  Every mistake in the arguments is an error here, so both
+ * the trigger and capture_table() find them the same way.
+ */
+static CaptureState *
+build_state(Relation rel, Oid rootid, const char *trigname,
+			int nargs, char **args, bool for_table)
+{
+	MemoryContext cxt;
+	MemoryContext oldcxt;
+	CaptureState *st;
+	TupleDesc	desc = RelationGetDescr(rel);
+	const char *values[ARG_COUNT];
+	BuildContext bc;
+	ErrorContextCallback errcb;
+	char	   *rootname;
+	Oid			rootnsp;
+	AttrNumber *attnums;
+	int			n;
+	int			i;
+	int			op;
+
+	cxt = AllocSetContextCreate(CurrentMemoryContext,
+								"outbox capture trigger state",
+								ALLOCSET_SMALL_SIZES);
+	oldcxt = MemoryContextSwitchTo(cxt);
+
+	st = palloc0(sizeof(CaptureState));
+	st->cxt = cxt;
+	st->relid = RelationGetRelid(rel);
+	st->rootid = rootid;
+
+	rootname = get_rel_name(rootid);
+	rootnsp = get_rel_namespace(rootid);
+	if (rootname == NULL || !OidIsValid(rootnsp))
+		elog(ERROR, "cache lookup failed for relation %u", rootid);
+	st->table = rootname;
+	st->schema = get_namespace_name(rootnsp);
+	if (st->schema == NULL)
+		elog(ERROR, "cache lookup failed for namespace %u", rootnsp);
+
+	bc.for_table = for_table;
+	bc.trigname = trigname;
+	bc.relname = rootname;
+	bc.default_topic = false;
+	errcb.callback = build_error_context;
+	errcb.arg = &bc;
+	errcb.previous = error_context_stack;
+	error_context_stack = &errcb;
+
+	parse_args(nargs, args, values);
+
+	/* Topic and event types. */
+	if (values[ARG_TOPIC] != NULL)
+		st->topic = cstring_to_text(values[ARG_TOPIC]);
+	else
+	{
+		st->topic = cstring_to_text(rootname);
+		bc.default_topic = true;
+	}
+	OutboxCheckTopic("topic", st->topic);
+	bc.default_topic = false;
+	for (op = 0; op < 3; op++)
+	{
+		const char *v = values[ARG_TYPE_INSERT + op];
+
+		if (v != NULL)
+			st->event_type[op] = cstring_to_text(v);
+		else
+			st->event_type[op] = cstring_to_text(psprintf("%s%s", rootname,
+														  op_suffixes[op]));
+		OutboxCheckEventType(arg_names[ARG_TYPE_INSERT + op],
+							 st->event_type[op]);
+	}
+
+	/* Aggregate key: key= or the captured table's primary key. */
+	if (values[ARG_KEY] != NULL)
+		n = parse_column_list(&bc, desc, values[ARG_KEY], ARG_KEY, &attnums);
+	else
+	{
+		List	   *pk = primary_key_names(rootid);
+		ListCell   *lc;
+
+		if (pk == NIL)
+			ereport(ERROR,
+					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+					 errmsg("table \"%s.%s\" has no primary key", st->schema,
+							rootname),
+					 errdetail("The values of the key columns, joined with \":\", are the aggregate_id of the events."),
+					 for_table ?
+					 errhint("Name the key columns with key_columns, for example key_columns => '{order_id}'.") :
+					 errhint("Name the key columns with the argument key=col[,col].")));
+		attnums = palloc(sizeof(AttrNumber) * list_length(pk));
+		n = 0;
+		foreach(lc, pk)
+			attnums[n++] = find_column(&bc, desc, (char *) lfirst(lc), ARG_KEY);
+	}
+	st->nkeys = n;
+	st->keys = palloc0(sizeof(CaptureKeyColumn) * n);
+	for (i = 0; i < n; i++)
+	{
+		Form_pg_attribute att = TupleDescAttr(desc, attnums[i] - 1);
+		Oid			outfunc;
+		bool		isvarlena;
+
+		st->keys[i].attnum = attnums[i];
+		getTypeOutputInfo(att->atttypid, &outfunc, &isvarlena);
+		fmgr_info_cxt(outfunc, &st->keys[i].output, cxt);
+	}
+
+	/* Columns of the payload: columns= or every live column. */
+	if (values[ARG_COLUMNS] != NULL)
+	{
+		n = parse_column_list(&bc, desc, values[ARG_COLUMNS], ARG_COLUMNS,
+							  &attnums);
+		st->columns = palloc0(sizeof(CaptureColumn) * n);
+		for (i = 0; i < n; i++)
+			init_column(&st->columns[i], TupleDescAttr(desc, attnums[i] - 1));
+		st->ncolumns = n;
+	}
+	else
+	{
+		st->columns = palloc0(sizeof(CaptureColumn) * desc->natts);
+		for (i = 0; i < desc->natts; i++)
+		{
+			Form_pg_attribute att = TupleDescAttr(desc, i);
+
+			if (!att->attisdropped)
+				init_column(&st->columns[st->ncolumns++], att);
+		}
+	}
+
+	qsort(st->columns, st->ncolumns, sizeof(CaptureColumn), column_key_cmp);
+
+	/* ignore=: the columns an UPDATE must change to be captured. */
+	if (values[ARG_IGNORE] != NULL)
+	{
+		n = parse_column_list(&bc, desc, values[ARG_IGNORE], ARG_IGNORE,
+							  &attnums);
+		st->has_ignore = true;
+		st->compare = palloc(sizeof(AttrNumber) * desc->natts);
+		for (i = 0; i < desc->natts; i++)
+		{
+			Form_pg_attribute att = TupleDescAttr(desc, i);
+			bool		ignored = false;
+			int			j;
+
+			if (att->attisdropped)
+				continue;
+			for (j = 0; j < n; j++)
+				if (attnums[j] == att->attnum)
+					ignored = true;
+			if (!ignored)
+				st->compare[st->ncompare++] = att->attnum;
+		}
+	}
+
+	error_context_stack = errcb.previous;
+	MemoryContextSwitchTo(oldcxt);
+	return st;
+}
+
+/*
+ * get_state
+ *		The cached state of the trigger firing in 'td', built if needed.
+ */
+static CaptureState *
+get_state(TriggerData *td)
+{
+	CaptureCacheKey key;
+	CaptureCacheEntry *entry;
+	CaptureState *st;
+	HASH_SEQ_STATUS seq;
+	uint64		inval_before;
+	Oid			rootid;
+
+	init_cache();
+	memset(&key, 0, sizeof(key));
+	key.tgoid = td->tg_trigger->tgoid;
+	key.relid = RelationGetRelid(td->tg_relation);
+
+	entry = hash_search(capture_cache, &key, HASH_FIND, NULL);
+	if (entry != NULL && entry->valid)
+		return entry->state;
+
+	/*
+	 * Slow path.  Drop every stale entry; its state may still be used by a
+	 * call further up the stack, so it is freed at the end of the
+	 * transaction rather than now.
+	 */
+	hash_seq_init(&seq, capture_cache);
+	while ((entry = hash_seq_search(&seq)) != NULL)
+	{
+		if (entry->valid)
+			continue;
+		if (entry->state != NULL)
+			MemoryContextSetParent(entry->state->cxt, TopTransactionContext);
+		hash_search(capture_cache, &entry->key, HASH_REMOVE, NULL);
+	}
+
+	inval_before = capture_inval_count;
+	rootid = td->tg_trigger->tgisclone ?
+		trigger_root(key.tgoid, NULL, NULL) : key.relid;
+	st = build_state(td->tg_relation, rootid, td->tg_trigger->tgname,
+					 td->tg_trigger->tgnargs, td->tg_trigger->tgargs, false);
+	MemoryContextSetParent(st->cxt, CacheMemoryContext);
+
+	entry = hash_search(capture_cache, &key, HASH_ENTER, NULL);
+	entry->state = st;
+	/* An invalidation during the build: use the state for this call only. */
+	entry->valid = (capture_inval_count == inval_before);
+	return st;
+}
+
+/*
+ * push_jsonb
+ *		Add the jsonb value 'jb' as the value of the current key.
+ */
+static void
+push_jsonb(JsonbParseState **ps, Jsonb *jb)
+{
+	JsonbValue	v;
+
+	if (JB_ROOT_IS_SCALAR(jb))
+	{
+		if (!JsonbExtractScalar(&jb->root, &v))
+			elog(ERROR, "could not extract jsonb scalar");
+	}
+	else
+	{
+		v.type = jbvBinary;
+		v.val.binary.data = &jb->root;
+		v.val.binary.len = VARSIZE(jb) - VARHDRSZ;
+	}
+	pushJsonbValue(ps, WJB_VALUE, &v);
+}
+
+/*
+ * push_column
+ *		Add the value of one column, typed as to_jsonb() types it (see
+ *		init_column()).
+ */
+static void
+push_column(JsonbParseState **ps, CaptureColumn *col, Datum value, bool isnull)
+{
+	JsonbValue	v;
+	char	   *str;
+	int64		i;
+
+	if (isnull)
+	{
+		v.type = jbvNull;
+		pushJsonbValue(ps, WJB_VALUE, &v);
+		return;
+	}
+
+	switch (col->kind)
+	{
+		case CV_BOOL:
+			v.type = jbvBool;
+			v.val.boolean = DatumGetBool(value);
+			break;
+		case CV_INT:
+			if (col->basetype == INT2OID)
+				i = DatumGetInt16(value);
+			else if (col->basetype == INT4OID)
+				i = DatumGetInt32(value);
+			else
+				i = DatumGetInt64(value);
+			v.type = jbvNumeric;
+			v.val.numeric = int64_to_numeric(i);
+			break;
+		case CV_NUMBER:
+			/* as to_jsonb: a number unless it is NaN or an infinity */
+			str = OutputFunctionCall(&col->func, value);
+			if (strchr(str, 'N') == NULL && strchr(str, 'n') == NULL)
+			{
+				v.type = jbvNumeric;
+				v.val.numeric = DatumGetNumeric(DirectFunctionCall3(numeric_in,
+																	CStringGetDatum(str),
+																	ObjectIdGetDatum(InvalidOid),
+																	Int32GetDatum(-1)));
+			}
+			else
+			{
+				v.type = jbvString;
+				v.val.string.val = str;
+				v.val.string.len = strlen(str);
+			}
+			break;
+		case CV_DATETIME:
+			v.type = jbvString;
+			v.val.string.val = JsonEncodeDateTime(NULL, value, col->basetype,
+												  NULL);
+			v.val.string.len = strlen(v.val.string.val);
+			break;
+		case CV_JSONB:
+			push_jsonb(ps, DatumGetJsonbP(value));
+			return;
+		case CV_STRING:
+			str = OutputFunctionCall(&col->func, value);
+			v.type = jbvString;
+			v.val.string.val = str;
+			v.val.string.len = strlen(str);
+			if (v.val.string.len > JENTRY_OFFLENMASK)
+				ereport(ERROR,
+						(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+						 errmsg("string too long to represent as jsonb string"),
+						 errdetail("Due to an implementation restriction, jsonb strings cannot exceed %d bytes.",
+								   JENTRY_OFFLENMASK)));
+			break;
+		case CV_TO_JSONB:
+			push_jsonb(ps, DatumGetJsonbP(FunctionCall1(&col->func, value)));
+			return;
+		default:
+			elog(ERROR, "unknown capture value kind %d", (int) col->kind);
+	}
+	pushJsonbValue(ps, WJB_VALUE, &v);
+}
+
+/*
+ * push_string_pair
+ *		Add "key": "value" (or "key": null when 'value' is NULL).
+ */
+static void
+push_string_pair(JsonbParseState **ps, const char *key, const char *value)
+{
+	JsonbValue	k;
+	JsonbValue	v;
+
+	k.type = jbvString;
+	k.val.string.val = (char *) key;
+	k.val.string.len = strlen(key);
+	pushJsonbValue(ps, WJB_KEY, &k);
+	if (value == NULL)
+		v.type = jbvNull;
+	else
+	{
+		v.type = jbvString;
+		v.val.string.val = (char *) value;
+		v.val.string.len = strlen(value);
+	}
+	pushJsonbValue(ps, WJB_VALUE, &v);
+}
+
+/*
+ * push_row
+ *		Add "name": {column: value, ...} for the row in 'slot', or
+ *		"name": null when there is no such row.
+ */
+static void
+push_row(JsonbParseState **ps, CaptureState *st, const char *name,
+		 TupleTableSlot *slot)
+{
+	JsonbValue	k;
+	int			i;
+
+	k.type = jbvString;
+	k.val.string.val = (char *) name;
+	k.val.string.len = strlen(name);
+	pushJsonbValue(ps, WJB_KEY, &k);
+	if (slot == NULL)
+	{
+		JsonbValue	v;
+
+		v.type = jbvNull;
+		pushJsonbValue(ps, WJB_VALUE, &v);
+		return;
+	}
+
+	pushJsonbValue(ps, WJB_BEGIN_OBJECT, NULL);
+	for (i = 0; i < st->ncolumns; i++)
+	{
+		CaptureColumn *col = &st->columns[i];
+
+		k.type = jbvString;
+		k.val.string.val = col->name;
+		k.val.string.len = col->namelen;
+		pushJsonbValue(ps, WJB_KEY, &k);
+		push_column(ps, col, slot->tts_values[col->attnum - 1],
+					slot->tts_isnull[col->attnum - 1]);
+	}
+	pushJsonbValue(ps, WJB_END_OBJECT, NULL);
+}
+
+/*
+ * aggregate_id
+ *		The key columns' values of the row in 'slot' (their output functions'
+ *		text), joined with ':'.  NULL if any of them is NULL, or if the
+ *		result is empty (a one-column key whose value is ''): the event then
+ *		belongs to no aggregate.
+ */
+static char *
+aggregate_id(CaptureState *st, TupleTableSlot *slot)
+{
+	StringInfoData buf;
+	int			i;
+
+	initStringInfo(&buf);
+	for (i = 0; i < st->nkeys; i++)
+	{
+		AttrNumber	attnum = st->keys[i].attnum;
+
+		if (slot->tts_isnull[attnum - 1])
+			return NULL;
+		if (i > 0)
+			appendStringInfoChar(&buf, ':');
+		appendStringInfoString(&buf,
+							   OutputFunctionCall(&st->keys[i].output,
+												  slot->tts_values[attnum - 1]));
+	}
+	return buf.len > 0 ? buf.data : NULL;
+}
+
+/*
+ * update_is_captured
+ *		With ignore=: does the UPDATE from 'oldslot' to 'newslot' change any
+ *		column that is not ignored?  Values are compared by their stored
+ *		image (datum_image_eq), so an unchanged TOASTed value compares equal
+ *		without being rendered.
+ */
+static bool
+update_is_captured(CaptureState *st, TupleDesc desc,
+				   TupleTableSlot *oldslot, TupleTableSlot *newslot)
+{
+	int			i;
+
+	for (i = 0; i < st->ncompare; i++)
+	{
+		int			off = st->compare[i] - 1;
+		Form_pg_attribute att = TupleDescAttr(desc, off);
+		bool		oldnull = oldslot->tts_isnull[off];
+		bool		newnull = newslot->tts_isnull[off];
+
+		if (oldnull != newnull)
+			return true;
+		if (!oldnull &&
+			!datum_image_eq(oldslot->tts_values[off], newslot->tts_values[off],
+							att->attbyval, att->attlen))
+			return true;
+	}
+	return false;
+}
+
+/*
+ * outbox.capture() RETURNS trigger
+ *		AFTER INSERT OR UPDATE OR DELETE ... FOR EACH ROW: append one event
+ *		describing the row change.  See the file header.
+ */
+Datum
+outbox_saga_capture(PG_FUNCTION_ARGS)
+{
+	TriggerData *td;
+	CaptureState *st;
+	TupleTableSlot *oldslot = NULL;
+	TupleTableSlot *newslot = NULL;
+	JsonbParseState *ps = NULL;
+	JsonbValue *root;
+	OutboxEventData ev;
+	pg_uuid_t	event_id;
+	char	   *agg;
+	char	   *old_agg = NULL;
+	int			op;
+
+	if (!CALLED_AS_TRIGGER(fcinfo))
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("outbox.capture() was not called by the trigger manager")));
+	td = (TriggerData *) fcinfo->context;
+	if (!TRIGGER_FIRED_FOR_ROW(td->tg_event))
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("outbox.capture() must be fired FOR EACH ROW"),
+				 errdetail("Trigger \"%s\" on table \"%s\" is a statement-level trigger.",
+						   td->tg_trigger->tgname,
+						   RelationGetRelationName(td->tg_relation)),
+				 errhint("Create the trigger with outbox.capture_table(), or as AFTER INSERT OR UPDATE OR DELETE ... FOR EACH ROW.")));
+	if (!TRIGGER_FIRED_AFTER(td->tg_event))
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("outbox.capture() must be fired AFTER the row change"),
+				 TRIGGER_FIRED_BEFORE(td->tg_event) ?
+				 errdetail("Trigger \"%s\" on \"%s\" is a BEFORE trigger.",
+						   td->tg_trigger->tgname,
+						   RelationGetRelationName(td->tg_relation)) :
+				 errdetail("Trigger \"%s\" on \"%s\" is an INSTEAD OF trigger.",
+						   td->tg_trigger->tgname,
+						   RelationGetRelationName(td->tg_relation)),
+				 errhint("Create the trigger with outbox.capture_table(), or as AFTER INSERT OR UPDATE OR DELETE ... FOR EACH ROW.")));
+
+	if (TRIGGER_FIRED_BY_INSERT(td->tg_event))
+	{
+		op = OP_INSERT;
+		newslot = td->tg_trigslot;
+	}
+	else if (TRIGGER_FIRED_BY_UPDATE(td->tg_event))
+	{
+		op = OP_UPDATE;
+		oldslot = td->tg_trigslot;
+		newslot = td->tg_newslot;
+	}
+	else if (TRIGGER_FIRED_BY_DELETE(td->tg_event))
+	{
+		op = OP_DELETE;
+		oldslot = td->tg_trigslot;
+	}
+	else
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("outbox.capture() must be fired by INSERT, UPDATE or DELETE")));
+
+	st = get_state(td);
+
+	if (oldslot)
+		slot_getallattrs(oldslot);
+	if (newslot)
+		slot_getallattrs(newslot);
+
+	if (op == OP_UPDATE && st->has_ignore &&
+		!update_is_captured(st, RelationGetDescr(td->tg_relation),
+							oldslot, newslot))
+		return PointerGetDatum(NULL);
+
+	/* The payload, its keys in jsonb's order (see column_key_cmp()). */
+	pushJsonbValue(&ps, WJB_BEGIN_OBJECT, NULL);
+	push_string_pair(&ps, "op", op_names[op]);
+	push_row(&ps, st, "new", newslot);
+	push_row(&ps, st, "old", oldslot);
+	push_string_pair(&ps, "table", st->table);
+	push_string_pair(&ps, "schema", st->schema);
+	root = pushJsonbValue(&ps, WJB_END_OBJECT, NULL);
+
+	/* The aggregate; an UPDATE that moves the row to another one says so. */
+	agg = aggregate_id(st, newslot ? newslot : oldslot);
+	if (op == OP_UPDATE)
+	{
+		old_agg = aggregate_id(st, oldslot);
+		if (old_agg != NULL && agg != NULL && strcmp(old_agg, agg) == 0)
+			old_agg = NULL;
+	}
+	ps = NULL;
+	pushJsonbValue(&ps, WJB_BEGIN_OBJECT, NULL);
+	if (old_agg != NULL)
+		push_string_pair(&ps, "old_aggregate_id", old_agg);
+
+	ev.topic = st->topic;
+	ev.event_type = st->event_type[op];
+	ev.payload = JsonbValueToJsonb(root);
+	ev.aggregate_id = agg ? cstring_to_text(agg) : NULL;
+	ev.headers = JsonbValueToJsonb(pushJsonbValue(&ps, WJB_END_OBJECT, NULL));
+	ev.has_deliver_after = false;
+	ev.deliver_after = 0;
+
+	OutboxCheckAggregateId(ev.aggregate_id);
+	OutboxCheckPayload(ev.payload);
+	OutboxCheckHeaders(ev.headers);
+	OutboxAppendEvent(&ev, &event_id);
+
+	return PointerGetDatum(NULL);
+}
+
+/* ------------------------------------------------------------------------
+ * capture_table() and uncapture_table()
+ * ------------------------------------------------------------------------
+ */
+
+/*
+ * text_array_elements
+ *		The elements of a text[] argument as C strings; a NULL element is an
+ *		error naming the parameter.
+ */
+static int
+text_array_elements(ArrayType *arr, const char *param, char ***result)
+{
+	Datum	   *elems;
+	bool	   *nulls;
+	int			n;
+	int			i;
+
+	deconstruct_array(arr, TEXTOID, -1, false, TYPALIGN_INT,
+					  &elems, &nulls, &n);
+	*result = palloc(sizeof(char *) * (n > 0 ? n : 1));
+	for (i = 0; i < n; i++)
+	{
+		if (nulls[i])
+			ereport(ERROR,
+					(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+					 errmsg("%s must not contain nulls", param)));
+		(*result)[i] = TextDatumGetCString(elems[i]);
+	}
+	return n;
+}
+
+/*
+ * column_list_arg
+ *		Build "name=col,col" from a text[] of column names, quoting each as
+ *		an identifier so the trigger parses back exactly these names.
+ */
+static char *
+column_list_arg(const char *name, ArrayType *arr, const char *param)
+{
+	char	  **cols;
+	int			n = text_array_elements(arr, param, &cols);
+	StringInfoData buf;
+	int			i;
+
+	if (n == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("%s must name at least one column", param),
+				 strcmp(param, "key_columns") == 0 ?
+				 errhint("Pass NULL to use the primary key.") :
+				 errhint("Pass NULL to ignore no column.")));
+	initStringInfo(&buf);
+	appendStringInfo(&buf, "%s=", name);
+	for (i = 0; i < n; i++)
+	{
+		if (cols[i][0] == '\0')
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("%s must not contain empty names", param)));
+		if (i > 0)
+			appendStringInfoChar(&buf, ',');
+		appendStringInfoString(&buf, quote_identifier(cols[i]));
+	}
+	return buf.data;
+}
+
+/*
+ * capture_function_oid
+ *		The OID of outbox.capture().
+ */
+static Oid
+capture_function_oid(void)
+{
+	Oid			noargs[1] = {InvalidOid};
+
+	return LookupFuncName(list_make2(makeString("outbox"),
+									 makeString("capture")),
+						  0, noargs, false);
+}
+
+/*
+ * run_ddl
+ *		Run one utility statement through SPI.
+ */
+static void
+run_ddl(const char *sql)
+{
+	int			rc;
+
+	if ((rc = SPI_connect()) != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed: %s", SPI_result_code_string(rc));
+	rc = SPI_execute(sql, false, 0);
+	if (rc != SPI_OK_UTILITY)
+		elog(ERROR, "SPI_execute failed: %s", SPI_result_code_string(rc));
+	if ((rc = SPI_finish()) != SPI_OK_FINISH)
+		elog(ERROR, "SPI_finish failed: %s", SPI_result_code_string(rc));
+}
+
+/*
+ * check_relkind
+ *		Only tables, partitioned tables and foreign tables can carry an
+ *		AFTER ... FOR EACH ROW trigger.
+ */
+static void
+check_relkind(Oid relid)
+{
+	char		relkind = get_rel_relkind(relid);
+
+	if (relkind == '\0')
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_TABLE),
+				 errmsg("relation with OID %u does not exist", relid)));
+
+	if (relkind != RELKIND_RELATION && relkind != RELKIND_PARTITIONED_TABLE &&
+		relkind != RELKIND_FOREIGN_TABLE)
+		ereport(ERROR,
+				(errcode(ERRCODE_WRONG_OBJECT_TYPE),
+				 errmsg("\"%s\" is not a table", get_rel_name(relid)),
+				 errdetail("Only tables, partitioned tables and foreign tables can be captured.")));
+}
+
+/*
+ * outbox.capture_table(tbl regclass, topic text, key_columns text[],
+ *						operations text[], ignore_columns text[]) RETURNS text
+ *		Create the capture trigger "outbox_capture" on 'tbl' and return its
+ *		name.
+ *
+ * Every input is checked first, including the trigger arguments it builds
+ * (with the same code the trigger runs when it fires), so a mistake is an
+ * error and creates nothing.  Requires the TRIGGER privilege on the table
+ * and EXECUTE on outbox.capture(), as CREATE TRIGGER does.
+ */
+Datum
+outbox_saga_capture_table(PG_FUNCTION_ARGS)
+{
+	Oid			relid;
+	Relation	rel;
+	AclResult	aclresult;
+	char	   *args[ARG_COUNT];
+	int			nargs = 0;
+	bool		ops[3] = {false, false, false};
+	char	  **opnames;
+	int			nops;
+	int			i;
+	Oid			tgoid;
+	Oid			capture_oid;
+	CaptureState *st;
+	StringInfoData sql;
+	bool		first;
+
+	if (PG_ARGISNULL(0))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("tbl must not be null")));
+	if (PG_ARGISNULL(3))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("operations must not be null"),
+				 errhint("Pass some of INSERT, UPDATE and DELETE.")));
+	relid = PG_GETARG_OID(0);
+
+	/* Operations: a non-empty subset of INSERT, UPDATE, DELETE. */
+	nops = text_array_elements(PG_GETARG_ARRAYTYPE_P(3), "operations", &opnames);
+	if (nops == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("operations must not be empty"),
+				 errhint("Pass some of INSERT, UPDATE and DELETE.")));
+	for (i = 0; i < nops; i++)
+	{
+		if (pg_strcasecmp(opnames[i], "insert") == 0)
+			ops[OP_INSERT] = true;
+		else if (pg_strcasecmp(opnames[i], "update") == 0)
+			ops[OP_UPDATE] = true;
+		else if (pg_strcasecmp(opnames[i], "delete") == 0)
+			ops[OP_DELETE] = true;
+		else
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("unknown operation \"%s\"", opnames[i]),
+					 errhint("Operations are INSERT, UPDATE and DELETE.")));
+	}
+
+	/* The trigger's arguments. */
+	if (!PG_ARGISNULL(1))
+		args[nargs++] = psprintf("topic=%s", TextDatumGetCString(PG_GETARG_DATUM(1)));
+	if (!PG_ARGISNULL(2))
+		args[nargs++] = column_list_arg("key", PG_GETARG_ARRAYTYPE_P(2),
+										"key_columns");
+	if (!PG_ARGISNULL(4))
+		args[nargs++] = column_list_arg("ignore", PG_GETARG_ARRAYTYPE_P(4),
+										"ignore_columns");
+
+	/* Privilege first, so that nobody else can lock the table. */
+	check_relkind(relid);
+	aclresult = pg_class_aclcheck(relid, GetUserId(), ACL_TRIGGER);
+	if (aclresult != ACLCHECK_OK)
+		aclcheck_error(aclresult, get_relkind_objtype(get_rel_relkind(relid)),
+					   get_rel_name(relid));
+
+	/* The lock CREATE TRIGGER takes, held from here to the end. */
+	rel = relation_open(relid, ShareRowExclusiveLock);
+
+	capture_oid = capture_function_oid();
+	tgoid = get_trigger_oid(relid, CAPTURE_TRIGGER_NAME, true);
+	if (OidIsValid(tgoid))
+	{
+		Oid			parent = InvalidOid;
+		Oid			tgfoid = InvalidOid;
+		Oid			root = trigger_root(tgoid, &parent, &tgfoid);
+
+		if (tgfoid != capture_oid)
+			ereport(ERROR,
+					(errcode(ERRCODE_DUPLICATE_OBJECT),
+					 errmsg("table \"%s\" already has a trigger named \"%s\"",
+							RelationGetRelationName(rel), CAPTURE_TRIGGER_NAME),
+					 errdetail("That trigger does not execute outbox.capture()."),
+					 errhint("Rename or drop that trigger first.")));
+		if (OidIsValid(parent))
+			ereport(ERROR,
+					(errcode(ERRCODE_DUPLICATE_OBJECT),
+					 errmsg("table \"%s\" is already captured through its partitioned table \"%s\"",
+							RelationGetRelationName(rel), get_rel_name(root)),
+					 errhint("To change its capture, call outbox.uncapture_table() on \"%s\" first.",
+							 get_rel_name(root))));
+		ereport(ERROR,
+				(errcode(ERRCODE_DUPLICATE_OBJECT),
+				 errmsg("table \"%s\" is already captured",
+						RelationGetRelationName(rel)),
+				 errdetail("It has a trigger named \"%s\".", CAPTURE_TRIGGER_NAME),
+				 errhint("To change its capture, call outbox.uncapture_table() first.")));
+	}
+
+	/* A capture trigger made by hand counts too: it would double events. */
+	if (rel->trigdesc != NULL)
+	{
+		for (i = 0; i < rel->trigdesc->numtriggers; i++)
+		{
+			Trigger    *trig = &rel->trigdesc->triggers[i];
+
+			if (trig->tgfoid == capture_oid)
+				ereport(ERROR,
+						(errcode(ERRCODE_DUPLICATE_OBJECT),
+						 errmsg("table \"%s\" is already captured by trigger \"%s\"",
+								RelationGetRelationName(rel), trig->tgname),
+						 errdetail("A second capture trigger would write every event twice."),
+						 errhint("Drop trigger \"%s\" first, or create further capture triggers with CREATE TRIGGER.",
+								 trig->tgname)));
+		}
+	}
+
+	/*
+	 * A partition captured on its own would get a second trigger of the
+	 * same name from its parent; CREATE TRIGGER refuses that, but say why.
+	 */
+	if (rel->rd_rel->relkind == RELKIND_PARTITIONED_TABLE)
+	{
+		List	   *children = find_all_inheritors(relid, ShareRowExclusiveLock,
+												   NULL);
+		ListCell   *lc;
+
+		foreach(lc, children)
+		{
+			Oid			child = lfirst_oid(lc);
+
+			if (child != relid &&
+				OidIsValid(get_trigger_oid(child, CAPTURE_TRIGGER_NAME, true)))
+				ereport(ERROR,
+						(errcode(ERRCODE_DUPLICATE_OBJECT),
+						 errmsg("partition \"%s\" of table \"%s\" is already captured",
+								get_rel_name(child), RelationGetRelationName(rel)),
+						 errhint("Capturing a partitioned table captures all its partitions; call outbox.uncapture_table() on \"%s\" first.",
+								 get_rel_name(child))));
+		}
+	}
+
+	/* Everything the trigger will check when it fires, checked now. */
+	st = build_state(rel, relid, CAPTURE_TRIGGER_NAME, nargs, args, true);
+	MemoryContextDelete(st->cxt);
+
+	initStringInfo(&sql);
+	appendStringInfo(&sql, "CREATE TRIGGER %s AFTER ",
+					 quote_identifier(CAPTURE_TRIGGER_NAME));
+	first = true;
+	for (i = 0; i < 3; i++)
+	{
+		if (!ops[i])
+			continue;
+		if (!first)
+			appendStringInfoString(&sql, " OR ");
+		appendStringInfoString(&sql, i == OP_INSERT ? "INSERT" :
+							   i == OP_UPDATE ? "UPDATE" : "DELETE");
+		first = false;
+	}
+	appendStringInfo(&sql, " ON %s FOR EACH ROW EXECUTE FUNCTION outbox.capture(",
+					 quote_qualified_identifier(get_namespace_name(RelationGetNamespace(rel)),
+												RelationGetRelationName(rel)));
+	for (i = 0; i < nargs; i++)
+		appendStringInfo(&sql, "%s%s", i > 0 ? ", " : "",
+						 quote_literal_cstr(args[i]));
+	appendStringInfoChar(&sql, ')');
+
+	relation_close(rel, NoLock);
+	run_ddl(sql.data);
+
+	PG_RETURN_TEXT_P(cstring_to_text(CAPTURE_TRIGGER_NAME));
+}
+
+/*
+ * outbox.uncapture_table(tbl regclass) RETURNS void
+ *		Drop the capture trigger that capture_table() created on 'tbl'.
+ *
+ * An error if the table has no such trigger, if its trigger was inherited
+ * from a captured partitioned table (uncapture that one instead), or if a
+ * trigger of that name is not a capture trigger.  DROP TRIGGER checks that
+ * the caller owns the table.
+ */
+Datum
+outbox_saga_uncapture_table(PG_FUNCTION_ARGS)
+{
+	Oid			relid;
+	Oid			tgoid;
+	Oid			parent = InvalidOid;
+	Oid			tgfoid = InvalidOid;
+	Oid			root;
+	char	   *relname;
+
+	if (PG_ARGISNULL(0))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("tbl must not be null")));
+	relid = PG_GETARG_OID(0);
+	relname = get_rel_name(relid);
+	if (relname == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_TABLE),
+				 errmsg("relation with OID %u does not exist", relid)));
+
+	tgoid = get_trigger_oid(relid, CAPTURE_TRIGGER_NAME, true);
+	if (!OidIsValid(tgoid))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("table \"%s\" is not captured", relname),
+				 errdetail("It has no trigger named \"%s\".", CAPTURE_TRIGGER_NAME)));
+	root = trigger_root(tgoid, &parent, &tgfoid);
+	if (tgfoid != capture_function_oid())
+		ereport(ERROR,
+				(errcode(ERRCODE_WRONG_OBJECT_TYPE),
+				 errmsg("trigger \"%s\" on table \"%s\" is not a capture trigger",
+						CAPTURE_TRIGGER_NAME, relname),
+				 errdetail("It does not execute outbox.capture(), so outbox.uncapture_table() leaves it alone.")));
+	if (OidIsValid(parent))
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("table \"%s\" is captured through its partitioned table \"%s\"",
+						relname, get_rel_name(root)),
+				 errhint("Call outbox.uncapture_table() on \"%s\" to stop capturing all its partitions.",
+						 get_rel_name(root))));
+
+	run_ddl(psprintf("DROP TRIGGER %s ON %s",
+					 quote_identifier(CAPTURE_TRIGGER_NAME),
+					 quote_qualified_identifier(get_namespace_name(get_rel_namespace(relid)),
+												relname)));
+	PG_RETURN_VOID();
+}

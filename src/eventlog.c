@@ -82,6 +82,7 @@
 #include "eventlog.h"
 #include "guc.h"
 #include "uuidv7.h"
+#include "wakeup.h"
 
 /* Columns of outbox.events, in their declared order (the SPEC's contract). */
 enum
@@ -374,4 +375,5 @@ OutboxAppendEvent(const OutboxEventData *ev, pg_uuid_t *event_id)
 
 	heap_freetuple(tup);
 	table_close(rel, NoLock);
+	WakeupNoteEventWritten();
 }

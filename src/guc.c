@@ -23,6 +23,12 @@
 
 int			OutboxMaxPayloadSize = 1024 * 1024;
 int			OutboxIdempotencyLockTimeout = 300;
+bool		OutboxEnabled = true;
+char	   *OutboxDatabases = NULL;
+int			OutboxPollInterval = 1000;
+int			OutboxBatchSize = 1000;
+int			OutboxRetention = 0;
+int			OutboxMaxDatabases = 32;
 
 /*
  * GucInit
@@ -51,6 +57,68 @@ GucInit(void)
 							INT_MAX,
 							PGC_USERSET,
 							GUC_UNIT_S,
+							NULL, NULL, NULL);
+
+	DefineCustomBoolVariable("outbox_saga.enabled",
+							 "Whether the background workers dispatch events.",
+							 "Off stops every dispatcher; events are still written.",
+							 &OutboxEnabled,
+							 true,
+							 PGC_SIGHUP,
+							 0,
+							 NULL, NULL, NULL);
+
+	DefineCustomStringVariable("outbox_saga.databases",
+							   "Databases served by a dispatcher (comma-separated names); empty: every database with the extension.",
+							   NULL,
+							   &OutboxDatabases,
+							   "",
+							   PGC_SIGHUP,
+							   GUC_LIST_INPUT,
+							   NULL, NULL, NULL);
+
+	DefineCustomIntVariable("outbox_saga.poll_interval",
+							"How long a dispatcher sleeps when no commit wakes it.",
+							"Commits that write events wake the dispatcher at once; this poll covers delayed events and retries.",
+							&OutboxPollInterval,
+							1000,
+							10,
+							3600 * 1000,
+							PGC_SIGHUP,
+							GUC_UNIT_MS,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("outbox_saga.batch_size",
+							"Events a dispatcher delivers to one destination per transaction.",
+							"A destination's batch_size config key overrides it.",
+							&OutboxBatchSize,
+							1000,
+							1,
+							10000,
+							PGC_SIGHUP,
+							0,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("outbox_saga.retention",
+							"How long delivered events are kept in outbox.events before they are retired.",
+							"0 retires them as soon as every destination has consumed them.",
+							&OutboxRetention,
+							0,
+							0,
+							INT_MAX,
+							PGC_SIGHUP,
+							GUC_UNIT_S,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("outbox_saga.max_databases",
+							"How many databases can have a dispatcher at once.",
+							NULL,
+							&OutboxMaxDatabases,
+							32,
+							1,
+							1024,
+							PGC_POSTMASTER,
+							0,
 							NULL, NULL, NULL);
 
 	MarkGUCPrefixReserved("outbox_saga");

@@ -14,6 +14,14 @@ extern int	OutboxMaxPayloadSize;
 /* How long a committed, uncompleted idempotency claim blocks others (s). */
 extern int	OutboxIdempotencyLockTimeout;
 
+/* Dispatch (reloadable unless noted). */
+extern bool OutboxEnabled;
+extern char *OutboxDatabases;
+extern int	OutboxPollInterval;		/* ms */
+extern int	OutboxBatchSize;
+extern int	OutboxRetention;		/* s */
+extern int	OutboxMaxDatabases;		/* postmaster start only */
+
 extern void GucInit(void);
 
 #endif							/* OUTBOX_SAGA_GUC_H */

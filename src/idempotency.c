@@ -1,2 +1,771 @@
-/* placeholder: idempotency keys (being written) */
-#include "postgres.h"
+/*-------------------------------------------------------------------------
+ *
+ * idempotency.c
+ *		Idempotency keys: outbox.idempotency_key(), outbox.idempotency_complete(),
+ *		outbox.once() and outbox.purge_idempotency_keys().
+ *
+ * A key is one row of outbox.idempotency_keys, primary key (scope, key).
+ * Its status is 'in_progress' from the claim until idempotency_complete()
+ * makes it 'completed' with the response to replay.  expires_at (claim time
+ * + ttl) ends its life: from then on the row is treated as absent (the next
+ * request takes it over) and the purge may delete it.  once() is a claim
+ * that is written as 'completed' at once, with no response.
+ *
+ * TRANSACTIONS
+ *	Everything runs through SPI in the caller's transaction, so a claim or a
+ *	completion exists if and only if the caller's transaction (and
+ *	savepoint) commits: a rolled-back claim is as if it never happened.  A
+ *	request that does slow work outside the database commits its claim first
+ *	(other requests then get in_progress) and completes the key in a later
+ *	transaction.  Every call reads the clock once; that instant decides
+ *	expiry and staleness and becomes the new created_at / completed_at.
+ *
+ * CLAIMING AND WAITING
+ *	A claim is INSERT ... ON CONFLICT DO NOTHING.  When the conflicting row
+ *	was written (inserted, taken over, completed or purged) by a transaction
+ *	that is still open, the insert waits for that transaction to end: that
+ *	is how a concurrent duplicate waits for the first request and then
+ *	answers from its outcome (an aborted writer leaves the key as it was).
+ *	When the insert meets a committed row, the row is read again (under READ
+ *	COMMITTED with a new snapshot, which sees it) and classified, in this
+ *	order, without a row lock:
+ *	  expired                                  -> take it over: new
+ *	  both fingerprints set and different      -> mismatch
+ *	  completed                                -> completed, with response
+ *	  in progress, claimed by this transaction -> new (again)
+ *	  in progress, younger than the lock timeout -> in_progress
+ *	  in progress, older                       -> take it over: new
+ *	Reading takes no lock on purpose: a FOR UPDATE lock would be held to the
+ *	caller's commit and make every replay of a completed key wait for the
+ *	previous replay's transaction.  A takeover is an UPDATE whose WHERE
+ *	clause repeats the takeover condition, so of two concurrent takeovers
+ *	one wins; the other waits for it and, READ COMMITTED re-checking the
+ *	updated row, updates nothing.  Then, as when the row vanished between
+ *	the insert and the read (purged), the claim starts over.  Each new round
+ *	follows a change to the key that another transaction committed.
+ *
+ *	"Claimed by this transaction" means that the row version was written by
+ *	the current transaction or one of its live subtransactions (xmin) and
+ *	that claimed_by is the current top-level transaction id.  claimed_by is
+ *	64 bits wide and never repeats in a cluster; the xmin test covers a row
+ *	restored by pg_dump, whose claimed_by came from another cluster.
+ *
+ *	Under REPEATABLE READ and SERIALIZABLE a row committed after the
+ *	caller's snapshot cannot be classified: the insert or the takeover
+ *	fails with SQLSTATE 40001 (serialization_failure), and the caller
+ *	retries its transaction as for any serialization failure; the retry
+ *	sees the committed row.
+ *
+ * LOCKS
+ *	ROW EXCLUSIVE on outbox.idempotency_keys and its indexes; the row lock
+ *	of a key this transaction inserted, took over or completed, held to the
+ *	end of the transaction (that is what makes duplicates wait).  Reading
+ *	a key takes no row lock.  The purge locks the rows it deletes with
+ *	SKIP LOCKED, so it never waits for an open claim or completion.
+ *
+ * CRASH
+ *	There is no state outside the table.  The open claim of a backend that
+ *	crashed is rolled back with its transaction.  A committed claim whose
+ *	request died before completing it answers in_progress until
+ *	outbox_saga.idempotency_lock_timeout has passed since the claim; the
+ *	next request then takes it over.
+ *
+ * The SQL functions are SECURITY DEFINER with search_path pinned to
+ * pg_catalog, pg_temp (see src/sql/idempotency.sql): callers need EXECUTE
+ * on a function, never privileges on the table.  The statements below are
+ * fixed and take every value as a parameter.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "compat.h"
+
+#include "access/transam.h"
+#include "access/xact.h"
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
+#include "fmgr.h"
+#include "funcapi.h"
+#include "miscadmin.h"
+#include "tcop/utility.h"
+#include "utils/builtins.h"
+#include "utils/jsonb.h"
+#include "utils/timestamp.h"
+#include "utils/xid8.h"
+
+#include "guc.h"
+#include "idempotency.h"
+
+PG_FUNCTION_INFO_V1(outbox_saga_idempotency_key);
+PG_FUNCTION_INFO_V1(outbox_saga_idempotency_complete);
+PG_FUNCTION_INFO_V1(outbox_saga_once);
+PG_FUNCTION_INFO_V1(outbox_saga_purge_idempotency_keys);
+
+/* The answers of outbox.idempotency_key(). */
+typedef enum IdemStatus
+{
+	IDEM_NEW,
+	IDEM_COMPLETED,
+	IDEM_IN_PROGRESS,
+	IDEM_MISMATCH
+} IdemStatus;
+
+static const char *const idem_status_names[] = {
+	[IDEM_NEW] = "new",
+	[IDEM_COMPLETED] = "completed",
+	[IDEM_IN_PROGRESS] = "in_progress",
+	[IDEM_MISMATCH] = "mismatch",
+};
+
+/* One validated request for a key. */
+typedef struct IdemRequest
+{
+	text	   *scope;
+	text	   *key;
+	text	   *fingerprint;	/* NULL: none given */
+	TimestampTz now;			/* the one clock reading of the call */
+	TimestampTz expires_at;		/* now + ttl */
+	TimestampTz stale_before;	/* uncompleted claims made before this are
+								 * taken over */
+	bool		complete;		/* once(): write the claim as completed */
+} IdemRequest;
+
+/* A key's row as read by read_key(); pointers live in SPI memory. */
+typedef struct IdemRow
+{
+	TransactionId xmin;
+	FullTransactionId claimed_by;
+	text	   *fingerprint;	/* NULL: none stored */
+	bool		completed;
+	Datum		response;
+	bool		response_isnull;
+	TimestampTz created_at;
+	TimestampTz expires_at;
+} IdemRow;
+
+/*
+ * The statements, prepared on first use and kept for the life of the
+ * backend.  The plan cache re-plans them after DDL on the table (or after
+ * the extension was dropped and created again), by name.
+ *
+ * Parameters of the claim statements (insert and takeover):
+ *	$1 scope, $2 key, $3 fingerprint, $4 status to write, $5 now,
+ *	$6 expires_at, $7 completed_at (NULL unless $4 is 'completed'),
+ *	$8 stale_before (takeover only).
+ */
+#define IDEM_CLAIM_NARGS 8
+
+static SPIPlanPtr insert_plan = NULL;
+static SPIPlanPtr read_plan = NULL;
+static SPIPlanPtr takeover_plan = NULL;
+static SPIPlanPtr complete_plan = NULL;
+static SPIPlanPtr purge_plan = NULL;
+
+static const char insert_sql[] =
+"INSERT INTO outbox.idempotency_keys"
+"  (scope, key, fingerprint, status, response, claimed_by,"
+"   created_at, expires_at, completed_at)"
+" VALUES ($1, $2, $3, $4, NULL, pg_catalog.pg_current_xact_id(), $5, $6, $7)"
+" ON CONFLICT (scope, key) DO NOTHING";
+
+/* Column numbers of read_sql's result. */
+enum
+{
+	RD_XMIN = 1,
+	RD_CLAIMED_BY,
+	RD_FINGERPRINT,
+	RD_COMPLETED,
+	RD_RESPONSE,
+	RD_CREATED_AT,
+	RD_EXPIRES_AT
+};
+
+static const char read_sql[] =
+"SELECT xmin, claimed_by, fingerprint, status = 'completed', response,"
+"       created_at, expires_at"
+"  FROM outbox.idempotency_keys"
+" WHERE scope = $1 AND key = $2";
+
+static const char takeover_sql[] =
+"UPDATE outbox.idempotency_keys"
+"   SET fingerprint = $3, status = $4, response = NULL,"
+"       claimed_by = pg_catalog.pg_current_xact_id(),"
+"       created_at = $5, expires_at = $6, completed_at = $7"
+" WHERE scope = $1 AND key = $2"
+"   AND (expires_at <= $5"
+"        OR (status = 'in_progress' AND created_at <= $8"
+"            AND ($3 IS NULL OR fingerprint IS NULL OR fingerprint = $3)))";
+
+/* $1 scope, $2 key, $3 response, $4 now */
+static const char complete_sql[] =
+"UPDATE outbox.idempotency_keys"
+"   SET status = 'completed', response = $3, completed_at = $4"
+" WHERE scope = $1 AND key = $2"
+"   AND status = 'in_progress' AND expires_at > $4";
+
+/*
+ * $1 now, $2 max_rows.  The row lock is taken by the inner SELECT with SKIP
+ * LOCKED; the outer condition re-checks expiry on the locked version (READ
+ * COMMITTED may have moved to a newer one).
+ */
+static const char purge_sql[] =
+"DELETE FROM outbox.idempotency_keys"
+" WHERE ctid = ANY (ARRAY("
+"         SELECT ctid FROM outbox.idempotency_keys"
+"          WHERE expires_at <= $1"
+"          ORDER BY expires_at"
+"          LIMIT $2"
+"          FOR UPDATE SKIP LOCKED))"
+"   AND expires_at <= $1";
+
+/*
+ * prepare_kept
+ *		Prepare one statement and keep its plan for the life of the backend.
+ */
+static SPIPlanPtr
+prepare_kept(const char *sql, int nargs, Oid *argtypes)
+{
+	SPIPlanPtr	plan = SPI_prepare(sql, nargs, argtypes);
+
+	if (plan == NULL)
+		elog(ERROR, "SPI_prepare failed for \"%s\": %s",
+			 sql, SPI_result_code_string(SPI_result));
+	if (SPI_keepplan(plan) != 0)
+		elog(ERROR, "SPI_keepplan failed for \"%s\"", sql);
+	return plan;
+}
+
+/*
+ * prepare_plans
+ *		Prepare every statement not prepared yet.  Called while connected to
+ *		SPI.
+ */
+static void
+prepare_plans(void)
+{
+	Oid			claim_types[IDEM_CLAIM_NARGS] = {
+		TEXTOID, TEXTOID, TEXTOID, TEXTOID,
+		TIMESTAMPTZOID, TIMESTAMPTZOID, TIMESTAMPTZOID, TIMESTAMPTZOID
+	};
+	Oid			key_types[2] = {TEXTOID, TEXTOID};
+	Oid			complete_types[4] = {TEXTOID, TEXTOID, JSONBOID, TIMESTAMPTZOID};
+	Oid			purge_types[2] = {TIMESTAMPTZOID, INT8OID};
+
+	if (insert_plan == NULL)
+		insert_plan = prepare_kept(insert_sql, IDEM_CLAIM_NARGS - 1, claim_types);
+	if (read_plan == NULL)
+		read_plan = prepare_kept(read_sql, 2, key_types);
+	if (takeover_plan == NULL)
+		takeover_plan = prepare_kept(takeover_sql, IDEM_CLAIM_NARGS, claim_types);
+	if (complete_plan == NULL)
+		complete_plan = prepare_kept(complete_sql, 4, complete_types);
+	if (purge_plan == NULL)
+		purge_plan = prepare_kept(purge_sql, 2, purge_types);
+}
+
+/*
+ * spi_connect / spi_finish
+ *		SPI_connect() and SPI_finish() with their return codes checked, and
+ *		the plans prepared.
+ */
+static void
+spi_connect(void)
+{
+	int			rc = SPI_connect();
+
+	if (rc != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed: %s", SPI_result_code_string(rc));
+	prepare_plans();
+}
+
+static void
+spi_finish(void)
+{
+	int			rc = SPI_finish();
+
+	if (rc != SPI_OK_FINISH)
+		elog(ERROR, "SPI_finish failed: %s", SPI_result_code_string(rc));
+}
+
+/*
+ * run_plan
+ *		Execute a kept plan (read-write, so that each statement gets a new
+ *		snapshot under READ COMMITTED and sees what the previous one did) and
+ *		return the number of rows processed.  Any return code other than
+ *		'expected' is a can't-happen error.
+ */
+static uint64
+run_plan(SPIPlanPtr plan, Datum *values, const char *nulls, int expected)
+{
+	int			rc = SPI_execute_plan(plan, values, nulls, false, 0);
+
+	if (rc != expected)
+		elog(ERROR, "SPI_execute_plan failed: %s", SPI_result_code_string(rc));
+	return SPI_processed;
+}
+
+/*
+ * read_key
+ *		Read the row of (scope, key) visible to a new snapshot (READ
+ *		COMMITTED) or to the transaction's snapshot, without locking it.
+ *		Returns false if there is none.
+ */
+static bool
+read_key(text *scope, text *key, IdemRow *row)
+{
+	Datum		values[2];
+	HeapTuple	tup;
+	TupleDesc	desc;
+	uint64		n;
+	bool		isnull;
+	Datum		d;
+
+	values[0] = PointerGetDatum(scope);
+	values[1] = PointerGetDatum(key);
+	n = run_plan(read_plan, values, NULL, SPI_OK_SELECT);
+	if (n == 0)
+		return false;
+	if (n != 1)
+		elog(ERROR, "idempotency key has " UINT64_FORMAT " rows", n);
+
+	tup = SPI_tuptable->vals[0];
+	desc = SPI_tuptable->tupdesc;
+
+	row->xmin = DatumGetTransactionId(SPI_getbinval(tup, desc, RD_XMIN, &isnull));
+	row->claimed_by = DatumGetFullTransactionId(SPI_getbinval(tup, desc, RD_CLAIMED_BY,
+															  &isnull));
+	d = SPI_getbinval(tup, desc, RD_FINGERPRINT, &isnull);
+	row->fingerprint = isnull ? NULL : DatumGetTextPP(d);
+	row->completed = DatumGetBool(SPI_getbinval(tup, desc, RD_COMPLETED, &isnull));
+	row->response = SPI_getbinval(tup, desc, RD_RESPONSE, &row->response_isnull);
+	row->created_at = DatumGetTimestampTz(SPI_getbinval(tup, desc, RD_CREATED_AT,
+														&isnull));
+	row->expires_at = DatumGetTimestampTz(SPI_getbinval(tup, desc, RD_EXPIRES_AT,
+														&isnull));
+	return true;
+}
+
+/*
+ * fingerprints_differ
+ *		A mismatch needs two fingerprints: a NULL on either side (the request
+ *		or the stored claim) matches anything.  Fingerprints compare byte by
+ *		byte.
+ */
+static bool
+fingerprints_differ(text *given, text *stored)
+{
+	if (given == NULL || stored == NULL)
+		return false;
+	return VARSIZE_ANY_EXHDR(given) != VARSIZE_ANY_EXHDR(stored) ||
+		memcmp(VARDATA_ANY(given), VARDATA_ANY(stored),
+			   VARSIZE_ANY_EXHDR(given)) != 0;
+}
+
+/*
+ * claimed_by_me
+ *		Is this row version a claim made by the current transaction?  See
+ *		the file header.
+ */
+static bool
+claimed_by_me(const IdemRow *row)
+{
+	FullTransactionId me = GetTopFullTransactionIdIfAny();
+
+	return FullTransactionIdIsValid(me) &&
+		FullTransactionIdEquals(row->claimed_by, me) &&
+		TransactionIdIsCurrentTransactionId(row->xmin);
+}
+
+/*
+ * claim_key
+ *		Claim req's key for the current transaction or say why not; see the
+ *		file header for the rules.  For IDEM_COMPLETED, *response is the
+ *		stored response (copied into the caller's memory context); for the
+ *		other answers it is NULL.
+ */
+static IdemStatus
+claim_key(const IdemRequest *req, Datum *response, bool *response_isnull)
+{
+	Datum		values[IDEM_CLAIM_NARGS];
+	char		nulls[IDEM_CLAIM_NARGS];
+	IdemStatus	result;
+	int			round;
+
+	*response = (Datum) 0;
+	*response_isnull = true;
+
+	memset(nulls, ' ', sizeof(nulls));
+	values[0] = PointerGetDatum(req->scope);
+	values[1] = PointerGetDatum(req->key);
+	values[2] = PointerGetDatum(req->fingerprint);
+	nulls[2] = req->fingerprint == NULL ? 'n' : ' ';
+	values[3] = CStringGetTextDatum(req->complete ? "completed" : "in_progress");
+	values[4] = TimestampTzGetDatum(req->now);
+	values[5] = TimestampTzGetDatum(req->expires_at);
+	values[6] = TimestampTzGetDatum(req->now);
+	nulls[6] = req->complete ? ' ' : 'n';
+	values[7] = TimestampTzGetDatum(req->stale_before);
+
+	spi_connect();
+
+	for (round = 0;; round++)
+	{
+		IdemRow		row;
+
+		CHECK_FOR_INTERRUPTS();
+
+		/*
+		 * With a transaction snapshot, nothing changes between two rounds:
+		 * another round could only repeat this one.  The key was changed by
+		 * a transaction this snapshot cannot see.
+		 */
+		if (round > 0 && IsolationUsesXactSnapshot())
+			ereport(ERROR,
+					(errcode(ERRCODE_T_R_SERIALIZATION_FAILURE),
+					 errmsg("could not serialize access due to concurrent update of an idempotency key")));
+
+		if (run_plan(insert_plan, values, nulls, SPI_OK_INSERT) == 1)
+		{
+			result = IDEM_NEW;
+			break;
+		}
+
+		/* A committed row is in the way; it may be gone again (purged). */
+		if (!read_key(req->scope, req->key, &row))
+			continue;
+
+		if (row.expires_at > req->now)
+		{
+			if (fingerprints_differ(req->fingerprint, row.fingerprint))
+			{
+				result = IDEM_MISMATCH;
+				break;
+			}
+			if (row.completed)
+			{
+				result = IDEM_COMPLETED;
+				*response_isnull = row.response_isnull;
+
+				/*
+				 * Detoast before the copy: a TOAST pointer would outlive
+				 * neither SPI_finish() nor, in the caller's tuplestore, the
+				 * snapshot that protects the row.
+				 */
+				if (!row.response_isnull)
+					*response = SPI_datumTransfer(PointerGetDatum(PG_DETOAST_DATUM(row.response)),
+												  false, -1);
+				break;
+			}
+			if (claimed_by_me(&row))
+			{
+				/* once() after idempotency_key() in one transaction */
+				if (req->complete)
+				{
+					Datum		cvalues[4];
+					char		cnulls[4] = {' ', ' ', 'n', ' '};
+
+					cvalues[0] = values[0];
+					cvalues[1] = values[1];
+					cvalues[2] = (Datum) 0;
+					cvalues[3] = values[4];
+					if (run_plan(complete_plan, cvalues, cnulls,
+								 SPI_OK_UPDATE) != 1)
+						elog(ERROR, "could not complete the current transaction's own claim");
+				}
+				result = IDEM_NEW;
+				break;
+			}
+			if (row.created_at > req->stale_before)
+			{
+				result = IDEM_IN_PROGRESS;
+				break;
+			}
+		}
+
+		/* Expired, or an abandoned claim: take it over unless beaten. */
+		if (run_plan(takeover_plan, values, nulls, SPI_OK_UPDATE) == 1)
+		{
+			result = IDEM_NEW;
+			break;
+		}
+	}
+
+	spi_finish();
+	return result;
+}
+
+/*
+ * check_text
+ *		A scope, key or fingerprint: 1..maxbytes bytes.
+ */
+static void
+check_text(const char *name, text *value, int maxbytes)
+{
+	int			len = VARSIZE_ANY_EXHDR(value);
+
+	if (len == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("%s must not be empty", name)));
+	if (len > maxbytes)
+		ereport(ERROR,
+				(errcode(ERRCODE_STRING_DATA_RIGHT_TRUNCATION),
+				 errmsg("%s is too long", name),
+				 errdetail("It has %d bytes; the limit is %d.", len, maxbytes)));
+}
+
+/*
+ * required_text
+ *		Argument 'argno' (named 'name'): not NULL, 1..maxbytes bytes.
+ */
+static text *
+required_text(FunctionCallInfo fcinfo, int argno, const char *name, int maxbytes)
+{
+	text	   *value;
+
+	if (PG_ARGISNULL(argno))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("%s must not be null", name)));
+	value = PG_GETARG_TEXT_PP(argno);
+	check_text(name, value, maxbytes);
+	return value;
+}
+
+/*
+ * build_request
+ *		Validate the arguments of idempotency_key() or once() (named 'fname')
+ *		into *req.  fingerprint_arg is -1 for once(), which has none.
+ *		Nothing is written before every argument has been checked.
+ */
+static void
+build_request(FunctionCallInfo fcinfo, const char *fname, int fingerprint_arg,
+			  int ttl_arg, bool complete, IdemRequest *req)
+{
+	Interval   *ttl;
+	Interval	zero;
+
+	req->scope = required_text(fcinfo, 0, "scope", OUTBOX_MAX_SCOPE_BYTES);
+	req->key = required_text(fcinfo, 1, "key", OUTBOX_MAX_IDEMPOTENCY_KEY_BYTES);
+	req->fingerprint = NULL;
+	if (fingerprint_arg >= 0 && !PG_ARGISNULL(fingerprint_arg))
+	{
+		req->fingerprint = PG_GETARG_TEXT_PP(fingerprint_arg);
+		if (VARSIZE_ANY_EXHDR(req->fingerprint) == 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("fingerprint must not be empty"),
+					 errhint("Pass NULL to skip the fingerprint check.")));
+		check_text("fingerprint", req->fingerprint, OUTBOX_MAX_FINGERPRINT_BYTES);
+	}
+
+	if (PG_ARGISNULL(ttl_arg))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("ttl must not be null"),
+				 errhint("Pass a positive interval such as '24 hours'.")));
+	ttl = PG_GETARG_INTERVAL_P(ttl_arg);
+
+	req->now = GetCurrentTimestamp();
+	memset(&zero, 0, sizeof(zero));
+	if (DatumGetInt32(DirectFunctionCall2(interval_cmp,
+										  IntervalPGetDatum(ttl),
+										  IntervalPGetDatum(&zero))) <= 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("ttl must be positive"),
+				 errhint("Pass a positive interval such as '24 hours'.")));
+
+	/* Raises "timestamp out of range" for an absurdly large ttl. */
+	req->expires_at = DatumGetTimestampTz(DirectFunctionCall2(timestamptz_pl_interval,
+															  TimestampTzGetDatum(req->now),
+															  IntervalPGetDatum(ttl)));
+	if (TIMESTAMP_NOT_FINITE(req->expires_at))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("ttl must be finite"),
+				 errhint("Pass a positive interval such as '24 hours'.")));
+	if (req->expires_at <= req->now)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("ttl must be positive"),
+				 errdetail("Added to the current time, it gives a time that is not later.")));
+
+	req->stale_before = req->now -
+		(TimestampTz) OutboxIdempotencyLockTimeout * USECS_PER_SEC;
+	req->complete = complete;
+
+	/* Even a replay writes first (the claim); say so before SPI does. */
+	PreventCommandIfReadOnly(fname);
+}
+
+/*
+ * outbox.idempotency_key(scope text, key text, fingerprint text,
+ *						  ttl interval) RETURNS TABLE(status text, response jsonb)
+ *
+ * Always one row.  status is new, completed, in_progress or mismatch;
+ * response is the stored response for completed and NULL otherwise.
+ */
+Datum
+outbox_saga_idempotency_key(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	IdemRequest req;
+	IdemStatus	status;
+	Datum		values[2];
+	bool		nulls[2];
+
+	build_request(fcinfo, "outbox.idempotency_key()", 2, 3, false, &req);
+	InitMaterializedSRF(fcinfo, 0);
+
+	status = claim_key(&req, &values[1], &nulls[1]);
+	values[0] = CStringGetTextDatum(idem_status_names[status]);
+	nulls[0] = false;
+	tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+
+	return (Datum) 0;
+}
+
+/*
+ * outbox.once(scope text, key text, ttl interval) RETURNS boolean
+ *
+ * idempotency_key(scope, key, NULL, ttl) followed, when it answers new, by
+ * idempotency_complete(scope, key, NULL), in a single write: true exactly
+ * when the key was claimed.
+ */
+Datum
+outbox_saga_once(PG_FUNCTION_ARGS)
+{
+	IdemRequest req;
+	Datum		response;
+	bool		response_isnull;
+
+	build_request(fcinfo, "outbox.once()", -1, 2, true, &req);
+	PG_RETURN_BOOL(claim_key(&req, &response, &response_isnull) == IDEM_NEW);
+}
+
+/*
+ * outbox.idempotency_complete(scope text, key text, response jsonb)
+ *		RETURNS void
+ *
+ * Completes the key's claim in progress, whichever transaction made it.
+ * A key that has no claim in progress (absent, expired or already
+ * completed) is an error with SQLSTATE 55000, and nothing is changed.
+ */
+Datum
+outbox_saga_idempotency_complete(PG_FUNCTION_ARGS)
+{
+	text	   *scope = required_text(fcinfo, 0, "scope", OUTBOX_MAX_SCOPE_BYTES);
+	text	   *key = required_text(fcinfo, 1, "key", OUTBOX_MAX_IDEMPOTENCY_KEY_BYTES);
+	TimestampTz now = GetCurrentTimestamp();
+	Datum		values[4];
+	char		nulls[4] = {' ', ' ', ' ', ' '};
+	IdemRow		row;
+	const char *detail;
+	const char *hint;
+
+	values[0] = PointerGetDatum(scope);
+	values[1] = PointerGetDatum(key);
+	if (PG_ARGISNULL(2))
+	{
+		values[2] = (Datum) 0;
+		nulls[2] = 'n';
+	}
+	else
+		values[2] = PointerGetDatum(PG_GETARG_JSONB_P(2));
+	values[3] = TimestampTzGetDatum(now);
+
+	PreventCommandIfReadOnly("outbox.idempotency_complete()");
+	spi_connect();
+	for (;;)
+	{
+		CHECK_FOR_INTERRUPTS();
+
+		if (run_plan(complete_plan, values, nulls, SPI_OK_UPDATE) == 1)
+		{
+			spi_finish();
+			PG_RETURN_VOID();
+		}
+
+		/* Nothing was changed; say why. */
+		if (!read_key(scope, key, &row))
+		{
+			detail = "No claim of the key is visible: it was never claimed, or its claim rolled back, has not committed yet, or expired and was purged.";
+			hint = "Complete a key after outbox.idempotency_key() answered new for it.";
+			break;
+		}
+		if (row.expires_at <= now)
+		{
+			detail = "Its claim has expired; an expired key counts as absent.";
+			hint = "Pass a ttl longer than the request takes.";
+			break;
+		}
+		if (row.completed)
+		{
+			detail = "It has already been completed.";
+			hint = "A key is completed once; replays get the stored response from outbox.idempotency_key().";
+			break;
+		}
+
+		/*
+		 * A claim in progress that the update did not see: under READ
+		 * COMMITTED it committed after the update's snapshot was taken, so
+		 * the update is tried again.  A transaction snapshot would see here
+		 * what the update saw.
+		 */
+		if (IsolationUsesXactSnapshot())
+			elog(ERROR, "idempotency key in progress but not updatable");
+	}
+	ereport(ERROR,
+			(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+			 errmsg("idempotency key \"%s\" in scope \"%s\" has no claim in progress",
+					text_to_cstring(key), text_to_cstring(scope)),
+			 errdetail_internal("%s", detail),
+			 errhint("%s", hint)));
+	PG_RETURN_VOID();			/* keep the compiler quiet */
+}
+
+/*
+ * OutboxPurgeIdempotencyKeys
+ *		Delete at most max_rows expired keys, oldest expiry first, skipping
+ *		rows that open transactions have locked (a takeover or completion in
+ *		flight); returns how many were deleted.  Runs in the caller's
+ *		transaction.
+ */
+int64
+OutboxPurgeIdempotencyKeys(int64 max_rows)
+{
+	Datum		values[2];
+	uint64		n;
+
+	values[0] = TimestampTzGetDatum(GetCurrentTimestamp());
+	values[1] = Int64GetDatum(max_rows);
+
+	spi_connect();
+	n = run_plan(purge_plan, values, NULL, SPI_OK_DELETE);
+	spi_finish();
+
+	return (int64) n;
+}
+
+/*
+ * outbox.purge_idempotency_keys(max_rows integer) RETURNS bigint
+ */
+Datum
+outbox_saga_purge_idempotency_keys(PG_FUNCTION_ARGS)
+{
+	int32		max_rows;
+
+	if (PG_ARGISNULL(0))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("max_rows must not be null")));
+	max_rows = PG_GETARG_INT32(0);
+	if (max_rows < 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("max_rows must be positive"),
+				 errdetail("It is %d.", max_rows)));
+	PreventCommandIfReadOnly("outbox.purge_idempotency_keys()");
+
+	PG_RETURN_INT64(OutboxPurgeIdempotencyKeys(max_rows));
+}

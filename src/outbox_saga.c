@@ -6,15 +6,22 @@
  * _PG_init runs once per process that loads the library: the postmaster
  * when the library is in shared_preload_libraries, otherwise the first
  * backend that calls one of its functions.  It only calls one init
- * function per subsystem; what each registers is described there.
+ * function per subsystem; what each registers is described there.  The
+ * shared memory, the background workers and the utility hook exist only
+ * when preloading; settings and the commit wake-up always.
  *
  *-------------------------------------------------------------------------
  */
 #include "compat.h"
 
 #include "fmgr.h"
+#include "miscadmin.h"
 
 #include "guc.h"
+#include "launcher.h"
+#include "shmem.h"
+#include "utility_hook.h"
+#include "wakeup.h"
 
 PG_MODULE_MAGIC;
 
@@ -24,4 +31,10 @@ void
 _PG_init(void)
 {
 	GucInit();
+	WakeupInit();
+	if (!process_shared_preload_libraries_in_progress)
+		return;
+	ShmemInit();
+	UtilityHookInit();
+	LauncherRegister();
 }

@@ -33,11 +33,8 @@ CREATE INDEX events_txid_idx ON outbox.events (txid);
 COMMENT ON TABLE outbox.events IS
 	'Committed, not yet retired events. Written only by outbox.emit() and outbox.capture().';
 
-SELECT pg_catalog.pg_extension_config_dump('outbox.events_p0', '');
-SELECT pg_catalog.pg_extension_config_dump('outbox.events_p1', '');
-SELECT pg_catalog.pg_extension_config_dump('outbox.events_p2', '');
-SELECT pg_catalog.pg_extension_config_dump('outbox.events_p3', '');
-SELECT pg_catalog.pg_extension_config_dump('outbox.events_id_seq', '');
+-- Not registered with pg_extension_config_dump: the log holds transaction
+-- ids (txid), which mean nothing in another cluster; see README, "Backups".
 
 CREATE FUNCTION outbox.emit(
 	topic         text,

@@ -11,3 +11,7 @@ REVOKE ALL ON ALL FUNCTIONS IN SCHEMA saga FROM PUBLIC;
 REVOKE ALL ON ALL TABLES IN SCHEMA outbox FROM PUBLIC;
 REVOKE ALL ON ALL TABLES IN SCHEMA saga FROM PUBLIC;
 REVOKE ALL ON ALL SEQUENCES IN SCHEMA outbox FROM PUBLIC;
+
+-- Wake the launcher when this CREATE EXTENSION commits: this database now
+-- needs a dispatcher.
+SELECT outbox.extension_changed();

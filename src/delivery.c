@@ -1,0 +1,788 @@
+/*-------------------------------------------------------------------------
+ *
+ * delivery.c
+ *		One batch of one destination, in one transaction.
+ *
+ * THE TRANSACTION
+ *	A batch locks its destination row (FOR UPDATE SKIP LOCKED: a user who
+ *	holds it in an open transaction only delays that destination), delivers
+ *	events, and records the outcome - new position, retry rows, dead letters,
+ *	counters - in the same transaction.  In-transaction kinds (function,
+ *	notify) deliver inside it, each event in a subtransaction, so a handler's
+ *	writes commit if and only if the delivery is recorded (G5); a crash
+ *	before the commit delivers the whole batch again (G3).
+ *
+ * WHAT A BATCH TAKES, IN ORDER
+ *	1. Retry rows that are due, lowest id first; on an ordered destination
+ *	   only the lowest id of each aggregate is eligible (G4).
+ *	2. The next page of the current window of the log (see eventlog.c): the
+ *	   events of the destination's subscriptions whose transactions are
+ *	   visible in the window's upper tick and not in its lower one, in id
+ *	   order, after last_id.  An event that is delayed (deliver_after in the
+ *	   future), or whose aggregate has a retry row on an ordered destination,
+ *	   is parked as a retry row (a copy of the event) instead of delivered.
+ *	A failed event gets a retry row with attempts = 1 and a backoff
+ *	(full jitter: a random delay up to min(backoff_max,
+ *	backoff_base * 2^(attempts-1))), or goes to the dead letters when it has
+ *	used up max_attempts; its aggregate is then held back, other aggregates
+ *	flow on.
+ *
+ * OUTAGES
+ *	When the first FAILURES_BEFORE_BACKOFF attempts of a batch all fail and
+ *	nothing succeeded, the batch stops there and the whole destination backs
+ *	off (retry_at, consecutive_failures): an unreachable destination costs a
+ *	few attempts per backoff period, and the log - not a copy per event -
+ *	keeps what waits.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "compat.h"
+
+#include <math.h>
+
+#include "access/htup_details.h"
+#include "access/xact.h"
+#include "catalog/namespace.h"
+#include "catalog/pg_type_d.h"
+#include "common/hashfn.h"
+#include "common/pg_prng.h"
+#include "executor/spi.h"
+#include "miscadmin.h"
+#include "utils/builtins.h"
+#include "utils/guc.h"
+#include "utils/hsearch.h"
+#include "utils/lsyscache.h"
+#include "utils/memutils.h"
+#include "utils/snapmgr.h"
+#include "utils/timeout.h"
+#include "utils/timestamp.h"
+#include "utils/typcache.h"
+#include "utils/uuid.h"
+#include "utils/xid8.h"
+
+#include "dispatcher.h"
+#include "eventlog.h"
+#include "guc.h"
+#include "sink.h"
+
+#define FAILURES_BEFORE_BACKOFF	3
+#define MAX_ERROR_LENGTH		1000
+#define EVENT_COLUMNS			10
+
+/* The SQL of every statement a batch runs; planned once, kept. */
+enum
+{
+	Q_LOCK_DEST,
+	Q_LATEST_TICK,
+	Q_TICK_SNAPSHOT,
+	Q_WINDOW_START,
+	Q_PAGE,
+	Q_BLOCKED,
+	Q_DUE_RETRIES,
+	Q_RETRY_DONE,
+	Q_RETRY_FAILED,
+	Q_RETRY_TO_DEAD,
+	Q_PARK,
+	Q_DEAD,
+	Q_UPDATE_DEST,
+	Q_COUNT
+};
+
+#define EVENT_COLS "id, event_id, topic, aggregate_id, event_type, payload, headers, created_at, deliver_after, txid"
+
+static const char *const query_text[Q_COUNT] = {
+	[Q_LOCK_DEST] =
+	"SELECT tick_from, tick_to, last_id, done_id, consecutive_failures"
+	"  FROM outbox.destination WHERE id = $1 AND NOT paused"
+	"   FOR UPDATE SKIP LOCKED",
+	[Q_LATEST_TICK] =
+	"SELECT max(id) FROM outbox.tick",
+	[Q_TICK_SNAPSHOT] =
+	"SELECT snapshot FROM outbox.tick WHERE id = $1",
+	[Q_WINDOW_START] =
+	"SELECT min(e.id) FROM outbox.events e"
+	" WHERE e.txid >= pg_catalog.pg_snapshot_xmin($1)"
+	"   AND e.txid < pg_catalog.pg_snapshot_xmax($2)"
+	"   AND pg_catalog.pg_visible_in_snapshot(e.txid, $2)"
+	"   AND NOT pg_catalog.pg_visible_in_snapshot(e.txid, $1)",
+	[Q_PAGE] =
+	"SELECT e.id, e.event_id, e.topic, e.aggregate_id, e.event_type, e.payload,"
+	"       e.headers, e.created_at, e.deliver_after, e.txid"
+	"  FROM outbox.events e"
+	" WHERE e.id > $3"
+	"   AND pg_catalog.pg_visible_in_snapshot(e.txid, $2)"
+	"   AND NOT pg_catalog.pg_visible_in_snapshot(e.txid, $1)"
+	"   AND EXISTS (SELECT 1 FROM outbox.subscription s"
+	"                WHERE s.destination_id = $4"
+	"                  AND (s.topic = '*' OR s.topic = e.topic)"
+	"                  AND (s.event_types IS NULL OR e.event_type = ANY (s.event_types))"
+	"                  AND NOT pg_catalog.pg_visible_in_snapshot(e.txid, s.since))"
+	" ORDER BY e.id LIMIT $5",
+	[Q_BLOCKED] =
+	"SELECT DISTINCT aggregate_id FROM outbox.delivery_retry"
+	" WHERE destination_id = $1 AND aggregate_id IS NOT NULL",
+	[Q_DUE_RETRIES] =
+	"SELECT r.id, r.event_id, r.topic, r.aggregate_id, r.event_type, r.payload,"
+	"       r.headers, r.created_at, r.deliver_after, r.txid, r.attempts"
+	"  FROM outbox.delivery_retry r"
+	" WHERE r.destination_id = $1 AND r.next_attempt_at <= pg_catalog.now()"
+	"   AND (NOT $2 OR r.aggregate_id IS NULL"
+	"        OR NOT EXISTS (SELECT 1 FROM outbox.delivery_retry p"
+	"                        WHERE p.destination_id = r.destination_id"
+	"                          AND p.aggregate_id = r.aggregate_id AND p.id < r.id))"
+	" ORDER BY r.id LIMIT $3",
+	[Q_RETRY_DONE] =
+	"DELETE FROM outbox.delivery_retry WHERE destination_id = $1 AND id = $2",
+	[Q_RETRY_FAILED] =
+	"UPDATE outbox.delivery_retry"
+	"   SET attempts = $3, next_attempt_at = $4, last_error = $5,"
+	"       last_attempt_at = pg_catalog.now()"
+	" WHERE destination_id = $1 AND id = $2",
+	[Q_RETRY_TO_DEAD] =
+	"WITH r AS (DELETE FROM outbox.delivery_retry"
+	"            WHERE destination_id = $1 AND id = $2 RETURNING *)"
+	" INSERT INTO outbox.dead_letter (destination_id, " EVENT_COLS ", attempts, last_error)"
+	" SELECT destination_id, " EVENT_COLS ", $3, $4 FROM r",
+	[Q_PARK] =
+	"INSERT INTO outbox.delivery_retry (destination_id, " EVENT_COLS ","
+	"       attempts, next_attempt_at, last_error, last_attempt_at)"
+	" VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14,"
+	"         CASE WHEN $12 > 0 THEN pg_catalog.now() END)",
+	[Q_DEAD] =
+	"INSERT INTO outbox.dead_letter (destination_id, " EVENT_COLS ", attempts, last_error)"
+	" VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+	[Q_UPDATE_DEST] =
+	"UPDATE outbox.destination"
+	"   SET tick_from = $2, tick_to = $3, last_id = $4, done_id = $5,"
+	"       delivered_total = delivered_total + $6,"
+	"       failed_attempts_total = failed_attempts_total + $7,"
+	"       last_delivered_at = CASE WHEN $6 > 0 THEN pg_catalog.now() ELSE last_delivered_at END,"
+	"       last_error = COALESCE($8, last_error),"
+	"       last_error_at = CASE WHEN $8 IS NOT NULL THEN pg_catalog.now() ELSE last_error_at END,"
+	"       consecutive_failures = $9, retry_at = $10"
+	" WHERE id = $1",
+};
+
+/* Parameter types of each statement (0-terminated). */
+#define EVENT_TYPES INT8OID, UUIDOID, TEXTOID, TEXTOID, TEXTOID, JSONBOID, JSONBOID, \
+	TIMESTAMPTZOID, TIMESTAMPTZOID, XID8OID
+static const Oid query_types[Q_COUNT][16] = {
+	[Q_LOCK_DEST] = {INT4OID},
+	[Q_LATEST_TICK] = {0},
+	[Q_TICK_SNAPSHOT] = {INT8OID},
+	[Q_WINDOW_START] = {PG_SNAPSHOTOID, PG_SNAPSHOTOID},
+	[Q_PAGE] = {PG_SNAPSHOTOID, PG_SNAPSHOTOID, INT8OID, INT4OID, INT4OID},
+	[Q_BLOCKED] = {INT4OID},
+	[Q_DUE_RETRIES] = {INT4OID, BOOLOID, INT4OID},
+	[Q_RETRY_DONE] = {INT4OID, INT8OID},
+	[Q_RETRY_FAILED] = {INT4OID, INT8OID, INT4OID, TIMESTAMPTZOID, TEXTOID},
+	[Q_RETRY_TO_DEAD] = {INT4OID, INT8OID, INT4OID, TEXTOID},
+	[Q_PARK] = {INT4OID, EVENT_TYPES, INT4OID, TIMESTAMPTZOID, TEXTOID},
+	[Q_DEAD] = {INT4OID, EVENT_TYPES, INT4OID, TEXTOID},
+	[Q_UPDATE_DEST] = {INT4OID, INT8OID, INT8OID, INT8OID, INT8OID, INT8OID, INT8OID,
+	TEXTOID, INT4OID, TIMESTAMPTZOID},
+};
+
+static SPIPlanPtr plans[Q_COUNT];
+
+/* The state of one batch. */
+typedef struct Batch
+{
+	DestinationConfig *dest;
+	const OutboxSink *sink;
+	TupleDesc	events_desc;	/* row type of outbox.events */
+	HTAB	   *blocked;		/* aggregates held back (ordered only) */
+	int64		delivered;
+	int64		failed;
+	int64		dead;
+	char	   *last_error;
+	bool		stop;			/* the outage rule stopped the batch */
+} Batch;
+
+typedef struct BlockedKey
+{
+	char		aggregate_id[OUTBOX_MAX_AGGREGATE_BYTES + 1];
+} BlockedKey;
+
+/*
+ * run_plan
+ *		Execute statement 'q' with 'values' (nulls as 'n' in 'nulls', may be
+ *		NULL); check that it returned 'expect'.
+ */
+static void
+run_plan(int q, Datum *values, const char *nulls, int expect)
+{
+	int			rc;
+
+	if (plans[q] == NULL)
+	{
+		int			nargs = 0;
+		SPIPlanPtr	plan;
+
+		while (nargs < 16 && query_types[q][nargs] != 0)
+			nargs++;
+		plan = SPI_prepare(query_text[q], nargs, (Oid *) query_types[q]);
+		if (plan == NULL)
+			elog(ERROR, "could not prepare dispatcher statement %d: %s",
+				 q, SPI_result_code_string(SPI_result));
+		if (SPI_keepplan(plan) != 0)
+			elog(ERROR, "could not keep dispatcher statement %d", q);
+		plans[q] = plan;
+	}
+	rc = SPI_execute_plan(plans[q], values, nulls, false, 0);
+	if (rc != expect)
+		elog(ERROR, "dispatcher statement %d failed: %s", q, SPI_result_code_string(rc));
+}
+
+/*
+ * events_tupdesc
+ *		The tuple descriptor of outbox.events rows, cached per process.
+ */
+static TupleDesc
+events_tupdesc(void)
+{
+	static TupleDesc cached = NULL;
+	static Oid	cached_type = InvalidOid;
+	Oid			relid = get_relname_relid("events", get_namespace_oid("outbox", false));
+	Oid			typid = get_rel_type_id(relid);
+
+	if (cached == NULL || cached_type != typid)
+	{
+		MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
+
+		cached = lookup_rowtype_tupdesc_copy(typid, -1);
+		cached_type = typid;
+		MemoryContextSwitchTo(old);
+	}
+	return cached;
+}
+
+/*
+ * read_event
+ *		Fill 'ev' from row 'i' of the last SPI result, whose first
+ *		EVENT_COLUMNS columns are those of outbox.events in order (and, for
+ *		retry rows, attempts after them).  Copies into the current context.
+ */
+static void
+read_event(Batch *b, uint64 i, DispatchEvent *ev, bool with_attempts)
+{
+	HeapTuple	tup = SPI_tuptable->vals[i];
+	TupleDesc	desc = SPI_tuptable->tupdesc;
+	Datum		values[EVENT_COLUMNS];
+	bool		nulls[EVENT_COLUMNS];
+	int			c;
+
+	for (c = 0; c < EVENT_COLUMNS; c++)
+		values[c] = SPI_getbinval(tup, desc, c + 1, &nulls[c]);
+
+	ev->id = DatumGetInt64(values[0]);
+	memcpy(&ev->event_id, DatumGetUUIDP(values[1]), sizeof(pg_uuid_t));
+	ev->topic = DatumGetTextPCopy(values[2]);
+	ev->aggregate_id = nulls[3] ? NULL : DatumGetTextPCopy(values[3]);
+	ev->event_type = DatumGetTextPCopy(values[4]);
+	ev->payload = DatumGetJsonbPCopy(values[5]);
+	ev->headers = DatumGetJsonbPCopy(values[6]);
+	ev->created_at = DatumGetTimestampTz(values[7]);
+	ev->has_deliver_after = !nulls[8];
+	ev->deliver_after = nulls[8] ? 0 : DatumGetTimestampTz(values[8]);
+	ev->txid = DatumGetUInt64(values[9]);
+	ev->attempts = 0;
+	if (with_attempts)
+	{
+		bool		isnull;
+
+		ev->attempts = DatumGetInt32(SPI_getbinval(tup, desc, EVENT_COLUMNS + 1, &isnull));
+	}
+
+	/* The composite outbox.events value handlers receive. */
+	values[2] = PointerGetDatum(ev->topic);
+	values[3] = PointerGetDatum(ev->aggregate_id);
+	values[4] = PointerGetDatum(ev->event_type);
+	values[5] = JsonbPGetDatum(ev->payload);
+	values[6] = JsonbPGetDatum(ev->headers);
+	values[1] = UUIDPGetDatum(&ev->event_id);
+	ev->row = heap_copy_tuple_as_datum(heap_form_tuple(b->events_desc, values, nulls),
+									   b->events_desc);
+}
+
+/*
+ * event_params
+ *		values/nulls $2..$11 of Q_PARK and Q_DEAD from 'ev'.
+ */
+static void
+event_params(const DispatchEvent *ev, Datum *values, char *nulls)
+{
+	memset(nulls, ' ', EVENT_COLUMNS);
+	values[0] = Int64GetDatum(ev->id);
+	values[1] = UUIDPGetDatum(&ev->event_id);
+	values[2] = PointerGetDatum(ev->topic);
+	values[3] = PointerGetDatum(ev->aggregate_id);
+	if (ev->aggregate_id == NULL)
+		nulls[3] = 'n';
+	values[4] = PointerGetDatum(ev->event_type);
+	values[5] = JsonbPGetDatum(ev->payload);
+	values[6] = JsonbPGetDatum(ev->headers);
+	values[7] = TimestampTzGetDatum(ev->created_at);
+	values[8] = TimestampTzGetDatum(ev->deliver_after);
+	if (!ev->has_deliver_after)
+		nulls[8] = 'n';
+	values[9] = UInt64GetDatum(ev->txid);
+}
+
+/*
+ * backoff_until
+ *		When attempt number 'attempts' + 1 may run: full jitter over
+ *		min(backoff_max, backoff_base * 2^(attempts - 1)).
+ */
+static TimestampTz
+backoff_until(const DestinationConfig *dest, int attempts)
+{
+	double		cap = (double) dest->backoff_base_ms;
+	int64		delay_ms;
+
+	if (attempts > 1)
+		cap *= pow(2.0, Min(attempts - 1, 62));
+	if (cap > (double) dest->backoff_max_ms)
+		cap = (double) dest->backoff_max_ms;
+	delay_ms = (int64) (pg_prng_double(&pg_global_prng_state) * cap);
+	return TimestampTzPlusMilliseconds(GetCurrentTimestamp(), delay_ms);
+}
+
+/*
+ * blocked_key
+ *		The hash key of an aggregate id.
+ */
+static void
+blocked_key(text *aggregate_id, BlockedKey *key)
+{
+	int			len = Min(VARSIZE_ANY_EXHDR(aggregate_id), OUTBOX_MAX_AGGREGATE_BYTES);
+
+	memset(key, 0, sizeof(BlockedKey));
+	memcpy(key->aggregate_id, VARDATA_ANY(aggregate_id), len);
+}
+
+static bool
+is_blocked(Batch *b, text *aggregate_id)
+{
+	BlockedKey	key;
+
+	if (!b->dest->ordered || aggregate_id == NULL)
+		return false;
+	blocked_key(aggregate_id, &key);
+	return hash_search(b->blocked, &key, HASH_FIND, NULL) != NULL;
+}
+
+static void
+block(Batch *b, text *aggregate_id)
+{
+	BlockedKey	key;
+
+	if (!b->dest->ordered || aggregate_id == NULL)
+		return;
+	blocked_key(aggregate_id, &key);
+	(void) hash_search(b->blocked, &key, HASH_ENTER, NULL);
+}
+
+/*
+ * load_blocked
+ *		The aggregates that have retry rows: their next events must wait.
+ */
+static void
+load_blocked(Batch *b)
+{
+	HASHCTL		ctl;
+	Datum		values[1];
+	uint64		i;
+
+	ctl.keysize = sizeof(BlockedKey);
+	ctl.entrysize = sizeof(BlockedKey);
+	ctl.hcxt = CurrentMemoryContext;
+	b->blocked = hash_create("outbox_saga blocked aggregates", 64, &ctl,
+							 HASH_ELEM | HASH_STRINGS | HASH_CONTEXT);
+	if (!b->dest->ordered)
+		return;
+	values[0] = Int32GetDatum(b->dest->id);
+	run_plan(Q_BLOCKED, values, NULL, SPI_OK_SELECT);
+	for (i = 0; i < SPI_processed; i++)
+	{
+		bool		isnull;
+		Datum		d = SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc,
+									  1, &isnull);
+
+		block(b, DatumGetTextPP(d));
+	}
+}
+
+/*
+ * deliver_one
+ *		Deliver 'ev' in a subtransaction, as the destination's owner, with a
+ *		statement timeout of the destination's timeout.  Returns true on
+ *		success; on failure *error is "SQLSTATE: message".
+ */
+static bool
+deliver_one(Batch *b, const DispatchEvent *ev, char **error)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	ResourceOwner owner = CurrentResourceOwner;
+	Oid			save_userid;
+	int			save_sec;
+	volatile bool ok = false;
+
+	GetUserIdAndSecContext(&save_userid, &save_sec);
+	BeginInternalSubTransaction(NULL);
+	MemoryContextSwitchTo(cxt);
+
+	PG_TRY();
+	{
+		int			nestlevel;
+
+		SetUserIdAndSecContext(b->dest->owner,
+							   save_sec | SECURITY_LOCAL_USERID_CHANGE |
+							   SECURITY_RESTRICTED_OPERATION);
+		nestlevel = NewGUCNestLevel();
+		(void) set_config_option("search_path", "pg_catalog, pg_temp",
+								 PGC_USERSET, PGC_S_SESSION,
+								 GUC_ACTION_SAVE, true, 0, false);
+		if (b->dest->timeout_ms > 0)
+			enable_timeout_after(STATEMENT_TIMEOUT, (int) Min(b->dest->timeout_ms, INT_MAX));
+
+		b->sink->deliver(b->dest, ev);
+
+		disable_timeout(STATEMENT_TIMEOUT, false);
+		AtEOXact_GUC(true, nestlevel);
+		SetUserIdAndSecContext(save_userid, save_sec);
+		ReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(cxt);
+		CurrentResourceOwner = owner;
+		ok = true;
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		disable_timeout(STATEMENT_TIMEOUT, false);
+		MemoryContextSwitchTo(cxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+		RollbackAndReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(cxt);
+		CurrentResourceOwner = owner;
+		SetUserIdAndSecContext(save_userid, save_sec);
+
+		*error = psprintf("%s: %.*s", unpack_sql_state(edata->sqlerrcode),
+						  MAX_ERROR_LENGTH, edata->message);
+		FreeErrorData(edata);
+	}
+	PG_END_TRY();
+	return ok;
+}
+
+/*
+ * note_failure
+ *		Count a failed attempt; apply the outage rule.
+ */
+static void
+note_failure(Batch *b, char *error)
+{
+	b->failed++;
+	b->last_error = error;
+	if (b->delivered == 0 && b->failed >= FAILURES_BEFORE_BACKOFF)
+		b->stop = true;
+}
+
+/*
+ * park_event
+ *		Store a copy of 'ev' as a retry row (attempts, next attempt, error)
+ *		or, if 'dead', as a dead letter.
+ */
+static void
+park_event(Batch *b, const DispatchEvent *ev, int attempts, TimestampTz next,
+		   const char *error, bool dead)
+{
+	Datum		values[14];
+	char		nulls[14];
+
+	values[0] = Int32GetDatum(b->dest->id);
+	nulls[0] = ' ';
+	event_params(ev, values + 1, nulls + 1);
+	values[11] = Int32GetDatum(attempts);
+	nulls[11] = ' ';
+	if (dead)
+	{
+		values[12] = error ? CStringGetTextDatum(error) : (Datum) 0;
+		nulls[12] = error ? ' ' : 'n';
+		run_plan(Q_DEAD, values, nulls, SPI_OK_INSERT);
+		b->dead++;
+		return;
+	}
+	values[12] = TimestampTzGetDatum(next);
+	nulls[12] = ' ';
+	values[13] = error ? CStringGetTextDatum(error) : (Datum) 0;
+	nulls[13] = error ? ' ' : 'n';
+	run_plan(Q_PARK, values, nulls, SPI_OK_INSERT);
+}
+
+/*
+ * run_retries
+ *		Step 1: the due retry rows.  Returns how many rows were due (a full
+ *		page means more work).
+ */
+static uint64
+run_retries(Batch *b, int limit)
+{
+	Datum		values[5];
+	char		nulls[5] = {' ', ' ', ' ', ' ', ' '};
+	SPITupleTable *rows;
+	uint64		n;
+	uint64		i;
+
+	values[0] = Int32GetDatum(b->dest->id);
+	values[1] = BoolGetDatum(b->dest->ordered);
+	values[2] = Int32GetDatum(limit);
+	run_plan(Q_DUE_RETRIES, values, nulls, SPI_OK_SELECT);
+	rows = SPI_tuptable;
+	n = SPI_processed;
+
+	for (i = 0; i < n && !b->stop; i++)
+	{
+		DispatchEvent ev;
+		char	   *error = NULL;
+
+		SPI_tuptable = rows;
+		read_event(b, i, &ev, true);
+		values[0] = Int32GetDatum(b->dest->id);
+		values[1] = Int64GetDatum(ev.id);
+		if (deliver_one(b, &ev, &error))
+		{
+			run_plan(Q_RETRY_DONE, values, NULL, SPI_OK_DELETE);
+			b->delivered++;
+			continue;
+		}
+		note_failure(b, error);
+		ev.attempts++;
+		values[2] = Int32GetDatum(ev.attempts);
+		if (ev.attempts >= b->dest->max_attempts)
+		{
+			values[3] = CStringGetTextDatum(error);
+			run_plan(Q_RETRY_TO_DEAD, values, NULL, SPI_OK_INSERT);
+			b->dead++;
+		}
+		else
+		{
+			values[3] = TimestampTzGetDatum(backoff_until(b->dest, ev.attempts));
+			values[4] = CStringGetTextDatum(error);
+			run_plan(Q_RETRY_FAILED, values, NULL, SPI_OK_UPDATE);
+		}
+	}
+	SPI_freetuptable(rows);
+	return n;
+}
+
+/*
+ * tick_snapshot
+ *		The snapshot of tick 'id' (a pg_snapshot datum), or 0 if it is gone.
+ */
+static Datum
+tick_snapshot(int64 id, bool *found)
+{
+	Datum		values[1];
+	bool		isnull;
+	Datum		snap;
+
+	values[0] = Int64GetDatum(id);
+	run_plan(Q_TICK_SNAPSHOT, values, NULL, SPI_OK_SELECT);
+	*found = (SPI_processed == 1);
+	if (!*found)
+		return (Datum) 0;
+	snap = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+	return PointerGetDatum(PG_DETOAST_DATUM_COPY(snap));
+}
+
+/*
+ * DeliveryRunBatch
+ *		One batch of 'dest' in its own transaction; see the file header.
+ */
+void
+DeliveryRunBatch(DestinationConfig *dest, BatchResult *result)
+{
+	Batch		b;
+	Datum		values[10];
+	char		nulls[10];
+	bool		isnull;
+	int64		tick_from,
+				tick_to,
+				last_id,
+				done_id;
+	int			consecutive;
+	int			limit = dest->batch_size > 0 ? dest->batch_size : OutboxBatchSize;
+	uint64		due;
+	bool		window_done = false;
+	TimestampTz retry_at = 0;
+
+	memset(&b, 0, sizeof(b));
+	b.dest = dest;
+	b.sink = SinkLookup(dest->kind, false);
+
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	SPI_connect();
+	PushActiveSnapshot(GetTransactionSnapshot());
+
+	values[0] = Int32GetDatum(dest->id);
+	run_plan(Q_LOCK_DEST, values, NULL, SPI_OK_SELECT);
+	if (SPI_processed != 1)
+	{
+		/* Dropped, paused, or locked by a user right now. */
+		SPI_finish();
+		PopActiveSnapshot();
+		CommitTransactionCommand();
+		return;
+	}
+	tick_from = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	tick_to = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
+	if (isnull)
+		tick_to = 0;
+	last_id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3, &isnull));
+	done_id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 4, &isnull));
+	consecutive = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 5, &isnull));
+
+	b.events_desc = events_tupdesc();
+	load_blocked(&b);
+
+	/* 1. Due retries. */
+	due = run_retries(&b, limit);
+
+	/* 2. The window. */
+	if (!b.stop)
+	{
+		Datum		from_snap;
+		Datum		to_snap;
+		bool		found;
+
+		if (tick_to == 0)
+		{
+			run_plan(Q_LATEST_TICK, NULL, NULL, SPI_OK_SELECT);
+			tick_to = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
+												  SPI_tuptable->tupdesc, 1, &isnull));
+			last_id = 0;
+		}
+		from_snap = tick_snapshot(tick_from, &found);
+		if (!found)
+		{
+			/* Ticks not dumped with the destination: start from now. */
+			ereport(LOG,
+					(errmsg("outbox_saga: destination \"%s\" lost its position; it continues from the latest tick",
+							dest->name)));
+			tick_from = tick_to;
+			from_snap = tick_snapshot(tick_from, &found);
+		}
+		to_snap = tick_snapshot(tick_to, &found);
+
+		if (tick_to == tick_from)
+			window_done = true;
+		else
+		{
+			SPITupleTable *rows;
+			uint64		n;
+			uint64		i;
+
+			if (last_id == 0)
+			{
+				values[0] = from_snap;
+				values[1] = to_snap;
+				run_plan(Q_WINDOW_START, values, NULL, SPI_OK_SELECT);
+				last_id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
+													  SPI_tuptable->tupdesc, 1, &isnull));
+				last_id = isnull ? PG_INT64_MAX : last_id - 1;
+			}
+
+			values[0] = from_snap;
+			values[1] = to_snap;
+			values[2] = Int64GetDatum(last_id);
+			values[3] = Int32GetDatum(dest->id);
+			values[4] = Int32GetDatum(limit);
+			run_plan(Q_PAGE, values, NULL, SPI_OK_SELECT);
+			rows = SPI_tuptable;
+			n = SPI_processed;
+			window_done = (n < (uint64) limit);
+
+			for (i = 0; i < n; i++)
+			{
+				DispatchEvent ev;
+				char	   *error = NULL;
+
+				SPI_tuptable = rows;
+				read_event(&b, i, &ev, false);
+				last_id = ev.id;
+				done_id = Max(done_id, ev.id);
+
+				if (is_blocked(&b, ev.aggregate_id))
+				{
+					park_event(&b, &ev, 0, GetCurrentTransactionStartTimestamp(), NULL, false);
+					continue;
+				}
+				if (ev.has_deliver_after &&
+					ev.deliver_after > GetCurrentTransactionStartTimestamp())
+				{
+					park_event(&b, &ev, 0, ev.deliver_after, NULL, false);
+					block(&b, ev.aggregate_id);
+					continue;
+				}
+				if (deliver_one(&b, &ev, &error))
+				{
+					b.delivered++;
+					continue;
+				}
+				note_failure(&b, error);
+				park_event(&b, &ev, 1, backoff_until(dest, 1), error,
+						   dest->max_attempts <= 1);
+				block(&b, ev.aggregate_id);
+				if (b.stop)
+				{
+					window_done = false;
+					break;
+				}
+			}
+			SPI_freetuptable(rows);
+		}
+	}
+
+	/* 3. Record the outcome. */
+	if (b.delivered == 0 && b.failed > 0)
+	{
+		consecutive++;
+		retry_at = backoff_until(dest, consecutive);
+	}
+	else if (b.delivered > 0)
+		consecutive = 0;
+
+	memset(nulls, ' ', sizeof(nulls));
+	values[0] = Int32GetDatum(dest->id);
+	values[1] = Int64GetDatum(window_done ? tick_to : tick_from);
+	values[2] = Int64GetDatum(tick_to);
+	nulls[2] = window_done ? 'n' : ' ';
+	values[3] = Int64GetDatum(window_done ? 0 : last_id);
+	values[4] = Int64GetDatum(done_id);
+	values[5] = Int64GetDatum(b.delivered);
+	values[6] = Int64GetDatum(b.failed);
+	values[7] = b.last_error ? CStringGetTextDatum(b.last_error) : (Datum) 0;
+	nulls[7] = b.last_error ? ' ' : 'n';
+	values[8] = Int32GetDatum(consecutive);
+	values[9] = TimestampTzGetDatum(retry_at);
+	nulls[9] = retry_at ? ' ' : 'n';
+	run_plan(Q_UPDATE_DEST, values, nulls, SPI_OK_UPDATE);
+
+	SPI_finish();
+	PopActiveSnapshot();
+	CommitTransactionCommand();
+
+	if (b.dead > 0)
+		ereport(LOG,
+				(errmsg("outbox_saga: %lld event(s) of destination \"%s\" moved to the dead letters",
+						(long long) b.dead, dest->name),
+				 errdetail("Last error: %s", b.last_error ? b.last_error : "none")));
+
+	result->delivered = b.delivered;
+	result->failed = b.failed;
+	result->more = !b.stop && (due >= (uint64) limit || !window_done);
+}

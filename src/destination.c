@@ -1,0 +1,1394 @@
+/*-------------------------------------------------------------------------
+ *
+ * destination.c
+ *		Destinations and subscriptions: their SQL API, config parsing and
+ *		secret masking.
+ *
+ * The SQL functions outbox.create_destination, alter_destination,
+ * drop_destination, pause_destination, resume_destination, subscribe and
+ * unsubscribe write the tables outbox.destination and outbox.subscription
+ * (src/sql/dispatch.sql) in the caller's transaction; nothing is visible to
+ * the dispatcher before that transaction commits, and an error changes
+ * nothing (G11).
+ *
+ * PRIVILEGES
+ *	The functions are SECURITY INVOKER: who may call them at all is governed
+ *	by EXECUTE, which the extension revokes from PUBLIC.  The state tables
+ *	are not readable by ordinary roles, so every SPI statement runs as the
+ *	bootstrap superuser (SetUserIdAndSecContext with
+ *	SECURITY_LOCAL_USERID_CHANGE | SECURITY_RESTRICTED_OPERATION) and with
+ *	search_path = pg_catalog, pg_temp, so that no object of the caller's
+ *	schemas (an operator, a type, a function) can be picked up by those
+ *	statements.  The statements are fixed texts with parameters; no value is
+ *	ever interpolated.  Every permission check happens as the real caller,
+ *	outside the switched section: a destination, and its subscriptions, may
+ *	be changed only by a role that has the privileges of its owner
+ *	(has_privs_of_role, so superusers too).  The identity and search_path
+ *	are restored right after each statement; on error, transaction or
+ *	subtransaction abort restores both.
+ *
+ *	A destination's handler later runs as its owner (G10): the owner is the
+ *	role that created it (GetUserId(), i.e. current_user), and the kind's
+ *	validate() checks the config against that role, as the caller.
+ *
+ * SECRETS
+ *	A config may hold secrets (webhook secrets, passwords, tokens).  They
+ *	are write-only: no error message, detail or log line of this file
+ *	contains a config value (a validation error names the key only), and
+ *	errors raised while a config is checked hide the statement text from the
+ *	server log (errhidestmt), since it usually carries the config literal.
+ *	The view outbox.destinations shows configs through outbox.mask_config().
+ *
+ * LOCKS
+ *	Each function locks the destination row it changes (FOR NO KEY UPDATE,
+ *	FOR UPDATE to drop it) before checking and writing, so concurrent
+ *	changes of one destination serialize and a destination cannot be dropped
+ *	under a subscribe().  Duplicates are refused by unique indexes, whatever
+ *	the isolation level: create_destination by the one on name,
+ *	subscribe by subscription_unique_idx (destination, topic, event types;
+ *	event types are stored sorted and without duplicates, so that equal sets
+ *	are equal arrays), both through INSERT ... ON CONFLICT DO NOTHING.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "compat.h"
+
+#include <limits.h>
+
+#include "catalog/pg_authid_d.h"
+#include "catalog/pg_type_d.h"
+#include "executor/spi.h"
+#include "fmgr.h"
+#include "lib/stringinfo.h"
+#include "mb/pg_wchar.h"
+#include "miscadmin.h"
+#include "utils/acl.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+#include "utils/guc.h"
+#include "utils/jsonb.h"
+#include "utils/numeric.h"
+#include "utils/timestamp.h"
+
+#include "destination.h"
+#include "eventlog.h"
+#include "sink.h"
+
+PG_FUNCTION_INFO_V1(outbox_saga_create_destination);
+PG_FUNCTION_INFO_V1(outbox_saga_alter_destination);
+PG_FUNCTION_INFO_V1(outbox_saga_drop_destination);
+PG_FUNCTION_INFO_V1(outbox_saga_pause_destination);
+PG_FUNCTION_INFO_V1(outbox_saga_resume_destination);
+PG_FUNCTION_INFO_V1(outbox_saga_subscribe);
+PG_FUNCTION_INFO_V1(outbox_saga_unsubscribe);
+PG_FUNCTION_INFO_V1(outbox_saga_mask_config);
+
+/* Longest destination name, in bytes (that of an SQL identifier). */
+#define DEST_MAX_NAME_BYTES		(NAMEDATALEN - 1)
+
+/* Bounds of the interval keys, in milliseconds. */
+#define DEST_MIN_INTERVAL_MS	INT64CONST(1)
+#define DEST_MAX_BACKOFF_MS		(INT64CONST(365) * 24 * 3600 * 1000)
+#define DEST_MAX_TIMEOUT_MS		(INT64CONST(24) * 24 * 3600 * 1000)
+
+/* What outbox.mask_config() puts in place of a secret. */
+#define DEST_MASK				"********"
+
+/* Config keys common to every kind. */
+static const char *const common_keys[] = {
+	"max_attempts",
+	"backoff_base",
+	"backoff_max",
+	"batch_size",
+	"ordered",
+	"timeout",
+	NULL
+};
+
+/*
+ * A key whose lower-cased name contains one of these holds a secret; so
+ * does a query parameter of a URL whose name does.
+ */
+static const char *const secret_key_parts[] = {
+	"secret",
+	"password",
+	"passwd",
+	"passphrase",
+	"token",
+	"credential",
+	"apikey",
+	"api_key",
+	"api-key",
+	"private",
+	"key.pem",
+	NULL
+};
+
+/* Headers (in an object under a "headers" key) that carry credentials. */
+static const char *const secret_headers[] = {
+	"authorization",
+	"proxy-authorization",
+	"x-api-key",
+	"cookie",
+	NULL
+};
+
+/* The key whose object holds HTTP headers. */
+static const char *const headers_key[] = {"headers", NULL};
+
+/* A destination row, as read under lock. */
+typedef struct DestinationRow
+{
+	int32		id;
+	char	   *kind;
+	Jsonb	   *config;
+	Oid			owner;
+	bool		paused;
+} DestinationRow;
+
+/* The caller's identity and GUC nest level, saved by become_superuser(). */
+typedef struct SavedIdentity
+{
+	Oid			userid;
+	int			sec_context;
+	int			guc_nestlevel;
+} SavedIdentity;
+
+/* Lookup of a destination row: which lock to take. */
+static const char *const lookup_for_update =
+"SELECT id, kind, config, owner, paused FROM outbox.destination"
+" WHERE name = $1 FOR UPDATE";
+static const char *const lookup_for_no_key_update =
+"SELECT id, kind, config, owner, paused FROM outbox.destination"
+" WHERE name = $1 FOR NO KEY UPDATE";
+
+
+/* ------------------------------------------------------------------------
+ * Small helpers
+ * ------------------------------------------------------------------------
+ */
+
+/*
+ * require_arg
+ *		Error out if argument 'argno' (named 'name') is NULL.
+ */
+static void
+require_arg(FunctionCallInfo fcinfo, int argno, const char *name)
+{
+	if (PG_ARGISNULL(argno))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("%s must not be null", name)));
+}
+
+/*
+ * key_matches_any
+ *		Whether the 'len' bytes at 'key', lower-cased, contain (or, with
+ *		'whole', equal) one of the NULL-terminated 'words'.
+ */
+static bool
+key_matches_any(const char *key, int len, const char *const *words, bool whole)
+{
+	char	   *lower = palloc(len + 1);
+	bool		found = false;
+	int			i;
+
+	for (i = 0; i < len; i++)
+		lower[i] = pg_ascii_tolower((unsigned char) key[i]);
+	lower[len] = '\0';
+
+	for (i = 0; words[i] != NULL && !found; i++)
+	{
+		if (whole)
+			found = (strcmp(lower, words[i]) == 0);
+		else
+			found = (strstr(lower, words[i]) != NULL);
+	}
+	pfree(lower);
+	return found;
+}
+
+/*
+ * key_is
+ *		Whether a JSON string equals 'word' exactly.
+ */
+static bool
+key_is(const JsonbValue *key, const char *word)
+{
+	return key->val.string.len == strlen(word) &&
+		memcmp(key->val.string.val, word, key->val.string.len) == 0;
+}
+
+/*
+ * quoted_key
+ *		A config key for a message: at most 63 bytes of it (cut at a character
+ *		boundary), with "..." if it was longer.
+ */
+static char *
+quoted_key(const JsonbValue *key)
+{
+	int			len = key->val.string.len;
+	int			clip = pg_mbcliplen(key->val.string.val, len, 63);
+
+	return psprintf("%.*s%s", clip, key->val.string.val,
+					clip < len ? "..." : "");
+}
+
+/*
+ * hide_statement_callback
+ *		While a config is handled: keep the statement text out of the server
+ *		log of any error (it usually carries the config, secrets included).
+ */
+static void
+hide_statement_callback(void *arg)
+{
+	errhidestmt(true);
+}
+
+
+/* ------------------------------------------------------------------------
+ * Running SPI statements with the privileges of the extension
+ * ------------------------------------------------------------------------
+ */
+
+/*
+ * become_superuser
+ *		Switch to the bootstrap superuser with a pinned search_path, saving
+ *		the caller's identity in *saved.  Every permission check must have
+ *		been made before.  Undone by restore_identity().
+ */
+static void
+become_superuser(SavedIdentity *saved)
+{
+	GetUserIdAndSecContext(&saved->userid, &saved->sec_context);
+	saved->guc_nestlevel = NewGUCNestLevel();
+	(void) set_config_option("search_path", "pg_catalog, pg_temp",
+							 PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, 0, false);
+	SetUserIdAndSecContext(BOOTSTRAP_SUPERUSERID,
+						   saved->sec_context |
+						   SECURITY_LOCAL_USERID_CHANGE |
+						   SECURITY_RESTRICTED_OPERATION);
+}
+
+/*
+ * restore_identity
+ *		Return to the identity and search_path saved by become_superuser().
+ */
+static void
+restore_identity(const SavedIdentity *saved)
+{
+	SetUserIdAndSecContext(saved->userid, saved->sec_context);
+	AtEOXact_GUC(true, saved->guc_nestlevel);
+}
+
+/*
+ * run_statement
+ *		Execute one fixed statement with parameters as the bootstrap
+ *		superuser (see the file header) and check that SPI answered
+ *		'expected'.  The caller is connected to SPI; the result stays in
+ *		SPI_tuptable / SPI_processed until SPI_finish.
+ */
+static void
+run_statement(const char *sql, int nargs, Oid *types, Datum *values,
+			  const char *nulls, int expected)
+{
+	SavedIdentity saved;
+	int			rc;
+
+	become_superuser(&saved);
+	rc = SPI_execute_with_args(sql, nargs, types, values, nulls, false, 0);
+	restore_identity(&saved);
+
+	if (rc != expected)
+		elog(ERROR, "outbox_saga: SPI_execute_with_args failed: %s (statement: %s)",
+			 SPI_result_code_string(rc), sql);
+}
+
+/*
+ * spi_connect / spi_finish
+ *		SPI_connect and SPI_finish with their return codes checked.
+ */
+static void
+spi_connect(void)
+{
+	int			rc = SPI_connect();
+
+	if (rc != SPI_OK_CONNECT)
+		elog(ERROR, "outbox_saga: SPI_connect failed: %s",
+			 SPI_result_code_string(rc));
+}
+
+static void
+spi_finish(void)
+{
+	int			rc = SPI_finish();
+
+	if (rc != SPI_OK_FINISH)
+		elog(ERROR, "outbox_saga: SPI_finish failed: %s",
+			 SPI_result_code_string(rc));
+}
+
+/*
+ * lookup_destination
+ *		Read and lock the destination named 'name' into *row; error out if
+ *		there is none.  'for_delete' takes FOR UPDATE instead of FOR NO KEY
+ *		UPDATE.  Connected to SPI; the row lives in the SPI context.
+ */
+static void
+lookup_destination(const char *name, bool for_delete, DestinationRow *row)
+{
+	Oid			types[1] = {TEXTOID};
+	Datum		values[1];
+	HeapTuple	tup;
+	TupleDesc	desc;
+	bool		isnull;
+
+	values[0] = CStringGetTextDatum(name);
+	run_statement(for_delete ? lookup_for_update : lookup_for_no_key_update,
+				  1, types, values, NULL, SPI_OK_SELECT);
+	if (SPI_processed == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("destination \"%s\" does not exist", name)));
+
+	tup = SPI_tuptable->vals[0];
+	desc = SPI_tuptable->tupdesc;
+	row->id = DatumGetInt32(SPI_getbinval(tup, desc, 1, &isnull));
+	row->kind = TextDatumGetCString(SPI_getbinval(tup, desc, 2, &isnull));
+	row->config = DatumGetJsonbPCopy(SPI_getbinval(tup, desc, 3, &isnull));
+	row->owner = DatumGetObjectId(SPI_getbinval(tup, desc, 4, &isnull));
+	row->paused = DatumGetBool(SPI_getbinval(tup, desc, 5, &isnull));
+}
+
+/*
+ * check_owner
+ *		Only a role with the privileges of the destination's owner (or a
+ *		superuser) may change it or its subscriptions.  Checked as the
+ *		caller.
+ */
+static void
+check_owner(const char *name, Oid owner)
+{
+	if (!has_privs_of_role(GetUserId(), owner))
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("must be owner of destination \"%s\"", name),
+				 errdetail("Only the role that created a destination, a member of it, or a superuser may change the destination or its subscriptions.")));
+}
+
+
+/* ------------------------------------------------------------------------
+ * Config parsing (destination.h)
+ * ------------------------------------------------------------------------
+ */
+
+/*
+ * check_is_object
+ *		A config is a JSON object.
+ */
+static void
+check_is_object(Jsonb *config)
+{
+	if (JB_ROOT_IS_SCALAR(config) || !JB_ROOT_IS_OBJECT(config))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("destination config must be a JSON object"),
+				 errhint("Pass an object such as '{\"max_attempts\": 10}'.")));
+}
+
+/*
+ * find_key
+ *		The value of top-level key 'key' in *out; false if absent or JSON null
+ *		(a null value is the same as an absent key).
+ */
+static bool
+find_key(Jsonb *config, const char *key, JsonbValue *out)
+{
+	if (getKeyJsonValueFromContainer(&config->root, key, strlen(key), out) == NULL)
+		return false;
+	return out->type != jbvNull;
+}
+
+/*
+ * wrong_type
+ *		Error: config key 'key' does not hold a value of the expected type.
+ */
+static void wrong_type(const char *key, const char *expected) pg_attribute_noreturn();
+
+static void
+wrong_type(const char *key, const char *expected)
+{
+	ereport(ERROR,
+			(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+			 errmsg("configuration key \"%s\" must be %s", key, expected)));
+}
+
+/*
+ * parse_int_key
+ *		An integer key in [min, max]; *out is left alone if the key is absent.
+ */
+static void
+parse_int_key(Jsonb *config, const char *key, int32 min, int32 max, int *out)
+{
+	JsonbValue	v;
+	Datum		num;
+	Datum		whole;
+	bool		overflow = false;
+	int32		result;
+
+	if (!find_key(config, key, &v))
+		return;
+	if (v.type != jbvNumeric)
+		wrong_type(key, "an integer");
+	num = NumericGetDatum(v.val.numeric);
+	whole = DirectFunctionCall2(numeric_trunc, num, Int32GetDatum(0));
+	if (!DatumGetBool(DirectFunctionCall2(numeric_eq, num, whole)))
+		wrong_type(key, "an integer");
+	result = numeric_int4_opt_error(v.val.numeric, &overflow);
+	if (overflow || result < min || result > max)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("configuration key \"%s\" is out of range", key),
+				 errdetail("It must be an integer between %d and %d.", min, max)));
+	*out = result;
+}
+
+/*
+ * parse_interval
+ *		interval_in() of the string 'str', the value of config key 'key'.
+ *
+ * interval_in's syntax errors quote the input; a config value must never
+ * appear in a message, so such an error is replaced by one that names the
+ * key only, with the same SQLSTATE.  Nothing runs between catching and
+ * raising, so no subtransaction is needed: the new error aborts the
+ * transaction exactly as the caught one would have.  Any other error is
+ * re-thrown as it is.
+ */
+static Interval *
+parse_interval(const char *key, const char *str)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	Interval   *result = NULL;
+
+	PG_TRY();
+	{
+		result = DatumGetIntervalP(DirectFunctionCall3(interval_in,
+													   CStringGetDatum(str),
+													   ObjectIdGetDatum(InvalidOid),
+													   Int32GetDatum(-1)));
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(cxt);
+		edata = CopyErrorData();
+		if (ERRCODE_TO_CATEGORY(edata->sqlerrcode) != ERRCODE_DATA_EXCEPTION)
+			PG_RE_THROW();
+		FlushErrorState();
+		ereport(ERROR,
+				(errcode(edata->sqlerrcode),
+				 errmsg("configuration key \"%s\" is not a valid interval", key),
+				 errhint("Write an interval such as \"30 seconds\" or \"00:05:00\", or a number of seconds.")));
+	}
+	PG_END_TRY();
+	return result;
+}
+
+/*
+ * parse_interval_key
+ *		A duration key: an interval string ('1 second', '500ms', '00:01:00')
+ *		or a number of seconds, between DEST_MIN_INTERVAL_MS and 'max_ms'
+ *		('max_text' says that bound in words).  Returns false, leaving *out_ms
+ *		alone, if the key is absent.  Months count as 30 days.
+ */
+static bool
+parse_interval_key(Jsonb *config, const char *key, int64 max_ms,
+				   const char *max_text, int64 *out_ms)
+{
+	JsonbValue	v;
+	int64		ms;
+
+	if (!find_key(config, key, &v))
+		return false;
+
+	if (v.type == jbvString)
+	{
+		char	   *str = pnstrdup(v.val.string.val, v.val.string.len);
+		Interval   *iv = parse_interval(key, str);
+		double		usecs;
+
+		usecs = (double) iv->time + (double) iv->day * USECS_PER_DAY +
+			(double) iv->month * DAYS_PER_MONTH * USECS_PER_DAY;
+		if (usecs < (double) DEST_MIN_INTERVAL_MS * 1000.0 ||
+			usecs > (double) max_ms * 1000.0)
+			ms = -1;
+		else
+			ms = (int64) (usecs / 1000.0);
+	}
+	else if (v.type == jbvNumeric)
+	{
+		Datum		millis;
+		Datum		lo = NumericGetDatum(int64_to_numeric(DEST_MIN_INTERVAL_MS));
+		Datum		hi = NumericGetDatum(int64_to_numeric(max_ms));
+
+		millis = DirectFunctionCall2(numeric_mul,
+									 NumericGetDatum(v.val.numeric),
+									 NumericGetDatum(int64_to_numeric(1000)));
+		if (DatumGetInt32(DirectFunctionCall2(numeric_cmp, millis, lo)) < 0 ||
+			DatumGetInt32(DirectFunctionCall2(numeric_cmp, millis, hi)) > 0)
+			ms = -1;
+		else
+			ms = DatumGetInt64(DirectFunctionCall1(numeric_int8,
+												   DirectFunctionCall2(numeric_trunc, millis,
+																	   Int32GetDatum(0))));
+	}
+	else
+		wrong_type(key, "an interval string or a number of seconds");
+
+	if (ms < 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("configuration key \"%s\" is out of range", key),
+				 errdetail("It must be between 1 millisecond and %s.", max_text)));
+	*out_ms = ms;
+	return true;
+}
+
+/*
+ * DestinationParseCommon
+ *		Parse and check the common keys of 'config' into 'out', with defaults
+ *		for absent (or JSON null) keys.  Other fields of 'out' are left alone.
+ *		Errors name the key, never its value.
+ */
+void
+DestinationParseCommon(Jsonb *config, DestinationConfig *out)
+{
+	JsonbValue	v;
+	bool		has_max;
+
+	check_is_object(config);
+
+	out->max_attempts = DEST_DEFAULT_MAX_ATTEMPTS;
+	parse_int_key(config, "max_attempts", 1, INT_MAX, &out->max_attempts);
+
+	out->batch_size = 0;
+	parse_int_key(config, "batch_size", 1, DEST_MAX_BATCH_SIZE, &out->batch_size);
+
+	out->ordered = true;
+	if (find_key(config, "ordered", &v))
+	{
+		if (v.type != jbvBool)
+			wrong_type("ordered", "a boolean");
+		out->ordered = v.val.boolean;
+	}
+
+	out->backoff_base_ms = DEST_DEFAULT_BACKOFF_BASE_MS;
+	(void) parse_interval_key(config, "backoff_base", DEST_MAX_BACKOFF_MS,
+							  "365 days", &out->backoff_base_ms);
+
+	/* Without an explicit backoff_max, the default never undercuts the base. */
+	out->backoff_max_ms = DEST_DEFAULT_BACKOFF_MAX_MS;
+	has_max = parse_interval_key(config, "backoff_max", DEST_MAX_BACKOFF_MS,
+								 "365 days", &out->backoff_max_ms);
+	if (!has_max)
+		out->backoff_max_ms = Max(out->backoff_max_ms, out->backoff_base_ms);
+	else if (out->backoff_max_ms < out->backoff_base_ms)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("configuration key \"backoff_max\" must not be less than \"backoff_base\"")));
+
+	out->timeout_ms = DEST_DEFAULT_TIMEOUT_MS;
+	(void) parse_interval_key(config, "timeout", DEST_MAX_TIMEOUT_MS,
+							  "24 days", &out->timeout_ms);
+}
+
+/*
+ * DestinationCheckKeys
+ *		Error out on a top-level key that is neither common nor one of
+ *		'kind_keys' (NULL-terminated, may be NULL).  The message names the
+ *		key (cut to 63 bytes) and lists the valid ones.
+ */
+void
+DestinationCheckKeys(Jsonb *config, const char *const *kind_keys)
+{
+	JsonbIterator *it;
+	JsonbValue	v;
+	JsonbIteratorToken tok;
+
+	check_is_object(config);
+
+	it = JsonbIteratorInit(&config->root);
+	while ((tok = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
+	{
+		bool		known = false;
+		int			i;
+
+		if (tok != WJB_KEY)
+			continue;
+		for (i = 0; common_keys[i] != NULL && !known; i++)
+			known = key_is(&v, common_keys[i]);
+		for (i = 0; kind_keys != NULL && kind_keys[i] != NULL && !known; i++)
+			known = key_is(&v, kind_keys[i]);
+		if (!known)
+		{
+			StringInfoData valid;
+
+			initStringInfo(&valid);
+			for (i = 0; kind_keys != NULL && kind_keys[i] != NULL; i++)
+				appendStringInfo(&valid, "%s, ", kind_keys[i]);
+			for (i = 0; common_keys[i] != NULL; i++)
+				appendStringInfo(&valid, "%s%s", common_keys[i],
+								 common_keys[i + 1] != NULL ? ", " : "");
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("unrecognized configuration key \"%s\"", quoted_key(&v)),
+					 errhint("Valid keys are: %s.", valid.data)));
+		}
+	}
+}
+
+/*
+ * DestinationConfigString
+ *		The string value of top-level key 'key' (palloc'd), or NULL if the
+ *		key is absent or JSON null; an error if it is not a string.
+ */
+char *
+DestinationConfigString(Jsonb *config, const char *key)
+{
+	JsonbValue	v;
+
+	if (!find_key(config, key, &v))
+		return NULL;
+	if (v.type != jbvString)
+		wrong_type(key, "a string");
+	return pnstrdup(v.val.string.val, v.val.string.len);
+}
+
+/*
+ * strip_null_keys
+ *		'config' without its top-level keys whose value is JSON null.
+ */
+static Jsonb *
+strip_null_keys(Jsonb *config)
+{
+	JsonbParseState *state = NULL;
+	JsonbIterator *it;
+	JsonbValue	v;
+	JsonbValue	key;
+	JsonbValue *res = NULL;
+	JsonbIteratorToken tok;
+
+	it = JsonbIteratorInit(&config->root);
+	while ((tok = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
+	{
+		switch (tok)
+		{
+			case WJB_BEGIN_OBJECT:
+				res = pushJsonbValue(&state, tok, NULL);
+				break;
+			case WJB_KEY:
+				key = v;
+				break;
+			case WJB_VALUE:
+				if (v.type != jbvNull)
+				{
+					(void) pushJsonbValue(&state, WJB_KEY, &key);
+					res = pushJsonbValue(&state, WJB_VALUE, &v);
+				}
+				break;
+			case WJB_END_OBJECT:
+				res = pushJsonbValue(&state, tok, NULL);
+				break;
+			default:
+				elog(ERROR, "outbox_saga: unexpected token %d in a config object", tok);
+		}
+	}
+	return JsonbValueToJsonb(res);
+}
+
+/*
+ * validate_config
+ *		Check a whole config for 'sink', to run as 'owner': an object, known
+ *		keys, common keys, then the kind's own check.  Runs as the caller.
+ */
+static void
+validate_config(const OutboxSink *sink, Jsonb *config, Oid owner)
+{
+	DestinationConfig parsed;
+
+	check_is_object(config);
+	DestinationCheckKeys(config, sink->keys);
+	DestinationParseCommon(config, &parsed);
+	sink->validate(config, owner);
+}
+
+/*
+ * check_destination_name
+ *		A new destination's name: 1..63 bytes, no control characters.
+ *		Returns it as a C string.
+ */
+static char *
+check_destination_name(text *name)
+{
+	const char *p = VARDATA_ANY(name);
+	int			len = VARSIZE_ANY_EXHDR(name);
+	int			i;
+
+	if (len == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("destination name must not be empty")));
+	if (len > DEST_MAX_NAME_BYTES)
+		ereport(ERROR,
+				(errcode(ERRCODE_NAME_TOO_LONG),
+				 errmsg("destination name is too long"),
+				 errdetail("It has %d bytes; the limit is %d.",
+						   len, DEST_MAX_NAME_BYTES)));
+	for (i = 0; i < len; i++)
+	{
+		unsigned char c = (unsigned char) p[i];
+
+		if (c < 0x20 || c == 0x7F)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("destination name contains an invalid character"),
+					 errdetail("A destination name may not contain control characters.")));
+	}
+	return text_to_cstring(name);
+}
+
+
+/* ------------------------------------------------------------------------
+ * Destinations
+ * ------------------------------------------------------------------------
+ */
+
+/*
+ * outbox.create_destination(name text, kind text, config jsonb) RETURNS void
+ *
+ * The new destination belongs to the calling role and starts at the newest
+ * tick; it receives nothing until it has subscriptions.  Top-level keys set
+ * to JSON null are dropped (they mean "the default").
+ */
+Datum
+outbox_saga_create_destination(PG_FUNCTION_ARGS)
+{
+	char	   *name;
+	char	   *kind;
+	const OutboxSink *sink;
+	Jsonb	   *config;
+	Oid			owner = GetUserId();
+	ErrorContextCallback errcb;
+	Oid			types[4] = {TEXTOID, TEXTOID, JSONBOID, OIDOID};
+	Datum		values[4];
+
+	require_arg(fcinfo, 0, "name");
+	require_arg(fcinfo, 1, "kind");
+	require_arg(fcinfo, 2, "config");
+
+	name = check_destination_name(PG_GETARG_TEXT_PP(0));
+	kind = text_to_cstring(PG_GETARG_TEXT_PP(1));
+	sink = SinkLookup(kind, true);
+	if (sink == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("unknown destination kind \"%s\"", kind),
+				 errdetail("Known kinds: %s.", SinkKindList())));
+
+	errcb.callback = hide_statement_callback;
+	errcb.arg = NULL;
+	errcb.previous = error_context_stack;
+	error_context_stack = &errcb;
+
+	config = PG_GETARG_JSONB_P(2);
+	check_is_object(config);
+	config = strip_null_keys(config);
+	validate_config(sink, config, owner);
+
+	spi_connect();
+	values[0] = CStringGetTextDatum(name);
+	values[1] = CStringGetTextDatum(sink->kind);
+	values[2] = JsonbPGetDatum(config);
+	values[3] = ObjectIdGetDatum(owner);
+	run_statement("INSERT INTO outbox.destination (name, kind, config, owner, tick_from)"
+				  " VALUES ($1, $2, $3, $4, (SELECT max(id) FROM outbox.tick))"
+				  " ON CONFLICT (name) DO NOTHING",
+				  4, types, values, NULL, SPI_OK_INSERT);
+	if (SPI_processed == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_DUPLICATE_OBJECT),
+				 errmsg("destination \"%s\" already exists", name),
+				 errhint("Change it with outbox.alter_destination(), or drop it first.")));
+	spi_finish();
+
+	error_context_stack = errcb.previous;
+	PG_RETURN_VOID();
+}
+
+/*
+ * outbox.alter_destination(name text, config jsonb) RETURNS void
+ *
+ * Merges 'config' into the stored config (top-level keys: a new value
+ * replaces the old one, JSON null removes the key) and checks the result as
+ * a whole, as create_destination would for the destination's owner.
+ */
+Datum
+outbox_saga_alter_destination(PG_FUNCTION_ARGS)
+{
+	char	   *name;
+	Jsonb	   *changes;
+	Jsonb	   *merged;
+	DestinationRow row;
+	ErrorContextCallback errcb;
+	Oid			types[2] = {INT4OID, JSONBOID};
+	Datum		values[2];
+
+	require_arg(fcinfo, 0, "name");
+	require_arg(fcinfo, 1, "config");
+	name = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	changes = PG_GETARG_JSONB_P(1);
+
+	errcb.callback = hide_statement_callback;
+	errcb.arg = NULL;
+	errcb.previous = error_context_stack;
+	error_context_stack = &errcb;
+
+	check_is_object(changes);
+
+	spi_connect();
+	lookup_destination(name, false, &row);
+	check_owner(name, row.owner);
+
+	merged = DatumGetJsonbP(DirectFunctionCall2(jsonb_concat,
+												JsonbPGetDatum(row.config),
+												JsonbPGetDatum(changes)));
+	merged = strip_null_keys(merged);
+	validate_config(SinkLookup(row.kind, false), merged, row.owner);
+
+	values[0] = Int32GetDatum(row.id);
+	values[1] = JsonbPGetDatum(merged);
+	run_statement("UPDATE outbox.destination SET config = $2 WHERE id = $1",
+				  2, types, values, NULL, SPI_OK_UPDATE);
+	if (SPI_processed != 1)
+		elog(ERROR, "outbox_saga: destination row %d vanished under lock", row.id);
+	spi_finish();
+
+	error_context_stack = errcb.previous;
+	PG_RETURN_VOID();
+}
+
+/*
+ * outbox.drop_destination(name text) RETURNS void
+ *
+ * Removes the destination with its subscriptions, retry queue and dead
+ * letters (ON DELETE CASCADE).
+ */
+Datum
+outbox_saga_drop_destination(PG_FUNCTION_ARGS)
+{
+	char	   *name;
+	DestinationRow row;
+	Oid			types[1] = {INT4OID};
+	Datum		values[1];
+
+	require_arg(fcinfo, 0, "name");
+	name = text_to_cstring(PG_GETARG_TEXT_PP(0));
+
+	spi_connect();
+	lookup_destination(name, true, &row);
+	check_owner(name, row.owner);
+
+	values[0] = Int32GetDatum(row.id);
+	run_statement("DELETE FROM outbox.destination WHERE id = $1",
+				  1, types, values, NULL, SPI_OK_DELETE);
+	if (SPI_processed != 1)
+		elog(ERROR, "outbox_saga: destination row %d vanished under lock", row.id);
+	spi_finish();
+
+	PG_RETURN_VOID();
+}
+
+/*
+ * set_paused
+ *		pause_destination / resume_destination: set the flag, log the change
+ *		once; a destination already in that state gets a NOTICE.
+ */
+static void
+set_paused(FunctionCallInfo fcinfo, bool paused)
+{
+	char	   *name;
+	DestinationRow row;
+	Oid			types[2] = {INT4OID, BOOLOID};
+	Datum		values[2];
+
+	require_arg(fcinfo, 0, "name");
+	name = text_to_cstring(PG_GETARG_TEXT_PP(0));
+
+	spi_connect();
+	lookup_destination(name, false, &row);
+	check_owner(name, row.owner);
+
+	if (row.paused == paused)
+	{
+		ereport(NOTICE,
+				(errmsg("destination \"%s\" is already %s", name,
+						paused ? "paused" : "running")));
+		spi_finish();
+		return;
+	}
+
+	values[0] = Int32GetDatum(row.id);
+	values[1] = BoolGetDatum(paused);
+	run_statement("UPDATE outbox.destination SET paused = $2 WHERE id = $1",
+				  2, types, values, NULL, SPI_OK_UPDATE);
+	if (SPI_processed != 1)
+		elog(ERROR, "outbox_saga: destination row %d vanished under lock", row.id);
+	spi_finish();
+
+	ereport(LOG,
+			(errmsg("outbox_saga: destination \"%s\" %s", name,
+					paused ? "paused" : "resumed"),
+			 errhidestmt(true)));
+}
+
+/*
+ * outbox.pause_destination(name text) RETURNS void
+ *
+ * The dispatcher stops delivering to the destination; events keep
+ * accumulating for it and are delivered after resume_destination().
+ */
+Datum
+outbox_saga_pause_destination(PG_FUNCTION_ARGS)
+{
+	set_paused(fcinfo, true);
+	PG_RETURN_VOID();
+}
+
+/*
+ * outbox.resume_destination(name text) RETURNS void
+ */
+Datum
+outbox_saga_resume_destination(PG_FUNCTION_ARGS)
+{
+	set_paused(fcinfo, false);
+	PG_RETURN_VOID();
+}
+
+
+/* ------------------------------------------------------------------------
+ * Subscriptions
+ * ------------------------------------------------------------------------
+ */
+
+/*
+ * compare_text_datums
+ *		qsort comparator: byte order, independent of collations.
+ */
+static int
+compare_text_datums(const void *a, const void *b)
+{
+	text	   *ta = DatumGetTextPP(*(const Datum *) a);
+	text	   *tb = DatumGetTextPP(*(const Datum *) b);
+	int			la = VARSIZE_ANY_EXHDR(ta);
+	int			lb = VARSIZE_ANY_EXHDR(tb);
+	int			cmp = memcmp(VARDATA_ANY(ta), VARDATA_ANY(tb), Min(la, lb));
+
+	if (cmp != 0)
+		return cmp;
+	return (la > lb) - (la < lb);
+}
+
+/*
+ * normalize_event_types
+ *		Check a subscription's event_types (a non-empty one-dimensional array
+ *		of valid event types without NULLs) and return it sorted in byte
+ *		order without duplicates, so that equal sets compare equal.
+ */
+static ArrayType *
+normalize_event_types(ArrayType *arr)
+{
+	Datum	   *elems;
+	bool	   *nulls;
+	int			n;
+	int			kept;
+	int			i;
+
+	if (ARR_NDIM(arr) == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("event_types must not be empty"),
+				 errhint("Pass NULL to subscribe to every event type.")));
+	if (ARR_NDIM(arr) != 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_ARRAY_SUBSCRIPT_ERROR),
+				 errmsg("event_types must be a one-dimensional array")));
+
+	deconstruct_array(arr, TEXTOID, -1, false, TYPALIGN_INT, &elems, &nulls, &n);
+	for (i = 0; i < n; i++)
+	{
+		if (nulls[i])
+			ereport(ERROR,
+					(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+					 errmsg("event_types must not contain null elements")));
+		OutboxCheckEventType("event_types element", DatumGetTextPP(elems[i]));
+	}
+
+	qsort(elems, n, sizeof(Datum), compare_text_datums);
+	kept = 1;
+	for (i = 1; i < n; i++)
+	{
+		if (compare_text_datums(&elems[kept - 1], &elems[i]) != 0)
+			elems[kept++] = elems[i];
+	}
+	return construct_array(elems, kept, TEXTOID, -1, false, TYPALIGN_INT);
+}
+
+/*
+ * outbox.subscribe(destination text, topic text, event_types text[])
+ *		RETURNS bigint
+ *
+ * The destination receives the events of 'topic' ('*': every topic) whose
+ * type is in 'event_types' (NULL: every type) and whose transactions commit
+ * after this one took its snapshot.  Returns the subscription's id.
+ */
+Datum
+outbox_saga_subscribe(PG_FUNCTION_ARGS)
+{
+	char	   *name;
+	text	   *topic;
+	ArrayType  *event_types = NULL;
+	DestinationRow row;
+	Oid			types[3] = {INT4OID, TEXTOID, TEXTARRAYOID};
+	Datum		values[3];
+	char		nulls[3] = {' ', ' ', ' '};
+	bool		isnull;
+	int64		id;
+
+	require_arg(fcinfo, 0, "destination");
+	require_arg(fcinfo, 1, "topic");
+	name = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	topic = PG_GETARG_TEXT_PP(1);
+	if (!(VARSIZE_ANY_EXHDR(topic) == 1 && *VARDATA_ANY(topic) == '*'))
+		OutboxCheckTopic("topic", topic);
+	if (!PG_ARGISNULL(2))
+		event_types = normalize_event_types(PG_GETARG_ARRAYTYPE_P(2));
+
+	spi_connect();
+	lookup_destination(name, false, &row);
+	check_owner(name, row.owner);
+
+	values[0] = Int32GetDatum(row.id);
+	values[1] = PointerGetDatum(topic);
+	values[2] = PointerGetDatum(event_types);
+	if (event_types == NULL)
+		nulls[2] = 'n';
+
+	/* subscription_unique_idx makes a duplicate a conflict. */
+	run_statement("INSERT INTO outbox.subscription (destination_id, topic, event_types, since)"
+				  " VALUES ($1, $2, $3, pg_current_snapshot())"
+				  " ON CONFLICT DO NOTHING RETURNING id",
+				  3, types, values, nulls, SPI_OK_INSERT_RETURNING);
+	if (SPI_processed == 0)
+	{
+		run_statement("SELECT id FROM outbox.subscription"
+					  " WHERE destination_id = $1 AND topic = $2"
+					  " AND event_types IS NOT DISTINCT FROM $3",
+					  3, types, values, nulls, SPI_OK_SELECT);
+		ereport(ERROR,
+				(errcode(ERRCODE_DUPLICATE_OBJECT),
+				 errmsg("destination \"%s\" already has this subscription", name),
+				 SPI_processed == 0 ? 0 :
+				 errdetail("Subscription %lld has the same topic and event types.",
+						   (long long) DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
+																   SPI_tuptable->tupdesc,
+																   1, &isnull)))));
+	}
+	id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
+									 SPI_tuptable->tupdesc, 1, &isnull));
+	spi_finish();
+
+	PG_RETURN_INT64(id);
+}
+
+/*
+ * outbox.unsubscribe(subscription_id bigint) RETURNS void
+ */
+Datum
+outbox_saga_unsubscribe(PG_FUNCTION_ARGS)
+{
+	int64		id;
+	Oid			types[1] = {INT8OID};
+	Datum		values[1];
+	char	   *name;
+	Oid			owner;
+	bool		isnull;
+
+	require_arg(fcinfo, 0, "subscription_id");
+	id = PG_GETARG_INT64(0);
+
+	spi_connect();
+	values[0] = Int64GetDatum(id);
+	run_statement("SELECT d.name, d.owner FROM outbox.subscription s"
+				  " JOIN outbox.destination d ON d.id = s.destination_id"
+				  " WHERE s.id = $1 FOR UPDATE OF s",
+				  1, types, values, NULL, SPI_OK_SELECT);
+	if (SPI_processed == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("subscription %lld does not exist", (long long) id)));
+	name = TextDatumGetCString(SPI_getbinval(SPI_tuptable->vals[0],
+											 SPI_tuptable->tupdesc, 1, &isnull));
+	owner = DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[0],
+										   SPI_tuptable->tupdesc, 2, &isnull));
+	check_owner(name, owner);
+
+	run_statement("DELETE FROM outbox.subscription WHERE id = $1",
+				  1, types, values, NULL, SPI_OK_DELETE);
+	if (SPI_processed != 1)
+		elog(ERROR, "outbox_saga: subscription %lld vanished under lock",
+			 (long long) id);
+	spi_finish();
+
+	PG_RETURN_VOID();
+}
+
+
+/* ------------------------------------------------------------------------
+ * Masking secrets
+ * ------------------------------------------------------------------------
+ */
+
+/*
+ * is_ascii_letter
+ *		A-Z or a-z, whatever the locale.
+ */
+static bool
+is_ascii_letter(char c)
+{
+	return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z');
+}
+
+/*
+ * mask_url
+ *		If the string 'str' ('len' bytes) is a URL carrying credentials, append
+ *		it to 'out' with them masked and return true; else return false and
+ *		leave 'out' alone.  Credentials are the userinfo of the authority
+ *		(the password of "user:password@", or the whole "token@" if there is
+ *		no password) and the values of query parameters whose name looks
+ *		secret (the value of "?token=...").
+ */
+static bool
+mask_url(const char *str, int len, StringInfo out)
+{
+	int			i = 0;
+	int			auth_start;
+	int			auth_end;
+	int			at = -1;
+	bool		changed = false;
+	StringInfoData buf;
+
+	/* scheme "://" */
+	if (len == 0 || !is_ascii_letter(str[0]))
+		return false;
+	while (i < len && (is_ascii_letter(str[i]) ||
+					   (str[i] >= '0' && str[i] <= '9') ||
+					   str[i] == '+' || str[i] == '-' || str[i] == '.'))
+		i++;
+	if (len - i < 3 || memcmp(str + i, "://", 3) != 0)
+		return false;
+	auth_start = i + 3;
+	for (auth_end = auth_start; auth_end < len; auth_end++)
+	{
+		char		c = str[auth_end];
+
+		if (c == '/' || c == '?' || c == '#')
+			break;
+		if (c == '@')
+			at = auth_end;
+	}
+
+	initStringInfo(&buf);
+	appendBinaryStringInfo(&buf, str, auth_start);
+	if (at >= 0)
+	{
+		const char *colon = memchr(str + auth_start, ':', at - auth_start);
+
+		if (colon != NULL)
+			appendBinaryStringInfo(&buf, str + auth_start, colon + 1 - (str + auth_start));
+		appendStringInfoString(&buf, DEST_MASK);
+		changed = true;
+		i = at;
+	}
+	else
+		i = auth_start;
+
+	/* path up to the query */
+	while (i < len && str[i] != '?' && str[i] != '#')
+		appendStringInfoChar(&buf, str[i++]);
+
+	/* query parameters, up to the fragment */
+	if (i < len && str[i] == '?')
+	{
+		appendStringInfoChar(&buf, str[i++]);
+		while (i < len && str[i] != '#')
+		{
+			int			start = i;
+			int			eq = -1;
+
+			while (i < len && str[i] != '&' && str[i] != '#')
+			{
+				if (str[i] == '=' && eq < 0)
+					eq = i;
+				i++;
+			}
+			if (eq > start &&
+				key_matches_any(str + start, eq - start, secret_key_parts, false))
+			{
+				appendBinaryStringInfo(&buf, str + start, eq + 1 - start);
+				appendStringInfoString(&buf, DEST_MASK);
+				changed = true;
+			}
+			else
+				appendBinaryStringInfo(&buf, str + start, i - start);
+			if (i < len && str[i] == '&')
+				appendStringInfoChar(&buf, str[i++]);
+		}
+	}
+	appendBinaryStringInfo(&buf, str + i, len - i);
+
+	if (changed)
+		appendBinaryStringInfo(out, buf.data, buf.len);
+	pfree(buf.data);
+	return changed;
+}
+
+/*
+ * mask_scalar
+ *		Push scalar 'v' as 'tok', with URL credentials in a string masked.
+ */
+static JsonbValue *
+mask_scalar(JsonbParseState **state, JsonbIteratorToken tok, JsonbValue *v)
+{
+	if (v->type == jbvString)
+	{
+		StringInfoData buf;
+
+		initStringInfo(&buf);
+		if (mask_url(v->val.string.val, v->val.string.len, &buf))
+		{
+			JsonbValue	masked;
+
+			masked.type = jbvString;
+			masked.val.string.val = buf.data;
+			masked.val.string.len = buf.len;
+			return pushJsonbValue(state, tok, &masked);
+		}
+	}
+	return pushJsonbValue(state, tok, v);
+}
+
+/*
+ * outbox.mask_config(config jsonb) RETURNS jsonb
+ *
+ * 'config' with every secret replaced by "********", at any depth: the value
+ * (whole, even an object or array) of every key whose name contains, case
+ * insensitively, one of secret_key_parts; in an object under a key named
+ * "headers", the value of every header in secret_headers; and credentials
+ * in URL strings (mask_url).
+ */
+Datum
+outbox_saga_mask_config(PG_FUNCTION_ARGS)
+{
+	Jsonb	   *config = PG_GETARG_JSONB_P(0);
+	JsonbParseState *state = NULL;
+	JsonbIterator *it;
+	JsonbValue	v;
+	JsonbValue	mask;
+	JsonbValue *res = NULL;
+	JsonbIteratorToken tok;
+	bool	   *is_headers;		/* per open container: an object under "headers" */
+	int			capacity = 16;
+	int			depth = 0;
+	int			skip = 0;		/* > 0: inside a container being masked */
+	bool		mask_next = false;	/* the next value belongs to a secret key */
+	bool		headers_next = false;	/* the next value belongs to "headers" */
+
+	if (JB_ROOT_IS_SCALAR(config))
+		PG_RETURN_JSONB_P(config);
+
+	mask.type = jbvString;
+	mask.val.string.val = DEST_MASK;
+	mask.val.string.len = strlen(DEST_MASK);
+	is_headers = palloc0(sizeof(bool) * capacity);
+
+	it = JsonbIteratorInit(&config->root);
+	while ((tok = JsonbIteratorNext(&it, &v, false)) != WJB_DONE)
+	{
+		/* Inside a masked container: drop it, then push the mask once. */
+		if (skip > 0)
+		{
+			if (tok == WJB_BEGIN_OBJECT || tok == WJB_BEGIN_ARRAY)
+				skip++;
+			else if ((tok == WJB_END_OBJECT || tok == WJB_END_ARRAY) &&
+					 --skip == 0)
+				res = pushJsonbValue(&state, WJB_VALUE, &mask);
+			continue;
+		}
+
+		switch (tok)
+		{
+			case WJB_BEGIN_OBJECT:
+			case WJB_BEGIN_ARRAY:
+				if (mask_next)
+				{
+					mask_next = false;
+					headers_next = false;
+					skip = 1;
+					break;
+				}
+				if (depth + 1 >= capacity)
+				{
+					is_headers = repalloc(is_headers, sizeof(bool) * capacity * 2);
+					capacity *= 2;
+				}
+				depth++;
+				is_headers[depth] = (tok == WJB_BEGIN_OBJECT && headers_next);
+				headers_next = false;
+				res = pushJsonbValue(&state, tok, NULL);
+				break;
+			case WJB_END_OBJECT:
+			case WJB_END_ARRAY:
+				depth--;
+				res = pushJsonbValue(&state, tok, NULL);
+				break;
+			case WJB_KEY:
+				mask_next =
+					key_matches_any(v.val.string.val, v.val.string.len,
+									secret_key_parts, false) ||
+					(is_headers[depth] &&
+					 key_matches_any(v.val.string.val, v.val.string.len,
+									 secret_headers, true));
+				headers_next =
+					key_matches_any(v.val.string.val, v.val.string.len,
+									headers_key, true);
+				res = pushJsonbValue(&state, tok, &v);
+				break;
+			case WJB_VALUE:
+				if (mask_next)
+					res = pushJsonbValue(&state, tok, &mask);
+				else
+					res = mask_scalar(&state, tok, &v);
+				mask_next = false;
+				headers_next = false;
+				break;
+			case WJB_ELEM:
+				res = mask_scalar(&state, tok, &v);
+				break;
+			default:
+				elog(ERROR, "outbox_saga: unexpected JSON token %d", tok);
+		}
+	}
+	PG_RETURN_JSONB_P(JsonbValueToJsonb(res));
+}

@@ -1,0 +1,55 @@
+/*-------------------------------------------------------------------------
+ *
+ * destination.h
+ *		Destinations and subscriptions: their SQL API and parsed config.
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef OUTBOX_SAGA_DESTINATION_H
+#define OUTBOX_SAGA_DESTINATION_H
+
+#include "datatype/timestamp.h"
+#include "utils/jsonb.h"
+
+/* Defaults of the config keys common to every kind (SPEC 3.2). */
+#define DEST_DEFAULT_MAX_ATTEMPTS	25
+#define DEST_DEFAULT_BACKOFF_BASE_MS	1000
+#define DEST_DEFAULT_BACKOFF_MAX_MS		(3600 * 1000)
+#define DEST_DEFAULT_TIMEOUT_MS		(30 * 1000)
+#define DEST_MAX_BATCH_SIZE			10000
+
+/* One destination, as the dispatcher uses it. */
+typedef struct DestinationConfig
+{
+	int32		id;
+	char	   *name;
+	char	   *kind;
+	Oid			owner;
+	bool		paused;
+	Jsonb	   *config;			/* as stored, secrets included */
+
+	/* Common keys, defaults applied. */
+	int			max_attempts;
+	int64		backoff_base_ms;
+	int64		backoff_max_ms;
+	int			batch_size;		/* 0: use outbox_saga.batch_size */
+	bool		ordered;
+	int64		timeout_ms;
+} DestinationConfig;
+
+/*
+ * Parse and check the common keys of 'config' into 'out' (defaults for
+ * absent keys); raise an error with an SQLSTATE for a wrong type or value.
+ * Unknown keys are not checked here (see DestinationCheckKeys).
+ */
+extern void DestinationParseCommon(Jsonb *config, DestinationConfig *out);
+
+/*
+ * Error out on a key that is neither common nor one of 'kind_keys'.
+ */
+extern void DestinationCheckKeys(Jsonb *config, const char *const *kind_keys);
+
+/* Read a string key of a config object, or NULL if absent. */
+extern char *DestinationConfigString(Jsonb *config, const char *key);
+
+#endif							/* OUTBOX_SAGA_DESTINATION_H */

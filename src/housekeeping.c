@@ -1,0 +1,244 @@
+/*-------------------------------------------------------------------------
+ *
+ * housekeeping.c
+ *		Keeping the dispatcher's storage bounded (G7).
+ *
+ * Runs in the dispatcher every few seconds, in one short transaction:
+ *	1. Close generations: for every generation the id sequence has passed,
+ *	   record the xmax of the current snapshot (see eventlog.c, RETIRING).
+ *	2. Retire partitions: a partition whose newest generation is closed,
+ *	   whose closing xmax is below the xmin of the oldest tick any
+ *	   destination still needs, and whose newest event is older than
+ *	   outbox_saga.retention, is emptied with TRUNCATE.  The ACCESS
+ *	   EXCLUSIVE lock is only tried (lock_timeout 50 ms, in a subtransaction),
+ *	   so a reader holding the partition only delays retirement, and the
+ *	   partition's newest id is checked again under the lock.  A partition
+ *	   that also holds a later generation (a destination lagged by more than
+ *	   three generations) loses its old generation by DELETE instead.
+ *	3. Delete ticks no destination needs any more, and generation records
+ *	   below the oldest event.
+ *	4. Purge expired idempotency keys (outbox.purge_idempotency_keys).
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "compat.h"
+
+#include "access/xact.h"
+#include "executor/spi.h"
+#include "miscadmin.h"
+#include "utils/builtins.h"
+#include "utils/guc.h"
+#include "utils/memutils.h"
+#include "utils/resowner.h"
+#include "utils/snapmgr.h"
+#include "utils/timestamp.h"
+
+#include "dispatcher.h"
+#include "eventlog.h"
+#include "guc.h"
+
+/*
+ * run_sql
+ *		Run one statement without parameters; check its result code.
+ */
+static void
+run_sql(const char *sql, int expect)
+{
+	int			rc = SPI_execute(sql, false, 0);
+
+	if (rc != expect)
+		elog(ERROR, "housekeeping statement failed (%s): %s",
+			 SPI_result_code_string(rc), sql);
+}
+
+/*
+ * single_int8
+ *		The bigint result of a one-row, one-column query; *isnull if NULL
+ *		or no row.
+ */
+static int64
+single_int8(const char *sql, bool *isnull)
+{
+	Datum		d;
+
+	run_sql(sql, SPI_OK_SELECT);
+	if (SPI_processed == 0)
+	{
+		*isnull = true;
+		return 0;
+	}
+	d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, isnull);
+	return *isnull ? 0 : DatumGetInt64(d);
+}
+
+/*
+ * truncate_partition
+ *		TRUNCATE events_p<part> if it can be locked at once and still holds
+ *		nothing newer than generation 'gen'.  Returns whether it did.
+ */
+static bool
+truncate_partition(int part, int64 gen)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	ResourceOwner owner = CurrentResourceOwner;
+	volatile bool done = false;
+	char		sql[256];
+
+	BeginInternalSubTransaction(NULL);
+	MemoryContextSwitchTo(cxt);
+	PG_TRY();
+	{
+		bool		isnull;
+		int64		max_id;
+
+		run_sql("SET LOCAL lock_timeout = '50ms'", SPI_OK_UTILITY);
+		snprintf(sql, sizeof(sql),
+				 "LOCK TABLE outbox.events_p%d IN ACCESS EXCLUSIVE MODE", part);
+		run_sql(sql, SPI_OK_UTILITY);
+		snprintf(sql, sizeof(sql), "SELECT max(id) FROM outbox.events_p%d", part);
+		max_id = single_int8(sql, &isnull);
+		if (!isnull && (max_id >> OUTBOX_GENERATION_BITS) == gen)
+		{
+			snprintf(sql, sizeof(sql), "TRUNCATE outbox.events_p%d", part);
+			run_sql(sql, SPI_OK_UTILITY);
+			done = true;
+		}
+		ReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(cxt);
+		CurrentResourceOwner = owner;
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(cxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+		RollbackAndReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(cxt);
+		CurrentResourceOwner = owner;
+		if (edata->sqlerrcode != ERRCODE_LOCK_NOT_AVAILABLE)
+			ereport(WARNING,
+					(errmsg("outbox_saga: could not retire outbox.events_p%d: %s",
+							part, edata->message)));
+		FreeErrorData(edata);
+	}
+	PG_END_TRY();
+	return done;
+}
+
+/*
+ * retire_partitions
+ *		Step 2 of the file header.
+ */
+static void
+retire_partitions(void)
+{
+	bool		isnull;
+	int			part;
+	char		sql[512];
+
+	for (part = 0; part < OUTBOX_PARTITIONS; part++)
+	{
+		int64		min_id,
+					max_id,
+					lo_gen,
+					hi_gen;
+		bool		retired;
+
+		snprintf(sql, sizeof(sql), "SELECT min(id) FROM outbox.events_p%d", part);
+		min_id = single_int8(sql, &isnull);
+		if (isnull)
+			continue;
+		snprintf(sql, sizeof(sql), "SELECT max(id) FROM outbox.events_p%d", part);
+		max_id = single_int8(sql, &isnull);
+		lo_gen = min_id >> OUTBOX_GENERATION_BITS;
+		hi_gen = max_id >> OUTBOX_GENERATION_BITS;
+
+		/*
+		 * Is generation g consumed by everyone?  Its closing xmax must be at
+		 * or below the xmin of the oldest tick a destination still starts
+		 * from (the latest tick when there is no destination).  And the
+		 * retention period must have passed since its newest event.
+		 */
+#define CONSUMED_SQL \
+		"SELECT 1 FROM outbox.generation g" \
+		" WHERE g.gen = " INT64_FORMAT \
+		"   AND g.closed_xmax <= (SELECT COALESCE(" \
+		"         (SELECT min(pg_catalog.pg_snapshot_xmin(t.snapshot))" \
+		"            FROM outbox.destination d JOIN outbox.tick t ON t.id = d.tick_from)," \
+		"         (SELECT pg_catalog.pg_snapshot_xmin(snapshot) FROM outbox.tick" \
+		"           ORDER BY id DESC LIMIT 1)))" \
+		"   AND (SELECT created_at FROM outbox.events_p%d ORDER BY id DESC LIMIT 1)" \
+		"       <= pg_catalog.now() - pg_catalog.make_interval(secs => %d)"
+
+		snprintf(sql, sizeof(sql), CONSUMED_SQL, hi_gen, part, OutboxRetention);
+		run_sql(sql, SPI_OK_SELECT);
+		retired = false;
+		if (SPI_processed == 1)
+			retired = truncate_partition(part, hi_gen);
+		if (retired || lo_gen == hi_gen)
+			continue;
+
+		snprintf(sql, sizeof(sql), CONSUMED_SQL, lo_gen, part, OutboxRetention);
+		run_sql(sql, SPI_OK_SELECT);
+		if (SPI_processed == 1)
+		{
+			snprintf(sql, sizeof(sql),
+					 "DELETE FROM outbox.events_p%d WHERE id < " INT64_FORMAT,
+					 part, (lo_gen + 1) << OUTBOX_GENERATION_BITS);
+			run_sql(sql, SPI_OK_DELETE);
+		}
+	}
+}
+
+/*
+ * HousekeepingRun
+ *		One round, in its own transaction; see the file header.
+ */
+void
+HousekeepingRun(void)
+{
+	bool		isnull;
+	int64		current_gen;
+	char		sql[512];
+
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	SPI_connect();
+	PushActiveSnapshot(GetTransactionSnapshot());
+
+	/* 1. Close the generations the sequence has passed. */
+	current_gen = single_int8("SELECT last_value FROM outbox.events_id_seq", &isnull)
+		>> OUTBOX_GENERATION_BITS;
+	snprintf(sql, sizeof(sql),
+			 "INSERT INTO outbox.generation (gen, closed_xmax)"
+			 " SELECT g, pg_catalog.pg_snapshot_xmax(pg_catalog.pg_current_snapshot())"
+			 "   FROM pg_catalog.generate_series("
+			 "        COALESCE((SELECT max(gen) + 1 FROM outbox.generation),"
+			 "                 (SELECT min(id) >> %d FROM outbox.events), " INT64_FORMAT "),"
+			 "        " INT64_FORMAT " - 1) g",
+			 OUTBOX_GENERATION_BITS, current_gen, current_gen);
+	run_sql(sql, SPI_OK_INSERT);
+
+	/* 2. Retire what every destination has consumed. */
+	retire_partitions();
+
+	/* 3. Ticks and generation records nobody needs. */
+	run_sql("DELETE FROM outbox.tick"
+			" WHERE id < COALESCE((SELECT min(tick_from) FROM outbox.destination),"
+			"                     (SELECT max(id) FROM outbox.tick))",
+			SPI_OK_DELETE);
+	snprintf(sql, sizeof(sql),
+			 "DELETE FROM outbox.generation"
+			 " WHERE gen < COALESCE((SELECT min(id) >> %d FROM outbox.events), " INT64_FORMAT ")",
+			 OUTBOX_GENERATION_BITS, current_gen);
+	run_sql(sql, SPI_OK_DELETE);
+
+	/* 4. Expired idempotency keys. */
+	run_sql("SELECT outbox.purge_idempotency_keys(10000)", SPI_OK_SELECT);
+
+	SPI_finish();
+	PopActiveSnapshot();
+	CommitTransactionCommand();
+}

@@ -1,0 +1,428 @@
+/*-------------------------------------------------------------------------
+ *
+ * launcher.c
+ *		The launcher: starts, restarts and stops one dispatcher per database.
+ *
+ * A static background worker, registered from _PG_init when preloaded and
+ * started only once recovery has finished: nothing dispatches on a hot
+ * standby, and after promotion the postmaster starts the launcher, which
+ * starts the dispatchers, which carry on from the positions stored in the
+ * promoted database.
+ *
+ * The launcher connects to no database; it reads the shared catalog
+ * pg_database and starts a dispatcher (a dynamic background worker, slot
+ * number in main_arg, database OID in bgw_extra) for every database that
+ * accepts connections and is allowed by outbox_saga.databases.  A
+ * dispatcher that finds no extension in its database exits with
+ * DISPATCHER_EXIT_NO_EXTENSION; the launcher then leaves that database
+ * alone until CREATE or ALTER EXTENSION anywhere asks for a rescan.  A
+ * dispatcher that exits otherwise (crash, pg_terminate_backend) is started
+ * again after a second.  A database whose dispatcher was stopped by DROP
+ * DATABASE & co (utility_hook.c) is not restarted while blocked_until is in
+ * the future.
+ *
+ * The launcher owns the slots' dboid fields and the worker handles; the
+ * handles live in its TopMemoryContext.  If the launcher itself restarts,
+ * it stops the dispatchers it no longer has handles for, and starts them
+ * again.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "compat.h"
+
+#include <signal.h>
+
+#include "access/heapam.h"
+#include "access/htup_details.h"
+#include "access/table.h"
+#include "access/tableam.h"
+#include "access/xact.h"
+#include "catalog/pg_database.h"
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "postmaster/bgworker.h"
+#include "postmaster/interrupt.h"
+#include "storage/latch.h"
+#include "storage/proc.h"
+#include "tcop/tcopprot.h"
+#include "utils/memutils.h"
+#include "utils/snapmgr.h"
+#include "utils/timestamp.h"
+#include "utils/varlena.h"
+
+#include "guc.h"
+#include "launcher.h"
+#include "shmem.h"
+
+/* Delay before a dispatcher that stopped unexpectedly is started again. */
+#define RESTART_DELAY_MS		1000
+/* pg_database is read again at least this often. */
+#define RESCAN_INTERVAL_MS		10000
+
+typedef struct KnownDatabase
+{
+	Oid			oid;
+	char		name[NAMEDATALEN];
+} KnownDatabase;
+
+typedef struct LauncherSlot
+{
+	BackgroundWorkerHandle *handle; /* NULL: not started by us */
+	TimestampTz restart_at;
+} LauncherSlot;
+
+static LauncherSlot *lslots;
+static Oid *no_extension;		/* databases probed without the extension */
+static int	n_no_extension = 0;
+static bool warned_full = false;
+
+/*
+ * LauncherRegister
+ *		Register the launcher; called from _PG_init while preloading.
+ */
+void
+LauncherRegister(void)
+{
+	BackgroundWorker bgw;
+
+	memset(&bgw, 0, sizeof(bgw));
+	bgw.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
+	bgw.bgw_start_time = BgWorkerStart_RecoveryFinished;
+	bgw.bgw_restart_time = 5;
+	snprintf(bgw.bgw_library_name, BGW_MAXLEN, "outbox_saga");
+	snprintf(bgw.bgw_function_name, BGW_MAXLEN, "OutboxLauncherMain");
+	snprintf(bgw.bgw_name, BGW_MAXLEN, "outbox_saga launcher");
+	snprintf(bgw.bgw_type, BGW_MAXLEN, "outbox_saga launcher");
+	RegisterBackgroundWorker(&bgw);
+}
+
+/*
+ * get_databases
+ *		Every database that accepts connections and is not a template.
+ */
+static List *
+get_databases(void)
+{
+	List	   *result = NIL;
+	MemoryContext cxt = CurrentMemoryContext;
+	Relation	rel;
+	TableScanDesc scan;
+	HeapTuple	tup;
+
+	StartTransactionCommand();
+	(void) GetTransactionSnapshot();
+	rel = table_open(DatabaseRelationId, AccessShareLock);
+	scan = table_beginscan_catalog(rel, 0, NULL);
+	while ((tup = heap_getnext(scan, ForwardScanDirection)) != NULL)
+	{
+		Form_pg_database db = (Form_pg_database) GETSTRUCT(tup);
+		MemoryContext old;
+		KnownDatabase *kd;
+
+		if (!db->datallowconn || db->datistemplate ||
+			database_is_invalid_form(db))
+			continue;
+		old = MemoryContextSwitchTo(cxt);
+		kd = palloc(sizeof(KnownDatabase));
+		kd->oid = db->oid;
+		strlcpy(kd->name, NameStr(db->datname), NAMEDATALEN);
+		result = lappend(result, kd);
+		MemoryContextSwitchTo(old);
+	}
+	table_endscan(scan);
+	table_close(rel, AccessShareLock);
+	CommitTransactionCommand();
+	return result;
+}
+
+/*
+ * database_allowed
+ *		Whether outbox_saga.databases (empty: all) lets 'name' be served.
+ */
+static bool
+database_allowed(const char *name)
+{
+	char	   *raw;
+	List	   *names;
+	ListCell   *lc;
+	bool		allowed = false;
+
+	if (OutboxDatabases == NULL || OutboxDatabases[0] == '\0')
+		return true;
+	raw = pstrdup(OutboxDatabases);
+	if (!SplitGUCList(raw, ',', &names))
+	{
+		ereport(WARNING,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("outbox_saga.databases is not a valid list of names")));
+		return false;
+	}
+	foreach(lc, names)
+		if (strcmp((char *) lfirst(lc), name) == 0)
+			allowed = true;
+	return allowed;
+}
+
+static bool
+lacks_extension(Oid dboid)
+{
+	int			i;
+
+	for (i = 0; i < n_no_extension; i++)
+		if (no_extension[i] == dboid)
+			return true;
+	return false;
+}
+
+static KnownDatabase *
+find_database(List *dbs, Oid dboid)
+{
+	ListCell   *lc;
+
+	foreach(lc, dbs)
+		if (((KnownDatabase *) lfirst(lc))->oid == dboid)
+			return lfirst(lc);
+	return NULL;
+}
+
+/*
+ * start_dispatcher
+ *		Register the dynamic worker of slot 'i' for database 'db'.
+ */
+static void
+start_dispatcher(int i, KnownDatabase *db, TimestampTz now)
+{
+	BackgroundWorker bgw;
+	MemoryContext old;
+	bool		ok;
+
+	memset(&bgw, 0, sizeof(bgw));
+	bgw.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
+	bgw.bgw_start_time = BgWorkerStart_RecoveryFinished;
+	bgw.bgw_restart_time = BGW_NEVER_RESTART;
+	snprintf(bgw.bgw_library_name, BGW_MAXLEN, "outbox_saga");
+	snprintf(bgw.bgw_function_name, BGW_MAXLEN, "OutboxDispatcherMain");
+	snprintf(bgw.bgw_name, BGW_MAXLEN, "outbox_saga dispatcher for database \"%s\"",
+			 db->name);
+	snprintf(bgw.bgw_type, BGW_MAXLEN, "outbox_saga dispatcher");
+	bgw.bgw_main_arg = Int32GetDatum(i);
+	memcpy(bgw.bgw_extra, &db->oid, sizeof(Oid));
+	bgw.bgw_notify_pid = MyProcPid;
+
+	pg_atomic_write_u32(&OutboxShared->slots[i].exit_reason, DISPATCHER_EXIT_UNKNOWN);
+	old = MemoryContextSwitchTo(TopMemoryContext);
+	ok = RegisterDynamicBackgroundWorker(&bgw, &lslots[i].handle);
+	MemoryContextSwitchTo(old);
+	if (!ok)
+	{
+		lslots[i].handle = NULL;
+		lslots[i].restart_at = TimestampTzPlusMilliseconds(now, RESCAN_INTERVAL_MS);
+		ereport(WARNING,
+				(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
+				 errmsg("outbox_saga could not start a dispatcher for database \"%s\"",
+						db->name),
+				 errhint("Raise max_worker_processes.")));
+	}
+}
+
+/*
+ * stop_orphans
+ *		At launcher start: stop dispatchers left by a previous launcher.
+ */
+static void
+stop_orphans(void)
+{
+	int			i;
+	int			waited = 0;
+
+	for (i = 0; i < OutboxShared->max_databases; i++)
+	{
+		uint32		pid = pg_atomic_read_u32(&OutboxShared->slots[i].pid);
+
+		if (pid != 0)
+			kill((pid_t) pid, SIGTERM);
+	}
+	for (i = 0; i < OutboxShared->max_databases; i++)
+	{
+		while (pg_atomic_read_u32(&OutboxShared->slots[i].pid) != 0 && waited < 10000)
+		{
+			(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+							 10, PG_WAIT_EXTENSION);
+			ResetLatch(MyLatch);
+			CHECK_FOR_INTERRUPTS();
+			waited += 10;
+		}
+		pg_atomic_write_u32(&OutboxShared->slots[i].dboid, InvalidOid);
+	}
+}
+
+/*
+ * reconcile
+ *		One round: stop what should not run, notice what stopped, start
+ *		what should run.  Returns how long to sleep at most (ms).
+ */
+static long
+reconcile(List *dbs)
+{
+	TimestampTz now = GetCurrentTimestamp();
+	long		wait_ms = RESCAN_INTERVAL_MS;
+	ListCell   *lc;
+	int			i;
+
+	for (i = 0; i < OutboxShared->max_databases; i++)
+	{
+		DispatcherSlot *slot = &OutboxShared->slots[i];
+		Oid			dboid = pg_atomic_read_u32(&slot->dboid);
+		KnownDatabase *db;
+		pid_t		pid;
+		BgwHandleStatus status;
+
+		if (!OidIsValid(dboid))
+			continue;
+		db = find_database(dbs, dboid);
+		status = lslots[i].handle ?
+			GetBackgroundWorkerPid(lslots[i].handle, &pid) : BGWH_STOPPED;
+
+		if (db == NULL || !OutboxEnabled || !database_allowed(db->name))
+		{
+			if (status == BGWH_STARTED || status == BGWH_NOT_YET_STARTED)
+				TerminateBackgroundWorker(lslots[i].handle);
+			else
+			{
+				if (lslots[i].handle)
+					pfree(lslots[i].handle);
+				lslots[i].handle = NULL;
+				pg_atomic_write_u32(&slot->dboid, InvalidOid);
+			}
+			continue;
+		}
+		if (status == BGWH_STOPPED && lslots[i].handle != NULL)
+		{
+			pfree(lslots[i].handle);
+			lslots[i].handle = NULL;
+			if (pg_atomic_read_u32(&slot->exit_reason) == DISPATCHER_EXIT_NO_EXTENSION)
+			{
+				no_extension[n_no_extension++] = dboid;
+				pg_atomic_write_u32(&slot->dboid, InvalidOid);
+				continue;
+			}
+			lslots[i].restart_at = TimestampTzPlusMilliseconds(now, RESTART_DELAY_MS);
+		}
+	}
+
+	if (!OutboxEnabled)
+		return wait_ms;
+
+	foreach(lc, dbs)
+	{
+		KnownDatabase *db = lfirst(lc);
+		DispatcherSlot *slot;
+		TimestampTz blocked;
+		int			free_slot = -1;
+
+		if (!database_allowed(db->name) || lacks_extension(db->oid))
+			continue;
+		for (i = 0; i < OutboxShared->max_databases; i++)
+		{
+			Oid			dboid = pg_atomic_read_u32(&OutboxShared->slots[i].dboid);
+
+			if (dboid == db->oid)
+				break;
+			if (!OidIsValid(dboid) && free_slot < 0)
+				free_slot = i;
+		}
+		if (i == OutboxShared->max_databases)
+		{
+			if (free_slot < 0)
+			{
+				if (!warned_full)
+					ereport(WARNING,
+							(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
+							 errmsg("outbox_saga serves at most %d databases; \"%s\" has no dispatcher",
+									OutboxShared->max_databases, db->name),
+							 errhint("Raise outbox_saga.max_databases, or restrict outbox_saga.databases.")));
+				warned_full = true;
+				continue;
+			}
+			i = free_slot;
+			lslots[i].handle = NULL;
+			lslots[i].restart_at = 0;
+			pg_atomic_write_u64(&OutboxShared->slots[i].blocked_until, 0);
+			pg_atomic_write_u32(&OutboxShared->slots[i].dboid, db->oid);
+		}
+		slot = &OutboxShared->slots[i];
+		if (lslots[i].handle != NULL)
+			continue;
+		blocked = (TimestampTz) pg_atomic_read_u64(&slot->blocked_until);
+		if (blocked > now)
+		{
+			wait_ms = Min(wait_ms, TimestampDifferenceMilliseconds(now, blocked) + 1);
+			continue;
+		}
+		if (lslots[i].restart_at > now)
+		{
+			wait_ms = Min(wait_ms,
+						  TimestampDifferenceMilliseconds(now, lslots[i].restart_at) + 1);
+			continue;
+		}
+		start_dispatcher(i, db, now);
+	}
+	return wait_ms;
+}
+
+/*
+ * OutboxLauncherMain
+ *		Entry point of the launcher.
+ */
+void
+OutboxLauncherMain(Datum main_arg)
+{
+	MemoryContext loop_cxt;
+
+	pqsignal(SIGHUP, SignalHandlerForConfigReload);
+	pqsignal(SIGTERM, die);
+	BackgroundWorkerUnblockSignals();
+	BackgroundWorkerInitializeConnection(NULL, NULL, 0);
+	pgstat_report_appname("outbox_saga launcher");
+
+	if (OutboxShared == NULL)
+		elog(ERROR, "outbox_saga shared memory is not initialized");
+
+	lslots = MemoryContextAllocZero(TopMemoryContext,
+									sizeof(LauncherSlot) * OutboxShared->max_databases);
+	no_extension = MemoryContextAllocZero(TopMemoryContext,
+										  sizeof(Oid) * OutboxShared->max_databases * 4 + 1);
+	loop_cxt = AllocSetContextCreate(TopMemoryContext, "outbox_saga launcher loop",
+									 ALLOCSET_DEFAULT_SIZES);
+
+	stop_orphans();
+	pg_atomic_write_u32(&OutboxShared->launcher_procno, MyProc->pgprocno + 1);
+	ereport(LOG, (errmsg("outbox_saga launcher started")));
+
+	for (;;)
+	{
+		List	   *dbs;
+		long		wait_ms;
+
+		CHECK_FOR_INTERRUPTS();
+		if (ConfigReloadPending)
+		{
+			ConfigReloadPending = false;
+			ProcessConfigFile(PGC_SIGHUP);
+		}
+		if (pg_atomic_exchange_u32(&OutboxShared->rescan_requested, 0) != 0)
+			n_no_extension = 0;
+
+		MemoryContextReset(loop_cxt);
+		MemoryContextSwitchTo(loop_cxt);
+		dbs = get_databases();
+		if (list_length(dbs) + n_no_extension >= OutboxShared->max_databases * 4)
+			n_no_extension = 0;
+		wait_ms = reconcile(dbs);
+		MemoryContextSwitchTo(TopMemoryContext);
+
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 wait_ms, PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+	}
+}

@@ -1,0 +1,337 @@
+/*-------------------------------------------------------------------------
+ *
+ * observability.c
+ *		What operators and tests call to see and steer dispatch:
+ *		outbox.wait_idle(), the rows of outbox.workers, the dispatch status
+ *		shown by outbox.stats, outbox.replay_dead() and outbox.discard_dead().
+ *
+ * wait_idle() waits on the dispatcher's pass counters in shared memory: it
+ * returns true once a pass that began after the call found nothing ready.
+ * Events written by the caller's own open transaction are not visible to
+ * the dispatcher, so call it after committing them.
+ *
+ * replay_dead() and discard_dead() check ownership as the caller (only the
+ * owner of a destination, or a member of its role, or a superuser, may
+ * touch its dead letters), then work on the state tables through SPI with
+ * the extension owner's rights (the tables are not granted to anyone).
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "compat.h"
+
+#include "access/xact.h"
+#include "catalog/pg_authid_d.h"
+#include "catalog/pg_type_d.h"
+#include "commands/dbcommands.h"
+#include "executor/spi.h"
+#include "fmgr.h"
+#include "funcapi.h"
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "storage/latch.h"
+#include "storage/proc.h"
+#include "utils/acl.h"
+#include "utils/array.h"
+#include "utils/backend_status.h"
+#include "utils/builtins.h"
+#include "utils/timestamp.h"
+
+#include "guc.h"
+#include "shmem.h"
+#include "wakeup.h"
+
+PG_FUNCTION_INFO_V1(outbox_saga_wait_idle);
+PG_FUNCTION_INFO_V1(outbox_saga_worker_status);
+PG_FUNCTION_INFO_V1(outbox_saga_dispatch_status);
+PG_FUNCTION_INFO_V1(outbox_saga_replay_dead);
+PG_FUNCTION_INFO_V1(outbox_saga_discard_dead);
+
+/*
+ * dispatch_off_reason
+ *		Why this database has no running dispatcher, or NULL if it has one.
+ */
+static const char *
+dispatch_off_reason(void)
+{
+	DispatcherSlot *slot;
+
+	if (OutboxShared == NULL)
+		return "dispatch is off: outbox_saga is not in shared_preload_libraries";
+	if (!OutboxEnabled)
+		return "dispatch is off: outbox_saga.enabled is off";
+	slot = ShmemFindSlot(MyDatabaseId);
+	if (slot == NULL || pg_atomic_read_u32(&slot->pid) == 0)
+		return "dispatch is off: no dispatcher is running for this database (see outbox_saga.databases and the server log)";
+	return NULL;
+}
+
+/*
+ * outbox.dispatch_status() RETURNS text
+ *		NULL while a dispatcher serves this database, else why not.
+ */
+Datum
+outbox_saga_dispatch_status(PG_FUNCTION_ARGS)
+{
+	const char *reason = dispatch_off_reason();
+
+	if (reason == NULL)
+		PG_RETURN_NULL();
+	PG_RETURN_TEXT_P(cstring_to_text(reason));
+}
+
+/*
+ * outbox.wait_idle(timeout interval) RETURNS boolean
+ *		Wait until a dispatcher pass that began after the call found nothing
+ *		ready to deliver in this database; false on timeout or without a
+ *		dispatcher.
+ */
+Datum
+outbox_saga_wait_idle(PG_FUNCTION_ARGS)
+{
+	Interval   *timeout;
+	TimestampTz deadline;
+	DispatcherSlot *slot = NULL;
+	uint64		start_pass = 0;
+	bool		started = false;
+
+	if (PG_ARGISNULL(0))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("timeout must not be null")));
+	timeout = PG_GETARG_INTERVAL_P(0);
+	if (timeout->month != 0 || timeout->day < 0 || timeout->time < 0 ||
+		(timeout->day == 0 && timeout->time == 0) || timeout->day > 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("timeout must be positive and at most one day")));
+	deadline = GetCurrentTimestamp() + timeout->time + (int64) timeout->day * USECS_PER_DAY;
+
+	if (OutboxShared == NULL)
+	{
+		ereport(WARNING,
+				(errmsg("%s", dispatch_off_reason())));
+		PG_RETURN_BOOL(false);
+	}
+
+	for (;;)
+	{
+		if (!started)
+		{
+			slot = ShmemFindSlot(MyDatabaseId);
+			if (slot != NULL && pg_atomic_read_u32(&slot->pid) != 0)
+			{
+				start_pass = pg_atomic_read_u64(&slot->passes);
+				started = true;
+			}
+		}
+		if (started)
+		{
+			if (pg_atomic_read_u32(&slot->dboid) != MyDatabaseId)
+				started = false;	/* the slot was reassigned: start over */
+			else if (pg_atomic_read_u64(&slot->idle_pass) >= start_pass + 2)
+				PG_RETURN_BOOL(true);
+			else
+				ShmemWakeDispatcher(MyDatabaseId);
+		}
+		if (GetCurrentTimestamp() >= deadline)
+			PG_RETURN_BOOL(false);
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 5, PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+		CHECK_FOR_INTERRUPTS();
+	}
+}
+
+/*
+ * find_backend
+ *		The backend status of 'pid', or NULL.
+ */
+static PgBackendStatus *
+find_backend(int pid)
+{
+	int			n = pgstat_fetch_stat_numbackends();
+	int			i;
+
+	for (i = 1; i <= n; i++)
+	{
+		LocalPgBackendStatus *local = pgstat_fetch_stat_local_beentry(i);
+
+		if (local != NULL && local->backendStatus.st_procpid == pid)
+			return &local->backendStatus;
+	}
+	return NULL;
+}
+
+/*
+ * add_worker_row
+ *		One row of outbox.worker_status().
+ */
+static void
+add_worker_row(ReturnSetInfo *rsinfo, const char *kind, Oid dboid, int pid)
+{
+	Datum		values[6];
+	bool		nulls[6] = {false};
+	PgBackendStatus *be = find_backend(pid);
+	char	   *dbname = OidIsValid(dboid) ? get_database_name(dboid) : NULL;
+
+	values[0] = dbname ? CStringGetTextDatum(dbname) : (Datum) 0;
+	nulls[0] = (dbname == NULL);
+	values[1] = Int32GetDatum(pid);
+	if (be == NULL)
+	{
+		values[2] = CStringGetTextDatum("starting");
+		nulls[3] = nulls[4] = true;
+	}
+	else
+	{
+		const char *activity = be->st_activity_raw;
+
+		values[2] = CStringGetTextDatum(be->st_state == STATE_RUNNING && activity[0] ?
+										pgstat_clip_activity(activity) : "idle");
+		values[3] = TimestampTzGetDatum(be->st_proc_start_timestamp);
+		values[4] = TimestampTzGetDatum(be->st_state_start_timestamp);
+		nulls[3] = (be->st_proc_start_timestamp == 0);
+		nulls[4] = (be->st_state_start_timestamp == 0);
+	}
+	values[5] = CStringGetTextDatum(kind);
+	tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+}
+
+/*
+ * outbox.worker_status() RETURNS SETOF (database, pid, state, started_at,
+ *		last_activity, kind): the launcher and every running dispatcher.
+ */
+Datum
+outbox_saga_worker_status(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	int			i;
+
+	InitMaterializedSRF(fcinfo, 0);
+	if (OutboxShared == NULL)
+		return (Datum) 0;
+
+	i = pg_atomic_read_u32(&OutboxShared->launcher_procno);
+	if (i > 0 && i <= ProcGlobal->allProcCount && ProcGlobal->allProcs[i - 1].pid != 0)
+		add_worker_row(rsinfo, "launcher", InvalidOid, ProcGlobal->allProcs[i - 1].pid);
+
+	for (i = 0; i < OutboxShared->max_databases; i++)
+	{
+		DispatcherSlot *slot = &OutboxShared->slots[i];
+		Oid			dboid = pg_atomic_read_u32(&slot->dboid);
+		uint32		pid = pg_atomic_read_u32(&slot->pid);
+
+		if (OidIsValid(dboid) && pid != 0)
+			add_worker_row(rsinfo, "dispatcher", dboid, (int) pid);
+	}
+	return (Datum) 0;
+}
+
+/*
+ * dead_letter_action
+ *		replay (true) or discard (false) the dead letters of 'destination'
+ *		(NULL: every destination the caller owns) restricted to 'event_ids'
+ *		(NULL: all).  Returns how many.
+ */
+static int64
+dead_letter_action(FunctionCallInfo fcinfo, bool replay)
+{
+	Oid			caller = GetUserId();
+	Oid			save_userid;
+	int			save_sec;
+	Datum		values[3];
+	char		nulls[3] = {' ', ' ', ' '};
+	Oid			argtypes[3] = {TEXTOID, UUIDARRAYOID, OIDOID};
+	int64		count;
+	int			rc;
+
+	if (!PG_ARGISNULL(1) && array_contains_nulls(PG_GETARG_ARRAYTYPE_P(1)))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("event_ids must not contain nulls")));
+
+	values[0] = PG_ARGISNULL(0) ? (Datum) 0 : PG_GETARG_DATUM(0);
+	nulls[0] = PG_ARGISNULL(0) ? 'n' : ' ';
+	values[1] = PG_ARGISNULL(1) ? (Datum) 0 : PG_GETARG_DATUM(1);
+	nulls[1] = PG_ARGISNULL(1) ? 'n' : ' ';
+	values[2] = ObjectIdGetDatum(caller);
+
+	GetUserIdAndSecContext(&save_userid, &save_sec);
+	SetUserIdAndSecContext(BOOTSTRAP_SUPERUSERID, save_sec | SECURITY_LOCAL_USERID_CHANGE);
+	SPI_connect();
+
+	if (!PG_ARGISNULL(0))
+	{
+		Oid			owner;
+		bool		isnull;
+
+		rc = SPI_execute_with_args("SELECT owner FROM outbox.destination WHERE name = $1",
+								   1, argtypes, values, nulls, true, 1);
+		if (rc != SPI_OK_SELECT)
+			elog(ERROR, "could not look up destination: %s", SPI_result_code_string(rc));
+		if (SPI_processed == 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_UNDEFINED_OBJECT),
+					 errmsg("destination \"%s\" does not exist",
+							text_to_cstring(PG_GETARG_TEXT_PP(0)))));
+		owner = DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[0],
+											   SPI_tuptable->tupdesc, 1, &isnull));
+		if (!has_privs_of_role(caller, owner))
+			ereport(ERROR,
+					(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+					 errmsg("only the owner of destination \"%s\" may change its dead letters",
+							text_to_cstring(PG_GETARG_TEXT_PP(0)))));
+	}
+
+#define DEAD_LETTERS_OF_CALLER \
+	"DELETE FROM outbox.dead_letter dl USING outbox.destination x" \
+	" WHERE dl.destination_id = x.id" \
+	"   AND ($1::text IS NULL OR x.name = $1)" \
+	"   AND ($2::uuid[] IS NULL OR dl.event_id = ANY ($2))" \
+	"   AND pg_catalog.pg_has_role($3, x.owner, 'USAGE')" \
+	" RETURNING dl.*"
+
+	if (replay)
+		rc = SPI_execute_with_args("WITH d AS (" DEAD_LETTERS_OF_CALLER ")"
+								   " INSERT INTO outbox.delivery_retry"
+								   "  (destination_id, id, event_id, topic, aggregate_id, event_type,"
+								   "   payload, headers, created_at, deliver_after, txid,"
+								   "   attempts, next_attempt_at, last_error)"
+								   " SELECT destination_id, id, event_id, topic, aggregate_id, event_type,"
+								   "        payload, headers, created_at, deliver_after, txid,"
+								   "        0, pg_catalog.now(), last_error FROM d"
+								   " ON CONFLICT (destination_id, id) DO NOTHING",
+								   3, argtypes, values, nulls, false, 0);
+	else
+		rc = SPI_execute_with_args(DEAD_LETTERS_OF_CALLER, 3, argtypes, values, nulls,
+								   false, 0);
+	if (rc != (replay ? SPI_OK_INSERT : SPI_OK_DELETE_RETURNING))
+		elog(ERROR, "could not change dead letters: %s", SPI_result_code_string(rc));
+	count = (int64) SPI_processed;
+
+	SPI_finish();
+	SetUserIdAndSecContext(save_userid, save_sec);
+	if (replay && count > 0)
+		WakeupNoteEventWritten();
+	return count;
+}
+
+/*
+ * outbox.replay_dead(destination text, event_ids uuid[]) RETURNS bigint
+ *		Requeue dead letters for delivery (attempts start again at 0).
+ */
+Datum
+outbox_saga_replay_dead(PG_FUNCTION_ARGS)
+{
+	PG_RETURN_INT64(dead_letter_action(fcinfo, true));
+}
+
+/*
+ * outbox.discard_dead(destination text, event_ids uuid[]) RETURNS bigint
+ *		Delete dead letters.
+ */
+Datum
+outbox_saga_discard_dead(PG_FUNCTION_ARGS)
+{
+	PG_RETURN_INT64(dead_letter_action(fcinfo, false));
+}

@@ -1,0 +1,115 @@
+
+-- ---------------------------------------------------------------------------
+-- Dispatch state (design: src/dispatcher.c).  Written by the API functions
+-- and the dispatcher only; read through the views.
+-- ---------------------------------------------------------------------------
+
+-- Ticks: snapshots taken one after another by the dispatcher.  The batch
+-- between two ticks is every event whose transaction is visible in the later
+-- snapshot and not in the earlier one (src/eventlog.c).
+CREATE TABLE outbox.tick (
+	id          bigint      PRIMARY KEY,
+	snapshot    pg_snapshot NOT NULL,
+	created_at  timestamptz NOT NULL DEFAULT now()
+);
+INSERT INTO outbox.tick (id, snapshot) VALUES (0, pg_catalog.pg_current_snapshot());
+
+-- Destinations: config (secrets included, never shown: see the view
+-- outbox.destinations), owner, and the dispatch position: every tick up to
+-- tick_from is consumed; the window (tick_from, tick_to] is being consumed
+-- in id order and its events with id <= last_id are done.  done_id is the
+-- highest id passed so far (for the pending estimate of outbox.stats).
+-- A batch with failures and no success backs the whole destination off:
+-- consecutive_failures counts such batches, retry_at is when to try again.
+CREATE TABLE outbox.destination (
+	id                    integer     GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+	name                  text        NOT NULL UNIQUE,
+	kind                  text        NOT NULL,
+	config                jsonb       NOT NULL,
+	paused                boolean     NOT NULL DEFAULT false,
+	owner                 oid         NOT NULL,
+	created_at            timestamptz NOT NULL DEFAULT now(),
+	tick_from             bigint      NOT NULL,
+	tick_to               bigint,
+	last_id               bigint      NOT NULL DEFAULT 0,
+	done_id               bigint      NOT NULL DEFAULT 0,
+	consecutive_failures  integer     NOT NULL DEFAULT 0,
+	retry_at              timestamptz,
+	delivered_total       bigint      NOT NULL DEFAULT 0,
+	failed_attempts_total bigint      NOT NULL DEFAULT 0,
+	last_delivered_at     timestamptz,
+	last_error            text,
+	last_error_at         timestamptz
+);
+
+-- Subscriptions: a destination receives the events of a topic ('*': every
+-- topic) and event types (NULL: every type) whose transactions are not
+-- visible in 'since', the snapshot of the subscribing transaction.
+CREATE TABLE outbox.subscription (
+	id              bigint      GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+	destination_id  integer     NOT NULL REFERENCES outbox.destination ON DELETE CASCADE,
+	topic           text        NOT NULL,
+	event_types     text[],
+	since           pg_snapshot NOT NULL,
+	created_at      timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX subscription_destination_idx ON outbox.subscription (destination_id);
+
+-- Events that failed at least once, or that wait: for their deliver_after
+-- time, or (ordered destinations) behind a failed event of their aggregate.
+-- A copy of the event, so that retiring the log never depends on it.  Only
+-- the lowest id of an aggregate is eligible.
+CREATE TABLE outbox.delivery_retry (
+	destination_id   integer     NOT NULL REFERENCES outbox.destination ON DELETE CASCADE,
+	id               bigint      NOT NULL,
+	event_id         uuid        NOT NULL,
+	topic            text        NOT NULL,
+	aggregate_id     text,
+	event_type       text        NOT NULL,
+	payload          jsonb       NOT NULL,
+	headers          jsonb       NOT NULL,
+	created_at       timestamptz NOT NULL,
+	deliver_after    timestamptz,
+	txid             xid8        NOT NULL,
+	attempts         integer     NOT NULL DEFAULT 0,
+	next_attempt_at  timestamptz NOT NULL,
+	last_error       text,
+	last_attempt_at  timestamptz,
+	PRIMARY KEY (destination_id, id)
+);
+CREATE INDEX delivery_retry_aggregate_idx ON outbox.delivery_retry (destination_id, aggregate_id, id);
+CREATE INDEX delivery_retry_due_idx ON outbox.delivery_retry (destination_id, next_attempt_at);
+
+-- Dead letters: events that used up max_attempts (or were refused for good),
+-- with their last error, until replayed or discarded.
+CREATE TABLE outbox.dead_letter (
+	destination_id   integer     NOT NULL REFERENCES outbox.destination ON DELETE CASCADE,
+	id               bigint      NOT NULL,
+	event_id         uuid        NOT NULL,
+	topic            text        NOT NULL,
+	aggregate_id     text,
+	event_type       text        NOT NULL,
+	payload          jsonb       NOT NULL,
+	headers          jsonb       NOT NULL,
+	created_at       timestamptz NOT NULL,
+	deliver_after    timestamptz,
+	txid             xid8        NOT NULL,
+	attempts         integer     NOT NULL,
+	last_error       text,
+	failed_at        timestamptz NOT NULL DEFAULT now(),
+	PRIMARY KEY (destination_id, id)
+);
+
+-- Generations of the log that are closed (the sequence is past them), with
+-- the xmax of a snapshot taken after that: once every destination has
+-- consumed a tick whose xmin reaches it, the generation can be retired.
+CREATE TABLE outbox.generation (
+	gen          bigint PRIMARY KEY,
+	closed_xmax  xid8   NOT NULL
+);
+
+-- pg_dump keeps destinations and dead letters.  Ticks, generations,
+-- subscriptions (their 'since' snapshot) and the retry queue hold
+-- transaction ids of this cluster and are not dumped (README, "Backups").
+SELECT pg_catalog.pg_extension_config_dump('outbox.destination', '');
+SELECT pg_catalog.pg_extension_config_dump('outbox.dead_letter', '');

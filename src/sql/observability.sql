@@ -1,0 +1,93 @@
+
+-- ---------------------------------------------------------------------------
+-- Operations and observability (src/observability.c, SPEC 3.3).
+-- ---------------------------------------------------------------------------
+
+CREATE FUNCTION outbox.extension_changed() RETURNS void
+AS 'MODULE_PATHNAME', 'outbox_saga_extension_changed' LANGUAGE C;
+COMMENT ON FUNCTION outbox.extension_changed() IS
+	'Internal: wakes the launcher when the transaction commits (called by the extension scripts).';
+
+CREATE FUNCTION outbox.dispatch_status() RETURNS text
+AS 'MODULE_PATHNAME', 'outbox_saga_dispatch_status' LANGUAGE C STABLE;
+COMMENT ON FUNCTION outbox.dispatch_status() IS
+	'NULL while a dispatcher serves this database; otherwise why dispatch is off.';
+
+CREATE FUNCTION outbox.wait_idle(timeout interval DEFAULT '10 seconds') RETURNS boolean
+AS 'MODULE_PATHNAME', 'outbox_saga_wait_idle' LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION outbox.wait_idle(interval) IS
+	'Wait until nothing committed is ready to deliver in this database; false on timeout or when dispatch is off.';
+
+CREATE FUNCTION outbox.worker_status(
+	OUT database text, OUT pid integer, OUT state text,
+	OUT started_at timestamptz, OUT last_activity timestamptz, OUT kind text)
+RETURNS SETOF record
+AS 'MODULE_PATHNAME', 'outbox_saga_worker_status' LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION outbox.worker_status() IS
+	'The launcher and the running dispatchers (backs the view outbox.workers).';
+
+CREATE VIEW outbox.workers AS
+	SELECT database, pid, state, started_at, last_activity, kind
+	  FROM outbox.worker_status();
+COMMENT ON VIEW outbox.workers IS
+	'The outbox_saga background workers: the launcher and one dispatcher per served database.';
+
+CREATE FUNCTION outbox.replay_dead(destination text DEFAULT NULL, event_ids uuid[] DEFAULT NULL)
+RETURNS bigint
+AS 'MODULE_PATHNAME', 'outbox_saga_replay_dead' LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION outbox.replay_dead(text, uuid[]) IS
+	'Requeue dead letters (of one destination, or every destination the caller owns; optionally only these event ids); returns how many.';
+
+CREATE FUNCTION outbox.discard_dead(destination text DEFAULT NULL, event_ids uuid[] DEFAULT NULL)
+RETURNS bigint
+AS 'MODULE_PATHNAME', 'outbox_saga_discard_dead' LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION outbox.discard_dead(text, uuid[]) IS
+	'Delete dead letters (of one destination, or every destination the caller owns; optionally only these event ids); returns how many.';
+
+CREATE VIEW outbox.dead_letters AS
+	SELECT dl.event_id, d.name AS destination, dl.attempts, dl.last_error, dl.failed_at,
+	       dl.id, dl.topic, dl.aggregate_id, dl.event_type, dl.payload, dl.headers,
+	       dl.created_at, dl.deliver_after, dl.txid
+	  FROM outbox.dead_letter dl
+	  JOIN outbox.destination d ON d.id = dl.destination_id;
+COMMENT ON VIEW outbox.dead_letters IS
+	'Events a destination gave up on, with their last error; see replay_dead() and discard_dead().';
+
+-- One row per destination.  Fast with millions of pending events: the log
+-- is never counted; "pending" in the log is the distance in ids between the
+-- destination's position and the newest event (an upper bound: it includes
+-- events of topics the destination does not subscribe to).
+CREATE VIEW outbox.stats AS
+	SELECT d.name AS destination,
+	       d.kind,
+	       d.paused,
+	       GREATEST(seq.last_value - d.done_id, 0) + COALESCE(r.total, 0) AS pending,
+	       CASE WHEN d.paused OR d.retry_at > pg_catalog.now() THEN COALESCE(r.due, 0) * 0
+	            ELSE GREATEST(seq.last_value - d.done_id, 0) + COALESCE(r.due, 0)
+	       END AS ready,
+	       CASE WHEN d.paused THEN NULL
+	            ELSE pg_catalog.now() - LEAST(r.oldest_due, head.created_at)
+	       END AS oldest_ready_age,
+	       COALESCE(r.retrying, 0) AS retrying,
+	       COALESCE(dl.dead, 0) AS dead,
+	       d.delivered_total,
+	       d.failed_attempts_total,
+	       d.last_delivered_at,
+	       COALESCE(outbox.dispatch_status(), d.last_error) AS last_error,
+	       d.last_error_at
+	  FROM outbox.destination d
+	 CROSS JOIN (SELECT CASE WHEN is_called THEN last_value ELSE 0 END AS last_value
+	               FROM outbox.events_id_seq) seq
+	  LEFT JOIN LATERAL (
+	       SELECT count(*) AS total,
+	              count(*) FILTER (WHERE rr.next_attempt_at <= pg_catalog.now()) AS due,
+	              count(*) FILTER (WHERE rr.attempts > 0) AS retrying,
+	              min(rr.created_at) FILTER (WHERE rr.next_attempt_at <= pg_catalog.now()) AS oldest_due
+	         FROM outbox.delivery_retry rr WHERE rr.destination_id = d.id) r ON true
+	  LEFT JOIN LATERAL (
+	       SELECT count(*) AS dead FROM outbox.dead_letter x WHERE x.destination_id = d.id) dl ON true
+	  LEFT JOIN LATERAL (
+	       SELECT e.created_at FROM outbox.events e
+	        WHERE e.id > d.done_id ORDER BY e.id LIMIT 1) head ON true;
+COMMENT ON VIEW outbox.stats IS
+	'One row per destination: backlog, retries, dead letters, counters and the last error.';

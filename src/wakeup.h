@@ -1,0 +1,14 @@
+/*-------------------------------------------------------------------------
+ *
+ * wakeup.h
+ *		Waking the dispatcher when a transaction that wrote events commits.
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef OUTBOX_SAGA_WAKEUP_H
+#define OUTBOX_SAGA_WAKEUP_H
+
+extern void WakeupInit(void);
+extern void WakeupNoteEventWritten(void);
+
+#endif							/* OUTBOX_SAGA_WAKEUP_H */

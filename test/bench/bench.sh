@@ -1,0 +1,104 @@
+#!/usr/bin/env bash
+# make bench: the outbox_saga benchmark.
+#
+# WHAT IT MEASURES
+#   producer   The cost of writing an event in the transaction that writes
+#              the business row: one order INSERT per transaction, plain
+#              (the baseline, 1.00), with the outbox.capture trigger, with
+#              outbox.emit() in the same transaction, and with a naive
+#              PL/pgSQL trigger writing to_jsonb(NEW) into a hand-written
+#              outbox table (and emit() once more, in one statement); with synchronous_commit=off (the CPU cost) and
+#              =on (durable commits).  See producer.sh.
+#   (Later sections: dispatcher drain rate, latency, storage.  A section is
+#   a file NAME.sh here defining section_NAME; add NAME to SECTIONS.)
+#
+# HOW IT MEASURES
+#   One throwaway cluster (temporary directory, private Unix socket, the
+#   extension preloaded, tuned for a benchmark: lib.sh, cluster_start) runs
+#   as the unprivileged cluster user.  Variants are pgbench scripts (-n -M
+#   prepared, BENCH_CLIENTS clients, BENCH_SECONDS per run) run one after
+#   another in rounds; the order of the variants rotates from round to round
+#   (ABCD, BCDA, ...) and every run starts from empty tables after a
+#   CHECKPOINT.  A variant's result is its median TPS over the rounds.
+#
+# HOW TO READ IT
+#   The result is the RATIO of a variant's median TPS to the baseline's,
+#   measured in the same run: machines are shared and noisy, so absolute TPS
+#   (printed second, with the min-max over the rounds) move from run to run
+#   while ratios move much less.  1.00 = as fast as a plain INSERT; 0.85 =
+#   15% fewer transactions per second.  Targets are printed with PASS or
+#   MISS; a MISS does not fail the command (exit status 0), a variant that
+#   cannot run at all does (exit status 1, after the report).
+#
+# SETTINGS (environment)
+#   BENCH_ROUNDS=5 BENCH_SECONDS=8 BENCH_WARMUP=3 BENCH_CLIENTS=2
+#   BENCH_JOBS=2 BENCH_SECTIONS="producer" BENCH_SHARED_BUFFERS=1GB
+#   BENCH_KEEP_LOG=1 (keep the server log in the results directory)
+#   The defaults take about 7 minutes.  Quick look:
+#     BENCH_ROUNDS=1 BENCH_SECONDS=2 make bench
+#
+# OUTPUT
+#   The report on stdout (progress on stderr); the report and every run's
+#   TPS (section, condition, round, position in the round, variant, tps) in
+#   test/bench/results/<timestamp>-report.txt and -raw.tsv.
+set -euo pipefail
+SRC_DIR=$(cd "$(dirname "$0")/../.." && pwd)
+BENCH_DIR=$SRC_DIR/test/bench
+. "$SRC_DIR/scripts/common.sh"
+. "$BENCH_DIR/lib.sh"
+
+BENCH_ROUNDS=${BENCH_ROUNDS:-5}
+BENCH_SECONDS=${BENCH_SECONDS:-8}
+BENCH_WARMUP=${BENCH_WARMUP:-3}
+# Two cores: two clients keep both busy (one backend each), pgbench itself
+# mostly waits for the server.  More clients only add context switches
+# here; with synchronous_commit=on they would also add group commit, which
+# hides the per-commit cost we want to see.
+BENCH_CLIENTS=${BENCH_CLIENTS:-2}
+BENCH_JOBS=${BENCH_JOBS:-2}
+SECTIONS=${BENCH_SECTIONS:-producer}
+
+RESULTS_DIR=$BENCH_DIR/results
+RUN_ID=$(date +%Y%m%d-%H%M%S)
+mkdir -p "$RESULTS_DIR"
+RAW_FILE=$RESULTS_DIR/$RUN_ID-raw.tsv
+REPORT_FILE=$RESULTS_DIR/$RUN_ID-report.txt
+printf 'section\tcondition\tround\tposition\tvariant\ttps\n' >"$RAW_FILE"
+: >"$REPORT_FILE"
+
+bash "$SRC_DIR/scripts/deps.sh"
+say "building and installing the extension"
+build_and_install
+make_workdir bench
+
+cleanup() {
+	cluster_stop
+	if [ -n "${RUN_AS:-}" ]; then rm -rf "$WORK_DIR"; fi
+}
+trap cleanup EXIT
+
+for s in $SECTIONS; do
+	. "$BENCH_DIR/$s.sh"
+done
+
+cluster_start
+
+report "outbox_saga benchmark $RUN_ID"
+report "  $(bench_psql -At -c 'SELECT version()')"
+report "  $(nproc) CPUs ($(sed -n 's/^model name\s*: //p' /proc/cpuinfo | head -n 1))," \
+	"$(awk '/MemTotal/ { printf "%.0f GB", $2 / 1048576 }' /proc/meminfo) RAM;" \
+	"commit $(git -C "$SRC_DIR" rev-parse --short HEAD 2>/dev/null || echo unknown)$(
+		git -C "$SRC_DIR" diff --quiet HEAD 2>/dev/null || echo " with local changes")"
+report "  pgbench -n -M prepared -c $BENCH_CLIENTS -j $BENCH_JOBS -T $BENCH_SECONDS," \
+	"$BENCH_ROUNDS rounds, shared_buffers=$(bench_psql -At -c 'SHOW shared_buffers')"
+
+for s in $SECTIONS; do
+	"section_$s"
+done
+
+report ""
+report "raw numbers: $RAW_FILE"
+if [ ${#FAILED[@]} -gt 0 ]; then
+	say "some variants could not run: ${!FAILED[*]}"
+	exit 1
+fi

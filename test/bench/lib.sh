@@ -1,0 +1,259 @@
+# Helpers of the benchmark (sourced by bench.sh, not run).
+#
+#   cluster_start / cluster_stop   one throwaway cluster for the whole run
+#   bench_psql ARGS...             psql against it, as the cluster user
+#   bench_round ...                run every variant once, in an order that
+#                                  rotates round by round; record each TPS
+#   print_ratio_table ...          median TPS of each variant over the
+#                                  median TPS of the baseline, per condition
+#   print_tps_table ...            the absolute medians (secondary)
+#   report_target ...              one PASS/MISS line
+#
+# A section (one file per section, e.g. producer.sh) sets up its tables,
+# calls bench_round for every round and condition it measures, then prints its tables
+# with the printers below.  Results go into the associative array TPS,
+# keyed "section|condition|variant", one TPS per round, space-separated;
+# every run is also appended to $RAW_FILE.
+
+declare -A TPS=()
+declare -A LABEL=()
+
+# say MSG...: progress, on stderr so that stdout holds only the report.
+say() {
+	printf '[bench %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2
+}
+
+# report LINE...: one line of the report (stdout and the saved report).
+report() {
+	printf '%s\n' "$*" | tee -a "$REPORT_FILE"
+}
+
+# free_port: a TCP port nothing listens on at 127.0.0.1.  The cluster only
+# listens on a private Unix socket directory, so a clash there is not
+# possible anyway; the port still names the socket and the SysV key.
+free_port() {
+	local p
+	for p in $(seq 54400 54999); do
+		if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null &&
+			[ ! -e "/tmp/.s.PGSQL.$p" ]; then
+			echo "$p"
+			return 0
+		fi
+	done
+	return 1
+}
+
+# cluster_start: initdb a cluster in a new temporary directory, configured
+# for a benchmark on a small machine (see the settings below), with the
+# extension preloaded, and start it.  Sets PGDATA_DIR, SOCK_DIR, PORT.
+cluster_start() {
+	CLUSTER_DIR=$(mktemp -d /tmp/outbox_saga-bench-pg.XXXXXX)
+	[ -n "${RUN_AS:-}" ] && chown "$RUN_AS": "$CLUSTER_DIR"
+	PGDATA_DIR=$CLUSTER_DIR/data
+	SOCK_DIR=$CLUSTER_DIR
+	PORT=$(free_port)
+	as_cluster_user initdb -D "$PGDATA_DIR" -U postgres -A trust \
+		--no-sync -E UTF8 --locale=C >"$CLUSTER_DIR/initdb.log" 2>&1 ||
+		{ cat "$CLUSTER_DIR/initdb.log" >&2; return 1; }
+	as_cluster_user tee -a "$PGDATA_DIR/postgresql.conf" >/dev/null <<EOF
+
+# --- outbox_saga benchmark ---
+shared_preload_libraries = 'outbox_saga'
+max_worker_processes = 16
+listen_addresses = ''
+port = $PORT
+unix_socket_directories = '$SOCK_DIR'
+max_connections = 20
+# Memory: the working set (a few hundred MB per run) stays in shared buffers.
+shared_buffers = ${BENCH_SHARED_BUFFERS:-1GB}
+wal_buffers = 64MB
+work_mem = 16MB
+maintenance_work_mem = 256MB
+# Checkpoints only when the benchmark asks for one (between runs).
+max_wal_size = 16GB
+min_wal_size = 2GB
+checkpoint_timeout = 1h
+checkpoint_completion_target = 0.9
+# Durable commits stay possible: fsync is on, synchronous_commit is chosen
+# per run (PGOPTIONS), wal_level is the default (replica).
+fsync = on
+full_page_writes = on
+# Less noise: tables are truncated before every run, nothing to vacuum.
+autovacuum = off
+jit = off
+log_min_messages = warning
+log_checkpoints = off
+EOF
+	say "starting a cluster in $PGDATA_DIR (socket $SOCK_DIR, port $PORT)"
+	as_cluster_user pg_ctl -D "$PGDATA_DIR" -l "$CLUSTER_DIR/server.log" -w -t 60 \
+		start >/dev/null ||
+		{ cat "$CLUSTER_DIR/server.log" >&2; return 1; }
+	as_cluster_user pg_isready -q -h "$SOCK_DIR" -p "$PORT" -t 30
+	as_cluster_user createdb -h "$SOCK_DIR" -p "$PORT" -U postgres bench
+}
+
+# cluster_stop: stop the cluster (fast) and remove it.  Safe to call twice
+# and before cluster_start.
+cluster_stop() {
+	if [ -n "${PGDATA_DIR:-}" ] && [ -f "$PGDATA_DIR/postmaster.pid" ]; then
+		as_cluster_user pg_ctl -D "$PGDATA_DIR" -m fast -w stop >/dev/null 2>&1 || true
+	fi
+	if [ -n "${CLUSTER_DIR:-}" ] && [ -d "$CLUSTER_DIR" ]; then
+		if [ -n "${BENCH_KEEP_LOG:-}" ] && [ -f "$CLUSTER_DIR/server.log" ]; then
+			cp "$CLUSTER_DIR/server.log" "$RESULTS_DIR/$RUN_ID-server.log" || true
+		fi
+		rm -rf "$CLUSTER_DIR"
+	fi
+	PGDATA_DIR=
+	CLUSTER_DIR=
+}
+
+# bench_psql ARGS...: psql on the bench database, stop at the first error.
+bench_psql() {
+	as_cluster_user psql -X -q -v ON_ERROR_STOP=1 -h "$SOCK_DIR" -p "$PORT" \
+		-U postgres -d bench "$@"
+}
+
+# run_pgbench PGOPTIONS SCRIPT SECONDS LOG: one pgbench run; prints its TPS
+# (without initial connection time) or fails, leaving its output in LOG.
+run_pgbench() {
+	local opts=$1 script=$2 seconds=$3 log=$4
+	if ! as_cluster_user env PGOPTIONS="$opts" pgbench -n -M prepared \
+		-c "$BENCH_CLIENTS" -j "$BENCH_JOBS" -T "$seconds" -f "$script" \
+		-h "$SOCK_DIR" -p "$PORT" -U postgres bench >"$log" 2>&1; then
+		return 1
+	fi
+	sed -n 's/^tps = \([0-9.]*\) (without initial connection time)$/\1/p' "$log" |
+		grep . || return 1
+}
+
+# bench_round SECTION CONDITION PGOPTIONS RESET_FN ROUND VARIANT...
+#	VARIANT is name=script.  Runs every variant once for BENCH_SECONDS, in
+#	the order rotated by ROUND (0: ABCD, 1: BCDA, 2: CDAB, ...), so that
+#	over the rounds a slow or fast stretch of a noisy machine is spread over
+#	all variants.  RESET_FN runs before every run, so that every run starts
+#	alike.  A variant whose run fails is marked failed (FAILED) and skipped
+#	from then on.
+bench_round() {
+	local section=$1 cond=$2 opts=$3 reset=$4 round=$5
+	shift 5
+	local variants=("$@") n=$# i k name script tps log=$CLUSTER_DIR/pgbench.log
+	for ((i = 0; i < n; i++)); do
+		k=$(((round + i) % n))
+		name=${variants[$k]%%=*}
+		script=${variants[$k]#*=}
+		[ "${FAILED[$section|$name]:-}" ] && continue
+		"$reset"
+		if tps=$(run_pgbench "$opts" "$script" "$BENCH_SECONDS" "$log"); then
+			TPS[$section|$cond|$name]+="$tps "
+			printf '%s\t%s\t%d\t%d\t%s\t%s\n' "$section" "$cond" $((round + 1)) \
+				$((i + 1)) "$name" "$tps" >>"$RAW_FILE"
+			say "$section $cond round $((round + 1))/$BENCH_ROUNDS: $name $tps tps"
+		else
+			FAILED[$section|$name]=$(pgbench_error "$log")
+			say "$section $cond: $name FAILED: ${FAILED[$section|$name]}"
+		fi
+	done
+}
+
+# pgbench_error LOG: the first error line of a failed pgbench run.
+pgbench_error() {
+	grep -m1 -E 'ERROR|FATAL|error' "$1" || tail -n 1 "$1"
+}
+declare -A FAILED=()
+
+# median NUMBERS...: the median (mean of the middle two for an even count).
+median() {
+	printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 }
+		END { if (NR == 0) exit 1;
+			  if (NR % 2) printf "%.3f\n", v[(NR + 1) / 2];
+			  else printf "%.3f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
+}
+
+# median_tps SECTION CONDITION VARIANT: median over the rounds, or nothing.
+median_tps() {
+	local v=${TPS[$1|$2|$3]:-}
+	[ -n "$v" ] || return 0
+	# shellcheck disable=SC2086
+	median $v
+}
+
+# ratio_of SECTION CONDITION VARIANT BASELINE: median TPS of VARIANT over the
+# median TPS of BASELINE, two decimals, or nothing if either is missing.
+ratio_of() {
+	local a b
+	a=$(median_tps "$1" "$2" "$3")
+	b=$(median_tps "$1" "$2" "$4")
+	[ -n "$a" ] && [ -n "$b" ] || return 0
+	awk -v a="$a" -v b="$b" 'BEGIN { printf "%.2f\n", a / b }'
+}
+
+# range_of SECTION CONDITION VARIANT: "min-max" of the per-round TPS.
+range_of() {
+	local v=${TPS[$1|$2|$3]:-}
+	[ -n "$v" ] || return 0
+	# shellcheck disable=SC2086
+	printf '%s\n' $v | sort -g | awk 'NR == 1 { lo = $1 } { hi = $1 }
+		END { printf "%.0f-%.0f\n", lo, hi }'
+}
+
+# table_row WIDTH FIRST CELL...: one row, first column WIDTH wide.
+table_row() {
+	local w=$1 first=$2 line
+	shift 2
+	line=$(printf "%-${w}s" "$first")
+	for c in "$@"; do line+=$(printf '  %-22s' "$c"); done
+	report "${line%"${line##*[! ]}"}"
+}
+
+# print_ratio_table SECTION BASELINE "COND..." VARIANT...: rows = variants,
+# columns = conditions, cells = ratio of median TPS to the baseline's.
+print_ratio_table() {
+	local section=$1 base=$2 conds=($3) v c cells
+	shift 3
+	table_row 30 "variant" "${conds[@]}"
+	for v in "$@"; do
+		cells=()
+		for c in "${conds[@]}"; do
+			if [ "${FAILED[$section|$v]:-}" ]; then
+				cells+=("failed")
+			else
+				cells+=("$(ratio_of "$section" "$c" "$v" "$base")")
+			fi
+		done
+		table_row 30 "${LABEL[$v]:-$v}" "${cells[@]}"
+	done
+}
+
+# print_tps_table SECTION "COND..." VARIANT...: median TPS (min-max over
+# the rounds) per variant and condition.
+print_tps_table() {
+	local section=$1 conds=($2) v c cells m
+	shift 2
+	table_row 30 "median TPS (min-max)" "${conds[@]}"
+	for v in "$@"; do
+		cells=()
+		for c in "${conds[@]}"; do
+			m=$(median_tps "$section" "$c" "$v")
+			if [ -n "$m" ]; then
+				cells+=("$(printf '%.0f' "$m") ($(range_of "$section" "$c" "$v"))")
+			else
+				cells+=("-")
+			fi
+		done
+		table_row 30 "${LABEL[$v]:-$v}" "${cells[@]}"
+	done
+}
+
+# report_target DESCRIPTION VALUE OP LIMIT: "PASS"/"MISS" if VALUE OP LIMIT
+# (OP is >= or >); a missing value is a MISS.  Never fails the run.
+report_target() {
+	local desc=$1 value=$2 op=$3 limit=$4 verdict=MISS
+	if [ -n "$value" ] &&
+		awk -v v="$value" -v l="$limit" -v op="$op" \
+			'BEGIN { exit !((op == ">=") ? v >= l : v > l) }'; then
+		verdict=PASS
+	fi
+	report "$(printf '%-4s  %s (measured %s, target %s %s)' \
+		"$verdict" "$desc" "${value:-n/a}" "$op" "$limit")"
+}
