@@ -54,7 +54,7 @@ DATA_built = $(EXTENSION)--$(EXTVERSION).sql
 
 # pg_regress: one file per concept, in dependency order.
 REGRESS = emit capture capture_types idempotency destinations dispatch_function \
-	dispatch_notify dispatch_retry
+	dispatch_retry
 REGRESS_OPTS = --temp-instance=./tmp_check_regress \
 	--temp-config=$(srcdir)/test/outbox_saga.conf \
 	--load-extension=$(EXTENSION)

@@ -10,8 +10,12 @@
  *	inserted, updated or deleted row it appends one event to the log with
  *	OutboxAppendEvent(), in the transaction of the statement that changed
  *	the row, as the role that changed it; so the event exists iff that
- *	change commits (G1).  It reads no table, runs no SQL and takes no lock
- *	but the ones OutboxAppendEvent() takes on the log.
+ *	change commits (G1).  Per row it reads no table, runs no SQL and takes
+ *	no lock but the ones OutboxAppendEvent() takes on the log; the first
+ *	call after a cache miss (see THE CACHE) reads pg_constraint and, for a
+ *	trigger cloned onto a partition, pg_trigger, under AccessShareLock.
+ *	Any error aborts the statement that changed the row: a capture that
+ *	cannot write its event never lets the change through without it.
  *
  *	Its arguments are "name=value" strings (see parse_args()).  The payload
  *	is {"op", "schema", "table", "new", "old"}; "new" and "old" hold the

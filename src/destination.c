@@ -73,6 +73,7 @@
 #include "destination.h"
 #include "eventlog.h"
 #include "sink.h"
+#include "wakeup.h"
 
 PG_FUNCTION_INFO_V1(outbox_saga_create_destination);
 PG_FUNCTION_INFO_V1(outbox_saga_alter_destination);
@@ -790,12 +791,7 @@ outbox_saga_create_destination(PG_FUNCTION_ARGS)
 
 	name = check_destination_name(PG_GETARG_TEXT_PP(0));
 	kind = text_to_cstring(PG_GETARG_TEXT_PP(1));
-	sink = SinkLookup(kind, true);
-	if (sink == NULL)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("unknown destination kind \"%s\"", kind),
-				 errdetail("Known kinds: %s.", SinkKindList())));
+	sink = SinkLookup(kind, false);	/* errors, listing the known kinds */
 
 	errcb.callback = hide_statement_callback;
 	errcb.arg = NULL;
@@ -930,23 +926,34 @@ set_paused(FunctionCallInfo fcinfo, bool paused)
 	lookup_destination(name, false, &row);
 	check_owner(name, row.owner);
 
-	if (row.paused == paused)
+	if (row.paused == paused && paused)
 	{
 		ereport(NOTICE,
-				(errmsg("destination \"%s\" is already %s", name,
-						paused ? "paused" : "running")));
+				(errmsg("destination \"%s\" is already paused", name)));
 		spi_finish();
 		return;
 	}
 
+	/*
+	 * Resuming also ends a backoff after failures: the operator asks for a
+	 * new attempt now.
+	 */
 	values[0] = Int32GetDatum(row.id);
 	values[1] = BoolGetDatum(paused);
-	run_statement("UPDATE outbox.destination SET paused = $2 WHERE id = $1",
+	run_statement("UPDATE outbox.destination SET paused = $2,"
+				  " consecutive_failures = CASE WHEN $2 THEN consecutive_failures ELSE 0 END,"
+				  " retry_at = CASE WHEN $2 THEN retry_at END"
+				  " WHERE id = $1",
 				  2, types, values, NULL, SPI_OK_UPDATE);
 	if (SPI_processed != 1)
 		elog(ERROR, "outbox_saga: destination row %d vanished under lock", row.id);
 	spi_finish();
 
+	if (!paused)
+		WakeupNoteEventWritten();
+	if (row.paused == paused)
+		return;					/* a running destination: only the backoff
+								 * ended */
 	ereport(LOG,
 			(errmsg("outbox_saga: destination \"%s\" %s", name,
 					paused ? "paused" : "resumed"),

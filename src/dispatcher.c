@@ -369,6 +369,38 @@ run_housekeeping(MemoryContext cxt)
 }
 
 /*
+ * sleep_time
+ *		How long to sleep: until the next retry row or destination backoff
+ *		falls due, at most poll_interval.
+ */
+static long
+sleep_time(void)
+{
+	long		ms = OutboxPollInterval;
+	bool		isnull;
+	Datum		d;
+
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	SPI_connect();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	if (SPI_execute("SELECT (extract(epoch FROM LEAST("
+					"  (SELECT min(next_attempt_at) FROM outbox.delivery_retry),"
+					"  (SELECT min(retry_at) FROM outbox.destination WHERE NOT paused))"
+					"  - pg_catalog.clock_timestamp()) * 1000)::bigint", true, 1) == SPI_OK_SELECT &&
+		SPI_processed == 1)
+	{
+		d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+		if (!isnull)
+			ms = Max(1, Min(ms, DatumGetInt64(d) + 1));
+	}
+	SPI_finish();
+	PopActiveSnapshot();
+	CommitTransactionCommand();
+	return ms;
+}
+
+/*
  * take_dispatcher_lock
  *		The session advisory lock that makes this the only dispatcher of the
  *		database.  Returns false if another process has it.
@@ -474,7 +506,7 @@ OutboxDispatcherMain(Datum main_arg)
 		if (more || activity > 0)
 			continue;
 		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-						 OutboxPollInterval, PG_WAIT_EXTENSION);
+						 sleep_time(), PG_WAIT_EXTENSION);
 		ResetLatch(MyLatch);
 	}
 }

@@ -17,6 +17,7 @@
 
 #include <limits.h>
 
+#include "miscadmin.h"
 #include "utils/guc.h"
 
 #include "guc.h"
@@ -110,16 +111,21 @@ GucInit(void)
 							GUC_UNIT_S,
 							NULL, NULL, NULL);
 
-	DefineCustomIntVariable("outbox_saga.max_databases",
-							"How many databases can have a dispatcher at once.",
-							NULL,
-							&OutboxMaxDatabases,
-							32,
-							1,
-							1024,
-							PGC_POSTMASTER,
-							0,
-							NULL, NULL, NULL);
+	/*
+	 * Shared memory is sized by this one; it can only exist when preloaded
+	 * (a PGC_POSTMASTER setting defined later would be a FATAL error).
+	 */
+	if (process_shared_preload_libraries_in_progress)
+		DefineCustomIntVariable("outbox_saga.max_databases",
+								"How many databases can have a dispatcher at once.",
+								NULL,
+								&OutboxMaxDatabases,
+								32,
+								1,
+								1024,
+								PGC_POSTMASTER,
+								0,
+								NULL, NULL, NULL);
 
 	MarkGUCPrefixReserved("outbox_saga");
 }

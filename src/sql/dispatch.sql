@@ -53,7 +53,6 @@ CREATE TABLE outbox.subscription (
 	since           pg_snapshot NOT NULL,
 	created_at      timestamptz NOT NULL DEFAULT now()
 );
-CREATE INDEX subscription_destination_idx ON outbox.subscription (destination_id);
 
 -- Events that failed at least once, or that wait: for their deliver_after
 -- time, or (ordered destinations) behind a failed event of their aggregate.
@@ -78,7 +77,7 @@ CREATE TABLE outbox.delivery_retry (
 	PRIMARY KEY (destination_id, id)
 );
 CREATE INDEX delivery_retry_aggregate_idx ON outbox.delivery_retry (destination_id, aggregate_id, id);
-CREATE INDEX delivery_retry_due_idx ON outbox.delivery_retry (destination_id, next_attempt_at);
+CREATE INDEX delivery_retry_due_idx ON outbox.delivery_retry (next_attempt_at);
 
 -- Dead letters: events that used up max_attempts (or were refused for good),
 -- with their last error, until replayed or discarded.

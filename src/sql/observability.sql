@@ -55,14 +55,14 @@ COMMENT ON VIEW outbox.dead_letters IS
 
 -- One row per destination.  Fast with millions of pending events: the log
 -- is never counted; "pending" in the log is the distance in ids between the
--- destination's position and the newest event (an upper bound: it includes
--- events of topics the destination does not subscribe to).
+-- destination's position and the newest committed event (an upper bound: it
+-- includes events of topics the destination does not subscribe to).
 CREATE VIEW outbox.stats AS
 	SELECT d.name AS destination,
 	       d.kind,
 	       d.paused,
 	       GREATEST(seq.last_value - d.done_id, 0) + COALESCE(r.total, 0) AS pending,
-	       CASE WHEN d.paused OR d.retry_at > pg_catalog.now() THEN COALESCE(r.due, 0) * 0
+	       CASE WHEN d.paused OR d.retry_at > pg_catalog.now() THEN 0
 	            ELSE GREATEST(seq.last_value - d.done_id, 0) + COALESCE(r.due, 0)
 	       END AS ready,
 	       CASE WHEN d.paused THEN NULL
@@ -76,8 +76,7 @@ CREATE VIEW outbox.stats AS
 	       COALESCE(outbox.dispatch_status(), d.last_error) AS last_error,
 	       d.last_error_at
 	  FROM outbox.destination d
-	 CROSS JOIN (SELECT CASE WHEN is_called THEN last_value ELSE 0 END AS last_value
-	               FROM outbox.events_id_seq) seq
+	 CROSS JOIN (SELECT COALESCE(max(id), 0) AS last_value FROM outbox.events) seq
 	  LEFT JOIN LATERAL (
 	       SELECT count(*) AS total,
 	              count(*) FILTER (WHERE rr.next_attempt_at <= pg_catalog.now()) AS due,

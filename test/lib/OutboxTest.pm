@@ -2,15 +2,29 @@
 #
 # new_node(NAME, %opts) makes a PostgreSQL::Test::Cluster with the library
 # preloaded (unless preload => 0) and extra settings from conf => '...'.
+#
+# Waiting (never bare sleeps):
+#   wait_for_dispatcher(NODE, DB)     pid of DB's dispatcher once it runs
+#   wait_no_dispatcher(NODE, DB)      true once DB has no dispatcher
+#   dispatcher_pid(NODE, DB)          pid of DB's dispatcher now, or ''
+#   wait_for_log_match(NODE, RE, OFFSET, SECONDS)
+#                                     true once the server log after OFFSET
+#                                     matches RE (false on timeout, never dies)
+# Errors:
+#   sqlstate_of(NODE, DB, SQL)        the SQLSTATE SQL fails with, or '' if
+#                                     it succeeds (psql with VERBOSITY verbose)
 package OutboxTest;
 
 use strict;
 use warnings;
 
 use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Time::HiRes qw(usleep time);
 use Exporter 'import';
 
-our @EXPORT = qw(new_node);
+our @EXPORT = qw(new_node sqlstate_of dispatcher_pid wait_for_dispatcher
+  wait_no_dispatcher wait_for_log_match);
 
 sub new_node
 {
@@ -23,6 +37,65 @@ sub new_node
 		  . "max_worker_processes = 16\n"
 		  . ($opts{conf} // ''));
 	return $node;
+}
+
+# The SQLSTATE of the first error SQL raises in DB, '' if it succeeds.
+sub sqlstate_of
+{
+	my ($node, $db, $sql) = @_;
+	my ($ret, $stdout, $stderr) = $node->psql($db, $sql,
+		extra_params => [ '-v', 'VERBOSITY=verbose' ]);
+	return '' if $ret == 0;
+	return $1 if $stderr =~ /(?:ERROR|FATAL):\s+([0-9A-Z]{5}):/;
+	return "no SQLSTATE in: $stderr";
+}
+
+# The pid of the dispatcher connected to DB, '' if there is none.
+sub dispatcher_pid
+{
+	my ($node, $db) = @_;
+	return $node->safe_psql('postgres', qq{
+		SELECT string_agg(pid::text, ',') FROM pg_catalog.pg_stat_activity
+		 WHERE backend_type = 'outbox_saga dispatcher' AND datname = '$db'});
+}
+
+# Wait until DB has exactly one dispatcher (other than $not_pid if given);
+# returns its pid, or '' on timeout.
+sub wait_for_dispatcher
+{
+	my ($node, $db, $not_pid) = @_;
+	my $extra = defined $not_pid ? "AND pid <> $not_pid" : '';
+	return ''
+	  unless $node->poll_query_until('postgres', qq{
+		SELECT count(*) = 1 FROM pg_catalog.pg_stat_activity
+		 WHERE backend_type = 'outbox_saga dispatcher' AND datname = '$db' $extra});
+	return dispatcher_pid($node, $db);
+}
+
+# Wait until DB has no dispatcher; true if so.
+sub wait_no_dispatcher
+{
+	my ($node, $db) = @_;
+	return $node->poll_query_until('postgres', qq{
+		SELECT count(*) = 0 FROM pg_catalog.pg_stat_activity
+		 WHERE backend_type = 'outbox_saga dispatcher' AND datname = '$db'});
+}
+
+# Wait (at most SECONDS, default 30) until the server log after OFFSET
+# matches RE.  Returns true or false; unlike Cluster::wait_for_log it does
+# not die, so that a missing line is one failed test, not an aborted file.
+sub wait_for_log_match
+{
+	my ($node, $re, $offset, $seconds) = @_;
+	my $deadline = time() + ($seconds // 30);
+	$offset //= 0;
+	while (1)
+	{
+		my $log = slurp_file($node->logfile, $offset);
+		return 1 if $log =~ $re;
+		return 0 if time() > $deadline;
+		usleep(50_000);
+	}
 }
 
 1;

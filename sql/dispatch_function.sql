@@ -1,0 +1,146 @@
+-- Function destinations: committed events reach the handler in order, as
+-- the destination's owner, after the subscription and per its filters;
+-- paused destinations wait; delayed events wait for deliver_after.
+SET timezone = 'UTC';
+
+-- Wait (without blind sleeps) until a condition holds.
+CREATE FUNCTION pg_temp.wait_for(cond text, timeout interval DEFAULT '30 seconds')
+RETURNS boolean LANGUAGE plpgsql AS $$
+DECLARE
+	deadline timestamptz := clock_timestamp() + timeout;
+	ok boolean;
+BEGIN
+	LOOP
+		EXECUTE cond INTO ok;
+		IF ok THEN RETURN true; END IF;
+		IF clock_timestamp() > deadline THEN RETURN false; END IF;
+		PERFORM outbox.wait_idle('1 second');
+		PERFORM pg_sleep(0.01);
+	END LOOP;
+END $$;
+
+CREATE ROLE dispatch_app;
+CREATE SCHEMA app AUTHORIZATION dispatch_app;
+GRANT USAGE ON SCHEMA outbox TO dispatch_app;
+GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA outbox TO dispatch_app;
+GRANT SELECT ON outbox.stats TO dispatch_app;
+
+SET ROLE dispatch_app;
+CREATE TABLE app.received (
+	seq        bigint GENERATED ALWAYS AS IDENTITY,
+	event_id   uuid,
+	topic      text,
+	event_type text,
+	aggregate  text,
+	payload    jsonb,
+	run_as     text,
+	search     text
+);
+CREATE FUNCTION app.on_event(e outbox.events) RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+	INSERT INTO app.received (event_id, topic, event_type, aggregate, payload, run_as, search)
+	VALUES (e.event_id, e.topic, e.event_type, e.aggregate_id, e.payload,
+	        current_user, current_setting('search_path'));
+END $$;
+CREATE FUNCTION app.on_json(e jsonb) RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+	INSERT INTO app.received (event_id, topic, event_type, aggregate, payload, run_as)
+	VALUES ((e->>'event_id')::uuid, e->>'topic', e->>'event_type', e->>'aggregate_id',
+	        e, current_user);
+END $$;
+
+-- Events committed before the subscription are not delivered.
+SELECT outbox.emit('orders', 'order.before', '{}', 'o-0') IS NOT NULL AS emitted;
+SELECT outbox.create_destination('app_handler', 'function', '{"function": "app.on_event"}');
+SELECT outbox.subscribe('app_handler', 'orders') > 0 AS subscribed;
+RESET ROLE;
+
+-- A destination's handler runs as the role that created the destination.
+SELECT count(outbox.emit('orders', 'order.created', jsonb_build_object('n', n), 'o-' || (n % 2)))
+  FROM generate_series(1, 6) n;
+SELECT outbox.emit('payments', 'payment.done', '{}', 'p-1') IS NOT NULL AS other_topic;
+SELECT outbox.wait_idle();
+SELECT event_type, aggregate, payload, run_as, search
+  FROM app.received ORDER BY seq;
+
+-- Per aggregate, events arrive in commit order.
+SELECT aggregate, array_agg((payload->>'n')::int ORDER BY seq) AS arrival
+  FROM app.received GROUP BY aggregate ORDER BY aggregate;
+
+-- One transaction's events arrive together, in the order written.
+BEGIN;
+SELECT count(outbox.emit('orders', 'order.bulk', jsonb_build_object('n', n), 'bulk'))
+  FROM generate_series(1, 3) n;
+COMMIT;
+SELECT outbox.wait_idle();
+SELECT array_agg((payload->>'n')::int ORDER BY seq) FROM app.received WHERE aggregate = 'bulk';
+
+-- Filters: event types.
+SET ROLE dispatch_app;
+SELECT outbox.create_destination('app_json', 'function', '{"function": "app.on_json"}');
+SELECT outbox.subscribe('app_json', 'payments', ARRAY['payment.refunded']) > 0 AS subscribed;
+RESET ROLE;
+TRUNCATE app.received;
+SELECT outbox.emit('payments', 'payment.done', '{}', 'p-2') IS NOT NULL;
+SELECT outbox.emit('payments', 'payment.refunded', '{"amount": 5}', 'p-2') IS NOT NULL;
+SELECT outbox.wait_idle();
+-- The jsonb form gets to_jsonb() of the event row.
+SELECT topic, event_type, aggregate,
+       payload ?& ARRAY['id', 'event_id', 'topic', 'aggregate_id', 'event_type', 'payload',
+                        'headers', 'created_at', 'deliver_after', 'txid'] AS has_every_column,
+       payload->'payload' AS event_payload
+  FROM app.received ORDER BY seq;
+
+-- A paused destination waits; resumed, it catches up.
+TRUNCATE app.received;
+SELECT outbox.pause_destination('app_handler');
+SELECT outbox.emit('orders', 'order.while_paused', '{}', 'o-9') IS NOT NULL;
+SELECT outbox.wait_idle();
+SELECT count(*) AS delivered_while_paused FROM app.received;
+SELECT destination, paused, ready FROM outbox.stats WHERE destination = 'app_handler';
+SELECT outbox.resume_destination('app_handler');
+SELECT outbox.wait_idle();
+SELECT event_type FROM app.received ORDER BY seq;
+
+-- deliver_after: held until then; the aggregate's later events wait behind it.
+TRUNCATE app.received;
+SELECT outbox.emit('orders', 'order.reminder', '{}', 'o-late',
+                   deliver_after => clock_timestamp() + interval '2 seconds') IS NOT NULL;
+SELECT outbox.emit('orders', 'order.after_reminder', '{}', 'o-late') IS NOT NULL;
+SELECT outbox.emit('orders', 'order.unrelated', '{}', 'o-other') IS NOT NULL;
+SELECT outbox.wait_idle();
+SELECT event_type FROM app.received ORDER BY seq;
+SELECT pg_temp.wait_for($$SELECT count(*) = 3 FROM app.received$$);
+SELECT event_type FROM app.received ORDER BY seq;
+
+-- Counters.
+SELECT destination, kind, paused, retrying, dead, delivered_total, failed_attempts_total,
+       last_error
+  FROM outbox.stats ORDER BY destination;
+
+-- The owner's privileges, never more: a handler that reads what its owner
+-- may not read fails (the attempt is recorded, nothing is delivered).
+CREATE TABLE public.secrets (s text);
+INSERT INTO public.secrets VALUES ('top secret');
+SET ROLE dispatch_app;
+CREATE FUNCTION app.peek(e outbox.events) RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+	INSERT INTO app.received (topic, payload) SELECT 'peek', to_jsonb(s) FROM public.secrets;
+END $$;
+SELECT outbox.create_destination('app_peek', 'function',
+	'{"function": "app.peek", "max_attempts": 1}');
+SELECT outbox.subscribe('app_peek', 'peek') > 0 AS subscribed;
+RESET ROLE;
+SELECT outbox.emit('peek', 'try') IS NOT NULL;
+SELECT pg_temp.wait_for($$SELECT count(*) = 1 FROM outbox.dead_letters WHERE destination = 'app_peek'$$);
+SELECT destination, attempts, last_error FROM outbox.dead_letters WHERE destination = 'app_peek';
+SELECT count(*) AS leaked FROM app.received WHERE topic = 'peek';
+
+-- Clean up.
+SELECT outbox.drop_destination(name) FROM outbox.destinations ORDER BY name;
+DROP TABLE public.secrets;
+DROP SCHEMA app CASCADE;
+REVOKE ALL ON ALL FUNCTIONS IN SCHEMA outbox FROM dispatch_app;
+REVOKE ALL ON SCHEMA outbox FROM dispatch_app;
+REVOKE ALL ON outbox.stats FROM dispatch_app;
+DROP ROLE dispatch_app;
