@@ -67,6 +67,7 @@ SELECT pg_temp.wait_for($$SELECT count(*) = 1 FROM public.delivered WHERE n = 1$
 SELECT count(*) AS dead_after_replay FROM outbox.dead_letters;
 
 -- Discard: selected by event id.
+SELECT outbox.alter_destination('picky', '{"max_attempts": 3}');
 INSERT INTO public.poison VALUES (30), (31);
 SELECT count(outbox.emit('work', 'job', jsonb_build_object('n', n), 'E' || n))
   FROM generate_series(30, 31) n;

@@ -74,7 +74,9 @@
 #include "mb/pg_wchar.h"
 #include "nodes/execnodes.h"
 #include "utils/builtins.h"
+#include "utils/inval.h"
 #include "utils/lsyscache.h"
+#include "utils/memutils.h"
 #include "utils/rel.h"
 #include "utils/timestamp.h"
 #include "utils/xid8.h"
@@ -99,6 +101,50 @@ enum
 	EV_TXID,
 	EV_NATTS
 };
+
+/*
+ * What the write path looks up once per backend: the outbox schema, the id
+ * sequence, the partitions, and the IndexInfo of each partition's indexes.
+ * Any relcache invalidation of one of these relations (or of all) forgets
+ * it, so DDL on the log and DROP/CREATE EXTENSION are noticed at the next
+ * event.
+ */
+typedef struct LogPartition
+{
+	Oid			relid;
+	int			nindexes;
+	Oid		   *indexoids;
+	IndexInfo **indexinfos;
+} LogPartition;
+
+typedef struct LogCache
+{
+	bool		valid;
+	Oid			seqid;
+	LogPartition parts[OUTBOX_PARTITIONS];
+	MemoryContext cxt;
+} LogCache;
+
+static LogCache log_cache;
+static bool log_cache_callback_registered = false;
+
+static void
+log_cache_invalidate(Datum arg, Oid relid)
+{
+	int			i;
+
+	if (!log_cache.valid)
+		return;
+	if (OidIsValid(relid) && relid != log_cache.seqid)
+	{
+		for (i = 0; i < OUTBOX_PARTITIONS; i++)
+			if (log_cache.parts[i].relid == relid)
+				break;
+		if (i == OUTBOX_PARTITIONS)
+			return;
+	}
+	log_cache.valid = false;
+}
 
 /*
  * check_name
@@ -264,33 +310,40 @@ outbox_relid(Oid nspid, const char *relname)
 }
 
 /*
- * insert_index_entries
- *		Add the heap tuple 'tup' of 'heap' to every index of 'heap'.
+ * load_partition
+ *		Fill the cache entry of partition 'part' (relation 'relid'): its
+ *		indexes and their IndexInfo, in the cache's memory context.
  *
  * The log's indexes are plain column indexes; an expression, partial or
  * exclusion index would need the executor, which this path avoids on
  * purpose, so such an index is refused with a clear error.
  */
 static void
-insert_index_entries(Relation heap, HeapTuple tup, Datum *values, bool *nulls)
+load_partition(int part, Oid relid)
 {
+	LogPartition *lp = &log_cache.parts[part];
+	Relation	heap = table_open(relid, AccessShareLock);
 	List	   *indexoids = RelationGetIndexList(heap);
 	ListCell   *lc;
+	int			n = 0;
 
+	lp->relid = relid;
+	lp->indexoids = MemoryContextAlloc(log_cache.cxt, sizeof(Oid) * (list_length(indexoids) + 1));
+	lp->indexinfos = MemoryContextAlloc(log_cache.cxt, sizeof(IndexInfo *) * (list_length(indexoids) + 1));
 	foreach(lc, indexoids)
 	{
-		Relation	irel = index_open(lfirst_oid(lc), RowExclusiveLock);
+		Relation	irel = index_open(lfirst_oid(lc), AccessShareLock);
+		MemoryContext old;
 		IndexInfo  *ii;
-		Datum		ivalues[INDEX_MAX_KEYS];
-		bool		inulls[INDEX_MAX_KEYS];
-		int			i;
 
 		if (!irel->rd_index->indisready)
 		{
-			index_close(irel, RowExclusiveLock);
+			index_close(irel, AccessShareLock);
 			continue;
 		}
+		old = MemoryContextSwitchTo(log_cache.cxt);
 		ii = BuildIndexInfo(irel);
+		MemoryContextSwitchTo(old);
 		if (ii->ii_Expressions != NIL || ii->ii_Predicate != NIL ||
 			ii->ii_ExclusionOps != NULL)
 			ereport(ERROR,
@@ -299,6 +352,65 @@ insert_index_entries(Relation heap, HeapTuple tup, Datum *values, bool *nulls)
 							RelationGetRelationName(irel)),
 					 errdetail("outbox_saga writes the log directly and maintains only plain column indexes."),
 					 errhint("Drop the index, or replace it by an index on plain columns.")));
+		lp->indexoids[n] = lfirst_oid(lc);
+		lp->indexinfos[n] = ii;
+		n++;
+		index_close(irel, AccessShareLock);
+	}
+	lp->nindexes = n;
+	list_free(indexoids);
+	table_close(heap, AccessShareLock);
+}
+
+/*
+ * load_log_cache
+ *		Look up the log's relations (an error if the extension is missing).
+ */
+static void
+load_log_cache(void)
+{
+	Oid			nspid = get_namespace_oid("outbox", false);
+	int			part;
+
+	if (!log_cache_callback_registered)
+	{
+		CacheRegisterRelcacheCallback(log_cache_invalidate, (Datum) 0);
+		log_cache.cxt = AllocSetContextCreate(CacheMemoryContext,
+											  "outbox_saga log cache",
+											  ALLOCSET_SMALL_SIZES);
+		log_cache_callback_registered = true;
+	}
+	MemoryContextReset(log_cache.cxt);
+	memset(log_cache.parts, 0, sizeof(log_cache.parts));
+	log_cache.seqid = outbox_relid(nspid, "events_id_seq");
+	for (part = 0; part < OUTBOX_PARTITIONS; part++)
+	{
+		char		partname[NAMEDATALEN];
+
+		snprintf(partname, sizeof(partname), "events_p%d", part);
+		load_partition(part, outbox_relid(nspid, partname));
+	}
+	log_cache.valid = true;
+}
+
+/*
+ * insert_index_entries
+ *		Add the heap tuple 'tup' of partition 'lp' to every index of it.
+ */
+static void
+insert_index_entries(Relation heap, LogPartition *lp, HeapTuple tup,
+					 Datum *values, bool *nulls)
+{
+	int			n;
+
+	for (n = 0; n < lp->nindexes; n++)
+	{
+		Relation	irel = index_open(lp->indexoids[n], RowExclusiveLock);
+		IndexInfo  *ii = lp->indexinfos[n];
+		Datum		ivalues[INDEX_MAX_KEYS];
+		bool		inulls[INDEX_MAX_KEYS];
+		int			i;
+
 		for (i = 0; i < ii->ii_NumIndexAttrs; i++)
 		{
 			AttrNumber	attno = ii->ii_IndexAttrNumbers[i];
@@ -312,7 +424,6 @@ insert_index_entries(Relation heap, HeapTuple tup, Datum *values, bool *nulls)
 					 false, ii);
 		index_close(irel, RowExclusiveLock);
 	}
-	list_free(indexoids);
 }
 
 /*
@@ -328,10 +439,10 @@ insert_index_entries(Relation heap, HeapTuple tup, Datum *values, bool *nulls)
 void
 OutboxAppendEvent(const OutboxEventData *ev, pg_uuid_t *event_id)
 {
-	Oid			nspid = get_namespace_oid("outbox", false);
 	FullTransactionId fxid;
 	int64		id;
-	char		partname[NAMEDATALEN];
+	int			part;
+	LogPartition *lp;
 	Relation	rel;
 	TupleDesc	desc;
 	Datum		values[EV_NATTS];
@@ -339,17 +450,28 @@ OutboxAppendEvent(const OutboxEventData *ev, pg_uuid_t *event_id)
 	HeapTuple	tup;
 	TimestampTz now = GetCurrentTimestamp();
 
-	fxid = GetTopFullTransactionId();
-	id = nextval_internal(outbox_relid(nspid, "events_id_seq"), false);
+	if (!log_cache.valid)
+		load_log_cache();
 
-	snprintf(partname, sizeof(partname), "events_p%d",
-			 (int) ((id >> OUTBOX_GENERATION_BITS) & (OUTBOX_PARTITIONS - 1)));
-	rel = table_open(outbox_relid(nspid, partname), RowExclusiveLock);
+	fxid = GetTopFullTransactionId();
+	id = nextval_internal(log_cache.seqid, false);
+
+	part = (int) ((id >> OUTBOX_GENERATION_BITS) & (OUTBOX_PARTITIONS - 1));
+	rel = table_open(log_cache.parts[part].relid, RowExclusiveLock);
+	/* Opening may have processed invalidations: reload under the lock. */
+	if (!log_cache.valid)
+	{
+		table_close(rel, RowExclusiveLock);
+		load_log_cache();
+		rel = table_open(log_cache.parts[part].relid, RowExclusiveLock);
+	}
+	lp = &log_cache.parts[part];
 	desc = RelationGetDescr(rel);
 	if (desc->natts != EV_NATTS || rel->rd_rel->relam != HEAP_TABLE_AM_OID)
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-				 errmsg("the outbox log \"outbox.%s\" has been altered", partname),
+				 errmsg("the outbox log \"%s\" has been altered",
+						RelationGetRelationName(rel)),
 				 errdetail("outbox_saga expects the columns of the installed extension script in a heap table."),
 				 errhint("Reinstall the extension.")));
 
@@ -371,7 +493,7 @@ OutboxAppendEvent(const OutboxEventData *ev, pg_uuid_t *event_id)
 
 	tup = heap_form_tuple(desc, values, nulls);
 	simple_heap_insert(rel, tup);
-	insert_index_entries(rel, tup, values, nulls);
+	insert_index_entries(rel, lp, tup, values, nulls);
 
 	heap_freetuple(tup);
 	table_close(rel, NoLock);
