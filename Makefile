@@ -60,7 +60,8 @@ REGRESS_OPTS = --temp-instance=./tmp_check_regress \
 	--load-extension=$(EXTENSION)
 
 # Isolation specs live in test/specs, their expected output in test/expected.
-ISOLATION = emit_visibility idempotency_same_key idempotency_rollback
+ISOLATION = emit_visibility idempotency_same_key idempotency_rollback \
+	dispatch_late_commit
 ISOLATION_OPTS = --inputdir=$(srcdir)/test --outputdir=output_iso \
 	--temp-instance=./tmp_check_iso \
 	--temp-config=$(srcdir)/test/outbox_saga.conf \

@@ -45,7 +45,30 @@ SELECT id, topic, aggregate_id, event_type,
 SELECT jsonb_pretty(payload) AS payload_of_first_event
   FROM outbox.events ORDER BY id LIMIT 1;
 
--- 4. Idempotency keys: the first request claims the key ...
+-- 4. Deliver them.  A handler function receives every committed event of
+--    its subscriptions, inside the transaction that records the delivery,
+--    as the role that created the destination.
+CREATE TABLE mailbox (event_id uuid, event_type text, aggregate_id text, received_at timestamptz DEFAULT clock_timestamp());
+CREATE FUNCTION public.send_mail(e outbox.events) RETURNS void LANGUAGE sql AS $$
+	INSERT INTO public.mailbox (event_id, event_type, aggregate_id)
+	VALUES (e.event_id, e.event_type, e.aggregate_id)
+$$;
+SELECT outbox.create_destination('mailer', 'function', '{"function": "public.send_mail"}');
+-- Events committed from now on, every topic:
+SELECT outbox.subscribe('mailer') AS subscription;
+
+INSERT INTO orders (customer, total) VALUES ('carol', 99.90);
+UPDATE orders SET status = 'paid' WHERE customer = 'carol';
+SELECT outbox.emit('shipping', 'parcel.handed_over', '{"carrier": "UPS"}', aggregate_id => '3') IS NOT NULL AS emitted;
+
+-- Wait until the dispatcher has delivered everything that is ready:
+SELECT outbox.wait_idle() AS idle;
+SELECT event_type, aggregate_id FROM mailbox ORDER BY received_at;
+SELECT destination, kind, pending, ready, delivered_total, failed_attempts_total, last_error
+  FROM outbox.stats;
+SELECT kind, database, state FROM outbox.workers ORDER BY kind DESC;
+
+-- 5. Idempotency keys: the first request claims the key ...
 BEGIN;
 SELECT * FROM outbox.idempotency_key('payments', 'req-001', fingerprint => 'sha256:abc');
 SELECT outbox.idempotency_complete('payments', 'req-001', '{"charge_id": "ch_1"}');
