@@ -35,10 +35,15 @@ OBJS = \
 	src/utility_hook.o \
 	src/destination.o \
 	src/observability.o \
+	src/saga.o \
+	src/saga_driver.o \
 	src/sink.o \
 	src/tojsonb.o \
 	src/sink/function.o \
-	src/sink/notify.o
+	src/sink/notify.o \
+	src/sink/http.o \
+	src/sink/http_sign.o \
+	src/sink/http_guard.o
 
 SQL_PARTS = \
 	src/sql/schema.sql \
@@ -48,20 +53,21 @@ SQL_PARTS = \
 	src/sql/dispatch.sql \
 	src/sql/destinations.sql \
 	src/sql/observability.sql \
+	src/sql/saga.sql \
 	src/sql/privileges.sql
 
 DATA_built = $(EXTENSION)--$(EXTVERSION).sql
 
 # pg_regress: one file per concept, in dependency order.
 REGRESS = emit capture capture_types idempotency destinations dispatch_function \
-	dispatch_retry
+	dispatch_retry http_config saga_define saga_run
 REGRESS_OPTS = --temp-instance=./tmp_check_regress \
 	--temp-config=$(srcdir)/test/outbox_saga.conf \
 	--load-extension=$(EXTENSION)
 
 # Isolation specs live in test/specs, their expected output in test/expected.
 ISOLATION = emit_visibility idempotency_same_key idempotency_rollback \
-	dispatch_late_commit
+	dispatch_late_commit saga_complete_race saga_start_race
 ISOLATION_OPTS = --inputdir=$(srcdir)/test --outputdir=output_iso \
 	--temp-instance=./tmp_check_iso \
 	--temp-config=$(srcdir)/test/outbox_saga.conf \
@@ -72,6 +78,8 @@ PROVE_TESTS = test/t/*.pl
 
 EXTRA_CLEAN = $(DATA_built) output_iso tmp_check_regress tmp_check_iso tmp_check \
 	test/bench/results
+
+SHLIB_LINK = -lcurl -lcrypto
 
 PG_CONFIG ?= pg_config
 PG_CPPFLAGS = -I$(srcdir)/src -DOUTBOX_SAGA_VERSION='"$(EXTVERSION)"'

@@ -10,6 +10,8 @@ packages=(
 	postgresql-15            # server, pg_regress, isolation tester, pgbench
 	postgresql-server-dev-15 # PGXS, headers, PostgreSQL::Test::Cluster
 	libipc-run-perl          # TAP tests
+	libcurl4-openssl-dev     # http destinations
+	libssl-dev               # HMAC signatures
 	perl
 	python3                  # test helpers (HTTP receiver)
 	rsync

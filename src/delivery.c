@@ -414,13 +414,18 @@ load_blocked(Batch *b)
 }
 
 /*
- * deliver_one
- *		Deliver 'ev' in a subtransaction, as the destination's owner, with a
- *		statement timeout of the destination's timeout.  Returns true on
- *		success; on failure *error is "SQLSTATE: message".
+ * DeliveryCallAs
+ *		Run fn(arg) in a subtransaction as 'role', with
+ *		SECURITY_RESTRICTED_OPERATION, search_path = pg_catalog, pg_temp and
+ *		a statement timeout of 'timeout_ms' (0: none).  Returns true if it
+ *		returned; if it raised an error, rolls the subtransaction back and
+ *		returns false with *error = "SQLSTATE: message" (in the caller's
+ *		memory context).  The caller's transaction, resource owner, memory
+ *		context and identity are unchanged either way.
  */
-static bool
-deliver_one(Batch *b, const DispatchEvent *ev, char **error)
+bool
+DeliveryCallAs(Oid role, int64 timeout_ms, void (*fn) (void *), void *arg,
+			   char **error)
 {
 	MemoryContext cxt = CurrentMemoryContext;
 	ResourceOwner owner = CurrentResourceOwner;
@@ -436,17 +441,17 @@ deliver_one(Batch *b, const DispatchEvent *ev, char **error)
 	{
 		int			nestlevel;
 
-		SetUserIdAndSecContext(b->dest->owner,
+		SetUserIdAndSecContext(role,
 							   save_sec | SECURITY_LOCAL_USERID_CHANGE |
 							   SECURITY_RESTRICTED_OPERATION);
 		nestlevel = NewGUCNestLevel();
 		(void) set_config_option("search_path", "pg_catalog, pg_temp",
 								 PGC_USERSET, PGC_S_SESSION,
 								 GUC_ACTION_SAVE, true, 0, false);
-		if (b->dest->timeout_ms > 0)
-			enable_timeout_after(STATEMENT_TIMEOUT, (int) Min(b->dest->timeout_ms, INT_MAX));
+		if (timeout_ms > 0)
+			enable_timeout_after(STATEMENT_TIMEOUT, (int) Min(timeout_ms, INT_MAX));
 
-		b->sink->deliver(b->dest, ev);
+		fn(arg);
 
 		disable_timeout(STATEMENT_TIMEOUT, false);
 		AtEOXact_GUC(true, nestlevel);
@@ -475,6 +480,34 @@ deliver_one(Batch *b, const DispatchEvent *ev, char **error)
 	}
 	PG_END_TRY();
 	return ok;
+}
+
+typedef struct DeliverCall
+{
+	Batch	   *b;
+	const DispatchEvent *ev;
+} DeliverCall;
+
+static void
+deliver_call(void *arg)
+{
+	DeliverCall *call = arg;
+
+	call->b->sink->deliver(call->b->dest, call->ev);
+}
+
+/*
+ * deliver_one
+ *		Deliver 'ev' through an in-transaction sink, as the destination's
+ *		owner, with the destination's timeout.
+ */
+static bool
+deliver_one(Batch *b, const DispatchEvent *ev, char **error)
+{
+	DeliverCall call = {b, ev};
+
+	return DeliveryCallAs(b->dest->owner, b->dest->timeout_ms, deliver_call,
+						  &call, error);
 }
 
 /*

@@ -61,6 +61,7 @@
 #include "destination.h"
 #include "dispatcher.h"
 #include "guc.h"
+#include "saga.h"
 #include "shmem.h"
 
 #define HOUSEKEEPING_MS			5000
@@ -335,6 +336,13 @@ dispatch_pass(MemoryContext loop_cxt, int64 *activity)
 				 "outbox_saga: delivering to \"%s\"", dest->name);
 		pgstat_report_activity(STATE_RUNNING, activity_text);
 		if (run_destination(dest, activity))
+			more = true;
+	}
+
+	if (state == EXTENSION_READY)
+	{
+		pgstat_report_activity(STATE_RUNNING, "outbox_saga: driving sagas");
+		if (SagaRunPass(activity))
 			more = true;
 	}
 	return more;

@@ -24,6 +24,8 @@ typedef struct BatchResult
 } BatchResult;
 
 extern void DeliveryRunBatch(DestinationConfig *dest, BatchResult *result);
+extern bool DeliveryCallAs(Oid role, int64 timeout_ms, void (*fn) (void *),
+						   void *arg, char **error);
 
 /* housekeeping.c: retire the log, prune ticks, purge idempotency keys. */
 extern void HousekeepingRun(void);

@@ -30,6 +30,9 @@ int			OutboxPollInterval = 1000;
 int			OutboxBatchSize = 1000;
 int			OutboxRetention = 0;
 int			OutboxMaxDatabases = 32;
+int			OutboxMaxInflight = 64;
+int			OutboxHttpTimeout = 30000;
+char	   *OutboxHttpDenyNetworks = NULL;
 
 /*
  * GucInit
@@ -110,6 +113,37 @@ GucInit(void)
 							PGC_SIGHUP,
 							GUC_UNIT_S,
 							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("outbox_saga.max_inflight",
+							"Network requests (HTTP, broker) a dispatcher keeps in flight at once.",
+							"A destination's concurrency config key limits it further.",
+							&OutboxMaxInflight,
+							64,
+							1,
+							10000,
+							PGC_SIGHUP,
+							0,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("outbox_saga.http_timeout",
+							"Default per-attempt timeout of HTTP deliveries.",
+							"A destination's timeout config key overrides it.",
+							&OutboxHttpTimeout,
+							30000,
+							1,
+							24 * 3600 * 1000,
+							PGC_SIGHUP,
+							GUC_UNIT_MS,
+							NULL, NULL, NULL);
+
+	DefineCustomStringVariable("outbox_saga.http_deny_networks",
+							   "Networks (CIDR, comma-separated) HTTP destinations may not reach, checked on the resolved address.",
+							   "The default refuses link-local addresses, where cloud metadata services live.",
+							   &OutboxHttpDenyNetworks,
+							   "169.254.0.0/16,fe80::/10",
+							   PGC_SIGHUP,
+							   GUC_LIST_INPUT,
+							   NULL, NULL, NULL);
 
 	/*
 	 * Shared memory is sized by this one; it can only exist when preloaded

@@ -22,6 +22,11 @@ extern int	OutboxBatchSize;
 extern int	OutboxRetention;		/* s */
 extern int	OutboxMaxDatabases;		/* postmaster start only */
 
+/* Network destinations. */
+extern int	OutboxMaxInflight;		/* requests in flight per dispatcher */
+extern int	OutboxHttpTimeout;		/* ms, default per-attempt HTTP timeout */
+extern char *OutboxHttpDenyNetworks;	/* CIDR list refused after DNS */
+
 extern void GucInit(void);
 
 #endif							/* OUTBOX_SAGA_GUC_H */

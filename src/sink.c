@@ -16,6 +16,7 @@
 static const OutboxSink *const sinks[] = {
 	&SinkFunction,
 	&SinkNotify,
+	&SinkHttp,
 };
 
 /*

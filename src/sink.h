@@ -13,6 +13,24 @@
  * error raised by deliver() is a failed attempt, and the dispatcher rolls
  * the subtransaction back and records the failure (G5).
  *
+ * Network kinds (http, kafka, nats) implement deliver_batch() instead: the
+ * dispatcher reads a batch in one short transaction, commits, hands the
+ * batch to deliver_batch() with no transaction open, and records the
+ * outcomes in a second short transaction.  A crash in between delivers the
+ * batch again (at least once, same event_id).  deliver_batch() must wait on
+ * MyLatch together with its sockets (WaitLatchOrSocket / WaitEventSet,
+ * WL_EXIT_ON_PM_DEATH), call CHECK_FOR_INTERRUPTS() while it waits (so
+ * SIGTERM and DROP DATABASE are never held up for long), never block in a
+ * call that ignores the latch, and return within the destination's timeout
+ * plus a little.  It may not use SPI or the catalogs (no transaction).
+ *
+ * Lanes: events[i] has lanes[i] >= 0 when it must be delivered strictly
+ * after every earlier event of the batch with the same lane (same
+ * aggregate on an ordered destination), -1 when it has no order
+ * constraint.  At most one event of a lane is in flight at a time; once an
+ * event of a lane does not end SINK_OK, the lane's later events are not
+ * attempted (SINK_SKIPPED).
+ *
  *-------------------------------------------------------------------------
  */
 #ifndef OUTBOX_SAGA_SINK_H
@@ -41,6 +59,27 @@ typedef struct DispatchEvent
 	int			attempts;		/* failed attempts so far */
 } DispatchEvent;
 
+/* The outcome of one event handed to deliver_batch(). */
+typedef enum SinkStatus
+{
+	SINK_OK,					/* delivered (e.g. HTTP 2xx, broker ack) */
+	SINK_RETRY,					/* failed; try again after backoff */
+	SINK_DEAD,					/* refused for good: to the dead letters */
+	SINK_DEAD_AND_PAUSE,		/* refused for good, and the destination is
+								 * gone (HTTP 410): dead letter and pause */
+	SINK_SKIPPED,				/* not attempted (an earlier event of its lane
+								 * did not succeed, or time ran out) */
+} SinkStatus;
+
+typedef struct SinkOutcome
+{
+	SinkStatus	status;
+	char	   *error;			/* for failures: what happened, at most ~1000
+								 * bytes, never a secret */
+	TimestampTz not_before;		/* 0, or the earliest next attempt (e.g. from
+								 * Retry-After) */
+} SinkOutcome;
+
 typedef struct OutboxSink
 {
 	const char *kind;
@@ -61,6 +100,20 @@ typedef struct OutboxSink
 	 * destination's owner.  An error is a failed attempt.
 	 */
 	void		(*deliver) (const DestinationConfig *dest, const DispatchEvent *ev);
+
+	/*
+	 * Network kinds (deliver == NULL): deliver events[0..n-1] outside any
+	 * transaction and fill outcomes[0..n-1]; see the file header.  Memory
+	 * allocated in CurrentMemoryContext is freed by the caller after the
+	 * batch; state kept across batches (connections, producers) lives in the
+	 * sink's own long-lived context, keyed by destination id and config.
+	 */
+	void		(*deliver_batch) (const DestinationConfig *dest,
+								  DispatchEvent *const *events, const int *lanes,
+								  int n, SinkOutcome *outcomes);
+
+	/* Optional: forget per-destination state (destination dropped/changed). */
+	void		(*forget) (int32 dest_id);
 } OutboxSink;
 
 extern const OutboxSink *SinkLookup(const char *kind, bool missing_ok);
@@ -69,5 +122,6 @@ extern const char *SinkKindList(void);
 /* The kinds. */
 extern const OutboxSink SinkFunction;
 extern const OutboxSink SinkNotify;
+extern const OutboxSink SinkHttp;
 
 #endif							/* OUTBOX_SAGA_SINK_H */

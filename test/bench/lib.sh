@@ -114,6 +114,33 @@ bench_psql() {
 		-U postgres -d bench "$@"
 }
 
+# wait_until SECONDS SQL: poll until the query SQL returns 't', at most
+# SECONDS; fails on timeout.
+wait_until() {
+	local deadline=$((SECONDS + $1))
+	until [ "$(bench_psql -At -c "$2")" = t ]; do
+		[ $SECONDS -lt $deadline ] || return 1
+		sleep 0.05
+	done
+}
+
+# dispatcher_set on|off: switch the dispatchers (outbox_saga.enabled) and
+# wait until the bench database has one, or none.  Fails (leaving the
+# reason in DISPATCHER_ERROR) if the setting cannot be changed.
+dispatcher_set() {
+	local want=$1 cmp
+	[ "$want" = on ] && cmp="> 0" || cmp="= 0"
+	if ! DISPATCHER_ERROR=$(bench_psql -c "ALTER SYSTEM SET outbox_saga.enabled = $want" \
+		-c "SELECT pg_catalog.pg_reload_conf()" 2>&1 >/dev/null); then
+		return 1
+	fi
+	if ! wait_until 30 "SELECT count(*) $cmp FROM pg_catalog.pg_stat_activity
+			WHERE backend_type LIKE 'outbox_saga%dispatcher%' AND datname = 'bench'"; then
+		DISPATCHER_ERROR="the dispatcher did not turn $want within 30 s"
+		return 1
+	fi
+}
+
 # run_pgbench PGOPTIONS SCRIPT SECONDS LOG: one pgbench run; prints its TPS
 # (without initial connection time) or fails, leaving its output in LOG.
 run_pgbench() {
@@ -209,7 +236,7 @@ table_row() {
 # print_ratio_table SECTION BASELINE "COND..." VARIANT...: rows = variants,
 # columns = conditions, cells = ratio of median TPS to the baseline's.
 print_ratio_table() {
-	local section=$1 base=$2 conds=($3) v c cells
+	local section=$1 base=$2 conds=($3) v c cells m
 	shift 3
 	table_row 30 "variant" "${conds[@]}"
 	for v in "$@"; do
@@ -218,7 +245,8 @@ print_ratio_table() {
 			if [ "${FAILED[$section|$v]:-}" ]; then
 				cells+=("failed")
 			else
-				cells+=("$(ratio_of "$section" "$c" "$v" "$base")")
+				m=$(ratio_of "$section" "$c" "$v" "$base")
+				cells+=("${m:--}")
 			fi
 		done
 		table_row 30 "${LABEL[$v]:-$v}" "${cells[@]}"

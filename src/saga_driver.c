@@ -1,0 +1,2 @@
+/* placeholder: the saga driver (being written) */
+#include "postgres.h"

@@ -1,0 +1,2 @@
+/* placeholder: HTTP URL and network checks (being written) */
+#include "postgres.h"

@@ -1,0 +1,2 @@
+/* placeholder: Standard Webhooks signatures (being written) */
+#include "postgres.h"

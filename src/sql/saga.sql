@@ -1,0 +1,1 @@
+-- saga: being written (src/saga.c)
