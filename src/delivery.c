@@ -85,12 +85,19 @@ enum
 	Q_PARK,
 	Q_DEAD,
 	Q_UPDATE_DEST,
+	Q_RELOCK_DEST,
+	Q_PAUSE_DEST,
 	Q_COUNT
 };
 
 #define EVENT_COLS "id, event_id, topic, aggregate_id, event_type, payload, headers, created_at, deliver_after, txid"
 
 static const char *const query_text[Q_COUNT] = {
+	[Q_RELOCK_DEST] =
+	"SELECT tick_from, tick_to, last_id, done_id, consecutive_failures"
+	"  FROM outbox.destination WHERE id = $1 FOR UPDATE",
+	[Q_PAUSE_DEST] =
+	"UPDATE outbox.destination SET paused = true WHERE id = $1",
 	[Q_LOCK_DEST] =
 	"SELECT tick_from, tick_to, last_id, done_id, consecutive_failures"
 	"  FROM outbox.destination WHERE id = $1 AND NOT paused"
@@ -167,6 +174,8 @@ static const char *const query_text[Q_COUNT] = {
 #define EVENT_TYPES INT8OID, UUIDOID, TEXTOID, TEXTOID, TEXTOID, JSONBOID, JSONBOID, \
 	TIMESTAMPTZOID, TIMESTAMPTZOID, XID8OID
 static const Oid query_types[Q_COUNT][16] = {
+	[Q_RELOCK_DEST] = {INT4OID},
+	[Q_PAUSE_DEST] = {INT4OID},
 	[Q_LOCK_DEST] = {INT4OID},
 	[Q_LATEST_TICK] = {0},
 	[Q_TICK_SNAPSHOT] = {INT8OID},
@@ -511,19 +520,6 @@ deliver_one(Batch *b, const DispatchEvent *ev, char **error)
 }
 
 /*
- * note_failure
- *		Count a failed attempt; apply the outage rule.
- */
-static void
-note_failure(Batch *b, char *error)
-{
-	b->failed++;
-	b->last_error = error;
-	if (b->delivered == 0 && b->failed >= FAILURES_BEFORE_BACKOFF)
-		b->stop = true;
-}
-
-/*
  * park_event
  *		Store a copy of 'ev' as a retry row (attempts, next attempt, error)
  *		or, if 'dead', as a dead letter.
@@ -556,62 +552,6 @@ park_event(Batch *b, const DispatchEvent *ev, int attempts, TimestampTz next,
 }
 
 /*
- * run_retries
- *		Step 1: the due retry rows.  Returns how many rows were due (a full
- *		page means more work).
- */
-static uint64
-run_retries(Batch *b, int limit)
-{
-	Datum		values[5];
-	char		nulls[5] = {' ', ' ', ' ', ' ', ' '};
-	SPITupleTable *rows;
-	uint64		n;
-	uint64		i;
-
-	values[0] = Int32GetDatum(b->dest->id);
-	values[1] = BoolGetDatum(b->dest->ordered);
-	values[2] = Int32GetDatum(limit);
-	run_plan(Q_DUE_RETRIES, values, nulls, SPI_OK_SELECT);
-	rows = SPI_tuptable;
-	n = SPI_processed;
-
-	for (i = 0; i < n && !b->stop; i++)
-	{
-		DispatchEvent ev;
-		char	   *error = NULL;
-
-		SPI_tuptable = rows;
-		read_event(b, i, &ev, true);
-		values[0] = Int32GetDatum(b->dest->id);
-		values[1] = Int64GetDatum(ev.id);
-		if (deliver_one(b, &ev, &error))
-		{
-			run_plan(Q_RETRY_DONE, values, NULL, SPI_OK_DELETE);
-			b->delivered++;
-			continue;
-		}
-		note_failure(b, error);
-		ev.attempts++;
-		values[2] = Int32GetDatum(ev.attempts);
-		if (ev.attempts >= b->dest->max_attempts)
-		{
-			values[3] = CStringGetTextDatum(error);
-			run_plan(Q_RETRY_TO_DEAD, values, NULL, SPI_OK_INSERT);
-			b->dead++;
-		}
-		else
-		{
-			values[3] = TimestampTzGetDatum(backoff_until(b->dest, ev.attempts));
-			values[4] = CStringGetTextDatum(error);
-			run_plan(Q_RETRY_FAILED, values, NULL, SPI_OK_UPDATE);
-		}
-	}
-	SPI_freetuptable(rows);
-	return n;
-}
-
-/*
  * tick_snapshot
  *		The snapshot of tick 'id' (a pg_snapshot datum), or 0 if it is gone.
  */
@@ -631,191 +571,563 @@ tick_snapshot(int64 id, bool *found)
 	return PointerGetDatum(PG_DETOAST_DATUM_COPY(snap));
 }
 
-/*
- * DeliveryRunBatch
- *		One batch of 'dest' in its own transaction; see the file header.
+/* ------------------------------------------------------------------------
+ * A batch in three phases: collect, deliver, record.
+ * ------------------------------------------------------------------------
  */
-void
-DeliveryRunBatch(DestinationConfig *dest, BatchResult *result)
+
+/* Where an item of the batch came from, and what to do with it. */
+typedef enum ItemSource
 {
-	Batch		b;
-	Datum		values[10];
-	char		nulls[10];
-	bool		isnull;
-	int64		tick_from,
-				tick_to,
-				last_id,
-				done_id;
+	FROM_RETRY,					/* a due retry row */
+	FROM_WINDOW,				/* the current window of the log */
+} ItemSource;
+
+typedef enum ItemAction
+{
+	ACT_SEND,					/* deliver it */
+	ACT_HELD,					/* its aggregate is held back: park it */
+	ACT_DELAYED,				/* deliver_after in the future: park it */
+} ItemAction;
+
+typedef struct BatchItem
+{
+	DispatchEvent ev;
+	ItemSource	source;
+	ItemAction	action;
+	int			lane;			/* ordering lane for network sinks, or -1 */
+	bool		handled;		/* in-transaction path: reached before a stop */
+	SinkOutcome outcome;
+} BatchItem;
+
+/* The position of a destination, as read when the batch was collected. */
+typedef struct Position
+{
+	int64		tick_from;
+	int64		tick_to;		/* 0: no window yet */
+	int64		last_id;
+	int64		done_id;
 	int			consecutive;
-	int			limit = dest->batch_size > 0 ? dest->batch_size : OutboxBatchSize;
-	uint64		due;
-	bool		window_done = false;
-	TimestampTz retry_at = 0;
+} Position;
 
-	memset(&b, 0, sizeof(b));
-	b.dest = dest;
-	b.sink = SinkLookup(dest->kind, false);
-
-	SetCurrentStatementStartTimestamp();
-	StartTransactionCommand();
-	SPI_connect();
-	PushActiveSnapshot(GetTransactionSnapshot());
+/*
+ * read_position
+ *		Lock the destination's row and read its position.  With 'skip_locked'
+ *		a row locked by somebody else (or a paused or dropped destination)
+ *		returns false; otherwise only a paused or dropped one does.
+ */
+static bool
+read_position(const DestinationConfig *dest, Position *pos, bool skip_locked)
+{
+	Datum		values[1];
+	bool		isnull;
+	HeapTuple	tup;
+	TupleDesc	desc;
 
 	values[0] = Int32GetDatum(dest->id);
-	run_plan(Q_LOCK_DEST, values, NULL, SPI_OK_SELECT);
+	run_plan(skip_locked ? Q_LOCK_DEST : Q_RELOCK_DEST, values, NULL, SPI_OK_SELECT);
 	if (SPI_processed != 1)
-	{
-		/* Dropped, paused, or locked by a user right now. */
-		SPI_finish();
-		PopActiveSnapshot();
-		CommitTransactionCommand();
-		return;
-	}
-	tick_from = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
-	tick_to = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
+		return false;
+	tup = SPI_tuptable->vals[0];
+	desc = SPI_tuptable->tupdesc;
+	pos->tick_from = DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull));
+	pos->tick_to = DatumGetInt64(SPI_getbinval(tup, desc, 2, &isnull));
 	if (isnull)
-		tick_to = 0;
-	last_id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3, &isnull));
-	done_id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 4, &isnull));
-	consecutive = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 5, &isnull));
+		pos->tick_to = 0;
+	pos->last_id = DatumGetInt64(SPI_getbinval(tup, desc, 3, &isnull));
+	pos->done_id = DatumGetInt64(SPI_getbinval(tup, desc, 4, &isnull));
+	pos->consecutive = DatumGetInt32(SPI_getbinval(tup, desc, 5, &isnull));
+	return true;
+}
 
-	b.events_desc = events_tupdesc();
-	load_blocked(&b);
+/*
+ * lane_of
+ *		The ordering lane of an aggregate within the batch (ordered
+ *		destinations only): events of one aggregate share a lane.
+ */
+static int
+lane_of(Batch *b, HTAB *lanes, text *aggregate_id)
+{
+	BlockedKey	key;
+	struct
+	{
+		BlockedKey	key;
+		int			lane;
+	}		   *entry;
+	bool		found;
 
-	/* 1. Due retries. */
-	due = run_retries(&b, limit);
+	if (!b->dest->ordered || aggregate_id == NULL)
+		return -1;
+	blocked_key(aggregate_id, &key);
+	entry = hash_search(lanes, &key, HASH_ENTER, &found);
+	if (!found)
+		entry->lane = (int) hash_get_num_entries(lanes) - 1;
+	return entry->lane;
+}
+
+/*
+ * collect
+ *		Phase 1: the due retry rows, then the next page of the window, as
+ *		items.  Events are copied into 'cxt'.  Advances *pos to the window
+ *		and page read (last_id, done_id); sets *window_done when the window
+ *		has no more events after this page.
+ */
+static List *
+collect(Batch *b, Position *pos, int limit, MemoryContext cxt, bool *window_done,
+		bool *more)
+{
+	List	   *items = NIL;
+	Datum		values[5];
+	bool		isnull;
+	uint64		n;
+	uint64		i;
+	HASHCTL		ctl;
+	HTAB	   *lanes;
+	Datum		from_snap;
+	Datum		to_snap;
+	bool		found;
+	TimestampTz now = GetCurrentTransactionStartTimestamp();
+
+	ctl.keysize = sizeof(BlockedKey);
+	ctl.entrysize = sizeof(BlockedKey) + sizeof(int);
+	ctl.hcxt = CurrentMemoryContext;
+	lanes = hash_create("outbox_saga lanes", 64, &ctl,
+						HASH_ELEM | HASH_STRINGS | HASH_CONTEXT);
+
+	/* 1. Due retry rows: heads of their aggregates. */
+	values[0] = Int32GetDatum(b->dest->id);
+	values[1] = BoolGetDatum(b->dest->ordered);
+	values[2] = Int32GetDatum(limit);
+	run_plan(Q_DUE_RETRIES, values, NULL, SPI_OK_SELECT);
+	n = SPI_processed;
+	*more = (n >= (uint64) limit);
+	for (i = 0; i < n; i++)
+	{
+		MemoryContext old = MemoryContextSwitchTo(cxt);
+		BatchItem  *item = palloc0(sizeof(BatchItem));
+
+		read_event(b, i, &item->ev, true);
+		item->source = FROM_RETRY;
+		item->action = ACT_SEND;
+		item->lane = lane_of(b, lanes, item->ev.aggregate_id);
+		items = lappend(items, item);
+		MemoryContextSwitchTo(old);
+	}
 
 	/* 2. The window. */
-	if (!b.stop)
+	*window_done = false;
+	if (pos->tick_to == 0)
 	{
-		Datum		from_snap;
-		Datum		to_snap;
-		bool		found;
+		run_plan(Q_LATEST_TICK, NULL, NULL, SPI_OK_SELECT);
+		pos->tick_to = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
+												   SPI_tuptable->tupdesc, 1, &isnull));
+		pos->last_id = 0;
+	}
+	from_snap = tick_snapshot(pos->tick_from, &found);
+	if (!found)
+	{
+		/* Ticks are not dumped with the destination: start from now. */
+		ereport(LOG,
+				(errmsg("outbox_saga: destination \"%s\" lost its position; it continues from the latest tick",
+						b->dest->name)));
+		pos->tick_from = pos->tick_to;
+		from_snap = tick_snapshot(pos->tick_from, &found);
+	}
+	if (pos->tick_to == pos->tick_from)
+	{
+		*window_done = true;
+		return items;
+	}
+	to_snap = tick_snapshot(pos->tick_to, &found);
 
-		if (tick_to == 0)
-		{
-			run_plan(Q_LATEST_TICK, NULL, NULL, SPI_OK_SELECT);
-			tick_to = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
-												  SPI_tuptable->tupdesc, 1, &isnull));
-			last_id = 0;
-		}
-		from_snap = tick_snapshot(tick_from, &found);
-		if (!found)
-		{
-			/* Ticks not dumped with the destination: start from now. */
-			ereport(LOG,
-					(errmsg("outbox_saga: destination \"%s\" lost its position; it continues from the latest tick",
-							dest->name)));
-			tick_from = tick_to;
-			from_snap = tick_snapshot(tick_from, &found);
-		}
-		to_snap = tick_snapshot(tick_to, &found);
+	if (pos->last_id == 0)
+	{
+		values[0] = from_snap;
+		values[1] = to_snap;
+		run_plan(Q_WINDOW_START, values, NULL, SPI_OK_SELECT);
+		pos->last_id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
+												   SPI_tuptable->tupdesc, 1, &isnull));
+		pos->last_id = isnull ? PG_INT64_MAX : pos->last_id - 1;
+	}
 
-		if (tick_to == tick_from)
-			window_done = true;
+	values[0] = from_snap;
+	values[1] = to_snap;
+	values[2] = Int64GetDatum(pos->last_id);
+	values[3] = Int32GetDatum(b->dest->id);
+	values[4] = Int32GetDatum(limit);
+	run_plan(Q_PAGE, values, NULL, SPI_OK_SELECT);
+	n = SPI_processed;
+	*window_done = (n < (uint64) limit);
+	for (i = 0; i < n; i++)
+	{
+		MemoryContext old = MemoryContextSwitchTo(cxt);
+		BatchItem  *item = palloc0(sizeof(BatchItem));
+
+		read_event(b, i, &item->ev, false);
+		item->source = FROM_WINDOW;
+		item->lane = -1;
+		if (is_blocked(b, item->ev.aggregate_id))
+			item->action = ACT_HELD;
+		else if (item->ev.has_deliver_after && item->ev.deliver_after > now)
+		{
+			item->action = ACT_DELAYED;
+			block(b, item->ev.aggregate_id);
+		}
 		else
 		{
-			SPITupleTable *rows;
-			uint64		n;
-			uint64		i;
+			item->action = ACT_SEND;
+			item->lane = lane_of(b, lanes, item->ev.aggregate_id);
+		}
+		items = lappend(items, item);
+		MemoryContextSwitchTo(old);
+	}
+	return items;
+}
 
-			if (last_id == 0)
+/*
+ * deliver_in_transaction
+ *		Phase 2 for in-transaction sinks: deliver in order, each in its own
+ *		subtransaction.  A failure holds back the aggregate's later items;
+ *		FAILURES_BEFORE_BACKOFF failures before any success stop the batch
+ *		(the items after the stop are not handled).
+ */
+static void
+deliver_in_transaction(Batch *b, List *items)
+{
+	ListCell   *lc;
+
+	foreach(lc, items)
+	{
+		BatchItem  *item = lfirst(lc);
+		char	   *error = NULL;
+
+		if (b->stop)
+			break;
+		item->handled = true;
+		if (item->action != ACT_SEND)
+			continue;
+		if (item->source == FROM_WINDOW && is_blocked(b, item->ev.aggregate_id))
+		{
+			item->action = ACT_HELD;
+			continue;
+		}
+		if (deliver_one(b, &item->ev, &error))
+		{
+			item->outcome.status = SINK_OK;
+			b->delivered++;
+			continue;
+		}
+		item->outcome.status = SINK_RETRY;
+		item->outcome.error = error;
+		block(b, item->ev.aggregate_id);
+		b->failed++;
+		b->last_error = error;
+		if (b->delivered == 0 && b->failed >= FAILURES_BEFORE_BACKOFF)
+			b->stop = true;
+	}
+}
+
+/*
+ * deliver_over_network
+ *		Phase 2 for network sinks: hand every item to send to
+ *		deliver_batch(), with no transaction open.
+ */
+static void
+deliver_over_network(Batch *b, List *items)
+{
+	int			n = 0;
+	DispatchEvent **events = palloc(sizeof(DispatchEvent *) * (list_length(items) + 1));
+	int		   *lanes = palloc(sizeof(int) * (list_length(items) + 1));
+	SinkOutcome *outcomes = palloc0(sizeof(SinkOutcome) * (list_length(items) + 1));
+	BatchItem **sent = palloc(sizeof(BatchItem *) * (list_length(items) + 1));
+	ListCell   *lc;
+	int			i;
+
+	foreach(lc, items)
+	{
+		BatchItem  *item = lfirst(lc);
+
+		item->handled = true;
+		if (item->action != ACT_SEND)
+			continue;
+		events[n] = &item->ev;
+		lanes[n] = item->lane;
+		sent[n] = item;
+		n++;
+	}
+	if (n == 0)
+		return;
+
+	b->sink->deliver_batch(b->dest, events, lanes, n, outcomes);
+
+	for (i = 0; i < n; i++)
+	{
+		sent[i]->outcome = outcomes[i];
+		switch (outcomes[i].status)
+		{
+			case SINK_OK:
+				b->delivered++;
+				break;
+			case SINK_SKIPPED:
+				break;
+			default:
+				b->failed++;
+				if (outcomes[i].error)
+					b->last_error = outcomes[i].error;
+				break;
+		}
+	}
+}
+
+/*
+ * next_attempt
+ *		When a failed item may be tried again: its backoff, or later if the
+ *		sink asked (Retry-After).
+ */
+static TimestampTz
+next_attempt(Batch *b, BatchItem *item, int attempts)
+{
+	TimestampTz next = backoff_until(b->dest, attempts);
+
+	return Max(next, item->outcome.not_before);
+}
+
+/*
+ * record_item
+ *		Phase 3 for one item.  Returns true if the destination must be
+ *		paused (the sink said it is gone).
+ */
+static bool
+record_item(Batch *b, BatchItem *item)
+{
+	Datum		values[5];
+	TimestampTz now = GetCurrentTransactionStartTimestamp();
+	int			attempts = item->ev.attempts + 1;
+	const char *error = item->outcome.error ? item->outcome.error : "failed";
+
+	if (item->action == ACT_HELD ||
+		(item->action == ACT_SEND && item->outcome.status == SINK_SKIPPED))
+	{
+		if (item->source == FROM_WINDOW)
+			park_event(b, &item->ev, 0, now, NULL, false);
+		return false;
+	}
+	if (item->action == ACT_DELAYED)
+	{
+		park_event(b, &item->ev, 0, item->ev.deliver_after, NULL, false);
+		return false;
+	}
+
+	values[0] = Int32GetDatum(b->dest->id);
+	values[1] = Int64GetDatum(item->ev.id);
+	switch (item->outcome.status)
+	{
+		case SINK_OK:
+			if (item->source == FROM_RETRY)
+				run_plan(Q_RETRY_DONE, values, NULL, SPI_OK_DELETE);
+			return false;
+
+		case SINK_RETRY:
+			if (attempts < b->dest->max_attempts)
 			{
-				values[0] = from_snap;
-				values[1] = to_snap;
-				run_plan(Q_WINDOW_START, values, NULL, SPI_OK_SELECT);
-				last_id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
-													  SPI_tuptable->tupdesc, 1, &isnull));
-				last_id = isnull ? PG_INT64_MAX : last_id - 1;
+				if (item->source == FROM_WINDOW)
+					park_event(b, &item->ev, attempts, next_attempt(b, item, attempts),
+							   error, false);
+				else
+				{
+					values[2] = Int32GetDatum(attempts);
+					values[3] = TimestampTzGetDatum(next_attempt(b, item, attempts));
+					values[4] = CStringGetTextDatum(error);
+					run_plan(Q_RETRY_FAILED, values, NULL, SPI_OK_UPDATE);
+				}
+				return false;
 			}
-
-			values[0] = from_snap;
-			values[1] = to_snap;
-			values[2] = Int64GetDatum(last_id);
-			values[3] = Int32GetDatum(dest->id);
-			values[4] = Int32GetDatum(limit);
-			run_plan(Q_PAGE, values, NULL, SPI_OK_SELECT);
-			rows = SPI_tuptable;
-			n = SPI_processed;
-			window_done = (n < (uint64) limit);
-
-			for (i = 0; i < n; i++)
+			/* used up max_attempts: a dead letter */
+			/* FALLTHROUGH */
+		case SINK_DEAD:
+		case SINK_DEAD_AND_PAUSE:
+			if (item->source == FROM_WINDOW)
+				park_event(b, &item->ev, attempts, 0, error, true);
+			else
 			{
-				DispatchEvent ev;
-				char	   *error = NULL;
-
-				SPI_tuptable = rows;
-				read_event(&b, i, &ev, false);
-				last_id = ev.id;
-				done_id = Max(done_id, ev.id);
-
-				if (is_blocked(&b, ev.aggregate_id))
-				{
-					park_event(&b, &ev, 0, GetCurrentTransactionStartTimestamp(), NULL, false);
-					continue;
-				}
-				if (ev.has_deliver_after &&
-					ev.deliver_after > GetCurrentTransactionStartTimestamp())
-				{
-					park_event(&b, &ev, 0, ev.deliver_after, NULL, false);
-					block(&b, ev.aggregate_id);
-					continue;
-				}
-				if (deliver_one(&b, &ev, &error))
-				{
-					b.delivered++;
-					continue;
-				}
-				note_failure(&b, error);
-				park_event(&b, &ev, 1, backoff_until(dest, 1), error,
-						   dest->max_attempts <= 1);
-				block(&b, ev.aggregate_id);
-				if (b.stop)
-				{
-					window_done = false;
-					break;
-				}
+				values[2] = Int32GetDatum(attempts);
+				values[3] = CStringGetTextDatum(error);
+				run_plan(Q_RETRY_TO_DEAD, values, NULL, SPI_OK_INSERT);
+				b->dead++;
 			}
-			SPI_freetuptable(rows);
+			return item->outcome.status == SINK_DEAD_AND_PAUSE;
+
+		case SINK_SKIPPED:
+			break;
+	}
+	return false;
+}
+
+/*
+ * record
+ *		Phase 3: the outcome of every handled item, the new position, the
+ *		counters and the destination's backoff, in the current transaction.
+ */
+static void
+record(Batch *b, List *items, Position *pos, bool window_done)
+{
+	Datum		values[10];
+	char		nulls[10];
+	ListCell   *lc;
+	bool		pause = false;
+	int64		last_id = pos->last_id;
+	int64		done_id = pos->done_id;
+	int			consecutive = pos->consecutive;
+	TimestampTz retry_at = 0;
+
+	foreach(lc, items)
+	{
+		BatchItem  *item = lfirst(lc);
+
+		if (!item->handled)
+		{
+			window_done = false;
+			break;
+		}
+		if (record_item(b, item))
+			pause = true;
+		if (item->source == FROM_WINDOW)
+		{
+			last_id = item->ev.id;
+			done_id = Max(done_id, item->ev.id);
 		}
 	}
 
-	/* 3. Record the outcome. */
-	if (b.delivered == 0 && b.failed > 0)
+	if (b->delivered == 0 && b->failed > 0)
 	{
 		consecutive++;
-		retry_at = backoff_until(dest, consecutive);
+		retry_at = backoff_until(b->dest, consecutive);
 	}
-	else if (b.delivered > 0)
+	else if (b->delivered > 0)
 		consecutive = 0;
 
 	memset(nulls, ' ', sizeof(nulls));
-	values[0] = Int32GetDatum(dest->id);
-	values[1] = Int64GetDatum(window_done ? tick_to : tick_from);
-	values[2] = Int64GetDatum(tick_to);
+	values[0] = Int32GetDatum(b->dest->id);
+	values[1] = Int64GetDatum(window_done ? pos->tick_to : pos->tick_from);
+	values[2] = Int64GetDatum(pos->tick_to);
 	nulls[2] = window_done ? 'n' : ' ';
 	values[3] = Int64GetDatum(window_done ? 0 : last_id);
 	values[4] = Int64GetDatum(done_id);
-	values[5] = Int64GetDatum(b.delivered);
-	values[6] = Int64GetDatum(b.failed);
-	values[7] = b.last_error ? CStringGetTextDatum(b.last_error) : (Datum) 0;
-	nulls[7] = b.last_error ? ' ' : 'n';
+	values[5] = Int64GetDatum(b->delivered);
+	values[6] = Int64GetDatum(b->failed);
+	values[7] = b->last_error ? CStringGetTextDatum(b->last_error) : (Datum) 0;
+	nulls[7] = b->last_error ? ' ' : 'n';
 	values[8] = Int32GetDatum(consecutive);
 	values[9] = TimestampTzGetDatum(retry_at);
 	nulls[9] = retry_at ? ' ' : 'n';
 	run_plan(Q_UPDATE_DEST, values, nulls, SPI_OK_UPDATE);
 
+	if (pause)
+	{
+		values[0] = Int32GetDatum(b->dest->id);
+		run_plan(Q_PAUSE_DEST, values, NULL, SPI_OK_UPDATE);
+		ereport(LOG,
+				(errmsg("outbox_saga: destination \"%s\" paused: it refused an event for good",
+						b->dest->name),
+				 errdetail("%s", b->last_error ? b->last_error : "")));
+	}
+}
+
+static void
+begin_batch_transaction(void)
+{
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	SPI_connect();
+	PushActiveSnapshot(GetTransactionSnapshot());
+}
+
+static void
+end_batch_transaction(void)
+{
 	SPI_finish();
 	PopActiveSnapshot();
 	CommitTransactionCommand();
+}
 
+/*
+ * DeliveryRunBatch
+ *		One batch of 'dest'; see the file header.  In-transaction sinks:
+ *		collect, deliver and record in one transaction.  Network sinks:
+ *		collect in one transaction, deliver with none open, record in a
+ *		second one - if the destination's position moved in between (it was
+ *		dropped and recreated), nothing is recorded and the batch is
+ *		delivered again later.
+ */
+void
+DeliveryRunBatch(DestinationConfig *dest, BatchResult *result)
+{
+	Batch		b;
+	Position	pos;
+	Position	orig;
+	Position	now_pos;
+	List	   *items;
+	bool		window_done;
+	bool		more_retries;
+	int			limit = dest->batch_size > 0 ? dest->batch_size : OutboxBatchSize;
+	MemoryContext caller = CurrentMemoryContext;
+	MemoryContext cxt = AllocSetContextCreate(caller, "outbox_saga batch",
+											  ALLOCSET_DEFAULT_SIZES);
+
+	memset(&b, 0, sizeof(b));
+	b.dest = dest;
+	b.sink = SinkLookup(dest->kind, false);
+
+	begin_batch_transaction();
+	if (!read_position(dest, &pos, true))
+	{
+		/* Dropped, paused, or locked by a user right now. */
+		end_batch_transaction();
+		MemoryContextSwitchTo(caller);
+		MemoryContextDelete(cxt);
+		return;
+	}
+	orig = pos;
+	b.events_desc = events_tupdesc();
+	load_blocked(&b);
+
+	/* A destination that just failed sends a few events only. */
+	if (b.sink->deliver == NULL && pos.consecutive > 0)
+		limit = Min(limit, FAILURES_BEFORE_BACKOFF);
+	items = collect(&b, &pos, limit, cxt, &window_done, &more_retries);
+
+	if (b.sink->deliver != NULL)
+		deliver_in_transaction(&b, items);
+	else
+	{
+		end_batch_transaction();
+		MemoryContextSwitchTo(cxt);
+		deliver_over_network(&b, items);
+		begin_batch_transaction();
+		b.events_desc = events_tupdesc();
+		if (!read_position(dest, &now_pos, false) ||
+			now_pos.tick_from != orig.tick_from ||
+			now_pos.tick_to != orig.tick_to ||
+			now_pos.last_id != orig.last_id)
+		{
+			end_batch_transaction();
+			MemoryContextSwitchTo(caller);
+			MemoryContextDelete(cxt);
+			return;
+		}
+	}
+
+	record(&b, items, &pos, window_done);
 	if (b.dead > 0)
 		ereport(LOG,
 				(errmsg("outbox_saga: %lld event(s) of destination \"%s\" moved to the dead letters",
 						(long long) b.dead, dest->name),
 				 errdetail("Last error: %s", b.last_error ? b.last_error : "none")));
+	end_batch_transaction();
+	MemoryContextSwitchTo(caller);
+	MemoryContextDelete(cxt);
 
 	result->delivered = b.delivered;
 	result->failed = b.failed;
-	result->more = !b.stop && (due >= (uint64) limit || !window_done);
+	result->more = !b.stop && (more_retries || !window_done);
 }

@@ -65,6 +65,12 @@
 #include "shmem.h"
 
 #define HOUSEKEEPING_MS			5000
+/*
+ * Passes start at least this far apart: commits that arrive meanwhile are
+ * coalesced into the next pass instead of each costing one (latency: at
+ * most this much more).
+ */
+#define MIN_PASS_INTERVAL_MS	1
 #define BATCHES_PER_PASS		8
 /* Advisory lock key (two int4) held by the dispatcher of a database. */
 #define DISPATCHER_LOCK_KEY1	1869968482	/* "outb" in ASCII */
@@ -107,7 +113,10 @@ check_extension(void)
 	bool		isnull;
 
 	if (!OidIsValid(get_extension_oid("outbox_saga", true)))
+	{
+		pg_atomic_write_u32(&my_slot->version_mismatch, 0);
 		return EXTENSION_MISSING;
+	}
 	if (SPI_execute("SELECT extversion FROM pg_catalog.pg_extension"
 					" WHERE extname = 'outbox_saga'", true, 1) != SPI_OK_SELECT ||
 		SPI_processed != 1)
@@ -115,6 +124,8 @@ check_extension(void)
 	version = TextDatumGetCString(SPI_getbinval(SPI_tuptable->vals[0],
 												SPI_tuptable->tupdesc, 1,
 												&isnull));
+	pg_atomic_write_u32(&my_slot->version_mismatch,
+						strcmp(version, OUTBOX_SAGA_VERSION) != 0);
 	if (strcmp(version, OUTBOX_SAGA_VERSION) == 0)
 	{
 		if (version_seen != NULL)
@@ -320,12 +331,15 @@ dispatch_pass(MemoryContext loop_cxt, int64 *activity)
 	dests = NIL;
 	if (state == EXTENSION_READY)
 	{
-		take_tick();
+		/* Nobody consumes ticks without destinations: housekeeping ticks. */
 		dests = load_destinations(loop_cxt);
+		if (dests != NIL)
+			take_tick();
 	}
 	SPI_finish();
 	PopActiveSnapshot();
 	CommitTransactionCommand();
+	MemoryContextSwitchTo(loop_cxt);
 
 	foreach(lc, dests)
 	{
@@ -337,6 +351,7 @@ dispatch_pass(MemoryContext loop_cxt, int64 *activity)
 		pgstat_report_activity(STATE_RUNNING, activity_text);
 		if (run_destination(dest, activity))
 			more = true;
+		MemoryContextSwitchTo(loop_cxt);
 	}
 
 	if (state == EXTENSION_READY)
@@ -482,6 +497,12 @@ OutboxDispatcherMain(Datum main_arg)
 		uint64		pass;
 		TimestampTz now;
 
+		/*
+		 * pg_cancel_backend() cancels what runs: a handler (a failed attempt)
+		 * or a batch (recorded as an error).  Between passes there is nothing
+		 * to cancel, and the dispatcher must not exit for it.
+		 */
+		QueryCancelPending = false;
 		CHECK_FOR_INTERRUPTS();
 		if (ConfigReloadPending)
 		{
@@ -516,5 +537,8 @@ OutboxDispatcherMain(Datum main_arg)
 		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
 						 sleep_time(), PG_WAIT_EXTENSION);
 		ResetLatch(MyLatch);
+		if (!TimestampDifferenceExceeds(now, GetCurrentTimestamp(), MIN_PASS_INTERVAL_MS))
+			(void) WaitLatch(MyLatch, WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+							 MIN_PASS_INTERVAL_MS, PG_WAIT_EXTENSION);
 	}
 }

@@ -4,6 +4,8 @@
  *		Keeping the dispatcher's storage bounded (G7).
  *
  * Runs in the dispatcher every few seconds, in one short transaction:
+ *	0. Take a tick if there is no destination (the dispatcher only ticks for
+ *	   destinations).
  *	1. Close generations: for every generation the id sequence has passed,
  *	   record the xmax of the current snapshot (see eventlog.c, RETIRING).
  *	2. Retire partitions: a partition whose newest generation is closed,
@@ -207,6 +209,17 @@ HousekeepingRun(void)
 	StartTransactionCommand();
 	SPI_connect();
 	PushActiveSnapshot(GetTransactionSnapshot());
+
+	/*
+	 * 0. Without destinations the dispatcher takes no ticks; retirement
+	 * measures "consumed" against the latest tick, so take one here.
+	 */
+	run_sql("INSERT INTO outbox.tick (id, snapshot)"
+			" SELECT t.id + 1, pg_catalog.pg_current_snapshot()"
+			"   FROM (SELECT id, snapshot FROM outbox.tick ORDER BY id DESC LIMIT 1) t"
+			"  WHERE NOT EXISTS (SELECT 1 FROM outbox.destination)"
+			"    AND t.snapshot::text <> pg_catalog.pg_current_snapshot()::text",
+			SPI_OK_INSERT);
 
 	/* 1. Close the generations the sequence has passed. */
 	current_gen = single_int8("SELECT last_value FROM outbox.events_id_seq", &isnull)

@@ -210,6 +210,7 @@ start_dispatcher(int i, KnownDatabase *db, TimestampTz now)
 	bgw.bgw_notify_pid = MyProcPid;
 
 	pg_atomic_write_u32(&OutboxShared->slots[i].exit_reason, DISPATCHER_EXIT_UNKNOWN);
+	pg_atomic_write_u32(&OutboxShared->slots[i].version_mismatch, 0);
 	old = MemoryContextSwitchTo(TopMemoryContext);
 	ok = RegisterDynamicBackgroundWorker(&bgw, &lslots[i].handle);
 	MemoryContextSwitchTo(old);
@@ -404,6 +405,7 @@ OutboxLauncherMain(Datum main_arg)
 		List	   *dbs;
 		long		wait_ms;
 
+		QueryCancelPending = false; /* nothing to cancel here */
 		CHECK_FOR_INTERRUPTS();
 		if (ConfigReloadPending)
 		{

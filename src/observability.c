@@ -62,6 +62,8 @@ dispatch_off_reason(void)
 	slot = ShmemFindSlot(MyDatabaseId);
 	if (slot == NULL || pg_atomic_read_u32(&slot->pid) == 0)
 		return "dispatch is off: no dispatcher is running for this database (see outbox_saga.databases and the server log)";
+	if (pg_atomic_read_u32(&slot->version_mismatch))
+		return "dispatch waits: the extension's SQL version differs from the library's (run ALTER EXTENSION outbox_saga UPDATE)";
 	return NULL;
 }
 
@@ -123,6 +125,12 @@ outbox_saga_wait_idle(PG_FUNCTION_ARGS)
 				start_pass = pg_atomic_read_u64(&slot->passes);
 				started = true;
 			}
+		}
+		if (started && pg_atomic_read_u32(&slot->version_mismatch))
+		{
+			ereport(WARNING,
+					(errmsg("%s", dispatch_off_reason())));
+			PG_RETURN_BOOL(false);
 		}
 		if (started)
 		{

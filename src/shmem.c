@@ -73,6 +73,7 @@ outbox_shmem_startup(void)
 			pg_atomic_init_u32(&slot->procno, 0);
 			pg_atomic_init_u32(&slot->wake_pending, 0);
 			pg_atomic_init_u32(&slot->exit_reason, DISPATCHER_EXIT_UNKNOWN);
+			pg_atomic_init_u32(&slot->version_mismatch, 0);
 			pg_atomic_init_u64(&slot->blocked_until, 0);
 			pg_atomic_init_u64(&slot->passes, 0);
 			pg_atomic_init_u64(&slot->idle_pass, 0);

@@ -30,6 +30,7 @@ typedef struct DispatcherSlot
 	pg_atomic_uint32 procno;	/* pgprocno + 1 of the process; 0: none */
 	pg_atomic_uint32 wake_pending;	/* a commit asked for a pass */
 	pg_atomic_uint32 exit_reason;	/* DispatcherExit */
+	pg_atomic_uint32 version_mismatch;	/* waits for the SQL version to match */
 	pg_atomic_uint64 blocked_until; /* TimestampTz: do not (re)start before */
 	pg_atomic_uint64 passes;	/* passes completed */
 	pg_atomic_uint64 idle_pass; /* number of the last pass that found nothing

@@ -1,26 +1,1527 @@
 /*-------------------------------------------------------------------------
  *
  * http.c
- *		Destination kind "http": placeholder until the HTTP sink lands.
+ *		Destination kind "http": webhooks, many requests in flight through
+ *		libcurl's multi interface.
+ *
+ * CONFIG
+ *	{"url": "https://...", "method": "POST"|"PUT"|"PATCH", "headers": {...},
+ *	 "secret": "whsec_..." | ["whsec_...", ...], "concurrency": 1..1000}
+ *	plus the common keys; "timeout" is the per-attempt timeout (default:
+ *	outbox_saga.http_timeout).  validate() checks everything with SQLSTATE
+ *	22023 and never quotes a header value, a secret or the URL.
+ *
+ * WIRE FORMAT (SPEC 3.2, Standard Webhooks)
+ *	Body: {"id": event_id, "type": event_type, "topic": ..., "aggregate_id":
+ *	..., "timestamp": created_at in ISO 8601 UTC, "data": payload,
+ *	"headers": the event's headers}.  HTTP headers: content-type
+ *	application/json, webhook-id (the event_id, the same on every attempt),
+ *	webhook-timestamp (Unix seconds of the attempt), webhook-signature
+ *	(http_sign.c) when a secret is set, and the config's "headers".
+ *	Redirects are never followed; proxies are never used.
+ *
+ * OUTCOMES
+ *	2xx delivered; 410 dead letter and pause; 429, 502, 503, 504 retried no
+ *	earlier than their Retry-After (seconds or HTTP date, at most
+ *	backoff_max); 3xx, other statuses, network errors, refused addresses
+ *	and timeouts retried.  The error text is the status and at most 200
+ *	bytes of the response body, or libcurl's message - never a secret, a
+ *	request header or the URL.
+ *
+ * THE LOOP (deliver_batch, outside any transaction)
+ *	One CURLM per process, in a long-lived memory context, keeps the
+ *	connection cache and the DNS cache across batches and destinations:
+ *	keep-alive connections are reused by the next batch.  Easy handles are
+ *	pooled too.  libcurl tells us which sockets to watch
+ *	(CURLMOPT_SOCKETFUNCTION) and when to call it back
+ *	(CURLMOPT_TIMERFUNCTION); we wait on those sockets, MyLatch and
+ *	postmaster death together in one WaitEventSet (rebuilt when a socket
+ *	goes away, extended or modified in place otherwise), so SIGTERM, DROP
+ *	DATABASE and a dying postmaster are noticed at once: CHECK_FOR_INTERRUPTS
+ *	runs on every wakeup and never inside a libcurl callback.  A latch
+ *	wakeup consumed here is handed back (SetLatch) when the batch ends, so
+ *	the dispatcher does not miss the commit that caused it.  DNS runs in
+ *	libcurl's threaded resolver (CURL_VERSION_ASYNCHDNS, checked at start):
+ *	resolution never blocks the loop.  Signals are blocked while libcurl
+ *	runs, so that its resolver threads never run PostgreSQL's handlers.
+ *
+ *	Requests in flight: at most min(outbox_saga.max_inflight, concurrency)
+ *	- but at most HTTP_PROBE_WINDOW until one of the batch succeeds, and
+ *	none are started once HTTP_FAILURES_BEFORE_STOP failed with no success
+ *	(an unreachable receiver costs a few attempts, not a batch), after a
+ *	410, or once the batch has run for the per-attempt timeout: a batch
+ *	returns within twice the timeout.  Lanes (sink.h): one request in
+ *	flight per lane, the next one started when it succeeded, the rest of
+ *	the lane skipped when it did not.
+ *
+ * MEMORY: per-batch data in the caller's context; the multi handle, the
+ *	easy-handle pool, the socket table and parsed configs (secrets
+ *	included, overwritten before they are freed) in http_cxt.  An error
+ *	raised in the loop removes every request from the multi handle before
+ *	it propagates.
  *
  *-------------------------------------------------------------------------
  */
 #include "compat.h"
 
+#include <pthread.h>
+#include <signal.h>
+#include <time.h>
+
+#include "libpq/pqsignal.h"
+#include "mb/pg_wchar.h"
+#include "miscadmin.h"
+#include "storage/latch.h"
+#include "utils/builtins.h"
+#include "utils/hsearch.h"
+#include "utils/json.h"
+#include "utils/memutils.h"
+#include "utils/numeric.h"
+#include "utils/timestamp.h"
+#include "utils/wait_event.h"
+
+#include "guc.h"
 #include "sink.h"
+#include "sink/http.h"
 
-static const char *const http_keys[] = {NULL};
+/* Limits of the config keys. */
+#define HTTP_MAX_HEADERS			64
+#define HTTP_MAX_HEADER_NAME		256
+#define HTTP_MAX_HEADER_VALUE		8192
+#define HTTP_MAX_SECRETS			10
+#define HTTP_MAX_CONCURRENCY		1000
 
+/* How much of a response is kept for the error text, and read at all. */
+#define HTTP_ERROR_BODY_BYTES		200
+#define HTTP_MAX_RESPONSE_BYTES		(1024 * 1024)
+
+/* Requests in flight before the first success; failures that stop it. */
+#define HTTP_PROBE_WINDOW			3
+#define HTTP_FAILURES_BEFORE_STOP	3
+
+/* Longest sleep without a libcurl timer (the loop rechecks its state). */
+#define HTTP_MAX_WAIT_MS			1000
+
+/* Easy handles kept for the next batch. */
+#define HTTP_MAX_POOLED_HANDLES		1000
+
+#define HTTP_USER_AGENT				"outbox_saga/" OUTBOX_SAGA_VERSION
+
+static const char *const http_keys[] = {
+	"url", "method", "headers", "secret", "concurrency", NULL
+};
+
+/* Headers outbox_saga sets itself or that would break HTTP framing. */
+static const char *const reserved_headers[] = {
+	"content-type", "content-length", "transfer-encoding", "host",
+	"connection", "keep-alive", "proxy-connection", "expect", "te",
+	"trailer", "upgrade", NULL
+};
+
+/* A config, parsed. */
+typedef struct HttpConfig
+{
+	char	   *url;
+	const char *method;			/* "POST", "PUT" or "PATCH" */
+	int			nheaders;
+	char	  **headers;		/* "Name: value" */
+	int			nsecrets;
+	HttpSecret *secrets;
+	int			concurrency;	/* 0: not set */
+	bool		has_timeout;	/* the "timeout" key is set */
+} HttpConfig;
+
+/* A destination's parsed config, kept across batches. */
+typedef struct HttpDestCache
+{
+	int32		dest_id;
+	MemoryContext cxt;			/* holds this entry's allocations */
+	Jsonb	   *config;			/* what it was parsed from */
+	HttpConfig	parsed;
+	struct HttpDestCache *next;
+} HttpDestCache;
+
+/* A socket libcurl asked us to watch. */
+typedef struct HttpSocket
+{
+	curl_socket_t fd;
+	uint32		events;			/* WL_SOCKET_* wanted */
+	uint32		registered;		/* WL_SOCKET_* in the wait set */
+	int			pos;			/* position in the wait set, -1 if none */
+} HttpSocket;
+
+/* One request in flight (a slot, reused within a batch). */
+typedef struct HttpRequest
+{
+	int			index;			/* event index, -1 if the slot is free */
+	CURL	   *easy;
+	struct curl_slist *headers;
+	StringInfoData body;
+	char		errbuf[CURL_ERROR_SIZE];
+	char		resp[HTTP_ERROR_BODY_BYTES];
+	int			resp_len;
+	size_t		resp_total;
+	bool		resp_too_large;
+	HttpGuardState guard;
+} HttpRequest;
+
+/* The state of one deliver_batch() call. */
+typedef struct HttpBatch
+{
+	const DestinationConfig *dest;
+	const HttpConfig *conf;
+	DispatchEvent *const *events;
+	SinkOutcome *outcomes;
+	int			n;
+	int		   *next_in_lane;	/* next event of the same lane, or -1 */
+	int		   *ready;			/* FIFO of events that may start */
+	int			ready_head;
+	int			ready_tail;
+	HttpRequest *slots;
+	int			nslots;
+	int			inflight;
+	int			limit;
+	int64		timeout_ms;
+	TimestampTz start_until;	/* no new request after this */
+	int			ok;
+	int			failed;
+	bool		stop;			/* start nothing more */
+	bool		latch_seen;
+	WaitEventSet *set;			/* sockets, latch, postmaster death */
+	int			set_capacity;
+} HttpBatch;
+
+/* Process-wide state. */
+static MemoryContext http_cxt = NULL;
+static CURLM *multi = NULL;
+static HttpDestCache *dest_cache = NULL;
+static CURL **easy_pool = NULL;
+static int	easy_pool_count = 0;
+static HttpSocket *sockets = NULL;
+static int	socket_count = 0;
+static int	socket_capacity = 0;
+static bool sockets_removed = false;	/* the wait set must be rebuilt */
+static bool timer_armed = false;
+static TimestampTz timer_at = 0;
+static bool curl_initialized = false;
+
+/* ------------------------------------------------------------------------
+ * libcurl set-up
+ * ------------------------------------------------------------------------
+ */
+
+/*
+ * http_curl_init
+ *		curl_global_init once per process, and a word in the log if this
+ *		libcurl resolves names synchronously.
+ */
+static void
+http_curl_init(void)
+{
+	const curl_version_info_data *info;
+
+	if (curl_initialized)
+		return;
+	if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
+		elog(ERROR, "outbox_saga: could not initialize libcurl");
+	curl_initialized = true;
+
+	info = curl_version_info(CURLVERSION_NOW);
+	if (!(info->features & CURL_VERSION_ASYNCHDNS))
+		ereport(WARNING,
+				(errmsg("outbox_saga: libcurl %s resolves host names synchronously",
+						info->version),
+				 errdetail("A slow DNS server delays every destination of the dispatcher."),
+				 errhint("Install a libcurl built with the threaded resolver (Debian's libcurl4-openssl is).")));
+}
+
+/* ------------------------------------------------------------------------
+ * Config
+ * ------------------------------------------------------------------------
+ */
+
+/*
+ * find_key
+ *		Top-level key 'key' of 'config' into *v; false if absent or null.
+ */
+static bool
+find_key(Jsonb *config, const char *key, JsonbValue *v)
+{
+	if (getKeyJsonValueFromContainer(&config->root, key, strlen(key), v) == NULL)
+		return false;
+	return v->type != jbvNull;
+}
+
+/*
+ * config_error
+ *		Error: key 'key' is unusable; 'detail' (may be NULL) says why.
+ */
+static void config_error(const char *msg, const char *detail) pg_attribute_noreturn();
+
+static void
+config_error(const char *msg, const char *detail)
+{
+	ereport(ERROR,
+			(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+			 errmsg_internal("%s", msg),
+			 detail ? errdetail_internal("%s", detail) : 0));
+}
+
+/*
+ * clip_name
+ *		At most 63 bytes of a name for a message (cut at a character
+ *		boundary), with "..." if it was longer.
+ */
+static char *
+clip_name(const char *name, int len)
+{
+	int			clip = pg_mbcliplen(name, len, 63);
+
+	return psprintf("%.*s%s", clip, name, clip < len ? "..." : "");
+}
+
+/*
+ * is_token_char
+ *		RFC 9110 tchar: what a header name is made of.
+ */
+static bool
+is_token_char(unsigned char c)
+{
+	return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+		(c >= '0' && c <= '9') || strchr("!#$%&'*+-.^_`|~", c) != NULL;
+}
+
+/*
+ * parse_headers
+ *		The "headers" key: an object of string values, names that are HTTP
+ *		tokens and not reserved, values without control characters.
+ *		Messages may name a header, never show its value.
+ */
+static void
+parse_headers(JsonbValue *v, HttpConfig *out)
+{
+	JsonbIterator *it;
+	JsonbValue	item;
+	JsonbIteratorToken tok;
+	char	   *name = NULL;
+	int			name_len = 0;
+
+	if (v->type != jbvBinary || !JsonContainerIsObject(v->val.binary.data))
+		config_error("configuration key \"headers\" must be an object of strings",
+					 NULL);
+
+	out->headers = palloc0(sizeof(char *) * HTTP_MAX_HEADERS);
+	it = JsonbIteratorInit(v->val.binary.data);
+	while ((tok = JsonbIteratorNext(&it, &item, true)) != WJB_DONE)
+	{
+		int			i;
+
+		if (tok == WJB_KEY)
+		{
+			name = item.val.string.val;
+			name_len = item.val.string.len;
+			if (name_len == 0 || name_len > HTTP_MAX_HEADER_NAME)
+				config_error("a header name in configuration key \"headers\" is empty or too long",
+							 NULL);
+			for (i = 0; i < name_len; i++)
+				if (!is_token_char((unsigned char) name[i]))
+					config_error(psprintf("header name \"%s\" in configuration key \"headers\" is not valid",
+										  clip_name(name, name_len)),
+								 "A header name consists of letters, digits and !#$%&'*+-.^_`|~.");
+			for (i = 0; reserved_headers[i] != NULL; i++)
+				if (strlen(reserved_headers[i]) == name_len &&
+					pg_strncasecmp(name, reserved_headers[i], name_len) == 0)
+					break;
+			if (reserved_headers[i] != NULL ||
+				(name_len >= 8 && pg_strncasecmp(name, "webhook-", 8) == 0))
+				config_error(psprintf("header \"%s\" may not be set in configuration key \"headers\"",
+									  clip_name(name, name_len)),
+							 "Content-Type, webhook-* and the headers that frame the request are set by outbox_saga.");
+		}
+		else if (tok == WJB_VALUE)
+		{
+			if (item.type != jbvString)
+				config_error(psprintf("the value of header \"%s\" in configuration key \"headers\" must be a string",
+									  clip_name(name, name_len)),
+							 NULL);
+			if (item.val.string.len > HTTP_MAX_HEADER_VALUE)
+				config_error(psprintf("the value of header \"%s\" in configuration key \"headers\" is too long",
+									  clip_name(name, name_len)),
+							 psprintf("A header value has at most %d bytes.",
+									  HTTP_MAX_HEADER_VALUE));
+			for (i = 0; i < item.val.string.len; i++)
+			{
+				unsigned char c = (unsigned char) item.val.string.val[i];
+
+				if ((c < 0x20 && c != '\t') || c == 0x7F)
+					config_error(psprintf("the value of header \"%s\" in configuration key \"headers\" contains a control character",
+										  clip_name(name, name_len)),
+								 NULL);
+			}
+			if (out->nheaders >= HTTP_MAX_HEADERS)
+				config_error("configuration key \"headers\" has too many headers",
+							 psprintf("At most %d headers may be set.", HTTP_MAX_HEADERS));
+			out->headers[out->nheaders++] =
+				psprintf("%.*s: %.*s", name_len, name,
+						 item.val.string.len, item.val.string.val);
+		}
+	}
+}
+
+/*
+ * parse_secrets
+ *		The "secret" key: "whsec_..." or a non-empty array of them.
+ */
+static void
+parse_secrets(JsonbValue *v, HttpConfig *out)
+{
+	const char *why;
+
+	out->secrets = palloc0(sizeof(HttpSecret) * HTTP_MAX_SECRETS);
+	if (v->type == jbvString)
+	{
+		why = HttpSignDecodeSecret(v->val.string.val, v->val.string.len,
+								   CurrentMemoryContext, &out->secrets[0]);
+		if (why != NULL)
+			config_error("configuration key \"secret\" is not a valid webhook secret",
+						 psprintf("The secret is not \"whsec_\" followed by base64: %s.", why));
+		out->nsecrets = 1;
+		return;
+	}
+	if (v->type == jbvBinary && JsonContainerIsArray(v->val.binary.data))
+	{
+		JsonbIterator *it = JsonbIteratorInit(v->val.binary.data);
+		JsonbValue	item;
+		JsonbIteratorToken tok;
+
+		while ((tok = JsonbIteratorNext(&it, &item, true)) != WJB_DONE)
+		{
+			if (tok != WJB_ELEM)
+				continue;
+			if (item.type != jbvString)
+				config_error("configuration key \"secret\" must be a string or an array of strings",
+							 NULL);
+			if (out->nsecrets >= HTTP_MAX_SECRETS)
+				config_error("configuration key \"secret\" has too many secrets",
+							 psprintf("At most %d secrets may sign at once.", HTTP_MAX_SECRETS));
+			why = HttpSignDecodeSecret(item.val.string.val, item.val.string.len,
+									   CurrentMemoryContext,
+									   &out->secrets[out->nsecrets]);
+			if (why != NULL)
+				config_error("configuration key \"secret\" is not a valid webhook secret",
+							 psprintf("Secret %d of the array is not \"whsec_\" followed by base64: %s.",
+									  out->nsecrets + 1, why));
+			out->nsecrets++;
+		}
+		if (out->nsecrets == 0)
+			config_error("configuration key \"secret\" must not be an empty array",
+						 NULL);
+		return;
+	}
+	config_error("configuration key \"secret\" must be a string or an array of strings",
+				 NULL);
+}
+
+/*
+ * parse_concurrency
+ *		The "concurrency" key: an integer from 1 to HTTP_MAX_CONCURRENCY.
+ */
+static int
+parse_concurrency(JsonbValue *v)
+{
+	char	   *text;
+	char	   *end;
+	long		value;
+
+	if (v->type != jbvNumeric)
+		config_error("configuration key \"concurrency\" must be an integer", NULL);
+	text = DatumGetCString(DirectFunctionCall1(numeric_out,
+											   NumericGetDatum(v->val.numeric)));
+	errno = 0;
+	value = strtol(text, &end, 10);
+	if (*end == '.')
+		for (end++; *end == '0'; end++)
+			;
+	if (*end != '\0' || end == text)
+		config_error("configuration key \"concurrency\" must be an integer", NULL);
+	if (errno != 0 || value < 1 || value > HTTP_MAX_CONCURRENCY)
+		config_error("configuration key \"concurrency\" is out of range",
+					 psprintf("It must be between 1 and %d.", HTTP_MAX_CONCURRENCY));
+	return (int) value;
+}
+
+/*
+ * parse_config
+ *		Check and parse a config; allocations in CurrentMemoryContext.
+ */
+static void
+parse_config(Jsonb *config, HttpConfig *out)
+{
+	JsonbValue	v;
+
+	memset(out, 0, sizeof(HttpConfig));
+
+	if (!find_key(config, "url", &v))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("an http destination needs the config key \"url\""),
+				 errhint("For example '{\"url\": \"https://example.com/webhooks\"}'.")));
+	if (v.type != jbvString)
+		config_error("configuration key \"url\" must be a string", NULL);
+	out->url = pnstrdup(v.val.string.val, v.val.string.len);
+	if (strlen(out->url) != v.val.string.len)
+		config_error("configuration key \"url\" is not a valid webhook URL", NULL);
+	HttpGuardCheckUrl(out->url);
+
+	out->method = "POST";
+	if (find_key(config, "method", &v))
+	{
+		if (v.type == jbvString && v.val.string.len == 4 &&
+			pg_strncasecmp(v.val.string.val, "POST", 4) == 0)
+			out->method = "POST";
+		else if (v.type == jbvString && v.val.string.len == 3 &&
+				 pg_strncasecmp(v.val.string.val, "PUT", 3) == 0)
+			out->method = "PUT";
+		else if (v.type == jbvString && v.val.string.len == 5 &&
+				 pg_strncasecmp(v.val.string.val, "PATCH", 5) == 0)
+			out->method = "PATCH";
+		else
+			config_error("configuration key \"method\" must be \"POST\", \"PUT\" or \"PATCH\"",
+						 NULL);
+	}
+
+	if (find_key(config, "headers", &v))
+		parse_headers(&v, out);
+	if (find_key(config, "secret", &v))
+		parse_secrets(&v, out);
+	if (find_key(config, "concurrency", &v))
+		out->concurrency = parse_concurrency(&v);
+	out->has_timeout = find_key(config, "timeout", &v);
+}
+
+/*
+ * free_secrets
+ *		Overwrite the decoded keys of a parsed config.
+ */
+static void
+free_secrets(HttpConfig *conf)
+{
+	int			i;
+
+	for (i = 0; i < conf->nsecrets; i++)
+		HttpSignFreeSecret(&conf->secrets[i]);
+	conf->nsecrets = 0;
+}
+
+/*
+ * http_validate
+ *		The kind's part of create_destination / alter_destination.
+ */
 static void
 http_validate(Jsonb *config, Oid owner)
 {
-	ereport(ERROR,
-			(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
-			 errmsg("destination kind \"http\" is not available yet")));
+	HttpConfig	parsed;
+
+	http_curl_init();
+	parse_config(config, &parsed);
+	free_secrets(&parsed);
+}
+
+/*
+ * ensure_http_cxt
+ *		The sink's long-lived memory context.
+ */
+static void
+ensure_http_cxt(void)
+{
+	if (http_cxt == NULL)
+		http_cxt = AllocSetContextCreate(TopMemoryContext, "outbox_saga http",
+										 ALLOCSET_DEFAULT_SIZES);
+}
+
+/*
+ * http_forget
+ *		Drop the parsed config of a destination (dropped or changed).
+ */
+static void
+http_forget(int32 dest_id)
+{
+	HttpDestCache **link = &dest_cache;
+
+	while (*link != NULL)
+	{
+		HttpDestCache *entry = *link;
+
+		if (entry->dest_id == dest_id)
+		{
+			*link = entry->next;
+			free_secrets(&entry->parsed);
+			MemoryContextDelete(entry->cxt);
+			pfree(entry);
+			continue;
+		}
+		link = &entry->next;
+	}
+}
+
+/*
+ * lookup_config
+ *		The parsed config of 'dest', from the cache if its config did not
+ *		change.  Errors (a config that no longer parses) propagate.
+ */
+static const HttpConfig *
+lookup_config(const DestinationConfig *dest)
+{
+	HttpDestCache *entry;
+	MemoryContext cxt;
+	MemoryContext old;
+
+	for (entry = dest_cache; entry != NULL; entry = entry->next)
+	{
+		if (entry->dest_id == dest->id &&
+			VARSIZE(entry->config) == VARSIZE(dest->config) &&
+			memcmp(entry->config, dest->config, VARSIZE(dest->config)) == 0)
+			return &entry->parsed;
+	}
+	http_forget(dest->id);
+
+	ensure_http_cxt();
+	entry = MemoryContextAllocZero(http_cxt, sizeof(HttpDestCache));
+	cxt = AllocSetContextCreate(http_cxt, "outbox_saga http destination",
+								ALLOCSET_SMALL_SIZES);
+	old = MemoryContextSwitchTo(cxt);
+	PG_TRY();
+	{
+		parse_config(dest->config, &entry->parsed);
+		entry->config = palloc(VARSIZE(dest->config));
+		memcpy(entry->config, dest->config, VARSIZE(dest->config));
+	}
+	PG_CATCH();
+	{
+		MemoryContextSwitchTo(old);
+		MemoryContextDelete(cxt);
+		pfree(entry);
+		PG_RE_THROW();
+	}
+	PG_END_TRY();
+	MemoryContextSwitchTo(old);
+
+	entry->dest_id = dest->id;
+	entry->cxt = cxt;
+	entry->next = dest_cache;
+	dest_cache = entry;
+	return &entry->parsed;
+}
+
+/* ------------------------------------------------------------------------
+ * The request
+ * ------------------------------------------------------------------------
+ */
+
+/*
+ * format_uuid
+ *		The canonical text of a UUID into 'out' (37 bytes).
+ */
+static void
+format_uuid(const pg_uuid_t *uuid, char *out)
+{
+	static const char hex[] = "0123456789abcdef";
+	int			i;
+	char	   *p = out;
+
+	for (i = 0; i < UUID_LEN; i++)
+	{
+		if (i == 4 || i == 6 || i == 8 || i == 10)
+			*p++ = '-';
+		*p++ = hex[uuid->data[i] >> 4];
+		*p++ = hex[uuid->data[i] & 0x0F];
+	}
+	*p = '\0';
+}
+
+/*
+ * append_json_text
+ *		A text datum as a JSON string (or null).
+ */
+static void
+append_json_text(StringInfo buf, text *t)
+{
+	if (t == NULL)
+		appendStringInfoString(buf, "null");
+	else
+		escape_json(buf, text_to_cstring(t));
+}
+
+/*
+ * append_iso8601
+ *		A timestamp as "YYYY-MM-DDTHH:MM:SS.ffffffZ" (UTC), whatever the
+ *		TimeZone and DateStyle settings.
+ */
+static void
+append_iso8601(StringInfo buf, TimestampTz ts)
+{
+	struct pg_tm tm;
+	fsec_t		fsec;
+
+	if (TIMESTAMP_NOT_FINITE(ts) ||
+		timestamp2tm(ts, NULL, &tm, &fsec, NULL, NULL) != 0)
+	{
+		appendStringInfoString(buf, "null");
+		return;
+	}
+	appendStringInfo(buf, "\"%04d-%02d-%02dT%02d:%02d:%02d.%06dZ\"",
+					 tm.tm_year, tm.tm_mon, tm.tm_mday,
+					 tm.tm_hour, tm.tm_min, tm.tm_sec, (int) fsec);
+}
+
+/*
+ * build_body
+ *		The JSON body of an event (SPEC 3.2).
+ */
+static void
+build_body(const DispatchEvent *ev, const char *event_id, StringInfo buf)
+{
+	appendStringInfo(buf, "{\"id\": \"%s\", \"type\": ", event_id);
+	append_json_text(buf, ev->event_type);
+	appendStringInfoString(buf, ", \"topic\": ");
+	append_json_text(buf, ev->topic);
+	appendStringInfoString(buf, ", \"aggregate_id\": ");
+	append_json_text(buf, ev->aggregate_id);
+	appendStringInfoString(buf, ", \"timestamp\": ");
+	append_iso8601(buf, ev->created_at);
+	appendStringInfoString(buf, ", \"data\": ");
+	(void) JsonbToCString(buf, &ev->payload->root, VARSIZE(ev->payload));
+	appendStringInfoString(buf, ", \"headers\": ");
+	if (ev->headers != NULL)
+		(void) JsonbToCString(buf, &ev->headers->root, VARSIZE(ev->headers));
+	else
+		appendStringInfoString(buf, "{}");
+	appendStringInfoChar(buf, '}');
+}
+
+/*
+ * append_header
+ *		curl_slist_append, with out-of-memory as an error.
+ */
+static void
+append_header(HttpRequest *req, const char *line)
+{
+	struct curl_slist *list = curl_slist_append(req->headers, line);
+
+	if (list == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_OUT_OF_MEMORY),
+				 errmsg("out of memory in libcurl")));
+	req->headers = list;
+}
+
+/*
+ * write_callback
+ *		CURLOPT_WRITEFUNCTION: keep the first bytes of the response for the
+ *		error text, read (and drop) the rest up to HTTP_MAX_RESPONSE_BYTES.
+ */
+static size_t
+write_callback(char *ptr, size_t size, size_t nmemb, void *userdata)
+{
+	HttpRequest *req = (HttpRequest *) userdata;
+	size_t		len = size * nmemb;
+
+	if (req->resp_len < HTTP_ERROR_BODY_BYTES)
+	{
+		size_t		take = Min(len, (size_t) (HTTP_ERROR_BODY_BYTES - req->resp_len));
+
+		memcpy(req->resp + req->resp_len, ptr, take);
+		req->resp_len += take;
+	}
+	req->resp_total += len;
+	if (req->resp_total > HTTP_MAX_RESPONSE_BYTES)
+	{
+		req->resp_too_large = true;
+		return 0;				/* CURLE_WRITE_ERROR */
+	}
+	return len;
+}
+
+/*
+ * take_easy
+ *		An easy handle from the pool, or a new one.
+ */
+static CURL *
+take_easy(void)
+{
+	CURL	   *easy;
+
+	if (easy_pool_count > 0)
+		return easy_pool[--easy_pool_count];
+	easy = curl_easy_init();
+	if (easy == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_OUT_OF_MEMORY),
+				 errmsg("out of memory in libcurl")));
+	return easy;
+}
+
+/*
+ * give_back_easy
+ *		Return an easy handle (not in the multi handle) to the pool.
+ */
+static void
+give_back_easy(CURL *easy)
+{
+	if (easy_pool == NULL)
+		easy_pool = MemoryContextAlloc(http_cxt, sizeof(CURL *) * HTTP_MAX_POOLED_HANDLES);
+	if (easy_pool_count < HTTP_MAX_POOLED_HANDLES)
+	{
+		curl_easy_reset(easy);
+		easy_pool[easy_pool_count++] = easy;
+	}
+	else
+		curl_easy_cleanup(easy);
+}
+
+/*
+ * start_request
+ *		Put event 'i' in flight in a free slot.
+ */
+static void
+start_request(HttpBatch *b, int i)
+{
+	const HttpConfig *conf = b->conf;
+	const DispatchEvent *ev = b->events[i];
+	HttpRequest *req = NULL;
+	CURL	   *easy;
+	char		event_id[UUID_LEN * 2 + 5];
+	char		line[128];
+	int64		now = (int64) time(NULL);
+	int			s;
+	CURLMcode	mrc;
+
+	for (s = 0; s < b->nslots; s++)
+		if (b->slots[s].index < 0)
+		{
+			req = &b->slots[s];
+			break;
+		}
+	if (req == NULL)
+		elog(ERROR, "outbox_saga: no free request slot");
+
+	req->headers = NULL;
+	req->errbuf[0] = '\0';
+	req->resp_len = 0;
+	req->resp_total = 0;
+	req->resp_too_large = false;
+	resetStringInfo(&req->body);
+
+	format_uuid(&ev->event_id, event_id);
+	build_body(ev, event_id, &req->body);
+
+	append_header(req, "Content-Type: application/json");
+	snprintf(line, sizeof(line), "webhook-id: %s", event_id);
+	append_header(req, line);
+	snprintf(line, sizeof(line), "webhook-timestamp: " INT64_FORMAT, now);
+	append_header(req, line);
+	if (conf->nsecrets > 0)
+	{
+		StringInfoData sig;
+
+		initStringInfo(&sig);
+		appendStringInfoString(&sig, "webhook-signature: ");
+		HttpSignPayload(conf->secrets, conf->nsecrets, event_id, now,
+						req->body.data, req->body.len, &sig);
+		append_header(req, sig.data);
+		pfree(sig.data);
+	}
+	for (s = 0; s < conf->nheaders; s++)
+		append_header(req, conf->headers[s]);
+	append_header(req, "Expect:");	/* no 100-continue round trip */
+
+	easy = take_easy();
+	req->easy = easy;
+	req->index = i;
+	curl_easy_setopt(easy, CURLOPT_URL, conf->url);
+	curl_easy_setopt(easy, CURLOPT_PROTOCOLS_STR, "http,https");
+	curl_easy_setopt(easy, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
+	curl_easy_setopt(easy, CURLOPT_FOLLOWLOCATION, 0L);
+	curl_easy_setopt(easy, CURLOPT_PROXY, "");
+	curl_easy_setopt(easy, CURLOPT_NOSIGNAL, 1L);
+	curl_easy_setopt(easy, CURLOPT_QUICK_EXIT, 1L);
+	curl_easy_setopt(easy, CURLOPT_TCP_KEEPALIVE, 1L);
+	curl_easy_setopt(easy, CURLOPT_TIMEOUT_MS, (long) Min(b->timeout_ms, LONG_MAX));
+	curl_easy_setopt(easy, CURLOPT_USERAGENT, HTTP_USER_AGENT);
+	curl_easy_setopt(easy, CURLOPT_POST, 1L);
+	curl_easy_setopt(easy, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t) req->body.len);
+	curl_easy_setopt(easy, CURLOPT_POSTFIELDS, req->body.data);
+	if (strcmp(conf->method, "POST") != 0)
+		curl_easy_setopt(easy, CURLOPT_CUSTOMREQUEST, conf->method);
+	curl_easy_setopt(easy, CURLOPT_HTTPHEADER, req->headers);
+	curl_easy_setopt(easy, CURLOPT_WRITEFUNCTION, write_callback);
+	curl_easy_setopt(easy, CURLOPT_WRITEDATA, req);
+	curl_easy_setopt(easy, CURLOPT_ERRORBUFFER, req->errbuf);
+	curl_easy_setopt(easy, CURLOPT_PRIVATE, req);
+	HttpGuardInstall(easy, &req->guard);
+
+	mrc = curl_multi_add_handle(multi, easy);
+	if (mrc != CURLM_OK)
+	{
+		req->index = -1;
+		req->easy = NULL;
+		curl_slist_free_all(req->headers);
+		req->headers = NULL;
+		give_back_easy(easy);
+		elog(ERROR, "outbox_saga: curl_multi_add_handle failed: %s",
+			 curl_multi_strerror(mrc));
+	}
+	b->inflight++;
+}
+
+/*
+ * release_request
+ *		Take a request out of the multi handle and free its slot.
+ */
+static void
+release_request(HttpBatch *b, HttpRequest *req)
+{
+	curl_multi_remove_handle(multi, req->easy);
+	curl_slist_free_all(req->headers);
+	req->headers = NULL;
+	give_back_easy(req->easy);
+	req->easy = NULL;
+	req->index = -1;
+	b->inflight--;
+}
+
+/*
+ * append_response_text
+ *		Append the kept start of a response body to an error text: valid
+ *		characters of the database encoding only (other bytes become '?'),
+ *		control characters as spaces.
+ */
+static void
+append_response_text(StringInfo buf, const char *data, int len)
+{
+	bool		utf8 = (GetDatabaseEncoding() == PG_UTF8);
+	int			i = 0;
+
+	while (i < len)
+	{
+		unsigned char c = (unsigned char) data[i];
+
+		if (c < 0x80)
+		{
+			appendStringInfoChar(buf, (c < 0x20 || c == 0x7F) ? ' ' : (char) c);
+			i++;
+			continue;
+		}
+		if (utf8)
+		{
+			int			l = pg_utf_mblen((const unsigned char *) &data[i]);
+
+			if (i + l <= len && pg_utf8_islegal((const unsigned char *) &data[i], l))
+			{
+				appendBinaryStringInfo(buf, &data[i], l);
+				i += l;
+				continue;
+			}
+			if (i + l > len)
+				break;			/* cut in the middle of a character */
+		}
+		appendStringInfoChar(buf, '?');
+		i++;
+	}
+}
+
+/*
+ * describe_status
+ *		The error text of an HTTP response that is not a success.
+ */
+static char *
+describe_status(HttpRequest *req, long status, int64 retry_after)
+{
+	StringInfoData buf;
+
+	initStringInfo(&buf);
+	appendStringInfo(&buf, "HTTP %ld", status);
+	if (status >= 300 && status < 400)
+	{
+		char	   *location = NULL;
+
+		if (curl_easy_getinfo(req->easy, CURLINFO_REDIRECT_URL, &location) == CURLE_OK &&
+			location != NULL)
+		{
+			appendStringInfoString(&buf, " (redirect to ");
+			append_response_text(&buf, location, (int) Min(strlen(location), HTTP_ERROR_BODY_BYTES));
+			appendStringInfoString(&buf, ", not followed)");
+		}
+		else
+			appendStringInfoString(&buf, " (redirect, not followed)");
+	}
+	if (retry_after > 0)
+		appendStringInfo(&buf, " (Retry-After: " INT64_FORMAT " s)", retry_after);
+	if (req->resp_len > 0)
+	{
+		appendStringInfoString(&buf, ": ");
+		append_response_text(&buf, req->resp, req->resp_len);
+		if (req->resp_total > (size_t) req->resp_len)
+			appendStringInfoString(&buf, "...");
+	}
+	return buf.data;
+}
+
+/*
+ * describe_failure
+ *		The error text of a request that got no usable response.
+ */
+static char *
+describe_failure(HttpRequest *req, CURLcode result, int64 timeout_ms)
+{
+	const char *curl_text = req->errbuf[0] != '\0' ? req->errbuf :
+		curl_easy_strerror(result);
+	StringInfoData buf;
+
+	initStringInfo(&buf);
+	if (req->guard.denied)
+		appendStringInfo(&buf, "address %s is in outbox_saga.http_deny_networks",
+						 req->guard.address);
+	else if (req->guard.no_fd)
+		appendStringInfoString(&buf, "could not open a socket: the dispatcher has used up its file descriptors (max_files_per_process)");
+	else if (result == CURLE_OPERATION_TIMEDOUT)
+		appendStringInfo(&buf, "timeout after " INT64_FORMAT " ms: %s",
+						 timeout_ms, curl_text);
+	else
+		appendStringInfo(&buf, "network error: %s", curl_text);
+	/* libcurl's texts end with a newline sometimes. */
+	while (buf.len > 0 && (buf.data[buf.len - 1] == '\n' || buf.data[buf.len - 1] == '\r'))
+		buf.data[--buf.len] = '\0';
+	return buf.data;
+}
+
+/*
+ * finish_request
+ *		Record the outcome of a completed request and free its slot.
+ */
+static void
+finish_request(HttpBatch *b, HttpRequest *req, CURLcode result)
+{
+	int			i = req->index;
+	SinkOutcome *out = &b->outcomes[i];
+	long		status = 0;
+
+	(void) curl_easy_getinfo(req->easy, CURLINFO_RESPONSE_CODE, &status);
+
+	out->error = NULL;
+	out->not_before = 0;
+	if (status > 0 && (result == CURLE_OK ||
+					   (result == CURLE_WRITE_ERROR && req->resp_too_large)))
+	{
+		curl_off_t	retry_after = 0;
+
+		if (status == 429 || status == 502 || status == 503 || status == 504)
+		{
+			if (curl_easy_getinfo(req->easy, CURLINFO_RETRY_AFTER, &retry_after) != CURLE_OK ||
+				retry_after < 0)
+				retry_after = 0;
+		}
+
+		if (status >= 200 && status < 300)
+			out->status = SINK_OK;
+		else if (status == 410)
+			out->status = SINK_DEAD_AND_PAUSE;
+		else
+			out->status = SINK_RETRY;
+
+		if (out->status != SINK_OK)
+			out->error = describe_status(req, status, (int64) retry_after);
+		if (retry_after > 0)
+		{
+			int64		ms = Min((int64) retry_after * 1000, b->dest->backoff_max_ms);
+
+			out->not_before = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), ms);
+		}
+	}
+	else
+	{
+		out->status = SINK_RETRY;
+		out->error = describe_failure(req, result, b->timeout_ms);
+	}
+
+	/* Lanes, counters, when to stop. */
+	if (out->status == SINK_OK)
+	{
+		b->ok++;
+		if (b->next_in_lane[i] >= 0)
+			b->ready[b->ready_tail++] = b->next_in_lane[i];
+	}
+	else
+	{
+		b->failed++;
+		if (out->status == SINK_DEAD_AND_PAUSE)
+			b->stop = true;
+		if (b->ok == 0 && b->failed >= HTTP_FAILURES_BEFORE_STOP)
+			b->stop = true;
+	}
+	release_request(b, req);
+}
+
+/* ------------------------------------------------------------------------
+ * Sockets, timer, wait set
+ * ------------------------------------------------------------------------
+ */
+
+/*
+ * socket_callback
+ *		CURLMOPT_SOCKETFUNCTION: note what libcurl wants to hear about a
+ *		socket.  Runs inside libcurl: no errors, no palloc that can fail.
+ */
+static int
+socket_callback(CURL *easy, curl_socket_t fd, int what, void *userp,
+				void *socketp)
+{
+	int			i;
+
+	for (i = 0; i < socket_count; i++)
+		if (sockets[i].fd == fd)
+			break;
+
+	if (what == CURL_POLL_REMOVE)
+	{
+		if (i < socket_count)
+		{
+			sockets[i] = sockets[--socket_count];
+			sockets_removed = true;
+		}
+		return 0;
+	}
+
+	if (i == socket_count)
+	{
+		if (socket_count == socket_capacity)
+		{
+			int			capacity = Max(16, socket_capacity * 2);
+			HttpSocket *grown;
+
+			grown = MemoryContextAllocExtended(http_cxt, sizeof(HttpSocket) * capacity,
+											   MCXT_ALLOC_NO_OOM);
+			if (grown == NULL)
+				return -1;
+			if (sockets != NULL)
+			{
+				memcpy(grown, sockets, sizeof(HttpSocket) * socket_count);
+				pfree(sockets);
+			}
+			sockets = grown;
+			socket_capacity = capacity;
+		}
+		sockets[i].fd = fd;
+		sockets[i].registered = 0;
+		sockets[i].pos = -1;
+		socket_count++;
+	}
+	sockets[i].events = 0;
+	if (what == CURL_POLL_IN || what == CURL_POLL_INOUT)
+		sockets[i].events |= WL_SOCKET_READABLE;
+	if (what == CURL_POLL_OUT || what == CURL_POLL_INOUT)
+		sockets[i].events |= WL_SOCKET_WRITEABLE;
+	return 0;
+}
+
+/*
+ * timer_callback
+ *		CURLMOPT_TIMERFUNCTION: when libcurl wants to be called with
+ *		CURL_SOCKET_TIMEOUT (-1: never).
+ */
+static int
+timer_callback(CURLM *m, long timeout_ms, void *userp)
+{
+	if (timeout_ms < 0)
+		timer_armed = false;
+	else
+	{
+		timer_armed = true;
+		timer_at = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), timeout_ms);
+	}
+	return 0;
+}
+
+/*
+ * socket_action
+ *		curl_multi_socket_action with every signal blocked, so that threads
+ *		libcurl starts (its resolver) never run PostgreSQL's handlers; a
+ *		signal that arrives meanwhile is handled when it returns.
+ */
+static void
+socket_action(curl_socket_t fd, int mask)
+{
+	sigset_t	saved;
+	int			running;
+	CURLMcode	rc;
+
+	pthread_sigmask(SIG_SETMASK, &BlockSig, &saved);
+	rc = curl_multi_socket_action(multi, fd, mask, &running);
+	pthread_sigmask(SIG_SETMASK, &saved, NULL);
+	if (rc != CURLM_OK)
+		elog(ERROR, "outbox_saga: curl_multi_socket_action failed: %s",
+			 curl_multi_strerror(rc));
+}
+
+/*
+ * sync_wait_set
+ *		Make 'set' (or a new one) watch MyLatch, postmaster death and the
+ *		sockets libcurl wants, as they are now.
+ */
+static WaitEventSet *
+sync_wait_set(WaitEventSet *set, int *capacity)
+{
+	int			i;
+	int			unregistered = 0;
+
+	for (i = 0; i < socket_count; i++)
+		if (sockets[i].pos < 0)
+			unregistered++;
+
+	if (set == NULL || sockets_removed ||
+		GetNumRegisteredWaitEvents(set) + unregistered > *capacity)
+	{
+		if (set != NULL)
+			FreeWaitEventSet(set);
+		*capacity = 2 + socket_count * 2 + 8;
+		set = CreateWaitEventSet(CurrentMemoryContext, *capacity);
+		AddWaitEventToSet(set, WL_LATCH_SET, PGINVALID_SOCKET, MyLatch, NULL);
+		AddWaitEventToSet(set, WL_EXIT_ON_PM_DEATH, PGINVALID_SOCKET, NULL, NULL);
+		for (i = 0; i < socket_count; i++)
+			sockets[i].pos = -1;
+		sockets_removed = false;
+	}
+
+	for (i = 0; i < socket_count; i++)
+	{
+		HttpSocket *sock = &sockets[i];
+
+		if (sock->pos < 0)
+		{
+			sock->pos = AddWaitEventToSet(set, sock->events, sock->fd, NULL,
+										  (void *) (intptr_t) sock->fd);
+			sock->registered = sock->events;
+		}
+		else if (sock->registered != sock->events)
+		{
+			ModifyWaitEvent(set, sock->pos, sock->events, NULL);
+			sock->registered = sock->events;
+		}
+	}
+	return set;
+}
+
+/*
+ * reset_multi
+ *		Forget every connection (the deny list changed): a new multi handle.
+ */
+static void
+reset_multi(void)
+{
+	if (multi != NULL)
+	{
+		curl_multi_cleanup(multi);
+		multi = NULL;
+	}
+	socket_count = 0;
+	sockets_removed = true;
+	timer_armed = false;
+}
+
+/*
+ * ensure_multi
+ *		The process's multi handle.
+ */
+static void
+ensure_multi(void)
+{
+	if (multi != NULL)
+		return;
+	http_curl_init();
+	multi = curl_multi_init();
+	if (multi == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_OUT_OF_MEMORY),
+				 errmsg("out of memory in libcurl")));
+	curl_multi_setopt(multi, CURLMOPT_SOCKETFUNCTION, socket_callback);
+	curl_multi_setopt(multi, CURLMOPT_TIMERFUNCTION, timer_callback);
+}
+
+/* ------------------------------------------------------------------------
+ * deliver_batch
+ * ------------------------------------------------------------------------
+ */
+
+/*
+ * plan_lanes
+ *		next_in_lane[] and the initial ready queue: events without a lane
+ *		and the first event of each lane, in batch order.
+ */
+static void
+plan_lanes(HttpBatch *b, const int *lanes)
+{
+	typedef struct LaneEntry
+	{
+		int			lane;
+		int			last;
+	} LaneEntry;
+	HASHCTL		ctl;
+	HTAB	   *last_of_lane;
+	int			i;
+
+	b->next_in_lane = palloc(sizeof(int) * b->n);
+	b->ready = palloc(sizeof(int) * b->n);
+	b->ready_head = b->ready_tail = 0;
+
+	ctl.keysize = sizeof(int);
+	ctl.entrysize = sizeof(LaneEntry);
+	ctl.hcxt = CurrentMemoryContext;
+	last_of_lane = hash_create("outbox_saga http lanes", Max(b->n, 16), &ctl,
+							   HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+	for (i = 0; i < b->n; i++)
+	{
+		b->next_in_lane[i] = -1;
+		if (lanes != NULL && lanes[i] >= 0)
+		{
+			bool		found;
+			LaneEntry  *entry = hash_search(last_of_lane, &lanes[i], HASH_ENTER, &found);
+
+			if (found)
+			{
+				b->next_in_lane[entry->last] = i;
+				entry->last = i;
+				continue;
+			}
+			entry->last = i;
+		}
+		b->ready[b->ready_tail++] = i;
+	}
+	hash_destroy(last_of_lane);
+}
+
+/*
+ * run_batch
+ *		Start, wait, harvest, until nothing is in flight and nothing more
+ *		may start.
+ */
+static void
+run_batch(HttpBatch *b)
+{
+	WaitEvent  *occurred = NULL;
+	int			occurred_size = 0;
+
+	for (;;)
+	{
+		int			window;
+		long		wait_ms;
+		int			nevents;
+		int			e;
+		CURLMsg    *msg;
+		int			pending;
+		TimestampTz now;
+
+		CHECK_FOR_INTERRUPTS();
+
+		/* Start what may start. */
+		now = GetCurrentTimestamp();
+		if (now >= b->start_until)
+			b->stop = true;
+		window = b->ok > 0 ? b->limit : Min(b->limit, HTTP_PROBE_WINDOW);
+		while (!b->stop && b->inflight < window && b->ready_head < b->ready_tail)
+			start_request(b, b->ready[b->ready_head++]);
+		if (b->inflight == 0)
+			break;
+
+		/* Wait for a socket, the timer, the latch. */
+		b->set = sync_wait_set(b->set, &b->set_capacity);
+		if (occurred_size < b->set_capacity)
+		{
+			if (occurred != NULL)
+				pfree(occurred);
+			occurred_size = b->set_capacity;
+			occurred = palloc(sizeof(WaitEvent) * occurred_size);
+		}
+		wait_ms = HTTP_MAX_WAIT_MS;
+		if (timer_armed)
+		{
+			long		secs;
+			int			usecs;
+
+			TimestampDifference(now, timer_at, &secs, &usecs);
+			wait_ms = Min(wait_ms, secs * 1000 + (usecs + 999) / 1000);
+		}
+		nevents = WaitEventSetWait(b->set, wait_ms, occurred, occurred_size,
+								   PG_WAIT_EXTENSION);
+
+		for (e = 0; e < nevents; e++)
+		{
+			WaitEvent  *ev = &occurred[e];
+
+			if (ev->events & WL_LATCH_SET)
+			{
+				ResetLatch(MyLatch);
+				b->latch_seen = true;
+				CHECK_FOR_INTERRUPTS();
+			}
+			else if (ev->events & (WL_SOCKET_READABLE | WL_SOCKET_WRITEABLE))
+			{
+				int			mask = 0;
+
+				if (ev->events & WL_SOCKET_READABLE)
+					mask |= CURL_CSELECT_IN;
+				if (ev->events & WL_SOCKET_WRITEABLE)
+					mask |= CURL_CSELECT_OUT;
+				socket_action((curl_socket_t) (intptr_t) ev->user_data, mask);
+			}
+		}
+		if (timer_armed && GetCurrentTimestamp() >= timer_at)
+		{
+			timer_armed = false;
+			socket_action(CURL_SOCKET_TIMEOUT, 0);
+		}
+
+		/* Harvest. */
+		while ((msg = curl_multi_info_read(multi, &pending)) != NULL)
+		{
+			HttpRequest *req = NULL;
+
+			if (msg->msg != CURLMSG_DONE)
+				continue;
+			if (curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **) &req) != CURLE_OK ||
+				req == NULL)
+				elog(ERROR, "outbox_saga: a finished transfer has no request");
+			finish_request(b, req, msg->data.result);
+		}
+	}
+	if (occurred != NULL)
+		pfree(occurred);
+}
+
+/*
+ * lookup_config_or_error
+ *		lookup_config(), with an error turned into *error ("invalid
+ *		configuration: ...", in the caller's context) and NULL.
+ */
+static const HttpConfig *
+lookup_config_or_error(const DestinationConfig *dest, char **error)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	const HttpConfig *volatile conf = NULL;
+
+	*error = NULL;
+	PG_TRY();
+	{
+		conf = lookup_config(dest);
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(cxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+		*error = psprintf("invalid configuration: %s", edata->message);
+		FreeErrorData(edata);
+	}
+	PG_END_TRY();
+	return conf;
+}
+
+/*
+ * http_deliver_batch
+ *		Deliver events[0..n-1]; see sink.h and the file header.
+ */
+static void
+http_deliver_batch(const DestinationConfig *dest, DispatchEvent *const *events,
+				   const int *lanes, int n, SinkOutcome *outcomes)
+{
+	const HttpConfig *conf;
+	HttpBatch	b;
+	int			i;
+	char	   *error;
+
+	for (i = 0; i < n; i++)
+	{
+		outcomes[i].status = SINK_SKIPPED;
+		outcomes[i].error = NULL;
+		outcomes[i].not_before = 0;
+	}
+	if (n == 0)
+		return;
+
+	ensure_http_cxt();
+	http_curl_init();
+
+	/* A config that no longer parses fails every event with its reason. */
+	conf = lookup_config_or_error(dest, &error);
+	if (conf == NULL)
+	{
+		for (i = 0; i < n; i++)
+		{
+			outcomes[i].status = SINK_RETRY;
+			outcomes[i].error = error;
+		}
+		return;
+	}
+
+	if (HttpGuardRefresh())
+		reset_multi();
+	ensure_multi();
+	curl_multi_setopt(multi, CURLMOPT_MAXCONNECTS, (long) Max(64, 2 * OutboxMaxInflight));
+
+	memset(&b, 0, sizeof(b));
+	b.dest = dest;
+	b.conf = conf;
+	b.events = events;
+	b.outcomes = outcomes;
+	b.n = n;
+	b.limit = OutboxMaxInflight;
+	if (conf->concurrency > 0)
+		b.limit = Min(b.limit, conf->concurrency);
+	b.limit = Max(1, Min(b.limit, n));
+	b.timeout_ms = conf->has_timeout ? dest->timeout_ms : OutboxHttpTimeout;
+	b.start_until = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), b.timeout_ms);
+	plan_lanes(&b, lanes);
+	b.nslots = b.limit;
+	b.slots = palloc0(sizeof(HttpRequest) * b.nslots);
+	for (i = 0; i < b.nslots; i++)
+	{
+		b.slots[i].index = -1;
+		initStringInfo(&b.slots[i].body);
+	}
+	sockets_removed = true;		/* a new wait set for this batch */
+
+	PG_TRY();
+	{
+		run_batch(&b);
+	}
+	PG_CATCH();
+	{
+		int			s;
+
+		for (s = 0; s < b.nslots; s++)
+			if (b.slots[s].index >= 0)
+				release_request(&b, &b.slots[s]);
+		if (b.set != NULL)
+			FreeWaitEventSet(b.set);
+		PG_RE_THROW();
+	}
+	PG_END_TRY();
+
+	if (b.set != NULL)
+		FreeWaitEventSet(b.set);
+	for (i = 0; i < b.nslots; i++)
+		pfree(b.slots[i].body.data);
+
+	/* Hand a consumed wakeup back to the dispatcher's own wait. */
+	if (b.latch_seen)
+		SetLatch(MyLatch);
 }
 
 const OutboxSink SinkHttp = {
 	.kind = "http",
 	.keys = http_keys,
 	.validate = http_validate,
+	.deliver_batch = http_deliver_batch,
+	.forget = http_forget,
 };

@@ -1,2 +1,508 @@
-/* placeholder: HTTP URL and network checks (being written) */
-#include "postgres.h"
+/*-------------------------------------------------------------------------
+ *
+ * http_guard.c
+ *		Which URLs an "http" destination may have, and which addresses its
+ *		requests may connect to.
+ *
+ * URLS are checked when a destination is created or altered
+ * (HttpGuardCheckUrl): an absolute http:// or https:// URL with a host and
+ * without user name or password ("http://good.example@evil.example/" is
+ * refused, credentials belong in the "headers" key, where they are masked),
+ * without whitespace, control characters or backslashes, parsed by libcurl's
+ * own URL parser so that what is checked is what will be requested.  Error
+ * messages never quote the URL: its query string may carry a token.
+ *
+ * ADDRESSES are checked on every connection libcurl opens, after DNS
+ * resolution, in the CURLOPT_OPENSOCKETFUNCTION callback: an address in one
+ * of the networks of outbox_saga.http_deny_networks (default: the
+ * link-local 169.254.0.0/16 and fe80::/10, where cloud metadata services
+ * answer) is refused before any packet is sent, so a host name that
+ * resolves - or is rebound - to such an address is refused too.  IPv4
+ * addresses mapped into IPv6 (::ffff:a.b.c.d) are checked as IPv4.  Proxies
+ * are never used (http.c sets CURLOPT_PROXY to ""), so the address checked
+ * is always the destination's.  Loopback is allowed unless the setting says
+ * otherwise.  A setting that cannot be parsed denies every address (fail
+ * closed) and says so once in the server log.
+ *
+ * FILE DESCRIPTORS: the sockets libcurl opens through the callback are
+ * reported to PostgreSQL's fd.c (AcquireExternalFD / ReleaseExternalFD), so
+ * that the dispatcher stays within max_files_per_process; when the budget
+ * is used up the connection attempt fails instead.
+ *
+ * The callbacks run inside libcurl: they never raise errors, never
+ * allocate from memory contexts and only read the parsed list, which is
+ * replaced (HttpGuardRefresh) only between batches.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "compat.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "storage/fd.h"
+#include "utils/guc.h"
+#include "utils/memutils.h"
+#include "utils/varlena.h"
+
+#include "guc.h"
+#include "sink/http.h"
+
+/* One network of the deny list. */
+typedef struct DenyNetwork
+{
+	int			family;			/* AF_INET or AF_INET6 */
+	int			bits;			/* prefix length */
+	unsigned char addr[16];		/* network address, host bits zero */
+} DenyNetwork;
+
+/* The parsed outbox_saga.http_deny_networks, in TopMemoryContext. */
+static char *deny_source = NULL;	/* the setting it was parsed from */
+static DenyNetwork *deny_list = NULL;
+static int	deny_count = 0;
+static bool deny_invalid = false;	/* unparsable: deny everything */
+
+/* ------------------------------------------------------------------------
+ * The deny list
+ * ------------------------------------------------------------------------
+ */
+
+/*
+ * parse_network
+ *		Parse "address" or "address/bits" into *net.  Returns false if it is
+ *		neither an IPv4 nor an IPv6 network.
+ */
+static bool
+parse_network(const char *item, DenyNetwork *net)
+{
+	char		buf[INET6_ADDRSTRLEN + 8];
+	char	   *slash;
+	int			max_bits;
+	int			i;
+
+	if (strlen(item) >= sizeof(buf))
+		return false;
+	strcpy(buf, item);
+	slash = strchr(buf, '/');
+	if (slash != NULL)
+		*slash = '\0';
+
+	memset(net, 0, sizeof(DenyNetwork));
+	if (inet_pton(AF_INET, buf, net->addr) == 1)
+	{
+		net->family = AF_INET;
+		max_bits = 32;
+	}
+	else if (inet_pton(AF_INET6, buf, net->addr) == 1)
+	{
+		net->family = AF_INET6;
+		max_bits = 128;
+	}
+	else
+		return false;
+
+	net->bits = max_bits;
+	if (slash != NULL)
+	{
+		char	   *end;
+		long		bits;
+
+		if (slash[1] < '0' || slash[1] > '9')
+			return false;
+		bits = strtol(slash + 1, &end, 10);
+		if (*end != '\0' || bits < 0 || bits > max_bits)
+			return false;
+		net->bits = (int) bits;
+	}
+
+	/* Clear the host bits: "10.1.2.3/8" means 10.0.0.0/8. */
+	for (i = 0; i < max_bits / 8; i++)
+	{
+		int			keep = net->bits - i * 8;
+
+		if (keep <= 0)
+			net->addr[i] = 0;
+		else if (keep < 8)
+			net->addr[i] &= (unsigned char) (0xFF << (8 - keep));
+	}
+	return true;
+}
+
+/*
+ * parse_networks
+ *		Parse a comma-separated list of networks into a palloc'd array.
+ *		Returns false, with *bad pointing to the first bad item, if an item
+ *		is not a network.
+ */
+static bool
+parse_networks(const char *value, DenyNetwork **nets, int *count, char **bad)
+{
+	char	   *raw = pstrdup(value != NULL ? value : "");
+	List	   *items;
+	ListCell   *lc;
+	int			n = 0;
+
+	*nets = NULL;
+	*count = 0;
+	*bad = NULL;
+	if (!SplitGUCList(raw, ',', &items))
+	{
+		*bad = pstrdup(value);
+		return false;
+	}
+	if (items == NIL)
+		return true;
+
+	*nets = palloc0(sizeof(DenyNetwork) * list_length(items));
+	foreach(lc, items)
+	{
+		char	   *item = lfirst(lc);
+
+		if (item[0] == '\0')
+			continue;
+		if (!parse_network(item, &(*nets)[n]))
+		{
+			*bad = pstrdup(item);
+			return false;
+		}
+		n++;
+	}
+	*count = n;
+	return true;
+}
+
+/*
+ * HttpGuardCheckDenyNetworks
+ *		GUC check hook: every item must be an IPv4 or IPv6 network.
+ */
+bool
+HttpGuardCheckDenyNetworks(char **newval, void **extra, GucSource source)
+{
+	DenyNetwork *nets;
+	int			count;
+	char	   *bad;
+
+	if (!parse_networks(*newval, &nets, &count, &bad))
+	{
+		GUC_check_errdetail("\"%s\" is not an IPv4 or IPv6 network (such as 169.254.0.0/16 or fe80::/10).",
+							bad);
+		return false;
+	}
+	return true;
+}
+
+/*
+ * HttpGuardRefresh
+ *		Re-parse the setting if it changed; see http.h.
+ */
+bool
+HttpGuardRefresh(void)
+{
+	const char *value = OutboxHttpDenyNetworks != NULL ? OutboxHttpDenyNetworks : "";
+	MemoryContext old;
+	DenyNetwork *nets;
+	int			count;
+	char	   *bad;
+
+	if (deny_source != NULL && strcmp(deny_source, value) == 0)
+		return false;
+
+	old = MemoryContextSwitchTo(TopMemoryContext);
+	if (deny_source != NULL)
+		pfree(deny_source);
+	if (deny_list != NULL)
+		pfree(deny_list);
+	deny_source = pstrdup(value);
+	if (parse_networks(value, &nets, &count, &bad))
+	{
+		deny_list = nets;
+		deny_count = count;
+		deny_invalid = false;
+	}
+	else
+	{
+		deny_list = NULL;
+		deny_count = 0;
+		deny_invalid = true;
+		ereport(WARNING,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("outbox_saga.http_deny_networks is invalid: every HTTP destination is refused"),
+				 errdetail("\"%s\" is not an IPv4 or IPv6 network.", bad),
+				 errhint("Fix the setting and reload the configuration.")));
+		pfree(bad);
+	}
+	MemoryContextSwitchTo(old);
+	return true;
+}
+
+/*
+ * prefix_matches
+ *		Whether the first 'bits' bits of 'a' and 'b' are equal.
+ */
+static bool
+prefix_matches(const unsigned char *a, const unsigned char *b, int bits)
+{
+	int			whole = bits / 8;
+	int			rest = bits % 8;
+
+	if (memcmp(a, b, whole) != 0)
+		return false;
+	if (rest == 0)
+		return true;
+	return ((a[whole] ^ b[whole]) & (unsigned char) (0xFF << (8 - rest))) == 0;
+}
+
+/*
+ * address_denied
+ *		Whether an address of 'family' (4 or 16 bytes at 'addr') is in the
+ *		deny list.  No allocation, no error: runs inside libcurl.
+ */
+static bool
+address_denied(int family, const unsigned char *addr)
+{
+	static const unsigned char v4_mapped[12] =
+	{0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xFF, 0xFF};
+	int			i;
+
+	if (deny_invalid)
+		return true;
+	for (i = 0; i < deny_count; i++)
+	{
+		const DenyNetwork *net = &deny_list[i];
+
+		if (net->family == family &&
+			prefix_matches(addr, net->addr, net->bits))
+			return true;
+		/* ::ffff:a.b.c.d is a.b.c.d */
+		if (family == AF_INET6 && net->family == AF_INET &&
+			memcmp(addr, v4_mapped, sizeof(v4_mapped)) == 0 &&
+			prefix_matches(addr + 12, net->addr, net->bits))
+			return true;
+	}
+	return false;
+}
+
+/* ------------------------------------------------------------------------
+ * URLs
+ * ------------------------------------------------------------------------
+ */
+
+/*
+ * url_error
+ *		Error: the "url" key is unusable because of 'detail'.
+ */
+static void url_error(const char *detail) pg_attribute_noreturn();
+
+static void
+url_error(const char *detail)
+{
+	ereport(ERROR,
+			(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+			 errmsg("configuration key \"url\" is not a valid webhook URL"),
+			 errdetail("%s", detail),
+			 errhint("Use an absolute http:// or https:// URL such as \"https://example.com/webhooks\".")));
+}
+
+/*
+ * has_part
+ *		Whether URL handle 'u' has a non-empty 'part'.
+ */
+static bool
+has_part(CURLU *u, CURLUPart part, char **value)
+{
+	char	   *v = NULL;
+
+	if (curl_url_get(u, part, &v, 0) != CURLUE_OK || v == NULL)
+		return false;
+	if (v[0] == '\0')
+	{
+		curl_free(v);
+		return false;
+	}
+	if (value != NULL)
+		*value = v;
+	else
+		curl_free(v);
+	return true;
+}
+
+/*
+ * HttpGuardCheckUrl
+ *		See http.h.
+ */
+void
+HttpGuardCheckUrl(const char *url)
+{
+	size_t		len = strlen(url);
+	size_t		i;
+	CURLU	   *u;
+	CURLUcode	rc;
+	char	   *host = NULL;
+	char	   *scheme = NULL;
+	unsigned char addr[16];
+	char		hostbuf[INET6_ADDRSTRLEN + 2];
+	int			family = 0;
+
+	if (len == 0)
+		url_error("The URL is empty.");
+	if (len > HTTP_MAX_URL_BYTES)
+		url_error(psprintf("The URL is longer than %d bytes.", HTTP_MAX_URL_BYTES));
+	for (i = 0; i < len; i++)
+	{
+		unsigned char c = (unsigned char) url[i];
+
+		if (c <= 0x20 || c == 0x7F)
+			url_error("The URL contains whitespace or a control character.");
+		if (c == '\\')
+			url_error("The URL contains a backslash.");
+	}
+	if (pg_strncasecmp(url, "http://", 7) != 0 &&
+		pg_strncasecmp(url, "https://", 8) != 0)
+		url_error("Only http:// and https:// URLs are accepted.");
+
+	u = curl_url();
+	if (u == NULL)
+		elog(ERROR, "outbox_saga: out of memory in libcurl");
+	rc = curl_url_set(u, CURLUPART_URL, url, 0);
+	if (rc != CURLUE_OK)
+	{
+		char	   *detail = psprintf("libcurl cannot parse it: %s.",
+									  curl_url_strerror(rc));
+
+		curl_url_cleanup(u);
+		url_error(detail);
+	}
+	if (!has_part(u, CURLUPART_SCHEME, &scheme) ||
+		(pg_strcasecmp(scheme, "http") != 0 && pg_strcasecmp(scheme, "https") != 0))
+	{
+		if (scheme != NULL)
+			curl_free(scheme);
+		curl_url_cleanup(u);
+		url_error("Only http:// and https:// URLs are accepted.");
+	}
+	curl_free(scheme);
+	if (has_part(u, CURLUPART_USER, NULL) ||
+		has_part(u, CURLUPART_PASSWORD, NULL) ||
+		has_part(u, CURLUPART_OPTIONS, NULL))
+	{
+		curl_url_cleanup(u);
+		url_error("The URL contains a user name or password (\"user:password@\"); put credentials in the \"headers\" key instead.");
+	}
+	if (!has_part(u, CURLUPART_HOST, &host))
+	{
+		curl_url_cleanup(u);
+		url_error("The URL has no host.");
+	}
+
+	/* A literal address can be checked now; names are checked when used. */
+	if (host[0] == '[')
+	{
+		size_t		hlen = strlen(host);
+
+		if (hlen >= 2 && hlen - 2 < sizeof(hostbuf))
+		{
+			memcpy(hostbuf, host + 1, hlen - 2);
+			hostbuf[hlen - 2] = '\0';
+			if (inet_pton(AF_INET6, hostbuf, addr) == 1)
+				family = AF_INET6;
+		}
+	}
+	else if (inet_pton(AF_INET, host, addr) == 1)
+		family = AF_INET;
+	curl_free(host);
+	curl_url_cleanup(u);
+
+	if (family != 0)
+	{
+		(void) HttpGuardRefresh();
+		if (address_denied(family, addr))
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("configuration key \"url\" names an address in outbox_saga.http_deny_networks"),
+					 errdetail("HTTP destinations may not reach the networks listed in outbox_saga.http_deny_networks."),
+					 errhint("Use another address, or change the setting (superuser).")));
+	}
+}
+
+/* ------------------------------------------------------------------------
+ * Socket callbacks
+ * ------------------------------------------------------------------------
+ */
+
+/*
+ * guard_open_socket
+ *		CURLOPT_OPENSOCKETFUNCTION: refuse denied addresses, account for the
+ *		descriptor, then open the socket as libcurl would.
+ */
+static curl_socket_t
+guard_open_socket(void *clientp, curlsocktype purpose,
+				  struct curl_sockaddr *address)
+{
+	HttpGuardState *state = (HttpGuardState *) clientp;
+	const unsigned char *bytes;
+	int			fd;
+
+	if (purpose != CURLSOCKTYPE_IPCXN)
+		return CURL_SOCKET_BAD;
+
+	if (address->family == AF_INET)
+		bytes = (const unsigned char *) &((struct sockaddr_in *) &address->addr)->sin_addr;
+	else if (address->family == AF_INET6)
+		bytes = (const unsigned char *) &((struct sockaddr_in6 *) &address->addr)->sin6_addr;
+	else
+		return CURL_SOCKET_BAD;
+
+	if (address_denied(address->family, bytes))
+	{
+		state->denied = true;
+		if (inet_ntop(address->family, bytes, state->address,
+					  sizeof(state->address)) == NULL)
+			strlcpy(state->address, "?", sizeof(state->address));
+		return CURL_SOCKET_BAD;
+	}
+
+	if (!AcquireExternalFD())
+	{
+		state->no_fd = true;
+		return CURL_SOCKET_BAD;
+	}
+	fd = socket(address->family, address->socktype | SOCK_CLOEXEC,
+				address->protocol);
+	if (fd < 0)
+	{
+		ReleaseExternalFD();
+		return CURL_SOCKET_BAD;
+	}
+	return fd;
+}
+
+/*
+ * guard_close_socket
+ *		CURLOPT_CLOSESOCKETFUNCTION: the counterpart of guard_open_socket.
+ *		Connections outlive requests in libcurl's cache, so this uses no
+ *		per-request data.
+ */
+static int
+guard_close_socket(void *clientp, curl_socket_t fd)
+{
+	int			rc = close(fd);
+
+	ReleaseExternalFD();
+	return rc;
+}
+
+/*
+ * HttpGuardInstall
+ *		See http.h.
+ */
+void
+HttpGuardInstall(CURL *easy, HttpGuardState *state)
+{
+	memset(state, 0, sizeof(HttpGuardState));
+	curl_easy_setopt(easy, CURLOPT_OPENSOCKETFUNCTION, guard_open_socket);
+	curl_easy_setopt(easy, CURLOPT_OPENSOCKETDATA, state);
+	curl_easy_setopt(easy, CURLOPT_CLOSESOCKETFUNCTION, guard_close_socket);
+	curl_easy_setopt(easy, CURLOPT_CLOSESOCKETDATA, NULL);
+}

@@ -7,8 +7,9 @@
 #              (the baseline, 1.00), with the outbox.capture trigger, with
 #              outbox.emit() in the same transaction, and with a naive
 #              PL/pgSQL trigger writing to_jsonb(NEW) into a hand-written
-#              outbox table (and emit() once more, in one statement); with synchronous_commit=off (the CPU cost) and
-#              =on (durable commits).  See producer.sh.
+#              outbox table (and emit() once more, in one statement); with
+#              synchronous_commit=off (the CPU cost), =on (durable commits),
+#              and off with the dispatcher running.  See producer.sh.
 #   (Later sections: dispatcher drain rate, latency, storage.  A section is
 #   a file NAME.sh here defining section_NAME; add NAME to SECTIONS.)
 #
@@ -31,10 +32,10 @@
 #   cannot run at all does (exit status 1, after the report).
 #
 # SETTINGS (environment)
-#   BENCH_ROUNDS=5 BENCH_SECONDS=8 BENCH_WARMUP=3 BENCH_CLIENTS=2
+#   BENCH_ROUNDS=5 BENCH_SECONDS=6 BENCH_WARMUP=3 BENCH_CLIENTS=2
 #   BENCH_JOBS=2 BENCH_SECTIONS="producer" BENCH_SHARED_BUFFERS=1GB
 #   BENCH_KEEP_LOG=1 (keep the server log in the results directory)
-#   The defaults take about 7 minutes.  Quick look:
+#   The defaults take about 7-8 minutes.  Quick look:
 #     BENCH_ROUNDS=1 BENCH_SECONDS=2 make bench
 #
 # OUTPUT
@@ -48,7 +49,7 @@ BENCH_DIR=$SRC_DIR/test/bench
 . "$BENCH_DIR/lib.sh"
 
 BENCH_ROUNDS=${BENCH_ROUNDS:-5}
-BENCH_SECONDS=${BENCH_SECONDS:-8}
+BENCH_SECONDS=${BENCH_SECONDS:-6}
 BENCH_WARMUP=${BENCH_WARMUP:-3}
 # Two cores: two clients keep both busy (one backend each), pgbench itself
 # mostly waits for the server.  More clients only add context switches

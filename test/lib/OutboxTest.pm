@@ -7,6 +7,8 @@
 #   wait_for_dispatcher(NODE, DB)     pid of DB's dispatcher once it runs
 #   wait_no_dispatcher(NODE, DB)      true once DB has no dispatcher
 #   dispatcher_pid(NODE, DB)          pid of DB's dispatcher now, or ''
+#   wait_until(NODE, DB, SQL, SECONDS) true once SQL returns 't' (like
+#                                     poll_query_until, with a time limit)
 #   wait_for_log_match(NODE, RE, OFFSET, SECONDS)
 #                                     true once the server log after OFFSET
 #                                     matches RE (false on timeout, never dies)
@@ -24,7 +26,7 @@ use Time::HiRes qw(usleep time);
 use Exporter 'import';
 
 our @EXPORT = qw(new_node sqlstate_of dispatcher_pid wait_for_dispatcher
-  wait_no_dispatcher wait_for_log_match);
+  wait_no_dispatcher wait_until wait_for_log_match);
 
 sub new_node
 {
@@ -79,6 +81,22 @@ sub wait_no_dispatcher
 	return $node->poll_query_until('postgres', qq{
 		SELECT count(*) = 0 FROM pg_catalog.pg_stat_activity
 		 WHERE backend_type = 'outbox_saga dispatcher' AND datname = '$db'});
+}
+
+# Wait (at most SECONDS) until SQL in DB returns 't'; true if it did.  For
+# waits whose failure is expected to be a known bug: poll_query_until would
+# spend three minutes on it.
+sub wait_until
+{
+	my ($node, $db, $sql, $seconds) = @_;
+	my $deadline = time() + $seconds;
+	while (1)
+	{
+		my ($ret, $out) = $node->psql($db, $sql);
+		return 1 if $ret == 0 && $out eq 't';
+		return 0 if time() > $deadline;
+		usleep(100_000);
+	}
 }
 
 # Wait (at most SECONDS, default 30) until the server log after OFFSET

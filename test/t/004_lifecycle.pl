@@ -183,6 +183,18 @@ ok($new1 && $new1 ne $pid1, "a terminated dispatcher is replaced ($pid1 -> $new1
 $pid1 = $new1;
 delivers('db1', 'one-after-terminate', 'delivery goes on after pg_terminate_backend');
 
+# --- pg_cancel_backend (SIGINT) of an idle dispatcher: delivery goes on.
+# (Cancelling is meant for a stuck handler; whether the idle dispatcher
+# should survive it is recorded as a TODO.)
+$node->safe_psql('postgres', "SELECT pg_cancel_backend($pid1)");
+delivers('db1', 'one-after-cancel', 'delivery goes on after pg_cancel_backend');
+TODO:
+{
+	local $TODO = 'an idle dispatcher exits on SIGINT ("canceling statement due to user request" outside any transaction)';
+	is(dispatcher_pid($node, 'db1'), $pid1, 'pg_cancel_backend does not end the dispatcher');
+}
+$pid1 = dispatcher_pid($node, 'db1');
+
 # --- SIGHUP: outbox_saga.enabled.
 $node->safe_psql('postgres', 'ALTER SYSTEM SET outbox_saga.enabled = off');
 $node->safe_psql('postgres', 'SELECT pg_reload_conf()');
@@ -232,9 +244,14 @@ ok(wait_for_log_match($node,
 		$log_offset),
 	'version mismatch: the dispatcher logs that it is waiting and why');
 emit('db1', 'one-mismatch');
-my $idle = $node->safe_psql('db1', q{SELECT outbox.wait_idle('5 seconds')});
-note("wait_idle during a version mismatch returned '$idle'");
+my $idle = $node->safe_psql('db1', q{SELECT outbox.wait_idle('2 seconds')});
 is(got('db1', 'one-mismatch'), 0, 'version mismatch: nothing is delivered');
+TODO:
+{
+	local $TODO = 'wait_idle and outbox.stats do not know about a version mismatch';
+	is($idle, 'f', 'wait_idle does not report idle while an event waits for the version to match');
+	like(last_error('db1'), qr/version/, 'outbox.stats.last_error says that dispatch waits for the extension version');
+}
 is(dispatcher_pid($node, 'db1'), $pid1, 'the dispatcher waits, it does not exit');
 $log_offset = -s $node->logfile;
 $node->safe_psql('db1',
@@ -282,10 +299,47 @@ ok($node->poll_query_until('db1',
 delivers('db1', 'one-after-recreate', 'and new events too');
 is(dispatcher_pid($node, 'db1'), $pid1, 'still the same dispatcher');
 
-# --- The launcher terminated: the postmaster restarts it, it takes over
-# the dispatchers, delivery goes on.
+# --- A handler that runs past the destination's timeout is cancelled.
+$node->safe_psql('db1', q{
+	CREATE FUNCTION public.slow(e outbox.events) RETURNS void LANGUAGE plpgsql AS $$
+	BEGIN
+		PERFORM pg_sleep(60);
+	END $$;
+	SELECT outbox.create_destination('slow', 'function',
+		'{"function": "public.slow", "timeout": "200 milliseconds", "max_attempts": 1}');
+	SELECT outbox.subscribe('slow', 'slow');
+	SELECT outbox.emit('slow', 'e', '{"tag": "one-slow"}');
+});
+ok(wait_until($node, 'db1', q{
+	SELECT count(*) = 1 FROM outbox.dead_letters
+	 WHERE destination = 'slow' AND last_error LIKE '57014:%'}, 20),
+	'a handler past its timeout is cancelled (57014) and, with max_attempts 1, dead');
+is(dispatcher_pid($node, 'db1'), $pid1, 'the dispatcher survives the timeout (same pid)');
+delivers('db1', 'one-after-timeout', 'and delivers to the other destination');
+
+# --- DROP EXTENSION and CREATE EXTENSION while the launcher is slow: the
+# dispatcher stops when it finds the extension gone, CREATE EXTENSION asks
+# the launcher for a rescan, and the launcher (descheduled meanwhile,
+# simulated with SIGSTOP) handles the rescan and the dispatcher's exit in
+# one round.  The database must get its dispatcher back.
 my $launcher = $node->safe_psql('postgres',
 	q{SELECT pid FROM pg_stat_activity WHERE backend_type = 'outbox_saga launcher'});
+ok(wait_for_dispatcher($node, 'db2r'), 'db2r is served');
+kill('STOP', $launcher);
+my $resumed = 0;
+END { kill('CONT', $launcher) if $launcher && !$resumed; }
+$node->safe_psql('db2r', 'DROP EXTENSION outbox_saga CASCADE; DROP TABLE public.got, public.switch');
+ok(wait_no_dispatcher($node, 'db2r'), 'DROP EXTENSION: the dispatcher of db2r stops');
+setup_db('db2r');
+kill('CONT', $launcher);
+$resumed = 1;
+ok(wait_until($node, 'postgres', q{
+	SELECT count(*) = 1 FROM pg_stat_activity
+	 WHERE backend_type = 'outbox_saga dispatcher' AND datname = 'db2r'}, 15),
+	'CREATE EXTENSION while the launcher was busy: db2r gets its dispatcher back');
+
+# --- The launcher terminated: the postmaster restarts it, it takes over
+# the dispatchers, delivery goes on.
 $node->safe_psql('postgres', "SELECT pg_terminate_backend($launcher)");
 ok($node->poll_query_until('postgres', qq{
 	SELECT count(*) = 1 FROM pg_stat_activity

@@ -61,7 +61,8 @@ as('alice', q{
 	END $$;
 	SELECT outbox.create_destination('alice_dest', 'function',
 		'{"function": "app.handler", "max_attempts": 1}');
-	SELECT outbox.subscribe('alice_dest');
+	SELECT outbox.subscribe('alice_dest', 'greetings');
+	SELECT outbox.subscribe('alice_dest', 'spy');
 });
 is($node->safe_psql('postgres',
 		q{SELECT owner FROM outbox.destinations WHERE name = 'alice_dest'}),
@@ -127,7 +128,7 @@ is($node->safe_psql('postgres', q{SELECT count(*) FROM app.received WHERE secret
 
 # Bob may not touch alice's destinations.
 my $sub_id = $node->safe_psql('postgres',
-	q{SELECT id FROM outbox.subscriptions WHERE destination = 'alice_dest'});
+	q{SELECT id FROM outbox.subscriptions WHERE destination = 'alice_dest' AND topic = 'spy'});
 my %attempts = (
 	'alter_destination' => q{SELECT outbox.alter_destination('alice_dest', '{"max_attempts": 5}')},
 	'drop_destination' => q{SELECT outbox.drop_destination('alice_dest')},
@@ -157,7 +158,7 @@ is($node->safe_psql('postgres', q{
 	       || (SELECT count(*) FROM outbox.subscriptions s WHERE s.destination = d.name) || '|'
 	       || (SELECT count(*) FROM outbox.dead_letters l WHERE l.destination = d.name)
 	  FROM outbox.destinations d WHERE d.name = 'alice_dest'}),
-	'false|1|1|1', "alice's destination is unchanged after bob's attempts");
+	'false|1|2|1', "alice's destination is unchanged after bob's attempts");
 
 # Bob may not aim a destination of his own at a function in alice's schema,
 # which he may not use.

@@ -1,0 +1,100 @@
+/*-------------------------------------------------------------------------
+ *
+ * http.h
+ *		What the three files of the "http" destination kind share:
+ *		http.c (config, requests, the libcurl multi loop), http_sign.c
+ *		(Standard Webhooks signatures) and http_guard.c (which URLs and
+ *		addresses may be reached).
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef OUTBOX_SAGA_SINK_HTTP_H
+#define OUTBOX_SAGA_SINK_HTTP_H
+
+#include <curl/curl.h>
+
+#include "lib/stringinfo.h"
+#include "utils/guc.h"
+
+/* ------------------------------------------------------------------------
+ * http_sign.c
+ * ------------------------------------------------------------------------
+ */
+
+/* A webhook signing key: the bytes after "whsec_", base64-decoded. */
+typedef struct HttpSecret
+{
+	int			len;
+	unsigned char *key;
+} HttpSecret;
+
+/* Bounds of a decoded key, in bytes. */
+#define HTTP_SECRET_MIN_BYTES	16
+#define HTTP_SECRET_MAX_BYTES	1024
+
+/*
+ * Decode a secret given as "whsec_<base64>" ('len' bytes at 'text', not
+ * necessarily terminated) into *out, allocated in 'cxt'.  Returns NULL on
+ * success, else why it is unusable (a constant string that never quotes
+ * the secret).
+ */
+extern const char *HttpSignDecodeSecret(const char *text, int len,
+										MemoryContext cxt, HttpSecret *out);
+
+/* Overwrite and free a key decoded by HttpSignDecodeSecret. */
+extern void HttpSignFreeSecret(HttpSecret *secret);
+
+/*
+ * Append the value of a webhook-signature header to 'out': "v1,<base64>"
+ * per secret, separated by spaces, each the HMAC-SHA256 of
+ * "<msg_id>.<timestamp>.<body>" under that secret.
+ */
+extern void HttpSignPayload(const HttpSecret *secrets, int nsecrets,
+							const char *msg_id, int64 timestamp,
+							const char *body, size_t body_len, StringInfo out);
+
+/* ------------------------------------------------------------------------
+ * http_guard.c
+ * ------------------------------------------------------------------------
+ */
+
+/* Longest URL a destination may have, in bytes. */
+#define HTTP_MAX_URL_BYTES		4096
+
+/*
+ * What the socket callback found out about one request's connection
+ * attempts (CURLOPT_OPENSOCKETDATA points to one).
+ */
+typedef struct HttpGuardState
+{
+	bool		denied;			/* an address was refused */
+	bool		no_fd;			/* PostgreSQL's descriptor budget was
+								 * exhausted */
+	char		address[64];	/* the last refused address, as text */
+} HttpGuardState;
+
+/*
+ * Check a destination URL for create/alter_destination: an absolute
+ * http:// or https:// URL with a host, no user name or password, no
+ * whitespace or control characters, at most HTTP_MAX_URL_BYTES, and - if
+ * its host is an IP address - not in outbox_saga.http_deny_networks.
+ * Raises an error (22023) that never quotes the URL.
+ */
+extern void HttpGuardCheckUrl(const char *url);
+
+/*
+ * Bring the parsed copy of outbox_saga.http_deny_networks up to date
+ * (call before a batch, outside any curl callback).  Returns true if the
+ * list changed since the last call (existing connections were made under
+ * other rules).  An unparsable setting denies every address.
+ */
+extern bool HttpGuardRefresh(void);
+
+/* The GUC check hook of outbox_saga.http_deny_networks. */
+extern bool HttpGuardCheckDenyNetworks(char **newval, void **extra,
+									   GucSource source);
+
+/* Install the socket callbacks on an easy handle; 'state' gets the news. */
+extern void HttpGuardInstall(CURL *easy, HttpGuardState *state);
+
+#endif							/* OUTBOX_SAGA_SINK_HTTP_H */
