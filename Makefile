@@ -31,6 +31,7 @@ OBJS = \
 	src/launcher.o \
 	src/dispatcher.o \
 	src/delivery.o \
+	src/logscan.o \
 	src/housekeeping.o \
 	src/utility_hook.o \
 	src/destination.o \

@@ -48,7 +48,9 @@
 #include "common/pg_prng.h"
 #include "executor/spi.h"
 #include "miscadmin.h"
+#include "utils/array.h"
 #include "utils/builtins.h"
+#include "utils/fmgrprotos.h"
 #include "utils/guc.h"
 #include "utils/hsearch.h"
 #include "utils/lsyscache.h"
@@ -63,6 +65,7 @@
 #include "dispatcher.h"
 #include "eventlog.h"
 #include "guc.h"
+#include "logscan.h"
 #include "sink.h"
 
 #define FAILURES_BEFORE_BACKOFF	3
@@ -75,8 +78,8 @@ enum
 	Q_LOCK_DEST,
 	Q_LATEST_TICK,
 	Q_TICK_SNAPSHOT,
-	Q_WINDOW_START,
-	Q_PAGE,
+	Q_MAX_ID,
+	Q_SUBSCRIPTIONS,
 	Q_BLOCKED,
 	Q_DUE_RETRIES,
 	Q_RETRY_DONE,
@@ -106,25 +109,11 @@ static const char *const query_text[Q_COUNT] = {
 	"SELECT max(id) FROM outbox.tick",
 	[Q_TICK_SNAPSHOT] =
 	"SELECT snapshot FROM outbox.tick WHERE id = $1",
-	[Q_WINDOW_START] =
-	"SELECT min(e.id) FROM outbox.events e"
-	" WHERE e.txid >= pg_catalog.pg_snapshot_xmin($1)"
-	"   AND e.txid < pg_catalog.pg_snapshot_xmax($2)"
-	"   AND pg_catalog.pg_visible_in_snapshot(e.txid, $2)"
-	"   AND NOT pg_catalog.pg_visible_in_snapshot(e.txid, $1)",
-	[Q_PAGE] =
-	"SELECT e.id, e.event_id, e.topic, e.aggregate_id, e.event_type, e.payload,"
-	"       e.headers, e.created_at, e.deliver_after, e.txid"
-	"  FROM outbox.events e"
-	" WHERE e.id > $3"
-	"   AND pg_catalog.pg_visible_in_snapshot(e.txid, $2)"
-	"   AND NOT pg_catalog.pg_visible_in_snapshot(e.txid, $1)"
-	"   AND EXISTS (SELECT 1 FROM outbox.subscription s"
-	"                WHERE s.destination_id = $4"
-	"                  AND (s.topic = '*' OR s.topic = e.topic)"
-	"                  AND (s.event_types IS NULL OR e.event_type = ANY (s.event_types))"
-	"                  AND NOT pg_catalog.pg_visible_in_snapshot(e.txid, s.since))"
-	" ORDER BY e.id LIMIT $5",
+	[Q_MAX_ID] =
+	"SELECT last_value FROM outbox.events_id_seq",
+	[Q_SUBSCRIPTIONS] =
+	"SELECT topic, event_types, since FROM outbox.subscription"
+	" WHERE destination_id = $1",
 	[Q_BLOCKED] =
 	"SELECT DISTINCT aggregate_id FROM outbox.delivery_retry"
 	" WHERE destination_id = $1 AND aggregate_id IS NOT NULL",
@@ -179,8 +168,8 @@ static const Oid query_types[Q_COUNT][16] = {
 	[Q_LOCK_DEST] = {INT4OID},
 	[Q_LATEST_TICK] = {0},
 	[Q_TICK_SNAPSHOT] = {INT8OID},
-	[Q_WINDOW_START] = {PG_SNAPSHOTOID, PG_SNAPSHOTOID},
-	[Q_PAGE] = {PG_SNAPSHOTOID, PG_SNAPSHOTOID, INT8OID, INT4OID, INT4OID},
+	[Q_MAX_ID] = {0},
+	[Q_SUBSCRIPTIONS] = {INT4OID},
 	[Q_BLOCKED] = {INT4OID},
 	[Q_DUE_RETRIES] = {INT4OID, BOOLOID, INT4OID},
 	[Q_RETRY_DONE] = {INT4OID, INT8OID},
@@ -267,6 +256,41 @@ events_tupdesc(void)
 }
 
 /*
+ * read_event_values
+ *		Fill 'ev' from the EVENT_COLUMNS values of an outbox.events row (in
+ *		column order), copying into the current memory context.
+ */
+static void
+read_event_values(Batch *b, Datum *values, bool *nulls, DispatchEvent *ev)
+{
+	Datum		row[EVENT_COLUMNS];
+
+	ev->id = DatumGetInt64(values[0]);
+	memcpy(&ev->event_id, DatumGetUUIDP(values[1]), sizeof(pg_uuid_t));
+	ev->topic = DatumGetTextPCopy(values[2]);
+	ev->aggregate_id = nulls[3] ? NULL : DatumGetTextPCopy(values[3]);
+	ev->event_type = DatumGetTextPCopy(values[4]);
+	ev->payload = DatumGetJsonbPCopy(values[5]);
+	ev->headers = DatumGetJsonbPCopy(values[6]);
+	ev->created_at = DatumGetTimestampTz(values[7]);
+	ev->has_deliver_after = !nulls[8];
+	ev->deliver_after = nulls[8] ? 0 : DatumGetTimestampTz(values[8]);
+	ev->txid = DatumGetUInt64(values[9]);
+	ev->attempts = 0;
+
+	/* The composite outbox.events value handlers receive. */
+	memcpy(row, values, sizeof(row));
+	row[1] = UUIDPGetDatum(&ev->event_id);
+	row[2] = PointerGetDatum(ev->topic);
+	row[3] = PointerGetDatum(ev->aggregate_id);
+	row[4] = PointerGetDatum(ev->event_type);
+	row[5] = JsonbPGetDatum(ev->payload);
+	row[6] = JsonbPGetDatum(ev->headers);
+	ev->row = heap_copy_tuple_as_datum(heap_form_tuple(b->events_desc, row, nulls),
+									   b->events_desc);
+}
+
+/*
  * read_event
  *		Fill 'ev' from row 'i' of the last SPI result, whose first
  *		EVENT_COLUMNS columns are those of outbox.events in order (and, for
@@ -283,35 +307,13 @@ read_event(Batch *b, uint64 i, DispatchEvent *ev, bool with_attempts)
 
 	for (c = 0; c < EVENT_COLUMNS; c++)
 		values[c] = SPI_getbinval(tup, desc, c + 1, &nulls[c]);
-
-	ev->id = DatumGetInt64(values[0]);
-	memcpy(&ev->event_id, DatumGetUUIDP(values[1]), sizeof(pg_uuid_t));
-	ev->topic = DatumGetTextPCopy(values[2]);
-	ev->aggregate_id = nulls[3] ? NULL : DatumGetTextPCopy(values[3]);
-	ev->event_type = DatumGetTextPCopy(values[4]);
-	ev->payload = DatumGetJsonbPCopy(values[5]);
-	ev->headers = DatumGetJsonbPCopy(values[6]);
-	ev->created_at = DatumGetTimestampTz(values[7]);
-	ev->has_deliver_after = !nulls[8];
-	ev->deliver_after = nulls[8] ? 0 : DatumGetTimestampTz(values[8]);
-	ev->txid = DatumGetUInt64(values[9]);
-	ev->attempts = 0;
+	read_event_values(b, values, nulls, ev);
 	if (with_attempts)
 	{
 		bool		isnull;
 
 		ev->attempts = DatumGetInt32(SPI_getbinval(tup, desc, EVENT_COLUMNS + 1, &isnull));
 	}
-
-	/* The composite outbox.events value handlers receive. */
-	values[2] = PointerGetDatum(ev->topic);
-	values[3] = PointerGetDatum(ev->aggregate_id);
-	values[4] = PointerGetDatum(ev->event_type);
-	values[5] = JsonbPGetDatum(ev->payload);
-	values[6] = JsonbPGetDatum(ev->headers);
-	values[1] = UUIDPGetDatum(&ev->event_id);
-	ev->row = heap_copy_tuple_as_datum(heap_form_tuple(b->events_desc, values, nulls),
-									   b->events_desc);
 }
 
 /*
@@ -426,7 +428,9 @@ load_blocked(Batch *b)
  * DeliveryCallAs
  *		Run fn(arg) in a subtransaction as 'role', with
  *		SECURITY_RESTRICTED_OPERATION, search_path = pg_catalog, pg_temp and
- *		a statement timeout of 'timeout_ms' (0: none).  Returns true if it
+ *		a statement timeout of 'timeout_ms' (0: none).  Every setting it
+ *		changes, even with SET SESSION / set_config(..., false), is undone
+ *		when it returns.  Returns true if it
  *		returned; if it raised an error, rolls the subtransaction back and
  *		returns false with *error = "SQLSTATE: message" (in the caller's
  *		memory context).  The caller's transaction, resource owner, memory
@@ -463,7 +467,14 @@ DeliveryCallAs(Oid role, int64 timeout_ms, void (*fn) (void *), void *arg,
 		fn(arg);
 
 		disable_timeout(STATEMENT_TIMEOUT, false);
-		AtEOXact_GUC(true, nestlevel);
+
+		/*
+		 * Undo every setting the call changed, session-level ones included
+		 * (as if it had failed): a handler must not leave, say, a
+		 * search_path behind for the dispatcher's own statements, which run
+		 * as superuser.
+		 */
+		AtEOXact_GUC(false, nestlevel);
 		SetUserIdAndSecContext(save_userid, save_sec);
 		ReleaseCurrentSubTransaction();
 		MemoryContextSwitchTo(cxt);
@@ -665,6 +676,150 @@ lane_of(Batch *b, HTAB *lanes, text *aggregate_id)
 	return entry->lane;
 }
 
+/* One subscription of the destination, for the filter of a page. */
+typedef struct Subscription
+{
+	text	   *topic;			/* NULL: every topic */
+	int			ntypes;			/* 0: every type */
+	text	  **types;
+	Datum		since;			/* pg_snapshot */
+} Subscription;
+
+/* What accept_event needs while a page of the window is read. */
+typedef struct PageState
+{
+	Batch	   *b;
+	MemoryContext cxt;
+	HTAB	   *lanes;
+	TimestampTz now;
+	List	   *items;
+	int			nsubs;
+	Subscription *subs;
+} PageState;
+
+/*
+ * load_subscriptions
+ *		The destination's subscriptions, into page->subs.
+ */
+static void
+load_subscriptions(Batch *b, PageState *page)
+{
+	Datum		values[1];
+	uint64		i;
+
+	values[0] = Int32GetDatum(b->dest->id);
+	run_plan(Q_SUBSCRIPTIONS, values, NULL, SPI_OK_SELECT);
+	page->nsubs = (int) SPI_processed;
+	page->subs = palloc0(sizeof(Subscription) * (SPI_processed + 1));
+	for (i = 0; i < SPI_processed; i++)
+	{
+		HeapTuple	tup = SPI_tuptable->vals[i];
+		TupleDesc	desc = SPI_tuptable->tupdesc;
+		Subscription *sub = &page->subs[i];
+		bool		isnull;
+		Datum		d;
+
+		d = SPI_getbinval(tup, desc, 1, &isnull);
+		sub->topic = DatumGetTextPCopy(d);
+		if (VARSIZE_ANY_EXHDR(sub->topic) == 1 && *VARDATA_ANY(sub->topic) == '*')
+			sub->topic = NULL;
+		d = SPI_getbinval(tup, desc, 2, &isnull);
+		if (!isnull)
+		{
+			Datum	   *elems;
+			bool	   *elemnulls;
+			int			k;
+
+			deconstruct_array(DatumGetArrayTypePCopy(d), TEXTOID, -1, false,
+							  TYPALIGN_INT, &elems, &elemnulls, &sub->ntypes);
+			sub->types = palloc(sizeof(text *) * (sub->ntypes + 1));
+			for (k = 0; k < sub->ntypes; k++)
+				sub->types[k] = DatumGetTextPP(elems[k]);
+		}
+		d = SPI_getbinval(tup, desc, 3, &isnull);
+		sub->since = PointerGetDatum(PG_DETOAST_DATUM_COPY(d));
+	}
+}
+
+static bool
+text_equal(text *a, Datum b)
+{
+	text	   *bt = DatumGetTextPP(b);
+
+	return VARSIZE_ANY_EXHDR(a) == VARSIZE_ANY_EXHDR(bt) &&
+		memcmp(VARDATA_ANY(a), VARDATA_ANY(bt), VARSIZE_ANY_EXHDR(a)) == 0;
+}
+
+/*
+ * subscribed
+ *		Whether an event (outbox.events values) matches a subscription.
+ */
+static bool
+subscribed(PageState *page, Datum *values)
+{
+	int			i;
+
+	for (i = 0; i < page->nsubs; i++)
+	{
+		Subscription *sub = &page->subs[i];
+
+		if (sub->topic != NULL && !text_equal(sub->topic, values[2]))
+			continue;
+		if (sub->ntypes > 0)
+		{
+			int			k;
+
+			for (k = 0; k < sub->ntypes; k++)
+				if (text_equal(sub->types[k], values[4]))
+					break;
+			if (k == sub->ntypes)
+				continue;
+		}
+		if (DatumGetBool(DirectFunctionCall2(pg_visible_in_snapshot, values[9],
+											 sub->since)))
+			continue;
+		return true;
+	}
+	return false;
+}
+
+/*
+ * accept_event
+ *		LogWindowPage's callback: a subscribed event becomes an item.
+ */
+static bool
+accept_event(Datum *values, bool *nulls, void *arg)
+{
+	PageState  *page = arg;
+	Batch	   *b = page->b;
+	MemoryContext old;
+	BatchItem  *item;
+
+	if (!subscribed(page, values))
+		return false;
+
+	old = MemoryContextSwitchTo(page->cxt);
+	item = palloc0(sizeof(BatchItem));
+	read_event_values(b, values, nulls, &item->ev);
+	item->source = FROM_WINDOW;
+	item->lane = -1;
+	if (is_blocked(b, item->ev.aggregate_id))
+		item->action = ACT_HELD;
+	else if (item->ev.has_deliver_after && item->ev.deliver_after > page->now)
+	{
+		item->action = ACT_DELAYED;
+		block(b, item->ev.aggregate_id);
+	}
+	else
+	{
+		item->action = ACT_SEND;
+		item->lane = lane_of(b, page->lanes, item->ev.aggregate_id);
+	}
+	page->items = lappend(page->items, item);
+	MemoryContextSwitchTo(old);
+	return true;
+}
+
 /*
  * collect
  *		Phase 1: the due retry rows, then the next page of the window, as
@@ -687,6 +842,10 @@ collect(Batch *b, Position *pos, int limit, MemoryContext cxt, bool *window_done
 	Datum		to_snap;
 	bool		found;
 	TimestampTz now = GetCurrentTransactionStartTimestamp();
+	LogWindow	window;
+	PageState	page;
+	int64		max_id;
+	int64		last_seen;
 
 	ctl.keysize = sizeof(BlockedKey);
 	ctl.entrysize = sizeof(BlockedKey) + sizeof(int);
@@ -740,47 +899,28 @@ collect(Batch *b, Position *pos, int limit, MemoryContext cxt, bool *window_done
 	}
 	to_snap = tick_snapshot(pos->tick_to, &found);
 
+	window.from_snap = from_snap;
+	window.to_snap = to_snap;
 	if (pos->last_id == 0)
 	{
-		values[0] = from_snap;
-		values[1] = to_snap;
-		run_plan(Q_WINDOW_START, values, NULL, SPI_OK_SELECT);
-		pos->last_id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
-												   SPI_tuptable->tupdesc, 1, &isnull));
-		pos->last_id = isnull ? PG_INT64_MAX : pos->last_id - 1;
+		int64		first = LogWindowFirstId(&window);
+
+		pos->last_id = (first == 0) ? PG_INT64_MAX : first - 1;
 	}
 
-	values[0] = from_snap;
-	values[1] = to_snap;
-	values[2] = Int64GetDatum(pos->last_id);
-	values[3] = Int32GetDatum(b->dest->id);
-	values[4] = Int32GetDatum(limit);
-	run_plan(Q_PAGE, values, NULL, SPI_OK_SELECT);
-	n = SPI_processed;
+	run_plan(Q_MAX_ID, NULL, NULL, SPI_OK_SELECT);
+	max_id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc,
+										 1, &isnull));
+	load_subscriptions(b, &page);
+	page.b = b;
+	page.cxt = cxt;
+	page.lanes = lanes;
+	page.now = now;
+	page.items = items;
+	n = LogWindowPage(&window, pos->last_id, max_id, limit, accept_event, &page,
+					  &last_seen);
 	*window_done = (n < (uint64) limit);
-	for (i = 0; i < n; i++)
-	{
-		MemoryContext old = MemoryContextSwitchTo(cxt);
-		BatchItem  *item = palloc0(sizeof(BatchItem));
-
-		read_event(b, i, &item->ev, false);
-		item->source = FROM_WINDOW;
-		item->lane = -1;
-		if (is_blocked(b, item->ev.aggregate_id))
-			item->action = ACT_HELD;
-		else if (item->ev.has_deliver_after && item->ev.deliver_after > now)
-		{
-			item->action = ACT_DELAYED;
-			block(b, item->ev.aggregate_id);
-		}
-		else
-		{
-			item->action = ACT_SEND;
-			item->lane = lane_of(b, lanes, item->ev.aggregate_id);
-		}
-		items = lappend(items, item);
-		MemoryContextSwitchTo(old);
-	}
+	items = page.items;
 	return items;
 }
 

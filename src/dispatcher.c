@@ -34,6 +34,13 @@
  *	tables, so a crash anywhere loses nothing (G3): a batch whose
  *	transaction did not commit is delivered again.
  *
+ * COMMITS are asynchronous (synchronous_commit = off in this process): a
+ *	batch's record and, for function destinations, the handler's writes
+ *	are one transaction, so a crash that loses the commit loses both, and
+ *	the batch is delivered again (G3, G5 hold); a notification or network
+ *	delivery whose record is lost is repeated (at least once).  Waiting
+ *	for WAL flushes would only add to delivery latency.
+ *
  * SIGNALS: SIGHUP reloads the settings, SIGTERM ends the process at the
  *	next CHECK_FOR_INTERRUPTS (die), also in the middle of a handler.
  *
@@ -51,9 +58,11 @@
 #include "postmaster/interrupt.h"
 #include "storage/ipc.h"
 #include "storage/latch.h"
+#include "storage/lock.h"
 #include "storage/proc.h"
 #include "tcop/tcopprot.h"
 #include "utils/builtins.h"
+#include "utils/guc.h"
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
@@ -63,6 +72,7 @@
 #include "guc.h"
 #include "saga.h"
 #include "shmem.h"
+#include "sink.h"
 
 #define HOUSEKEEPING_MS			5000
 /*
@@ -82,6 +92,8 @@ typedef enum ExtensionState
 	EXTENSION_MISSING,
 	EXTENSION_OTHER_VERSION,
 } ExtensionState;
+
+static bool take_dispatcher_lock(void);
 
 static DispatcherSlot *my_slot = NULL;
 static char my_database[NAMEDATALEN];
@@ -255,6 +267,25 @@ record_batch_error(DestinationConfig *dest, const char *message)
 }
 
 /*
+ * drop_handler_session_locks
+ *		Session-level advisory locks a handler took stay with this session
+ *		after its transaction; release every one and take the dispatcher's
+ *		own lock again.
+ */
+static void
+drop_handler_session_locks(void)
+{
+	LockReleaseSession(USER_LOCKMETHOD);
+	if (!take_dispatcher_lock())
+	{
+		ereport(LOG,
+				(errmsg("outbox_saga dispatcher exits: another dispatcher serves database \"%s\"",
+						my_database)));
+		proc_exit(0);
+	}
+}
+
+/*
  * run_destination
  *		Up to BATCHES_PER_PASS batches for one destination.  Returns whether
  *		it has more ready work; adds to *delivered.
@@ -291,6 +322,9 @@ run_destination(DestinationConfig *dest, int64 *activity)
 		}
 		PG_END_TRY();
 		*activity += result.delivered + result.failed;
+		if (result.delivered + result.failed > 0 &&
+			SinkLookup(dest->kind, false)->deliver != NULL)
+			drop_handler_session_locks();
 		if (!result.more)
 			break;
 		CHECK_FOR_INTERRUPTS();
@@ -475,7 +509,9 @@ OutboxDispatcherMain(Datum main_arg)
 	before_shmem_exit(dispatcher_detach, (Datum) 0);
 
 	BackgroundWorkerInitializeConnectionByOid(dboid, InvalidOid, 0);
-	pgstat_report_appname("outbox_saga dispatcher");
+	SetConfigOption("application_name", "outbox_saga dispatcher", PGC_SUSET, PGC_S_OVERRIDE);
+	SetConfigOption("synchronous_commit", "off", PGC_SUSET, PGC_S_OVERRIDE);
+	SetConfigOption("search_path", "pg_catalog, pg_temp", PGC_SUSET, PGC_S_OVERRIDE);
 
 	if (!take_dispatcher_lock())
 	{

@@ -45,6 +45,7 @@
 #include "storage/latch.h"
 #include "storage/proc.h"
 #include "tcop/tcopprot.h"
+#include "utils/guc.h"
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
@@ -69,12 +70,14 @@ typedef struct LauncherSlot
 {
 	BackgroundWorkerHandle *handle; /* NULL: not started by us */
 	TimestampTz restart_at;
+	uint32		started_generation; /* rescan generation when started */
 } LauncherSlot;
 
 static LauncherSlot *lslots;
 static Oid *no_extension;		/* databases probed without the extension */
 static int	n_no_extension = 0;
 static bool warned_full = false;
+static uint32 seen_generation = 0;	/* rescan generation handled */
 
 /*
  * LauncherRegister
@@ -211,6 +214,7 @@ start_dispatcher(int i, KnownDatabase *db, TimestampTz now)
 
 	pg_atomic_write_u32(&OutboxShared->slots[i].exit_reason, DISPATCHER_EXIT_UNKNOWN);
 	pg_atomic_write_u32(&OutboxShared->slots[i].version_mismatch, 0);
+	lslots[i].started_generation = pg_atomic_read_u32(&OutboxShared->rescan_generation);
 	old = MemoryContextSwitchTo(TopMemoryContext);
 	ok = RegisterDynamicBackgroundWorker(&bgw, &lslots[i].handle);
 	MemoryContextSwitchTo(old);
@@ -301,13 +305,22 @@ reconcile(List *dbs)
 		{
 			pfree(lslots[i].handle);
 			lslots[i].handle = NULL;
-			if (pg_atomic_read_u32(&slot->exit_reason) == DISPATCHER_EXIT_NO_EXTENSION)
+			/*
+			 * No extension - unless CREATE EXTENSION happened since the probe
+			 * started, which it may have missed: then probe again at once.
+			 */
+			if (pg_atomic_read_u32(&slot->exit_reason) == DISPATCHER_EXIT_NO_EXTENSION &&
+				lslots[i].started_generation ==
+				pg_atomic_read_u32(&OutboxShared->rescan_generation))
 			{
 				no_extension[n_no_extension++] = dboid;
 				pg_atomic_write_u32(&slot->dboid, InvalidOid);
 				continue;
 			}
-			lslots[i].restart_at = TimestampTzPlusMilliseconds(now, RESTART_DELAY_MS);
+			if (pg_atomic_read_u32(&slot->exit_reason) == DISPATCHER_EXIT_NO_EXTENSION)
+				lslots[i].restart_at = now;
+			else
+				lslots[i].restart_at = TimestampTzPlusMilliseconds(now, RESTART_DELAY_MS);
 		}
 	}
 
@@ -384,7 +397,7 @@ OutboxLauncherMain(Datum main_arg)
 	pqsignal(SIGTERM, die);
 	BackgroundWorkerUnblockSignals();
 	BackgroundWorkerInitializeConnection(NULL, NULL, 0);
-	pgstat_report_appname("outbox_saga launcher");
+	SetConfigOption("application_name", "outbox_saga launcher", PGC_SUSET, PGC_S_OVERRIDE);
 
 	if (OutboxShared == NULL)
 		elog(ERROR, "outbox_saga shared memory is not initialized");
@@ -412,8 +425,11 @@ OutboxLauncherMain(Datum main_arg)
 			ConfigReloadPending = false;
 			ProcessConfigFile(PGC_SIGHUP);
 		}
-		if (pg_atomic_exchange_u32(&OutboxShared->rescan_requested, 0) != 0)
+		if (pg_atomic_read_u32(&OutboxShared->rescan_generation) != seen_generation)
+		{
+			seen_generation = pg_atomic_read_u32(&OutboxShared->rescan_generation);
 			n_no_extension = 0;
+		}
 
 		MemoryContextReset(loop_cxt);
 		MemoryContextSwitchTo(loop_cxt);

@@ -62,7 +62,7 @@ outbox_shmem_startup(void)
 		int			i;
 
 		pg_atomic_init_u32(&OutboxShared->launcher_procno, 0);
-		pg_atomic_init_u32(&OutboxShared->rescan_requested, 0);
+		pg_atomic_init_u32(&OutboxShared->rescan_generation, 0);
 		OutboxShared->max_databases = OutboxMaxDatabases;
 		for (i = 0; i < OutboxMaxDatabases; i++)
 		{
@@ -153,6 +153,6 @@ ShmemWakeLauncher(bool rescan)
 	if (OutboxShared == NULL)
 		return;
 	if (rescan)
-		pg_atomic_write_u32(&OutboxShared->rescan_requested, 1);
+		pg_atomic_fetch_add_u32(&OutboxShared->rescan_generation, 1);
 	ShmemSetLatchOf(&OutboxShared->launcher_procno);
 }

@@ -40,7 +40,7 @@ typedef struct DispatcherSlot
 typedef struct OutboxShmem
 {
 	pg_atomic_uint32 launcher_procno;	/* pgprocno + 1; 0: none */
-	pg_atomic_uint32 rescan_requested;	/* CREATE/ALTER EXTENSION happened */
+	pg_atomic_uint32 rescan_generation; /* bumped by CREATE/ALTER EXTENSION */
 	int			max_databases;
 	DispatcherSlot slots[FLEXIBLE_ARRAY_MEMBER];
 } OutboxShmem;

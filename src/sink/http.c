@@ -25,8 +25,9 @@
  *	earlier than their Retry-After (seconds or HTTP date, at most
  *	backoff_max); 3xx, other statuses, network errors, refused addresses
  *	and timeouts retried.  The error text is the status and at most 200
- *	bytes of the response body, or libcurl's message - never a secret, a
- *	request header or the URL.
+ *	bytes of the response body (and the Location of a redirect), or
+ *	libcurl's message (which may name the host and port) - never a secret,
+ *	a request header, or the path or query of the URL.
  *
  * THE LOOP (deliver_batch, outside any transaction)
  *	One CURLM per process, in a long-lived memory context, keeps the
@@ -35,30 +36,34 @@
  *	pooled too.  libcurl tells us which sockets to watch
  *	(CURLMOPT_SOCKETFUNCTION) and when to call it back
  *	(CURLMOPT_TIMERFUNCTION); we wait on those sockets, MyLatch and
- *	postmaster death together in one WaitEventSet (rebuilt when a socket
- *	goes away, extended or modified in place otherwise), so SIGTERM, DROP
+ *	postmaster death together in one WaitEventSet, so SIGTERM, DROP
  *	DATABASE and a dying postmaster are noticed at once: CHECK_FOR_INTERRUPTS
- *	runs on every wakeup and never inside a libcurl callback.  A latch
+ *	runs on every wakeup and never inside a libcurl callback.  The set is
+ *	extended and modified in place (ModifyWaitEvent); an idle keep-alive
+ *	connection stays in it, parked, watched only for the peer closing it,
+ *	and a closed connection socket leaves epoll by itself (http_guard.c
+ *	reports every close), so steady keep-alive traffic never rebuilds the
+ *	set; only other sockets going away (the resolver's) do.  A latch
  *	wakeup consumed here is handed back (SetLatch) when the batch ends, so
  *	the dispatcher does not miss the commit that caused it.  DNS runs in
  *	libcurl's threaded resolver (CURL_VERSION_ASYNCHDNS, checked at start):
  *	resolution never blocks the loop.  Signals are blocked while libcurl
  *	runs, so that its resolver threads never run PostgreSQL's handlers.
  *
- *	Requests in flight: at most min(outbox_saga.max_inflight, concurrency)
- *	- but at most HTTP_PROBE_WINDOW until one of the batch succeeds, and
- *	none are started once HTTP_FAILURES_BEFORE_STOP failed with no success
- *	(an unreachable receiver costs a few attempts, not a batch), after a
- *	410, or once the batch has run for the per-attempt timeout: a batch
- *	returns within twice the timeout.  Lanes (sink.h): one request in
- *	flight per lane, the next one started when it succeeded, the rest of
- *	the lane skipped when it did not.
+ *	Requests in flight: at most min(outbox_saga.max_inflight, concurrency),
+ *	but until one request of the batch has succeeded, at most
+ *	HTTP_FAILURES_BEFORE_STOP attempts in all (an unreachable receiver
+ *	costs three attempts per batch, not a batch of failures).  Nothing new
+ *	starts after a 410 or once the batch has run for the per-attempt
+ *	timeout, so a batch returns within twice the timeout.  Lanes (sink.h):
+ *	one request in flight per lane, the next one started when it
+ *	succeeded, the rest of the lane skipped when it did not.
  *
  * MEMORY: per-batch data in the caller's context; the multi handle, the
  *	easy-handle pool, the socket table and parsed configs (secrets
  *	included, overwritten before they are freed) in http_cxt.  An error
- *	raised in the loop removes every request from the multi handle before
- *	it propagates.
+ *	raised in the loop removes every request from the multi handle and
+ *	drops every connection before it propagates.
  *
  *-------------------------------------------------------------------------
  */
@@ -95,8 +100,10 @@
 #define HTTP_ERROR_BODY_BYTES		200
 #define HTTP_MAX_RESPONSE_BYTES		(1024 * 1024)
 
-/* Requests in flight before the first success; failures that stop it. */
-#define HTTP_PROBE_WINDOW			3
+/*
+ * Until a request of the batch succeeds, at most this many are attempted
+ * (and in flight): an unreachable receiver costs a few attempts per batch.
+ */
 #define HTTP_FAILURES_BEFORE_STOP	3
 
 /* Longest sleep without a libcurl timer (the loop rechecks its state). */
@@ -148,6 +155,7 @@ typedef struct HttpSocket
 	uint32		events;			/* WL_SOCKET_* wanted */
 	uint32		registered;		/* WL_SOCKET_* in the wait set */
 	int			pos;			/* position in the wait set, -1 if none */
+	bool		parked;			/* an idle connection in libcurl's cache */
 } HttpSocket;
 
 /* One request in flight (a slot, reused within a batch). */
@@ -201,6 +209,8 @@ static HttpSocket *sockets = NULL;
 static int	socket_count = 0;
 static int	socket_capacity = 0;
 static bool sockets_removed = false;	/* the wait set must be rebuilt */
+static bool *connection_fd = NULL;	/* by fd: an open connection socket */
+static int	connection_fd_size = 0;
 static bool timer_armed = false;
 static TimestampTz timer_at = 0;
 static bool curl_initialized = false;
@@ -943,13 +953,15 @@ describe_status(HttpRequest *req, long status, int64 retry_after)
 	appendStringInfo(&buf, "HTTP %ld", status);
 	if (status >= 300 && status < 400)
 	{
-		char	   *location = NULL;
+		struct curl_header *location = NULL;
 
-		if (curl_easy_getinfo(req->easy, CURLINFO_REDIRECT_URL, &location) == CURLE_OK &&
-			location != NULL)
+		/* The header as sent, not resolved against our URL and its query. */
+		if (curl_easy_header(req->easy, "Location", 0, CURLH_HEADER, -1,
+							 &location) == CURLHE_OK && location != NULL)
 		{
 			appendStringInfoString(&buf, " (redirect to ");
-			append_response_text(&buf, location, (int) Min(strlen(location), HTTP_ERROR_BODY_BYTES));
+			append_response_text(&buf, location->value,
+								 (int) Min(strlen(location->value), HTTP_ERROR_BODY_BYTES));
 			appendStringInfoString(&buf, ", not followed)");
 		}
 		else
@@ -979,7 +991,9 @@ describe_failure(HttpRequest *req, CURLcode result, int64 timeout_ms)
 	StringInfoData buf;
 
 	initStringInfo(&buf);
-	if (req->guard.denied)
+	if (req->guard.invalid_setting)
+		appendStringInfoString(&buf, "outbox_saga.http_deny_networks is invalid: every address is refused");
+	else if (req->guard.denied)
 		appendStringInfo(&buf, "address %s is in outbox_saga.http_deny_networks",
 						 req->guard.address);
 	else if (req->guard.no_fd)
@@ -1068,27 +1082,114 @@ finish_request(HttpBatch *b, HttpRequest *req, CURLcode result)
  */
 
 /*
- * socket_callback
- *		CURLMOPT_SOCKETFUNCTION: note what libcurl wants to hear about a
- *		socket.  Runs inside libcurl: no errors, no palloc that can fail.
+ * find_socket
+ *		The index of 'fd' in the socket table, or socket_count.
  */
 static int
-socket_callback(CURL *easy, curl_socket_t fd, int what, void *userp,
-				void *socketp)
+find_socket(curl_socket_t fd)
 {
 	int			i;
 
 	for (i = 0; i < socket_count; i++)
 		if (sockets[i].fd == fd)
 			break;
+	return i;
+}
+
+/*
+ * drop_socket
+ *		Remove entry 'i' from the socket table.  If 'deregister', its fd is
+ *		still open and in the wait set: the set must be rebuilt.
+ */
+static void
+drop_socket(int i, bool deregister)
+{
+	if (deregister && sockets[i].pos >= 0)
+		sockets_removed = true;
+	sockets[i] = sockets[--socket_count];
+}
+
+/*
+ * is_connection_fd
+ *		Whether 'fd' is a connection socket that libcurl opened through
+ *		HttpSocketOpened and has not closed yet.
+ */
+static bool
+is_connection_fd(curl_socket_t fd)
+{
+	return fd >= 0 && fd < connection_fd_size && connection_fd[fd];
+}
+
+/*
+ * HttpSocketOpened / HttpSocketClosed
+ *		Called by http_guard.c's socket callbacks for every connection
+ *		socket libcurl opens and closes.  A closed socket leaves the epoll
+ *		set by itself, so its entry goes without a rebuild.  Inside libcurl:
+ *		no errors.
+ */
+void
+HttpSocketOpened(curl_socket_t fd)
+{
+	if (fd < 0)
+		return;
+	if (fd >= connection_fd_size)
+	{
+		int			size = Max(fd + 1, Max(1024, connection_fd_size * 2));
+		bool	   *grown;
+
+		grown = MemoryContextAllocExtended(http_cxt, sizeof(bool) * size,
+										   MCXT_ALLOC_NO_OOM | MCXT_ALLOC_ZERO);
+		if (grown == NULL)
+			return;				/* treated as not ours: safe, slower */
+		if (connection_fd != NULL)
+		{
+			memcpy(grown, connection_fd, sizeof(bool) * connection_fd_size);
+			pfree(connection_fd);
+		}
+		connection_fd = grown;
+		connection_fd_size = size;
+	}
+	connection_fd[fd] = true;
+}
+
+void
+HttpSocketClosed(curl_socket_t fd)
+{
+	int			i;
+
+	if (is_connection_fd(fd))
+		connection_fd[fd] = false;
+	i = find_socket(fd);
+	if (i < socket_count)
+		drop_socket(i, false);
+}
+
+/*
+ * socket_callback
+ *		CURLMOPT_SOCKETFUNCTION: note what libcurl wants to hear about a
+ *		socket.  A connection going back to libcurl's cache (REMOVE of an
+ *		open connection socket) is parked: it stays in the wait set, asking
+ *		only to hear of the peer closing, so that keep-alive traffic costs
+ *		no rebuild of the set.  Runs inside libcurl: no errors, no palloc
+ *		that can fail.
+ */
+static int
+socket_callback(CURL *easy, curl_socket_t fd, int what, void *userp,
+				void *socketp)
+{
+	int			i = find_socket(fd);
 
 	if (what == CURL_POLL_REMOVE)
 	{
-		if (i < socket_count)
+		if (i == socket_count)
+			return 0;
+		if (is_connection_fd(fd))
 		{
-			sockets[i] = sockets[--socket_count];
-			sockets_removed = true;
+			sockets[i].parked = true;
+			sockets[i].events = WL_SOCKET_CLOSED;
 		}
+		else
+			drop_socket(i, true);
 		return 0;
 	}
 
@@ -1116,6 +1217,7 @@ socket_callback(CURL *easy, curl_socket_t fd, int what, void *userp,
 		sockets[i].pos = -1;
 		socket_count++;
 	}
+	sockets[i].parked = false;
 	sockets[i].events = 0;
 	if (what == CURL_POLL_IN || what == CURL_POLL_INOUT)
 		sockets[i].events |= WL_SOCKET_READABLE;
@@ -1213,7 +1315,8 @@ sync_wait_set(WaitEventSet *set, int *capacity)
 
 /*
  * reset_multi
- *		Forget every connection (the deny list changed): a new multi handle.
+ *		Forget every connection (the deny list changed, or an error left the
+ *		state unknown): the next batch makes a new multi handle.
  */
 static void
 reset_multi(void)
@@ -1326,7 +1429,8 @@ run_batch(HttpBatch *b)
 		now = GetCurrentTimestamp();
 		if (now >= b->start_until)
 			b->stop = true;
-		window = b->ok > 0 ? b->limit : Min(b->limit, HTTP_PROBE_WINDOW);
+		window = b->ok > 0 ? b->limit :
+			Min(b->limit, HTTP_FAILURES_BEFORE_STOP - b->failed);
 		while (!b->stop && b->inflight < window && b->ready_head < b->ready_tail)
 			start_request(b, b->ready[b->ready_head++]);
 		if (b->inflight == 0)
@@ -1363,15 +1467,25 @@ run_batch(HttpBatch *b)
 				b->latch_seen = true;
 				CHECK_FOR_INTERRUPTS();
 			}
-			else if (ev->events & (WL_SOCKET_READABLE | WL_SOCKET_WRITEABLE))
+			else if (ev->events & WL_SOCKET_MASK)
 			{
+				curl_socket_t fd = (curl_socket_t) (intptr_t) ev->user_data;
+				int			s = find_socket(fd);
 				int			mask = 0;
 
+				if (s == socket_count)
+					continue;	/* gone while handling an earlier event */
+				if (sockets[s].parked)
+				{
+					/* The peer closed an idle connection: stop watching. */
+					drop_socket(s, true);
+					continue;
+				}
 				if (ev->events & WL_SOCKET_READABLE)
 					mask |= CURL_CSELECT_IN;
 				if (ev->events & WL_SOCKET_WRITEABLE)
 					mask |= CURL_CSELECT_OUT;
-				socket_action((curl_socket_t) (intptr_t) ev->user_data, mask);
+				socket_action(fd, mask);
 			}
 		}
 		if (timer_armed && GetCurrentTimestamp() >= timer_at)
@@ -1504,6 +1618,8 @@ http_deliver_batch(const DestinationConfig *dest, DispatchEvent *const *events,
 				release_request(&b, &b.slots[s]);
 		if (b.set != NULL)
 			FreeWaitEventSet(b.set);
+		/* Start the next batch from a clean slate: no connection, no socket. */
+		reset_multi();
 		PG_RE_THROW();
 	}
 	PG_END_TRY();

@@ -68,6 +68,7 @@ extern void HttpSignPayload(const HttpSecret *secrets, int nsecrets,
 typedef struct HttpGuardState
 {
 	bool		denied;			/* an address was refused */
+	bool		invalid_setting;	/* ... because the deny list is invalid */
 	bool		no_fd;			/* PostgreSQL's descriptor budget was
 								 * exhausted */
 	char		address[64];	/* the last refused address, as text */
@@ -96,5 +97,17 @@ extern bool HttpGuardCheckDenyNetworks(char **newval, void **extra,
 
 /* Install the socket callbacks on an easy handle; 'state' gets the news. */
 extern void HttpGuardInstall(CURL *easy, HttpGuardState *state);
+
+/* ------------------------------------------------------------------------
+ * http.c
+ * ------------------------------------------------------------------------
+ */
+
+/*
+ * Every connection socket libcurl opens and closes (reported by
+ * http_guard.c's socket callbacks; they run inside libcurl).
+ */
+extern void HttpSocketOpened(curl_socket_t fd);
+extern void HttpSocketClosed(curl_socket_t fd);
 
 #endif							/* OUTBOX_SAGA_SINK_HTTP_H */

@@ -29,9 +29,10 @@
  * that the dispatcher stays within max_files_per_process; when the budget
  * is used up the connection attempt fails instead.
  *
- * The callbacks run inside libcurl: they never raise errors, never
- * allocate from memory contexts and only read the parsed list, which is
- * replaced (HttpGuardRefresh) only between batches.
+ * The callbacks run inside libcurl: they never raise errors, only read the
+ * parsed list, which is replaced (HttpGuardRefresh) only between batches,
+ * and tell http.c of every connection socket opened and closed
+ * (HttpSocketOpened / HttpSocketClosed), which keeps its wait set exact.
  *
  *-------------------------------------------------------------------------
  */
@@ -337,6 +338,7 @@ HttpGuardCheckUrl(const char *url)
 {
 	size_t		len = strlen(url);
 	size_t		i;
+	const char *authority;
 	CURLU	   *u;
 	CURLUcode	rc;
 	char	   *host = NULL;
@@ -358,9 +360,15 @@ HttpGuardCheckUrl(const char *url)
 		if (c == '\\')
 			url_error("The URL contains a backslash.");
 	}
-	if (pg_strncasecmp(url, "http://", 7) != 0 &&
-		pg_strncasecmp(url, "https://", 8) != 0)
+	if (pg_strncasecmp(url, "http://", 7) == 0)
+		authority = url + 7;
+	else if (pg_strncasecmp(url, "https://", 8) == 0)
+		authority = url + 8;
+	else
 		url_error("Only http:// and https:// URLs are accepted.");
+	if (*authority == '\0' || *authority == '/' || *authority == '?' ||
+		*authority == '#')
+		url_error("The URL has no host.");
 
 	u = curl_url();
 	if (u == NULL)
@@ -457,6 +465,7 @@ guard_open_socket(void *clientp, curlsocktype purpose,
 	if (address_denied(address->family, bytes))
 	{
 		state->denied = true;
+		state->invalid_setting = deny_invalid;
 		if (inet_ntop(address->family, bytes, state->address,
 					  sizeof(state->address)) == NULL)
 			strlcpy(state->address, "?", sizeof(state->address));
@@ -475,6 +484,7 @@ guard_open_socket(void *clientp, curlsocktype purpose,
 		ReleaseExternalFD();
 		return CURL_SOCKET_BAD;
 	}
+	HttpSocketOpened(fd);
 	return fd;
 }
 
@@ -487,8 +497,10 @@ guard_open_socket(void *clientp, curlsocktype purpose,
 static int
 guard_close_socket(void *clientp, curl_socket_t fd)
 {
-	int			rc = close(fd);
+	int			rc;
 
+	HttpSocketClosed(fd);
+	rc = close(fd);
 	ReleaseExternalFD();
 	return rc;
 }

@@ -3,20 +3,26 @@
 #   cluster_start / cluster_stop   one throwaway cluster for the whole run
 #   bench_psql ARGS...             psql against it, as the cluster user
 #   bench_round ...                run every variant once, in an order that
-#                                  rotates round by round; record each TPS
+#                                  rotates round by round; record the TPS
+#                                  and server CPU time of each run
 #   print_ratio_table ...          median TPS of each variant over the
 #                                  median TPS of the baseline, per condition
+#   print_cpu_table ...            server CPU time per transaction
 #   print_tps_table ...            the absolute medians (secondary)
 #   report_target ...              one PASS/MISS line
 #
 # A section (one file per section, e.g. producer.sh) sets up its tables,
-# calls bench_round for every round and condition it measures, then prints its tables
-# with the printers below.  Results go into the associative array TPS,
-# keyed "section|condition|variant", one TPS per round, space-separated;
-# every run is also appended to $RAW_FILE.
+# calls bench_round for every round and condition it measures, then prints
+# its tables with the printers below.  Results go into the associative
+# array TPS: "section|condition|variant" holds the TPS of every round,
+# space-separated, and "section|condition|variant|round" the one of that
+# round.  CPU holds the server's CPU time per transaction (microseconds)
+# of every round the same way.  Every run is also appended to $RAW_FILE.
 
 declare -A TPS=()
-declare -A LABEL=()
+declare -A CPU=()
+declare -A FAILED=()	# "section|variant": why it could not run
+declare -A LABEL=()	# variant: its name in the tables
 
 # say MSG...: progress, on stderr so that stdout holds only the report.
 say() {
@@ -142,40 +148,91 @@ dispatcher_set() {
 }
 
 # run_pgbench PGOPTIONS SCRIPT SECONDS LOG: one pgbench run; prints its TPS
-# (without initial connection time) or fails, leaving its output in LOG.
+# (without initial connection time) and its number of transactions, or
+# fails, leaving its output in LOG.
 run_pgbench() {
-	local opts=$1 script=$2 seconds=$3 log=$4
+	local opts=$1 script=$2 seconds=$3 log=$4 tps ntx
 	if ! as_cluster_user env PGOPTIONS="$opts" pgbench -n -M prepared \
 		-c "$BENCH_CLIENTS" -j "$BENCH_JOBS" -T "$seconds" -f "$script" \
 		-h "$SOCK_DIR" -p "$PORT" -U postgres bench >"$log" 2>&1; then
 		return 1
 	fi
-	sed -n 's/^tps = \([0-9.]*\) (without initial connection time)$/\1/p' "$log" |
-		grep . || return 1
+	tps=$(sed -n 's/^tps = \([0-9.]*\) (without initial connection time)$/\1/p' "$log")
+	ntx=$(sed -n 's/^number of transactions actually processed: \([0-9]*\).*/\1/p' "$log")
+	[ -n "$tps" ] && [ -n "$ntx" ] || return 1
+	echo "$tps $ntx"
 }
+
+# Server CPU time.  Every process of the cluster is a child of the
+# postmaster, and the kernel adds the CPU time of a child that has ended
+# to its parent's (cutime, cstime), so the postmaster's own time, its
+# children's so far and its live children's is all the cluster has used.
+# Taken when no client backend is left, the difference between two
+# readings is the CPU the server spent on what ran in between: backends,
+# WAL writer, checkpointer, dispatcher.  It depends much less on the other
+# tenants of a shared machine than TPS does.
+
+# clients_alive: whether a client backend of the cluster still exists
+# (also one that has exited but is not yet reaped).
+clients_alive() {
+	local pm c
+	pm=$(head -n 1 "$PGDATA_DIR/postmaster.pid")
+	for c in $(pgrep -P "$pm"); do
+		if grep -q '\[local\]' "/proc/$c/cmdline" 2>/dev/null ||
+			awk '{ sub(/^.*\) /, ""); exit !($1 == "Z") }' "/proc/$c/stat" 2>/dev/null; then
+			return 0
+		fi
+	done
+	return 1
+}
+
+# cluster_cpu_ticks: the cluster's CPU time so far, in clock ticks, once
+# every client backend has gone (at most 10 s).
+cluster_cpu_ticks() {
+	local pm c deadline=$((SECONDS + 10))
+	pm=$(head -n 1 "$PGDATA_DIR/postmaster.pid")
+	while clients_alive && [ $SECONDS -lt $deadline ]; do
+		sleep 0.01
+	done
+	{
+		cat "/proc/$pm/stat"
+		for c in $(pgrep -P "$pm"); do cat "/proc/$c/stat" 2>/dev/null || true; done
+	} | awk -v pm="$pm" '{ pid = $1; sub(/^.*\) /, ""); t += $12 + $13;
+		if (pid == pm) t += $14 + $15 } END { print t }'
+}
+CLK_TCK=$(getconf CLK_TCK)
 
 # bench_round SECTION CONDITION PGOPTIONS RESET_FN ROUND VARIANT...
 #	VARIANT is name=script.  Runs every variant once for BENCH_SECONDS, in
 #	the order rotated by ROUND (0: ABCD, 1: BCDA, 2: CDAB, ...), so that
 #	over the rounds a slow or fast stretch of a noisy machine is spread over
 #	all variants.  RESET_FN runs before every run, so that every run starts
-#	alike.  A variant whose run fails is marked failed (FAILED) and skipped
-#	from then on.
+#	alike.  Records the TPS and the server CPU per transaction of each run.
+#	A variant whose run fails is marked failed (FAILED) and skipped from
+#	then on.
 bench_round() {
 	local section=$1 cond=$2 opts=$3 reset=$4 round=$5
 	shift 5
-	local variants=("$@") n=$# i k name script tps log=$CLUSTER_DIR/pgbench.log
+	local variants=("$@") n=$# i k name script out tps ntx c0 c1 cpu
+	local log=$CLUSTER_DIR/pgbench.log
 	for ((i = 0; i < n; i++)); do
 		k=$(((round + i) % n))
 		name=${variants[$k]%%=*}
 		script=${variants[$k]#*=}
 		[ "${FAILED[$section|$name]:-}" ] && continue
 		"$reset"
-		if tps=$(run_pgbench "$opts" "$script" "$BENCH_SECONDS" "$log"); then
+		c0=$(cluster_cpu_ticks)
+		if out=$(run_pgbench "$opts" "$script" "$BENCH_SECONDS" "$log"); then
+			c1=$(cluster_cpu_ticks)
+			read -r tps ntx <<<"$out"
+			cpu=$(awk -v t=$((c1 - c0)) -v hz="$CLK_TCK" -v n="$ntx" \
+				'BEGIN { printf "%.2f", t / hz * 1e6 / n }')
 			TPS[$section|$cond|$name]+="$tps "
-			printf '%s\t%s\t%d\t%d\t%s\t%s\n' "$section" "$cond" $((round + 1)) \
-				$((i + 1)) "$name" "$tps" >>"$RAW_FILE"
-			say "$section $cond round $((round + 1))/$BENCH_ROUNDS: $name $tps tps"
+			TPS[$section|$cond|$name|$((round + 1))]=$tps
+			CPU[$section|$cond|$name]+="$cpu "
+			printf '%s\t%s\t%d\t%d\t%s\t%s\t%s\t%s\n' "$section" "$cond" $((round + 1)) \
+				$((i + 1)) "$name" "$tps" "$ntx" "$cpu" >>"$RAW_FILE"
+			say "$section $cond round $((round + 1))/$BENCH_ROUNDS: $name $tps tps, $cpu us CPU/tx"
 		else
 			FAILED[$section|$name]=$(pgbench_error "$log")
 			say "$section $cond: $name FAILED: ${FAILED[$section|$name]}"
@@ -187,7 +244,6 @@ bench_round() {
 pgbench_error() {
 	grep -m1 -E 'ERROR|FATAL|error' "$1" || tail -n 1 "$1"
 }
-declare -A FAILED=()
 
 # median NUMBERS...: the median (mean of the middle two for an even count).
 median() {
@@ -215,6 +271,21 @@ ratio_of() {
 	awk -v a="$a" -v b="$b" 'BEGIN { printf "%.2f\n", a / b }'
 }
 
+# paired_range SECTION CONDITION VARIANT BASELINE: "min-max" of the ratios
+# VARIANT / BASELINE within one round (runs seconds apart), over the rounds.
+paired_range() {
+	local r a b out=
+	for ((r = 1; r <= BENCH_ROUNDS; r++)); do
+		a=${TPS[$1|$2|$3|$r]:-}
+		b=${TPS[$1|$2|$4|$r]:-}
+		[ -n "$a" ] && [ -n "$b" ] && out+="$a $b "
+	done
+	[ -n "$out" ] || return 0
+	# shellcheck disable=SC2086
+	printf '%s %s\n' $out | awk '{ r = $1 / $2; if (NR == 1 || r < lo) lo = r;
+		if (NR == 1 || r > hi) hi = r } END { printf "%.2f-%.2f\n", lo, hi }'
+}
+
 # range_of SECTION CONDITION VARIANT: "min-max" of the per-round TPS.
 range_of() {
 	local v=${TPS[$1|$2|$3]:-}
@@ -234,7 +305,8 @@ table_row() {
 }
 
 # print_ratio_table SECTION BASELINE "COND..." VARIANT...: rows = variants,
-# columns = conditions, cells = ratio of median TPS to the baseline's.
+# columns = conditions, cells = ratio of median TPS to the baseline's, and
+# in parentheses the lowest and highest ratio within one round.
 print_ratio_table() {
 	local section=$1 base=$2 conds=($3) v c cells m
 	shift 3
@@ -246,7 +318,13 @@ print_ratio_table() {
 				cells+=("failed")
 			else
 				m=$(ratio_of "$section" "$c" "$v" "$base")
-				cells+=("${m:--}")
+				if [ -z "$m" ]; then
+					cells+=("-")
+				elif [ "$v" = "$base" ]; then
+					cells+=("$m")
+				else
+					cells+=("$m ($(paired_range "$section" "$c" "$v" "$base"))")
+				fi
 			fi
 		done
 		table_row 30 "${LABEL[$v]:-$v}" "${cells[@]}"
@@ -271,6 +349,41 @@ print_tps_table() {
 		done
 		table_row 30 "${LABEL[$v]:-$v}" "${cells[@]}"
 	done
+}
+
+# print_cpu_table SECTION BASELINE "COND..." VARIANT...: median server CPU
+# time per transaction in microseconds, and the baseline's over it: the
+# TPS ratio a server that only this workload keeps busy would show.
+print_cpu_table() {
+	local section=$1 base=$2 conds=($3) v c cells m b
+	shift 3
+	table_row 30 "server CPU us/tx (ratio)" "${conds[@]}"
+	for v in "$@"; do
+		cells=()
+		for c in "${conds[@]}"; do
+			m=${CPU[$section|$c|$v]:-}
+			b=${CPU[$section|$c|$base]:-}
+			if [ -n "$m" ] && [ -n "$b" ]; then
+				# shellcheck disable=SC2086
+				m=$(median $m)
+				# shellcheck disable=SC2086
+				b=$(median $b)
+				cells+=("$(awk -v m="$m" -v b="$b" 'BEGIN { printf "%.1f (%.2f)", m, b / m }')")
+			else
+				cells+=("-")
+			fi
+		done
+		table_row 30 "${LABEL[$v]:-$v}" "${cells[@]}"
+	done
+}
+
+# cpu_ratio_of SECTION CONDITION VARIANT BASELINE: median CPU/tx of the
+# baseline over that of VARIANT, two decimals, or nothing.
+cpu_ratio_of() {
+	local a=${CPU[$1|$2|$3]:-} b=${CPU[$1|$2|$4]:-}
+	[ -n "$a" ] && [ -n "$b" ] || return 0
+	# shellcheck disable=SC2086
+	awk -v a="$(median $a)" -v b="$(median $b)" 'BEGIN { printf "%.2f\n", b / a }'
 }
 
 # report_target DESCRIPTION VALUE OP LIMIT: "PASS"/"MISS" if VALUE OP LIMIT

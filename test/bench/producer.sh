@@ -104,6 +104,13 @@ section_producer() {
 	report ""
 	print_ratio_table producer plain "$PRODUCER_CONDS" $PRODUCER_VARIANTS
 	report ""
+	report "   in parentheses: the lowest and highest ratio within one round"
+	report ""
+	report "   server CPU time per transaction (all server processes; in parentheses"
+	report "   plain's over the variant's: the TPS ratio of a CPU-bound server)"
+	report ""
+	print_cpu_table producer plain "$PRODUCER_CONDS" $PRODUCER_VARIANTS
+	report ""
 	report "   absolute TPS (secondary: depends on the machine and its neighbours)"
 	report ""
 	print_tps_table producer "$PRODUCER_CONDS" $PRODUCER_VARIANTS
@@ -131,4 +138,6 @@ section_producer() {
 	fi
 	report_target "capture trigger clearly faster than the PL/pgSQL trigger (TPS ratio)" \
 		"$cap" ">=" 1.05
+	report "      by server CPU per transaction: capture $(cpu_ratio_of producer sync_commit=off capture plain)," \
+		"PL/pgSQL trigger $(cpu_ratio_of producer sync_commit=off plpgsql plain) of plain"
 }

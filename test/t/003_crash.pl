@@ -14,7 +14,9 @@
 # After each crash the batch that was in flight is delivered again, and at
 # the end every emitted event is in the handler's table exactly once,
 # the first deliveries of each aggregate are in id order, the events of the
-# killed transaction never arrive, and outbox.stats counts 20,000.
+# killed transaction never arrive, and outbox.stats counts 20,000.  A
+# prepared transaction that wrote events survives the crash: committed
+# after the restart its events are delivered, rolled back they never are.
 use strict;
 use warnings;
 
@@ -27,7 +29,7 @@ my %gate_at = (1 => 4000, 2 => 10000, 3 => 16000);
 
 my $node = new_node('crash',
 	conf => "outbox_saga.poll_interval = '100ms'\nrestart_after_crash = on\n"
-	  . "log_statement = none\n");
+	  . "max_prepared_transactions = 5\nlog_statement = none\n");
 $node->start;
 $node->safe_psql('postgres', q{
 	CREATE EXTENSION outbox_saga;
@@ -148,13 +150,34 @@ $pid = wait_restarted($pid, '(b)');
 $pid = held_at_gate(2);
 open_gate(2);
 
-# (c) Immediate shutdown and start.
+# (c) Immediate shutdown and start, with two prepared transactions that
+# wrote events: they survive the crash; the one committed after the restart
+# is delivered, the one rolled back never.
 $pid = held_at_gate(3);
+$node->safe_psql('postgres', q{
+	BEGIN;
+	INSERT INTO public.emitted (k, event_id, aggregate_id)
+	SELECT k, outbox.emit('orders', 'order.prepared', jsonb_build_object('k', k), 'agg-2pc'),
+	       'agg-2pc'
+	  FROM generate_series(100001, 100010) k;
+	PREPARE TRANSACTION 'outbox_commit_later';
+	BEGIN;
+	SELECT count(outbox.emit('orders', 'never.committed', '{}', 'agg-2pc'))
+	  FROM generate_series(1, 10);
+	PREPARE TRANSACTION 'outbox_roll_back_later';
+});
 $node->stop('immediate');
 $node->start;
 $pid = wait_restarted($pid, '(c)');
+is($node->safe_psql('postgres', 'SELECT count(*) FROM pg_prepared_xacts'), '2',
+	'(c) the prepared transactions survived the crash');
+$node->safe_psql('postgres', q{
+	COMMIT PREPARED 'outbox_commit_later';
+	ROLLBACK PREPARED 'outbox_roll_back_later';
+});
 $pid = held_at_gate(3);
 open_gate(3);
+$N += 10;
 
 # Everything arrives.
 ok($node->poll_query_until('postgres',
