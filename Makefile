@@ -44,7 +44,9 @@ OBJS = \
 	src/sink/notify.o \
 	src/sink/http.o \
 	src/sink/http_sign.o \
-	src/sink/http_guard.o
+	src/sink/http_guard.o \
+	src/sink/kafka.o \
+	src/sink/nats.o
 
 SQL_PARTS = \
 	src/sql/schema.sql \
@@ -61,7 +63,7 @@ DATA_built = $(EXTENSION)--$(EXTVERSION).sql
 
 # pg_regress: one file per concept, in dependency order.
 REGRESS = emit capture capture_types idempotency destinations dispatch_function \
-	dispatch_retry http_config saga_define saga_run
+	dispatch_retry http_config broker_config saga_define saga_run
 REGRESS_OPTS = --temp-instance=./tmp_check_regress \
 	--temp-config=$(srcdir)/test/outbox_saga.conf \
 	--load-extension=$(EXTENSION)
@@ -80,7 +82,7 @@ PROVE_TESTS = test/t/*.pl
 EXTRA_CLEAN = $(DATA_built) output_iso tmp_check_regress tmp_check_iso tmp_check \
 	test/bench/results
 
-SHLIB_LINK = -lcurl -lcrypto
+SHLIB_LINK = -lcurl -lcrypto -lrdkafka -lnats
 
 PG_CONFIG ?= pg_config
 PG_CPPFLAGS = -I$(srcdir)/src -DOUTBOX_SAGA_VERSION='"$(EXTVERSION)"'

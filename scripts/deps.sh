@@ -12,6 +12,9 @@ packages=(
 	libipc-run-perl          # TAP tests
 	libcurl4-openssl-dev     # http destinations
 	libssl-dev               # HMAC signatures
+	librdkafka-dev           # kafka destinations (and the mock cluster of the tests)
+	libnats-dev              # nats destinations
+	nats-server              # NATS JetStream server for the tests
 	perl
 	python3                  # test helpers (HTTP receiver)
 	rsync

@@ -17,6 +17,8 @@ static const OutboxSink *const sinks[] = {
 	&SinkFunction,
 	&SinkNotify,
 	&SinkHttp,
+	&SinkKafka,
+	&SinkNats,
 };
 
 /*

@@ -123,5 +123,7 @@ extern const char *SinkKindList(void);
 extern const OutboxSink SinkFunction;
 extern const OutboxSink SinkNotify;
 extern const OutboxSink SinkHttp;
+extern const OutboxSink SinkKafka;
+extern const OutboxSink SinkNats;
 
 #endif							/* OUTBOX_SAGA_SINK_H */
