@@ -8,11 +8,33 @@ SRC_DIR=$(cd "$(dirname "$0")/.." && pwd)
 
 bash "$SRC_DIR/scripts/deps.sh"
 build_and_install
-trap stop_scratch_cluster EXIT
+RECEIVER=
+cleanup() {
+	[ -n "$RECEIVER" ] && kill "$RECEIVER" 2>/dev/null
+	stop_scratch_cluster
+}
+trap cleanup EXIT
 start_scratch_cluster demo
 echo "outbox_saga demo: a throwaway cluster in $SCRATCH"
+
+# A webhook receiver on 127.0.0.1 that checks Standard Webhooks signatures.
+SECRET=whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw
+as_cluster_user python3 "$SRC_DIR/test/lib/webhook_receiver.py" --log "$SCRATCH/webhooks.jsonl" \
+	--port-file "$SCRATCH/port" --secret "$SECRET" --lifetime 600 >/dev/null 2>&1 &
+RECEIVER=$!
+for _ in $(seq 100); do [ -s "$SCRATCH/port" ] && break; sleep 0.05; done
+echo "outbox_saga demo: a webhook receiver listens on 127.0.0.1:$(cat "$SCRATCH/port")"
 echo
 as_cluster_user psql -X -q -v ON_ERROR_STOP=1 --echo-all -U postgres \
+	-v port="$(cat "$SCRATCH/port")" -v secret="$SECRET" \
 	-h "$PGHOST" -p "$PGPORT" -d postgres -f "$SRC_DIR/scripts/demo.sql"
+echo
+echo "-- The last request the webhook receiver got:"
+tail -n 1 "$SCRATCH/webhooks.jsonl" | python3 -c '
+import json, sys
+r = json.loads(sys.stdin.read())
+print(r["method"], r["path"], "- signature valid:", r["signature_valid"])
+print("webhook-id:", {k.lower(): v for k, v in r["headers"].items()}.get("webhook-id"))
+print(json.dumps(json.loads(r["body"]), indent=2))'
 echo
 echo "outbox_saga demo: done; the cluster is stopped and removed."

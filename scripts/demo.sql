@@ -68,7 +68,18 @@ SELECT destination, kind, pending, ready, delivered_total, failed_attempts_total
   FROM outbox.stats;
 SELECT kind, database, state FROM outbox.workers ORDER BY kind DESC;
 
--- 5. Idempotency keys: the first request claims the key ...
+-- 5. Webhooks: every committed order event is POSTed to an HTTP endpoint,
+--    signed per Standard Webhooks; the secret is write-only.
+SELECT outbox.create_destination('order_webhook', 'http', jsonb_build_object(
+	'url', 'http://127.0.0.1:' || :'port' || '/webhooks/orders',
+	'secret', :'secret', 'headers', '{"X-Tenant": "demo"}'::jsonb));
+SELECT outbox.subscribe('order_webhook', 'orders') AS subscription;
+SELECT name, kind, config FROM outbox.destinations WHERE name = 'order_webhook';
+INSERT INTO orders (customer, total) VALUES ('dave', 12.34);
+SELECT outbox.wait_idle() AS idle;
+SELECT destination, kind, delivered_total, last_error FROM outbox.stats ORDER BY destination;
+
+-- 6. Idempotency keys: the first request claims the key ...
 BEGIN;
 SELECT * FROM outbox.idempotency_key('payments', 'req-001', fingerprint => 'sha256:abc');
 SELECT outbox.idempotency_complete('payments', 'req-001', '{"charge_id": "ch_1"}');

@@ -49,6 +49,7 @@
 #include "compat.h"
 
 #include "access/xact.h"
+#include "common/hashfn.h"
 #include "commands/dbcommands.h"
 #include "commands/extension.h"
 #include "executor/spi.h"
@@ -235,6 +236,64 @@ load_destinations(MemoryContext cxt)
 }
 
 /*
+ * What the previous pass loaded, to tell network sinks which destinations
+ * vanished or changed (their connections and decoded secrets are then
+ * dropped: OutboxSink.forget).  Kept in TopMemoryContext.
+ */
+typedef struct KnownDestination
+{
+	int32		id;
+	const OutboxSink *sink;
+	uint32		config_hash;
+} KnownDestination;
+
+static KnownDestination *known = NULL;
+static int	n_known = 0;
+
+/*
+ * forget_changed_destinations
+ *		Compare 'dests' (this pass) with the previous pass; call forget() for
+ *		every destination that is gone or has another config.  Paused
+ *		and backing-off destinations are not loaded, so their state is dropped
+ *		too.
+ */
+static void
+forget_changed_destinations(List *dests)
+{
+	KnownDestination *now = MemoryContextAlloc(TopMemoryContext,
+											   sizeof(KnownDestination) * (list_length(dests) + 1));
+	int			n_now = 0;
+	ListCell   *lc;
+	int			i,
+				j;
+
+	foreach(lc, dests)
+	{
+		DestinationConfig *dest = lfirst(lc);
+
+		now[n_now].id = dest->id;
+		now[n_now].sink = SinkLookup(dest->kind, true);
+		now[n_now].config_hash = hash_bytes((unsigned char *) dest->config,
+											VARSIZE(dest->config));
+		n_now++;
+	}
+	for (i = 0; i < n_known; i++)
+	{
+		bool		same = false;
+
+		for (j = 0; j < n_now; j++)
+			if (now[j].id == known[i].id && now[j].config_hash == known[i].config_hash)
+				same = true;
+		if (!same && known[i].sink != NULL && known[i].sink->forget != NULL)
+			known[i].sink->forget(known[i].id);
+	}
+	if (known != NULL)
+		pfree(known);
+	known = now;
+	n_known = n_now;
+}
+
+/*
  * record_batch_error
  *		After an unexpected error in a destination's batch: store it on the
  *		destination and back it off, in a fresh transaction.
@@ -367,6 +426,7 @@ dispatch_pass(MemoryContext loop_cxt, int64 *activity)
 	{
 		/* Nobody consumes ticks without destinations: housekeeping ticks. */
 		dests = load_destinations(loop_cxt);
+		forget_changed_destinations(dests);
 		if (dests != NIL)
 			take_tick();
 	}

@@ -143,7 +143,7 @@ GucInit(void)
 							   "169.254.0.0/16,fe80::/10",
 							   PGC_SIGHUP,
 							   GUC_LIST_INPUT,
-							   NULL, NULL, NULL);
+							   HttpGuardCheckDenyNetworks, NULL, NULL);
 
 	/*
 	 * Shared memory is sized by this one; it can only exist when preloaded

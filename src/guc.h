@@ -8,6 +8,8 @@
 #ifndef OUTBOX_SAGA_GUC_H
 #define OUTBOX_SAGA_GUC_H
 
+#include "utils/guc.h"
+
 /* Largest payload (and headers) one event may carry, in bytes. */
 extern int	OutboxMaxPayloadSize;
 
@@ -28,5 +30,8 @@ extern int	OutboxHttpTimeout;		/* ms, default per-attempt HTTP timeout */
 extern char *OutboxHttpDenyNetworks;	/* CIDR list refused after DNS */
 
 extern void GucInit(void);
+
+/* Check hook of outbox_saga.http_deny_networks (src/sink/http_guard.c). */
+extern bool HttpGuardCheckDenyNetworks(char **newval, void **extra, GucSource source);
 
 #endif							/* OUTBOX_SAGA_GUC_H */

@@ -68,6 +68,15 @@
  *	likewise, so none runs twice.  The last round of a pass claims nothing,
  *	so that claims do not sit across passes.
  *
+ *	Durability: the dispatcher commits asynchronously (dispatcher.c).  A
+ *	round that claimed runs flushes its commit record (XLogFlush) before the
+ *	next round runs them, so "running" is on disk before any attempt can
+ *	have an effect - also an effect outside the database (http) - and a
+ *	crash always leaves it visible.  The outcomes need no flush: a crash
+ *	that loses a round loses its outcomes and the effects of its runs
+ *	together (WAL is replayed in order), and those runs are attempted
+ *	again.  One flush per round, not per step.
+ *
  *	Locks: every change of a saga happens under its instance row lock (FOR
  *	NO KEY UPDATE).  The driver takes it with SKIP LOCKED only: a saga that
  *	a user's transaction holds (saga.cancel, complete_step, ...) is left for
@@ -99,6 +108,7 @@
 #include "compat.h"
 
 #include "access/xact.h"
+#include "access/xlog.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_proc.h"
 #include "catalog/pg_type_d.h"
@@ -1398,6 +1408,13 @@ saga_round(int limit, RoundResult *res)
 	else
 		res->ready = ready_now(now);
 	end_round(level);
+
+	/*
+	 * The dispatcher commits asynchronously; the claims must be durable
+	 * before their runs start (see TRANSACTIONS in the file header).
+	 */
+	if (res->claimed > 0)
+		XLogFlush(XactLastCommitEnd);
 	swap_lists();
 }
 

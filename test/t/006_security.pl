@@ -9,9 +9,10 @@
 # neither change, pause, drop, (un)subscribe, replay nor discard that
 # destination's dead letters (42501), nor see it, nor point a destination of
 # its own at a function in a schema it may not use.  Settings a handler
-# changes for the session (set_config(..., false)) do not outlive its
-# delivery, so it cannot plant its own functions under the dispatcher's
-# statements, which run as the bootstrap superuser.
+# changes for the session (set_config(..., false)) and session advisory
+# locks it takes do not outlive its delivery, so it cannot plant its own
+# functions under the dispatcher's statements, which run as the bootstrap
+# superuser.
 use strict;
 use warnings;
 
@@ -264,15 +265,13 @@ is($node->safe_psql('postgres', q{
 	SELECT application_name FROM pg_stat_activity WHERE backend_type = 'outbox_saga dispatcher'}),
 	'outbox_saga dispatcher',
 	"the dispatcher's application_name survives a handler that changed it");
-TODO:
-{
-	local $TODO = 'a session-level advisory lock taken by a handler stays with the dispatcher';
-	is($node->safe_psql('postgres', q{
-		SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a USING (pid)
-		 WHERE a.backend_type = 'outbox_saga dispatcher'
-		   AND l.locktype = 'advisory' AND l.objid = 4242}),
-		'0', "a handler's session advisory lock does not outlive its delivery");
-}
+is($node->safe_psql('postgres', q{
+	SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a USING (pid)
+	 WHERE a.backend_type = 'outbox_saga dispatcher'
+	   AND l.locktype = 'advisory' AND l.objid = 4242}),
+	'0', "a handler's session advisory lock does not outlive its delivery");
+is($node->safe_psql('postgres', q{SELECT pg_try_advisory_lock(4242)}), 't',
+	'so others can take it');
 is($node->safe_psql('postgres',
 		q{SELECT count(*) FILTER (WHERE su) || '/' || count(*) FROM eve.log}),
 	'0/0', "none of eve's functions ran inside the dispatcher's own statements");
