@@ -13,6 +13,10 @@
  * runs the command, and then lifts the block, so the launcher starts the
  * dispatcher again if the database still exists.
  *
+ * It also wakes this database's dispatcher after COMMIT PREPARED: the
+ * prepared transaction may have written events, and its commit does not
+ * run the commit callback of wakeup.c.
+ *
  *-------------------------------------------------------------------------
  */
 #include "compat.h"
@@ -138,6 +142,10 @@ outbox_process_utility(PlannedStmt *pstmt, const char *queryString,
 		}
 	}
 	PG_END_TRY();
+
+	if (OutboxShared != NULL && IsA(pstmt->utilityStmt, TransactionStmt) &&
+		((TransactionStmt *) pstmt->utilityStmt)->kind == TRANS_STMT_COMMIT_PREPARED)
+		ShmemWakeDispatcher(MyDatabaseId);
 }
 
 /*

@@ -49,6 +49,8 @@ wakeup_xact_callback(XactEvent event, void *arg)
 			break;
 		case XACT_EVENT_ABORT:
 		case XACT_EVENT_PARALLEL_ABORT:
+		case XACT_EVENT_PREPARE:
+			/* a prepared transaction wakes at COMMIT PREPARED (utility_hook.c) */
 			events_written = false;
 			extension_changed = false;
 			break;

@@ -167,11 +167,7 @@ ok(wait_until($node, 'postgres', q{
 	 WHERE backend_type = 'outbox_saga dispatcher' AND state = 'idle'}, 30),
 	'the dispatcher sleeps');
 $node->safe_psql('postgres', q{COMMIT PREPARED 'outbox_2pc'});
-TODO:
-{
-	local $TODO = 'COMMIT PREPARED does not wake the dispatcher (the event waits for the poll)';
-	ok(defined arrives_within('2pc-1', now_ts()), 'COMMIT PREPARED wakes the dispatcher');
-}
+ok(defined arrives_within('2pc-1', now_ts()), 'COMMIT PREPARED wakes the dispatcher');
 # Whatever the wakeup, the event is delivered at the next pass.
 $node->safe_psql('postgres', q{SELECT outbox.emit('t', 'e', '{"tag": "after-2pc"}')});
 ok(defined arrives_within('after-2pc', now_ts()), 'the next commit wakes the dispatcher');
