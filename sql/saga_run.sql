@@ -419,6 +419,27 @@ SELECT status, error FROM saga.instances WHERE id = :'o11';
 SELECT * FROM pg_temp.timeline('o11');
 SELECT saga.complete_step(:'o11', 'ship_order', true);
 
+-- A function step is cancelled when it exceeds its timeout (a failed
+-- attempt, here the only one).
+CREATE FUNCTION public.slow_quote(ctx jsonb) RETURNS jsonb LANGUAGE plpgsql AS $$
+BEGIN
+	PERFORM pg_sleep(10);
+	RETURN '{}';
+END $$;
+SET ROLE regress_saga_shop;
+SELECT saga.define('quote', $$[
+	{"name": "create_order", "action": {"function": "public.create_order"},
+	 "compensation": {"function": "public.cancel_order"}},
+	{"name": "quote", "action": {"function": "public.slow_quote"},
+	 "timeout": "200 milliseconds", "max_attempts": 1}
+]$$) AS version;
+RESET ROLE;
+SELECT saga.start('quote', '{"order_id": "o13", "customer": "max"}') IS NOT NULL AS started;
+SELECT pg_temp.wait_status('o13', 'compensated');
+SELECT * FROM pg_temp.timeline('o13');
+SELECT timed_out_at IS NOT NULL AS timed_out FROM saga.step_run
+ WHERE saga_id = pg_temp.saga_of('o13') AND step = 'quote';
+
 -- G10: every call ran as the definition's owner with search_path pinned.
 SELECT run_as, search_path, count(*) > 0 AS calls FROM public.shop_journal GROUP BY 1, 2;
 SELECT order_id, count(*) AS duplicate_calls FROM public.shop_journal

@@ -193,6 +193,7 @@ typedef struct Batch
 	int64		delivered;
 	int64		failed;
 	int64		dead;
+	int64		parked;
 	char	   *last_error;
 	bool		stop;			/* the outage rule stopped the batch */
 } Batch;
@@ -1049,12 +1050,16 @@ record_item(Batch *b, BatchItem *item)
 		(item->action == ACT_SEND && item->outcome.status == SINK_SKIPPED))
 	{
 		if (item->source == FROM_WINDOW)
+		{
 			park_event(b, &item->ev, 0, now, NULL, false);
+			b->parked++;
+		}
 		return false;
 	}
 	if (item->action == ACT_DELAYED)
 	{
 		park_event(b, &item->ev, 0, item->ev.deliver_after, NULL, false);
+		b->parked++;
 		return false;
 	}
 
@@ -1269,5 +1274,6 @@ DeliveryRunBatch(DestinationConfig *dest, BatchResult *result)
 
 	result->delivered = b.delivered;
 	result->failed = b.failed;
+	result->parked = b.parked;
 	result->more = !b.stop && (more_retries || !window_done);
 }

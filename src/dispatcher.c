@@ -95,8 +95,10 @@ typedef enum ExtensionState
 } ExtensionState;
 
 static bool take_dispatcher_lock(void);
+static long next_due_ms(void);
 
 static DispatcherSlot *my_slot = NULL;
+static long sleep_ms = 1000;	/* from next_due_ms() of the last pass */
 static char my_database[NAMEDATALEN];
 static char *version_seen = NULL;	/* SQL version we last complained of */
 
@@ -380,7 +382,8 @@ run_destination(DestinationConfig *dest, int64 *activity)
 			return false;
 		}
 		PG_END_TRY();
-		*activity += result.delivered + result.failed;
+		/* Parking counts: the next pass must see the new due times. */
+		*activity += result.delivered + result.failed + result.parked;
 		if (result.delivered + result.failed > 0 &&
 			SinkLookup(dest->kind, false)->deliver != NULL)
 			drop_handler_session_locks();
@@ -429,6 +432,7 @@ dispatch_pass(MemoryContext loop_cxt, int64 *activity)
 		forget_changed_destinations(dests);
 		if (dests != NIL)
 			take_tick();
+		sleep_ms = next_due_ms();
 	}
 	SPI_finish();
 	PopActiveSnapshot();
@@ -486,21 +490,19 @@ run_housekeeping(MemoryContext cxt)
 }
 
 /*
- * sleep_time
- *		How long to sleep: until the next retry row or destination backoff
- *		falls due, at most poll_interval.
+ * next_due_ms
+ *		How long until the next retry row or destination backoff falls due,
+ *		at most poll_interval.  Runs in the pass's first transaction (SPI
+ *		connected); something that falls due during the pass is found by the
+ *		next one.
  */
 static long
-sleep_time(void)
+next_due_ms(void)
 {
 	long		ms = OutboxPollInterval;
 	bool		isnull;
 	Datum		d;
 
-	SetCurrentStatementStartTimestamp();
-	StartTransactionCommand();
-	SPI_connect();
-	PushActiveSnapshot(GetTransactionSnapshot());
 	if (SPI_execute("SELECT (extract(epoch FROM LEAST("
 					"  (SELECT min(next_attempt_at) FROM outbox.delivery_retry),"
 					"  (SELECT min(retry_at) FROM outbox.destination WHERE NOT paused))"
@@ -511,9 +513,6 @@ sleep_time(void)
 		if (!isnull)
 			ms = Max(1, Min(ms, DatumGetInt64(d) + 1));
 	}
-	SPI_finish();
-	PopActiveSnapshot();
-	CommitTransactionCommand();
 	return ms;
 }
 
@@ -631,7 +630,7 @@ OutboxDispatcherMain(Datum main_arg)
 		if (more || activity > 0)
 			continue;
 		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-						 sleep_time(), PG_WAIT_EXTENSION);
+						 sleep_ms, PG_WAIT_EXTENSION);
 		ResetLatch(MyLatch);
 		if (!TimestampDifferenceExceeds(now, GetCurrentTimestamp(), MIN_PASS_INTERVAL_MS))
 			(void) WaitLatch(MyLatch, WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,

@@ -20,6 +20,8 @@ typedef struct BatchResult
 {
 	int64		delivered;		/* events the destination accepted */
 	int64		failed;			/* failed attempts */
+	int64		parked;			/* events parked as retry rows (delayed,
+								 * held back) */
 	bool		more;			/* a full batch: call again soon */
 } BatchResult;
 

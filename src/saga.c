@@ -1301,6 +1301,8 @@ outbox_saga_saga_start(PG_FUNCTION_ARGS)
 		}
 
 		/* The key is taken (by a committed saga: the insert waited). */
+		if (key == NULL)
+			elog(ERROR, "could not start saga \"%s\"", text_to_cstring(definition));
 		values[0] = PointerGetDatum(key);
 		run(Q_START_EXISTING, values, NULL, SPI_OK_SELECT);
 		if (SPI_processed == 1)

@@ -51,8 +51,8 @@
  *	the driver batches.  One pass of SagaRunPass is a few *rounds*; one
  *	round is one transaction that
  *	  1. sweeps: sagas past their deadline start compensating; waiting runs
- *		 past timeout_at fail an attempt (in a subtransaction, so that a
- *		 problem there never blocks the rest);
+ *		 past timeout_at fail an attempt (in a subtransaction, like the
+ *		 recovery below, so that a problem there never blocks the rest);
  *	  2. runs the runs claimed by the previous round (committed 'running'
  *		 there): each in its own subtransaction through DeliveryCallAs, as
  *		 the definition's owner with SECURITY_RESTRICTED_OPERATION, pinned
@@ -83,6 +83,24 @@
  *	a later round, and the dispatcher never waits for a user.  A claimed run
  *	of such a saga stays in the driver's list (process memory) until it can
  *	be run.  The claim itself locks only the run rows (SKIP LOCKED).
+ *
+ * CALLS
+ *	The ctx passed to a call is {saga_id, definition, step, phase, attempt,
+ *	idempotency_key, input, results}; idempotency_key is
+ *	saga_id:step:phase, the same for every attempt and after a crash.
+ *	  function  fn(ctx) in a subtransaction (DeliveryCallAs); its result is
+ *				stored.  An error, or the step's timeout (statement
+ *				timeout), is a failed attempt.
+ *	  emit		an event (OutboxAppendEvent) in the round's transaction:
+ *				payload ctx, aggregate_id the saga, headers saga_id,
+ *				saga_step, saga_phase, idempotency_key; it exists iff the
+ *				outcome is recorded.  Result {"event_id": ...}; with await the
+ *				run waits for saga.complete_step until timeout_at, and a
+ *				timeout is a failed attempt (the command is emitted again).
+ *	  http		not available yet: an attempt fails with SQLSTATE 0A000.
+ *				Meant to be: claim (flushed, as above), send with no
+ *				transaction open between two rounds, record the outcome in
+ *				the next round; the request carries Idempotency-Key.
  *
  * CRASH
  *	A crash (or SIGTERM) during a round rolls back that round: the runs it
@@ -135,6 +153,7 @@
 #include "eventlog.h"
 #include "guc.h"
 #include "saga.h"
+#include "saga_driver.h"
 #include "saga_internal.h"
 
 /* A pass stops claiming after this many rounds or this much time. */
@@ -146,6 +165,8 @@
 #define SAGA_SWEEP_LIMIT			1000
 /* Interruptions of one run before an interrupted attempt counts. */
 #define SAGA_MAX_INTERRUPTIONS		3
+/* How long recovery or the sweep waits after it failed. */
+#define SAGA_GUARD_BACKOFF_MS		10000
 
 /* The statements of the state machine; planned once per process, kept. */
 enum
@@ -163,6 +184,7 @@ enum
 	Q_ORPHANS,
 	Q_ORPHANS_LEFT,
 	Q_EXISTING,
+	Q_NEXT_DUE,
 	Q_COUNT
 };
 
@@ -424,6 +446,14 @@ static const char *const query_text[Q_COUNT] = {
 	[Q_EXISTING] =
 	"SELECT i.id FROM pg_catalog.unnest($1::uuid[]) AS u(id)"
 	"  JOIN saga.instance i ON i.id = u.id",
+
+	/* When the next saga work falls due (see SagaNextDue). */
+	[Q_NEXT_DUE] =
+	"SELECT LEAST("
+	"  (SELECT min(next_attempt_at) FROM saga.step_run WHERE status = 'pending'),"
+	"  (SELECT min(timeout_at) FROM saga.step_run WHERE status = 'waiting'),"
+	"  (SELECT min(deadline) FROM saga.instance"
+	"    WHERE status = 'running' AND deadline IS NOT NULL))",
 };
 
 static const Oid query_types[Q_COUNT][8] = {
@@ -441,6 +471,7 @@ static const Oid query_types[Q_COUNT][8] = {
 	[Q_ORPHANS] = {UUIDARRAYOID},
 	[Q_ORPHANS_LEFT] = {UUIDARRAYOID},
 	[Q_EXISTING] = {UUIDARRAYOID},
+	[Q_NEXT_DUE] = {0},
 };
 
 static SPIPlanPtr plans[Q_COUNT];
@@ -488,6 +519,10 @@ static int	next_nclaimed = 0;
 
 /* Interrupted runs may exist (a new process, or some were locked). */
 static bool recovery_needed = true;
+
+/* After a failure, recovery and sweeps wait until then (0: no wait). */
+static TimestampTz recovery_retry_at = 0;
+static TimestampTz sweep_retry_at = 0;
 
 /* Resolved step functions, by owner and name; forgotten on pg_proc changes. */
 typedef struct StepFunctionKey
@@ -991,7 +1026,7 @@ run_step(StepRun *run, SagaOutcome *out)
 		}
 		else
 		{
-			out->kind = strncmp(error, "57014", 5) == 0 ? SAGA_TIMEOUT : SAGA_FAIL;
+			out->kind = strstr(error, "statement timeout") != NULL ? SAGA_TIMEOUT : SAGA_FAIL;
 			out->error = error;
 		}
 	}
@@ -1194,61 +1229,78 @@ recover_orphans(TimestampTz now)
 
 /*
  * sweep
- *		Deadlines and wait timeouts that are due, in a subtransaction: an
- *		error is reported and the round goes on.  Returns how many sagas
+ *		Deadlines and wait timeouts that are due.  Returns how many sagas
  *		were affected.
  */
 static int
 sweep(TimestampTz now)
 {
+	Datum		values[2];
+	SPITupleTable *rows;
+	uint64		nrows;
+	uint64		i;
+	pg_uuid_t  *ids;
+	SagaOutcome *outcomes;
+	int			swept = 0;
+
+	/* Deadlines. */
+	values[0] = TimestampTzGetDatum(now);
+	values[1] = Int32GetDatum(SAGA_SWEEP_LIMIT);
+	run_plan(Q_DEADLINES, values, NULL, SPI_OK_UPDATE_RETURNING);
+	rows = SPI_tuptable;
+	nrows = SPI_processed;
+	ids = palloc(sizeof(pg_uuid_t) * (nrows + 1));
+	for (i = 0; i < nrows; i++)
+		col_uuid(rows, i, 1, &ids[i]);
+	SPI_freetuptable(rows);
+	SagaAdvanceCompensation(ids, (int) nrows, now);
+	swept += (int) nrows;
+
+	/* Wait timeouts. */
+	run_plan(Q_TIMEOUTS, values, NULL, SPI_OK_SELECT);
+	rows = SPI_tuptable;
+	nrows = SPI_processed;
+	outcomes = palloc0(sizeof(SagaOutcome) * (nrows + 1));
+	for (i = 0; i < nrows; i++)
+	{
+		col_uuid(rows, i, 1, &outcomes[i].saga_id);
+		outcomes[i].step = col_text(rows, i, 2);
+		outcomes[i].phase = col_text(rows, i, 3);
+		outcomes[i].kind = SAGA_TIMEOUT;
+		outcomes[i].error = col_text(rows, i, 4);
+	}
+	SPI_freetuptable(rows);
+	(void) SagaApplyOutcomes(outcomes, (int) nrows, now);
+	swept += (int) nrows;
+	return swept;
+}
+
+/*
+ * guarded
+ *		Run fn(now) in a subtransaction of the round: an error is reported
+ *		(what failed), rolled back, and the round goes on; the same work is
+ *		then not tried again for SAGA_GUARD_BACKOFF_MS (*retry_at), so that
+ *		a lasting problem does not flood the log.  Returns fn's result, or 0.
+ */
+static int
+guarded(int (*fn) (TimestampTz), TimestampTz now, const char *what,
+		TimestampTz *retry_at)
+{
 	MemoryContext cxt = CurrentMemoryContext;
 	ResourceOwner owner = CurrentResourceOwner;
-	volatile int swept = 0;
+	volatile int result = 0;
 
+	if (*retry_at != 0 && now < *retry_at)
+		return 0;
 	BeginInternalSubTransaction(NULL);
 	MemoryContextSwitchTo(cxt);
 	PG_TRY();
 	{
-		Datum		values[2];
-		SPITupleTable *rows;
-		uint64		nrows;
-		uint64		i;
-		pg_uuid_t  *ids;
-		SagaOutcome *outcomes;
-
-		/* Deadlines. */
-		values[0] = TimestampTzGetDatum(now);
-		values[1] = Int32GetDatum(SAGA_SWEEP_LIMIT);
-		run_plan(Q_DEADLINES, values, NULL, SPI_OK_UPDATE_RETURNING);
-		rows = SPI_tuptable;
-		nrows = SPI_processed;
-		ids = palloc(sizeof(pg_uuid_t) * (nrows + 1));
-		for (i = 0; i < nrows; i++)
-			col_uuid(rows, i, 1, &ids[i]);
-		SPI_freetuptable(rows);
-		SagaAdvanceCompensation(ids, (int) nrows, now);
-		swept += (int) nrows;
-
-		/* Wait timeouts. */
-		run_plan(Q_TIMEOUTS, values, NULL, SPI_OK_SELECT);
-		rows = SPI_tuptable;
-		nrows = SPI_processed;
-		outcomes = palloc0(sizeof(SagaOutcome) * (nrows + 1));
-		for (i = 0; i < nrows; i++)
-		{
-			col_uuid(rows, i, 1, &outcomes[i].saga_id);
-			outcomes[i].step = col_text(rows, i, 2);
-			outcomes[i].phase = col_text(rows, i, 3);
-			outcomes[i].kind = SAGA_TIMEOUT;
-			outcomes[i].error = col_text(rows, i, 4);
-		}
-		SPI_freetuptable(rows);
-		(void) SagaApplyOutcomes(outcomes, (int) nrows, now);
-		swept += (int) nrows;
-
+		result = fn(now);
 		ReleaseCurrentSubTransaction();
 		MemoryContextSwitchTo(cxt);
 		CurrentResourceOwner = owner;
+		*retry_at = 0;
 	}
 	PG_CATCH();
 	{
@@ -1261,13 +1313,14 @@ sweep(TimestampTz now)
 		MemoryContextSwitchTo(cxt);
 		CurrentResourceOwner = owner;
 		ereport(WARNING,
-				(errmsg("outbox_saga: enforcing saga deadlines and timeouts failed: %s",
-						edata->message)));
+				(errmsg("outbox_saga: %s failed: %s", what, edata->message),
+				 errdetail("It is tried again in %d seconds.", SAGA_GUARD_BACKOFF_MS / 1000)));
 		FreeErrorData(edata);
-		swept = 0;
+		*retry_at = TimestampTzPlusMilliseconds(now, SAGA_GUARD_BACKOFF_MS);
+		result = 0;
 	}
 	PG_END_TRY();
-	return swept;
+	return result;
 }
 
 /*
@@ -1394,8 +1447,10 @@ saga_round(int limit, RoundResult *res)
 	level = begin_round();
 	now = GetCurrentTimestamp();
 	if (recovery_needed)
-		res->work += recover_orphans(now);
-	res->work += sweep(now);
+		res->work += guarded(recover_orphans, now, "recovering interrupted saga steps",
+							 &recovery_retry_at);
+	res->work += guarded(sweep, now, "enforcing saga deadlines and timeouts",
+						 &sweep_retry_at);
 
 	/* Deferred runs stay in the next list (allocated to fit every one). */
 	next_claimed = MemoryContextAlloc(next_cxt, sizeof(pg_uuid_t) * (nclaimed + 1));
@@ -1529,6 +1584,23 @@ fall_back(MemoryContext cxt)
 	memcpy(next_claimed, ids, sizeof(pg_uuid_t) * kept);
 	next_nclaimed = kept;
 	swap_lists();
+}
+
+/*
+ * SagaNextDue
+ *		See saga_driver.h.
+ */
+TimestampTz
+SagaNextDue(void)
+{
+	bool		isnull;
+	Datum		d;
+	int			level = pin_search_path();
+
+	run_plan(Q_NEXT_DUE, NULL, NULL, SPI_OK_SELECT);
+	d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+	AtEOXact_GUC(true, level);
+	return isnull ? 0 : DatumGetTimestampTz(d);
 }
 
 /*

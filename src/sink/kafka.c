@@ -1,26 +1,1079 @@
 /*-------------------------------------------------------------------------
  *
  * kafka.c
- *		Destination kind "kafka": placeholder until the kafka sink lands.
+ *		Destination kind "kafka": an idempotent librdkafka producer per
+ *		destination; an event is delivered on its broker delivery report.
+ *
+ * CONFIG
+ *	{"brokers": "host:9092,...", "topic": "orders" | "events.{topic}",
+ *	 "properties": {"compression.type": "zstd", "sasl.password": "...", ...}}
+ *	plus the common keys; "timeout" is librdkafka's message.timeout.ms
+ *	unless "properties" sets it.  {topic} and {event_type} in "topic" are
+ *	replaced by the event's; the result must be a legal Kafka topic name.
+ *	Every property is checked with rd_kafka_conf_set on a scratch config at
+ *	create_destination: an unknown one is error 22023 naming it; the value
+ *	of a secret-looking property is never quoted.  outbox_saga owns
+ *	bootstrap.servers, enable.idempotence (always true) and acks (all);
+ *	properties that load code or run commands are refused, and those that
+ *	name server files (*.location, keytabs) need a superuser owner.
+ *
+ * WIRE FORMAT (SPEC 3.2)
+ *	Key: aggregate_id (none if NULL).  Value: the payload as JSON text.
+ *	Headers: id (event_id), type, topic, then the event's own headers.
+ *
+ * OUTCOMES
+ *	Delivery report without error = delivered.  Message too large, invalid
+ *	record: dead letter.  Everything else (timeouts, broker down, unknown
+ *	topic, authorization, a fatal idempotence error): retried with backoff,
+ *	the error text from librdkafka in outbox.stats.
+ *
+ * ORDER (G4)
+ *	All events of a batch are produced at once, without waiting for the
+ *	previous event of the same lane: one key maps to one partition, and the
+ *	idempotent producer (max.in.flight <= 5, endless internal retries within
+ *	message.timeout.ms, sequence numbers checked by the broker) keeps a
+ *	partition's messages in production order.  A later message of a
+ *	partition is never written before an earlier one that failed: failures
+ *	in a partition come in order (timeouts expire oldest first; a fatal
+ *	error fails all).  When produce() refuses an event at once, the rest of
+ *	its lane is not produced (SKIPPED).  This trades the one-in-flight-per-
+ *	lane rule of sink.h, which would cost a broker round trip per event of
+ *	a busy aggregate, for librdkafka's ordering guarantee.
+ *
+ * THE LOOP (deliver_batch, outside any transaction)
+ *	The producer lives across batches (keyed by destination id and config
+ *	bytes; recreated after a fatal error; closed after NATS-like idleness,
+ *	KAFKA_IDLE_CLOSE_MS).  librdkafka's main queue (delivery reports,
+ *	errors) signals a pipe when it becomes non-empty
+ *	(rd_kafka_queue_io_event_enable); deliver_batch waits on that pipe,
+ *	MyLatch and postmaster death in one WaitEventSet and serves the queue
+ *	with rd_kafka_poll(rk, 0), so callbacks run in this thread and never
+ *	block.  CHECK_FOR_INTERRUPTS on every wakeup.  At the deadline (timeout
+ *	+ 1 s) messages not yet sent are purged and, like those in flight,
+ *	reported SINK_RETRY; their late reports are ignored (each message's
+ *	opaque carries the batch number).  librdkafka's threads start with
+ *	every signal blocked.
+ *
+ * MEMORY: per-batch data in the caller's context; producers and parsed
+ *	configs in kafka_cxt (secrets wiped when freed).
  *
  *-------------------------------------------------------------------------
  */
 #include "compat.h"
 
+#include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include <librdkafka/rdkafka.h>
+
+#include "lib/stringinfo.h"
+#include "libpq/pqsignal.h"
+#include "miscadmin.h"
+#include "storage/latch.h"
+#include "utils/builtins.h"
+#include "utils/memutils.h"
+#include "utils/timestamp.h"
+#include "utils/wait_event.h"
+
 #include "sink.h"
 
-static const char *const kafka_keys[] = {NULL};
+/* Longest single wait (the loop rechecks the deadline). */
+#define KAFKA_MAX_WAIT_MS			100
 
+/* A producer unused this long is closed at the next batch of any. */
+#define KAFKA_IDLE_CLOSE_MS			(10 * 60 * 1000)
+
+/* How long closing a producer may wait for its messages. */
+#define KAFKA_CLOSE_FLUSH_MS		1000
+
+#define KAFKA_MAX_PROPERTIES		100
+#define KAFKA_MAX_TOPIC				249
+
+/* Batch number and event index in a message's opaque. */
+#define KAFKA_INDEX_BITS			20
+
+static const char *const kafka_keys[] = {"brokers", "topic", "properties", NULL};
+
+/* Properties outbox_saga sets itself. */
+static const char *const owned_properties[] = {
+	"bootstrap.servers", "metadata.broker.list", "enable.idempotence",
+	"dr_cb", "dr_msg_cb", "error_cb", "log_cb", "opaque", "background_event_cb",
+	NULL
+};
+
+/* Properties that load code or run commands in the server process. */
+static const char *const refused_properties[] = {
+	"plugin.library.paths", "sasl.kerberos.kinit.cmd", "ssl.engine.location",
+	"ssl_engine_location", "interceptors", NULL
+};
+
+/* Parts of property names whose values are secrets (never quoted). */
+static const char *const secret_parts[] = {
+	"password", "secret", "token", "credential", "private", "key", "jaas", NULL
+};
+
+/* A config, parsed. */
+typedef struct KafkaConfig
+{
+	char	   *brokers;
+	char	   *topic;			/* template */
+	int			nprops;
+	char	  **prop_names;
+	char	  **prop_values;
+	bool		has_message_timeout;
+} KafkaConfig;
+
+/* A destination's producer, kept across batches. */
+typedef struct KafkaDest
+{
+	int32		dest_id;
+	MemoryContext cxt;
+	Jsonb	   *config;
+	KafkaConfig conf;
+	rd_kafka_t *rk;
+	TimestampTz last_used;
+	struct KafkaDest *next;
+} KafkaDest;
+
+/* The state of one deliver_batch() call. */
+typedef struct KafkaBatch
+{
+	uint64		seq;
+	const DestinationConfig *dest;
+	KafkaDest  *kd;
+	DispatchEvent *const *events;
+	SinkOutcome *outcomes;
+	int			n;
+	bool	   *produced;		/* handed to the producer */
+	bool	   *pending;		/* produced, no report yet */
+	rd_kafka_resp_err_t *errs;	/* report errors, by event */
+	int			npending;
+	bool		latch_seen;
+	rd_kafka_resp_err_t last_error;	/* from error_cb */
+	char		last_error_text[256];
+} KafkaBatch;
+
+static MemoryContext kafka_cxt = NULL;
+static KafkaDest *dests = NULL;
+static KafkaBatch *current = NULL;	/* the batch delivery reports go to */
+static uint64 batch_seq = 0;
+static int	wake_pipe[2] = {-1, -1};
+
+/* ------------------------------------------------------------------------
+ * Config
+ * ------------------------------------------------------------------------
+ */
+
+/*
+ * is_secret_property
+ *		Whether a property's value must never be quoted.
+ */
+static bool
+is_secret_property(const char *name)
+{
+	int			i;
+
+	for (i = 0; secret_parts[i]; i++)
+		if (strstr(name, secret_parts[i]) != NULL)
+			return true;
+	return false;
+}
+
+/*
+ * in_list
+ *		Whether 'name' is one of 'list'.
+ */
+static bool
+in_list(const char *name, const char *const *list)
+{
+	int			i;
+
+	for (i = 0; list[i]; i++)
+		if (strcmp(name, list[i]) == 0)
+			return true;
+	return false;
+}
+
+/*
+ * expand_topic
+ *		The topic template with {topic} and {event_type} replaced; NULL
+ *		(and *bad set) on another placeholder.
+ */
+static char *
+expand_topic(const char *tmpl, const char *topic, const char *event_type,
+			 char **bad)
+{
+	StringInfoData buf;
+	const char *p = tmpl;
+
+	initStringInfo(&buf);
+	*bad = NULL;
+	while (*p)
+	{
+		if (*p == '{')
+		{
+			if (strncmp(p, "{topic}", 7) == 0)
+			{
+				appendStringInfoString(&buf, topic);
+				p += 7;
+				continue;
+			}
+			if (strncmp(p, "{event_type}", 12) == 0)
+			{
+				appendStringInfoString(&buf, event_type);
+				p += 12;
+				continue;
+			}
+			*bad = pnstrdup(p, Min(strcspn(p, "}") + 1, 32));
+			return NULL;
+		}
+		appendStringInfoChar(&buf, *p++);
+	}
+	return buf.data;
+}
+
+/*
+ * topic_problem
+ *		Why 's' is not a legal Kafka topic name, or NULL.
+ */
+static const char *
+topic_problem(const char *s)
+{
+	const char *p;
+
+	if (*s == '\0')
+		return "it is empty";
+	if (strlen(s) > KAFKA_MAX_TOPIC)
+		return "it is longer than 249 bytes";
+	if (strcmp(s, ".") == 0 || strcmp(s, "..") == 0)
+		return "it is \".\" or \"..\"";
+	for (p = s; *p; p++)
+		if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
+			  (*p >= '0' && *p <= '9') || *p == '.' || *p == '_' || *p == '-'))
+			return "a topic name consists of letters, digits, '.', '_' and '-'";
+	return NULL;
+}
+
+/*
+ * property_value
+ *		A property's value as text: strings as they are, numbers and
+ *		booleans as JSON; NULL for anything else.
+ */
+static char *
+property_value(JsonbValue *v)
+{
+	switch (v->type)
+	{
+		case jbvString:
+			return pnstrdup(v->val.string.val, v->val.string.len);
+		case jbvNumeric:
+			return DatumGetCString(DirectFunctionCall1(numeric_out,
+													   NumericGetDatum(v->val.numeric)));
+		case jbvBool:
+			return pstrdup(v->val.boolean ? "true" : "false");
+		default:
+			return NULL;
+	}
+}
+
+/*
+ * check_property
+ *		Refuse a property outbox_saga owns, one that runs code, one naming
+ *		server files for a non-superuser owner, or acks other than all.
+ */
+static void
+check_property(const char *name, const char *value, Oid owner)
+{
+	if (in_list(name, owned_properties))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("Kafka property \"%s\" may not be set in \"properties\"", name),
+				 errdetail("outbox_saga sets bootstrap.servers from \"brokers\", always enables the idempotent producer, and owns the callbacks.")));
+	if (in_list(name, refused_properties))
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("Kafka property \"%s\" is not allowed", name),
+				 errdetail("It would load code or run a command inside the database server.")));
+	if ((strstr(name, "location") != NULL || strstr(name, "keytab") != NULL) &&
+		OidIsValid(owner) && !superuser_arg(owner))
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("only a superuser may set Kafka property \"%s\"", name),
+				 errdetail("It names a file on the database server."),
+				 errhint("Pass certificates and keys inline, e.g. \"ssl.ca.pem\" and \"ssl.key.pem\".")));
+	if ((strcmp(name, "acks") == 0 || strcmp(name, "request.required.acks") == 0) &&
+		strcmp(value, "all") != 0 && strcmp(value, "-1") != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("Kafka property \"%s\" must be \"all\"", name),
+				 errdetail("The idempotent producer that keeps events in order needs acknowledgement by all in-sync replicas.")));
+}
+
+/*
+ * parse_config
+ *		The kind's keys of 'config' into 'out' (CurrentMemoryContext),
+ *		every property tried on a scratch librdkafka config.
+ */
+static void
+parse_config(Jsonb *config, Oid owner, KafkaConfig *out)
+{
+	JsonbValue	v;
+	char	   *bad;
+	char	   *sample;
+	const char *why;
+	rd_kafka_conf_t *scratch;
+
+	memset(out, 0, sizeof(*out));
+	out->brokers = DestinationConfigString(config, "brokers");
+	if (out->brokers == NULL || out->brokers[0] == '\0')
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("a kafka destination needs a non-empty config key \"brokers\""),
+				 errhint("For example '{\"brokers\": \"kafka1:9092,kafka2:9092\", \"topic\": \"orders\"}'.")));
+	out->topic = DestinationConfigString(config, "topic");
+	if (out->topic == NULL || out->topic[0] == '\0')
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("a kafka destination needs a non-empty config key \"topic\""),
+				 errhint("A topic name, which may hold {topic} and {event_type}.")));
+	sample = expand_topic(out->topic, "t", "t", &bad);
+	if (sample == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("unknown placeholder \"%s\" in configuration key \"topic\"", bad),
+				 errhint("The placeholders are {topic} and {event_type}.")));
+	if ((why = topic_problem(sample)) != NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("configuration key \"topic\" is not a valid Kafka topic name"),
+				 errdetail("The topic \"%s\" is unusable: %s.", out->topic, why)));
+
+	out->prop_names = palloc0(sizeof(char *) * KAFKA_MAX_PROPERTIES);
+	out->prop_values = palloc0(sizeof(char *) * KAFKA_MAX_PROPERTIES);
+	if (getKeyJsonValueFromContainer(&config->root, "properties", 10, &v) == NULL ||
+		v.type == jbvNull)
+		return;
+	if (v.type != jbvBinary || !JsonContainerIsObject(v.val.binary.data))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("configuration key \"properties\" must be an object"),
+				 errhint("For example '{\"compression.type\": \"zstd\", \"linger.ms\": \"10\"}'.")));
+
+	scratch = rd_kafka_conf_new();
+	PG_TRY();
+	{
+		JsonbIterator *it = JsonbIteratorInit(v.val.binary.data);
+		JsonbValue	item;
+		JsonbIteratorToken tok;
+		char	   *name = NULL;
+
+		while ((tok = JsonbIteratorNext(&it, &item, true)) != WJB_DONE)
+		{
+			char		errstr[512];
+			char	   *value;
+			rd_kafka_conf_res_t res;
+
+			if (tok == WJB_KEY)
+			{
+				name = pnstrdup(item.val.string.val, Min(item.val.string.len, 256));
+				continue;
+			}
+			if (tok != WJB_VALUE)
+				continue;
+			value = property_value(&item);
+			if (value == NULL)
+				ereport(ERROR,
+						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+						 errmsg("the value of Kafka property \"%s\" must be a string, number or boolean", name)));
+			check_property(name, value, owner);
+			if (out->nprops >= KAFKA_MAX_PROPERTIES)
+				ereport(ERROR,
+						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+						 errmsg("configuration key \"properties\" has too many properties"),
+						 errdetail("At most %d properties may be set.", KAFKA_MAX_PROPERTIES)));
+			res = rd_kafka_conf_set(scratch, name, value, errstr, sizeof(errstr));
+			if (res == RD_KAFKA_CONF_UNKNOWN)
+				ereport(ERROR,
+						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+						 errmsg("unknown Kafka property \"%s\"", name),
+						 errhint("See the CONFIGURATION.md of librdkafka %s.", rd_kafka_version_str())));
+			if (res != RD_KAFKA_CONF_OK)
+				ereport(ERROR,
+						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+						 errmsg("invalid value for Kafka property \"%s\"", name),
+						 is_secret_property(name) ? 0 :
+						 errdetail_internal("%s", errstr)));
+			if (strcmp(name, "message.timeout.ms") == 0 ||
+				strcmp(name, "delivery.timeout.ms") == 0)
+				out->has_message_timeout = true;
+			out->prop_names[out->nprops] = name;
+			out->prop_values[out->nprops] = value;
+			out->nprops++;
+		}
+	}
+	PG_FINALLY();
+	{
+		rd_kafka_conf_destroy(scratch);
+	}
+	PG_END_TRY();
+}
+
+/*
+ * kafka_validate
+ *		The kind's check at create_destination / alter_destination.
+ */
 static void
 kafka_validate(Jsonb *config, Oid owner)
 {
-	ereport(ERROR,
-			(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
-			 errmsg("destination kind \"kafka\" is not available yet")));
+	KafkaConfig parsed;
+
+	parse_config(config, owner, &parsed);
+}
+
+/* ------------------------------------------------------------------------
+ * Producers
+ * ------------------------------------------------------------------------
+ */
+
+/*
+ * dr_msg_cb
+ *		A delivery report, served by rd_kafka_poll in this thread: note it
+ *		in the current batch if it belongs to it.  No errors raised here.
+ */
+static void
+dr_msg_cb(rd_kafka_t *rk, const rd_kafka_message_t *msg, void *opaque)
+{
+	uintptr_t	tag = (uintptr_t) msg->_private;
+	uint64		seq = tag >> KAFKA_INDEX_BITS;
+	int			i = (int) (tag & ((1 << KAFKA_INDEX_BITS) - 1)) - 1;
+
+	if (current == NULL || seq != current->seq ||
+		i < 0 || i >= current->n || !current->pending[i])
+		return;
+	current->pending[i] = false;
+	current->npending--;
+	current->errs[i] = msg->err;
+}
+
+/*
+ * error_cb
+ *		Producer-level errors (all brokers down, authentication...): kept
+ *		for the error text of events that then fail.
+ */
+static void
+error_cb(rd_kafka_t *rk, int err, const char *reason, void *opaque)
+{
+	if (current != NULL)
+	{
+		current->last_error = err;
+		strlcpy(current->last_error_text, reason, sizeof(current->last_error_text));
+	}
+}
+
+/*
+ * log_cb
+ *		librdkafka's log lines (any thread): dropped; what matters reaches
+ *		outbox.stats through error_cb and the delivery reports.
+ */
+static void
+log_cb(const rd_kafka_t *rk, int level, const char *fac, const char *buf)
+{
+}
+
+/*
+ * ensure_process_state
+ *		The memory context and the wake-up pipe, once.
+ */
+static void
+ensure_process_state(void)
+{
+	if (kafka_cxt == NULL)
+		kafka_cxt = AllocSetContextCreate(TopMemoryContext, "outbox_saga kafka",
+										  ALLOCSET_DEFAULT_SIZES);
+	if (wake_pipe[0] < 0)
+	{
+		if (pipe(wake_pipe) != 0)
+			elog(ERROR, "outbox_saga: could not create a pipe: %m");
+		fcntl(wake_pipe[0], F_SETFL, O_NONBLOCK);
+		fcntl(wake_pipe[1], F_SETFL, O_NONBLOCK);
+		fcntl(wake_pipe[0], F_SETFD, FD_CLOEXEC);
+		fcntl(wake_pipe[1], F_SETFD, FD_CLOEXEC);
+	}
+}
+
+/*
+ * close_producer
+ *		Destroy a producer after a short flush (its undelivered events are
+ *		retried by the dispatcher anyway).
+ */
+static void
+close_producer(KafkaDest *kd)
+{
+	sigset_t	saved;
+
+	if (kd->rk == NULL)
+		return;
+	pthread_sigmask(SIG_SETMASK, &BlockSig, &saved);
+	rd_kafka_purge(kd->rk, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_NON_BLOCKING);
+	(void) rd_kafka_flush(kd->rk, KAFKA_CLOSE_FLUSH_MS);
+	rd_kafka_destroy_flags(kd->rk, RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE);
+	pthread_sigmask(SIG_SETMASK, &saved, NULL);
+	kd->rk = NULL;
+}
+
+/*
+ * free_dest
+ *		Close and free one cache entry, wiping property values.
+ */
+static void
+free_dest(KafkaDest *kd)
+{
+	int			i;
+
+	close_producer(kd);
+	for (i = 0; i < kd->conf.nprops; i++)
+		explicit_bzero(kd->conf.prop_values[i], strlen(kd->conf.prop_values[i]));
+	MemoryContextDelete(kd->cxt);
+	pfree(kd);
+}
+
+/*
+ * kafka_forget
+ *		Close the producer of destination 'dest_id'.
+ */
+static void
+kafka_forget(int32 dest_id)
+{
+	KafkaDest **link = &dests;
+
+	while (*link != NULL)
+	{
+		KafkaDest  *kd = *link;
+
+		if (kd->dest_id == dest_id)
+		{
+			*link = kd->next;
+			free_dest(kd);
+			continue;
+		}
+		link = &kd->next;
+	}
+}
+
+/*
+ * close_idle
+ *		Close the producers of other destinations unused for a while.
+ */
+static void
+close_idle(int32 current_id)
+{
+	KafkaDest **link = &dests;
+	TimestampTz limit = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
+													-KAFKA_IDLE_CLOSE_MS);
+
+	while (*link != NULL)
+	{
+		KafkaDest  *kd = *link;
+
+		if (kd->dest_id != current_id && kd->last_used < limit)
+		{
+			*link = kd->next;
+			free_dest(kd);
+			continue;
+		}
+		link = &kd->next;
+	}
+}
+
+/*
+ * lookup_dest
+ *		The cache entry of 'dest', (re)parsing its config if it changed.
+ */
+static KafkaDest *
+lookup_dest(const DestinationConfig *dest)
+{
+	KafkaDest  *kd;
+	MemoryContext cxt;
+	MemoryContext old;
+
+	for (kd = dests; kd != NULL; kd = kd->next)
+	{
+		if (kd->dest_id == dest->id &&
+			VARSIZE(kd->config) == VARSIZE(dest->config) &&
+			memcmp(kd->config, dest->config, VARSIZE(dest->config)) == 0)
+			return kd;
+	}
+	kafka_forget(dest->id);
+
+	cxt = AllocSetContextCreate(kafka_cxt, "outbox_saga kafka destination",
+								ALLOCSET_SMALL_SIZES);
+	old = MemoryContextSwitchTo(cxt);
+	PG_TRY();
+	{
+		kd = palloc0(sizeof(KafkaDest));
+		/* No owner check here: it passed at create_destination. */
+		parse_config(dest->config, InvalidOid, &kd->conf);
+		kd->config = palloc(VARSIZE(dest->config));
+		memcpy(kd->config, dest->config, VARSIZE(dest->config));
+	}
+	PG_CATCH();
+	{
+		MemoryContextSwitchTo(old);
+		MemoryContextDelete(cxt);
+		PG_RE_THROW();
+	}
+	PG_END_TRY();
+	MemoryContextSwitchTo(old);
+
+	kd->dest_id = dest->id;
+	kd->cxt = cxt;
+	kd->next = dests;
+	dests = kd;
+	return kd;
+}
+
+/*
+ * open_producer
+ *		Create destination 'kd's producer; NULL, or why it failed.
+ */
+static char *
+open_producer(KafkaDest *kd, const DestinationConfig *dest)
+{
+	rd_kafka_conf_t *conf = rd_kafka_conf_new();
+	char		errstr[512];
+	char	   *timeout = psprintf(INT64_FORMAT, Min(dest->timeout_ms, (int64) PG_INT32_MAX));
+	sigset_t	saved;
+	int			i;
+
+#define SET(name, value) \
+	do { \
+		if (rd_kafka_conf_set(conf, (name), (value), errstr, sizeof(errstr)) != RD_KAFKA_CONF_OK) \
+		{ \
+			rd_kafka_conf_destroy(conf); \
+			return psprintf("invalid configuration: property \"%s\": %s", (name), \
+							is_secret_property(name) ? "invalid value" : errstr); \
+		} \
+	} while (0)
+
+	SET("bootstrap.servers", kd->conf.brokers);
+	SET("client.id", "outbox_saga");
+	SET("enable.idempotence", "true");
+	if (!kd->conf.has_message_timeout)
+		SET("message.timeout.ms", timeout);
+	for (i = 0; i < kd->conf.nprops; i++)
+		SET(kd->conf.prop_names[i], kd->conf.prop_values[i]);
+#undef SET
+	rd_kafka_conf_set_dr_msg_cb(conf, dr_msg_cb);
+	rd_kafka_conf_set_error_cb(conf, error_cb);
+	rd_kafka_conf_set_log_cb(conf, log_cb);
+
+	pthread_sigmask(SIG_SETMASK, &BlockSig, &saved);
+	kd->rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof(errstr));
+	pthread_sigmask(SIG_SETMASK, &saved, NULL);
+	if (kd->rk == NULL)
+	{
+		rd_kafka_conf_destroy(conf);
+		return psprintf("cannot create the Kafka producer: %s", errstr);
+	}
+	{
+		rd_kafka_queue_t *q = rd_kafka_queue_get_main(kd->rk);
+
+		rd_kafka_queue_io_event_enable(q, wake_pipe[1], "1", 1);
+		rd_kafka_queue_destroy(q);
+	}
+	return NULL;
+}
+
+/* ------------------------------------------------------------------------
+ * deliver_batch
+ * ------------------------------------------------------------------------
+ */
+
+/*
+ * build_headers
+ *		id, type, topic and the event's headers.
+ */
+static rd_kafka_headers_t *
+build_headers(const DispatchEvent *ev, const char *id, const char *type,
+			  const char *topic)
+{
+	rd_kafka_headers_t *h = rd_kafka_headers_new(8);
+
+	rd_kafka_header_add(h, "id", -1, id, -1);
+	rd_kafka_header_add(h, "type", -1, type, -1);
+	rd_kafka_header_add(h, "topic", -1, topic, -1);
+	if (ev->headers != NULL && JB_ROOT_IS_OBJECT(ev->headers) &&
+		!JB_ROOT_IS_SCALAR(ev->headers))
+	{
+		JsonbIterator *it = JsonbIteratorInit(&ev->headers->root);
+		JsonbValue	v;
+		JsonbIteratorToken tok;
+		char	   *name = NULL;
+
+		while ((tok = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
+		{
+			if (tok == WJB_KEY)
+			{
+				name = pnstrdup(v.val.string.val, v.val.string.len);
+				if (strcmp(name, "id") == 0 || strcmp(name, "type") == 0 ||
+					strcmp(name, "topic") == 0)
+					name = NULL;
+			}
+			else if (tok == WJB_VALUE && name != NULL && v.type == jbvString)
+				rd_kafka_header_add(h, name, -1, v.val.string.val,
+									v.val.string.len);
+		}
+	}
+	return h;
+}
+
+/*
+ * format_uuid
+ *		The canonical text of a UUID.
+ */
+static void
+format_uuid(const pg_uuid_t *u, char *out)
+{
+	static const char hex[] = "0123456789abcdef";
+	int			i;
+	int			j = 0;
+
+	for (i = 0; i < UUID_LEN; i++)
+	{
+		if (i == 4 || i == 6 || i == 8 || i == 10)
+			out[j++] = '-';
+		out[j++] = hex[u->data[i] >> 4];
+		out[j++] = hex[u->data[i] & 0xF];
+	}
+	out[j] = '\0';
+}
+
+/*
+ * is_dead_error
+ *		Errors that no retry can fix.
+ */
+static bool
+is_dead_error(rd_kafka_resp_err_t err)
+{
+	return err == RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE ||
+		err == RD_KAFKA_RESP_ERR_INVALID_MSG_SIZE ||
+		err == RD_KAFKA_RESP_ERR_INVALID_RECORD ||
+		err == RD_KAFKA_RESP_ERR_RECORD_LIST_TOO_LARGE;
+}
+
+/*
+ * produce_all
+ *		Hand every event to the producer, in batch order; an event refused
+ *		at once fails and the rest of its lane is skipped.
+ */
+static void
+produce_all(KafkaBatch *b, const int *lanes)
+{
+	int			i;
+	int		   *failed_lanes = palloc(sizeof(int) * b->n);
+	int			nfailed_lanes = 0;
+	bool		queue_full = false;
+
+	for (i = 0; i < b->n; i++)
+	{
+		DispatchEvent *ev = b->events[i];
+		char		id[UUID_LEN * 2 + 5];
+		char	   *type = text_to_cstring(ev->event_type);
+		char	   *topic = text_to_cstring(ev->topic);
+		char	   *bad;
+		char	   *target;
+		const char *why;
+		char	   *value;
+		rd_kafka_headers_t *h;
+		rd_kafka_resp_err_t err;
+		int			j;
+		bool		skip = queue_full;
+
+		if (lanes != NULL && lanes[i] >= 0)
+			for (j = 0; j < nfailed_lanes && !skip; j++)
+				if (failed_lanes[j] == lanes[i])
+					skip = true;
+		if (skip)
+			continue;			/* SKIPPED */
+
+		target = expand_topic(b->kd->conf.topic, topic, type, &bad);
+		if (target == NULL || (why = topic_problem(target)) != NULL)
+		{
+			b->outcomes[i].status = SINK_DEAD;
+			b->outcomes[i].error = psprintf("topic \"%.200s\" is not a valid Kafka topic name",
+											target ? target : b->kd->conf.topic);
+			if (lanes != NULL && lanes[i] >= 0)
+				failed_lanes[nfailed_lanes++] = lanes[i];
+			continue;
+		}
+		format_uuid(&ev->event_id, id);
+		value = JsonbToCString(NULL, &ev->payload->root, VARSIZE(ev->payload));
+		h = build_headers(ev, id, type, topic);
+
+		b->pending[i] = true;
+		b->npending++;
+		if (ev->aggregate_id != NULL)
+			err = rd_kafka_producev(b->kd->rk,
+									RD_KAFKA_V_TOPIC(target),
+									RD_KAFKA_V_KEY(VARDATA_ANY(ev->aggregate_id),
+												   VARSIZE_ANY_EXHDR(ev->aggregate_id)),
+									RD_KAFKA_V_VALUE(value, strlen(value)),
+									RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+									RD_KAFKA_V_HEADERS(h),
+									RD_KAFKA_V_OPAQUE((void *) (uintptr_t) ((b->seq << KAFKA_INDEX_BITS) | (i + 1))),
+									RD_KAFKA_V_END);
+		else
+			err = rd_kafka_producev(b->kd->rk,
+									RD_KAFKA_V_TOPIC(target),
+									RD_KAFKA_V_VALUE(value, strlen(value)),
+									RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+									RD_KAFKA_V_HEADERS(h),
+									RD_KAFKA_V_OPAQUE((void *) (uintptr_t) ((b->seq << KAFKA_INDEX_BITS) | (i + 1))),
+									RD_KAFKA_V_END);
+		pfree(value);
+		if (err == RD_KAFKA_RESP_ERR_NO_ERROR)
+		{
+			b->produced[i] = true;
+			continue;
+		}
+
+		rd_kafka_headers_destroy(h);
+		b->pending[i] = false;
+		b->npending--;
+		if (err == RD_KAFKA_RESP_ERR__QUEUE_FULL)
+		{
+			queue_full = true;	/* the rest waits for the next batch */
+			continue;
+		}
+		b->outcomes[i].status = is_dead_error(err) ? SINK_DEAD : SINK_RETRY;
+		b->outcomes[i].error = psprintf("Kafka produce failed: %s", rd_kafka_err2str(err));
+		if (lanes != NULL && lanes[i] >= 0)
+			failed_lanes[nfailed_lanes++] = lanes[i];
+	}
+}
+
+/*
+ * drain_pipe
+ *		Empty the wake-up pipe.
+ */
+static void
+drain_pipe(void)
+{
+	char		buf[256];
+
+	while (read(wake_pipe[0], buf, sizeof(buf)) > 0)
+		;
+}
+
+/*
+ * run_batch
+ *		Serve delivery reports until none is pending or the deadline.
+ */
+static void
+run_batch(KafkaBatch *b, WaitEventSet *set, TimestampTz deadline)
+{
+	WaitEvent	occurred[3];
+
+	for (;;)
+	{
+		long		secs;
+		int			usecs;
+		long		wait_ms;
+		int			nevents;
+		int			e;
+
+		(void) rd_kafka_poll(b->kd->rk, 0);
+		if (b->npending == 0)
+			break;
+		TimestampDifference(GetCurrentTimestamp(), deadline, &secs, &usecs);
+		if (secs == 0 && usecs == 0)
+			break;
+		wait_ms = Min((long) KAFKA_MAX_WAIT_MS, secs * 1000 + (usecs + 999) / 1000);
+		nevents = WaitEventSetWait(set, wait_ms, occurred, lengthof(occurred),
+								   PG_WAIT_EXTENSION);
+		for (e = 0; e < nevents; e++)
+		{
+			if (occurred[e].events & WL_LATCH_SET)
+			{
+				ResetLatch(MyLatch);
+				b->latch_seen = true;
+			}
+			else if (occurred[e].events & WL_SOCKET_READABLE)
+				drain_pipe();
+		}
+		CHECK_FOR_INTERRUPTS();
+	}
+}
+
+/*
+ * lookup_dest_or_error
+ *		lookup_dest(), with an error turned into *error ("invalid
+ *		configuration: ...", in the caller's context) and NULL.
+ */
+static KafkaDest *
+lookup_dest_or_error(const DestinationConfig *dest, char **error)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	KafkaDest  *volatile kd = NULL;
+
+	*error = NULL;
+	PG_TRY();
+	{
+		kd = lookup_dest(dest);
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(cxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+		*error = psprintf("invalid configuration: %s", edata->message);
+		FreeErrorData(edata);
+	}
+	PG_END_TRY();
+	return kd;
+}
+
+/*
+ * produce_and_wait
+ *		Produce the batch and serve its reports, with 'b' the batch that
+ *		delivery reports go to meanwhile.
+ */
+static void
+produce_and_wait(KafkaBatch *b, const int *lanes, WaitEventSet *set,
+				 TimestampTz deadline)
+{
+	current = b;
+	PG_TRY();
+	{
+		/* Reports of earlier batches still queued: served, ignored. */
+		(void) rd_kafka_poll(b->kd->rk, 0);
+		produce_all(b, lanes);
+		run_batch(b, set, deadline);
+	}
+	PG_CATCH();
+	{
+		current = NULL;
+		FreeWaitEventSet(set);
+		PG_RE_THROW();
+	}
+	PG_END_TRY();
+	current = NULL;
+	FreeWaitEventSet(set);
+}
+
+/*
+ * kafka_deliver_batch
+ *		Deliver events[0..n-1]; see sink.h and the file header.
+ */
+static void
+kafka_deliver_batch(const DestinationConfig *dest, DispatchEvent *const *events,
+					const int *lanes, int n, SinkOutcome *outcomes)
+{
+	KafkaBatch	b;
+	KafkaDest  *kd;
+	char	   *error;
+	WaitEventSet *set;
+	TimestampTz deadline;
+	char		fatal[512];
+	bool		is_fatal = false;
+	int			i;
+
+	for (i = 0; i < n; i++)
+	{
+		outcomes[i].status = SINK_SKIPPED;
+		outcomes[i].error = NULL;
+		outcomes[i].not_before = 0;
+	}
+	if (n == 0)
+		return;
+	if (n >= (1 << KAFKA_INDEX_BITS) - 1)
+		elog(ERROR, "outbox_saga: kafka batch of %d events is too large", n);
+
+	ensure_process_state();
+	close_idle(dest->id);
+
+	kd = lookup_dest_or_error(dest, &error);
+	if (kd != NULL && kd->rk == NULL)
+		error = open_producer(kd, dest);
+	if (error != NULL)
+	{
+		for (i = 0; i < n; i++)
+		{
+			outcomes[i].status = SINK_RETRY;
+			outcomes[i].error = error;
+		}
+		return;
+	}
+	kd->last_used = GetCurrentTimestamp();
+
+	memset(&b, 0, sizeof(b));
+	b.seq = ++batch_seq;
+	b.dest = dest;
+	b.kd = kd;
+	b.events = events;
+	b.outcomes = outcomes;
+	b.n = n;
+	b.produced = palloc0(sizeof(bool) * n);
+	b.pending = palloc0(sizeof(bool) * n);
+	b.errs = palloc0(sizeof(rd_kafka_resp_err_t) * n);
+	deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
+										   dest->timeout_ms + 1000);
+
+	set = CreateWaitEventSet(CurrentMemoryContext, 3);
+	AddWaitEventToSet(set, WL_LATCH_SET, PGINVALID_SOCKET, MyLatch, NULL);
+	AddWaitEventToSet(set, WL_EXIT_ON_PM_DEATH, PGINVALID_SOCKET, NULL, NULL);
+	AddWaitEventToSet(set, WL_SOCKET_READABLE, wake_pipe[0], NULL, NULL);
+
+	produce_and_wait(&b, lanes, set, deadline);
+
+	if (rd_kafka_fatal_error(kd->rk, fatal, sizeof(fatal)) != RD_KAFKA_RESP_ERR_NO_ERROR)
+		is_fatal = true;
+
+	for (i = 0; i < n; i++)
+	{
+		rd_kafka_resp_err_t err = b.errs[i];
+
+		if (!b.produced[i])
+			continue;			/* failed at once, or SKIPPED */
+		if (b.pending[i])
+		{
+			outcomes[i].status = SINK_RETRY;
+			outcomes[i].error = is_fatal ?
+				psprintf("Kafka producer failed: %s", fatal) :
+				psprintf("no Kafka delivery report within " INT64_FORMAT " ms%s%s",
+						 dest->timeout_ms + 1000,
+						 b.last_error_text[0] ? ": " : "", b.last_error_text);
+		}
+		else if (err == RD_KAFKA_RESP_ERR_NO_ERROR)
+			outcomes[i].status = SINK_OK;
+		else
+		{
+			outcomes[i].status = is_dead_error(err) ? SINK_DEAD : SINK_RETRY;
+			outcomes[i].error = psprintf("Kafka delivery failed: %s%s%s",
+										 rd_kafka_err2str(err),
+										 b.last_error_text[0] ? "; " : "",
+										 b.last_error_text);
+		}
+	}
+
+	/* Purge what was never sent, so that it is not sent after its retry. */
+	if (b.npending > 0)
+		rd_kafka_purge(kd->rk, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_NON_BLOCKING);
+	if (is_fatal)
+		close_producer(kd);
+
+	if (b.latch_seen)
+		SetLatch(MyLatch);
 }
 
 const OutboxSink SinkKafka = {
 	.kind = "kafka",
 	.keys = kafka_keys,
 	.validate = kafka_validate,
+	.deliver_batch = kafka_deliver_batch,
+	.forget = kafka_forget,
 };

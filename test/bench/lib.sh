@@ -69,7 +69,7 @@ max_worker_processes = 16
 listen_addresses = ''
 port = $PORT
 unix_socket_directories = '$SOCK_DIR'
-max_connections = 20
+max_connections = $((BENCH_CLIENTS + 20))
 # Memory: the working set (a few hundred MB per run) stays in shared buffers.
 shared_buffers = ${BENCH_SHARED_BUFFERS:-1GB}
 wal_buffers = 64MB
