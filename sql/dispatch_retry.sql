@@ -60,6 +60,21 @@ DELETE FROM public.poison WHERE n = 10;
 SELECT pg_temp.wait_for($$SELECT count(*) = 3 FROM public.delivered WHERE aggregate = 'C'$$);
 SELECT array_agg(n ORDER BY seq) AS c_order FROM public.delivered WHERE aggregate = 'C';
 
+-- Poison in several aggregates, retried again and again, does not hold
+-- back the other aggregates (G4): fresh events are taken first, and
+-- failing retries do not back the whole destination off.
+TRUNCATE public.delivered;
+INSERT INTO public.poison VALUES (50), (51), (52);
+SELECT count(outbox.emit('work', 'job', jsonb_build_object('n', n), 'P' || n))
+  FROM generate_series(50, 52) n;
+SELECT pg_temp.wait_for($$SELECT retrying = 3 FROM outbox.stats WHERE destination = 'picky'$$);
+SELECT count(outbox.emit('work', 'job', jsonb_build_object('n', n), 'H' || n))
+  FROM generate_series(60, 69) n;
+SELECT pg_temp.wait_for($$SELECT count(*) = 10 FROM public.delivered$$) AS healthy_flowed;
+SELECT count(*) AS poison_delivered FROM public.delivered WHERE n BETWEEN 50 AND 52;
+DELETE FROM public.poison WHERE n BETWEEN 50 AND 52;
+SELECT pg_temp.wait_for($$SELECT count(*) = 13 FROM public.delivered$$) AS poison_healed;
+
 -- Replay: the dead letter goes back to the queue and is delivered.
 DELETE FROM public.poison;
 SELECT outbox.replay_dead('picky');

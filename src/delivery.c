@@ -28,11 +28,14 @@
  *	flow on.
  *
  * OUTAGES
- *	When the first FAILURES_BEFORE_BACKOFF attempts of a batch all fail and
- *	nothing succeeded, the batch stops there and the whole destination backs
- *	off (retry_at, consecutive_failures): an unreachable destination costs a
- *	few attempts per backoff period, and the log - not a copy per event -
- *	keeps what waits.
+ *	When FAILURES_BEFORE_BACKOFF events that were never tried before fail
+ *	and nothing succeeded, the batch stops there and the whole destination
+ *	backs off (retry_at, consecutive_failures): an unreachable destination
+ *	costs a few attempts per backoff period, and the log - not a copy per
+ *	event - keeps what waits.  Retry rows that fail again (a poison event)
+ *	only follow their own backoff, and due retry rows are taken fresh ones
+ *	(held back, delayed, replayed) first, so poison never starves other
+ *	aggregates (G4).
  *
  *-------------------------------------------------------------------------
  */
@@ -126,7 +129,7 @@ static const char *const query_text[Q_COUNT] = {
 	"        OR NOT EXISTS (SELECT 1 FROM outbox.delivery_retry p"
 	"                        WHERE p.destination_id = r.destination_id"
 	"                          AND p.aggregate_id = r.aggregate_id AND p.id < r.id))"
-	" ORDER BY r.id LIMIT $3",
+	" ORDER BY r.attempts > 0, r.id LIMIT $3",
 	[Q_RETRY_DONE] =
 	"DELETE FROM outbox.delivery_retry WHERE destination_id = $1 AND id = $2",
 	[Q_RETRY_FAILED] =
@@ -194,6 +197,7 @@ typedef struct Batch
 	int64		failed;
 	int64		dead;
 	int64		parked;
+	int64		fresh_failed;	/* failures of events never tried before */
 	char	   *last_error;
 	bool		stop;			/* the outage rule stopped the batch */
 } Batch;
@@ -962,8 +966,10 @@ deliver_in_transaction(Batch *b, List *items)
 		item->outcome.error = error;
 		block(b, item->ev.aggregate_id);
 		b->failed++;
+		if (item->ev.attempts == 0)
+			b->fresh_failed++;
 		b->last_error = error;
-		if (b->delivered == 0 && b->failed >= FAILURES_BEFORE_BACKOFF)
+		if (b->delivered == 0 && b->fresh_failed >= FAILURES_BEFORE_BACKOFF)
 			b->stop = true;
 	}
 }
@@ -1013,6 +1019,8 @@ deliver_over_network(Batch *b, List *items)
 				break;
 			default:
 				b->failed++;
+				if (sent[i]->ev.attempts == 0)
+					b->fresh_failed++;
 				if (outcomes[i].error)
 					b->last_error = outcomes[i].error;
 				break;
@@ -1143,7 +1151,12 @@ record(Batch *b, List *items, Position *pos, bool window_done)
 		}
 	}
 
-	if (b->delivered == 0 && b->failed > 0)
+	/*
+	 * Only failures of events never tried before say the destination is
+	 * down: retry rows that keep failing (poison) have their own backoff,
+	 * and must not hold back every other aggregate.
+	 */
+	if (b->delivered == 0 && b->fresh_failed > 0)
 	{
 		consecutive++;
 		retry_at = backoff_until(b->dest, consecutive);
