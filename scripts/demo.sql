@@ -91,3 +91,82 @@ SELECT * FROM outbox.idempotency_key('payments', 'req-001', fingerprint => 'sha2
 
 -- The inbox pattern for consumers: true the first time only.
 SELECT outbox.once('billing', 'evt-1') AS first, outbox.once('billing', 'evt-1') AS second;
+
+-- ======================================================================
+-- 7. A saga: place an order in three steps, each with a compensation.
+--    If a step fails for good, the completed steps are undone in reverse.
+-- ======================================================================
+CREATE TABLE stock (item text PRIMARY KEY, qty integer NOT NULL CHECK (qty >= 0));
+CREATE TABLE shop_orders (order_id text PRIMARY KEY, status text NOT NULL);
+CREATE TABLE payments (order_id text PRIMARY KEY, amount numeric NOT NULL, status text NOT NULL);
+INSERT INTO stock VALUES ('apple', 10);
+
+CREATE FUNCTION public.create_order(ctx jsonb) RETURNS jsonb LANGUAGE sql AS $$
+	INSERT INTO public.shop_orders VALUES (ctx->'input'->>'order_id', 'pending')
+	RETURNING jsonb_build_object('order_id', order_id)
+$$;
+CREATE FUNCTION public.cancel_order(ctx jsonb) RETURNS jsonb LANGUAGE sql AS $$
+	UPDATE public.shop_orders SET status = 'cancelled' WHERE order_id = ctx->'input'->>'order_id'
+	RETURNING jsonb_build_object('cancelled', order_id)
+$$;
+CREATE FUNCTION public.reserve_inventory(ctx jsonb) RETURNS jsonb LANGUAGE sql AS $$
+	UPDATE public.stock SET qty = qty - (ctx->'input'->>'qty')::int WHERE item = ctx->'input'->>'item'
+	RETURNING jsonb_build_object('left', qty)
+$$;
+CREATE FUNCTION public.release_inventory(ctx jsonb) RETURNS jsonb LANGUAGE sql AS $$
+	UPDATE public.stock SET qty = qty + (ctx->'input'->>'qty')::int WHERE item = ctx->'input'->>'item'
+	RETURNING jsonb_build_object('left', qty)
+$$;
+CREATE FUNCTION public.process_payment(ctx jsonb) RETURNS jsonb LANGUAGE plpgsql AS $$
+BEGIN
+	IF ctx->'input'->>'card' = 'declined' THEN
+		RAISE EXCEPTION 'card declined';
+	END IF;
+	INSERT INTO public.payments VALUES (ctx->'input'->>'order_id', (ctx->'input'->>'amount')::numeric, 'captured');
+	RETURN jsonb_build_object('captured', ctx->'input'->>'amount');
+END $$;
+CREATE FUNCTION public.refund_payment(ctx jsonb) RETURNS jsonb LANGUAGE sql AS $$
+	UPDATE public.payments SET status = 'refunded' WHERE order_id = ctx->'input'->>'order_id'
+	RETURNING jsonb_build_object('refunded', amount)
+$$;
+
+SELECT saga.define('place_order', '[
+  {"name": "create_order",      "action": {"function": "public.create_order"},
+                                "compensation": {"function": "public.cancel_order"}},
+  {"name": "reserve_inventory", "action": {"function": "public.reserve_inventory"},
+                                "compensation": {"function": "public.release_inventory"}},
+  {"name": "process_payment",   "action": {"function": "public.process_payment"},
+                                "compensation": {"function": "public.refund_payment"},
+                                "max_attempts": 2, "backoff_base": "10 milliseconds"}
+]') AS version;
+
+-- Started in the caller's transaction (it runs only if that commits); the
+-- idempotency key makes a retried request return the same saga.
+SELECT saga.start('place_order', '{"order_id": "A-1", "item": "apple", "qty": 3, "amount": 9.90}',
+                  idempotency_key => 'order-A-1') AS saga_a \gset
+SELECT saga.start('place_order', '{"order_id": "A-1", "item": "apple", "qty": 3, "amount": 9.90}',
+                  idempotency_key => 'order-A-1') = :'saga_a' AS same_saga_on_retry;
+SELECT saga.start('place_order', '{"order_id": "B-2", "item": "apple", "qty": 4, "amount": 5.00,
+                                   "card": "declined"}') AS saga_b \gset
+
+-- Wait until both sagas have finished (no blind sleep: the dispatcher says when).
+DO $$
+BEGIN
+	FOR i IN 1..600 LOOP
+		EXIT WHEN NOT EXISTS (SELECT 1 FROM saga.instances
+		                       WHERE status IN ('running', 'compensating'));
+		PERFORM outbox.wait_idle('1 second');
+	END LOOP;
+END $$;
+
+SELECT input->>'order_id' AS order_id, status, error FROM saga.instances ORDER BY created_at;
+-- The timeline of each saga:
+SELECT i.input->>'order_id' AS order_id, r.step, r.phase, r.status, r.attempts, r.error
+  FROM saga.step_runs r JOIN saga.instances i ON i.id = r.saga_id
+ WHERE r.status <> 'recorded'
+ ORDER BY i.created_at, r.seq;
+-- Order A went through; order B was undone: stock back, order cancelled.
+SELECT * FROM shop_orders ORDER BY order_id;
+SELECT * FROM stock;
+SELECT * FROM payments;
+SELECT definition, running, completed, compensated, failed FROM saga.stats;

@@ -72,6 +72,7 @@
 #include "dispatcher.h"
 #include "guc.h"
 #include "saga.h"
+#include "saga_driver.h"
 #include "shmem.h"
 #include "sink.h"
 
@@ -491,8 +492,8 @@ run_housekeeping(MemoryContext cxt)
 
 /*
  * next_due_ms
- *		How long until the next retry row or destination backoff falls due,
- *		at most poll_interval.  Runs in the pass's first transaction (SPI
+ *		How long until the next retry row, destination backoff or saga step
+ *		falls due, at most poll_interval.  Runs in the pass's first transaction (SPI
  *		connected); something that falls due during the pass is found by the
  *		next one.
  */
@@ -502,6 +503,7 @@ next_due_ms(void)
 	long		ms = OutboxPollInterval;
 	bool		isnull;
 	Datum		d;
+	TimestampTz due;
 
 	if (SPI_execute("SELECT (extract(epoch FROM LEAST("
 					"  (SELECT min(next_attempt_at) FROM outbox.delivery_retry),"
@@ -513,6 +515,10 @@ next_due_ms(void)
 		if (!isnull)
 			ms = Max(1, Min(ms, DatumGetInt64(d) + 1));
 	}
+	/* Saga retries, step timeouts and deadlines. */
+	due = SagaNextDue();
+	if (due != 0)
+		ms = Max(1, Min(ms, (long) ((due - GetCurrentTimestamp()) / 1000) + 1));
 	return ms;
 }
 

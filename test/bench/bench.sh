@@ -50,7 +50,9 @@
 set -euo pipefail
 SRC_DIR=$(cd "$(dirname "$0")/../.." && pwd)
 BENCH_DIR=$SRC_DIR/test/bench
+# shellcheck source=../../scripts/common.sh
 . "$SRC_DIR/scripts/common.sh"
+# shellcheck source=lib.sh
 . "$BENCH_DIR/lib.sh"
 
 # Many short rounds rather than a few long ones: the load of a shared
@@ -91,6 +93,7 @@ cleanup() {
 trap cleanup EXIT
 
 for s in $SECTIONS; do
+	# shellcheck source=producer.sh
 	. "$BENCH_DIR/$s.sh"
 done
 

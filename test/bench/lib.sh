@@ -1,4 +1,5 @@
 # Helpers of the benchmark (sourced by bench.sh, not run).
+# shellcheck shell=bash disable=SC2034
 #
 #   cluster_start / cluster_stop   one throwaway cluster for the whole run
 #   bench_psql ARGS...             psql against it, as the cluster user
@@ -308,7 +309,8 @@ table_row() {
 # columns = conditions, cells = ratio of median TPS to the baseline's, and
 # in parentheses the lowest and highest ratio within one round.
 print_ratio_table() {
-	local section=$1 base=$2 conds=($3) v c cells m
+	local section=$1 base=$2 conds v c cells m
+	read -ra conds <<<"$3"
 	shift 3
 	table_row 30 "variant" "${conds[@]}"
 	for v in "$@"; do
@@ -334,7 +336,8 @@ print_ratio_table() {
 # print_tps_table SECTION "COND..." VARIANT...: median TPS (min-max over
 # the rounds) per variant and condition.
 print_tps_table() {
-	local section=$1 conds=($2) v c cells m
+	local section=$1 conds v c cells m
+	read -ra conds <<<"$2"
 	shift 2
 	table_row 30 "median TPS (min-max)" "${conds[@]}"
 	for v in "$@"; do
@@ -355,7 +358,8 @@ print_tps_table() {
 # time per transaction in microseconds, and the baseline's over it: the
 # TPS ratio a server that only this workload keeps busy would show.
 print_cpu_table() {
-	local section=$1 base=$2 conds=($3) v c cells m b
+	local section=$1 base=$2 conds v c cells m b
+	read -ra conds <<<"$3"
 	shift 3
 	table_row 30 "server CPU us/tx (ratio)" "${conds[@]}"
 	for v in "$@"; do

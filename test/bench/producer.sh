@@ -1,6 +1,7 @@
 # Section "producer": what writing an event costs the transaction that
 # writes the business row (sourced by bench.sh, which calls
 # section_producer).
+# shellcheck shell=bash disable=SC2034,SC2154
 #
 # Workload: one order INSERT per transaction (INSERT ... RETURNING id, as an
 # application does), into identical orders tables (producer/setup.sql):

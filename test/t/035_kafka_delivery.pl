@@ -73,6 +73,13 @@ sub check_order
 		$in_order = 0 if ($last{$a} // 0) != $s - 1;
 		$last{$a} = $s;
 	}
+	my %next;
+	for my $m (sort { $a->{partition} <=> $b->{partition} || $a->{offset} <=> $b->{offset} } @m)
+	{
+		note("$what: partition $m->{partition} jumps from offset $next{$m->{partition}} to $m->{offset}")
+		  if defined $next{ $m->{partition} } && $m->{offset} != $next{ $m->{partition} };
+		$next{ $m->{partition} } = $m->{offset} + 1;
+	}
 	ok($one_part, "$what: one partition per key");
 	ok($in_order, "$what: each key in commit order, without gaps");
 	return scalar(keys %seen);
