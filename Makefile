@@ -32,6 +32,7 @@ OBJS = \
 	src/dispatcher.o \
 	src/delivery.o \
 	src/logscan.o \
+	src/spi_util.o \
 	src/housekeeping.o \
 	src/utility_hook.o \
 	src/destination.o \

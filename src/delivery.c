@@ -70,6 +70,7 @@
 #include "guc.h"
 #include "logscan.h"
 #include "sink.h"
+#include "spi_util.h"
 
 #define FAILURES_BEFORE_BACKOFF	3
 #define MAX_ERROR_LENGTH		1000
@@ -215,26 +216,8 @@ typedef struct BlockedKey
 static void
 run_plan(int q, Datum *values, const char *nulls, int expect)
 {
-	int			rc;
-
-	if (plans[q] == NULL)
-	{
-		int			nargs = 0;
-		SPIPlanPtr	plan;
-
-		while (nargs < 16 && query_types[q][nargs] != 0)
-			nargs++;
-		plan = SPI_prepare(query_text[q], nargs, (Oid *) query_types[q]);
-		if (plan == NULL)
-			elog(ERROR, "could not prepare dispatcher statement %d: %s",
-				 q, SPI_result_code_string(SPI_result));
-		if (SPI_keepplan(plan) != 0)
-			elog(ERROR, "could not keep dispatcher statement %d", q);
-		plans[q] = plan;
-	}
-	rc = SPI_execute_plan(plans[q], values, nulls, false, 0);
-	if (rc != expect)
-		elog(ERROR, "dispatcher statement %d failed: %s", q, SPI_result_code_string(rc));
+	SpiRunKept(&plans[q], query_text[q], query_types[q], 0, values, nulls,
+			   expect, "a dispatcher statement");
 }
 
 /*

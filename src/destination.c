@@ -73,6 +73,7 @@
 #include "destination.h"
 #include "eventlog.h"
 #include "sink.h"
+#include "spi_util.h"
 #include "wakeup.h"
 
 PG_FUNCTION_INFO_V1(outbox_saga_create_destination);
@@ -456,48 +457,6 @@ parse_int_key(Jsonb *config, const char *key, int32 min, int32 max, int *out)
 }
 
 /*
- * parse_interval
- *		interval_in() of the string 'str', the value of config key 'key'.
- *
- * interval_in's syntax errors quote the input; a config value must never
- * appear in a message, so such an error is replaced by one that names the
- * key only, with the same SQLSTATE.  Nothing runs between catching and
- * raising, so no subtransaction is needed: the new error aborts the
- * transaction exactly as the caught one would have.  Any other error is
- * re-thrown as it is.
- */
-static Interval *
-parse_interval(const char *key, const char *str)
-{
-	MemoryContext cxt = CurrentMemoryContext;
-	Interval   *result = NULL;
-
-	PG_TRY();
-	{
-		result = DatumGetIntervalP(DirectFunctionCall3(interval_in,
-													   CStringGetDatum(str),
-													   ObjectIdGetDatum(InvalidOid),
-													   Int32GetDatum(-1)));
-	}
-	PG_CATCH();
-	{
-		ErrorData  *edata;
-
-		MemoryContextSwitchTo(cxt);
-		edata = CopyErrorData();
-		if (ERRCODE_TO_CATEGORY(edata->sqlerrcode) != ERRCODE_DATA_EXCEPTION)
-			PG_RE_THROW();
-		FlushErrorState();
-		ereport(ERROR,
-				(errcode(edata->sqlerrcode),
-				 errmsg("configuration key \"%s\" is not a valid interval", key),
-				 errhint("Write an interval such as \"30 seconds\" or \"00:05:00\", or a number of seconds.")));
-	}
-	PG_END_TRY();
-	return result;
-}
-
-/*
  * parse_interval_key
  *		A duration key: an interval string ('1 second', '500ms', '00:01:00')
  *		or a number of seconds, between DEST_MIN_INTERVAL_MS and 'max_ms'
@@ -517,7 +476,7 @@ parse_interval_key(Jsonb *config, const char *key, int64 max_ms,
 	if (v.type == jbvString)
 	{
 		char	   *str = pnstrdup(v.val.string.val, v.val.string.len);
-		Interval   *iv = parse_interval(key, str);
+		Interval   *iv = ParseIntervalNamed(psprintf("configuration key \"%s\"", key), str);
 		double		usecs;
 
 		usecs = (double) iv->time + (double) iv->day * USECS_PER_DAY +

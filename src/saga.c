@@ -76,6 +76,7 @@
 
 #include "eventlog.h"
 #include "saga_internal.h"
+#include "spi_util.h"
 #include "uuidv7.h"
 #include "wakeup.h"
 
@@ -608,42 +609,6 @@ value_to_jsonb(JsonbValue *v)
  */
 
 /*
- * parse_interval_text
- *		interval_in of 'str', the value of 'what'; a syntax error names
- *		'what' (with interval_in's SQLSTATE).
- */
-static Interval *
-parse_interval_text(const char *what, const char *str)
-{
-	MemoryContext cxt = CurrentMemoryContext;
-	Interval   *result = NULL;
-
-	PG_TRY();
-	{
-		result = DatumGetIntervalP(DirectFunctionCall3(interval_in,
-													   CStringGetDatum(str),
-													   ObjectIdGetDatum(InvalidOid),
-													   Int32GetDatum(-1)));
-	}
-	PG_CATCH();
-	{
-		ErrorData  *edata;
-
-		MemoryContextSwitchTo(cxt);
-		edata = CopyErrorData();
-		if (ERRCODE_TO_CATEGORY(edata->sqlerrcode) != ERRCODE_DATA_EXCEPTION)
-			PG_RE_THROW();
-		FlushErrorState();
-		ereport(ERROR,
-				(errcode(edata->sqlerrcode),
-				 errmsg("%s is not a valid interval", what),
-				 errhint("Write an interval such as \"30 seconds\" or \"00:05:00\", or a number of seconds.")));
-	}
-	PG_END_TRY();
-	return result;
-}
-
-/*
  * parse_duration
  *		A duration value (an interval string or a number of seconds) between
  *		1 millisecond and 'max_ms' ('max_text' in words), in milliseconds.
@@ -656,7 +621,7 @@ parse_duration(const char *what, JsonbValue *v, int64 max_ms, const char *max_te
 
 	if (v->type == jbvString)
 	{
-		Interval   *iv = parse_interval_text(what, pnstrdup(v->val.string.val,
+		Interval   *iv = ParseIntervalNamed(what, pnstrdup(v->val.string.val,
 															v->val.string.len));
 
 		ms = ((double) iv->time + (double) iv->day * USECS_PER_DAY +

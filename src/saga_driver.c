@@ -155,6 +155,7 @@
 #include "saga.h"
 #include "saga_driver.h"
 #include "saga_internal.h"
+#include "spi_util.h"
 
 /* A pass stops claiming after this many rounds or this much time. */
 #define SAGA_MAX_ROUNDS				16
@@ -562,27 +563,8 @@ static bool step_function_callback = false;
 static void
 run_plan(int q, Datum *values, const char *nulls, int expect)
 {
-	int			rc;
-
-	if (plans[q] == NULL)
-	{
-		int			nargs = 0;
-		SPIPlanPtr	plan;
-
-		while (nargs < 8 && query_types[q][nargs] != 0)
-			nargs++;
-		plan = SPI_prepare_cursor(query_text[q], nargs, (Oid *) query_types[q],
-								  CURSOR_OPT_CUSTOM_PLAN);
-		if (plan == NULL)
-			elog(ERROR, "could not prepare saga statement %d: %s",
-				 q, SPI_result_code_string(SPI_result));
-		if (SPI_keepplan(plan) != 0)
-			elog(ERROR, "could not keep saga statement %d", q);
-		plans[q] = plan;
-	}
-	rc = SPI_execute_plan(plans[q], values, nulls, false, 0);
-	if (rc != expect)
-		elog(ERROR, "saga statement %d failed: %s", q, SPI_result_code_string(rc));
+	SpiRunKept(&plans[q], query_text[q], query_types[q], CURSOR_OPT_CUSTOM_PLAN,
+			   values, nulls, expect, "a saga statement");
 }
 
 /*

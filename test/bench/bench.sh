@@ -81,16 +81,20 @@ REPORT_FILE=$RESULTS_DIR/$RUN_ID-report.txt
 printf 'section\tcondition\tround\tposition\tvariant\ttps\ttransactions\tserver_cpu_us_per_tx\n' >"$RAW_FILE"
 : >"$REPORT_FILE"
 
+# Installed first, so that a failure anywhere (even while copying the
+# tree) leaves no cluster and no scratch directory behind.
+cleanup() {
+	cluster_stop
+	if [ -n "${RUN_AS:-}" ] && [ -n "${WORK_DIR:-}" ]; then rm -rf "$WORK_DIR"; fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
 bash "$SRC_DIR/scripts/deps.sh"
 say "building and installing the extension"
 build_and_install
 make_workdir bench
-
-cleanup() {
-	cluster_stop
-	if [ -n "${RUN_AS:-}" ]; then rm -rf "$WORK_DIR"; fi
-}
-trap cleanup EXIT
 
 for s in $SECTIONS; do
 	# shellcheck source=producer.sh

@@ -1,0 +1,93 @@
+/*-------------------------------------------------------------------------
+ *
+ * spi_util.c
+ *		Helpers shared by the dispatcher, the saga driver and the SQL API.
+ *
+ * SpiRunKept prepares a statement once per process (SPI_keepplan: the plan
+ * lives until the process ends and is re-planned by the plan cache when
+ * the objects it uses change), then executes it with parameters only; it
+ * checks the result code.  ParseIntervalNamed parses an interval and, on a
+ * syntax error, names the value instead of quoting it (a config value may
+ * be a secret).  Both run in the caller's transaction.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "compat.h"
+
+#include "utils/builtins.h"
+#include "utils/memutils.h"
+
+#include "spi_util.h"
+
+/*
+ * SpiRunKept
+ *		Execute 'sql' (parameter types 'types', 0-terminated, at most 16)
+ *		with 'values'/'nulls', preparing and keeping its plan in *plan on
+ *		first use; raise an error if the result code is not 'expect'.
+ *		'what' names the statement in that error.
+ */
+void
+SpiRunKept(SPIPlanPtr *plan, const char *sql, const Oid *types,
+		   int cursor_options, Datum *values, const char *nulls,
+		   int expect, const char *what)
+{
+	int			rc;
+
+	if (*plan == NULL)
+	{
+		int			nargs = 0;
+		SPIPlanPtr	p;
+
+		while (nargs < 16 && types[nargs] != 0)
+			nargs++;
+		p = SPI_prepare_cursor(sql, nargs, (Oid *) types, cursor_options);
+		if (p == NULL)
+			elog(ERROR, "could not prepare %s: %s", what,
+				 SPI_result_code_string(SPI_result));
+		if (SPI_keepplan(p) != 0)
+			elog(ERROR, "could not keep the plan of %s", what);
+		*plan = p;
+	}
+	rc = SPI_execute_plan(*plan, values, nulls, false, 0);
+	if (rc != expect)
+		elog(ERROR, "%s failed: %s", what, SPI_result_code_string(rc));
+}
+
+/*
+ * ParseIntervalNamed
+ *		interval_in() of 'str'.  Its syntax errors quote the input; this one
+ *		says "<what> is not a valid interval" instead, with the same SQLSTATE.
+ *		Nothing runs between catching and raising, so no subtransaction is
+ *		needed: the new error aborts the transaction exactly as the caught
+ *		one would have.  Any other error is re-thrown as it is.
+ */
+Interval *
+ParseIntervalNamed(const char *what, const char *str)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	Interval   *result = NULL;
+
+	PG_TRY();
+	{
+		result = DatumGetIntervalP(DirectFunctionCall3(interval_in,
+													   CStringGetDatum(str),
+													   ObjectIdGetDatum(InvalidOid),
+													   Int32GetDatum(-1)));
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(cxt);
+		edata = CopyErrorData();
+		if (ERRCODE_TO_CATEGORY(edata->sqlerrcode) != ERRCODE_DATA_EXCEPTION)
+			PG_RE_THROW();
+		FlushErrorState();
+		ereport(ERROR,
+				(errcode(edata->sqlerrcode),
+				 errmsg("%s is not a valid interval", what),
+				 errhint("Write an interval such as \"30 seconds\" or \"00:05:00\", or a number of seconds.")));
+	}
+	PG_END_TRY();
+	return result;
+}

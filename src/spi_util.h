@@ -1,0 +1,19 @@
+/*-------------------------------------------------------------------------
+ *
+ * spi_util.h
+ *		Small helpers shared by the C code that runs SQL through SPI.
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef OUTBOX_SAGA_SPI_UTIL_H
+#define OUTBOX_SAGA_SPI_UTIL_H
+
+#include "executor/spi.h"
+#include "utils/timestamp.h"
+
+extern void SpiRunKept(SPIPlanPtr *plan, const char *sql, const Oid *types,
+					   int cursor_options, Datum *values, const char *nulls,
+					   int expect, const char *what);
+extern Interval *ParseIntervalNamed(const char *what, const char *str);
+
+#endif							/* OUTBOX_SAGA_SPI_UTIL_H */
