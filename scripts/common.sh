@@ -25,7 +25,10 @@ make_workdir() {
 	if [ "$(id -u)" -eq 0 ]; then
 		RUN_AS=postgres
 		WORK_DIR=$(mktemp -d "/tmp/outbox_saga-$1.XXXXXX")
-		tar -C "$SRC_DIR" --exclude=.git --exclude='tmp_check*' -cf - . | tar -C "$WORK_DIR" -xf -
+		# A file edited meanwhile is copied as it is (tar exits 1 then).
+		{ tar -C "$SRC_DIR" --exclude=.git --exclude='tmp_check*' \
+			--warning=no-file-changed -cf - . || [ $? -eq 1 ]; } |
+			tar -C "$WORK_DIR" -xf -
 		chown -R "$RUN_AS": "$WORK_DIR"
 	else
 		RUN_AS=

@@ -75,6 +75,7 @@
 #include "saga_driver.h"
 #include "shmem.h"
 #include "sink.h"
+#include "spi_util.h"
 
 #define HOUSEKEEPING_MS			5000
 /*
@@ -99,6 +100,18 @@ static bool take_dispatcher_lock(void);
 static long next_due_ms(void);
 
 static DispatcherSlot *my_slot = NULL;
+
+/* Kept plans of the statements every pass runs (spi_util.c). */
+enum
+{
+	P_EXTVERSION,
+	P_TICK,
+	P_DESTINATIONS,
+	P_NEXT_DUE,
+	P_COUNT
+};
+static SPIPlanPtr pass_plans[P_COUNT];
+static const Oid no_params[1] = {0};
 static long sleep_ms = 1000;	/* from next_due_ms() of the last pass */
 static char my_database[NAMEDATALEN];
 static char *version_seen = NULL;	/* SQL version we last complained of */
@@ -133,9 +146,11 @@ check_extension(void)
 		pg_atomic_write_u32(&my_slot->version_mismatch, 0);
 		return EXTENSION_MISSING;
 	}
-	if (SPI_execute("SELECT extversion FROM pg_catalog.pg_extension"
-					" WHERE extname = 'outbox_saga'", true, 1) != SPI_OK_SELECT ||
-		SPI_processed != 1)
+	SpiRunKept(&pass_plans[P_EXTVERSION],
+			   "SELECT extversion FROM pg_catalog.pg_extension"
+			   " WHERE extname = 'outbox_saga'",
+			   no_params, 0, NULL, NULL, SPI_OK_SELECT, "the extension version check");
+	if (SPI_processed != 1)
 		return EXTENSION_MISSING;
 	version = TextDatumGetCString(SPI_getbinval(SPI_tuptable->vals[0],
 												SPI_tuptable->tupdesc, 1,
@@ -169,16 +184,13 @@ check_extension(void)
 static void
 take_tick(void)
 {
-	int			rc;
-
-	rc = SPI_execute("INSERT INTO outbox.tick (id, snapshot)"
-					 " SELECT t.id + 1, pg_catalog.pg_current_snapshot()"
-					 "   FROM (SELECT id, snapshot FROM outbox.tick"
-					 "          ORDER BY id DESC LIMIT 1) t"
-					 "  WHERE t.snapshot::text <> pg_catalog.pg_current_snapshot()::text",
-					 false, 0);
-	if (rc != SPI_OK_INSERT)
-		elog(ERROR, "could not take a tick: SPI error %d", rc);
+	SpiRunKept(&pass_plans[P_TICK],
+			   "INSERT INTO outbox.tick (id, snapshot)"
+			   " SELECT t.id + 1, pg_catalog.pg_current_snapshot()"
+			   "   FROM (SELECT id, snapshot FROM outbox.tick"
+			   "          ORDER BY id DESC LIMIT 1) t"
+			   "  WHERE t.snapshot::text <> pg_catalog.pg_current_snapshot()::text",
+			   no_params, 0, NULL, NULL, SPI_OK_INSERT, "taking a tick");
 }
 
 /*
@@ -190,16 +202,15 @@ take_tick(void)
 static List *
 load_destinations(MemoryContext cxt)
 {
-	List	   *result = NIL;
+	List	   *volatile result = NIL;
 	uint64		i;
-	int			rc;
 
-	rc = SPI_execute("SELECT id, name, kind, config, owner"
-					 "  FROM outbox.destination"
-					 " WHERE NOT paused AND (retry_at IS NULL OR retry_at <= pg_catalog.now())"
-					 " ORDER BY id", true, 0);
-	if (rc != SPI_OK_SELECT)
-		elog(ERROR, "could not read destinations: SPI error %d", rc);
+	SpiRunKept(&pass_plans[P_DESTINATIONS],
+			   "SELECT id, name, kind, config, owner"
+			   "  FROM outbox.destination"
+			   " WHERE NOT paused AND (retry_at IS NULL OR retry_at <= pg_catalog.now())"
+			   " ORDER BY id",
+			   no_params, 0, NULL, NULL, SPI_OK_SELECT, "reading the destinations");
 
 	for (i = 0; i < SPI_processed; i++)
 	{
@@ -505,11 +516,13 @@ next_due_ms(void)
 	Datum		d;
 	TimestampTz due;
 
-	if (SPI_execute("SELECT (extract(epoch FROM LEAST("
-					"  (SELECT min(next_attempt_at) FROM outbox.delivery_retry),"
-					"  (SELECT min(retry_at) FROM outbox.destination WHERE NOT paused))"
-					"  - pg_catalog.clock_timestamp()) * 1000)::bigint", true, 1) == SPI_OK_SELECT &&
-		SPI_processed == 1)
+	SpiRunKept(&pass_plans[P_NEXT_DUE],
+			   "SELECT (extract(epoch FROM LEAST("
+			   "  (SELECT pg_catalog.min(next_attempt_at) FROM outbox.delivery_retry),"
+			   "  (SELECT pg_catalog.min(retry_at) FROM outbox.destination WHERE NOT paused))"
+			   "  - pg_catalog.clock_timestamp()) * 1000)::bigint",
+			   no_params, 0, NULL, NULL, SPI_OK_SELECT, "computing the next due time");
+	if (SPI_processed == 1)
 	{
 		d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
 		if (!isnull)

@@ -151,6 +151,8 @@
 
 #include "dispatcher.h"
 #include "eventlog.h"
+#include "mb/pg_wchar.h"
+#include "sink/http.h"
 #include "guc.h"
 #include "saga.h"
 #include "saga_driver.h"
@@ -186,6 +188,7 @@ enum
 	Q_ORPHANS_LEFT,
 	Q_EXISTING,
 	Q_NEXT_DUE,
+	Q_HTTP_CALLS,
 	Q_COUNT
 };
 
@@ -455,6 +458,27 @@ static const char *const query_text[Q_COUNT] = {
 	"  (SELECT min(timeout_at) FROM saga.step_run WHERE status = 'waiting'),"
 	"  (SELECT min(deadline) FROM saga.instance"
 	"    WHERE status = 'running' AND deadline IS NOT NULL))",
+
+	/*
+	 * $1 saga ids just claimed: their running http runs (not the actions
+	 * of sagas that stopped running: those are skipped), with what to send.
+	 * The ctx is built as in Q_LOCK_CLAIMED.
+	 */
+	[Q_HTTP_CALLS] =
+	"SELECT r.saga_id, r.step, r.phase,"
+	"       r.call->'http'->>'url', COALESCE(r.call->'http'->>'method', 'POST'),"
+	"       r.call->'http'->'headers',"
+	"       (pg_catalog.date_part('epoch', r.timeout) * 1000)::bigint,"
+	"       i.id::text || ':' || r.step || ':' || r.phase,"
+	"       pg_catalog.jsonb_build_object("
+	"           'saga_id', i.id, 'definition', i.definition, 'step', r.step,"
+	"           'phase', r.phase, 'attempt', r.attempts,"
+	"           'idempotency_key', i.id::text || ':' || r.step || ':' || r.phase,"
+	"           'input', i.input, 'results', i.results)::text"
+	"  FROM pg_catalog.unnest($1::uuid[]) AS u(id)"
+	"  JOIN saga.instance i ON i.id = u.id"
+	"  JOIN saga.step_run r ON r.saga_id = i.id AND r.status = 'running'"
+	" WHERE r.call ? 'http' AND (r.phase = 'compensation' OR i.status = 'running')",
 };
 
 static const Oid query_types[Q_COUNT][8] = {
@@ -473,6 +497,7 @@ static const Oid query_types[Q_COUNT][8] = {
 	[Q_ORPHANS_LEFT] = {UUIDARRAYOID},
 	[Q_EXISTING] = {UUIDARRAYOID},
 	[Q_NEXT_DUE] = {0},
+	[Q_HTTP_CALLS] = {UUIDARRAYOID},
 };
 
 static SPIPlanPtr plans[Q_COUNT];
@@ -517,6 +542,29 @@ static pg_uuid_t *claimed = NULL;
 static int	nclaimed = 0;
 static pg_uuid_t *next_claimed = NULL;
 static int	next_nclaimed = 0;
+
+/*
+ * Claimed http runs: what to send (read in the round that claimed them),
+ * and once sent (between that round and the next, no transaction open)
+ * what came back.  'http_runs' belong to the claimed list (in
+ * claimed_cxt), 'next_http_runs' to the next list (in next_cxt); they are
+ * swapped with the lists.
+ */
+typedef struct HttpRun
+{
+	pg_uuid_t	saga_id;
+	char	   *step;
+	char	   *phase;
+	HttpCall	call;
+	bool		sent;			/* res is the outcome */
+	HttpCallResult res;
+} HttpRun;
+
+static HttpRun *http_runs = NULL;
+static int	nhttp_runs = 0;
+static HttpRun *next_http_runs = NULL;
+static int	next_nhttp_runs = 0;
+static int	next_http_capacity = 0;
 
 /* Interrupted runs may exist (a new process, or some were locked). */
 static bool recovery_needed = true;
@@ -975,6 +1023,130 @@ call_emit(void *arg)
 }
 
 /*
+ * find_http_run
+ *		The http run of the claimed list for this run, or NULL.
+ */
+static HttpRun *
+find_http_run(const StepRun *run)
+{
+	int			i;
+
+	for (i = 0; i < nhttp_runs; i++)
+	{
+		HttpRun    *h = &http_runs[i];
+
+		if (memcmp(&h->saga_id, &run->saga_id, sizeof(pg_uuid_t)) == 0 &&
+			strcmp(h->step, run->step) == 0 && strcmp(h->phase, run->phase) == 0)
+			return h;
+	}
+	return NULL;
+}
+
+/*
+ * http_result
+ *		The result of a 2xx answer: its body as jsonb if it is JSON (parsed
+ *		in a subtransaction, so that a bad body is no error), else the body
+ *		as a JSON string (bytes that are not valid in the database encoding
+ *		become '?'); NULL for an empty body.
+ */
+static Jsonb *
+http_result(const char *body, int len)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	ResourceOwner owner = CurrentResourceOwner;
+	Jsonb	   *volatile result = NULL;
+	StringInfoData buf;
+	JsonbValue	v;
+	int			enc = GetDatabaseEncoding();
+	int			i;
+
+	if (body == NULL || len == 0)
+		return NULL;
+	if ((int) strlen(body) == len)
+	{
+		BeginInternalSubTransaction(NULL);
+		MemoryContextSwitchTo(cxt);
+		PG_TRY();
+		{
+			result = DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(body)));
+			ReleaseCurrentSubTransaction();
+			MemoryContextSwitchTo(cxt);
+			CurrentResourceOwner = owner;
+		}
+		PG_CATCH();
+		{
+			MemoryContextSwitchTo(cxt);
+			FlushErrorState();
+			RollbackAndReleaseCurrentSubTransaction();
+			MemoryContextSwitchTo(cxt);
+			CurrentResourceOwner = owner;
+			result = NULL;
+		}
+		PG_END_TRY();
+		if (result != NULL)
+			return result;
+	}
+
+	initStringInfo(&buf);
+	for (i = 0; i < len;)
+	{
+		int			l = pg_encoding_verifymbchar(enc, body + i, len - i);
+
+		if (l <= 0)
+		{
+			appendStringInfoChar(&buf, '?');
+			i++;
+		}
+		else
+		{
+			appendBinaryStringInfo(&buf, body + i, l);
+			i += l;
+		}
+	}
+	v.type = jbvString;
+	v.val.string.val = buf.data;
+	v.val.string.len = buf.len;
+	return JsonbValueToJsonb(&v);
+}
+
+/*
+ * http_outcome
+ *		The outcome of a sent http run (SPEC 3.5): 2xx succeeded with the
+ *		body as result; 4xx other than 408, 409, 425 and 429 - and a call
+ *		that cannot be sent at all - failed for good, not retried; a
+ *		timeout, a network error, a refused address and any other status
+ *		are a failed attempt, retried with the step's backoff.
+ */
+static void
+http_outcome(const HttpRun *h, SagaOutcome *out)
+{
+	const HttpCallResult *res = &h->res;
+	long		status = res->status;
+
+	if (res->invalid)
+	{
+		out->kind = SAGA_ABORT;
+		out->error = psprintf("22023: %s (not retried)", res->error);
+	}
+	else if (status >= 200 && status < 300 && !res->body_too_large)
+	{
+		out->kind = SAGA_OK;
+		out->result = http_result(res->body, res->body_len);
+	}
+	else if (status >= 400 && status < 500 &&
+			 status != 408 && status != 409 && status != 425 && status != 429)
+	{
+		out->kind = SAGA_ABORT;
+		out->error = psprintf("%s (a client error: not retried)", res->error);
+	}
+	else
+	{
+		out->kind = res->timed_out ? SAGA_TIMEOUT : SAGA_FAIL;
+		out->error = pstrdup(res->error != NULL ? res->error : "the request was not sent");
+	}
+}
+
+/*
  * run_step
  *		One attempt of a claimed run; its outcome in *out.  Errors of the
  *		call are caught (the call's subtransaction is rolled back): they are
@@ -990,6 +1162,22 @@ run_step(StepRun *run, SagaOutcome *out)
 	out->phase = run->phase;
 	out->result = NULL;
 	out->error = NULL;
+
+	/*
+	 * An http run was sent between the previous round and this one: its
+	 * answer is recorded whatever happened to the saga meanwhile (an
+	 * action that succeeded after a cancel has its compensation run).
+	 */
+	if (run->kind != NULL && strcmp(run->kind, "http") == 0)
+	{
+		HttpRun    *h = find_http_run(run);
+
+		if (h != NULL && h->sent)
+		{
+			http_outcome(h, out);
+			return;
+		}
+	}
 
 	/* An action of a saga that has started compensating never runs. */
 	if (strcmp(run->phase, "action") == 0 && strcmp(run->saga_status, "running") != 0)
@@ -1028,12 +1216,11 @@ run_step(StepRun *run, SagaOutcome *out)
 	else if (run->kind != NULL && strcmp(run->kind, "http") == 0)
 	{
 		/*
-		 * Placeholder until the HTTP sink lands (src/sink/http.c): the call
-		 * is stored and validated by saga.define(), running it fails the
-		 * attempt.
+		 * Claimed but not sent (it was claimed while its saga was not
+		 * running, or reading the call failed): a failed attempt.
 		 */
 		out->kind = SAGA_FAIL;
-		out->error = pstrdup("0A000: saga steps of call kind \"http\" are not available yet");
+		out->error = pstrdup("the http request was not sent: it was not prepared when the step was claimed");
 	}
 	else
 	{
@@ -1360,6 +1547,9 @@ reset_next(void)
 	MemoryContextReset(next_cxt);
 	next_claimed = MemoryContextAlloc(next_cxt, sizeof(pg_uuid_t));
 	next_nclaimed = 0;
+	next_http_runs = NULL;
+	next_nhttp_runs = 0;
+	next_http_capacity = 0;
 }
 
 /*
@@ -1374,8 +1564,234 @@ swap_lists(void)
 	claimed_cxt = next_cxt;
 	claimed = next_claimed;
 	nclaimed = next_nclaimed;
+	http_runs = next_http_runs;
+	nhttp_runs = next_nhttp_runs;
 	next_cxt = tmp;
 	reset_next();
+}
+
+/*
+ * next_http_slot
+ *		A new, zeroed entry of the next list's http runs.
+ */
+static HttpRun *
+next_http_slot(void)
+{
+	HttpRun    *h;
+
+	if (next_nhttp_runs == next_http_capacity)
+	{
+		int			capacity = Max(16, next_http_capacity * 2);
+		HttpRun    *grown = MemoryContextAllocZero(next_cxt, sizeof(HttpRun) * capacity);
+
+		if (next_nhttp_runs > 0)
+			memcpy(grown, next_http_runs, sizeof(HttpRun) * next_nhttp_runs);
+		next_http_runs = grown;
+		next_http_capacity = capacity;
+	}
+	h = &next_http_runs[next_nhttp_runs++];
+	memset(h, 0, sizeof(HttpRun));
+	return h;
+}
+
+static char *
+copy_or_null(const char *text, int len)
+{
+	if (text == NULL)
+		return NULL;
+	return pnstrdup(text, len);
+}
+
+/*
+ * carry_http
+ *		The http runs of the sagas 'ids' (still claimed, not recorded yet)
+ *		go from the claimed list to the next list (copied into next_cxt).
+ */
+static void
+carry_http(const pg_uuid_t *ids, int n)
+{
+	MemoryContext old;
+	int			i;
+	int			j;
+
+	if (nhttp_runs == 0 || n == 0)
+		return;
+	old = MemoryContextSwitchTo(next_cxt);
+	for (i = 0; i < nhttp_runs; i++)
+	{
+		const HttpRun *src = &http_runs[i];
+		HttpRun    *dst;
+		char	  **names;
+		char	  **values;
+		int			k;
+
+		for (j = 0; j < n; j++)
+			if (memcmp(&ids[j], &src->saga_id, sizeof(pg_uuid_t)) == 0)
+				break;
+		if (j == n)
+			continue;
+		dst = next_http_slot();
+		*dst = *src;
+		dst->step = pstrdup(src->step);
+		dst->phase = pstrdup(src->phase);
+		dst->call.url = copy_or_null(src->call.url, src->call.url ? strlen(src->call.url) : 0);
+		dst->call.method = copy_or_null(src->call.method, src->call.method ? strlen(src->call.method) : 0);
+		dst->call.idempotency_key = copy_or_null(src->call.idempotency_key,
+												 src->call.idempotency_key ? strlen(src->call.idempotency_key) : 0);
+		dst->call.body = copy_or_null(src->call.body, src->call.body_len);
+		names = palloc(sizeof(char *) * (src->call.nheaders + 1));
+		values = palloc(sizeof(char *) * (src->call.nheaders + 1));
+		for (k = 0; k < src->call.nheaders; k++)
+		{
+			names[k] = pstrdup(src->call.header_names[k]);
+			values[k] = pstrdup(src->call.header_values[k]);
+		}
+		dst->call.header_names = (const char *const *) names;
+		dst->call.header_values = (const char *const *) values;
+		dst->res.body = copy_or_null(src->res.body, src->res.body_len);
+		dst->res.error = copy_or_null(src->res.error, src->res.error ? strlen(src->res.error) : 0);
+	}
+	MemoryContextSwitchTo(old);
+}
+
+/*
+ * prepare_http
+ *		Read what to send for the http runs among the sagas just claimed
+ *		(next_claimed[from..]), in the claiming transaction, into the next
+ *		list.
+ */
+static void
+prepare_http(int from)
+{
+	Datum		values[1];
+	SPITupleTable *rows;
+	uint64		nrows;
+	uint64		i;
+	MemoryContext old;
+
+	if (next_nclaimed <= from)
+		return;
+	values[0] = uuid_array(next_claimed + from, next_nclaimed - from);
+	run_plan(Q_HTTP_CALLS, values, NULL, SPI_OK_SELECT);
+	rows = SPI_tuptable;
+	nrows = SPI_processed;
+	old = MemoryContextSwitchTo(next_cxt);
+	for (i = 0; i < nrows; i++)
+	{
+		HttpRun    *h = next_http_slot();
+		bool		isnull;
+		Datum		d;
+		char	  **names;
+		char	  **hvalues;
+		int			nheaders = 0;
+
+		col_uuid(rows, i, 1, &h->saga_id);
+		h->step = col_text(rows, i, 2);
+		h->phase = col_text(rows, i, 3);
+		h->call.url = col_text(rows, i, 4);
+		h->call.method = col_text(rows, i, 5);
+		/* Every header (SinkHttpSend refuses too many). */
+		d = SPI_getbinval(rows->vals[i], rows->tupdesc, 6, &isnull);
+		names = NULL;
+		hvalues = NULL;
+		if (!isnull)
+		{
+			Jsonb	   *headers = DatumGetJsonbP(d);
+			JsonbIterator *it;
+			JsonbValue	v;
+			JsonbIteratorToken tok;
+
+			if (JB_ROOT_IS_OBJECT(headers))
+			{
+				int			size = JsonContainerSize(&headers->root) + 1;
+
+				names = palloc0(sizeof(char *) * size);
+				hvalues = palloc0(sizeof(char *) * size);
+				it = JsonbIteratorInit(&headers->root);
+				while ((tok = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
+				{
+					if (tok == WJB_KEY && nheaders < size)
+						names[nheaders] = pnstrdup(v.val.string.val, v.val.string.len);
+					else if (tok == WJB_VALUE && nheaders < size)
+						hvalues[nheaders++] = v.type == jbvString ?
+							pnstrdup(v.val.string.val, v.val.string.len) : pstrdup("");
+				}
+			}
+		}
+		h->call.nheaders = nheaders;
+		h->call.header_names = (const char *const *) names;
+		h->call.header_values = (const char *const *) hvalues;
+		d = SPI_getbinval(rows->vals[i], rows->tupdesc, 7, &isnull);
+		h->call.timeout_ms = isnull ? 0 : DatumGetInt64(d);
+		h->call.idempotency_key = col_text(rows, i, 8);
+		h->call.body = col_text(rows, i, 9);
+		h->call.body_len = h->call.body ? strlen(h->call.body) : 0;
+	}
+	MemoryContextSwitchTo(old);
+	SPI_freetuptable(rows);
+}
+
+/*
+ * send_http
+ *		Send the claimed http runs not sent yet, with no transaction open
+ *		(after the round that claimed them committed and flushed).  An error
+ *		of the sending machinery itself is every such run's failed attempt.
+ */
+static void
+send_http(void)
+{
+	MemoryContext old;
+	HttpCall   *calls;
+	HttpCallResult *results;
+	int		   *which;
+	int			n = 0;
+	int			i;
+
+	Assert(!IsTransactionState());
+	for (i = 0; i < nhttp_runs; i++)
+		if (!http_runs[i].sent)
+			n++;
+	if (n == 0)
+		return;
+
+	/* Results (and scratch) live with the claimed list. */
+	old = MemoryContextSwitchTo(claimed_cxt);
+	calls = palloc(sizeof(HttpCall) * n);
+	results = palloc0(sizeof(HttpCallResult) * n);
+	which = palloc(sizeof(int) * n);
+	n = 0;
+	for (i = 0; i < nhttp_runs; i++)
+		if (!http_runs[i].sent)
+		{
+			which[n] = i;
+			calls[n++] = http_runs[i].call;
+		}
+	PG_TRY();
+	{
+		SinkHttpSend(calls, n, results);
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(claimed_cxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+		for (i = 0; i < n; i++)
+		{
+			memset(&results[i], 0, sizeof(HttpCallResult));
+			results[i].error = psprintf("could not send the request: %s", edata->message);
+		}
+		FreeErrorData(edata);
+	}
+	PG_END_TRY();
+	MemoryContextSwitchTo(claimed_cxt);
+	for (i = 0; i < n; i++)
+	{
+		http_runs[which[i]].res = results[i];
+		http_runs[which[i]].sent = true;
+	}
+	MemoryContextSwitchTo(old);
 }
 
 typedef struct RoundResult
@@ -1438,10 +1854,14 @@ saga_round(int limit, RoundResult *res)
 	next_claimed = MemoryContextAlloc(next_cxt, sizeof(pg_uuid_t) * (nclaimed + 1));
 	res->work += execute_claimed(claimed, nclaimed, next_claimed, &ndeferred);
 	next_nclaimed = ndeferred;
+	carry_http(next_claimed, ndeferred);
 
 	now = GetCurrentTimestamp();
 	if (limit > 0)
+	{
 		res->claimed = claim(limit, now);
+		prepare_http(ndeferred);
+	}
 	else
 		res->ready = ready_now(now);
 	end_round(level);
@@ -1453,6 +1873,9 @@ saga_round(int limit, RoundResult *res)
 	if (res->claimed > 0)
 		XLogFlush(XactLastCommitEnd);
 	swap_lists();
+
+	/* The http runs just claimed go out now, between two transactions. */
+	send_http();
 }
 
 /*
@@ -1565,6 +1988,7 @@ fall_back(MemoryContext cxt)
 	next_claimed = MemoryContextAlloc(next_cxt, sizeof(pg_uuid_t) * (kept + 1));
 	memcpy(next_claimed, ids, sizeof(pg_uuid_t) * kept);
 	next_nclaimed = kept;
+	carry_http(ids, kept);
 	swap_lists();
 }
 

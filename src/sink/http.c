@@ -170,6 +170,8 @@ typedef struct HttpRequest
 	int			resp_len;
 	size_t		resp_total;
 	bool		resp_too_large;
+	bool		keep_full;		/* SinkHttpSend: keep the whole body in 'full' */
+	StringInfoData full;
 	HttpGuardState guard;
 } HttpRequest;
 
@@ -180,6 +182,8 @@ typedef struct HttpBatch
 	const HttpConfig *conf;
 	DispatchEvent *const *events;
 	SinkOutcome *outcomes;
+	const HttpCall *calls;		/* SinkHttpSend: calls instead of events */
+	HttpCallResult *results;
 	int			n;
 	int		   *next_in_lane;	/* next event of the same lane, or -1 */
 	int		   *ready;			/* FIFO of events that may start */
@@ -749,6 +753,30 @@ write_callback(char *ptr, size_t size, size_t nmemb, void *userdata)
 		req->resp_too_large = true;
 		return 0;				/* CURLE_WRITE_ERROR */
 	}
+	if (req->keep_full)
+	{
+		/*
+		 * Grown by hand without raising an error (inside libcurl); the total
+		 * is within HTTP_MAX_RESPONSE_BYTES.
+		 */
+		if (req->full.len + len + 1 > (size_t) req->full.maxlen)
+		{
+			size_t		size = Max((size_t) req->full.maxlen * 2, req->full.len + len + 1);
+			char	   *grown;
+
+			grown = MemoryContextAllocExtended(GetMemoryChunkContext(req->full.data),
+											   size, MCXT_ALLOC_NO_OOM);
+			if (grown == NULL)
+				return 0;		/* CURLE_WRITE_ERROR */
+			memcpy(grown, req->full.data, req->full.len + 1);
+			pfree(req->full.data);
+			req->full.data = grown;
+			req->full.maxlen = (int) size;
+		}
+		memcpy(req->full.data + req->full.len, ptr, len);
+		req->full.len += (int) len;
+		req->full.data[req->full.len] = '\0';
+	}
 	return len;
 }
 
@@ -790,6 +818,57 @@ give_back_easy(CURL *easy)
 }
 
 /*
+ * start_easy
+ *		Put the request prepared in 'req' (headers, body) for item 'i' in
+ *		flight: the easy handle's options and the multi handle.
+ */
+static void
+start_easy(HttpBatch *b, HttpRequest *req, int i, const char *url,
+		   const char *method, int64 timeout_ms)
+{
+	CURL	   *easy;
+	CURLMcode	mrc;
+
+	easy = take_easy();
+	req->easy = easy;
+	req->index = i;
+	curl_easy_setopt(easy, CURLOPT_URL, url);
+	curl_easy_setopt(easy, CURLOPT_PROTOCOLS_STR, "http,https");
+	curl_easy_setopt(easy, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
+	curl_easy_setopt(easy, CURLOPT_FOLLOWLOCATION, 0L);
+	curl_easy_setopt(easy, CURLOPT_PROXY, "");
+	curl_easy_setopt(easy, CURLOPT_NOSIGNAL, 1L);
+	curl_easy_setopt(easy, CURLOPT_QUICK_EXIT, 1L);
+	curl_easy_setopt(easy, CURLOPT_TCP_KEEPALIVE, 1L);
+	curl_easy_setopt(easy, CURLOPT_TIMEOUT_MS, (long) Min(timeout_ms, LONG_MAX));
+	curl_easy_setopt(easy, CURLOPT_USERAGENT, HTTP_USER_AGENT);
+	curl_easy_setopt(easy, CURLOPT_POST, 1L);
+	curl_easy_setopt(easy, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t) req->body.len);
+	curl_easy_setopt(easy, CURLOPT_POSTFIELDS, req->body.data);
+	if (strcmp(method, "POST") != 0)
+		curl_easy_setopt(easy, CURLOPT_CUSTOMREQUEST, method);
+	curl_easy_setopt(easy, CURLOPT_HTTPHEADER, req->headers);
+	curl_easy_setopt(easy, CURLOPT_WRITEFUNCTION, write_callback);
+	curl_easy_setopt(easy, CURLOPT_WRITEDATA, req);
+	curl_easy_setopt(easy, CURLOPT_ERRORBUFFER, req->errbuf);
+	curl_easy_setopt(easy, CURLOPT_PRIVATE, req);
+	HttpGuardInstall(easy, &req->guard);
+
+	mrc = curl_multi_add_handle(multi, easy);
+	if (mrc != CURLM_OK)
+	{
+		req->index = -1;
+		req->easy = NULL;
+		curl_slist_free_all(req->headers);
+		req->headers = NULL;
+		give_back_easy(easy);
+		elog(ERROR, "outbox_saga: curl_multi_add_handle failed: %s",
+			 curl_multi_strerror(mrc));
+	}
+	b->inflight++;
+}
+
+/*
  * start_request
  *		Put event 'i' in flight in a free slot.
  */
@@ -799,12 +878,10 @@ start_request(HttpBatch *b, int i)
 	const HttpConfig *conf = b->conf;
 	const DispatchEvent *ev = b->events[i];
 	HttpRequest *req = NULL;
-	CURL	   *easy;
 	char		event_id[UUID_LEN * 2 + 5];
 	char		line[128];
 	int64		now = (int64) time(NULL);
 	int			s;
-	CURLMcode	mrc;
 
 	for (s = 0; s < b->nslots; s++)
 		if (b->slots[s].index < 0)
@@ -845,43 +922,7 @@ start_request(HttpBatch *b, int i)
 		append_header(req, conf->headers[s]);
 	append_header(req, "Expect:");	/* no 100-continue round trip */
 
-	easy = take_easy();
-	req->easy = easy;
-	req->index = i;
-	curl_easy_setopt(easy, CURLOPT_URL, conf->url);
-	curl_easy_setopt(easy, CURLOPT_PROTOCOLS_STR, "http,https");
-	curl_easy_setopt(easy, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
-	curl_easy_setopt(easy, CURLOPT_FOLLOWLOCATION, 0L);
-	curl_easy_setopt(easy, CURLOPT_PROXY, "");
-	curl_easy_setopt(easy, CURLOPT_NOSIGNAL, 1L);
-	curl_easy_setopt(easy, CURLOPT_QUICK_EXIT, 1L);
-	curl_easy_setopt(easy, CURLOPT_TCP_KEEPALIVE, 1L);
-	curl_easy_setopt(easy, CURLOPT_TIMEOUT_MS, (long) Min(b->timeout_ms, LONG_MAX));
-	curl_easy_setopt(easy, CURLOPT_USERAGENT, HTTP_USER_AGENT);
-	curl_easy_setopt(easy, CURLOPT_POST, 1L);
-	curl_easy_setopt(easy, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t) req->body.len);
-	curl_easy_setopt(easy, CURLOPT_POSTFIELDS, req->body.data);
-	if (strcmp(conf->method, "POST") != 0)
-		curl_easy_setopt(easy, CURLOPT_CUSTOMREQUEST, conf->method);
-	curl_easy_setopt(easy, CURLOPT_HTTPHEADER, req->headers);
-	curl_easy_setopt(easy, CURLOPT_WRITEFUNCTION, write_callback);
-	curl_easy_setopt(easy, CURLOPT_WRITEDATA, req);
-	curl_easy_setopt(easy, CURLOPT_ERRORBUFFER, req->errbuf);
-	curl_easy_setopt(easy, CURLOPT_PRIVATE, req);
-	HttpGuardInstall(easy, &req->guard);
-
-	mrc = curl_multi_add_handle(multi, easy);
-	if (mrc != CURLM_OK)
-	{
-		req->index = -1;
-		req->easy = NULL;
-		curl_slist_free_all(req->headers);
-		req->headers = NULL;
-		give_back_easy(easy);
-		elog(ERROR, "outbox_saga: curl_multi_add_handle failed: %s",
-			 curl_multi_strerror(mrc));
-	}
-	b->inflight++;
+	start_easy(b, req, i, conf->url, conf->method, b->timeout_ms);
 }
 
 /*
@@ -1072,6 +1113,105 @@ finish_request(HttpBatch *b, HttpRequest *req, CURLcode result)
 			b->stop = true;
 		if (b->ok == 0 && b->failed >= HTTP_FAILURES_BEFORE_STOP)
 			b->stop = true;
+	}
+	release_request(b, req);
+}
+
+/*
+ * start_call
+ *		SinkHttpSend: put call 'i' (checked by check_call) in flight in a
+ *		free slot.  Headers: Content-Type, Idempotency-Key, the call's.
+ */
+static void
+start_call(HttpBatch *b, int i)
+{
+	const HttpCall *call = &b->calls[i];
+	HttpRequest *req = NULL;
+	int			s;
+	StringInfoData line;
+
+	for (s = 0; s < b->nslots; s++)
+		if (b->slots[s].index < 0)
+		{
+			req = &b->slots[s];
+			break;
+		}
+	if (req == NULL)
+		elog(ERROR, "outbox_saga: no free request slot");
+
+	req->headers = NULL;
+	req->errbuf[0] = '\0';
+	req->resp_len = 0;
+	req->resp_total = 0;
+	req->resp_too_large = false;
+	req->keep_full = true;
+	resetStringInfo(&req->full);
+	resetStringInfo(&req->body);
+	if (call->body != NULL)
+		appendBinaryStringInfo(&req->body, call->body, call->body_len);
+
+	initStringInfo(&line);
+	append_header(req, "Content-Type: application/json");
+	if (call->idempotency_key != NULL)
+	{
+		appendStringInfo(&line, "Idempotency-Key: %s", call->idempotency_key);
+		append_header(req, line.data);
+	}
+	for (s = 0; s < call->nheaders; s++)
+	{
+		resetStringInfo(&line);
+		appendStringInfo(&line, "%s: %s", call->header_names[s], call->header_values[s]);
+		append_header(req, line.data);
+	}
+	append_header(req, "Expect:");	/* no 100-continue round trip */
+	/* The lines may hold secrets (Authorization): overwrite them. */
+	explicit_bzero(line.data, line.maxlen);
+	pfree(line.data);
+
+	b->results[i].sent = true;
+	start_easy(b, req, i, call->url, call->method,
+			   call->timeout_ms > 0 ? call->timeout_ms : OutboxHttpTimeout);
+}
+
+/*
+ * finish_call
+ *		SinkHttpSend: record what a completed call got and free its slot.
+ */
+static void
+finish_call(HttpBatch *b, HttpRequest *req, CURLcode result)
+{
+	const HttpCall *call = &b->calls[req->index];
+	HttpCallResult *res = &b->results[req->index];
+	long		status = 0;
+
+	(void) curl_easy_getinfo(req->easy, CURLINFO_RESPONSE_CODE, &status);
+	res->error = NULL;
+	if (status > 0 && (result == CURLE_OK ||
+					   (result == CURLE_WRITE_ERROR && req->resp_too_large)))
+	{
+		res->status = status;
+		if (req->resp_too_large)
+		{
+			res->body_too_large = true;
+			res->error = psprintf("HTTP %ld: the response body is larger than %d bytes",
+								  status, HTTP_CALL_MAX_BODY);
+		}
+		else
+		{
+			/* Hand the body over; the slot gets a new buffer. */
+			res->body = req->full.data;
+			res->body_len = req->full.len;
+			initStringInfo(&req->full);
+			if (status < 200 || status >= 300)
+				res->error = describe_status(req, status, 0);
+		}
+	}
+	else
+	{
+		res->status = 0;
+		res->timed_out = (result == CURLE_OPERATION_TIMEDOUT);
+		res->error = describe_failure(req, result,
+									  call->timeout_ms > 0 ? call->timeout_ms : OutboxHttpTimeout);
 	}
 	release_request(b, req);
 }
@@ -1429,10 +1569,15 @@ run_batch(HttpBatch *b)
 		now = GetCurrentTimestamp();
 		if (now >= b->start_until)
 			b->stop = true;
-		window = b->ok > 0 ? b->limit :
+		window = (b->ok > 0 || b->calls != NULL) ? b->limit :
 			Min(b->limit, HTTP_FAILURES_BEFORE_STOP - b->failed);
 		while (!b->stop && b->inflight < window && b->ready_head < b->ready_tail)
-			start_request(b, b->ready[b->ready_head++]);
+		{
+			if (b->calls != NULL)
+				start_call(b, b->ready[b->ready_head++]);
+			else
+				start_request(b, b->ready[b->ready_head++]);
+		}
 		if (b->inflight == 0)
 			break;
 
@@ -1504,11 +1649,62 @@ run_batch(HttpBatch *b)
 			if (curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **) &req) != CURLE_OK ||
 				req == NULL)
 				elog(ERROR, "outbox_saga: a finished transfer has no request");
-			finish_request(b, req, msg->data.result);
+			if (b->calls != NULL)
+				finish_call(b, req, msg->data.result);
+			else
+				finish_request(b, req, msg->data.result);
 		}
 	}
 	if (occurred != NULL)
 		pfree(occurred);
+}
+
+/*
+ * run_batch_cleanly
+ *		run_batch(), then free the batch's wait set and buffers; an error
+ *		removes every request from the multi handle and drops every
+ *		connection before it propagates.
+ */
+static void
+run_batch_cleanly(HttpBatch *b)
+{
+	int			i;
+
+	sockets_removed = true;		/* a new wait set for this batch */
+
+	PG_TRY();
+	{
+		run_batch(b);
+	}
+	PG_CATCH();
+	{
+		int			s;
+
+		for (s = 0; s < b->nslots; s++)
+			if (b->slots[s].index >= 0)
+				release_request(b, &b->slots[s]);
+		if (b->set != NULL)
+			FreeWaitEventSet(b->set);
+		b->set = NULL;
+		/* Start the next batch from a clean slate: no connection, no socket. */
+		reset_multi();
+		PG_RE_THROW();
+	}
+	PG_END_TRY();
+
+	if (b->set != NULL)
+		FreeWaitEventSet(b->set);
+	b->set = NULL;
+	for (i = 0; i < b->nslots; i++)
+	{
+		pfree(b->slots[i].body.data);
+		if (b->slots[i].keep_full)
+			pfree(b->slots[i].full.data);
+	}
+
+	/* Hand a consumed wakeup back to the dispatcher's own wait. */
+	if (b->latch_seen)
+		SetLatch(MyLatch);
 }
 
 /*
@@ -1603,35 +1799,171 @@ http_deliver_batch(const DestinationConfig *dest, DispatchEvent *const *events,
 		b.slots[i].index = -1;
 		initStringInfo(&b.slots[i].body);
 	}
-	sockets_removed = true;		/* a new wait set for this batch */
+	run_batch_cleanly(&b);
+}
 
+/* ------------------------------------------------------------------------
+ * SinkHttpSend (saga steps of call kind "http")
+ * ------------------------------------------------------------------------
+ */
+
+/*
+ * check_header_value
+ *		Whether a header value has no control character (no header
+ *		injection) and a sane length.
+ */
+static bool
+check_header_value(const char *value)
+{
+	size_t		len = strlen(value);
+	size_t		i;
+
+	if (len > HTTP_MAX_HEADER_VALUE)
+		return false;
+	for (i = 0; i < len; i++)
+	{
+		unsigned char c = (unsigned char) value[i];
+
+		if ((c < 0x20 && c != '\t') || c == 0x7F)
+			return false;
+	}
+	return true;
+}
+
+/*
+ * check_call
+ *		Why a call cannot be sent (a message that never shows a header
+ *		value, the path or the query of the URL), or NULL.  The URL goes
+ *		through HttpGuardCheckUrl (form, and a literal address in
+ *		outbox_saga.http_deny_networks); an address a name resolves to is
+ *		checked when the connection is made (http_guard.c).
+ */
+static char *
+check_call(const HttpCall *call)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	char	   *volatile why = NULL;
+	int			h;
+
+	if (call->url == NULL || call->method == NULL)
+		return pstrdup("the http call has no URL or no method");
 	PG_TRY();
 	{
-		run_batch(&b);
+		HttpGuardCheckUrl(call->url);
 	}
 	PG_CATCH();
 	{
-		int			s;
+		ErrorData  *edata;
 
-		for (s = 0; s < b.nslots; s++)
-			if (b.slots[s].index >= 0)
-				release_request(&b, &b.slots[s]);
-		if (b.set != NULL)
-			FreeWaitEventSet(b.set);
-		/* Start the next batch from a clean slate: no connection, no socket. */
-		reset_multi();
-		PG_RE_THROW();
+		MemoryContextSwitchTo(cxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+		why = pstrdup(edata->message);
+		FreeErrorData(edata);
 	}
 	PG_END_TRY();
+	if (why != NULL)
+		return why;
 
-	if (b.set != NULL)
-		FreeWaitEventSet(b.set);
+	if (call->idempotency_key != NULL && !check_header_value(call->idempotency_key))
+		return pstrdup("the idempotency key contains a control character");
+	if (call->nheaders > HTTP_MAX_HEADERS)
+		return psprintf("the http call has more than %d headers", HTTP_MAX_HEADERS);
+	for (h = 0; h < call->nheaders; h++)
+	{
+		const char *name = call->header_names[h];
+		int			len = strlen(name);
+		int			i;
+
+		if (len == 0 || len > HTTP_MAX_HEADER_NAME)
+			return pstrdup("a header name of the http call is empty or too long");
+		for (i = 0; i < len; i++)
+			if (!is_token_char((unsigned char) name[i]))
+				return psprintf("header name \"%s\" of the http call is not valid",
+								clip_name(name, len));
+		for (i = 0; reserved_headers[i] != NULL; i++)
+			if (pg_strcasecmp(name, reserved_headers[i]) == 0)
+				break;
+		if (reserved_headers[i] != NULL ||
+			(call->idempotency_key != NULL && pg_strcasecmp(name, "idempotency-key") == 0))
+			return psprintf("header \"%s\" may not be set in an http call",
+							clip_name(name, len));
+		if (!check_header_value(call->header_values[h]))
+			return psprintf("the value of header \"%s\" of the http call is too long or contains a control character",
+							clip_name(name, len));
+	}
+	return NULL;
+}
+
+/*
+ * SinkHttpSend
+ *		See http.h.  The loop of the http destinations (run_batch), with
+ *		every call independent: no lanes, no stop after failures, each call
+ *		with its own timeout.  Nothing new starts once the longest timeout
+ *		has passed (calls beyond outbox_saga.max_inflight wait for a slot).
+ */
+void
+SinkHttpSend(const HttpCall *calls, int n, HttpCallResult *results)
+{
+	HttpBatch	b;
+	int			i;
+	int			nvalid = 0;
+	int64		longest = 0;
+
+	memset(results, 0, sizeof(HttpCallResult) * Max(n, 0));
+	if (n <= 0)
+		return;
+
+	ensure_http_cxt();
+	http_curl_init();
+
+	memset(&b, 0, sizeof(b));
+	b.calls = calls;
+	b.results = results;
+	b.n = n;
+	b.ready = palloc(sizeof(int) * n);
+	b.next_in_lane = palloc(sizeof(int) * n);
+	for (i = 0; i < n; i++)
+	{
+		int64		timeout = calls[i].timeout_ms > 0 ? calls[i].timeout_ms : OutboxHttpTimeout;
+
+		b.next_in_lane[i] = -1;
+		results[i].error = check_call(&calls[i]);
+		if (results[i].error != NULL)
+		{
+			results[i].invalid = true;
+			continue;
+		}
+		b.ready[b.ready_tail++] = i;
+		longest = Max(longest, timeout);
+		nvalid++;
+	}
+	if (nvalid == 0)
+		return;
+
+	if (HttpGuardRefresh())
+		reset_multi();
+	ensure_multi();
+	curl_multi_setopt(multi, CURLMOPT_MAXCONNECTS, (long) Max(64, 2 * OutboxMaxInflight));
+
+	b.limit = Max(1, Min(OutboxMaxInflight, nvalid));
+	b.timeout_ms = longest;
+	b.start_until = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), longest);
+	b.nslots = b.limit;
+	b.slots = palloc0(sizeof(HttpRequest) * b.nslots);
 	for (i = 0; i < b.nslots; i++)
-		pfree(b.slots[i].body.data);
+	{
+		b.slots[i].index = -1;
+		b.slots[i].keep_full = true;
+		initStringInfo(&b.slots[i].body);
+		initStringInfo(&b.slots[i].full);
+	}
 
-	/* Hand a consumed wakeup back to the dispatcher's own wait. */
-	if (b.latch_seen)
-		SetLatch(MyLatch);
+	run_batch_cleanly(&b);
+
+	for (i = 0; i < n; i++)
+		if (!results[i].invalid && !results[i].sent)
+			results[i].error = pstrdup("not sent: the other requests of the batch took the whole time");
 }
 
 const OutboxSink SinkHttp = {

@@ -110,4 +110,53 @@ extern void HttpGuardInstall(CURL *easy, HttpGuardState *state);
 extern void HttpSocketOpened(curl_socket_t fd);
 extern void HttpSocketClosed(curl_socket_t fd);
 
+/*
+ * One independent HTTP request for SinkHttpSend (saga steps of call kind
+ * "http"): no webhook headers, no signature, no lanes.
+ */
+typedef struct HttpCall
+{
+	const char *url;
+	const char *method;			/* GET, POST, PUT, PATCH or DELETE */
+	int			nheaders;
+	const char *const *header_names;
+	const char *const *header_values;
+	const char *idempotency_key;	/* sent as Idempotency-Key; may be NULL */
+	const char *body;			/* sent as application/json, whatever the
+								 * method */
+	int			body_len;
+	int64		timeout_ms;		/* per request; <= 0: outbox_saga.http_timeout */
+} HttpCall;
+
+typedef struct HttpCallResult
+{
+	bool		invalid;		/* not sent: the URL or a header is unusable
+								 * (error says why); sending again will not
+								 * help */
+	bool		sent;			/* a request was attempted */
+	bool		timed_out;		/* no complete answer within the timeout */
+	long		status;			/* HTTP status, 0: no response */
+	char	   *body;			/* the response body, NUL-terminated (NULL:
+								 * none), at most HTTP_CALL_MAX_BODY bytes */
+	int			body_len;
+	bool		body_too_large; /* the body was larger: 'body' is NULL */
+	char	   *error;			/* for anything but 2xx: the status and the
+								 * start of the body, or what went wrong;
+								 * never a header, the path or the query */
+} HttpCallResult;
+
+/* Longest response body SinkHttpSend returns. */
+#define HTTP_CALL_MAX_BODY		(1024 * 1024)
+
+/*
+ * Send calls[0..n-1] at once through the process's libcurl multi handle
+ * (the same loop, connection cache and outbox_saga.http_deny_networks
+ * guard as the http destinations), with no transaction open; fill
+ * results[0..n-1] (allocated in CurrentMemoryContext).  Waits on MyLatch
+ * and the sockets together (CHECK_FOR_INTERRUPTS while it waits); returns
+ * within the longest timeout of the calls plus a little.  Errors other than
+ * those of single calls (out of memory, libcurl failing) propagate.
+ */
+extern void SinkHttpSend(const HttpCall *calls, int n, HttpCallResult *results);
+
 #endif							/* OUTBOX_SAGA_SINK_HTTP_H */
