@@ -61,9 +61,12 @@
  *		 statements over the whole batch: SagaApplyOutcomes);
  *	  4. claims the next batch of due pending runs: status 'running',
  *		 attempts + 1 (the claim of batch k+1 commits with the outcomes of
- *		 batch k).
+ *		 batch k), and reads what to send for the http runs among them.
  *	So every action runs in the round after the one whose commit made it
- *	'running'.  A function step's effects, an emitted event and the
+ *	'running'.  http runs are sent between the two rounds, with no
+ *	transaction open: after the claiming round committed (and flushed),
+ *	before the next one starts; that round records their outcomes in step
+ *	3 like the others.  A function step's effects, an emitted event and the
  *	recorded outcome commit together (exactly once, like G5); compensations
  *	likewise, so none runs twice.  The last round of a pass claims nothing,
  *	so that claims do not sit across passes.
@@ -97,10 +100,28 @@
  *				outcome is recorded.  Result {"event_id": ...}; with await the
  *				run waits for saga.complete_step until timeout_at, and a
  *				timeout is a failed attempt (the command is emitted again).
- *	  http		not available yet: an attempt fails with SQLSTATE 0A000.
- *				Meant to be: claim (flushed, as above), send with no
- *				transaction open between two rounds, record the outcome in
- *				the next round; the request carries Idempotency-Key.
+ *	  http		a request through the http destinations' machinery
+ *				(SinkHttpSend in sink/http.c: the libcurl multi loop waiting
+ *				on the latch and the sockets, connection reuse,
+ *				outbox_saga.http_deny_networks on the resolved address), all
+ *				the http runs of a round at once, between two rounds (see
+ *				TRANSACTIONS).  Method and headers from the call; body ctx
+ *				(application/json, whatever the method); Idempotency-Key:
+ *				the ctx's idempotency_key (a call may not set it itself);
+ *				timeout: the step's, for the whole request; redirects are
+ *				not followed.  2xx succeeds: the body is the result - jsonb
+ *				if it is JSON, else a JSON string (an empty body: null;
+ *				at most 1 MB, a larger body is a failed attempt).  4xx other
+ *				than 408, 409, 425, 429 fails the run for good, no retry
+ *				(the saga compensates; a compensation gives up); so does a
+ *				call that cannot be sent (bad header, refused URL form).
+ *				Anything else - other statuses, timeouts, network errors,
+ *				refused addresses - is a failed attempt, retried with the
+ *				step's backoff (Retry-After is not used).  Errors carry the
+ *				status and the start of the body, or libcurl's message;
+ *				never a header value, the path or the query of the URL.
+ *				A request whose answer is lost in a crash is sent again
+ *				with the same Idempotency-Key (at least once).
  *
  * CRASH
  *	A crash (or SIGTERM) during a round rolls back that round: the runs it

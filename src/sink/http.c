@@ -59,6 +59,14 @@
  *	one request in flight per lane, the next one started when it
  *	succeeded, the rest of the lane skipped when it did not.
  *
+ * SAGA CALLS (SinkHttpSend, http.h)
+ *	The saga driver's http steps use the same loop (run_batch) with
+ *	HttpBatch.calls instead of events: independent requests (no lanes, no
+ *	stop after failures, no webhook headers or signature), each with its
+ *	own URL, method, headers, timeout and Idempotency-Key, the whole
+ *	response body kept (up to HTTP_CALL_MAX_BODY).  The outcome is
+ *	classified by the caller (saga_driver.c).
+ *
  * MEMORY: per-batch data in the caller's context; the multi handle, the
  *	easy-handle pool, the socket table and parsed configs (secrets
  *	included, overwritten before they are freed) in http_cxt.  An error
