@@ -49,15 +49,19 @@
  *	are delivered, in commit order (G4).
  *
  * RETIRING (G7)
- *	Once the sequence is past generation g, every writer still holding an
- *	id of g has an xid below the xmax X of any snapshot taken after that
- *	(xid before id).  When every destination has consumed a tick whose
- *	snapshot xmin is at least X, no event of generation g is pending, and its
- *	partition is emptied with TRUNCATE (under ACCESS EXCLUSIVE, after
- *	checking that it holds no later generation) long before generation g + 4
- *	needs it.  If a destination lags by more than three generations, the
- *	partition holds two generations and the older one is removed with DELETE
- *	instead; storage then stays bounded by what is still pending.
+ *	A partition can be emptied with TRUNCATE as soon as the newest
+ *	transaction that wrote into it is below the xmin of the oldest tick any
+ *	destination still starts from: every transaction that wrote into it has
+ *	ended, and its events are consumed.  Under the ACCESS EXCLUSIVE lock the
+ *	TRUNCATE takes, no row can be added, and a writer that drew an id but
+ *	has not inserted yet inserts afterwards into the empty partition.  This
+ *	retires the generation being written too, so the log holds what is not
+ *	yet consumed plus what arrived since the last housekeeping.  If a
+ *	destination lags so far that a partition holds an old generation and a
+ *	new, unconsumed one, the old generation goes by DELETE once it is closed
+ *	(the sequence is past it: every writer still holding one of its ids has
+ *	an xid below the xmax of a snapshot taken after that - "xid before id")
+ *	and that closing xmax is consumed.
  *
  *-------------------------------------------------------------------------
  */

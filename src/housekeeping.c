@@ -8,15 +8,17 @@
  *	   destinations).
  *	1. Close generations: for every generation the id sequence has passed,
  *	   record the xmax of the current snapshot (see eventlog.c, RETIRING).
- *	2. Retire partitions: a partition whose newest generation is closed,
- *	   whose closing xmax is below the xmin of the oldest tick any
- *	   destination still needs, and whose newest event is older than
- *	   outbox_saga.retention, is emptied with TRUNCATE.  The ACCESS
- *	   EXCLUSIVE lock is only tried (lock_timeout 50 ms, in a subtransaction),
- *	   so a reader holding the partition only delays retirement, and the
- *	   partition's newest id is checked again under the lock.  A partition
- *	   that also holds a later generation (a destination lagged by more than
- *	   three generations) loses its old generation by DELETE instead.
+ *	2. Retire partitions: a partition whose newest writing transaction is
+ *	   below the xmin of the oldest tick any destination still needs (so
+ *	   every event in it is consumed), and whose newest event is older than
+ *	   outbox_saga.retention, is emptied with TRUNCATE - the generation being
+ *	   written included.  The ACCESS EXCLUSIVE lock is only tried
+ *	   (lock_timeout 50 ms, in a subtransaction), so a reader or writer
+ *	   holding the partition only delays retirement, and the condition is
+ *	   checked again under the lock, where no row can be added.  A partition
+ *	   that also holds a later, unconsumed generation (a destination lagged
+ *	   by more than three generations) loses its old generation by DELETE
+ *	   once that generation is closed and consumed.
  *	3. Delete ticks no destination needs any more, and generation records
  *	   below the oldest event.
  *	4. Purge expired idempotency keys (outbox.purge_idempotency_keys).
@@ -74,32 +76,56 @@ single_int8(const char *sql, bool *isnull)
 }
 
 /*
+ * The xmin of the oldest tick a destination still starts from (the latest
+ * tick when there is no destination): every transaction below it has
+ * ended, and its events, if it committed, are consumed by every
+ * destination.
+ */
+#define CONSUMED_XMIN_SQL \
+	"(SELECT COALESCE(" \
+	"   (SELECT pg_catalog.min(pg_catalog.pg_snapshot_xmin(t.snapshot))" \
+	"      FROM outbox.destination d JOIN outbox.tick t ON t.id = d.tick_from)," \
+	"   (SELECT pg_catalog.pg_snapshot_xmin(snapshot) FROM outbox.tick" \
+	"     ORDER BY id DESC LIMIT 1)))"
+
+/*
+ * Whether every event of partition %d is consumed and past retention
+ * (%d seconds): the newest transaction that wrote into it is below the
+ * consumed xmin, and its newest event is old enough.
+ */
+#define ALL_CONSUMED_SQL \
+	"SELECT 1 WHERE (SELECT pg_catalog.max(txid) FROM outbox.events_p%d) < " \
+	CONSUMED_XMIN_SQL \
+	"  AND (SELECT created_at FROM outbox.events_p%d ORDER BY id DESC LIMIT 1)" \
+	"      <= pg_catalog.now() - pg_catalog.make_interval(secs => %d)"
+
+/*
  * truncate_partition
- *		TRUNCATE events_p<part> if it can be locked at once and still holds
- *		nothing newer than generation 'gen'.  Returns whether it did.
+ *		TRUNCATE events_p<part> if it can be locked at once and, under the
+ *		lock, every event in it is still consumed (ALL_CONSUMED_SQL).  Under
+ *		ACCESS EXCLUSIVE no writer can add a row, and a writer that drew an
+ *		id but has not inserted yet inserts after the TRUNCATE into the empty
+ *		partition.  Returns whether it truncated.
  */
 static bool
-truncate_partition(int part, int64 gen)
+truncate_partition(int part)
 {
 	MemoryContext cxt = CurrentMemoryContext;
 	ResourceOwner owner = CurrentResourceOwner;
 	volatile bool done = false;
-	char		sql[256];
+	char		sql[1024];
 
 	BeginInternalSubTransaction(NULL);
 	MemoryContextSwitchTo(cxt);
 	PG_TRY();
 	{
-		bool		isnull;
-		int64		max_id;
-
 		run_sql("SET LOCAL lock_timeout = '50ms'", SPI_OK_UTILITY);
 		snprintf(sql, sizeof(sql),
 				 "LOCK TABLE outbox.events_p%d IN ACCESS EXCLUSIVE MODE", part);
 		run_sql(sql, SPI_OK_UTILITY);
-		snprintf(sql, sizeof(sql), "SELECT max(id) FROM outbox.events_p%d", part);
-		max_id = single_int8(sql, &isnull);
-		if (!isnull && (max_id >> OUTBOX_GENERATION_BITS) == gen)
+		snprintf(sql, sizeof(sql), ALL_CONSUMED_SQL, part, part, OutboxRetention);
+		run_sql(sql, SPI_OK_SELECT);
+		if (SPI_processed == 1)
 		{
 			snprintf(sql, sizeof(sql), "TRUNCATE outbox.events_p%d", part);
 			run_sql(sql, SPI_OK_UTILITY);
@@ -146,7 +172,6 @@ retire_partitions(void)
 					max_id,
 					lo_gen,
 					hi_gen;
-		bool		retired;
 
 		snprintf(sql, sizeof(sql), "SELECT min(id) FROM outbox.events_p%d", part);
 		min_id = single_int8(sql, &isnull);
@@ -157,32 +182,30 @@ retire_partitions(void)
 		lo_gen = min_id >> OUTBOX_GENERATION_BITS;
 		hi_gen = max_id >> OUTBOX_GENERATION_BITS;
 
+		/* Every event in the partition consumed: empty it. */
+		snprintf(sql, sizeof(sql), ALL_CONSUMED_SQL, part, part, OutboxRetention);
+		run_sql(sql, SPI_OK_SELECT);
+		if (SPI_processed == 1 && truncate_partition(part))
+			continue;
+		if (lo_gen == hi_gen)
+			continue;
+
 		/*
-		 * Is generation g consumed by everyone?  Its closing xmax must be at
-		 * or below the xmin of the oldest tick a destination still starts
-		 * from (the latest tick when there is no destination).  And the
-		 * retention period must have passed since its newest event.
+		 * A partition that also holds a later generation (a destination lags
+		 * by more than three generations): remove the oldest generation once
+		 * it is closed and consumed - its closing xmax at or below the
+		 * consumed xmin - and past retention.
 		 */
 #define CONSUMED_SQL \
 		"SELECT 1 FROM outbox.generation g" \
 		" WHERE g.gen = " INT64_FORMAT \
-		"   AND g.closed_xmax <= (SELECT COALESCE(" \
-		"         (SELECT min(pg_catalog.pg_snapshot_xmin(t.snapshot))" \
-		"            FROM outbox.destination d JOIN outbox.tick t ON t.id = d.tick_from)," \
-		"         (SELECT pg_catalog.pg_snapshot_xmin(snapshot) FROM outbox.tick" \
-		"           ORDER BY id DESC LIMIT 1)))" \
-		"   AND (SELECT created_at FROM outbox.events_p%d ORDER BY id DESC LIMIT 1)" \
+		"   AND g.closed_xmax <= " CONSUMED_XMIN_SQL \
+		"   AND (SELECT created_at FROM outbox.events_p%d" \
+		"         WHERE id < " INT64_FORMAT " ORDER BY id DESC LIMIT 1)" \
 		"       <= pg_catalog.now() - pg_catalog.make_interval(secs => %d)"
 
-		snprintf(sql, sizeof(sql), CONSUMED_SQL, hi_gen, part, OutboxRetention);
-		run_sql(sql, SPI_OK_SELECT);
-		retired = false;
-		if (SPI_processed == 1)
-			retired = truncate_partition(part, hi_gen);
-		if (retired || lo_gen == hi_gen)
-			continue;
-
-		snprintf(sql, sizeof(sql), CONSUMED_SQL, lo_gen, part, OutboxRetention);
+		snprintf(sql, sizeof(sql), CONSUMED_SQL, lo_gen, part,
+				 (lo_gen + 1) << OUTBOX_GENERATION_BITS, OutboxRetention);
 		run_sql(sql, SPI_OK_SELECT);
 		if (SPI_processed == 1)
 		{
