@@ -91,13 +91,19 @@ single_int8(const char *sql, bool *isnull)
 /*
  * Whether every event of partition %d is consumed and past retention
  * (%d seconds): the newest transaction that wrote into it is below the
- * consumed xmin, and its newest event is old enough.
+ * consumed xmin, and its newest event is old enough.  Without any
+ * destination the log is the only record of what happened, so then only
+ * partitions holding closed generations go (the generation being written,
+ * at most 65,536 events, stays readable in outbox.events).
  */
 #define ALL_CONSUMED_SQL \
 	"SELECT 1 WHERE (SELECT pg_catalog.max(txid) FROM outbox.events_p%d) < " \
 	CONSUMED_XMIN_SQL \
 	"  AND (SELECT created_at FROM outbox.events_p%d ORDER BY id DESC LIMIT 1)" \
-	"      <= pg_catalog.now() - pg_catalog.make_interval(secs => %d)"
+	"      <= pg_catalog.now() - pg_catalog.make_interval(secs => %d)" \
+	"  AND (EXISTS (SELECT 1 FROM outbox.destination)" \
+	"       OR (SELECT pg_catalog.max(id) FROM outbox.events_p%d) >> 16" \
+	"          < (SELECT last_value >> 16 FROM outbox.events_id_seq))"
 
 /*
  * truncate_partition
@@ -113,7 +119,7 @@ truncate_partition(int part)
 	MemoryContext cxt = CurrentMemoryContext;
 	ResourceOwner owner = CurrentResourceOwner;
 	volatile bool done = false;
-	char		sql[1024];
+	char	   *sql;
 
 	BeginInternalSubTransaction(NULL);
 	MemoryContextSwitchTo(cxt);
@@ -123,11 +129,11 @@ truncate_partition(int part)
 		snprintf(sql, sizeof(sql),
 				 "LOCK TABLE outbox.events_p%d IN ACCESS EXCLUSIVE MODE", part);
 		run_sql(sql, SPI_OK_UTILITY);
-		snprintf(sql, sizeof(sql), ALL_CONSUMED_SQL, part, part, OutboxRetention);
+		sql = psprintf(ALL_CONSUMED_SQL, part, part, OutboxRetention, part);
 		run_sql(sql, SPI_OK_SELECT);
 		if (SPI_processed == 1)
 		{
-			snprintf(sql, sizeof(sql), "TRUNCATE outbox.events_p%d", part);
+			sql = psprintf("TRUNCATE outbox.events_p%d", part);
 			run_sql(sql, SPI_OK_UTILITY);
 			done = true;
 		}
@@ -164,7 +170,7 @@ retire_partitions(void)
 {
 	bool		isnull;
 	int			part;
-	char		sql[512];
+	char	   *sql;
 
 	for (part = 0; part < OUTBOX_PARTITIONS; part++)
 	{
@@ -173,17 +179,17 @@ retire_partitions(void)
 					lo_gen,
 					hi_gen;
 
-		snprintf(sql, sizeof(sql), "SELECT min(id) FROM outbox.events_p%d", part);
+		sql = psprintf("SELECT min(id) FROM outbox.events_p%d", part);
 		min_id = single_int8(sql, &isnull);
 		if (isnull)
 			continue;
-		snprintf(sql, sizeof(sql), "SELECT max(id) FROM outbox.events_p%d", part);
+		sql = psprintf("SELECT max(id) FROM outbox.events_p%d", part);
 		max_id = single_int8(sql, &isnull);
 		lo_gen = min_id >> OUTBOX_GENERATION_BITS;
 		hi_gen = max_id >> OUTBOX_GENERATION_BITS;
 
 		/* Every event in the partition consumed: empty it. */
-		snprintf(sql, sizeof(sql), ALL_CONSUMED_SQL, part, part, OutboxRetention);
+		sql = psprintf(ALL_CONSUMED_SQL, part, part, OutboxRetention, part);
 		run_sql(sql, SPI_OK_SELECT);
 		if (SPI_processed == 1 && truncate_partition(part))
 			continue;
@@ -204,7 +210,7 @@ retire_partitions(void)
 		"         WHERE id < " INT64_FORMAT " ORDER BY id DESC LIMIT 1)" \
 		"       <= pg_catalog.now() - pg_catalog.make_interval(secs => %d)"
 
-		snprintf(sql, sizeof(sql), CONSUMED_SQL, lo_gen, part,
+		sql = psprintf(CONSUMED_SQL, lo_gen, part,
 				 (lo_gen + 1) << OUTBOX_GENERATION_BITS, OutboxRetention);
 		run_sql(sql, SPI_OK_SELECT);
 		if (SPI_processed == 1)
@@ -226,7 +232,7 @@ HousekeepingRun(void)
 {
 	bool		isnull;
 	int64		current_gen;
-	char		sql[512];
+	char	   *sql;
 
 	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();

@@ -133,8 +133,8 @@ for my $g (7 .. 9)
 ok(wait_until($node, 'postgres', q{
 	SELECT count(*) = 0 FROM outbox.events WHERE id >> 16 < 9}, 30),
 	'with no destination at all, closed generations are retired too');
-ok(wait_until($node, 'postgres', 'SELECT count(*) = 0 FROM outbox.events', 30),
-	'and so is the generation being written');
+is($node->safe_psql('postgres', 'SELECT count(*) FROM outbox.events'), $PER_GEN,
+	'without a destination, the generation being written stays readable');
 
 $node->stop;
 done_testing();
