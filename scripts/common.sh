@@ -12,7 +12,7 @@ PG_BINDIR=$("$PG_CONFIG" --bindir 2>/dev/null || true)
 
 # build_and_install [extra make args]: build with -Werror and install.
 build_and_install() {
-	make -s -C "$SRC_DIR" PG_CONFIG="$PG_CONFIG" WERROR=1 "$@" >/dev/null
+	make -s -C "$SRC_DIR" PG_CONFIG="$PG_CONFIG" WERROR=1 "$@" >/dev/null || return 1
 	if [ -w "$("$PG_CONFIG" --pkglibdir)" ]; then
 		make -s -C "$SRC_DIR" PG_CONFIG="$PG_CONFIG" install >/dev/null
 	else

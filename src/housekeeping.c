@@ -126,7 +126,7 @@ truncate_partition(int part)
 	PG_TRY();
 	{
 		run_sql("SET LOCAL lock_timeout = '50ms'", SPI_OK_UTILITY);
-		snprintf(sql, sizeof(sql),
+		sql = psprintf(
 				 "LOCK TABLE outbox.events_p%d IN ACCESS EXCLUSIVE MODE", part);
 		run_sql(sql, SPI_OK_UTILITY);
 		sql = psprintf(ALL_CONSUMED_SQL, part, part, OutboxRetention, part);
@@ -215,7 +215,7 @@ retire_partitions(void)
 		run_sql(sql, SPI_OK_SELECT);
 		if (SPI_processed == 1)
 		{
-			snprintf(sql, sizeof(sql),
+			sql = psprintf(
 					 "DELETE FROM outbox.events_p%d WHERE id < " INT64_FORMAT,
 					 part, (lo_gen + 1) << OUTBOX_GENERATION_BITS);
 			run_sql(sql, SPI_OK_DELETE);
@@ -253,7 +253,7 @@ HousekeepingRun(void)
 	/* 1. Close the generations the sequence has passed. */
 	current_gen = single_int8("SELECT last_value FROM outbox.events_id_seq", &isnull)
 		>> OUTBOX_GENERATION_BITS;
-	snprintf(sql, sizeof(sql),
+	sql = psprintf(
 			 "INSERT INTO outbox.generation (gen, closed_xmax)"
 			 " SELECT g, pg_catalog.pg_snapshot_xmax(pg_catalog.pg_current_snapshot())"
 			 "   FROM pg_catalog.generate_series("
@@ -271,7 +271,7 @@ HousekeepingRun(void)
 			" WHERE id < COALESCE((SELECT min(tick_from) FROM outbox.destination),"
 			"                     (SELECT max(id) FROM outbox.tick))",
 			SPI_OK_DELETE);
-	snprintf(sql, sizeof(sql),
+	sql = psprintf(
 			 "DELETE FROM outbox.generation"
 			 " WHERE gen < COALESCE((SELECT min(id) >> %d FROM outbox.events), " INT64_FORMAT ")",
 			 OUTBOX_GENERATION_BITS, current_gen);
