@@ -92,6 +92,8 @@ section_http() {
 	done
 	errors=$(bench_psql -At -c "SELECT coalesce(sum(failed_attempts_total), 0) FROM outbox.stats
 		WHERE destination LIKE 'http%'")
+	# The receiver runs under runuser: stop its child too.
+	pkill -TERM -P "$HTTP_RECEIVER" 2>/dev/null || true
 	kill "$HTTP_RECEIVER" 2>/dev/null || true
 
 	report ""
