@@ -132,10 +132,23 @@ SELECT outbox.wait_idle('-1 second');
 SELECT outbox.wait_idle('1 month');
 CREATE ROLE retry_stranger;
 GRANT EXECUTE ON FUNCTION outbox.replay_dead(text, uuid[]) TO retry_stranger;
+-- The stranger plants an operator = (text, text) and puts its schema before
+-- pg_catalog: the functions' own statements, which run with the
+-- extension's rights, must not resolve it.
+CREATE SCHEMA stranger AUTHORIZATION retry_stranger;
 SET ROLE retry_stranger;
+CREATE FUNCTION stranger.eq(text, text) RETURNS boolean LANGUAGE plpgsql AS $$
+BEGIN
+	RAISE NOTICE 'planted operator ran as %', current_user;
+	RETURN $1 OPERATOR(pg_catalog.=) $2;
+END $$;
+CREATE OPERATOR stranger.= (LEFTARG = text, RIGHTARG = text, FUNCTION = stranger.eq);
+SET search_path = stranger, pg_catalog;
 SELECT outbox.replay_dead('picky');
 SELECT outbox.replay_dead();
+RESET search_path;
 RESET ROLE;
+DROP SCHEMA stranger CASCADE;
 
 -- Clean up.
 SELECT outbox.drop_destination('picky');

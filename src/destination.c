@@ -148,13 +148,6 @@ typedef struct DestinationRow
 	bool		paused;
 } DestinationRow;
 
-/* The caller's identity and GUC nest level, saved by become_superuser(). */
-typedef struct SavedIdentity
-{
-	Oid			userid;
-	int			sec_context;
-	int			guc_nestlevel;
-} SavedIdentity;
 
 /* Lookup of a destination row: which lock to take. */
 static const char *const lookup_for_update =
@@ -254,37 +247,6 @@ hide_statement_callback(void *arg)
  */
 
 /*
- * become_superuser
- *		Switch to the bootstrap superuser with a pinned search_path, saving
- *		the caller's identity in *saved.  Every permission check must have
- *		been made before.  Undone by restore_identity().
- */
-static void
-become_superuser(SavedIdentity *saved)
-{
-	GetUserIdAndSecContext(&saved->userid, &saved->sec_context);
-	saved->guc_nestlevel = NewGUCNestLevel();
-	(void) set_config_option("search_path", "pg_catalog, pg_temp",
-							 PGC_USERSET, PGC_S_SESSION,
-							 GUC_ACTION_SAVE, true, 0, false);
-	SetUserIdAndSecContext(BOOTSTRAP_SUPERUSERID,
-						   saved->sec_context |
-						   SECURITY_LOCAL_USERID_CHANGE |
-						   SECURITY_RESTRICTED_OPERATION);
-}
-
-/*
- * restore_identity
- *		Return to the identity and search_path saved by become_superuser().
- */
-static void
-restore_identity(const SavedIdentity *saved)
-{
-	SetUserIdAndSecContext(saved->userid, saved->sec_context);
-	AtEOXact_GUC(true, saved->guc_nestlevel);
-}
-
-/*
  * run_statement
  *		Execute one fixed statement with parameters as the bootstrap
  *		superuser (see the file header) and check that SPI answered
@@ -298,9 +260,9 @@ run_statement(const char *sql, int nargs, Oid *types, Datum *values,
 	SavedIdentity saved;
 	int			rc;
 
-	become_superuser(&saved);
+	SpiBecomeSuperuser(&saved);
 	rc = SPI_execute_with_args(sql, nargs, types, values, nulls, false, 0);
-	restore_identity(&saved);
+	SpiRestoreIdentity(&saved);
 
 	if (rc != expected)
 		elog(ERROR, "outbox_saga: SPI_execute_with_args failed: %s (statement: %s)",

@@ -12,8 +12,8 @@
  *
  * replay_dead() and discard_dead() check ownership as the caller (only the
  * owner of a destination, or a member of its role, or a superuser, may
- * touch its dead letters), then work on the state tables through SPI with
- * the extension owner's rights (the tables are not granted to anyone).
+ * touch its dead letters), then work on the state tables through SPI as the
+ * bootstrap superuser with search_path pinned (SpiBecomeSuperuser).
  *
  *-------------------------------------------------------------------------
  */
@@ -38,6 +38,7 @@
 
 #include "guc.h"
 #include "shmem.h"
+#include "spi_util.h"
 #include "wakeup.h"
 
 PG_FUNCTION_INFO_V1(outbox_saga_wait_idle);
@@ -245,8 +246,7 @@ static int64
 dead_letter_action(FunctionCallInfo fcinfo, bool replay)
 {
 	Oid			caller = GetUserId();
-	Oid			save_userid;
-	int			save_sec;
+	SavedIdentity saved;
 	Datum		values[3];
 	char		nulls[3] = {' ', ' ', ' '};
 	Oid			argtypes[3] = {TEXTOID, UUIDARRAYOID, OIDOID};
@@ -264,8 +264,7 @@ dead_letter_action(FunctionCallInfo fcinfo, bool replay)
 	nulls[1] = PG_ARGISNULL(1) ? 'n' : ' ';
 	values[2] = ObjectIdGetDatum(caller);
 
-	GetUserIdAndSecContext(&save_userid, &save_sec);
-	SetUserIdAndSecContext(BOOTSTRAP_SUPERUSERID, save_sec | SECURITY_LOCAL_USERID_CHANGE);
+	SpiBecomeSuperuser(&saved);
 	SPI_connect();
 
 	if (!PG_ARGISNULL(0))
@@ -318,7 +317,7 @@ dead_letter_action(FunctionCallInfo fcinfo, bool replay)
 	count = (int64) SPI_processed;
 
 	SPI_finish();
-	SetUserIdAndSecContext(save_userid, save_sec);
+	SpiRestoreIdentity(&saved);
 	if (replay && count > 0)
 		WakeupNoteEventWritten();
 	return count;

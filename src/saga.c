@@ -119,13 +119,6 @@ typedef struct StepPolicy
 	int			compensation_max_attempts;
 } StepPolicy;
 
-/* The caller's identity and GUC nest level while statements run. */
-typedef struct SavedIdentity
-{
-	Oid			userid;
-	int			sec_context;
-	int			guc_nestlevel;
-} SavedIdentity;
 
 /* A saga's row as locked by lock_saga(); strings live in SPI memory. */
 typedef struct SagaRow
@@ -276,32 +269,6 @@ static const Oid query_types[Q_COUNT][5] = {
 static SPIPlanPtr plans[Q_COUNT];
 
 /*
- * become_extension / restore_identity
- *		Switch to the bootstrap superuser with search_path pinned, and back.
- *		Every permission check must have been made before.
- */
-static void
-become_extension(SavedIdentity *saved)
-{
-	GetUserIdAndSecContext(&saved->userid, &saved->sec_context);
-	saved->guc_nestlevel = NewGUCNestLevel();
-	(void) set_config_option("search_path", "pg_catalog, pg_temp",
-							 PGC_USERSET, PGC_S_SESSION,
-							 GUC_ACTION_SAVE, true, 0, false);
-	SetUserIdAndSecContext(BOOTSTRAP_SUPERUSERID,
-						   saved->sec_context |
-						   SECURITY_LOCAL_USERID_CHANGE |
-						   SECURITY_RESTRICTED_OPERATION);
-}
-
-static void
-restore_identity(const SavedIdentity *saved)
-{
-	SetUserIdAndSecContext(saved->userid, saved->sec_context);
-	AtEOXact_GUC(true, saved->guc_nestlevel);
-}
-
-/*
  * run
  *		Execute statement 'q' (prepared and kept on first use) with the
  *		extension's rights; check that SPI answered 'expect'.  The result
@@ -313,7 +280,7 @@ run(int q, Datum *values, const char *nulls, int expect)
 	SavedIdentity saved;
 	int			rc;
 
-	become_extension(&saved);
+	SpiBecomeSuperuser(&saved);
 	if (plans[q] == NULL)
 	{
 		int			nargs = 0;
@@ -330,7 +297,7 @@ run(int q, Datum *values, const char *nulls, int expect)
 		plans[q] = plan;
 	}
 	rc = SPI_execute_plan(plans[q], values, nulls, false, 0);
-	restore_identity(&saved);
+	SpiRestoreIdentity(&saved);
 	if (rc != expect)
 		elog(ERROR, "saga statement %d failed: %s", q, SPI_result_code_string(rc));
 }
@@ -1437,9 +1404,9 @@ outbox_saga_saga_complete_step(PG_FUNCTION_ARGS)
 	outcome.kind = success ? SAGA_OK : SAGA_FAIL;
 	outcome.result = result;
 	outcome.error = success ? NULL : pstrdup("saga.complete_step reported a failure");
-	become_extension(&saved);
+	SpiBecomeSuperuser(&saved);
 	(void) SagaApplyOutcomes(&outcome, 1, GetCurrentTimestamp());
-	restore_identity(&saved);
+	SpiRestoreIdentity(&saved);
 	spi_finish();
 
 	WakeupNoteEventWritten();
@@ -1577,7 +1544,7 @@ outbox_saga_saga_cancel(PG_FUNCTION_ARGS)
 	 * claimed (running) is left to it: it does not run it, or, if it is
 	 * running it at this moment, records its outcome first.
 	 */
-	become_extension(&saved);
+	SpiBecomeSuperuser(&saved);
 	if (active_status != NULL && strcmp(active_status, "running") != 0)
 	{
 		active.kind = SAGA_SKIP;
@@ -1587,7 +1554,7 @@ outbox_saga_saga_cancel(PG_FUNCTION_ARGS)
 	}
 	else
 		SagaAdvanceCompensation(id, 1, now);
-	restore_identity(&saved);
+	SpiRestoreIdentity(&saved);
 	spi_finish();
 
 	WakeupNoteEventWritten();

@@ -3,6 +3,13 @@
  * spi_util.c
  *		Helpers shared by the dispatcher, the saga driver and the SQL API.
  *
+ * SpiBecomeSuperuser / SpiRestoreIdentity switch the SQL API to the
+ * bootstrap superuser, after every permission check was made as the
+ * caller, to read and write the state tables (granted to nobody).  The
+ * search_path is pinned to pg_catalog, pg_temp for as long: otherwise the
+ * caller's search_path (e.g. "mine, pg_catalog") would let an operator or
+ * function of the caller's resolve inside a superuser statement.
+ *
  * SpiRunKept prepares a statement once per process (SPI_keepplan: the plan
  * lives until the process ends and is re-planned by the plan cache when
  * the objects it uses change), then executes it with parameters only; it
@@ -14,10 +21,45 @@
  */
 #include "compat.h"
 
+#include "catalog/pg_authid_d.h"
+#include "miscadmin.h"
 #include "utils/builtins.h"
+#include "utils/guc.h"
 #include "utils/memutils.h"
 
 #include "spi_util.h"
+
+/*
+ * SpiBecomeSuperuser
+ *		Switch to the bootstrap superuser with search_path = pg_catalog,
+ *		pg_temp, saving the caller's identity in *saved.  Every permission
+ *		check must have been made before.  Undone by SpiRestoreIdentity();
+ *		an error in between is undone by the transaction's abort.
+ */
+void
+SpiBecomeSuperuser(SavedIdentity *saved)
+{
+	GetUserIdAndSecContext(&saved->userid, &saved->sec_context);
+	saved->guc_nestlevel = NewGUCNestLevel();
+	(void) set_config_option("search_path", "pg_catalog, pg_temp",
+							 PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, 0, false);
+	SetUserIdAndSecContext(BOOTSTRAP_SUPERUSERID,
+						   saved->sec_context |
+						   SECURITY_LOCAL_USERID_CHANGE |
+						   SECURITY_RESTRICTED_OPERATION);
+}
+
+/*
+ * SpiRestoreIdentity
+ *		Return to the identity and search_path saved by SpiBecomeSuperuser().
+ */
+void
+SpiRestoreIdentity(const SavedIdentity *saved)
+{
+	SetUserIdAndSecContext(saved->userid, saved->sec_context);
+	AtEOXact_GUC(true, saved->guc_nestlevel);
+}
 
 /*
  * SpiRunKept

@@ -11,6 +11,16 @@
 #include "executor/spi.h"
 #include "utils/timestamp.h"
 
+/* The caller's identity and GUC nest level, saved by SpiBecomeSuperuser(). */
+typedef struct SavedIdentity
+{
+	Oid			userid;
+	int			sec_context;
+	int			guc_nestlevel;
+} SavedIdentity;
+
+extern void SpiBecomeSuperuser(SavedIdentity *saved);
+extern void SpiRestoreIdentity(const SavedIdentity *saved);
 extern void SpiRunKept(SPIPlanPtr *plan, const char *sql, const Oid *types,
 					   int cursor_options, Datum *values, const char *nulls,
 					   int expect, const char *what);
