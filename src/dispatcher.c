@@ -648,9 +648,19 @@ OutboxDispatcherMain(Datum main_arg)
 
 		if (more || activity > 0)
 			continue;
-		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-						 sleep_ms, PG_WAIT_EXTENSION);
-		ResetLatch(MyLatch);
+
+		/*
+		 * A commit during the pass set wake_pending and the latch; code that
+		 * waited on the latch inside the pass (a lock wait, a sink, the saga
+		 * driver) may have consumed the latch.  wake_pending still says so:
+		 * do not sleep then.
+		 */
+		if (pg_atomic_read_u32(&my_slot->wake_pending) == 0)
+		{
+			(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+							 sleep_ms, PG_WAIT_EXTENSION);
+			ResetLatch(MyLatch);
+		}
 		if (!TimestampDifferenceExceeds(now, GetCurrentTimestamp(), MIN_PASS_INTERVAL_MS))
 			(void) WaitLatch(MyLatch, WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
 							 MIN_PASS_INTERVAL_MS, PG_WAIT_EXTENSION);
