@@ -41,6 +41,9 @@ OBJS = \
 	src/saga_driver.o \
 	src/sink.o \
 	src/tojsonb.o \
+	src/sink/dest_cache.o \
+	src/sink/lane_plan.o \
+	src/sink/sink_wait.o \
 	src/sink/function.o \
 	src/sink/notify.o \
 	src/sink/http.o \

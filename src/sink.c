@@ -1,9 +1,13 @@
 /*-------------------------------------------------------------------------
  *
  * sink.c
- *		The registry of destination kinds.
+ *		The registry of destination kinds, and the event_id text every
+ *		kind puts on the wire.
  *
  * Each kind lives in its own file under src/sink/ and is listed here once.
+ * What several network kinds share lives beside them: dest_cache.c (state
+ * kept across batches), lane_plan.c (start order within a batch) and
+ * sink_wait.c (waiting for a broker library's threads with the latch).
  *
  *-------------------------------------------------------------------------
  */
@@ -55,4 +59,25 @@ SinkKindList(void)
 	for (i = 0; i < lengthof(sinks); i++)
 		appendStringInfo(&buf, "%s%s", i > 0 ? ", " : "", sinks[i]->kind);
 	return buf.data;
+}
+
+/*
+ * SinkFormatUuid
+ *		The canonical text of a UUID into 'out' (SINK_UUID_TEXT_LEN bytes).
+ */
+void
+SinkFormatUuid(const pg_uuid_t *uuid, char *out)
+{
+	static const char hex[] = "0123456789abcdef";
+	int			i;
+	char	   *p = out;
+
+	for (i = 0; i < UUID_LEN; i++)
+	{
+		if (i == 4 || i == 6 || i == 8 || i == 10)
+			*p++ = '-';
+		*p++ = hex[uuid->data[i] >> 4];
+		*p++ = hex[uuid->data[i] & 0x0F];
+	}
+	*p = '\0';
 }

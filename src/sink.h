@@ -116,8 +116,12 @@ typedef struct OutboxSink
 	void		(*forget) (int32 dest_id);
 } OutboxSink;
 
+/* The length of an event_id as text, with its terminator. */
+#define SINK_UUID_TEXT_LEN	37
+
 extern const OutboxSink *SinkLookup(const char *kind, bool missing_ok);
 extern const char *SinkKindList(void);
+extern void SinkFormatUuid(const pg_uuid_t *uuid, char *out);
 
 /* The kinds. */
 extern const OutboxSink SinkFunction;

@@ -68,8 +68,9 @@
  *	classified by the caller (saga_driver.c).
  *
  * MEMORY: per-batch data in the caller's context; the multi handle, the
- *	easy-handle pool, the socket table and parsed configs (secrets
- *	included, overwritten before they are freed) in http_cxt.  An error
+ *	easy-handle pool and the socket table in http_cxt; parsed configs
+ *	(secrets included, overwritten before they are freed) in their
+ *	dest_cache.c entry.  An error
  *	raised in the loop removes every request from the multi handle and
  *	drops every connection before it propagates.
  *
@@ -95,7 +96,9 @@
 
 #include "guc.h"
 #include "sink.h"
+#include "sink/dest_cache.h"
 #include "sink/http.h"
+#include "sink/lane_plan.h"
 
 /* Limits of the config keys. */
 #define HTTP_MAX_HEADERS			64
@@ -146,16 +149,6 @@ typedef struct HttpConfig
 	bool		has_timeout;	/* the "timeout" key is set */
 } HttpConfig;
 
-/* A destination's parsed config, kept across batches. */
-typedef struct HttpDestCache
-{
-	int32		dest_id;
-	MemoryContext cxt;			/* holds this entry's allocations */
-	Jsonb	   *config;			/* what it was parsed from */
-	HttpConfig	parsed;
-	struct HttpDestCache *next;
-} HttpDestCache;
-
 /* A socket libcurl asked us to watch. */
 typedef struct HttpSocket
 {
@@ -193,10 +186,7 @@ typedef struct HttpBatch
 	const HttpCall *calls;		/* SinkHttpSend: calls instead of events */
 	HttpCallResult *results;
 	int			n;
-	int		   *next_in_lane;	/* next event of the same lane, or -1 */
-	int		   *ready;			/* FIFO of events that may start */
-	int			ready_head;
-	int			ready_tail;
+	SinkLanePlan plan;			/* which events may start */
 	HttpRequest *slots;
 	int			nslots;
 	int			inflight;
@@ -214,7 +204,6 @@ typedef struct HttpBatch
 /* Process-wide state. */
 static MemoryContext http_cxt = NULL;
 static CURLM *multi = NULL;
-static HttpDestCache *dest_cache = NULL;
 static CURL **easy_pool = NULL;
 static int	easy_pool_count = 0;
 static HttpSocket *sockets = NULL;
@@ -562,104 +551,49 @@ ensure_http_cxt(void)
 }
 
 /*
+ * make_config
+ *		A cache entry's state: the parsed config.
+ */
+static void *
+make_config(Jsonb *config)
+{
+	HttpConfig *conf = palloc0(sizeof(HttpConfig));
+
+	parse_config(config, conf);
+	return conf;
+}
+
+/*
+ * release_config
+ *		Overwrite a cache entry's decoded keys.
+ */
+static void
+release_config(void *state)
+{
+	free_secrets((HttpConfig *) state);
+}
+
+static SinkDestCache http_cache = {
+	.name = "http",
+	.make = make_config,
+	.release = release_config,
+	.idle_close_ms = 0,
+};
+
+/*
  * http_forget
  *		Drop the parsed config of a destination (dropped or changed).
  */
 static void
 http_forget(int32 dest_id)
 {
-	HttpDestCache **link = &dest_cache;
-
-	while (*link != NULL)
-	{
-		HttpDestCache *entry = *link;
-
-		if (entry->dest_id == dest_id)
-		{
-			*link = entry->next;
-			free_secrets(&entry->parsed);
-			MemoryContextDelete(entry->cxt);
-			pfree(entry);
-			continue;
-		}
-		link = &entry->next;
-	}
-}
-
-/*
- * lookup_config
- *		The parsed config of 'dest', from the cache if its config did not
- *		change.  Errors (a config that no longer parses) propagate.
- */
-static const HttpConfig *
-lookup_config(const DestinationConfig *dest)
-{
-	HttpDestCache *entry;
-	MemoryContext cxt;
-	MemoryContext old;
-
-	for (entry = dest_cache; entry != NULL; entry = entry->next)
-	{
-		if (entry->dest_id == dest->id &&
-			VARSIZE(entry->config) == VARSIZE(dest->config) &&
-			memcmp(entry->config, dest->config, VARSIZE(dest->config)) == 0)
-			return &entry->parsed;
-	}
-	http_forget(dest->id);
-
-	ensure_http_cxt();
-	entry = MemoryContextAllocZero(http_cxt, sizeof(HttpDestCache));
-	cxt = AllocSetContextCreate(http_cxt, "outbox_saga http destination",
-								ALLOCSET_SMALL_SIZES);
-	old = MemoryContextSwitchTo(cxt);
-	PG_TRY();
-	{
-		parse_config(dest->config, &entry->parsed);
-		entry->config = palloc(VARSIZE(dest->config));
-		memcpy(entry->config, dest->config, VARSIZE(dest->config));
-	}
-	PG_CATCH();
-	{
-		MemoryContextSwitchTo(old);
-		MemoryContextDelete(cxt);
-		pfree(entry);
-		PG_RE_THROW();
-	}
-	PG_END_TRY();
-	MemoryContextSwitchTo(old);
-
-	entry->dest_id = dest->id;
-	entry->cxt = cxt;
-	entry->next = dest_cache;
-	dest_cache = entry;
-	return &entry->parsed;
+	SinkDestForget(&http_cache, dest_id);
 }
 
 /* ------------------------------------------------------------------------
  * The request
  * ------------------------------------------------------------------------
  */
-
-/*
- * format_uuid
- *		The canonical text of a UUID into 'out' (37 bytes).
- */
-static void
-format_uuid(const pg_uuid_t *uuid, char *out)
-{
-	static const char hex[] = "0123456789abcdef";
-	int			i;
-	char	   *p = out;
-
-	for (i = 0; i < UUID_LEN; i++)
-	{
-		if (i == 4 || i == 6 || i == 8 || i == 10)
-			*p++ = '-';
-		*p++ = hex[uuid->data[i] >> 4];
-		*p++ = hex[uuid->data[i] & 0x0F];
-	}
-	*p = '\0';
-}
 
 /*
  * append_json_text
@@ -886,7 +820,7 @@ start_request(HttpBatch *b, int i)
 	const HttpConfig *conf = b->conf;
 	const DispatchEvent *ev = b->events[i];
 	HttpRequest *req = NULL;
-	char		event_id[UUID_LEN * 2 + 5];
+	char		event_id[SINK_UUID_TEXT_LEN];
 	char		line[128];
 	int64		now = (int64) time(NULL);
 	int			s;
@@ -907,7 +841,7 @@ start_request(HttpBatch *b, int i)
 	req->resp_too_large = false;
 	resetStringInfo(&req->body);
 
-	format_uuid(&ev->event_id, event_id);
+	SinkFormatUuid(&ev->event_id, event_id);
 	build_body(ev, event_id, &req->body);
 
 	append_header(req, "Content-Type: application/json");
@@ -1111,8 +1045,7 @@ finish_request(HttpBatch *b, HttpRequest *req, CURLcode result)
 	if (out->status == SINK_OK)
 	{
 		b->ok++;
-		if (b->next_in_lane[i] >= 0)
-			b->ready[b->ready_tail++] = b->next_in_lane[i];
+		SinkLaneSucceeded(&b->plan, i);
 	}
 	else
 	{
@@ -1504,53 +1437,6 @@ ensure_multi(void)
  */
 
 /*
- * plan_lanes
- *		next_in_lane[] and the initial ready queue: events without a lane
- *		and the first event of each lane, in batch order.
- */
-static void
-plan_lanes(HttpBatch *b, const int *lanes)
-{
-	typedef struct LaneEntry
-	{
-		int			lane;
-		int			last;
-	} LaneEntry;
-	HASHCTL		ctl;
-	HTAB	   *last_of_lane;
-	int			i;
-
-	b->next_in_lane = palloc(sizeof(int) * b->n);
-	b->ready = palloc(sizeof(int) * b->n);
-	b->ready_head = b->ready_tail = 0;
-
-	ctl.keysize = sizeof(int);
-	ctl.entrysize = sizeof(LaneEntry);
-	ctl.hcxt = CurrentMemoryContext;
-	last_of_lane = hash_create("outbox_saga http lanes", Max(b->n, 16), &ctl,
-							   HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
-	for (i = 0; i < b->n; i++)
-	{
-		b->next_in_lane[i] = -1;
-		if (lanes != NULL && lanes[i] >= 0)
-		{
-			bool		found;
-			LaneEntry  *entry = hash_search(last_of_lane, &lanes[i], HASH_ENTER, &found);
-
-			if (found)
-			{
-				b->next_in_lane[entry->last] = i;
-				entry->last = i;
-				continue;
-			}
-			entry->last = i;
-		}
-		b->ready[b->ready_tail++] = i;
-	}
-	hash_destroy(last_of_lane);
-}
-
-/*
  * run_batch
  *		Start, wait, harvest, until nothing is in flight and nothing more
  *		may start.
@@ -1579,12 +1465,12 @@ run_batch(HttpBatch *b)
 			b->stop = true;
 		window = (b->ok > 0 || b->calls != NULL) ? b->limit :
 			Min(b->limit, HTTP_FAILURES_BEFORE_STOP - b->failed);
-		while (!b->stop && b->inflight < window && b->ready_head < b->ready_tail)
+		while (!b->stop && b->inflight < window && SinkLaneHasReady(&b->plan))
 		{
 			if (b->calls != NULL)
-				start_call(b, b->ready[b->ready_head++]);
+				start_call(b, SinkLaneTakeReady(&b->plan));
 			else
-				start_request(b, b->ready[b->ready_head++]);
+				start_request(b, SinkLaneTakeReady(&b->plan));
 		}
 		if (b->inflight == 0)
 			break;
@@ -1716,36 +1602,6 @@ run_batch_cleanly(HttpBatch *b)
 }
 
 /*
- * lookup_config_or_error
- *		lookup_config(), with an error turned into *error ("invalid
- *		configuration: ...", in the caller's context) and NULL.
- */
-static const HttpConfig *
-lookup_config_or_error(const DestinationConfig *dest, char **error)
-{
-	MemoryContext cxt = CurrentMemoryContext;
-	const HttpConfig *volatile conf = NULL;
-
-	*error = NULL;
-	PG_TRY();
-	{
-		conf = lookup_config(dest);
-	}
-	PG_CATCH();
-	{
-		ErrorData  *edata;
-
-		MemoryContextSwitchTo(cxt);
-		edata = CopyErrorData();
-		FlushErrorState();
-		*error = psprintf("invalid configuration: %s", edata->message);
-		FreeErrorData(edata);
-	}
-	PG_END_TRY();
-	return conf;
-}
-
-/*
  * http_deliver_batch
  *		Deliver events[0..n-1]; see sink.h and the file header.
  */
@@ -1771,7 +1627,7 @@ http_deliver_batch(const DestinationConfig *dest, DispatchEvent *const *events,
 	http_curl_init();
 
 	/* A config that no longer parses fails every event with its reason. */
-	conf = lookup_config_or_error(dest, &error);
+	conf = SinkDestLookup(&http_cache, dest, &error);
 	if (conf == NULL)
 	{
 		for (i = 0; i < n; i++)
@@ -1799,7 +1655,8 @@ http_deliver_batch(const DestinationConfig *dest, DispatchEvent *const *events,
 	b.limit = Max(1, Min(b.limit, n));
 	b.timeout_ms = conf->has_timeout ? dest->timeout_ms : OutboxHttpTimeout;
 	b.start_until = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), b.timeout_ms);
-	plan_lanes(&b, lanes);
+	SinkLanePlanInit(&b.plan, n);
+	SinkLanePlanAddAll(&b.plan, lanes, n);
 	b.nslots = b.limit;
 	b.slots = palloc0(sizeof(HttpRequest) * b.nslots);
 	for (i = 0; i < b.nslots; i++)
@@ -1929,20 +1786,18 @@ SinkHttpSend(const HttpCall *calls, int n, HttpCallResult *results)
 	b.calls = calls;
 	b.results = results;
 	b.n = n;
-	b.ready = palloc(sizeof(int) * n);
-	b.next_in_lane = palloc(sizeof(int) * n);
+	SinkLanePlanInit(&b.plan, n);
 	for (i = 0; i < n; i++)
 	{
 		int64		timeout = calls[i].timeout_ms > 0 ? calls[i].timeout_ms : OutboxHttpTimeout;
 
-		b.next_in_lane[i] = -1;
 		results[i].error = check_call(&calls[i]);
 		if (results[i].error != NULL)
 		{
 			results[i].invalid = true;
 			continue;
 		}
-		b.ready[b.ready_tail++] = i;
+		SinkLanePlanAdd(&b.plan, i, -1);
 		longest = Max(longest, timeout);
 		nvalid++;
 	}

@@ -41,12 +41,12 @@
  *	a busy aggregate, for librdkafka's ordering guarantee.
  *
  * THE LOOP (deliver_batch, outside any transaction)
- *	The producer lives across batches (keyed by destination id and config
- *	bytes; recreated after a fatal error; closed after NATS-like idleness,
- *	KAFKA_IDLE_CLOSE_MS).  librdkafka's main queue (delivery reports,
- *	errors) signals a pipe when it becomes non-empty
- *	(rd_kafka_queue_io_event_enable); deliver_batch waits on that pipe,
- *	MyLatch and postmaster death in one WaitEventSet and serves the queue
+ *	The producer lives across batches in dest_cache.c (keyed by
+ *	destination id and config bytes; recreated after a fatal error; closed
+ *	when unused for KAFKA_IDLE_CLOSE_MS).  librdkafka's main queue
+ *	(delivery reports, errors) signals sink_wait.c's pipe when it becomes
+ *	non-empty (rd_kafka_queue_io_event_enable); deliver_batch waits on that
+ *	pipe, MyLatch and postmaster death (SinkWaitUntil) and serves the queue
  *	with rd_kafka_poll(rk, 0), so callbacks run in this thread and never
  *	block.  CHECK_FOR_INTERRUPTS on every wakeup.  At the deadline (timeout
  *	+ 1 s) messages not yet sent are purged and, like those in flight,
@@ -55,29 +55,27 @@
  *	every signal blocked.
  *
  * MEMORY: per-batch data in the caller's context; producers and parsed
- *	configs in kafka_cxt (secrets wiped when freed).
+ *	configs in their dest_cache.c entry (secrets wiped when released).
  *
  *-------------------------------------------------------------------------
  */
 #include "compat.h"
 
-#include <fcntl.h>
 #include <pthread.h>
 #include <signal.h>
-#include <unistd.h>
 
 #include <librdkafka/rdkafka.h>
 
 #include "lib/stringinfo.h"
 #include "libpq/pqsignal.h"
 #include "miscadmin.h"
-#include "storage/latch.h"
 #include "utils/builtins.h"
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
-#include "utils/wait_event.h"
 
+#include "dest_cache.h"
 #include "sink.h"
+#include "sink_wait.h"
 
 /* Longest single wait (the loop rechecks the deadline). */
 #define KAFKA_MAX_WAIT_MS			100
@@ -125,16 +123,11 @@ typedef struct KafkaConfig
 	bool		has_message_timeout;
 } KafkaConfig;
 
-/* A destination's producer, kept across batches. */
+/* A destination's producer, kept across batches (dest_cache.c). */
 typedef struct KafkaDest
 {
-	int32		dest_id;
-	MemoryContext cxt;
-	Jsonb	   *config;
 	KafkaConfig conf;
-	rd_kafka_t *rk;
-	TimestampTz last_used;
-	struct KafkaDest *next;
+	rd_kafka_t *rk;				/* NULL until the first batch */
 } KafkaDest;
 
 /* The state of one deliver_batch() call. */
@@ -150,16 +143,21 @@ typedef struct KafkaBatch
 	bool	   *pending;		/* produced, no report yet */
 	rd_kafka_resp_err_t *errs;	/* report errors, by event */
 	int			npending;
-	bool		latch_seen;
 	rd_kafka_resp_err_t last_error;	/* from error_cb */
 	char		last_error_text[256];
 } KafkaBatch;
 
-static MemoryContext kafka_cxt = NULL;
-static KafkaDest *dests = NULL;
+static void *make_dest(Jsonb *config);
+static void release_dest(void *state);
+
+static SinkDestCache kafka_cache = {
+	.name = "kafka",
+	.make = make_dest,
+	.release = release_dest,
+	.idle_close_ms = KAFKA_IDLE_CLOSE_MS,
+};
 static KafkaBatch *current = NULL;	/* the batch delivery reports go to */
 static uint64 batch_seq = 0;
-static int	wake_pipe[2] = {-1, -1};
 
 /* ------------------------------------------------------------------------
  * Config
@@ -483,27 +481,6 @@ log_cb(const rd_kafka_t *rk, int level, const char *fac, const char *buf)
 }
 
 /*
- * ensure_process_state
- *		The memory context and the wake-up pipe, once.
- */
-static void
-ensure_process_state(void)
-{
-	if (kafka_cxt == NULL)
-		kafka_cxt = AllocSetContextCreate(TopMemoryContext, "outbox_saga kafka",
-										  ALLOCSET_DEFAULT_SIZES);
-	if (wake_pipe[0] < 0)
-	{
-		if (pipe(wake_pipe) != 0)
-			elog(ERROR, "outbox_saga: could not create a pipe: %m");
-		fcntl(wake_pipe[0], F_SETFL, O_NONBLOCK);
-		fcntl(wake_pipe[1], F_SETFL, O_NONBLOCK);
-		fcntl(wake_pipe[0], F_SETFD, FD_CLOEXEC);
-		fcntl(wake_pipe[1], F_SETFD, FD_CLOEXEC);
-	}
-}
-
-/*
  * close_producer
  *		Destroy a producer after a short flush (its undelivered events are
  *		retried by the dispatcher anyway).
@@ -524,19 +501,32 @@ close_producer(KafkaDest *kd)
 }
 
 /*
- * free_dest
- *		Close and free one cache entry, wiping property values.
+ * make_dest
+ *		A cache entry's state: the parsed config, no producer yet.
+ */
+static void *
+make_dest(Jsonb *config)
+{
+	KafkaDest  *kd = palloc0(sizeof(KafkaDest));
+
+	/* No owner check here: it passed at create_destination. */
+	parse_config(config, InvalidOid, &kd->conf);
+	return kd;
+}
+
+/*
+ * release_dest
+ *		Close a cache entry's producer and wipe its property values.
  */
 static void
-free_dest(KafkaDest *kd)
+release_dest(void *state)
 {
+	KafkaDest  *kd = state;
 	int			i;
 
 	close_producer(kd);
 	for (i = 0; i < kd->conf.nprops; i++)
 		explicit_bzero(kd->conf.prop_values[i], strlen(kd->conf.prop_values[i]));
-	MemoryContextDelete(kd->cxt);
-	pfree(kd);
 }
 
 /*
@@ -546,92 +536,7 @@ free_dest(KafkaDest *kd)
 static void
 kafka_forget(int32 dest_id)
 {
-	KafkaDest **link = &dests;
-
-	while (*link != NULL)
-	{
-		KafkaDest  *kd = *link;
-
-		if (kd->dest_id == dest_id)
-		{
-			*link = kd->next;
-			free_dest(kd);
-			continue;
-		}
-		link = &kd->next;
-	}
-}
-
-/*
- * close_idle
- *		Close the producers of other destinations unused for a while.
- */
-static void
-close_idle(int32 current_id)
-{
-	KafkaDest **link = &dests;
-	TimestampTz limit = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
-													-KAFKA_IDLE_CLOSE_MS);
-
-	while (*link != NULL)
-	{
-		KafkaDest  *kd = *link;
-
-		if (kd->dest_id != current_id && kd->last_used < limit)
-		{
-			*link = kd->next;
-			free_dest(kd);
-			continue;
-		}
-		link = &kd->next;
-	}
-}
-
-/*
- * lookup_dest
- *		The cache entry of 'dest', (re)parsing its config if it changed.
- */
-static KafkaDest *
-lookup_dest(const DestinationConfig *dest)
-{
-	KafkaDest  *kd;
-	MemoryContext cxt;
-	MemoryContext old;
-
-	for (kd = dests; kd != NULL; kd = kd->next)
-	{
-		if (kd->dest_id == dest->id &&
-			VARSIZE(kd->config) == VARSIZE(dest->config) &&
-			memcmp(kd->config, dest->config, VARSIZE(dest->config)) == 0)
-			return kd;
-	}
-	kafka_forget(dest->id);
-
-	cxt = AllocSetContextCreate(kafka_cxt, "outbox_saga kafka destination",
-								ALLOCSET_SMALL_SIZES);
-	old = MemoryContextSwitchTo(cxt);
-	PG_TRY();
-	{
-		kd = palloc0(sizeof(KafkaDest));
-		/* No owner check here: it passed at create_destination. */
-		parse_config(dest->config, InvalidOid, &kd->conf);
-		kd->config = palloc(VARSIZE(dest->config));
-		memcpy(kd->config, dest->config, VARSIZE(dest->config));
-	}
-	PG_CATCH();
-	{
-		MemoryContextSwitchTo(old);
-		MemoryContextDelete(cxt);
-		PG_RE_THROW();
-	}
-	PG_END_TRY();
-	MemoryContextSwitchTo(old);
-
-	kd->dest_id = dest->id;
-	kd->cxt = cxt;
-	kd->next = dests;
-	dests = kd;
-	return kd;
+	SinkDestForget(&kafka_cache, dest_id);
 }
 
 /*
@@ -680,7 +585,7 @@ open_producer(KafkaDest *kd, const DestinationConfig *dest)
 	{
 		rd_kafka_queue_t *q = rd_kafka_queue_get_main(kd->rk);
 
-		rd_kafka_queue_io_event_enable(q, wake_pipe[1], "1", 1);
+		rd_kafka_queue_io_event_enable(q, SinkWaitPipeWriteFd(), "1", 1);
 		rd_kafka_queue_destroy(q);
 	}
 	return NULL;
@@ -730,27 +635,6 @@ build_headers(const DispatchEvent *ev, const char *id, const char *type,
 }
 
 /*
- * format_uuid
- *		The canonical text of a UUID.
- */
-static void
-format_uuid(const pg_uuid_t *u, char *out)
-{
-	static const char hex[] = "0123456789abcdef";
-	int			i;
-	int			j = 0;
-
-	for (i = 0; i < UUID_LEN; i++)
-	{
-		if (i == 4 || i == 6 || i == 8 || i == 10)
-			out[j++] = '-';
-		out[j++] = hex[u->data[i] >> 4];
-		out[j++] = hex[u->data[i] & 0xF];
-	}
-	out[j] = '\0';
-}
-
-/*
  * is_dead_error
  *		Errors that no retry can fix.
  */
@@ -779,7 +663,7 @@ produce_all(KafkaBatch *b, const int *lanes)
 	for (i = 0; i < b->n; i++)
 	{
 		DispatchEvent *ev = b->events[i];
-		char		id[UUID_LEN * 2 + 5];
+		char		id[SINK_UUID_TEXT_LEN];
 		char	   *type = text_to_cstring(ev->event_type);
 		char	   *topic = text_to_cstring(ev->topic);
 		char	   *bad;
@@ -808,7 +692,7 @@ produce_all(KafkaBatch *b, const int *lanes)
 				failed_lanes[nfailed_lanes++] = lanes[i];
 			continue;
 		}
-		format_uuid(&ev->event_id, id);
+		SinkFormatUuid(&ev->event_id, id);
 		value = JsonbToCString(NULL, &ev->payload->root, VARSIZE(ev->payload));
 		h = build_headers(ev, id, type, topic);
 
@@ -855,86 +739,19 @@ produce_all(KafkaBatch *b, const int *lanes)
 }
 
 /*
- * drain_pipe
- *		Empty the wake-up pipe.
- */
-static void
-drain_pipe(void)
-{
-	char		buf[256];
-
-	while (read(wake_pipe[0], buf, sizeof(buf)) > 0)
-		;
-}
-
-/*
  * run_batch
  *		Serve delivery reports until none is pending or the deadline.
  */
 static void
-run_batch(KafkaBatch *b, WaitEventSet *set, TimestampTz deadline)
+run_batch(KafkaBatch *b, SinkWait *w, TimestampTz deadline)
 {
-	WaitEvent	occurred[3];
-
 	for (;;)
 	{
-		long		secs;
-		int			usecs;
-		long		wait_ms;
-		int			nevents;
-		int			e;
-
 		(void) rd_kafka_poll(b->kd->rk, 0);
-		if (b->npending == 0)
+		if (b->npending == 0 || GetCurrentTimestamp() >= deadline)
 			break;
-		TimestampDifference(GetCurrentTimestamp(), deadline, &secs, &usecs);
-		if (secs == 0 && usecs == 0)
-			break;
-		wait_ms = Min((long) KAFKA_MAX_WAIT_MS, secs * 1000 + (usecs + 999) / 1000);
-		nevents = WaitEventSetWait(set, wait_ms, occurred, lengthof(occurred),
-								   PG_WAIT_EXTENSION);
-		for (e = 0; e < nevents; e++)
-		{
-			if (occurred[e].events & WL_LATCH_SET)
-			{
-				ResetLatch(MyLatch);
-				b->latch_seen = true;
-			}
-			else if (occurred[e].events & WL_SOCKET_READABLE)
-				drain_pipe();
-		}
-		CHECK_FOR_INTERRUPTS();
+		SinkWaitUntil(w, deadline, KAFKA_MAX_WAIT_MS);
 	}
-}
-
-/*
- * lookup_dest_or_error
- *		lookup_dest(), with an error turned into *error ("invalid
- *		configuration: ...", in the caller's context) and NULL.
- */
-static KafkaDest *
-lookup_dest_or_error(const DestinationConfig *dest, char **error)
-{
-	MemoryContext cxt = CurrentMemoryContext;
-	KafkaDest  *volatile kd = NULL;
-
-	*error = NULL;
-	PG_TRY();
-	{
-		kd = lookup_dest(dest);
-	}
-	PG_CATCH();
-	{
-		ErrorData  *edata;
-
-		MemoryContextSwitchTo(cxt);
-		edata = CopyErrorData();
-		FlushErrorState();
-		*error = psprintf("invalid configuration: %s", edata->message);
-		FreeErrorData(edata);
-	}
-	PG_END_TRY();
-	return kd;
 }
 
 /*
@@ -943,26 +760,28 @@ lookup_dest_or_error(const DestinationConfig *dest, char **error)
  *		delivery reports go to meanwhile.
  */
 static void
-produce_and_wait(KafkaBatch *b, const int *lanes, WaitEventSet *set,
-				 TimestampTz deadline)
+produce_and_wait(KafkaBatch *b, const int *lanes, TimestampTz deadline)
 {
+	SinkWait	w;
+
+	SinkWaitBegin(&w);
 	current = b;
 	PG_TRY();
 	{
 		/* Reports of earlier batches still queued: served, ignored. */
 		(void) rd_kafka_poll(b->kd->rk, 0);
 		produce_all(b, lanes);
-		run_batch(b, set, deadline);
+		run_batch(b, &w, deadline);
 	}
 	PG_CATCH();
 	{
 		current = NULL;
-		FreeWaitEventSet(set);
+		SinkWaitEnd(&w);
 		PG_RE_THROW();
 	}
 	PG_END_TRY();
 	current = NULL;
-	FreeWaitEventSet(set);
+	SinkWaitEnd(&w);
 }
 
 /*
@@ -975,8 +794,7 @@ kafka_deliver_batch(const DestinationConfig *dest, DispatchEvent *const *events,
 {
 	KafkaBatch	b;
 	KafkaDest  *kd;
-	char	   *error;
-	WaitEventSet *set;
+	char	   *error = NULL;
 	TimestampTz deadline;
 	char		fatal[512];
 	bool		is_fatal = false;
@@ -993,10 +811,8 @@ kafka_deliver_batch(const DestinationConfig *dest, DispatchEvent *const *events,
 	if (n >= (1 << KAFKA_INDEX_BITS) - 1)
 		elog(ERROR, "outbox_saga: kafka batch of %d events is too large", n);
 
-	ensure_process_state();
-	close_idle(dest->id);
-
-	kd = lookup_dest_or_error(dest, &error);
+	SinkWaitEnsurePipe();
+	kd = SinkDestLookup(&kafka_cache, dest, &error);
 	if (kd != NULL && kd->rk == NULL)
 		error = open_producer(kd, dest);
 	if (error != NULL)
@@ -1008,8 +824,6 @@ kafka_deliver_batch(const DestinationConfig *dest, DispatchEvent *const *events,
 		}
 		return;
 	}
-	kd->last_used = GetCurrentTimestamp();
-
 	memset(&b, 0, sizeof(b));
 	b.seq = ++batch_seq;
 	b.dest = dest;
@@ -1023,12 +837,7 @@ kafka_deliver_batch(const DestinationConfig *dest, DispatchEvent *const *events,
 	deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
 										   dest->timeout_ms + 1000);
 
-	set = CreateWaitEventSet(CurrentMemoryContext, 3);
-	AddWaitEventToSet(set, WL_LATCH_SET, PGINVALID_SOCKET, MyLatch, NULL);
-	AddWaitEventToSet(set, WL_EXIT_ON_PM_DEATH, PGINVALID_SOCKET, NULL, NULL);
-	AddWaitEventToSet(set, WL_SOCKET_READABLE, wake_pipe[0], NULL, NULL);
-
-	produce_and_wait(&b, lanes, set, deadline);
+	produce_and_wait(&b, lanes, deadline);
 
 	if (rd_kafka_fatal_error(kd->rk, fatal, sizeof(fatal)) != RD_KAFKA_RESP_ERR_NO_ERROR)
 		is_fatal = true;
@@ -1065,9 +874,6 @@ kafka_deliver_batch(const DestinationConfig *dest, DispatchEvent *const *events,
 		rd_kafka_purge(kd->rk, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_NON_BLOCKING);
 	if (is_fatal)
 		close_producer(kd);
-
-	if (b.latch_seen)
-		SetLatch(MyLatch);
 }
 
 const OutboxSink SinkKafka = {

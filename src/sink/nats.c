@@ -33,16 +33,17 @@
  *
  * THE LOOP (deliver_batch, outside any transaction)
  *	One connection and JetStream context per destination, created on first
- *	use and kept across batches (keyed by destination id and config bytes;
+ *	use and kept across batches in dest_cache.c (keyed by destination id
+ *	and config bytes;
  *	a changed config or a connection cnats gave up on makes a new one; one
  *	unused for NATS_IDLE_CLOSE_MS is closed).  cnats connects and
  *	reconnects in its own threads (RetryOnFailedConnect, endless
  *	reconnects), so the only blocking call is the first connect attempt,
  *	bounded by min(timeout, 2 s).  Acknowledgements arrive in a cnats
  *	thread: the handler (plain C, no PostgreSQL calls) appends them to a
- *	mutex-protected list and writes a byte to a pipe.  deliver_batch waits
- *	on that pipe, MyLatch and postmaster death in one WaitEventSet,
- *	CHECK_FOR_INTERRUPTS on every wakeup.  Every signal is blocked while
+ *	mutex-protected list and writes a byte to sink_wait.c's pipe.
+ *	deliver_batch waits on that pipe, MyLatch and postmaster death
+ *	(SinkWaitUntil), CHECK_FOR_INTERRUPTS on every wakeup.  Every signal is blocked while
  *	cnats may start threads, so they never run PostgreSQL's handlers.
  *
  *	Order (G4): lanes are honoured strictly, one publish in flight per lane
@@ -60,32 +61,31 @@
  *	a real success; a late failure costs at most one extra attempt.
  *
  * MEMORY: per-batch data in the caller's context; parsed configs and
- *	connection state in nats_cxt; acknowledgement records malloc'd by the
+ *	connection state in their dest_cache.c entry; acknowledgement records malloc'd by the
  *	cnats thread and freed by the dispatcher.
  *
  *-------------------------------------------------------------------------
  */
 #include "compat.h"
 
-#include <fcntl.h>
 #include <pthread.h>
 #include <signal.h>
-#include <unistd.h>
 
 #include <nats/nats.h>
 
 #include "lib/stringinfo.h"
 #include "libpq/pqsignal.h"
 #include "miscadmin.h"
-#include "storage/latch.h"
 #include "utils/builtins.h"
 #include "utils/hsearch.h"
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
-#include "utils/wait_event.h"
 
+#include "dest_cache.h"
 #include "guc.h"
+#include "lane_plan.h"
 #include "sink.h"
+#include "sink_wait.h"
 
 /* Until one event of a batch succeeds, at most this many are attempted. */
 #define NATS_FAILURES_BEFORE_STOP	3
@@ -99,9 +99,6 @@
 /* Longest subject and config strings accepted. */
 #define NATS_MAX_SUBJECT			1024
 #define NATS_MAX_PEM				(64 * 1024)
-
-/* The length of an event_id as text, with its terminator. */
-#define UUID_TEXT_LEN				37
 
 static const char *const nats_keys[] = {
 	"url", "subject", "stream", "user", "password", "token",
@@ -123,18 +120,13 @@ typedef struct NatsConfig
 	char	   *tls_private_key;
 } NatsConfig;
 
-/* A destination's connection, kept across batches. */
+/* A destination's connection, kept across batches (dest_cache.c). */
 typedef struct NatsDest
 {
-	int32		dest_id;
-	MemoryContext cxt;			/* the config and its parsed form */
-	Jsonb	   *config;
 	NatsConfig	conf;
-	natsConnection *nc;
+	natsConnection *nc;			/* NULL until the first batch */
 	jsCtx	   *js;
 	uint64		gen;			/* tags this connection's acks */
-	TimestampTz last_used;
-	struct NatsDest *next;
 } NatsDest;
 
 /* One acknowledgement (or failure), handed over from a cnats thread. */
@@ -142,7 +134,7 @@ typedef struct NatsAck
 {
 	struct NatsAck *next;
 	uint64		gen;
-	char		id[UUID_TEXT_LEN];
+	char		id[SINK_UUID_TEXT_LEN];
 	bool		ok;
 	natsStatus	status;
 	int			errcode;		/* jsErrCode, 0 if none */
@@ -152,7 +144,7 @@ typedef struct NatsAck
 /* Event index by Nats-Msg-Id, for one batch. */
 typedef struct NatsIdEntry
 {
-	char		id[UUID_TEXT_LEN];
+	char		id[SINK_UUID_TEXT_LEN];
 	int			index;
 } NatsIdEntry;
 
@@ -164,29 +156,31 @@ typedef struct NatsBatch
 	DispatchEvent *const *events;
 	SinkOutcome *outcomes;
 	int			n;
-	char	  (*ids)[UUID_TEXT_LEN];
+	char	  (*ids)[SINK_UUID_TEXT_LEN];
 	bool	   *inflight_flag;
-	int		   *next_in_lane;
-	int		   *ready;
-	int			ready_head;
-	int			ready_tail;
+	SinkLanePlan plan;
 	HTAB	   *by_id;
 	int			inflight;
 	int			limit;
 	int			ok;
 	int			failed;
 	bool		stop;
-	bool		latch_seen;
 	int64		timeout_ms;
 	TimestampTz deadline;
 } NatsBatch;
 
 /* Process-wide state. */
-static MemoryContext nats_cxt = NULL;
-static NatsDest *dests = NULL;
+static void *make_dest(Jsonb *config);
+static void release_dest(void *state);
+
+static SinkDestCache nats_cache = {
+	.name = "nats",
+	.make = make_dest,
+	.release = release_dest,
+	.idle_close_ms = NATS_IDLE_CLOSE_MS,
+};
 static uint64 next_gen = 1;
 static bool nats_opened = false;
-static int	wake_pipe[2] = {-1, -1};
 
 /* Filled by cnats threads, drained by the dispatcher. */
 static pthread_mutex_t ack_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -213,56 +207,6 @@ static void
 unblock_signals(sigset_t *saved)
 {
 	pthread_sigmask(SIG_SETMASK, saved, NULL);
-}
-
-/*
- * wake
- *		From any thread: make the dispatcher's wait return.  Async-signal
- *		safe; a full pipe already means "wake up".
- */
-static void
-wake(void)
-{
-	if (wake_pipe[1] >= 0)
-	{
-		ssize_t		rc pg_attribute_unused();
-
-		rc = write(wake_pipe[1], "x", 1);
-	}
-}
-
-/*
- * drain_pipe
- *		Empty the wake-up pipe.
- */
-static void
-drain_pipe(void)
-{
-	char		buf[256];
-
-	while (read(wake_pipe[0], buf, sizeof(buf)) > 0)
-		;
-}
-
-/*
- * format_uuid
- *		The canonical text of a UUID.
- */
-static void
-format_uuid(const pg_uuid_t *u, char *out)
-{
-	static const char hex[] = "0123456789abcdef";
-	int			i;
-	int			j = 0;
-
-	for (i = 0; i < UUID_LEN; i++)
-	{
-		if (i == 4 || i == 6 || i == 8 || i == 10)
-			out[j++] = '-';
-		out[j++] = hex[u->data[i] >> 4];
-		out[j++] = hex[u->data[i] & 0xF];
-	}
-	out[j] = '\0';
 }
 
 /*
@@ -574,7 +518,7 @@ ack_handler(jsCtx *js, natsMsg *msg, jsPubAck *pa, jsPubAckErr *pae,
 		pthread_mutex_unlock(&ack_lock);
 	}
 	natsMsg_Destroy(msg);
-	wake();
+	SinkWaitWake();
 }
 
 /*
@@ -585,7 +529,7 @@ ack_handler(jsCtx *js, natsMsg *msg, jsPubAck *pa, jsPubAckErr *pae,
 static void
 conn_handler(natsConnection *nc, void *closure)
 {
-	wake();
+	SinkWaitWake();
 }
 
 /*
@@ -611,14 +555,11 @@ take_acks(void)
 
 /*
  * ensure_process_state
- *		The memory context, nats_Open and the wake-up pipe, once.
+ *		nats_Open and the wake-up pipe, once.
  */
 static void
 ensure_process_state(void)
 {
-	if (nats_cxt == NULL)
-		nats_cxt = AllocSetContextCreate(TopMemoryContext, "outbox_saga nats",
-										 ALLOCSET_DEFAULT_SIZES);
 	if (!nats_opened)
 	{
 		sigset_t	saved;
@@ -632,15 +573,7 @@ ensure_process_state(void)
 				 natsStatus_GetText(s));
 		nats_opened = true;
 	}
-	if (wake_pipe[0] < 0)
-	{
-		if (pipe(wake_pipe) != 0)
-			elog(ERROR, "outbox_saga: could not create a pipe: %m");
-		fcntl(wake_pipe[0], F_SETFL, O_NONBLOCK);
-		fcntl(wake_pipe[1], F_SETFL, O_NONBLOCK);
-		fcntl(wake_pipe[0], F_SETFD, FD_CLOEXEC);
-		fcntl(wake_pipe[1], F_SETFD, FD_CLOEXEC);
-	}
+	SinkWaitEnsurePipe();
 }
 
 /*
@@ -672,12 +605,27 @@ close_connection(NatsDest *nd)
 }
 
 /*
- * free_dest
- *		Close and free one cache entry, wiping its credentials.
+ * make_dest
+ *		A cache entry's state: the parsed config, no connection yet.
+ */
+static void *
+make_dest(Jsonb *config)
+{
+	NatsDest   *nd = palloc0(sizeof(NatsDest));
+
+	parse_config(config, &nd->conf);
+	return nd;
+}
+
+/*
+ * release_dest
+ *		Close a cache entry's connection and wipe its credentials.
  */
 static void
-free_dest(NatsDest *nd)
+release_dest(void *state)
 {
+	NatsDest   *nd = state;
+
 	close_connection(nd);
 	if (nd->conf.password)
 		explicit_bzero(nd->conf.password, strlen(nd->conf.password));
@@ -685,8 +633,6 @@ free_dest(NatsDest *nd)
 		explicit_bzero(nd->conf.token, strlen(nd->conf.token));
 	if (nd->conf.tls_private_key)
 		explicit_bzero(nd->conf.tls_private_key, strlen(nd->conf.tls_private_key));
-	MemoryContextDelete(nd->cxt);
-	pfree(nd);
 }
 
 /*
@@ -696,92 +642,7 @@ free_dest(NatsDest *nd)
 static void
 nats_forget(int32 dest_id)
 {
-	NatsDest  **link = &dests;
-
-	while (*link != NULL)
-	{
-		NatsDest   *nd = *link;
-
-		if (nd->dest_id == dest_id)
-		{
-			*link = nd->next;
-			free_dest(nd);
-			continue;
-		}
-		link = &nd->next;
-	}
-}
-
-/*
- * close_idle
- *		Close the connections of other destinations unused for a while
- *		(dropped destinations, for one).
- */
-static void
-close_idle(int32 current)
-{
-	NatsDest  **link = &dests;
-	TimestampTz limit = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
-													-NATS_IDLE_CLOSE_MS);
-
-	while (*link != NULL)
-	{
-		NatsDest   *nd = *link;
-
-		if (nd->dest_id != current && nd->last_used < limit)
-		{
-			*link = nd->next;
-			free_dest(nd);
-			continue;
-		}
-		link = &nd->next;
-	}
-}
-
-/*
- * lookup_dest
- *		The cache entry of 'dest', (re)parsing its config if it changed.
- */
-static NatsDest *
-lookup_dest(const DestinationConfig *dest)
-{
-	NatsDest   *nd;
-	MemoryContext cxt;
-	MemoryContext old;
-
-	for (nd = dests; nd != NULL; nd = nd->next)
-	{
-		if (nd->dest_id == dest->id &&
-			VARSIZE(nd->config) == VARSIZE(dest->config) &&
-			memcmp(nd->config, dest->config, VARSIZE(dest->config)) == 0)
-			return nd;
-	}
-	nats_forget(dest->id);
-
-	cxt = AllocSetContextCreate(nats_cxt, "outbox_saga nats destination",
-								ALLOCSET_SMALL_SIZES);
-	old = MemoryContextSwitchTo(cxt);
-	PG_TRY();
-	{
-		nd = palloc0(sizeof(NatsDest));
-		parse_config(dest->config, &nd->conf);
-		nd->config = palloc(VARSIZE(dest->config));
-		memcpy(nd->config, dest->config, VARSIZE(dest->config));
-	}
-	PG_CATCH();
-	{
-		MemoryContextSwitchTo(old);
-		MemoryContextDelete(cxt);
-		PG_RE_THROW();
-	}
-	PG_END_TRY();
-	MemoryContextSwitchTo(old);
-
-	nd->dest_id = dest->id;
-	nd->cxt = cxt;
-	nd->next = dests;
-	dests = nd;
-	return nd;
+	SinkDestForget(&nats_cache, dest_id);
 }
 
 /*
@@ -900,53 +761,6 @@ open_connection(NatsDest *nd, const DestinationConfig *dest)
  * deliver_batch
  * ------------------------------------------------------------------------
  */
-
-/*
- * plan_lanes
- *		next_in_lane[] and the initial ready queue: events without a lane
- *		and the first event of each lane, in batch order.
- */
-static void
-plan_lanes(NatsBatch *b, const int *lanes)
-{
-	typedef struct LaneEntry
-	{
-		int			lane;
-		int			last;
-	} LaneEntry;
-	HASHCTL		ctl;
-	HTAB	   *last_of_lane;
-	int			i;
-
-	b->next_in_lane = palloc(sizeof(int) * b->n);
-	b->ready = palloc(sizeof(int) * b->n);
-	b->ready_head = b->ready_tail = 0;
-
-	ctl.keysize = sizeof(int);
-	ctl.entrysize = sizeof(LaneEntry);
-	ctl.hcxt = CurrentMemoryContext;
-	last_of_lane = hash_create("outbox_saga nats lanes", Max(b->n, 16), &ctl,
-							   HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
-	for (i = 0; i < b->n; i++)
-	{
-		b->next_in_lane[i] = -1;
-		if (lanes != NULL && lanes[i] >= 0)
-		{
-			bool		found;
-			LaneEntry  *entry = hash_search(last_of_lane, &lanes[i], HASH_ENTER, &found);
-
-			if (found)
-			{
-				b->next_in_lane[entry->last] = i;
-				entry->last = i;
-				continue;
-			}
-			entry->last = i;
-		}
-		b->ready[b->ready_tail++] = i;
-	}
-	hash_destroy(last_of_lane);
-}
 
 /*
  * fail
@@ -1168,8 +982,7 @@ harvest(NatsBatch *b)
 				b->outcomes[i].status = SINK_OK;
 				b->outcomes[i].error = NULL;
 				b->ok++;
-				if (b->next_in_lane[i] >= 0)
-					b->ready[b->ready_tail++] = b->next_in_lane[i];
+				SinkLaneSucceeded(&b->plan, i);
 			}
 			else
 			{
@@ -1185,52 +998,12 @@ harvest(NatsBatch *b)
 }
 
 /*
- * wait_for_events
- *		Sleep until the pipe or the latch fires, or 'timeout_ms' passed.
- */
-static void
-wait_for_events(NatsBatch *b, WaitEventSet *set, long timeout_ms)
-{
-	WaitEvent	occurred[3];
-	int			nevents;
-	int			e;
-
-	nevents = WaitEventSetWait(set, timeout_ms, occurred, lengthof(occurred),
-							   PG_WAIT_EXTENSION);
-	for (e = 0; e < nevents; e++)
-	{
-		if (occurred[e].events & WL_LATCH_SET)
-		{
-			ResetLatch(MyLatch);
-			b->latch_seen = true;
-		}
-		else if (occurred[e].events & WL_SOCKET_READABLE)
-			drain_pipe();
-	}
-	CHECK_FOR_INTERRUPTS();
-}
-
-/*
- * remaining_ms
- *		Milliseconds until 'until' (0 if past), at most NATS_MAX_WAIT_MS.
- */
-static long
-remaining_ms(TimestampTz until)
-{
-	long		secs;
-	int			usecs;
-
-	TimestampDifference(GetCurrentTimestamp(), until, &secs, &usecs);
-	return Min((long) NATS_MAX_WAIT_MS, secs * 1000 + (usecs + 999) / 1000);
-}
-
-/*
  * run_batch
  *		Wait for the connection, then publish and harvest until nothing is
  *		in flight and nothing more may start, or the deadline passed.
  */
 static void
-run_batch(NatsBatch *b, WaitEventSet *set)
+run_batch(NatsBatch *b, SinkWait *w)
 {
 	TimestampTz connect_until;
 	int			i;
@@ -1241,7 +1014,7 @@ run_batch(NatsBatch *b, WaitEventSet *set)
 	while (natsConnection_Status(b->nd->nc) != NATS_CONN_STATUS_CONNECTED &&
 		   natsConnection_Status(b->nd->nc) != NATS_CONN_STATUS_CLOSED &&
 		   GetCurrentTimestamp() < connect_until)
-		wait_for_events(b, set, remaining_ms(connect_until));
+		SinkWaitUntil(w, connect_until, NATS_MAX_WAIT_MS);
 	if (natsConnection_Status(b->nd->nc) != NATS_CONN_STATUS_CONNECTED)
 	{
 		const char *last = NULL;
@@ -1268,11 +1041,11 @@ run_batch(NatsBatch *b, WaitEventSet *set)
 			break;
 		if (natsConnection_Status(b->nd->nc) != NATS_CONN_STATUS_CONNECTED)
 			b->stop = true;
-		while (!b->stop && b->inflight < b->limit && b->ready_head < b->ready_tail)
-			publish(b, b->ready[b->ready_head++]);
+		while (!b->stop && b->inflight < b->limit && SinkLaneHasReady(&b->plan))
+			publish(b, SinkLaneTakeReady(&b->plan));
 		if (b->inflight == 0)
 			break;
-		wait_for_events(b, set, remaining_ms(b->deadline));
+		SinkWaitUntil(w, b->deadline, NATS_MAX_WAIT_MS);
 	}
 
 	/* Deadline: take back what is still waiting for its ack. */
@@ -1307,11 +1080,10 @@ static void
 nats_deliver_batch(const DestinationConfig *dest, DispatchEvent *const *events,
 				   const int *lanes, int n, SinkOutcome *outcomes)
 {
-	MemoryContext cxt = CurrentMemoryContext;
 	NatsBatch	b;
-	NatsDest   *volatile nd = NULL;
-	char	   *volatile error = NULL;
-	WaitEventSet *volatile set = NULL;
+	NatsDest   *nd;
+	char	   *error = NULL;
+	SinkWait	w;
 	HASHCTL		ctl;
 	int			i;
 
@@ -1325,24 +1097,9 @@ nats_deliver_batch(const DestinationConfig *dest, DispatchEvent *const *events,
 		return;
 
 	ensure_process_state();
-	close_idle(dest->id);
 
 	/* A config that no longer parses fails every event with its reason. */
-	PG_TRY();
-	{
-		nd = lookup_dest(dest);
-	}
-	PG_CATCH();
-	{
-		ErrorData  *edata;
-
-		MemoryContextSwitchTo(cxt);
-		edata = CopyErrorData();
-		FlushErrorState();
-		error = psprintf("invalid configuration: %s", edata->message);
-		FreeErrorData(edata);
-	}
-	PG_END_TRY();
+	nd = SinkDestLookup(&nats_cache, dest, &error);
 	if (nd != NULL && nd->nc == NULL)
 		error = open_connection(nd, dest);
 	if (error != NULL)
@@ -1354,8 +1111,6 @@ nats_deliver_batch(const DestinationConfig *dest, DispatchEvent *const *events,
 		}
 		return;
 	}
-	nd->last_used = GetCurrentTimestamp();
-
 	memset(&b, 0, sizeof(b));
 	b.dest = dest;
 	b.nd = nd;
@@ -1367,38 +1122,31 @@ nats_deliver_batch(const DestinationConfig *dest, DispatchEvent *const *events,
 	b.ids = palloc(sizeof(*b.ids) * n);
 	b.inflight_flag = palloc0(sizeof(bool) * n);
 	for (i = 0; i < n; i++)
-		format_uuid(&events[i]->event_id, b.ids[i]);
-	ctl.keysize = UUID_TEXT_LEN;
+		SinkFormatUuid(&events[i]->event_id, b.ids[i]);
+	ctl.keysize = SINK_UUID_TEXT_LEN;
 	ctl.entrysize = sizeof(NatsIdEntry);
 	ctl.hcxt = CurrentMemoryContext;
 	b.by_id = hash_create("outbox_saga nats ids", Max(n, 16), &ctl,
 						  HASH_ELEM | HASH_STRINGS | HASH_CONTEXT);
-	plan_lanes(&b, lanes);
+	SinkLanePlanInit(&b.plan, n);
+	SinkLanePlanAddAll(&b.plan, lanes, n);
 	b.deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
 											 b.timeout_ms + 1000);
 
-	set = CreateWaitEventSet(CurrentMemoryContext, 3);
-	AddWaitEventToSet(set, WL_LATCH_SET, PGINVALID_SOCKET, MyLatch, NULL);
-	AddWaitEventToSet(set, WL_EXIT_ON_PM_DEATH, PGINVALID_SOCKET, NULL, NULL);
-	AddWaitEventToSet(set, WL_SOCKET_READABLE, wake_pipe[0], NULL, NULL);
-
+	SinkWaitBegin(&w);
 	PG_TRY();
 	{
-		run_batch(&b, set);
+		run_batch(&b, &w);
 	}
 	PG_CATCH();
 	{
-		FreeWaitEventSet(set);
+		SinkWaitEnd(&w);
 		/* Publishes in flight are dropped; the next batch starts clean. */
 		close_connection(nd);
 		PG_RE_THROW();
 	}
 	PG_END_TRY();
-	FreeWaitEventSet(set);
-
-	/* Hand a consumed wakeup back to the dispatcher's own wait. */
-	if (b.latch_seen)
-		SetLatch(MyLatch);
+	SinkWaitEnd(&w);
 }
 
 const OutboxSink SinkNats = {
