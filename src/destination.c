@@ -55,6 +55,7 @@
 
 #include <limits.h>
 
+#include "catalog/namespace.h"
 #include "catalog/pg_authid_d.h"
 #include "catalog/pg_type_d.h"
 #include "executor/spi.h"
@@ -62,12 +63,15 @@
 #include "lib/stringinfo.h"
 #include "mb/pg_wchar.h"
 #include "miscadmin.h"
+#include "storage/lmgr.h"
 #include "utils/acl.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
 #include "utils/jsonb.h"
+#include "utils/lsyscache.h"
 #include "utils/numeric.h"
+#include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 
 #include "destination.h"
@@ -267,6 +271,49 @@ run_statement(const char *sql, int nargs, Oid *types, Datum *values,
 	if (rc != expected)
 		elog(ERROR, "outbox_saga: SPI_execute_with_args failed: %s (statement: %s)",
 			 SPI_result_code_string(rc), sql);
+}
+
+/*
+ * latest_tick_locked
+ *		The id of the latest tick, where a new destination starts.  Takes
+ *		RowExclusiveLock on outbox.tick first (kept until the end of the
+ *		transaction) and reads with the latest snapshot, not the
+ *		transaction's: housekeeping prunes old ticks only under a ShareLock
+ *		it takes conditionally, so the tick returned here cannot be pruned
+ *		before this destination is committed and visible to the pruning
+ *		(otherwise the destination would start from a missing tick and skip
+ *		events committed after it was created).  Connected to SPI.
+ */
+static int64
+latest_tick_locked(void)
+{
+	Oid			tick = get_relname_relid("tick", get_namespace_oid("outbox", false));
+	SavedIdentity saved;
+	SPIPlanPtr	plan;
+	bool		isnull;
+	Datum		id;
+	int			rc;
+
+	if (!OidIsValid(tick))
+		elog(ERROR, "outbox_saga: table outbox.tick is missing");
+	LockRelationOid(tick, RowExclusiveLock);
+
+	SpiBecomeSuperuser(&saved);
+	plan = SPI_prepare("SELECT max(id) FROM outbox.tick", 0, NULL);
+	if (plan == NULL)
+		elog(ERROR, "outbox_saga: SPI_prepare failed: %s",
+			 SPI_result_code_string(SPI_result));
+	rc = SPI_execute_snapshot(plan, NULL, NULL, GetLatestSnapshot(), InvalidSnapshot,
+							  true, false, 1);
+	SpiRestoreIdentity(&saved);
+	if (rc != SPI_OK_SELECT || SPI_processed != 1)
+		elog(ERROR, "outbox_saga: reading the latest tick failed: %s",
+			 SPI_result_code_string(rc));
+	id = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+	if (isnull)
+		elog(ERROR, "outbox_saga: outbox.tick is empty");
+	SPI_freeplan(plan);
+	return DatumGetInt64(id);
 }
 
 /*
@@ -703,8 +750,8 @@ outbox_saga_create_destination(PG_FUNCTION_ARGS)
 	Jsonb	   *config;
 	Oid			owner = GetUserId();
 	ErrorContextCallback errcb;
-	Oid			types[4] = {TEXTOID, TEXTOID, JSONBOID, OIDOID};
-	Datum		values[4];
+	Oid			types[5] = {TEXTOID, TEXTOID, JSONBOID, OIDOID, INT8OID};
+	Datum		values[5];
 
 	require_arg(fcinfo, 0, "name");
 	require_arg(fcinfo, 1, "kind");
@@ -729,10 +776,11 @@ outbox_saga_create_destination(PG_FUNCTION_ARGS)
 	values[1] = CStringGetTextDatum(sink->kind);
 	values[2] = JsonbPGetDatum(config);
 	values[3] = ObjectIdGetDatum(owner);
+	values[4] = Int64GetDatum(latest_tick_locked());
 	run_statement("INSERT INTO outbox.destination (name, kind, config, owner, tick_from)"
-				  " VALUES ($1, $2, $3, $4, (SELECT max(id) FROM outbox.tick))"
+				  " VALUES ($1, $2, $3, $4, $5)"
 				  " ON CONFLICT (name) DO NOTHING",
-				  4, types, values, NULL, SPI_OK_INSERT);
+				  5, types, values, NULL, SPI_OK_INSERT);
 	if (SPI_processed == 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_DUPLICATE_OBJECT),

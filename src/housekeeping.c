@@ -19,8 +19,10 @@
  *	   that also holds a later, unconsumed generation (a destination lagged
  *	   by more than three generations) loses its old generation by DELETE
  *	   once that generation is closed and consumed.
- *	3. Delete ticks no destination needs any more, and generation records
- *	   below the oldest event.
+ *	3. Delete ticks no destination needs any more (only under a ShareLock
+ *	   on outbox.tick taken without waiting, which a create_destination in
+ *	   progress holds off: its starting tick must survive until it is
+ *	   visible), and generation records below the oldest event.
  *	4. Purge expired idempotency keys (outbox.purge_idempotency_keys).
  *
  *-------------------------------------------------------------------------
@@ -28,10 +30,13 @@
 #include "compat.h"
 
 #include "access/xact.h"
+#include "catalog/namespace.h"
 #include "executor/spi.h"
 #include "miscadmin.h"
+#include "storage/lmgr.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
+#include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/resowner.h"
 #include "utils/snapmgr.h"
@@ -227,6 +232,21 @@ retire_partitions(void)
  * HousekeepingRun
  *		One round, in its own transaction; see the file header.
  */
+/*
+ * tick_relid
+ *		The OID of outbox.tick (looked up each time: the extension may have
+ *		been dropped and created again since the last round).
+ */
+static Oid
+tick_relid(void)
+{
+	Oid			relid = get_relname_relid("tick", get_namespace_oid("outbox", false));
+
+	if (!OidIsValid(relid))
+		elog(ERROR, "outbox_saga: table outbox.tick is missing");
+	return relid;
+}
+
 void
 HousekeepingRun(void)
 {
@@ -266,11 +286,18 @@ HousekeepingRun(void)
 	/* 2. Retire what every destination has consumed. */
 	retire_partitions();
 
-	/* 3. Ticks and generation records nobody needs. */
-	run_sql("DELETE FROM outbox.tick"
-			" WHERE id < COALESCE((SELECT min(tick_from) FROM outbox.destination),"
-			"                     (SELECT max(id) FROM outbox.tick))",
-			SPI_OK_DELETE);
+	/*
+	 * 3. Ticks and generation records nobody needs.  Ticks only under a
+	 * ShareLock on outbox.tick, taken without waiting: create_destination
+	 * holds RowExclusiveLock from reading the latest tick until it commits
+	 * (destination.c), so a destination this statement cannot see yet
+	 * never loses its starting tick.  Skipped this time if one is running.
+	 */
+	if (ConditionalLockRelationOid(tick_relid(), ShareLock))
+		run_sql("DELETE FROM outbox.tick"
+				" WHERE id < COALESCE((SELECT min(tick_from) FROM outbox.destination),"
+				"                     (SELECT max(id) FROM outbox.tick))",
+				SPI_OK_DELETE);
 	sql = psprintf(
 			 "DELETE FROM outbox.generation"
 			 " WHERE gen < COALESCE((SELECT min(id) >> %d FROM outbox.events), " INT64_FORMAT ")",
