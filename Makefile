@@ -35,6 +35,7 @@ OBJS = \
 	src/spi_util.o \
 	src/housekeeping.o \
 	src/utility_hook.o \
+	src/owner_guard.o \
 	src/destination.o \
 	src/observability.o \
 	src/saga.o \

@@ -136,6 +136,25 @@ SELECT pg_temp.wait_for($$SELECT count(*) = 1 FROM outbox.dead_letters WHERE des
 SELECT destination, attempts, last_error FROM outbox.dead_letters WHERE destination = 'app_peek';
 SELECT count(*) AS leaked FROM app.received WHERE topic = 'peek';
 
+-- DROP ROLE of a role that a destination runs as is refused (the library
+-- is preloaded here), naming what depends on it.
+DROP ROLE dispatch_app;
+
+-- A destination whose owner is gone anyway (dropped while connected to
+-- another database, where the guard cannot see this one) fails its calls
+-- with 42704 instead of running them as a stale role OID.  Simulated by
+-- pointing a destination at an OID that no role has.
+SET ROLE dispatch_app;
+SELECT outbox.create_destination('app_orphan', 'function',
+	'{"function": "app.on_event", "max_attempts": 1}');
+SELECT outbox.subscribe('app_orphan', 'orphan') > 0 AS subscribed;
+RESET ROLE;
+UPDATE outbox.destination SET owner = 4000000000::oid WHERE name = 'app_orphan';
+SELECT outbox.emit('orphan', 'lost.owner') IS NOT NULL;
+SELECT pg_temp.wait_for($$SELECT count(*) = 1 FROM outbox.dead_letters WHERE destination = 'app_orphan'$$);
+SELECT destination, attempts, last_error FROM outbox.dead_letters WHERE destination = 'app_orphan';
+SELECT count(*) AS ran FROM app.received WHERE topic = 'orphan';
+
 -- Clean up.
 SELECT outbox.drop_destination(name) FROM outbox.destinations ORDER BY name;
 DROP TABLE public.secrets;

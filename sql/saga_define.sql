@@ -52,6 +52,16 @@ SELECT saga.define('sd_order', '[{"name": "reserve", "action": {"function": "pub
 SELECT name, version, latest, jsonb_array_length(steps) AS steps, options->'deadline' AS deadline
   FROM saga.definitions WHERE name = 'sd_order' ORDER BY version;
 
+-- Credentials in http calls are stored as given (the worker sends them) but
+-- the view masks them, like outbox.destinations.
+SELECT saga.define('sd_secret', $$[
+	{"name": "charge", "action": {"http": {"url": "https://shop:hunter2@pay.example/charge?api_key=k1",
+	                                         "headers": {"Authorization": "Bearer s3cr3t", "X-Shop": "1"}}}}
+]$$) AS version;
+SELECT steps->0->'action'->'http' AS shown FROM saga.definitions WHERE name = 'sd_secret';
+SELECT steps->0->'action'->'http'->'headers'->>'Authorization' AS stored
+  FROM saga.definition WHERE name = 'sd_secret';
+
 -- Running sagas keep the version they started with.
 BEGIN;
 SELECT saga.start('sd_order', '{"n": 1}') AS v2_saga \gset

@@ -450,6 +450,8 @@ SELECT order_id, count(*) AS duplicate_calls FROM public.shop_journal
 CREATE ROLE regress_saga_clerk;
 GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA saga TO regress_saga_clerk;
 SELECT saga.start('express_order', '{"order_id": "o12", "customer": "lea"}') AS o12 \gset
+-- The owner of a definition with sagas in flight cannot be dropped.
+DROP ROLE regress_saga_shop;
 SET ROLE regress_saga_clerk;
 SELECT saga.register_compensation(:'o12', 'x', '{"function": "public.notify_customer"}');
 SELECT saga.cancel(:'o12', 'by the clerk');

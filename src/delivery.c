@@ -59,6 +59,7 @@
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
+#include "utils/syscache.h"
 #include "utils/timeout.h"
 #include "utils/timestamp.h"
 #include "utils/typcache.h"
@@ -422,7 +423,10 @@ load_blocked(Batch *b)
  *		returned; if it raised an error, rolls the subtransaction back and
  *		returns false with *error = "SQLSTATE: message" (in the caller's
  *		memory context).  The caller's transaction, resource owner, memory
- *		context and identity are unchanged either way.
+ *		context and identity are unchanged either way.  A role that no
+ *		longer exists (dropped in another database, where the DROP ROLE
+ *		guard of owner_guard.c could not see its destinations and sagas)
+ *		fails the call with 42704, so nothing runs under a stale OID.
  */
 bool
 DeliveryCallAs(Oid role, int64 timeout_ms, void (*fn) (void *), void *arg,
@@ -433,6 +437,14 @@ DeliveryCallAs(Oid role, int64 timeout_ms, void (*fn) (void *), void *arg,
 	Oid			save_userid;
 	int			save_sec;
 	volatile bool ok = false;
+
+	if (!SearchSysCacheExists1(AUTHOID, ObjectIdGetDatum(role)))
+	{
+		*error = psprintf("42704: the owner (role OID %u) no longer exists; "
+						  "drop and re-create the destination or saga definition "
+						  "as an existing role", role);
+		return false;
+	}
 
 	GetUserIdAndSecContext(&save_userid, &save_sec);
 	BeginInternalSubTransaction(NULL);

@@ -15,7 +15,8 @@
  *
  * It also wakes this database's dispatcher after COMMIT PREPARED: the
  * prepared transaction may have written events, and its commit does not
- * run the commit callback of wakeup.c.
+ * run the commit callback of wakeup.c; and before DROP ROLE it asks
+ * owner_guard.c whether the role still owns work in this database.
  *
  *-------------------------------------------------------------------------
  */
@@ -32,6 +33,7 @@
 #include "tcop/utility.h"
 #include "utils/timestamp.h"
 
+#include "owner_guard.h"
 #include "shmem.h"
 #include "utility_hook.h"
 
@@ -114,6 +116,8 @@ outbox_process_utility(PlannedStmt *pstmt, const char *queryString,
 	const char *dbname = NULL;
 	DispatcherSlot *volatile slot = NULL;
 
+	if (IsA(pstmt->utilityStmt, DropRoleStmt))
+		OwnerGuardCheckDropRole((DropRoleStmt *) pstmt->utilityStmt);
 	if (OutboxShared != NULL)
 		dbname = database_needing_exclusive_use(pstmt->utilityStmt);
 	if (dbname != NULL)

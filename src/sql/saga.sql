@@ -215,7 +215,7 @@ CREATE VIEW saga.definitions AS
 SELECT d.name,
        d.version,
        d.version = n.latest_version AS latest,
-       d.steps,
+       outbox.mask_config(d.steps) AS steps,
        d.options,
        d.owner::pg_catalog.regrole AS owner,
        d.created_at
@@ -223,7 +223,7 @@ SELECT d.name,
   JOIN saga.definition_name n ON n.name = d.name;
 
 COMMENT ON VIEW saga.definitions IS
-	'Every version of every saga definition, normalized: each step with all its keys, durations in seconds.';
+	'Every version of every saga definition, normalized: each step with all its keys, durations in seconds; credentials in http calls (Authorization and similar headers, user:password in URLs) masked as in outbox.destinations.';
 
 CREATE VIEW saga.instances AS
 SELECT i.id,

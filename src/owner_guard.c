@@ -1,0 +1,129 @@
+/*-------------------------------------------------------------------------
+ *
+ * owner_guard.c
+ *		Refuse DROP ROLE of a role that, in the current database, owns an
+ *		outbox_saga destination or a saga still running.
+ *
+ * Destinations and saga definitions record their owner as a role OID (the
+ * role their handlers and steps run as, G10); PostgreSQL's own dependency
+ * tracking (pg_shdepend) does not know these rows.  Without this guard a
+ * dropped role would leave them running as nobody: DeliveryCallAs refuses
+ * such a call (42704), so the events and steps wait, failing, until the
+ * destination is re-created.  The guard turns that into an error at
+ * DROP ROLE time, like "role cannot be dropped because some objects
+ * depend on it".
+ *
+ * INVARIANTS
+ *	- Runs from the ProcessUtility hook (so only when the library is
+ *	  preloaded), before DROP ROLE, in the caller's transaction; reads the
+ *	  state tables as the bootstrap superuser with a pinned search_path
+ *	  (SpiBecomeSuperuser) and changes nothing.
+ *	- Sees the current database only: destinations in other databases are
+ *	  covered by the 42704 failure above (README, Troubleshooting).
+ *	- Saga definitions with no saga in flight do not block: there is no
+ *	  function to drop a definition, and a later saga.start of it fails
+ *	  its steps with the same clear error.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "compat.h"
+
+#include "catalog/pg_type_d.h"
+#include "commands/dbcommands.h"
+#include "commands/extension.h"
+#include "executor/spi.h"
+#include "lib/stringinfo.h"
+#include "miscadmin.h"
+#include "utils/acl.h"
+#include "utils/builtins.h"
+
+#include "owner_guard.h"
+#include "spi_util.h"
+
+/* At most this many objects are named in the error. */
+#define OWNER_GUARD_MAX_NAMED	10
+
+static const char *const owned_objects_sql =
+"SELECT what FROM ("
+"  SELECT pg_catalog.format('destination \"%s\"', d.name) AS what"
+"    FROM outbox.destination d WHERE d.owner = $1"
+"  UNION ALL"
+"  SELECT pg_catalog.format('sagas in flight of \"%s\" version %s',"
+"                           i.definition, i.version)"
+"    FROM saga.instance i"
+"    JOIN saga.definition def ON def.id = i.definition_id"
+"   WHERE def.owner = $1 AND i.status IN ('running', 'compensating')"
+"   GROUP BY i.definition, i.version"
+") o ORDER BY what LIMIT " CppAsString2(OWNER_GUARD_MAX_NAMED + 1);
+
+/*
+ * check_role
+ *		Raise an error if role 'roleid' ('name') owns something here.
+ */
+static void
+check_role(Oid roleid, const char *name)
+{
+	SavedIdentity saved;
+	Oid			argtypes[1] = {OIDOID};
+	Datum		values[1] = {ObjectIdGetDatum(roleid)};
+	StringInfoData list;
+	uint64		n;
+	uint64		i;
+	int			rc;
+
+	SPI_connect();
+	SpiBecomeSuperuser(&saved);
+	rc = SPI_execute_with_args(owned_objects_sql, 1, argtypes, values, NULL, true, 0);
+	SpiRestoreIdentity(&saved);
+	if (rc != SPI_OK_SELECT)
+		elog(ERROR, "outbox_saga: reading the owners failed: %s", SPI_result_code_string(rc));
+
+	n = SPI_processed;
+	if (n == 0)
+	{
+		SPI_finish();
+		return;
+	}
+	initStringInfo(&list);
+	for (i = 0; i < n && i < OWNER_GUARD_MAX_NAMED; i++)
+		appendStringInfo(&list, "%s%s", i > 0 ? ", " : "",
+						 SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1));
+	if (n > OWNER_GUARD_MAX_NAMED)
+		appendStringInfoString(&list, ", ...");
+
+	ereport(ERROR,
+			(errcode(ERRCODE_DEPENDENT_OBJECTS_STILL_EXIST),
+			 errmsg("role \"%s\" cannot be dropped because outbox_saga runs work as it",
+					name),
+			 errdetail("In database \"%s\": %s.",
+					   get_database_name(MyDatabaseId), list.data),
+			 errhint("Drop those destinations (outbox.drop_destination) or re-create them "
+					 "as another role, and let the sagas finish or cancel them "
+					 "(saga.cancel).")));
+}
+
+/*
+ * OwnerGuardCheckDropRole
+ *		The check, for every existing role the statement names, when the
+ *		extension is installed in this database.
+ */
+void
+OwnerGuardCheckDropRole(DropRoleStmt *stmt)
+{
+	ListCell   *lc;
+
+	if (!OidIsValid(get_extension_oid("outbox_saga", true)))
+		return;
+	foreach(lc, stmt->roles)
+	{
+		RoleSpec   *spec = lfirst(lc);
+		Oid			roleid;
+
+		/* CURRENT_USER and friends: DROP ROLE refuses them itself. */
+		if (spec->roletype != ROLESPEC_CSTRING)
+			continue;
+		roleid = get_role_oid(spec->rolename, true);
+		if (OidIsValid(roleid))
+			check_role(roleid, spec->rolename);
+	}
+}
