@@ -87,11 +87,17 @@ sub check_order
 
 # --- Many aggregates, with Produce errors injected ---------------------------
 # NOT_LEADER_FOR_PARTITION: the broker did not write the batch; the producer
-# retries.  REQUEST_TIMED_OUT is not injected: its outcome is ambiguous (the
-# broker may have written the batch), and in one run with it the mock
-# cluster lost one message that the idempotent producer reported delivered;
-# whether that is the mock's handling of a retried duplicate or ours is an
-# open question (see the CHANGELOG / notes), not settled by this test.
+# retries.  Ambiguous errors (REQUEST_TIMED_OUT: "possibly persisted") are
+# not injected, because the mock cannot answer them the way a broker does:
+# librdkafka 2.0's mock checks producer sequence numbers only for
+# transactional producers, so it appends whatever request arrives, while
+# librdkafka treats the success of a later batch of a partition as proof
+# that an earlier, possibly persisted one was written (implicit ack) -
+# true on a real broker, which refuses out-of-order sequences, not on the
+# mock.  One run of this test with REQUEST_TIMED_OUT once missed a message
+# that way (15 reruns and 100 runs of a plain librdkafka program did not).
+# The sink itself counts an event delivered only on its own delivery
+# report without error.
 is($k->cmd('errors 10 6'), 'ok', 'ten NOT_LEADER_FOR_PARTITION errors queued');
 sql(q{SELECT outbox.emit('shop', 'step', pg_catalog.jsonb_build_object('a', a, 's', s), 'agg-' || a)
         FROM generate_series(1, 100) s, generate_series(1, 20) a ORDER BY s, a});
