@@ -194,25 +194,75 @@ take_tick(void)
 }
 
 /*
+ * What the previous pass read, to tell network sinks which destinations
+ * vanished or changed (their connections and decoded secrets are then
+ * dropped: OutboxSink.forget).  Paused and backing-off destinations count
+ * as present: a destination waiting out a broker outage keeps its
+ * producer or connection.  Kept in TopMemoryContext.
+ */
+typedef struct KnownDestination
+{
+	int32		id;
+	const OutboxSink *sink;
+	uint32		config_hash;
+} KnownDestination;
+
+static KnownDestination *known = NULL;
+static int	n_known = 0;
+
+/*
+ * forget_changed_destinations
+ *		Compare now[0..n_now-1] (this pass) with the previous pass; call
+ *		forget() for every destination that is gone or has another config.
+ *		Takes ownership of 'now' (allocated in TopMemoryContext).
+ */
+static void
+forget_changed_destinations(KnownDestination *now, int n_now)
+{
+	int			i,
+				j;
+
+	for (i = 0; i < n_known; i++)
+	{
+		bool		same = false;
+
+		for (j = 0; j < n_now; j++)
+			if (now[j].id == known[i].id && now[j].config_hash == known[i].config_hash)
+				same = true;
+		if (!same && known[i].sink != NULL && known[i].sink->forget != NULL)
+			known[i].sink->forget(known[i].id);
+	}
+	if (known != NULL)
+		pfree(known);
+	known = now;
+	n_known = n_now;
+}
+
+/*
  * load_destinations
  *		Every destination that may be delivered to now, parsed, allocated in
  *		'cxt'.  A destination whose config no longer parses is skipped with a
- *		WARNING (it stays visible in outbox.stats).
+ *		WARNING (it stays visible in outbox.stats).  Reads paused and
+ *		backing-off destinations too, for forget_changed_destinations.
  */
 static List *
 load_destinations(MemoryContext cxt)
 {
 	List	   *volatile result = NIL;
+	KnownDestination *now;
+	uint64		n;
 	uint64		i;
 
 	SpiRunKept(&pass_plans[P_DESTINATIONS],
-			   "SELECT id, name, kind, config, owner"
+			   "SELECT id, name, kind, config, owner,"
+			   "       NOT paused AND (retry_at IS NULL OR retry_at <= pg_catalog.now())"
 			   "  FROM outbox.destination"
-			   " WHERE NOT paused AND (retry_at IS NULL OR retry_at <= pg_catalog.now())"
 			   " ORDER BY id",
 			   no_params, 0, NULL, NULL, SPI_OK_SELECT, "reading the destinations");
 
-	for (i = 0; i < SPI_processed; i++)
+	n = SPI_processed;
+	now = MemoryContextAlloc(TopMemoryContext, sizeof(KnownDestination) * (n + 1));
+	for (i = 0; i < n; i++)
 	{
 		HeapTuple	tup = SPI_tuptable->vals[i];
 		TupleDesc	desc = SPI_tuptable->tupdesc;
@@ -226,6 +276,13 @@ load_destinations(MemoryContext cxt)
 		dest->config = DatumGetJsonbPCopy(SPI_getbinval(tup, desc, 4, &isnull));
 		dest->owner = DatumGetObjectId(SPI_getbinval(tup, desc, 5, &isnull));
 		MemoryContextSwitchTo(old);
+
+		now[i].id = dest->id;
+		now[i].sink = SinkLookup(dest->kind, true);
+		now[i].config_hash = hash_bytes((unsigned char *) dest->config,
+										VARSIZE(dest->config));
+		if (!DatumGetBool(SPI_getbinval(tup, desc, 6, &isnull)))
+			continue;			/* paused or backing off */
 
 		PG_TRY();
 		{
@@ -246,65 +303,8 @@ load_destinations(MemoryContext cxt)
 		}
 		PG_END_TRY();
 	}
+	forget_changed_destinations(now, (int) n);
 	return result;
-}
-
-/*
- * What the previous pass loaded, to tell network sinks which destinations
- * vanished or changed (their connections and decoded secrets are then
- * dropped: OutboxSink.forget).  Kept in TopMemoryContext.
- */
-typedef struct KnownDestination
-{
-	int32		id;
-	const OutboxSink *sink;
-	uint32		config_hash;
-} KnownDestination;
-
-static KnownDestination *known = NULL;
-static int	n_known = 0;
-
-/*
- * forget_changed_destinations
- *		Compare 'dests' (this pass) with the previous pass; call forget() for
- *		every destination that is gone or has another config.  Paused
- *		and backing-off destinations are not loaded, so their state is dropped
- *		too.
- */
-static void
-forget_changed_destinations(List *dests)
-{
-	KnownDestination *now = MemoryContextAlloc(TopMemoryContext,
-											   sizeof(KnownDestination) * (list_length(dests) + 1));
-	int			n_now = 0;
-	ListCell   *lc;
-	int			i,
-				j;
-
-	foreach(lc, dests)
-	{
-		DestinationConfig *dest = lfirst(lc);
-
-		now[n_now].id = dest->id;
-		now[n_now].sink = SinkLookup(dest->kind, true);
-		now[n_now].config_hash = hash_bytes((unsigned char *) dest->config,
-											VARSIZE(dest->config));
-		n_now++;
-	}
-	for (i = 0; i < n_known; i++)
-	{
-		bool		same = false;
-
-		for (j = 0; j < n_now; j++)
-			if (now[j].id == known[i].id && now[j].config_hash == known[i].config_hash)
-				same = true;
-		if (!same && known[i].sink != NULL && known[i].sink->forget != NULL)
-			known[i].sink->forget(known[i].id);
-	}
-	if (known != NULL)
-		pfree(known);
-	known = now;
-	n_known = n_now;
 }
 
 /*
@@ -441,7 +441,6 @@ dispatch_pass(MemoryContext loop_cxt, int64 *activity)
 	{
 		/* Nobody consumes ticks without destinations: housekeeping ticks. */
 		dests = load_destinations(loop_cxt);
-		forget_changed_destinations(dests);
 		if (dests != NIL)
 			take_tick();
 		sleep_ms = next_due_ms();
