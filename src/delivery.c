@@ -413,6 +413,52 @@ load_blocked(Batch *b)
 	}
 }
 
+typedef struct CallAs
+{
+	Oid			role;
+	int64		timeout_ms;
+	void		(*fn) (void *);
+	void	   *arg;
+} CallAs;
+
+/*
+ * call_as
+ *		The body of DeliveryCallAs, in its subtransaction.  On an error the
+ *		subtransaction's abort restores the identity and the settings; the
+ *		statement timeout is disabled by the caller.
+ */
+static void
+call_as(void *arg)
+{
+	CallAs	   *c = arg;
+	Oid			save_userid;
+	int			save_sec;
+	int			nestlevel;
+
+	GetUserIdAndSecContext(&save_userid, &save_sec);
+	SetUserIdAndSecContext(c->role,
+						   save_sec | SECURITY_LOCAL_USERID_CHANGE |
+						   SECURITY_RESTRICTED_OPERATION);
+	nestlevel = NewGUCNestLevel();
+	(void) set_config_option("search_path", "pg_catalog, pg_temp",
+							 PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, 0, false);
+	if (c->timeout_ms > 0)
+		enable_timeout_after(STATEMENT_TIMEOUT, (int) Min(c->timeout_ms, INT_MAX));
+
+	c->fn(c->arg);
+
+	disable_timeout(STATEMENT_TIMEOUT, false);
+
+	/*
+	 * Undo every setting the call changed, session-level ones included (as
+	 * if it had failed): a handler must not leave, say, a search_path behind
+	 * for the dispatcher's own statements, which run as superuser.
+	 */
+	AtEOXact_GUC(false, nestlevel);
+	SetUserIdAndSecContext(save_userid, save_sec);
+}
+
 /*
  * DeliveryCallAs
  *		Run fn(arg) in a subtransaction as 'role', with
@@ -432,11 +478,8 @@ bool
 DeliveryCallAs(Oid role, int64 timeout_ms, void (*fn) (void *), void *arg,
 			   char **error)
 {
-	MemoryContext cxt = CurrentMemoryContext;
-	ResourceOwner owner = CurrentResourceOwner;
-	Oid			save_userid;
-	int			save_sec;
-	volatile bool ok = false;
+	CallAs		c = {role, timeout_ms, fn, arg};
+	ErrorData  *edata;
 
 	if (!SearchSysCacheExists1(AUTHOID, ObjectIdGetDatum(role)))
 	{
@@ -445,61 +488,14 @@ DeliveryCallAs(Oid role, int64 timeout_ms, void (*fn) (void *), void *arg,
 						  "as an existing role", role);
 		return false;
 	}
+	if (SpiTryInSubtransaction(call_as, &c, &edata))
+		return true;
 
-	GetUserIdAndSecContext(&save_userid, &save_sec);
-	BeginInternalSubTransaction(NULL);
-	MemoryContextSwitchTo(cxt);
-
-	PG_TRY();
-	{
-		int			nestlevel;
-
-		SetUserIdAndSecContext(role,
-							   save_sec | SECURITY_LOCAL_USERID_CHANGE |
-							   SECURITY_RESTRICTED_OPERATION);
-		nestlevel = NewGUCNestLevel();
-		(void) set_config_option("search_path", "pg_catalog, pg_temp",
-								 PGC_USERSET, PGC_S_SESSION,
-								 GUC_ACTION_SAVE, true, 0, false);
-		if (timeout_ms > 0)
-			enable_timeout_after(STATEMENT_TIMEOUT, (int) Min(timeout_ms, INT_MAX));
-
-		fn(arg);
-
-		disable_timeout(STATEMENT_TIMEOUT, false);
-
-		/*
-		 * Undo every setting the call changed, session-level ones included
-		 * (as if it had failed): a handler must not leave, say, a
-		 * search_path behind for the dispatcher's own statements, which run
-		 * as superuser.
-		 */
-		AtEOXact_GUC(false, nestlevel);
-		SetUserIdAndSecContext(save_userid, save_sec);
-		ReleaseCurrentSubTransaction();
-		MemoryContextSwitchTo(cxt);
-		CurrentResourceOwner = owner;
-		ok = true;
-	}
-	PG_CATCH();
-	{
-		ErrorData  *edata;
-
-		disable_timeout(STATEMENT_TIMEOUT, false);
-		MemoryContextSwitchTo(cxt);
-		edata = CopyErrorData();
-		FlushErrorState();
-		RollbackAndReleaseCurrentSubTransaction();
-		MemoryContextSwitchTo(cxt);
-		CurrentResourceOwner = owner;
-		SetUserIdAndSecContext(save_userid, save_sec);
-
-		*error = psprintf("%s: %.*s", unpack_sql_state(edata->sqlerrcode),
-						  MAX_ERROR_LENGTH, edata->message);
-		FreeErrorData(edata);
-	}
-	PG_END_TRY();
-	return ok;
+	disable_timeout(STATEMENT_TIMEOUT, false);
+	*error = psprintf("%s: %.*s", unpack_sql_state(edata->sqlerrcode),
+					  MAX_ERROR_LENGTH, edata->message);
+	FreeErrorData(edata);
+	return false;
 }
 
 typedef struct DeliverCall
@@ -1049,20 +1045,24 @@ record_item(Batch *b, BatchItem *item)
 	int			attempts = item->ev.attempts + 1;
 	const char *error = item->outcome.error ? item->outcome.error : "failed";
 
-	if (item->action == ACT_HELD ||
+	/*
+	 * Not attempted (delayed, held behind its aggregate, or skipped): a
+	 * window event becomes a retry row due when it is, and never before its
+	 * deliver_after, since a retry row is sent as soon as it heads its
+	 * aggregate.  A retry row just stays.
+	 */
+	if (item->action == ACT_HELD || item->action == ACT_DELAYED ||
 		(item->action == ACT_SEND && item->outcome.status == SINK_SKIPPED))
 	{
 		if (item->source == FROM_WINDOW)
 		{
-			park_event(b, &item->ev, 0, now, NULL, false);
+			TimestampTz due = now;
+
+			if (item->ev.has_deliver_after && item->ev.deliver_after > due)
+				due = item->ev.deliver_after;
+			park_event(b, &item->ev, 0, due, NULL, false);
 			b->parked++;
 		}
-		return false;
-	}
-	if (item->action == ACT_DELAYED)
-	{
-		park_event(b, &item->ev, 0, item->ev.deliver_after, NULL, false);
-		b->parked++;
 		return false;
 	}
 
@@ -1151,7 +1151,7 @@ record(Batch *b, List *items, Position *pos, bool window_done)
 	 * down: retry rows that keep failing (poison) have their own backoff,
 	 * and must not hold back every other aggregate.
 	 */
-	if (b->delivered == 0 && b->fresh_failed > 0)
+	if (b->delivered == 0 && b->fresh_failed >= FAILURES_BEFORE_BACKOFF)
 	{
 		consecutive++;
 		retry_at = backoff_until(b->dest, consecutive);

@@ -207,6 +207,12 @@ typedef struct KnownDestination
 	uint32		config_hash;
 } KnownDestination;
 
+/*
+ * Whether the last pass found the extension's SQL matching this library:
+ * housekeeping (TRUNCATE, DELETE) runs only then, like dispatch.
+ */
+static bool extension_ready = false;
+
 static KnownDestination *known = NULL;
 static int	n_known = 0;
 
@@ -380,12 +386,8 @@ run_destination(DestinationConfig *dest, int64 *activity)
 		}
 		PG_CATCH();
 		{
-			ErrorData  *edata;
+			ErrorData  *edata = SpiAbortKeepingError(cxt);
 
-			MemoryContextSwitchTo(cxt);
-			edata = CopyErrorData();
-			FlushErrorState();
-			AbortCurrentTransaction();
 			ereport(WARNING,
 					(errmsg("outbox_saga: dispatching to destination \"%s\" failed: %s",
 							dest->name, edata->message)));
@@ -437,6 +439,7 @@ dispatch_pass(MemoryContext loop_cxt, int64 *activity)
 		proc_exit(0);
 	}
 	dests = NIL;
+	extension_ready = (state == EXTENSION_READY);
 	if (state == EXTENSION_READY)
 	{
 		/* Nobody consumes ticks without destinations: housekeeping ticks. */
@@ -487,12 +490,8 @@ run_housekeeping(MemoryContext cxt)
 	}
 	PG_CATCH();
 	{
-		ErrorData  *edata;
+		ErrorData  *edata = SpiAbortKeepingError(cxt);
 
-		MemoryContextSwitchTo(cxt);
-		edata = CopyErrorData();
-		FlushErrorState();
-		AbortCurrentTransaction();
 		ereport(WARNING,
 				(errmsg("outbox_saga: housekeeping failed: %s", edata->message)));
 		FreeErrorData(edata);
@@ -503,9 +502,13 @@ run_housekeeping(MemoryContext cxt)
 /*
  * next_due_ms
  *		How long until the next retry row, destination backoff or saga step
- *		falls due, at most poll_interval.  Runs in the pass's first transaction (SPI
- *		connected); something that falls due during the pass is found by the
- *		next one.
+ *		falls due, at most poll_interval.  Only retry rows that can be sent
+ *		count: the heads of their aggregates (on ordered destinations), of
+ *		destinations not paused, and not before the destination's own
+ *		backoff; a row held behind a backing-off head would otherwise look
+ *		due at once and make the dispatcher spin.  Runs in the pass's first
+ *		transaction (SPI connected); something that falls due during the
+ *		pass is found by the next one.
  */
 static long
 next_due_ms(void)
@@ -517,7 +520,16 @@ next_due_ms(void)
 
 	SpiRunKept(&pass_plans[P_NEXT_DUE],
 			   "SELECT (extract(epoch FROM LEAST("
-			   "  (SELECT pg_catalog.min(next_attempt_at) FROM outbox.delivery_retry),"
+			   "  (SELECT pg_catalog.min(GREATEST(r.next_attempt_at, d.retry_at))"
+			   "     FROM outbox.delivery_retry r"
+			   "     JOIN outbox.destination d ON d.id = r.destination_id"
+			   "    WHERE NOT d.paused"
+			   "      AND (r.aggregate_id IS NULL"
+			   "           OR d.config -> 'ordered' = 'false'::jsonb"
+			   "           OR NOT EXISTS (SELECT 1 FROM outbox.delivery_retry p"
+			   "                           WHERE p.destination_id = r.destination_id"
+			   "                             AND p.aggregate_id = r.aggregate_id"
+			   "                             AND p.id < r.id))),"
 			   "  (SELECT pg_catalog.min(retry_at) FROM outbox.destination WHERE NOT paused))"
 			   "  - pg_catalog.clock_timestamp()) * 1000)::bigint",
 			   no_params, 0, NULL, NULL, SPI_OK_SELECT, "computing the next due time");
@@ -630,8 +642,9 @@ OutboxDispatcherMain(Datum main_arg)
 		more = dispatch_pass(loop_cxt, &activity);
 
 		now = GetCurrentTimestamp();
-		if (TimestampDifferenceExceeds(last_housekeeping, now, HOUSEKEEPING_MS) ||
-			(activity == 0 && last_housekeeping == 0))
+		if (extension_ready &&
+			(TimestampDifferenceExceeds(last_housekeeping, now, HOUSEKEEPING_MS) ||
+			 (activity == 0 && last_housekeeping == 0)))
 		{
 			run_housekeeping(loop_cxt);
 			last_housekeeping = now;

@@ -45,6 +45,7 @@
 #include "dispatcher.h"
 #include "eventlog.h"
 #include "guc.h"
+#include "spi_util.h"
 
 /*
  * run_sql
@@ -110,6 +111,32 @@ single_int8(const char *sql, bool *isnull)
 	"       OR (SELECT pg_catalog.max(id) FROM outbox.events_p%d) >> 16" \
 	"          < (SELECT last_value >> 16 FROM outbox.events_id_seq))"
 
+typedef struct TruncateAttempt
+{
+	int			part;
+	bool		done;
+} TruncateAttempt;
+
+/* The body of truncate_partition, run in its subtransaction. */
+static void
+try_truncate(void *arg)
+{
+	TruncateAttempt *t = arg;
+	char	   *sql;
+
+	run_sql("SET LOCAL lock_timeout = '50ms'", SPI_OK_UTILITY);
+	sql = psprintf("LOCK TABLE outbox.events_p%d IN ACCESS EXCLUSIVE MODE", t->part);
+	run_sql(sql, SPI_OK_UTILITY);
+	sql = psprintf(ALL_CONSUMED_SQL, t->part, t->part, OutboxRetention, t->part);
+	run_sql(sql, SPI_OK_SELECT);
+	if (SPI_processed == 1)
+	{
+		sql = psprintf("TRUNCATE outbox.events_p%d", t->part);
+		run_sql(sql, SPI_OK_UTILITY);
+		t->done = true;
+	}
+}
+
 /*
  * truncate_partition
  *		TRUNCATE events_p<part> if it can be locked at once and, under the
@@ -121,49 +148,17 @@ single_int8(const char *sql, bool *isnull)
 static bool
 truncate_partition(int part)
 {
-	MemoryContext cxt = CurrentMemoryContext;
-	ResourceOwner owner = CurrentResourceOwner;
-	volatile bool done = false;
-	char	   *sql;
+	TruncateAttempt t = {part, false};
+	ErrorData  *edata;
 
-	BeginInternalSubTransaction(NULL);
-	MemoryContextSwitchTo(cxt);
-	PG_TRY();
-	{
-		run_sql("SET LOCAL lock_timeout = '50ms'", SPI_OK_UTILITY);
-		sql = psprintf(
-				 "LOCK TABLE outbox.events_p%d IN ACCESS EXCLUSIVE MODE", part);
-		run_sql(sql, SPI_OK_UTILITY);
-		sql = psprintf(ALL_CONSUMED_SQL, part, part, OutboxRetention, part);
-		run_sql(sql, SPI_OK_SELECT);
-		if (SPI_processed == 1)
-		{
-			sql = psprintf("TRUNCATE outbox.events_p%d", part);
-			run_sql(sql, SPI_OK_UTILITY);
-			done = true;
-		}
-		ReleaseCurrentSubTransaction();
-		MemoryContextSwitchTo(cxt);
-		CurrentResourceOwner = owner;
-	}
-	PG_CATCH();
-	{
-		ErrorData  *edata;
-
-		MemoryContextSwitchTo(cxt);
-		edata = CopyErrorData();
-		FlushErrorState();
-		RollbackAndReleaseCurrentSubTransaction();
-		MemoryContextSwitchTo(cxt);
-		CurrentResourceOwner = owner;
-		if (edata->sqlerrcode != ERRCODE_LOCK_NOT_AVAILABLE)
-			ereport(WARNING,
-					(errmsg("outbox_saga: could not retire outbox.events_p%d: %s",
-							part, edata->message)));
-		FreeErrorData(edata);
-	}
-	PG_END_TRY();
-	return done;
+	if (SpiTryInSubtransaction(try_truncate, &t, &edata))
+		return t.done;
+	if (edata->sqlerrcode != ERRCODE_LOCK_NOT_AVAILABLE)
+		ereport(WARNING,
+				(errmsg("outbox_saga: could not retire outbox.events_p%d: %s",
+						part, edata->message)));
+	FreeErrorData(edata);
+	return false;
 }
 
 /*

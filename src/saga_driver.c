@@ -1063,6 +1063,22 @@ find_http_run(const StepRun *run)
 	return NULL;
 }
 
+typedef struct JsonParse
+{
+	const char *text;
+	Jsonb	   *result;
+} JsonParse;
+
+/* jsonb_in of a response body, run in a subtransaction by http_result. */
+static void
+parse_json_body(void *arg)
+{
+	JsonParse  *parse = arg;
+
+	parse->result = DatumGetJsonbP(DirectFunctionCall1(jsonb_in,
+													   CStringGetDatum(parse->text)));
+}
+
 /*
  * http_result
  *		The result of a 2xx answer: its body as jsonb if it is JSON (parsed
@@ -1073,9 +1089,6 @@ find_http_run(const StepRun *run)
 static Jsonb *
 http_result(const char *body, int len)
 {
-	MemoryContext cxt = CurrentMemoryContext;
-	ResourceOwner owner = CurrentResourceOwner;
-	Jsonb	   *volatile result = NULL;
 	StringInfoData buf;
 	JsonbValue	v;
 	int			enc = GetDatabaseEncoding();
@@ -1085,27 +1098,10 @@ http_result(const char *body, int len)
 		return NULL;
 	if ((int) strlen(body) == len)
 	{
-		BeginInternalSubTransaction(NULL);
-		MemoryContextSwitchTo(cxt);
-		PG_TRY();
-		{
-			result = DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(body)));
-			ReleaseCurrentSubTransaction();
-			MemoryContextSwitchTo(cxt);
-			CurrentResourceOwner = owner;
-		}
-		PG_CATCH();
-		{
-			MemoryContextSwitchTo(cxt);
-			FlushErrorState();
-			RollbackAndReleaseCurrentSubTransaction();
-			MemoryContextSwitchTo(cxt);
-			CurrentResourceOwner = owner;
-			result = NULL;
-		}
-		PG_END_TRY();
-		if (result != NULL)
-			return result;
+		JsonParse	parse = {body, NULL};
+
+		if (SpiTryInSubtransaction(parse_json_body, &parse, NULL))
+			return parse.result;
 	}
 
 	initStringInfo(&buf);
@@ -1465,6 +1461,22 @@ sweep(TimestampTz now)
 	return swept;
 }
 
+typedef struct GuardedCall
+{
+	int			(*fn) (TimestampTz);
+	TimestampTz now;
+	int			result;
+} GuardedCall;
+
+/* The body of guarded, run in its subtransaction. */
+static void
+call_guarded(void *arg)
+{
+	GuardedCall *g = arg;
+
+	g->result = g->fn(g->now);
+}
+
 /*
  * guarded
  *		Run fn(now) in a subtransaction of the round: an error is reported
@@ -1476,41 +1488,22 @@ static int
 guarded(int (*fn) (TimestampTz), TimestampTz now, const char *what,
 		TimestampTz *retry_at)
 {
-	MemoryContext cxt = CurrentMemoryContext;
-	ResourceOwner owner = CurrentResourceOwner;
-	volatile int result = 0;
+	GuardedCall g = {fn, now, 0};
+	ErrorData  *edata;
 
 	if (*retry_at != 0 && now < *retry_at)
 		return 0;
-	BeginInternalSubTransaction(NULL);
-	MemoryContextSwitchTo(cxt);
-	PG_TRY();
+	if (SpiTryInSubtransaction(call_guarded, &g, &edata))
 	{
-		result = fn(now);
-		ReleaseCurrentSubTransaction();
-		MemoryContextSwitchTo(cxt);
-		CurrentResourceOwner = owner;
 		*retry_at = 0;
+		return g.result;
 	}
-	PG_CATCH();
-	{
-		ErrorData  *edata;
-
-		MemoryContextSwitchTo(cxt);
-		edata = CopyErrorData();
-		FlushErrorState();
-		RollbackAndReleaseCurrentSubTransaction();
-		MemoryContextSwitchTo(cxt);
-		CurrentResourceOwner = owner;
-		ereport(WARNING,
-				(errmsg("outbox_saga: %s failed: %s", what, edata->message),
-				 errdetail("It is tried again in %d seconds.", SAGA_GUARD_BACKOFF_MS / 1000)));
-		FreeErrorData(edata);
-		*retry_at = TimestampTzPlusMilliseconds(now, SAGA_GUARD_BACKOFF_MS);
-		result = 0;
-	}
-	PG_END_TRY();
-	return result;
+	ereport(WARNING,
+			(errmsg("outbox_saga: %s failed: %s", what, edata->message),
+			 errdetail("It is tried again in %d seconds.", SAGA_GUARD_BACKOFF_MS / 1000)));
+	FreeErrorData(edata);
+	*retry_at = TimestampTzPlusMilliseconds(now, SAGA_GUARD_BACKOFF_MS);
+	return 0;
 }
 
 /*
@@ -1925,12 +1918,8 @@ run_one_alone(const pg_uuid_t *id, MemoryContext cxt)
 	}
 	PG_CATCH();
 	{
-		ErrorData  *edata;
+		ErrorData  *edata = SpiAbortKeepingError(cxt);
 
-		MemoryContextSwitchTo(cxt);
-		edata = CopyErrorData();
-		FlushErrorState();
-		AbortCurrentTransaction();
 		message = pstrdup(edata->message);
 		FreeErrorData(edata);
 	}
@@ -1966,12 +1955,8 @@ run_one_alone(const pg_uuid_t *id, MemoryContext cxt)
 	}
 	PG_CATCH();
 	{
-		ErrorData  *edata;
+		ErrorData  *edata = SpiAbortKeepingError(cxt);
 
-		MemoryContextSwitchTo(cxt);
-		edata = CopyErrorData();
-		FlushErrorState();
-		AbortCurrentTransaction();
 		ereport(WARNING,
 				(errmsg("outbox_saga: saga %s is stuck: %s",
 						DatumGetCString(DirectFunctionCall1(uuid_out, UUIDPGetDatum(id))),
@@ -2067,12 +2052,8 @@ SagaRunPass(int64 *activity)
 		}
 		PG_CATCH();
 		{
-			ErrorData  *edata;
+			ErrorData  *edata = SpiAbortKeepingError(cxt);
 
-			MemoryContextSwitchTo(cxt);
-			edata = CopyErrorData();
-			FlushErrorState();
-			AbortCurrentTransaction();
 			ereport(WARNING,
 					(errmsg("outbox_saga: driving sagas failed: %s", edata->message),
 					 errdetail("The claimed steps run again one saga at a time.")));

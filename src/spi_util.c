@@ -17,15 +17,22 @@
  * syntax error, names the value instead of quoting it (a config value may
  * be a secret).  Both run in the caller's transaction.
  *
+ * SpiTryInSubtransaction runs a piece of work in an internal subtransaction
+ * and turns an error into a return value, leaving the caller's memory
+ * context and resource owner as they were; SpiAbortKeepingError is the
+ * PG_CATCH half of the worker loops: keep the error, abort the transaction.
+ *
  *-------------------------------------------------------------------------
  */
 #include "compat.h"
 
+#include "access/xact.h"
 #include "catalog/pg_authid_d.h"
 #include "miscadmin.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
 #include "utils/memutils.h"
+#include "utils/resowner.h"
 
 #include "spi_util.h"
 
@@ -132,4 +139,60 @@ ParseIntervalNamed(const char *what, const char *str)
 	}
 	PG_END_TRY();
 	return result;
+}
+
+/*
+ * SpiTryInSubtransaction
+ *		Run fn(arg) in an internal subtransaction.  True if it returned (the
+ *		subtransaction is released); false if it raised an error (rolled
+ *		back; the error in *edata, copied into the caller's memory context,
+ *		or dropped if edata is NULL).  The caller's memory context and
+ *		resource owner are current again either way.
+ */
+bool
+SpiTryInSubtransaction(void (*fn) (void *), void *arg, ErrorData **edata)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	ResourceOwner owner = CurrentResourceOwner;
+	volatile bool ok = false;
+
+	BeginInternalSubTransaction(NULL);
+	MemoryContextSwitchTo(cxt);
+	PG_TRY();
+	{
+		fn(arg);
+		ReleaseCurrentSubTransaction();
+		ok = true;
+	}
+	PG_CATCH();
+	{
+		MemoryContextSwitchTo(cxt);
+		if (edata != NULL)
+			*edata = CopyErrorData();
+		FlushErrorState();
+		RollbackAndReleaseCurrentSubTransaction();
+	}
+	PG_END_TRY();
+	MemoryContextSwitchTo(cxt);
+	CurrentResourceOwner = owner;
+	return ok;
+}
+
+/*
+ * SpiAbortKeepingError
+ *		In the PG_CATCH of a worker loop: the error, copied into 'cxt', with
+ *		the error state flushed and the current transaction aborted, so the
+ *		loop can log it and go on in a fresh transaction.
+ */
+ErrorData *
+SpiAbortKeepingError(MemoryContext cxt)
+{
+	ErrorData  *edata;
+
+	MemoryContextSwitchTo(cxt);
+	edata = CopyErrorData();
+	FlushErrorState();
+	AbortCurrentTransaction();
+	MemoryContextSwitchTo(cxt);
+	return edata;
 }

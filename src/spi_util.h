@@ -25,5 +25,7 @@ extern void SpiRunKept(SPIPlanPtr *plan, const char *sql, const Oid *types,
 					   int cursor_options, Datum *values, const char *nulls,
 					   int expect, const char *what);
 extern Interval *ParseIntervalNamed(const char *what, const char *str);
+extern bool SpiTryInSubtransaction(void (*fn) (void *), void *arg, ErrorData **edata);
+extern ErrorData *SpiAbortKeepingError(MemoryContext cxt);
 
 #endif							/* OUTBOX_SAGA_SPI_UTIL_H */
