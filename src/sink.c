@@ -81,3 +81,19 @@ SinkFormatUuid(const pg_uuid_t *uuid, char *out)
 	}
 	*p = '\0';
 }
+
+/*
+ * SinkOutcomesFailAll
+ *		Every one of outcomes[0..n-1] failed with 'error' (retried later).
+ */
+void
+SinkOutcomesFailAll(SinkOutcome *outcomes, int n, char *error)
+{
+	int			i;
+
+	for (i = 0; i < n; i++)
+	{
+		outcomes[i].status = SINK_RETRY;
+		outcomes[i].error = error;
+	}
+}

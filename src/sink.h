@@ -59,16 +59,20 @@ typedef struct DispatchEvent
 	int			attempts;		/* failed attempts so far */
 } DispatchEvent;
 
-/* The outcome of one event handed to deliver_batch(). */
+/*
+ * The outcome of one event handed to deliver_batch().  SINK_SKIPPED is the
+ * zero value: deliver_batch() receives its outcomes zeroed, so an event a
+ * sink never touched counts as not attempted, never as delivered.
+ */
 typedef enum SinkStatus
 {
+	SINK_SKIPPED = 0,			/* not attempted (an earlier event of its lane
+								 * did not succeed, or time ran out) */
 	SINK_OK,					/* delivered (e.g. HTTP 2xx, broker ack) */
 	SINK_RETRY,					/* failed; try again after backoff */
 	SINK_DEAD,					/* refused for good: to the dead letters */
 	SINK_DEAD_AND_PAUSE,		/* refused for good, and the destination is
 								 * gone (HTTP 410): dead letter and pause */
-	SINK_SKIPPED,				/* not attempted (an earlier event of its lane
-								 * did not succeed, or time ran out) */
 } SinkStatus;
 
 typedef struct SinkOutcome
@@ -103,7 +107,8 @@ typedef struct OutboxSink
 
 	/*
 	 * Network kinds (deliver == NULL): deliver events[0..n-1] outside any
-	 * transaction and fill outcomes[0..n-1]; see the file header.  Memory
+	 * transaction and fill outcomes[0..n-1], which arrive zeroed (all
+	 * SINK_SKIPPED); see the file header.  Memory
 	 * allocated in CurrentMemoryContext is freed by the caller after the
 	 * batch; state kept across batches (connections, producers) lives in the
 	 * sink's own long-lived context, keyed by destination id and config.
@@ -122,6 +127,7 @@ typedef struct OutboxSink
 extern const OutboxSink *SinkLookup(const char *kind, bool missing_ok);
 extern const char *SinkKindList(void);
 extern void SinkFormatUuid(const pg_uuid_t *uuid, char *out);
+extern void SinkOutcomesFailAll(SinkOutcome *outcomes, int n, char *error);
 
 /* The kinds. */
 extern const OutboxSink SinkFunction;

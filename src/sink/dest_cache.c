@@ -39,6 +39,8 @@ release_entry(SinkDestCache *cache, SinkDestEntry *entry)
 {
 	if (cache->release != NULL && entry->state != NULL)
 		cache->release(entry->state);
+	/* The raw config holds every secret of the destination too. */
+	explicit_bzero(entry->config, VARSIZE(entry->config));
 	MemoryContextDelete(entry->cxt);
 }
 

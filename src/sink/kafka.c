@@ -36,7 +36,10 @@
  *	partition is never written before an earlier one that failed: failures
  *	in a partition come in order (timeouts expire oldest first; a fatal
  *	error fails all).  When produce() refuses an event at once, the rest of
- *	its lane is not produced (SKIPPED).  This trades the one-in-flight-per-
+ *	its lane is not produced (SKIPPED); so is the rest of a lane from its
+ *	first event bound for another Kafka topic than its earlier ones (a
+ *	"topic" template with {event_type}): order holds within a partition
+ *	only.  This trades the one-in-flight-per-
  *	lane rule of sink.h, which would cost a broker round trip per event of
  *	a busy aggregate, for librdkafka's ordering guarantee.
  *
@@ -70,6 +73,7 @@
 #include "libpq/pqsignal.h"
 #include "miscadmin.h"
 #include "utils/builtins.h"
+#include "utils/hsearch.h"
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
 
@@ -129,6 +133,14 @@ typedef struct KafkaDest
 	KafkaConfig conf;
 	rd_kafka_t *rk;				/* NULL until the first batch */
 } KafkaDest;
+
+/* A lane's state while a batch is produced. */
+typedef struct KafkaLane
+{
+	int			lane;			/* hash key */
+	bool		stopped;		/* the rest of the lane waits */
+	char	   *target;			/* the Kafka topic of its produced events */
+} KafkaLane;
 
 /* The state of one deliver_batch() call. */
 typedef struct KafkaBatch
@@ -655,77 +667,99 @@ is_dead_error(rd_kafka_resp_err_t err)
 static void
 produce_all(KafkaBatch *b, const int *lanes)
 {
-	int			i;
-	int		   *failed_lanes = palloc(sizeof(int) * b->n);
-	int			nfailed_lanes = 0;
+	HASHCTL		ctl;
+	HTAB	   *lane_state;
 	bool		queue_full = false;
+	int			i;
+
+	ctl.keysize = sizeof(int);
+	ctl.entrysize = sizeof(KafkaLane);
+	ctl.hcxt = CurrentMemoryContext;
+	lane_state = hash_create("outbox_saga kafka lanes", 64, &ctl,
+							 HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
 
 	for (i = 0; i < b->n; i++)
 	{
 		DispatchEvent *ev = b->events[i];
 		char		id[SINK_UUID_TEXT_LEN];
-		char	   *type = text_to_cstring(ev->event_type);
-		char	   *topic = text_to_cstring(ev->topic);
+		char	   *type;
+		char	   *topic;
 		char	   *bad;
 		char	   *target;
-		const char *why;
 		char	   *value;
 		rd_kafka_headers_t *h;
 		rd_kafka_resp_err_t err;
-		int			j;
-		bool		skip = queue_full;
+		KafkaLane  *lane = NULL;
+		bool		found;
 
+		if (queue_full)
+			break;				/* the rest waits for the next batch */
 		if (lanes != NULL && lanes[i] >= 0)
-			for (j = 0; j < nfailed_lanes && !skip; j++)
-				if (failed_lanes[j] == lanes[i])
-					skip = true;
-		if (skip)
-			continue;			/* SKIPPED */
+		{
+			lane = hash_search(lane_state, &lanes[i], HASH_ENTER, &found);
+			if (!found)
+			{
+				lane->stopped = false;
+				lane->target = NULL;
+			}
+			if (lane->stopped)
+				continue;		/* SKIPPED */
+		}
 
+		type = text_to_cstring(ev->event_type);
+		topic = text_to_cstring(ev->topic);
 		target = expand_topic(b->kd->conf.topic, topic, type, &bad);
-		if (target == NULL || (why = topic_problem(target)) != NULL)
+		if (target == NULL || topic_problem(target) != NULL)
 		{
 			b->outcomes[i].status = SINK_DEAD;
 			b->outcomes[i].error = psprintf("topic \"%.200s\" is not a valid Kafka topic name",
 											target ? target : b->kd->conf.topic);
-			if (lanes != NULL && lanes[i] >= 0)
-				failed_lanes[nfailed_lanes++] = lanes[i];
+			if (lane != NULL)
+				lane->stopped = true;
 			continue;
 		}
+
+		/*
+		 * A lane keeps its order only within one partition, so within one
+		 * Kafka topic: an event bound for another topic than the lane's
+		 * earlier ones in this batch waits for the next batch, after theirs
+		 * are recorded (a template with {event_type} can do that).
+		 */
+		if (lane != NULL && lane->target != NULL && strcmp(lane->target, target) != 0)
+		{
+			lane->stopped = true;
+			continue;			/* SKIPPED */
+		}
+
 		SinkFormatUuid(&ev->event_id, id);
 		value = JsonbToCString(NULL, &ev->payload->root, VARSIZE(ev->payload));
 		h = build_headers(ev, id, type, topic);
 
 		b->pending[i] = true;
 		b->npending++;
-		if (ev->aggregate_id != NULL)
-			err = rd_kafka_producev(b->kd->rk,
-									RD_KAFKA_V_TOPIC(target),
-									RD_KAFKA_V_KEY(VARDATA_ANY(ev->aggregate_id),
-												   VARSIZE_ANY_EXHDR(ev->aggregate_id)),
-									RD_KAFKA_V_VALUE(value, strlen(value)),
-									RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
-									RD_KAFKA_V_HEADERS(h),
-									RD_KAFKA_V_OPAQUE((void *) (uintptr_t) ((b->seq << KAFKA_INDEX_BITS) | (i + 1))),
-									RD_KAFKA_V_END);
-		else
-			err = rd_kafka_producev(b->kd->rk,
-									RD_KAFKA_V_TOPIC(target),
-									RD_KAFKA_V_VALUE(value, strlen(value)),
-									RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
-									RD_KAFKA_V_HEADERS(h),
-									RD_KAFKA_V_OPAQUE((void *) (uintptr_t) ((b->seq << KAFKA_INDEX_BITS) | (i + 1))),
-									RD_KAFKA_V_END);
+		err = rd_kafka_producev(b->kd->rk,
+								RD_KAFKA_V_TOPIC(target),
+								RD_KAFKA_V_KEY(ev->aggregate_id ? VARDATA_ANY(ev->aggregate_id) : NULL,
+											   ev->aggregate_id ? VARSIZE_ANY_EXHDR(ev->aggregate_id) : 0),
+								RD_KAFKA_V_VALUE(value, strlen(value)),
+								RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+								RD_KAFKA_V_HEADERS(h),
+								RD_KAFKA_V_OPAQUE((void *) (uintptr_t) ((b->seq << KAFKA_INDEX_BITS) | (i + 1))),
+								RD_KAFKA_V_END);
 		pfree(value);
 		if (err == RD_KAFKA_RESP_ERR_NO_ERROR)
 		{
 			b->produced[i] = true;
+			if (lane != NULL && lane->target == NULL)
+				lane->target = target;
 			continue;
 		}
 
 		rd_kafka_headers_destroy(h);
 		b->pending[i] = false;
 		b->npending--;
+		if (lane != NULL)
+			lane->stopped = true;
 		if (err == RD_KAFKA_RESP_ERR__QUEUE_FULL)
 		{
 			queue_full = true;	/* the rest waits for the next batch */
@@ -733,9 +767,8 @@ produce_all(KafkaBatch *b, const int *lanes)
 		}
 		b->outcomes[i].status = is_dead_error(err) ? SINK_DEAD : SINK_RETRY;
 		b->outcomes[i].error = psprintf("Kafka produce failed: %s", rd_kafka_err2str(err));
-		if (lanes != NULL && lanes[i] >= 0)
-			failed_lanes[nfailed_lanes++] = lanes[i];
 	}
+	hash_destroy(lane_state);
 }
 
 /*
@@ -800,12 +833,6 @@ kafka_deliver_batch(const DestinationConfig *dest, DispatchEvent *const *events,
 	bool		is_fatal = false;
 	int			i;
 
-	for (i = 0; i < n; i++)
-	{
-		outcomes[i].status = SINK_SKIPPED;
-		outcomes[i].error = NULL;
-		outcomes[i].not_before = 0;
-	}
 	if (n == 0)
 		return;
 	if (n >= (1 << KAFKA_INDEX_BITS) - 1)
@@ -817,11 +844,7 @@ kafka_deliver_batch(const DestinationConfig *dest, DispatchEvent *const *events,
 		error = open_producer(kd, dest);
 	if (error != NULL)
 	{
-		for (i = 0; i < n; i++)
-		{
-			outcomes[i].status = SINK_RETRY;
-			outcomes[i].error = error;
-		}
+		SinkOutcomesFailAll(outcomes, n, error);
 		return;
 	}
 	memset(&b, 0, sizeof(b));

@@ -1024,11 +1024,7 @@ run_batch(NatsBatch *b, SinkWait *w)
 		error = redact_urls(psprintf("not connected to the NATS server%s%s",
 									 last && last[0] ? ": " : "",
 									 last ? last : ""));
-		for (i = 0; i < b->n; i++)
-		{
-			b->outcomes[i].status = SINK_RETRY;
-			b->outcomes[i].error = error;
-		}
+		SinkOutcomesFailAll(b->outcomes, b->n, error);
 		if (natsConnection_Status(b->nd->nc) == NATS_CONN_STATUS_CLOSED)
 			close_connection(b->nd);
 		return;
@@ -1087,12 +1083,6 @@ nats_deliver_batch(const DestinationConfig *dest, DispatchEvent *const *events,
 	HASHCTL		ctl;
 	int			i;
 
-	for (i = 0; i < n; i++)
-	{
-		outcomes[i].status = SINK_SKIPPED;
-		outcomes[i].error = NULL;
-		outcomes[i].not_before = 0;
-	}
 	if (n == 0)
 		return;
 
@@ -1104,11 +1094,7 @@ nats_deliver_batch(const DestinationConfig *dest, DispatchEvent *const *events,
 		error = open_connection(nd, dest);
 	if (error != NULL)
 	{
-		for (i = 0; i < n; i++)
-		{
-			outcomes[i].status = SINK_RETRY;
-			outcomes[i].error = error;
-		}
+		SinkOutcomesFailAll(outcomes, n, error);
 		return;
 	}
 	memset(&b, 0, sizeof(b));

@@ -134,6 +134,22 @@ ok(wait_until($node, 'postgres', q{SELECT count(*) = 1 FROM outbox.dead_letters
                                      WHERE destination = 'orders' AND last_error LIKE '%too large%'}, 30),
 	'a message over message.max.bytes is a dead letter');
 
+# --- A topic template with {event_type}: one aggregate over two Kafka topics -
+# Order holds within a partition only, so a lane's event bound for another
+# topic than its earlier ones in a batch waits for the next batch.
+is($k->cmd('topic typed.a 1'), 'ok', 'topic typed.a');
+is($k->cmd('topic typed.b 1'), 'ok', 'topic typed.b');
+sql(qq{SELECT outbox.create_destination('typed', 'kafka',
+	'{"brokers": "$brokers", "topic": "typed.{event_type}", "timeout": "3s"}');
+	SELECT outbox.subscribe('typed', 'typed')});
+sql(q{SELECT outbox.emit('typed', t, pg_catalog.jsonb_build_object('n', n), 'agg-t')
+        FROM (VALUES (1, 'a'), (2, 'b'), (3, 'a'), (4, 'b'), (5, 'b'), (6, 'a')) v(n, t) ORDER BY n});
+ok(wait_until($node, 'postgres', q{SELECT delivered_total = 6 AND retrying = 0
+                                     FROM outbox.stats WHERE destination = 'typed'}, 60),
+	'every event of the aggregate delivered, over several batches');
+is(join(',', map { $_->{value}{n} } $k->consume('typed.a', 3)), '1,3,6', 'typed.a in commit order');
+is(join(',', map { $_->{value}{n} } $k->consume('typed.b', 3)), '2,4,5', 'typed.b in commit order');
+
 $node->stop;
 $k->stop;
 done_testing();
