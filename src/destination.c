@@ -244,6 +244,26 @@ hide_statement_callback(void *arg)
 	errhidestmt(true);
 }
 
+/*
+ * DestinationCallHidingStatement
+ *		fn(fcinfo) with hide_statement_callback in place: for SQL functions
+ *		whose arguments may carry secrets (saga.define's http headers).
+ */
+Datum
+DestinationCallHidingStatement(PGFunction fn, FunctionCallInfo fcinfo)
+{
+	ErrorContextCallback errcb;
+	Datum		result;
+
+	errcb.callback = hide_statement_callback;
+	errcb.arg = NULL;
+	errcb.previous = error_context_stack;
+	error_context_stack = &errcb;
+	result = fn(fcinfo);
+	error_context_stack = errcb.previous;
+	return result;
+}
+
 
 /* ------------------------------------------------------------------------
  * Running SPI statements with the privileges of the extension
@@ -1147,7 +1167,27 @@ is_ascii_letter(char c)
 }
 
 /*
- * mask_url
+ * scheme_length
+ *		The length of "scheme://" at 'str', or 0 if there is none.
+ */
+static int
+scheme_length(const char *str, int len)
+{
+	int			i = 0;
+
+	if (len == 0 || !is_ascii_letter(str[0]))
+		return 0;
+	while (i < len && (is_ascii_letter(str[i]) ||
+					   (str[i] >= '0' && str[i] <= '9') ||
+					   str[i] == '+' || str[i] == '-' || str[i] == '.'))
+		i++;
+	if (len - i < 3 || memcmp(str + i, "://", 3) != 0)
+		return 0;
+	return i + 3;
+}
+
+/*
+ * mask_one_url
  *		If the string 'str' ('len' bytes) is a URL carrying credentials, append
  *		it to 'out' with them masked and return true; else return false and
  *		leave 'out' alone.  Credentials are the userinfo of the authority
@@ -1156,7 +1196,7 @@ is_ascii_letter(char c)
  *		secret (the value of "?token=...").
  */
 static bool
-mask_url(const char *str, int len, StringInfo out)
+mask_one_url(const char *str, int len, StringInfo out)
 {
 	int			i = 0;
 	int			auth_start;
@@ -1165,16 +1205,9 @@ mask_url(const char *str, int len, StringInfo out)
 	bool		changed = false;
 	StringInfoData buf;
 
-	/* scheme "://" */
-	if (len == 0 || !is_ascii_letter(str[0]))
+	auth_start = scheme_length(str, len);
+	if (auth_start == 0)
 		return false;
-	while (i < len && (is_ascii_letter(str[i]) ||
-					   (str[i] >= '0' && str[i] <= '9') ||
-					   str[i] == '+' || str[i] == '-' || str[i] == '.'))
-		i++;
-	if (len - i < 3 || memcmp(str + i, "://", 3) != 0)
-		return false;
-	auth_start = i + 3;
 	for (auth_end = auth_start; auth_end < len; auth_end++)
 	{
 		char		c = str[auth_end];
@@ -1234,6 +1267,56 @@ mask_url(const char *str, int len, StringInfo out)
 	}
 	appendBinaryStringInfo(&buf, str + i, len - i);
 
+	if (changed)
+		appendBinaryStringInfo(out, buf.data, buf.len);
+	pfree(buf.data);
+	return changed;
+}
+
+/*
+ * mask_url
+ *		mask_one_url() for a string that may hold several URLs separated by
+ *		commas (NATS "url": "nats://u:p@h1,nats://u:p@h2"): each URL, that
+ *		is each part starting at the beginning or after a comma (and blanks)
+ *		with "scheme://", is masked on its own.  A comma inside a URL (in
+ *		its query) does not split it.
+ */
+static bool
+mask_url(const char *str, int len, StringInfo out)
+{
+	StringInfoData buf;
+	bool		changed = false;
+	int			start = 0;
+
+	if (scheme_length(str, len) == 0)
+		return false;
+	initStringInfo(&buf);
+	while (start < len)
+	{
+		int			end = start + scheme_length(str + start, len - start);
+
+		/* The next URL starts after a comma and blanks, with a scheme. */
+		for (; end < len; end++)
+		{
+			int			next = end + 1;
+
+			if (str[end] != ',')
+				continue;
+			while (next < len && str[next] == ' ')
+				next++;
+			if (scheme_length(str + next, len - next) > 0)
+				break;
+		}
+		if (mask_one_url(str + start, end - start, &buf))
+			changed = true;
+		else
+			appendBinaryStringInfo(&buf, str + start, end - start);
+		if (end < len)
+			appendStringInfoChar(&buf, ',');
+		start = end + 1;
+		while (start < len && str[start] == ' ')
+			appendStringInfoChar(&buf, str[start++]);
+	}
 	if (changed)
 		appendBinaryStringInfo(out, buf.data, buf.len);
 	pfree(buf.data);

@@ -9,6 +9,7 @@
 #define OUTBOX_SAGA_DESTINATION_H
 
 #include "datatype/timestamp.h"
+#include "fmgr.h"
 #include "utils/jsonb.h"
 
 /* Defaults of the config keys common to every kind (SPEC 3.2). */
@@ -51,5 +52,7 @@ extern void DestinationCheckKeys(Jsonb *config, const char *const *kind_keys);
 
 /* Read a string key of a config object, or NULL if absent. */
 extern char *DestinationConfigString(Jsonb *config, const char *key);
+
+extern Datum DestinationCallHidingStatement(PGFunction fn, FunctionCallInfo fcinfo);
 
 #endif							/* OUTBOX_SAGA_DESTINATION_H */

@@ -74,8 +74,10 @@
 #include "utils/timestamp.h"
 #include "utils/uuid.h"
 
+#include "destination.h"
 #include "eventlog.h"
 #include "saga_internal.h"
+#include "sink/http.h"
 #include "spi_util.h"
 #include "uuidv7.h"
 #include "wakeup.h"
@@ -726,6 +728,51 @@ check_headers(JsonbValue *v, const char *what)
 }
 
 /*
+ * check_http_call
+ *		Refuse at definition time what the worker would refuse at every run
+ *		(SinkHttpCallProblem: the URL's form and literal address, header
+ *		names, reserved headers, control characters; the worker always sends
+ *		an Idempotency-Key, so that header is reserved too).
+ */
+static void
+check_http_call(const char *url, const char *method, Jsonb *headers, const char *what)
+{
+	HttpCall	call;
+	const char **names = NULL;
+	const char **values = NULL;
+	char	   *problem;
+
+	memset(&call, 0, sizeof(call));
+	call.url = url;
+	call.method = method;
+	call.idempotency_key = "check";
+	if (headers != NULL)
+	{
+		int			n = JB_ROOT_COUNT(headers);
+		JsonbIterator *it = JsonbIteratorInit(&headers->root);
+		JsonbValue	v;
+		JsonbIteratorToken tok;
+
+		names = palloc(sizeof(char *) * (n + 1));
+		values = palloc(sizeof(char *) * (n + 1));
+		while ((tok = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
+		{
+			if (tok == WJB_KEY)
+				names[call.nheaders] = pnstrdup(v.val.string.val, v.val.string.len);
+			else if (tok == WJB_VALUE)
+				values[call.nheaders++] = pnstrdup(v.val.string.val, v.val.string.len);
+		}
+	}
+	call.header_names = names;
+	call.header_values = values;
+	problem = SinkHttpCallProblem(&call);
+	if (problem != NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("%s cannot be sent: %s", what, problem)));
+}
+
+/*
  * validate_function_call
  *		{"function": "schema.name"}: a function (jsonb) RETURNS jsonb that
  *		'owner' may execute.  Returns its quoted, qualified name.
@@ -910,11 +957,6 @@ validate_call(JsonbValue *call, const char *where, Oid owner)
 			ereport(ERROR,
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 					 errmsg("%s needs \"url\"", inner)));
-		if ((pg_strncasecmp(url, "http://", 7) != 0 && pg_strncasecmp(url, "https://", 8) != 0) ||
-			strpbrk(url, " \t\r\n") != NULL)
-			ereport(ERROR,
-					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-					 errmsg("\"url\" of %s must be an http:// or https:// URL", inner)));
 		method = json_string(h, "method", psprintf("\"method\" of %s", inner));
 		if (method == NULL)
 			method = "POST";
@@ -926,6 +968,7 @@ validate_call(JsonbValue *call, const char *where, Oid owner)
 					 errmsg("\"method\" of %s must be GET, POST, PUT, PATCH or DELETE", inner)));
 		if (get_key(h, "headers", &x))
 			headers = check_headers(&x, psprintf("\"headers\" of %s", inner));
+		check_http_call(url, http_methods[i - 1], headers, inner);
 
 		begin_object(&hst);
 		push_string(&hst, "url", url);
@@ -1081,8 +1124,8 @@ validate_options(Jsonb *options, StepPolicy *policy)
 /*
  * saga.define(name text, steps jsonb, options jsonb) RETURNS integer
  */
-Datum
-outbox_saga_saga_define(PG_FUNCTION_ARGS)
+static Datum
+saga_define(PG_FUNCTION_ARGS)
 {
 	text	   *name_text;
 	char	   *name;
@@ -1163,6 +1206,16 @@ outbox_saga_saga_define(PG_FUNCTION_ARGS)
 	run(Q_DEFINITION_INSERT, values, NULL, SPI_OK_INSERT);
 	spi_finish();
 	PG_RETURN_INT32(version);
+}
+
+/*
+ * outbox_saga_saga_define: the statement may carry secrets (http headers): errors keep it out
+ * of the server log, as create_destination does.
+ */
+Datum
+outbox_saga_saga_define(PG_FUNCTION_ARGS)
+{
+	return DestinationCallHidingStatement(saga_define, fcinfo);
 }
 
 
@@ -1421,8 +1474,8 @@ outbox_saga_saga_complete_step(PG_FUNCTION_ARGS)
  * the saga compensates.  Registering the same name and call again is a
  * no-op, so a step that registers and is then run again does no harm.
  */
-Datum
-outbox_saga_saga_register_compensation(PG_FUNCTION_ARGS)
+static Datum
+saga_register_compensation(PG_FUNCTION_ARGS)
 {
 	pg_uuid_t  *id;
 	text	   *name_text;
@@ -1492,6 +1545,16 @@ outbox_saga_saga_register_compensation(PG_FUNCTION_ARGS)
 	run(Q_COMP_INSERT, values, NULL, SPI_OK_INSERT);
 	spi_finish();
 	PG_RETURN_VOID();
+}
+
+/*
+ * outbox_saga_saga_register_compensation: the statement may carry secrets (http headers): errors keep it out
+ * of the server log, as create_destination does.
+ */
+Datum
+outbox_saga_saga_register_compensation(PG_FUNCTION_ARGS)
+{
+	return DestinationCallHidingStatement(saga_register_compensation, fcinfo);
 }
 
 /*

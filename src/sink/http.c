@@ -1060,7 +1060,7 @@ finish_request(HttpBatch *b, HttpRequest *req, CURLcode result)
 
 /*
  * start_call
- *		SinkHttpSend: put call 'i' (checked by check_call) in flight in a
+ *		SinkHttpSend: put call 'i' (checked by SinkHttpCallProblem) in flight in a
  *		free slot.  Headers: Content-Type, Idempotency-Key, the call's.
  */
 static void
@@ -1614,12 +1614,6 @@ http_deliver_batch(const DestinationConfig *dest, DispatchEvent *const *events,
 	int			i;
 	char	   *error;
 
-	for (i = 0; i < n; i++)
-	{
-		outcomes[i].status = SINK_SKIPPED;
-		outcomes[i].error = NULL;
-		outcomes[i].not_before = 0;
-	}
 	if (n == 0)
 		return;
 
@@ -1630,11 +1624,7 @@ http_deliver_batch(const DestinationConfig *dest, DispatchEvent *const *events,
 	conf = SinkDestLookup(&http_cache, dest, &error);
 	if (conf == NULL)
 	{
-		for (i = 0; i < n; i++)
-		{
-			outcomes[i].status = SINK_RETRY;
-			outcomes[i].error = error;
-		}
+		SinkOutcomesFailAll(outcomes, n, error);
 		return;
 	}
 
@@ -1696,15 +1686,15 @@ check_header_value(const char *value)
 }
 
 /*
- * check_call
+ * SinkHttpCallProblem
  *		Why a call cannot be sent (a message that never shows a header
  *		value, the path or the query of the URL), or NULL.  The URL goes
  *		through HttpGuardCheckUrl (form, and a literal address in
  *		outbox_saga.http_deny_networks); an address a name resolves to is
  *		checked when the connection is made (http_guard.c).
  */
-static char *
-check_call(const HttpCall *call)
+char *
+SinkHttpCallProblem(const HttpCall *call)
 {
 	MemoryContext cxt = CurrentMemoryContext;
 	char	   *volatile why = NULL;
@@ -1791,7 +1781,7 @@ SinkHttpSend(const HttpCall *calls, int n, HttpCallResult *results)
 	{
 		int64		timeout = calls[i].timeout_ms > 0 ? calls[i].timeout_ms : OutboxHttpTimeout;
 
-		results[i].error = check_call(&calls[i]);
+		results[i].error = SinkHttpCallProblem(&calls[i]);
 		if (results[i].error != NULL)
 		{
 			results[i].invalid = true;

@@ -158,5 +158,6 @@ typedef struct HttpCallResult
  * those of single calls (out of memory, libcurl failing) propagate.
  */
 extern void SinkHttpSend(const HttpCall *calls, int n, HttpCallResult *results);
+extern char *SinkHttpCallProblem(const HttpCall *call);
 
 #endif							/* OUTBOX_SAGA_SINK_HTTP_H */
