@@ -144,5 +144,20 @@ SELECT count(*) AS granted_events FROM outbox.events WHERE topic = 'granted';
 DROP OWNED BY outbox_emit_app;
 DROP ROLE outbox_emit_app;
 
+-- Indexes a user adds to the log are maintained by the C writer: a GIN index
+-- on the payload keeps working across a REINDEX (its per-statement state is
+-- not kept between events), and an expression index is refused.
+CREATE INDEX emit_payload_gin ON outbox.events USING gin (payload);
+SELECT outbox.emit('indexed', 'first', '{"k": 1}') IS NOT NULL AS emitted;
+REINDEX INDEX outbox.emit_payload_gin;
+SELECT outbox.emit('indexed', 'second', '{"k": 2}') IS NOT NULL AS emitted;
+SET enable_seqscan = off;
+SELECT event_type FROM outbox.events WHERE payload @> '{"k": 2}';
+RESET enable_seqscan;
+DROP INDEX outbox.emit_payload_gin;
+CREATE INDEX emit_payload_expr ON outbox.events ((payload->>'k'));
+SELECT outbox.emit('indexed', 'third');
+DROP INDEX outbox.emit_payload_expr;
+
 TRUNCATE outbox.events;
 SELECT setval('outbox.events_id_seq', 1, false);

@@ -423,6 +423,13 @@ insert_index_entries(Relation heap, LogPartition *lp, HeapTuple tup,
 			ivalues[i] = values[attno - 1];
 			inulls[i] = nulls[attno - 1];
 		}
+		/*
+		 * The IndexInfo is cached across statements, but its AM cache is
+		 * per-statement state in core (GIN, GiST and BRIN keep pointers into
+		 * this Relation there): start it afresh, in the caller's context.
+		 */
+		ii->ii_AmCache = NULL;
+		ii->ii_Context = CurrentMemoryContext;
 		index_insert(irel, ivalues, inulls, &tup->t_self, heap,
 					 irel->rd_index->indisunique ? UNIQUE_CHECK_YES : UNIQUE_CHECK_NO,
 					 false, ii);
