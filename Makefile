@@ -9,10 +9,11 @@
 #                   worked example
 #   make bench      the benchmark (ratios measured in one run)
 #
-# The extension script of the unreleased version is assembled from one file
-# per concept under src/sql/ (in the order of SQL_PARTS).  When a version is
-# released its assembled script is committed and frozen, and later changes go
-# into an upgrade script outbox_saga--A--B.sql.
+# Released extension scripts are committed and frozen: outbox_saga--0.1.0.sql
+# is the assembled script of release 0.1.0 and is never edited again.  Later
+# SQL changes go into the src/sql/ parts (the full script of the next
+# version is assembled from them, in the order of SQL_PARTS) and into the
+# upgrade script outbox_saga--A--B.sql.
 
 EXTENSION  = outbox_saga
 EXTVERSION = 0.1.0
@@ -64,7 +65,7 @@ SQL_PARTS = \
 	src/sql/saga.sql \
 	src/sql/privileges.sql
 
-DATA_built = $(EXTENSION)--$(EXTVERSION).sql
+DATA = $(EXTENSION)--0.1.0.sql
 
 # pg_regress: one file per concept, in dependency order.
 REGRESS = emit capture capture_types idempotency destinations dispatch_function \
@@ -84,7 +85,7 @@ ISOLATION_OPTS = --inputdir=$(srcdir)/test --outputdir=output_iso \
 TAP_TESTS = 1
 PROVE_TESTS = test/t/*.pl
 
-EXTRA_CLEAN = $(DATA_built) output_iso tmp_check_regress tmp_check_iso tmp_check \
+EXTRA_CLEAN = output_iso tmp_check_regress tmp_check_iso tmp_check \
 	test/bench/results
 
 SHLIB_LINK = -lcurl -lcrypto -lrdkafka -lnats
@@ -100,9 +101,6 @@ include $(PGXS)
 
 # After PGXS, which resets it.
 PROVE_FLAGS = -I $(srcdir)/test/lib
-
-$(EXTENSION)--$(EXTVERSION).sql: $(SQL_PARTS)
-	cat $^ > $@
 
 # The suites one by one, so that the runner can go on after a failure and
 # count the results.  They run against the installed build.
