@@ -16,7 +16,7 @@
 # upgrade script outbox_saga--A--B.sql.
 
 EXTENSION  = outbox_saga
-EXTVERSION = 0.1.0
+EXTVERSION = 0.2.0
 
 MODULE_big = outbox_saga
 OBJS = \
@@ -65,7 +65,10 @@ SQL_PARTS = \
 	src/sql/saga.sql \
 	src/sql/privileges.sql
 
-DATA = $(EXTENSION)--0.1.0.sql
+# The full script of the version being built, assembled from src/sql/.
+DATA_built = $(EXTENSION)--$(EXTVERSION).sql
+# Frozen release scripts and the upgrade scripts between versions.
+DATA = $(EXTENSION)--0.1.0.sql $(EXTENSION)--0.1.0--0.2.0.sql
 
 # pg_regress: one file per concept, in dependency order.
 REGRESS = emit capture capture_types idempotency destinations dispatch_function \
@@ -85,7 +88,7 @@ ISOLATION_OPTS = --inputdir=$(srcdir)/test --outputdir=output_iso \
 TAP_TESTS = 1
 PROVE_TESTS = test/t/*.pl
 
-EXTRA_CLEAN = output_iso tmp_check_regress tmp_check_iso tmp_check \
+EXTRA_CLEAN = $(DATA_built) output_iso tmp_check_regress tmp_check_iso tmp_check \
 	test/bench/results
 
 SHLIB_LINK = -lcurl -lcrypto -lrdkafka -lnats
@@ -101,6 +104,9 @@ include $(PGXS)
 
 # After PGXS, which resets it.
 PROVE_FLAGS = -I $(srcdir)/test/lib
+
+$(EXTENSION)--$(EXTVERSION).sql: $(SQL_PARTS)
+	cat $^ > $@
 
 # The suites one by one, so that the runner can go on after a failure and
 # count the results.  They run against the installed build.
