@@ -21,28 +21,20 @@ EXTVERSION = 0.2.0
 MODULE_big = outbox_saga
 OBJS = \
 	src/outbox_saga.o \
-	src/guc.o \
-	src/uuidv7.o \
-	src/eventlog.o \
-	src/emit.o \
-	src/capture.o \
 	src/idempotency.o \
-	src/shmem.o \
-	src/wakeup.o \
-	src/launcher.o \
-	src/dispatcher.o \
-	src/delivery.o \
-	src/logscan.o \
-	src/spi_util.o \
-	src/housekeeping.o \
-	src/utility_hook.o \
-	src/owner_guard.o \
-	src/destination.o \
-	src/observability.o \
-	src/saga.o \
-	src/saga_driver.o \
-	src/sink.o \
-	src/tojsonb.o \
+	src/base/guc.o \
+	src/base/shmem.o \
+	src/base/uuidv7.o \
+	src/base/tojsonb.o \
+	src/base/spi_util.o \
+	src/base/owner_guard.o \
+	src/events/eventlog.o \
+	src/events/logscan.o \
+	src/events/emit.o \
+	src/events/wakeup.o \
+	src/events/capture.o \
+	src/http/http_guard.o \
+	src/sink/sink.o \
 	src/sink/dest_cache.o \
 	src/sink/lane_plan.o \
 	src/sink/sink_wait.o \
@@ -50,9 +42,17 @@ OBJS = \
 	src/sink/notify.o \
 	src/sink/http.o \
 	src/sink/http_sign.o \
-	src/sink/http_guard.o \
 	src/sink/kafka.o \
-	src/sink/nats.o
+	src/sink/nats.o \
+	src/dispatch/destination.o \
+	src/dispatch/delivery.o \
+	src/dispatch/observability.o \
+	src/saga/saga_api.o \
+	src/saga/saga_driver.o \
+	src/worker/launcher.o \
+	src/worker/dispatcher.o \
+	src/worker/housekeeping.o \
+	src/worker/utility_hook.o
 
 SQL_PARTS = \
 	src/sql/schema.sql \
@@ -131,4 +131,4 @@ bench:
 	@bash $(srcdir)/test/bench/bench.sh
 
 pgindent:
-	pgindent --typedefs=$(srcdir)/src/typedefs.list $(srcdir)/src/*.c $(srcdir)/src/*.h
+	pgindent --typedefs=$(srcdir)/src/typedefs.list $(srcdir)/src/*.[ch] $(srcdir)/src/*/*.[ch]

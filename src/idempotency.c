@@ -92,7 +92,7 @@
 #include "utils/timestamp.h"
 #include "utils/xid8.h"
 
-#include "guc.h"
+#include "base/guc.h"
 #include "idempotency.h"
 
 PG_FUNCTION_INFO_V1(outbox_saga_idempotency_key);

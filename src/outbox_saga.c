@@ -17,11 +17,11 @@
 #include "fmgr.h"
 #include "miscadmin.h"
 
-#include "guc.h"
-#include "launcher.h"
-#include "shmem.h"
-#include "utility_hook.h"
-#include "wakeup.h"
+#include "base/guc.h"
+#include "worker/launcher.h"
+#include "base/shmem.h"
+#include "worker/utility_hook.h"
+#include "events/wakeup.h"
 
 PG_MODULE_MAGIC;
 

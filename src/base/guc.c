@@ -20,7 +20,7 @@
 #include "miscadmin.h"
 #include "utils/guc.h"
 
-#include "guc.h"
+#include "base/guc.h"
 
 int			OutboxMaxPayloadSize = 1024 * 1024;
 int			OutboxIdempotencyLockTimeout = 300;

@@ -31,7 +31,7 @@ extern char *OutboxHttpDenyNetworks;	/* CIDR list refused after DNS */
 
 extern void GucInit(void);
 
-/* Check hook of outbox_saga.http_deny_networks (src/sink/http_guard.c). */
+/* Check hook of outbox_saga.http_deny_networks (src/http/http_guard.c). */
 extern bool HttpGuardCheckDenyNetworks(char **newval, void **extra, GucSource source);
 
 #endif							/* OUTBOX_SAGA_GUC_H */

@@ -37,8 +37,8 @@
 #include "utils/acl.h"
 #include "utils/builtins.h"
 
-#include "owner_guard.h"
-#include "spi_util.h"
+#include "base/owner_guard.h"
+#include "base/spi_util.h"
 
 /* At most this many objects are named in the error. */
 #define OWNER_GUARD_MAX_NAMED	10

@@ -24,8 +24,8 @@
 #include "storage/proc.h"
 #include "storage/shmem.h"
 
-#include "guc.h"
-#include "shmem.h"
+#include "base/guc.h"
+#include "base/shmem.h"
 
 OutboxShmem *OutboxShared = NULL;
 

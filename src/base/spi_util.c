@@ -34,7 +34,7 @@
 #include "utils/memutils.h"
 #include "utils/resowner.h"
 
-#include "spi_util.h"
+#include "base/spi_util.h"
 
 /*
  * SpiBecomeSuperuser

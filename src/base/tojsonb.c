@@ -18,7 +18,7 @@
 #include "utils/fmgroids.h"
 #include "utils/memutils.h"
 
-#include "tojsonb.h"
+#include "base/tojsonb.h"
 
 /*
  * ToJsonbPrepare

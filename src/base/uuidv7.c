@@ -17,7 +17,7 @@
 
 #include "port.h"
 
-#include "uuidv7.h"
+#include "base/uuidv7.h"
 
 /* Microseconds between the Unix epoch and the PostgreSQL epoch. */
 #define UNIX_TO_POSTGRES_EPOCH_USEC \

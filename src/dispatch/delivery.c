@@ -66,12 +66,12 @@
 #include "utils/uuid.h"
 #include "utils/xid8.h"
 
-#include "dispatcher.h"
-#include "eventlog.h"
-#include "guc.h"
-#include "logscan.h"
-#include "sink.h"
-#include "spi_util.h"
+#include "worker/dispatcher.h"
+#include "events/eventlog.h"
+#include "base/guc.h"
+#include "events/logscan.h"
+#include "sink/sink.h"
+#include "base/spi_util.h"
 
 #define FAILURES_BEFORE_BACKOFF	3
 #define MAX_ERROR_LENGTH		1000

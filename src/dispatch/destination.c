@@ -74,11 +74,11 @@
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 
-#include "destination.h"
-#include "eventlog.h"
-#include "sink.h"
-#include "spi_util.h"
-#include "wakeup.h"
+#include "dispatch/destination.h"
+#include "events/eventlog.h"
+#include "sink/sink.h"
+#include "base/spi_util.h"
+#include "events/wakeup.h"
 
 PG_FUNCTION_INFO_V1(outbox_saga_create_destination);
 PG_FUNCTION_INFO_V1(outbox_saga_alter_destination);

@@ -36,10 +36,10 @@
 #include "utils/builtins.h"
 #include "utils/timestamp.h"
 
-#include "guc.h"
-#include "shmem.h"
-#include "spi_util.h"
-#include "wakeup.h"
+#include "base/guc.h"
+#include "base/shmem.h"
+#include "base/spi_util.h"
+#include "events/wakeup.h"
 
 PG_FUNCTION_INFO_V1(outbox_saga_wait_idle);
 PG_FUNCTION_INFO_V1(outbox_saga_worker_status);

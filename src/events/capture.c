@@ -116,7 +116,7 @@
 #include "utils/syscache.h"
 #include "utils/varlena.h"
 
-#include "eventlog.h"
+#include "events/eventlog.h"
 
 PG_FUNCTION_INFO_V1(outbox_saga_capture);
 PG_FUNCTION_INFO_V1(outbox_saga_capture_table);

@@ -17,7 +17,7 @@
 #include "utils/builtins.h"
 #include "utils/timestamp.h"
 
-#include "eventlog.h"
+#include "events/eventlog.h"
 
 PG_FUNCTION_INFO_V1(outbox_saga_emit);
 

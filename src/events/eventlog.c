@@ -85,10 +85,10 @@
 #include "utils/timestamp.h"
 #include "utils/xid8.h"
 
-#include "eventlog.h"
-#include "guc.h"
-#include "uuidv7.h"
-#include "wakeup.h"
+#include "events/eventlog.h"
+#include "base/guc.h"
+#include "base/uuidv7.h"
+#include "events/wakeup.h"
 
 /* Columns of outbox.events, in their declared order (the SPEC's contract). */
 enum

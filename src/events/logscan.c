@@ -41,8 +41,8 @@
 #include "utils/rel.h"
 #include "utils/snapmgr.h"
 
-#include "eventlog.h"
-#include "logscan.h"
+#include "events/eventlog.h"
+#include "events/logscan.h"
 
 /* Column numbers of outbox.events used here (1-based). */
 #define COL_ID		1

@@ -23,8 +23,8 @@
 #include "fmgr.h"
 #include "miscadmin.h"
 
-#include "shmem.h"
-#include "wakeup.h"
+#include "base/shmem.h"
+#include "events/wakeup.h"
 
 static bool events_written = false;
 static bool extension_changed = false;

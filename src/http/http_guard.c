@@ -48,7 +48,7 @@
 #include "utils/memutils.h"
 #include "utils/varlena.h"
 
-#include "guc.h"
+#include "base/guc.h"
 #include "sink/http.h"
 
 /* One network of the deny list. */

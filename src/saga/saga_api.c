@@ -74,13 +74,13 @@
 #include "utils/timestamp.h"
 #include "utils/uuid.h"
 
-#include "destination.h"
-#include "eventlog.h"
-#include "saga_internal.h"
+#include "dispatch/destination.h"
+#include "events/eventlog.h"
+#include "saga/saga_internal.h"
 #include "sink/http.h"
-#include "spi_util.h"
-#include "uuidv7.h"
-#include "wakeup.h"
+#include "base/spi_util.h"
+#include "base/uuidv7.h"
+#include "events/wakeup.h"
 
 PG_FUNCTION_INFO_V1(outbox_saga_saga_define);
 PG_FUNCTION_INFO_V1(outbox_saga_saga_start);

@@ -170,15 +170,15 @@
 #include "utils/timestamp.h"
 #include "utils/uuid.h"
 
-#include "dispatcher.h"
-#include "eventlog.h"
+#include "worker/dispatcher.h"
+#include "events/eventlog.h"
 #include "mb/pg_wchar.h"
 #include "sink/http.h"
-#include "guc.h"
-#include "saga.h"
-#include "saga_driver.h"
-#include "saga_internal.h"
-#include "spi_util.h"
+#include "base/guc.h"
+#include "saga/saga.h"
+#include "saga/saga_driver.h"
+#include "saga/saga_internal.h"
+#include "base/spi_util.h"
 
 /* A pass stops claiming after this many rounds or this much time. */
 #define SAGA_MAX_ROUNDS				16

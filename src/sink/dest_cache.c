@@ -28,7 +28,7 @@
 
 #include "utils/memutils.h"
 
-#include "dest_cache.h"
+#include "sink/dest_cache.h"
 
 /*
  * release_entry

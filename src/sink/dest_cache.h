@@ -12,7 +12,7 @@
 #include "utils/jsonb.h"
 #include "utils/timestamp.h"
 
-#include "destination.h"
+#include "dispatch/destination.h"
 
 typedef struct SinkDestEntry
 {

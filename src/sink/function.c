@@ -31,8 +31,8 @@
 #include "utils/regproc.h"
 #include "utils/syscache.h"
 
-#include "sink.h"
-#include "tojsonb.h"
+#include "sink/sink.h"
+#include "base/tojsonb.h"
 
 static const char *const function_keys[] = {"function", NULL};
 

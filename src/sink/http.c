@@ -94,8 +94,8 @@
 #include "utils/timestamp.h"
 #include "utils/wait_event.h"
 
-#include "guc.h"
-#include "sink.h"
+#include "base/guc.h"
+#include "sink/sink.h"
 #include "sink/dest_cache.h"
 #include "sink/http.h"
 #include "sink/lane_plan.h"

@@ -77,9 +77,9 @@
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
 
-#include "dest_cache.h"
-#include "sink.h"
-#include "sink_wait.h"
+#include "sink/dest_cache.h"
+#include "sink/sink.h"
+#include "sink/sink_wait.h"
 
 /* Longest single wait (the loop rechecks the deadline). */
 #define KAFKA_MAX_WAIT_MS			100

@@ -18,7 +18,7 @@
  */
 #include "compat.h"
 
-#include "lane_plan.h"
+#include "sink/lane_plan.h"
 
 typedef struct LaneEntry
 {

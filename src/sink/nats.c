@@ -81,11 +81,11 @@
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
 
-#include "dest_cache.h"
-#include "guc.h"
-#include "lane_plan.h"
-#include "sink.h"
-#include "sink_wait.h"
+#include "sink/dest_cache.h"
+#include "base/guc.h"
+#include "sink/lane_plan.h"
+#include "sink/sink.h"
+#include "sink/sink_wait.h"
 
 /* Until one event of a batch succeeds, at most this many are attempted. */
 #define NATS_FAILURES_BEFORE_STOP	3

@@ -24,8 +24,8 @@
 #include "utils/memutils.h"
 #include "utils/uuid.h"
 
-#include "sink.h"
-#include "tojsonb.h"
+#include "sink/sink.h"
+#include "base/tojsonb.h"
 
 /* What Async_Notify accepts (the server's NOTIFY_PAYLOAD_MAX_LENGTH). */
 #define NOTIFY_MAX_PAYLOAD	(BLCKSZ - NAMEDATALEN - 128)

@@ -15,7 +15,7 @@
 
 #include "lib/stringinfo.h"
 
-#include "sink.h"
+#include "sink/sink.h"
 
 static const OutboxSink *const sinks[] = {
 	&SinkFunction,

@@ -39,7 +39,7 @@
 #include "utils/jsonb.h"
 #include "utils/uuid.h"
 
-#include "destination.h"
+#include "dispatch/destination.h"
 
 /* One event being delivered, as read from the log or the retry queue. */
 typedef struct DispatchEvent

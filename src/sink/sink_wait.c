@@ -30,7 +30,7 @@
 #include "miscadmin.h"
 #include "utils/wait_event.h"
 
-#include "sink_wait.h"
+#include "sink/sink_wait.h"
 
 static int	wake_pipe[2] = {-1, -1};
 

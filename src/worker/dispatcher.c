@@ -68,14 +68,14 @@
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 
-#include "destination.h"
-#include "dispatcher.h"
-#include "guc.h"
-#include "saga.h"
-#include "saga_driver.h"
-#include "shmem.h"
-#include "sink.h"
-#include "spi_util.h"
+#include "dispatch/destination.h"
+#include "worker/dispatcher.h"
+#include "base/guc.h"
+#include "saga/saga.h"
+#include "saga/saga_driver.h"
+#include "base/shmem.h"
+#include "sink/sink.h"
+#include "base/spi_util.h"
 
 #define HOUSEKEEPING_MS			5000
 /*

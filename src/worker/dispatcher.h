@@ -11,7 +11,7 @@
 #include "fmgr.h"
 #include "utils/jsonb.h"
 
-#include "destination.h"
+#include "dispatch/destination.h"
 
 extern PGDLLEXPORT void OutboxDispatcherMain(Datum main_arg);
 

@@ -42,10 +42,10 @@
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 
-#include "dispatcher.h"
-#include "eventlog.h"
-#include "guc.h"
-#include "spi_util.h"
+#include "worker/dispatcher.h"
+#include "events/eventlog.h"
+#include "base/guc.h"
+#include "base/spi_util.h"
 
 /*
  * run_sql

@@ -51,9 +51,9 @@
 #include "utils/timestamp.h"
 #include "utils/varlena.h"
 
-#include "guc.h"
-#include "launcher.h"
-#include "shmem.h"
+#include "base/guc.h"
+#include "worker/launcher.h"
+#include "base/shmem.h"
 
 /* Delay before a dispatcher that stopped unexpectedly is started again. */
 #define RESTART_DELAY_MS		1000

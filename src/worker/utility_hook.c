@@ -33,9 +33,9 @@
 #include "tcop/utility.h"
 #include "utils/timestamp.h"
 
-#include "owner_guard.h"
-#include "shmem.h"
-#include "utility_hook.h"
+#include "base/owner_guard.h"
+#include "base/shmem.h"
+#include "worker/utility_hook.h"
 
 #define STOP_WAIT_MS	10000
 #define BLOCK_MS		60000

@@ -1,5 +1,5 @@
 # Sagas through crashes and restarts (SPEC 3.5, G9; design in
-# src/saga_driver.c).
+# src/saga/saga_driver.c).
 #
 # Step and compensation functions record every call that commits in
 # public.effects (no unique constraint, so a duplicate would show) and count

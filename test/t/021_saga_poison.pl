@@ -1,5 +1,5 @@
 # One saga that cannot be advanced must not stop the others, nor the
-# dispatcher (src/saga_driver.c, ERRORS).
+# dispatcher (src/saga/saga_driver.c, ERRORS).
 #
 # A trigger planted on saga.instance (by a superuser: the table is not
 # granted to anyone) makes recording the second step of one saga fail.

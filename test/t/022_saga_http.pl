@@ -1,4 +1,4 @@
-# Saga steps of call kind "http" (SPEC 3.5; design in src/saga_driver.c,
+# Saga steps of call kind "http" (SPEC 3.5; design in src/saga/saga_driver.c,
 # sent through SinkHttpSend in src/sink/http.c), against a real receiver on
 # 127.0.0.1: the request (method, Idempotency-Key = <saga_id>:<step>:<phase>,
 # body = ctx, the call's headers), a 2xx JSON body stored as the result, a
