@@ -27,6 +27,8 @@ OBJS = \
 	src/base/uuidv7.o \
 	src/base/tojsonb.o \
 	src/base/spi_util.o \
+	src/base/run_as.o \
+	src/base/sql_args.o \
 	src/base/owner_guard.o \
 	src/events/eventlog.o \
 	src/events/logscan.o \
@@ -35,6 +37,7 @@ OBJS = \
 	src/events/capture.o \
 	src/http/http_guard.o \
 	src/sink/sink.o \
+	src/sink/dest_config.o \
 	src/sink/dest_cache.o \
 	src/sink/lane_plan.o \
 	src/sink/sink_wait.o \

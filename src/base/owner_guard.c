@@ -7,7 +7,7 @@
  * Destinations and saga definitions record their owner as a role OID (the
  * role their handlers and steps run as, G10); PostgreSQL's own dependency
  * tracking (pg_shdepend) does not know these rows.  Without this guard a
- * dropped role would leave them running as nobody: DeliveryCallAs refuses
+ * dropped role would leave them running as nobody: RunAsOwner refuses
  * such a call (42704), so the events and steps wait, failing, until the
  * destination is re-created.  The guard turns that into an error at
  * DROP ROLE time, like "role cannot be dropped because some objects
@@ -17,7 +17,7 @@
  *	- Runs from the ProcessUtility hook (so only when the library is
  *	  preloaded), before DROP ROLE, in the caller's transaction; reads the
  *	  state tables as the bootstrap superuser with a pinned search_path
- *	  (SpiBecomeSuperuser) and changes nothing.
+ *	  (RunAsExtensionBegin) and changes nothing.
  *	- Sees the current database only: destinations in other databases are
  *	  covered by the 42704 failure above (README, Troubleshooting).
  *	- Saga definitions with no saga in flight do not block: there is no
@@ -38,6 +38,7 @@
 #include "utils/builtins.h"
 
 #include "base/owner_guard.h"
+#include "base/run_as.h"
 #include "base/spi_util.h"
 
 /* At most this many objects are named in the error. */
@@ -72,9 +73,9 @@ check_role(Oid roleid, const char *name)
 	int			rc;
 
 	SPI_connect();
-	SpiBecomeSuperuser(&saved);
+	RunAsExtensionBegin(&saved);
 	rc = SPI_execute_with_args(owned_objects_sql, 1, argtypes, values, NULL, true, 0);
-	SpiRestoreIdentity(&saved);
+	RunAsExtensionEnd(&saved);
 	if (rc != SPI_OK_SELECT)
 		elog(ERROR, "outbox_saga: reading the owners failed: %s", SPI_result_code_string(rc));
 

@@ -3,19 +3,15 @@
  * spi_util.c
  *		Helpers shared by the dispatcher, the saga driver and the SQL API.
  *
- * SpiBecomeSuperuser / SpiRestoreIdentity switch the SQL API to the
- * bootstrap superuser, after every permission check was made as the
- * caller, to read and write the state tables (granted to nobody).  The
- * search_path is pinned to pg_catalog, pg_temp for as long: otherwise the
- * caller's search_path (e.g. "mine, pg_catalog") would let an operator or
- * function of the caller's resolve inside a superuser statement.
- *
- * SpiRunKept prepares a statement once per process (SPI_keepplan: the plan
- * lives until the process ends and is re-planned by the plan cache when
- * the objects it uses change), then executes it with parameters only; it
- * checks the result code.  ParseIntervalNamed parses an interval and, on a
- * syntax error, names the value instead of quoting it (a config value may
- * be a secret).  Both run in the caller's transaction.
+ * ONE KEPT-STATEMENT IDIOM
+ *	Every statement the C code runs through SPI is an SpiStatement: its
+ *	text, parameter types and a name for errors, declared (usually in a
+ *	static table) by the file that owns the tables it touches, and run with
+ *	SpiRun.  SpiRun prepares it once per process (SPI_keepplan: the plan
+ *	lives until the process ends and is re-planned by the plan cache when
+ *	the objects it uses change), then executes it with parameters only -
+ *	never an interpolated value - and checks the result code.  It runs in
+ *	the caller's transaction, with the caller's identity and SPI connection.
  *
  * SpiTryInSubtransaction runs a piece of work in an internal subtransaction
  * and turns an error into a return value, leaving the caller's memory
@@ -37,35 +33,37 @@
 #include "base/spi_util.h"
 
 /*
- * SpiBecomeSuperuser
- *		Switch to the bootstrap superuser with search_path = pg_catalog,
- *		pg_temp, saving the caller's identity in *saved.  Every permission
- *		check must have been made before.  Undone by SpiRestoreIdentity();
- *		an error in between is undone by the transaction's abort.
+ * SpiRun
+ *		Execute 'stmt' with 'values'/'nulls' (as for SPI_execute_plan),
+ *		preparing and keeping its plan on first use; raise an error naming
+ *		the statement if the result code is not 'expect'.  Returns
+ *		SPI_processed; the rows, if any, are in SPI_tuptable.
  */
-void
-SpiBecomeSuperuser(SavedIdentity *saved)
+uint64
+SpiRun(SpiStatement *stmt, Datum *values, const char *nulls, int expect)
 {
-	GetUserIdAndSecContext(&saved->userid, &saved->sec_context);
-	saved->guc_nestlevel = NewGUCNestLevel();
-	(void) set_config_option("search_path", "pg_catalog, pg_temp",
-							 PGC_USERSET, PGC_S_SESSION,
-							 GUC_ACTION_SAVE, true, 0, false);
-	SetUserIdAndSecContext(BOOTSTRAP_SUPERUSERID,
-						   saved->sec_context |
-						   SECURITY_LOCAL_USERID_CHANGE |
-						   SECURITY_RESTRICTED_OPERATION);
-}
+	int			rc;
 
-/*
- * SpiRestoreIdentity
- *		Return to the identity and search_path saved by SpiBecomeSuperuser().
- */
-void
-SpiRestoreIdentity(const SavedIdentity *saved)
-{
-	SetUserIdAndSecContext(saved->userid, saved->sec_context);
-	AtEOXact_GUC(true, saved->guc_nestlevel);
+	if (stmt->plan == NULL)
+	{
+		int			nargs = 0;
+		SPIPlanPtr	p;
+
+		while (nargs < SPI_STATEMENT_MAX_ARGS && stmt->types[nargs] != InvalidOid)
+			nargs++;
+		p = SPI_prepare_cursor(stmt->sql, nargs, (Oid *) stmt->types,
+							   stmt->cursor_options);
+		if (p == NULL)
+			elog(ERROR, "could not prepare %s: %s", stmt->what,
+				 SPI_result_code_string(SPI_result));
+		if (SPI_keepplan(p) != 0)
+			elog(ERROR, "could not keep the plan of %s", stmt->what);
+		stmt->plan = p;
+	}
+	rc = SPI_execute_plan(stmt->plan, values, nulls, false, 0);
+	if (rc != expect)
+		elog(ERROR, "%s failed: %s", stmt->what, SPI_result_code_string(rc));
+	return SPI_processed;
 }
 
 /*
@@ -100,45 +98,6 @@ SpiRunKept(SPIPlanPtr *plan, const char *sql, const Oid *types,
 	rc = SPI_execute_plan(*plan, values, nulls, false, 0);
 	if (rc != expect)
 		elog(ERROR, "%s failed: %s", what, SPI_result_code_string(rc));
-}
-
-/*
- * ParseIntervalNamed
- *		interval_in() of 'str'.  Its syntax errors quote the input; this one
- *		says "<what> is not a valid interval" instead, with the same SQLSTATE.
- *		Nothing runs between catching and raising, so no subtransaction is
- *		needed: the new error aborts the transaction exactly as the caught
- *		one would have.  Any other error is re-thrown as it is.
- */
-Interval *
-ParseIntervalNamed(const char *what, const char *str)
-{
-	MemoryContext cxt = CurrentMemoryContext;
-	Interval   *result = NULL;
-
-	PG_TRY();
-	{
-		result = DatumGetIntervalP(DirectFunctionCall3(interval_in,
-													   CStringGetDatum(str),
-													   ObjectIdGetDatum(InvalidOid),
-													   Int32GetDatum(-1)));
-	}
-	PG_CATCH();
-	{
-		ErrorData  *edata;
-
-		MemoryContextSwitchTo(cxt);
-		edata = CopyErrorData();
-		if (ERRCODE_TO_CATEGORY(edata->sqlerrcode) != ERRCODE_DATA_EXCEPTION)
-			PG_RE_THROW();
-		FlushErrorState();
-		ereport(ERROR,
-				(errcode(edata->sqlerrcode),
-				 errmsg("%s is not a valid interval", what),
-				 errhint("Write an interval such as \"30 seconds\" or \"00:05:00\", or a number of seconds.")));
-	}
-	PG_END_TRY();
-	return result;
 }
 
 /*

@@ -11,20 +11,28 @@
 #include "executor/spi.h"
 #include "utils/timestamp.h"
 
-/* The caller's identity and GUC nest level, saved by SpiBecomeSuperuser(). */
-typedef struct SavedIdentity
-{
-	Oid			userid;
-	int			sec_context;
-	int			guc_nestlevel;
-} SavedIdentity;
+/* Most parameters a statement may have. */
+#define SPI_STATEMENT_MAX_ARGS	16
 
-extern void SpiBecomeSuperuser(SavedIdentity *saved);
-extern void SpiRestoreIdentity(const SavedIdentity *saved);
+/*
+ * One statement of the extension's, prepared and kept on first use.
+ * Declare it with a static initializer: { what, sql, { types..., 0 },
+ * cursor_options }; 'plan' starts NULL.
+ */
+typedef struct SpiStatement
+{
+	const char *what;			/* names the statement in errors */
+	const char *sql;			/* parameters $1..$n only */
+	Oid			types[SPI_STATEMENT_MAX_ARGS + 1];	/* 0-terminated */
+	int			cursor_options; /* e.g. CURSOR_OPT_CUSTOM_PLAN; 0: default */
+	SPIPlanPtr	plan;			/* kept plan, NULL until first use */
+} SpiStatement;
+
+extern uint64 SpiRun(SpiStatement *stmt, Datum *values, const char *nulls,
+					 int expect);
 extern void SpiRunKept(SPIPlanPtr *plan, const char *sql, const Oid *types,
 					   int cursor_options, Datum *values, const char *nulls,
 					   int expect, const char *what);
-extern Interval *ParseIntervalNamed(const char *what, const char *str);
 extern bool SpiTryInSubtransaction(void (*fn) (void *), void *arg, ErrorData **edata);
 extern ErrorData *SpiAbortKeepingError(MemoryContext cxt);
 

@@ -66,11 +66,12 @@
 #include "utils/uuid.h"
 #include "utils/xid8.h"
 
-#include "worker/dispatcher.h"
+#include "dispatch/delivery.h"
 #include "events/eventlog.h"
 #include "base/guc.h"
 #include "events/logscan.h"
 #include "sink/sink.h"
+#include "base/run_as.h"
 #include "base/spi_util.h"
 
 #define FAILURES_BEFORE_BACKOFF	3
@@ -413,91 +414,6 @@ load_blocked(Batch *b)
 	}
 }
 
-typedef struct CallAs
-{
-	Oid			role;
-	int64		timeout_ms;
-	void		(*fn) (void *);
-	void	   *arg;
-} CallAs;
-
-/*
- * call_as
- *		The body of DeliveryCallAs, in its subtransaction.  On an error the
- *		subtransaction's abort restores the identity and the settings; the
- *		statement timeout is disabled by the caller.
- */
-static void
-call_as(void *arg)
-{
-	CallAs	   *c = arg;
-	Oid			save_userid;
-	int			save_sec;
-	int			nestlevel;
-
-	GetUserIdAndSecContext(&save_userid, &save_sec);
-	SetUserIdAndSecContext(c->role,
-						   save_sec | SECURITY_LOCAL_USERID_CHANGE |
-						   SECURITY_RESTRICTED_OPERATION);
-	nestlevel = NewGUCNestLevel();
-	(void) set_config_option("search_path", "pg_catalog, pg_temp",
-							 PGC_USERSET, PGC_S_SESSION,
-							 GUC_ACTION_SAVE, true, 0, false);
-	if (c->timeout_ms > 0)
-		enable_timeout_after(STATEMENT_TIMEOUT, (int) Min(c->timeout_ms, INT_MAX));
-
-	c->fn(c->arg);
-
-	disable_timeout(STATEMENT_TIMEOUT, false);
-
-	/*
-	 * Undo every setting the call changed, session-level ones included (as
-	 * if it had failed): a handler must not leave, say, a search_path behind
-	 * for the dispatcher's own statements, which run as superuser.
-	 */
-	AtEOXact_GUC(false, nestlevel);
-	SetUserIdAndSecContext(save_userid, save_sec);
-}
-
-/*
- * DeliveryCallAs
- *		Run fn(arg) in a subtransaction as 'role', with
- *		SECURITY_RESTRICTED_OPERATION, search_path = pg_catalog, pg_temp and
- *		a statement timeout of 'timeout_ms' (0: none).  Every setting it
- *		changes, even with SET SESSION / set_config(..., false), is undone
- *		when it returns.  Returns true if it
- *		returned; if it raised an error, rolls the subtransaction back and
- *		returns false with *error = "SQLSTATE: message" (in the caller's
- *		memory context).  The caller's transaction, resource owner, memory
- *		context and identity are unchanged either way.  A role that no
- *		longer exists (dropped in another database, where the DROP ROLE
- *		guard of owner_guard.c could not see its destinations and sagas)
- *		fails the call with 42704, so nothing runs under a stale OID.
- */
-bool
-DeliveryCallAs(Oid role, int64 timeout_ms, void (*fn) (void *), void *arg,
-			   char **error)
-{
-	CallAs		c = {role, timeout_ms, fn, arg};
-	ErrorData  *edata;
-
-	if (!SearchSysCacheExists1(AUTHOID, ObjectIdGetDatum(role)))
-	{
-		*error = psprintf("42704: the owner (role OID %u) no longer exists; "
-						  "drop and re-create the destination or saga definition "
-						  "as an existing role", role);
-		return false;
-	}
-	if (SpiTryInSubtransaction(call_as, &c, &edata))
-		return true;
-
-	disable_timeout(STATEMENT_TIMEOUT, false);
-	*error = psprintf("%s: %.*s", unpack_sql_state(edata->sqlerrcode),
-					  MAX_ERROR_LENGTH, edata->message);
-	FreeErrorData(edata);
-	return false;
-}
-
 typedef struct DeliverCall
 {
 	Batch	   *b;
@@ -522,7 +438,7 @@ deliver_one(Batch *b, const DispatchEvent *ev, char **error)
 {
 	DeliverCall call = {b, ev};
 
-	return DeliveryCallAs(b->dest->owner, b->dest->timeout_ms, deliver_call,
+	return RunAsOwner(b->dest->owner, b->dest->timeout_ms, deliver_call,
 						  &call, error);
 }
 

@@ -74,8 +74,10 @@
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 
-#include "dispatch/destination.h"
+#include "base/run_as.h"
+#include "base/sql_args.h"
 #include "events/eventlog.h"
+#include "sink/dest_config.h"
 #include "sink/sink.h"
 #include "base/spi_util.h"
 #include "events/wakeup.h"
@@ -92,24 +94,8 @@ PG_FUNCTION_INFO_V1(outbox_saga_mask_config);
 /* Longest destination name, in bytes (that of an SQL identifier). */
 #define DEST_MAX_NAME_BYTES		(NAMEDATALEN - 1)
 
-/* Bounds of the interval keys, in milliseconds. */
-#define DEST_MIN_INTERVAL_MS	INT64CONST(1)
-#define DEST_MAX_BACKOFF_MS		(INT64CONST(365) * 24 * 3600 * 1000)
-#define DEST_MAX_TIMEOUT_MS		(INT64CONST(24) * 24 * 3600 * 1000)
-
 /* What outbox.mask_config() puts in place of a secret. */
 #define DEST_MASK				"********"
-
-/* Config keys common to every kind. */
-static const char *const common_keys[] = {
-	"max_attempts",
-	"backoff_base",
-	"backoff_max",
-	"batch_size",
-	"ordered",
-	"timeout",
-	NULL
-};
 
 /*
  * A key whose lower-cased name contains one of these holds a secret; so
@@ -168,19 +154,6 @@ static const char *const lookup_for_no_key_update =
  */
 
 /*
- * require_arg
- *		Error out if argument 'argno' (named 'name') is NULL.
- */
-static void
-require_arg(FunctionCallInfo fcinfo, int argno, const char *name)
-{
-	if (PG_ARGISNULL(argno))
-		ereport(ERROR,
-				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-				 errmsg("%s must not be null", name)));
-}
-
-/*
  * key_matches_any
  *		Whether the 'len' bytes at 'key', lower-cased, contain (or, with
  *		'whole', equal) one of the NULL-terminated 'words'.
@@ -207,64 +180,6 @@ key_matches_any(const char *key, int len, const char *const *words, bool whole)
 	return found;
 }
 
-/*
- * key_is
- *		Whether a JSON string equals 'word' exactly.
- */
-static bool
-key_is(const JsonbValue *key, const char *word)
-{
-	return key->val.string.len == strlen(word) &&
-		memcmp(key->val.string.val, word, key->val.string.len) == 0;
-}
-
-/*
- * quoted_key
- *		A config key for a message: at most 63 bytes of it (cut at a character
- *		boundary), with "..." if it was longer.
- */
-static char *
-quoted_key(const JsonbValue *key)
-{
-	int			len = key->val.string.len;
-	int			clip = pg_mbcliplen(key->val.string.val, len, 63);
-
-	return psprintf("%.*s%s", clip, key->val.string.val,
-					clip < len ? "..." : "");
-}
-
-/*
- * hide_statement_callback
- *		While a config is handled: keep the statement text out of the server
- *		log of any error (it usually carries the config, secrets included).
- */
-static void
-hide_statement_callback(void *arg)
-{
-	errhidestmt(true);
-}
-
-/*
- * DestinationCallHidingStatement
- *		fn(fcinfo) with hide_statement_callback in place: for SQL functions
- *		whose arguments may carry secrets (saga.define's http headers).
- */
-Datum
-DestinationCallHidingStatement(PGFunction fn, FunctionCallInfo fcinfo)
-{
-	ErrorContextCallback errcb;
-	Datum		result;
-
-	errcb.callback = hide_statement_callback;
-	errcb.arg = NULL;
-	errcb.previous = error_context_stack;
-	error_context_stack = &errcb;
-	result = fn(fcinfo);
-	error_context_stack = errcb.previous;
-	return result;
-}
-
-
 /* ------------------------------------------------------------------------
  * Running SPI statements with the privileges of the extension
  * ------------------------------------------------------------------------
@@ -284,9 +199,9 @@ run_statement(const char *sql, int nargs, Oid *types, Datum *values,
 	SavedIdentity saved;
 	int			rc;
 
-	SpiBecomeSuperuser(&saved);
+	RunAsExtensionBegin(&saved);
 	rc = SPI_execute_with_args(sql, nargs, types, values, nulls, false, 0);
-	SpiRestoreIdentity(&saved);
+	RunAsExtensionEnd(&saved);
 
 	if (rc != expected)
 		elog(ERROR, "outbox_saga: SPI_execute_with_args failed: %s (statement: %s)",
@@ -318,14 +233,14 @@ latest_tick_locked(void)
 		elog(ERROR, "outbox_saga: table outbox.tick is missing");
 	LockRelationOid(tick, RowExclusiveLock);
 
-	SpiBecomeSuperuser(&saved);
+	RunAsExtensionBegin(&saved);
 	plan = SPI_prepare("SELECT max(id) FROM outbox.tick", 0, NULL);
 	if (plan == NULL)
 		elog(ERROR, "outbox_saga: SPI_prepare failed: %s",
 			 SPI_result_code_string(SPI_result));
 	rc = SPI_execute_snapshot(plan, NULL, NULL, GetLatestSnapshot(), InvalidSnapshot,
 							  true, false, 1);
-	SpiRestoreIdentity(&saved);
+	RunAsExtensionEnd(&saved);
 	if (rc != SPI_OK_SELECT || SPI_processed != 1)
 		elog(ERROR, "outbox_saga: reading the latest tick failed: %s",
 			 SPI_result_code_string(rc));
@@ -409,252 +324,6 @@ check_owner(const char *name, Oid owner)
 }
 
 
-/* ------------------------------------------------------------------------
- * Config parsing (destination.h)
- * ------------------------------------------------------------------------
- */
-
-/*
- * check_is_object
- *		A config is a JSON object.
- */
-static void
-check_is_object(Jsonb *config)
-{
-	if (JB_ROOT_IS_SCALAR(config) || !JB_ROOT_IS_OBJECT(config))
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("destination config must be a JSON object"),
-				 errhint("Pass an object such as '{\"max_attempts\": 10}'.")));
-}
-
-/*
- * find_key
- *		The value of top-level key 'key' in *out; false if absent or JSON null
- *		(a null value is the same as an absent key).
- */
-static bool
-find_key(Jsonb *config, const char *key, JsonbValue *out)
-{
-	if (getKeyJsonValueFromContainer(&config->root, key, strlen(key), out) == NULL)
-		return false;
-	return out->type != jbvNull;
-}
-
-/*
- * wrong_type
- *		Error: config key 'key' does not hold a value of the expected type.
- */
-static void wrong_type(const char *key, const char *expected) pg_attribute_noreturn();
-
-static void
-wrong_type(const char *key, const char *expected)
-{
-	ereport(ERROR,
-			(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-			 errmsg("configuration key \"%s\" must be %s", key, expected)));
-}
-
-/*
- * parse_int_key
- *		An integer key in [min, max]; *out is left alone if the key is absent.
- */
-static void
-parse_int_key(Jsonb *config, const char *key, int32 min, int32 max, int *out)
-{
-	JsonbValue	v;
-	Datum		num;
-	Datum		whole;
-	bool		overflow = false;
-	int32		result;
-
-	if (!find_key(config, key, &v))
-		return;
-	if (v.type != jbvNumeric)
-		wrong_type(key, "an integer");
-	num = NumericGetDatum(v.val.numeric);
-	whole = DirectFunctionCall2(numeric_trunc, num, Int32GetDatum(0));
-	if (!DatumGetBool(DirectFunctionCall2(numeric_eq, num, whole)))
-		wrong_type(key, "an integer");
-	result = numeric_int4_opt_error(v.val.numeric, &overflow);
-	if (overflow || result < min || result > max)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("configuration key \"%s\" is out of range", key),
-				 errdetail("It must be an integer between %d and %d.", min, max)));
-	*out = result;
-}
-
-/*
- * parse_interval_key
- *		A duration key: an interval string ('1 second', '500ms', '00:01:00')
- *		or a number of seconds, between DEST_MIN_INTERVAL_MS and 'max_ms'
- *		('max_text' says that bound in words).  Returns false, leaving *out_ms
- *		alone, if the key is absent.  Months count as 30 days.
- */
-static bool
-parse_interval_key(Jsonb *config, const char *key, int64 max_ms,
-				   const char *max_text, int64 *out_ms)
-{
-	JsonbValue	v;
-	int64		ms;
-
-	if (!find_key(config, key, &v))
-		return false;
-
-	if (v.type == jbvString)
-	{
-		char	   *str = pnstrdup(v.val.string.val, v.val.string.len);
-		Interval   *iv = ParseIntervalNamed(psprintf("configuration key \"%s\"", key), str);
-		double		usecs;
-
-		usecs = (double) iv->time + (double) iv->day * USECS_PER_DAY +
-			(double) iv->month * DAYS_PER_MONTH * USECS_PER_DAY;
-		if (usecs < (double) DEST_MIN_INTERVAL_MS * 1000.0 ||
-			usecs > (double) max_ms * 1000.0)
-			ms = -1;
-		else
-			ms = (int64) (usecs / 1000.0);
-	}
-	else if (v.type == jbvNumeric)
-	{
-		Datum		millis;
-		Datum		lo = NumericGetDatum(int64_to_numeric(DEST_MIN_INTERVAL_MS));
-		Datum		hi = NumericGetDatum(int64_to_numeric(max_ms));
-
-		millis = DirectFunctionCall2(numeric_mul,
-									 NumericGetDatum(v.val.numeric),
-									 NumericGetDatum(int64_to_numeric(1000)));
-		if (DatumGetInt32(DirectFunctionCall2(numeric_cmp, millis, lo)) < 0 ||
-			DatumGetInt32(DirectFunctionCall2(numeric_cmp, millis, hi)) > 0)
-			ms = -1;
-		else
-			ms = DatumGetInt64(DirectFunctionCall1(numeric_int8,
-												   DirectFunctionCall2(numeric_trunc, millis,
-																	   Int32GetDatum(0))));
-	}
-	else
-		wrong_type(key, "an interval string or a number of seconds");
-
-	if (ms < 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("configuration key \"%s\" is out of range", key),
-				 errdetail("It must be between 1 millisecond and %s.", max_text)));
-	*out_ms = ms;
-	return true;
-}
-
-/*
- * DestinationParseCommon
- *		Parse and check the common keys of 'config' into 'out', with defaults
- *		for absent (or JSON null) keys.  Other fields of 'out' are left alone.
- *		Errors name the key, never its value.
- */
-void
-DestinationParseCommon(Jsonb *config, DestinationConfig *out)
-{
-	JsonbValue	v;
-	bool		has_max;
-
-	check_is_object(config);
-
-	out->max_attempts = DEST_DEFAULT_MAX_ATTEMPTS;
-	parse_int_key(config, "max_attempts", 1, INT_MAX, &out->max_attempts);
-
-	out->batch_size = 0;
-	parse_int_key(config, "batch_size", 1, DEST_MAX_BATCH_SIZE, &out->batch_size);
-
-	out->ordered = true;
-	if (find_key(config, "ordered", &v))
-	{
-		if (v.type != jbvBool)
-			wrong_type("ordered", "a boolean");
-		out->ordered = v.val.boolean;
-	}
-
-	out->backoff_base_ms = DEST_DEFAULT_BACKOFF_BASE_MS;
-	(void) parse_interval_key(config, "backoff_base", DEST_MAX_BACKOFF_MS,
-							  "365 days", &out->backoff_base_ms);
-
-	/* Without an explicit backoff_max, the default never undercuts the base. */
-	out->backoff_max_ms = DEST_DEFAULT_BACKOFF_MAX_MS;
-	has_max = parse_interval_key(config, "backoff_max", DEST_MAX_BACKOFF_MS,
-								 "365 days", &out->backoff_max_ms);
-	if (!has_max)
-		out->backoff_max_ms = Max(out->backoff_max_ms, out->backoff_base_ms);
-	else if (out->backoff_max_ms < out->backoff_base_ms)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("configuration key \"backoff_max\" must not be less than \"backoff_base\"")));
-
-	out->timeout_ms = DEST_DEFAULT_TIMEOUT_MS;
-	(void) parse_interval_key(config, "timeout", DEST_MAX_TIMEOUT_MS,
-							  "24 days", &out->timeout_ms);
-}
-
-/*
- * DestinationCheckKeys
- *		Error out on a top-level key that is neither common nor one of
- *		'kind_keys' (NULL-terminated, may be NULL).  The message names the
- *		key (cut to 63 bytes) and lists the valid ones.
- */
-void
-DestinationCheckKeys(Jsonb *config, const char *const *kind_keys)
-{
-	JsonbIterator *it;
-	JsonbValue	v;
-	JsonbIteratorToken tok;
-
-	check_is_object(config);
-
-	it = JsonbIteratorInit(&config->root);
-	while ((tok = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
-	{
-		bool		known = false;
-		int			i;
-
-		if (tok != WJB_KEY)
-			continue;
-		for (i = 0; common_keys[i] != NULL && !known; i++)
-			known = key_is(&v, common_keys[i]);
-		for (i = 0; kind_keys != NULL && kind_keys[i] != NULL && !known; i++)
-			known = key_is(&v, kind_keys[i]);
-		if (!known)
-		{
-			StringInfoData valid;
-
-			initStringInfo(&valid);
-			for (i = 0; kind_keys != NULL && kind_keys[i] != NULL; i++)
-				appendStringInfo(&valid, "%s, ", kind_keys[i]);
-			for (i = 0; common_keys[i] != NULL; i++)
-				appendStringInfo(&valid, "%s%s", common_keys[i],
-								 common_keys[i + 1] != NULL ? ", " : "");
-			ereport(ERROR,
-					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-					 errmsg("unrecognized configuration key \"%s\"", quoted_key(&v)),
-					 errhint("Valid keys are: %s.", valid.data)));
-		}
-	}
-}
-
-/*
- * DestinationConfigString
- *		The string value of top-level key 'key' (palloc'd), or NULL if the
- *		key is absent or JSON null; an error if it is not a string.
- */
-char *
-DestinationConfigString(Jsonb *config, const char *key)
-{
-	JsonbValue	v;
-
-	if (!find_key(config, key, &v))
-		return NULL;
-	if (v.type != jbvString)
-		wrong_type(key, "a string");
-	return pnstrdup(v.val.string.val, v.val.string.len);
-}
-
 /*
  * strip_null_keys
  *		'config' without its top-level keys whose value is JSON null.
@@ -707,9 +376,9 @@ validate_config(const OutboxSink *sink, Jsonb *config, Oid owner)
 {
 	DestinationConfig parsed;
 
-	check_is_object(config);
-	DestinationCheckKeys(config, sink->keys);
-	DestinationParseCommon(config, &parsed);
+	DestConfigCheckObject(config);
+	DestConfigCheckKeys(config, sink->keys);
+	DestConfigParseCommon(config, &parsed);
 	sink->validate(config, owner);
 }
 
@@ -721,30 +390,9 @@ validate_config(const OutboxSink *sink, Jsonb *config, Oid owner)
 static char *
 check_destination_name(text *name)
 {
-	const char *p = VARDATA_ANY(name);
-	int			len = VARSIZE_ANY_EXHDR(name);
-	int			i;
-
-	if (len == 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("destination name must not be empty")));
-	if (len > DEST_MAX_NAME_BYTES)
-		ereport(ERROR,
-				(errcode(ERRCODE_NAME_TOO_LONG),
-				 errmsg("destination name is too long"),
-				 errdetail("It has %d bytes; the limit is %d.",
-						   len, DEST_MAX_NAME_BYTES)));
-	for (i = 0; i < len; i++)
-	{
-		unsigned char c = (unsigned char) p[i];
-
-		if (c < 0x20 || c == 0x7F)
-			ereport(ERROR,
-					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-					 errmsg("destination name contains an invalid character"),
-					 errdetail("A destination name may not contain control characters.")));
-	}
+	SqlCheckText("destination name", VARDATA_ANY(name), VARSIZE_ANY_EXHDR(name),
+				 DEST_MAX_NAME_BYTES, SQL_TEXT_NAME, NULL,
+				 "A destination name may not contain control characters.");
 	return text_to_cstring(name);
 }
 
@@ -773,21 +421,21 @@ outbox_saga_create_destination(PG_FUNCTION_ARGS)
 	Oid			types[5] = {TEXTOID, TEXTOID, JSONBOID, OIDOID, INT8OID};
 	Datum		values[5];
 
-	require_arg(fcinfo, 0, "name");
-	require_arg(fcinfo, 1, "kind");
-	require_arg(fcinfo, 2, "config");
+	SqlRequireArg(fcinfo, 0, "name");
+	SqlRequireArg(fcinfo, 1, "kind");
+	SqlRequireArg(fcinfo, 2, "config");
 
 	name = check_destination_name(PG_GETARG_TEXT_PP(0));
 	kind = text_to_cstring(PG_GETARG_TEXT_PP(1));
 	sink = SinkLookup(kind, false);	/* errors, listing the known kinds */
 
-	errcb.callback = hide_statement_callback;
+	errcb.callback = SqlHideStatementCallback;
 	errcb.arg = NULL;
 	errcb.previous = error_context_stack;
 	error_context_stack = &errcb;
 
 	config = PG_GETARG_JSONB_P(2);
-	check_is_object(config);
+	DestConfigCheckObject(config);
 	config = strip_null_keys(config);
 	validate_config(sink, config, owner);
 
@@ -830,17 +478,17 @@ outbox_saga_alter_destination(PG_FUNCTION_ARGS)
 	Oid			types[2] = {INT4OID, JSONBOID};
 	Datum		values[2];
 
-	require_arg(fcinfo, 0, "name");
-	require_arg(fcinfo, 1, "config");
+	SqlRequireArg(fcinfo, 0, "name");
+	SqlRequireArg(fcinfo, 1, "config");
 	name = text_to_cstring(PG_GETARG_TEXT_PP(0));
 	changes = PG_GETARG_JSONB_P(1);
 
-	errcb.callback = hide_statement_callback;
+	errcb.callback = SqlHideStatementCallback;
 	errcb.arg = NULL;
 	errcb.previous = error_context_stack;
 	error_context_stack = &errcb;
 
-	check_is_object(changes);
+	DestConfigCheckObject(changes);
 
 	spi_connect();
 	lookup_destination(name, false, &row);
@@ -878,7 +526,7 @@ outbox_saga_drop_destination(PG_FUNCTION_ARGS)
 	Oid			types[1] = {INT4OID};
 	Datum		values[1];
 
-	require_arg(fcinfo, 0, "name");
+	SqlRequireArg(fcinfo, 0, "name");
 	name = text_to_cstring(PG_GETARG_TEXT_PP(0));
 
 	spi_connect();
@@ -908,7 +556,7 @@ set_paused(FunctionCallInfo fcinfo, bool paused)
 	Oid			types[2] = {INT4OID, BOOLOID};
 	Datum		values[2];
 
-	require_arg(fcinfo, 0, "name");
+	SqlRequireArg(fcinfo, 0, "name");
 	name = text_to_cstring(PG_GETARG_TEXT_PP(0));
 
 	spi_connect();
@@ -1062,8 +710,8 @@ outbox_saga_subscribe(PG_FUNCTION_ARGS)
 	bool		isnull;
 	int64		id;
 
-	require_arg(fcinfo, 0, "destination");
-	require_arg(fcinfo, 1, "topic");
+	SqlRequireArg(fcinfo, 0, "destination");
+	SqlRequireArg(fcinfo, 1, "topic");
 	name = text_to_cstring(PG_GETARG_TEXT_PP(0));
 	topic = PG_GETARG_TEXT_PP(1);
 	if (!(VARSIZE_ANY_EXHDR(topic) == 1 && *VARDATA_ANY(topic) == '*'))
@@ -1121,7 +769,7 @@ outbox_saga_unsubscribe(PG_FUNCTION_ARGS)
 	Oid			owner;
 	bool		isnull;
 
-	require_arg(fcinfo, 0, "subscription_id");
+	SqlRequireArg(fcinfo, 0, "subscription_id");
 	id = PG_GETARG_INT64(0);
 
 	spi_connect();

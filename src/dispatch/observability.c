@@ -13,7 +13,7 @@
  * replay_dead() and discard_dead() check ownership as the caller (only the
  * owner of a destination, or a member of its role, or a superuser, may
  * touch its dead letters), then work on the state tables through SPI as the
- * bootstrap superuser with search_path pinned (SpiBecomeSuperuser).
+ * bootstrap superuser with search_path pinned (RunAsExtensionBegin).
  *
  *-------------------------------------------------------------------------
  */
@@ -37,6 +37,7 @@
 #include "utils/timestamp.h"
 
 #include "base/guc.h"
+#include "base/run_as.h"
 #include "base/shmem.h"
 #include "base/spi_util.h"
 #include "events/wakeup.h"
@@ -264,7 +265,7 @@ dead_letter_action(FunctionCallInfo fcinfo, bool replay)
 	nulls[1] = PG_ARGISNULL(1) ? 'n' : ' ';
 	values[2] = ObjectIdGetDatum(caller);
 
-	SpiBecomeSuperuser(&saved);
+	RunAsExtensionBegin(&saved);
 	SPI_connect();
 
 	if (!PG_ARGISNULL(0))
@@ -317,7 +318,7 @@ dead_letter_action(FunctionCallInfo fcinfo, bool replay)
 	count = (int64) SPI_processed;
 
 	SPI_finish();
-	SpiRestoreIdentity(&saved);
+	RunAsExtensionEnd(&saved);
 	if (replay && count > 0)
 		WakeupNoteEventWritten();
 	return count;

@@ -17,22 +17,10 @@
 #include "utils/builtins.h"
 #include "utils/timestamp.h"
 
+#include "base/sql_args.h"
 #include "events/eventlog.h"
 
 PG_FUNCTION_INFO_V1(outbox_saga_emit);
-
-/*
- * require_arg
- *		Error out if argument 'argno' (named 'name') is NULL.
- */
-static void
-require_arg(FunctionCallInfo fcinfo, int argno, const char *name)
-{
-	if (PG_ARGISNULL(argno))
-		ereport(ERROR,
-				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-				 errmsg("%s must not be null", name)));
-}
 
 /*
  * outbox.emit(topic text, event_type text, payload jsonb, aggregate_id text,
@@ -44,10 +32,10 @@ outbox_saga_emit(PG_FUNCTION_ARGS)
 	OutboxEventData ev;
 	pg_uuid_t  *event_id = palloc(sizeof(pg_uuid_t));
 
-	require_arg(fcinfo, 0, "topic");
-	require_arg(fcinfo, 1, "event_type");
-	require_arg(fcinfo, 2, "payload");
-	require_arg(fcinfo, 4, "headers");
+	SqlRequireArg(fcinfo, 0, "topic");
+	SqlRequireArg(fcinfo, 1, "event_type");
+	SqlRequireArg(fcinfo, 2, "payload");
+	SqlRequireArg(fcinfo, 4, "headers");
 
 	ev.topic = PG_GETARG_TEXT_PP(0);
 	ev.event_type = PG_GETARG_TEXT_PP(1);

@@ -85,6 +85,7 @@
 #include "utils/timestamp.h"
 #include "utils/xid8.h"
 
+#include "base/sql_args.h"
 #include "events/eventlog.h"
 #include "base/guc.h"
 #include "base/uuidv7.h"
@@ -151,44 +152,6 @@ log_cache_invalidate(Datum arg, Oid relid)
 }
 
 /*
- * check_name
- *		A topic or event type: 1..OUTBOX_MAX_NAME_BYTES bytes, no control
- *		characters; topics also have no white space and no '*' (it is the
- *		wildcard of subscriptions).
- */
-static void
-check_name(const char *field, text *value, bool is_topic)
-{
-	const char *p = VARDATA_ANY(value);
-	int			len = VARSIZE_ANY_EXHDR(value);
-	int			i;
-
-	if (len == 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("%s must not be empty", field)));
-	if (len > OUTBOX_MAX_NAME_BYTES)
-		ereport(ERROR,
-				(errcode(ERRCODE_STRING_DATA_RIGHT_TRUNCATION),
-				 errmsg("%s is too long", field),
-				 errdetail("It has %d bytes; the limit is %d.",
-						   len, OUTBOX_MAX_NAME_BYTES)));
-	for (i = 0; i < len; i++)
-	{
-		unsigned char c = (unsigned char) p[i];
-
-		if (c < 0x20 || c == 0x7F ||
-			(is_topic && (c == ' ' || c == '*')))
-			ereport(ERROR,
-					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-					 errmsg("%s contains an invalid character", field),
-					 is_topic ?
-					 errdetail("A topic may not contain control characters, spaces or \"*\".") :
-					 errdetail("An event type may not contain control characters.")));
-	}
-}
-
-/*
  * OutboxCheckTopic / OutboxCheckEventType
  *		Raise a clear error if a topic or event type is unusable.  'field'
  *		names the value in the message ("topic", "type_insert", ...).
@@ -196,13 +159,17 @@ check_name(const char *field, text *value, bool is_topic)
 void
 OutboxCheckTopic(const char *field, text *value)
 {
-	check_name(field, value, true);
+	SqlCheckText(field, VARDATA_ANY(value), VARSIZE_ANY_EXHDR(value),
+				 OUTBOX_MAX_NAME_BYTES, SQL_TEXT_VALUE, " *",
+				 "A topic may not contain control characters, spaces or \"*\".");
 }
 
 void
 OutboxCheckEventType(const char *field, text *value)
 {
-	check_name(field, value, false);
+	SqlCheckText(field, VARDATA_ANY(value), VARSIZE_ANY_EXHDR(value),
+				 OUTBOX_MAX_NAME_BYTES, SQL_TEXT_VALUE, NULL,
+				 "An event type may not contain control characters.");
 }
 
 /*

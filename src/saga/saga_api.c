@@ -74,7 +74,9 @@
 #include "utils/timestamp.h"
 #include "utils/uuid.h"
 
-#include "dispatch/destination.h"
+#include "base/run_as.h"
+#include "base/sql_args.h"
+#include "sink/dest_config.h"
 #include "events/eventlog.h"
 #include "saga/saga_internal.h"
 #include "sink/http.h"
@@ -282,7 +284,7 @@ run(int q, Datum *values, const char *nulls, int expect)
 	SavedIdentity saved;
 	int			rc;
 
-	SpiBecomeSuperuser(&saved);
+	RunAsExtensionBegin(&saved);
 	if (plans[q] == NULL)
 	{
 		int			nargs = 0;
@@ -299,7 +301,7 @@ run(int q, Datum *values, const char *nulls, int expect)
 		plans[q] = plan;
 	}
 	rc = SPI_execute_plan(plans[q], values, nulls, false, 0);
-	SpiRestoreIdentity(&saved);
+	RunAsExtensionEnd(&saved);
 	if (rc != expect)
 		elog(ERROR, "saga statement %d failed: %s", q, SPI_result_code_string(rc));
 }
@@ -345,45 +347,6 @@ result_text(uint64 row, int col)
  * Arguments and names
  * ------------------------------------------------------------------------
  */
-
-static void
-require_arg(FunctionCallInfo fcinfo, int argno, const char *name)
-{
-	if (PG_ARGISNULL(argno))
-		ereport(ERROR,
-				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-				 errmsg("%s must not be null", name)));
-}
-
-/*
- * check_name
- *		A definition, step or compensation name: 1..63 bytes, no control
- *		characters.  'what' names it in messages.
- */
-static void
-check_name(const char *what, const char *p, int len)
-{
-	int			i;
-
-	if (len == 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("%s must not be empty", what)));
-	if (len > SAGA_MAX_NAME_BYTES)
-		ereport(ERROR,
-				(errcode(ERRCODE_NAME_TOO_LONG),
-				 errmsg("%s is too long", what),
-				 errdetail("It has %d bytes; the limit is %d.", len, SAGA_MAX_NAME_BYTES)));
-	for (i = 0; i < len; i++)
-	{
-		unsigned char c = (unsigned char) p[i];
-
-		if (c < 0x20 || c == 0x7F)
-			ereport(ERROR,
-					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-					 errmsg("%s contains a control character", what)));
-	}
-}
 
 static char *
 uuid_string(const pg_uuid_t *id)
@@ -590,7 +553,7 @@ parse_duration(const char *what, JsonbValue *v, int64 max_ms, const char *max_te
 
 	if (v->type == jbvString)
 	{
-		Interval   *iv = ParseIntervalNamed(what, pnstrdup(v->val.string.val,
+		Interval   *iv = SqlParseInterval(what, pnstrdup(v->val.string.val,
 															v->val.string.len));
 
 		ms = ((double) iv->time + (double) iv->day * USECS_PER_DAY +
@@ -1034,7 +997,8 @@ validate_steps(const char *name, Jsonb *steps, const StepPolicy *defaults, Oid o
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 					 errmsg("step %d of saga \"%s\" needs a \"name\" string", i + 1, name)));
 		names[i] = pnstrdup(v.val.string.val, v.val.string.len);
-		check_name("step name", names[i], v.val.string.len);
+		SqlCheckText("step name", names[i], v.val.string.len, SAGA_MAX_NAME_BYTES,
+				 SQL_TEXT_NAME, NULL, NULL);
 		for (j = 0; j < i; j++)
 			if (strcmp(names[j], names[i]) == 0)
 				ereport(ERROR,
@@ -1139,11 +1103,12 @@ saga_define(PG_FUNCTION_ARGS)
 	bool		exists = false;
 	int			tries;
 
-	require_arg(fcinfo, 0, "name");
-	require_arg(fcinfo, 1, "steps");
-	require_arg(fcinfo, 2, "options");
+	SqlRequireArg(fcinfo, 0, "name");
+	SqlRequireArg(fcinfo, 1, "steps");
+	SqlRequireArg(fcinfo, 2, "options");
 	name_text = PG_GETARG_TEXT_PP(0);
-	check_name("saga name", VARDATA_ANY(name_text), VARSIZE_ANY_EXHDR(name_text));
+	SqlCheckText("saga name", VARDATA_ANY(name_text), VARSIZE_ANY_EXHDR(name_text), SAGA_MAX_NAME_BYTES,
+				 SQL_TEXT_NAME, NULL, NULL);
 	name = text_to_cstring(name_text);
 	steps = PG_GETARG_JSONB_P(1);
 	options = PG_GETARG_JSONB_P(2);
@@ -1215,7 +1180,7 @@ saga_define(PG_FUNCTION_ARGS)
 Datum
 outbox_saga_saga_define(PG_FUNCTION_ARGS)
 {
-	return DestinationCallHidingStatement(saga_define, fcinfo);
+	return SqlCallHidingStatement(saga_define, fcinfo);
 }
 
 
@@ -1240,8 +1205,8 @@ outbox_saga_saga_start(PG_FUNCTION_ARGS)
 	int32		definition_id;
 	int			tries;
 
-	require_arg(fcinfo, 0, "definition");
-	require_arg(fcinfo, 1, "input");
+	SqlRequireArg(fcinfo, 0, "definition");
+	SqlRequireArg(fcinfo, 1, "input");
 	definition = PG_GETARG_TEXT_PP(0);
 	input = PG_GETARG_JSONB_P(1);
 	if (!PG_ARGISNULL(2))
@@ -1385,9 +1350,9 @@ outbox_saga_saga_complete_step(PG_FUNCTION_ARGS)
 	SagaOutcome outcome;
 	SavedIdentity saved;
 
-	require_arg(fcinfo, 0, "saga_id");
-	require_arg(fcinfo, 1, "step");
-	require_arg(fcinfo, 2, "success");
+	SqlRequireArg(fcinfo, 0, "saga_id");
+	SqlRequireArg(fcinfo, 1, "step");
+	SqlRequireArg(fcinfo, 2, "success");
 	id = PG_GETARG_UUID_P(0);
 	step = text_to_cstring(PG_GETARG_TEXT_PP(1));
 	success = PG_GETARG_BOOL(2);
@@ -1457,9 +1422,9 @@ outbox_saga_saga_complete_step(PG_FUNCTION_ARGS)
 	outcome.kind = success ? SAGA_OK : SAGA_FAIL;
 	outcome.result = result;
 	outcome.error = success ? NULL : pstrdup("saga.complete_step reported a failure");
-	SpiBecomeSuperuser(&saved);
+	RunAsExtensionBegin(&saved);
 	(void) SagaApplyOutcomes(&outcome, 1, GetCurrentTimestamp());
-	SpiRestoreIdentity(&saved);
+	RunAsExtensionEnd(&saved);
 	spi_finish();
 
 	WakeupNoteEventWritten();
@@ -1487,12 +1452,13 @@ saga_register_compensation(PG_FUNCTION_ARGS)
 	Datum		values[4];
 	bool		isnull;
 
-	require_arg(fcinfo, 0, "saga_id");
-	require_arg(fcinfo, 1, "name");
-	require_arg(fcinfo, 2, "call");
+	SqlRequireArg(fcinfo, 0, "saga_id");
+	SqlRequireArg(fcinfo, 1, "name");
+	SqlRequireArg(fcinfo, 2, "call");
 	id = PG_GETARG_UUID_P(0);
 	name_text = PG_GETARG_TEXT_PP(1);
-	check_name("compensation name", VARDATA_ANY(name_text), VARSIZE_ANY_EXHDR(name_text));
+	SqlCheckText("compensation name", VARDATA_ANY(name_text), VARSIZE_ANY_EXHDR(name_text), SAGA_MAX_NAME_BYTES,
+				 SQL_TEXT_NAME, NULL, NULL);
 	name = text_to_cstring(name_text);
 	call = PG_GETARG_JSONB_P(2);
 
@@ -1554,7 +1520,7 @@ saga_register_compensation(PG_FUNCTION_ARGS)
 Datum
 outbox_saga_saga_register_compensation(PG_FUNCTION_ARGS)
 {
-	return DestinationCallHidingStatement(saga_register_compensation, fcinfo);
+	return SqlCallHidingStatement(saga_register_compensation, fcinfo);
 }
 
 /*
@@ -1577,7 +1543,7 @@ outbox_saga_saga_cancel(PG_FUNCTION_ARGS)
 	SavedIdentity saved;
 	TimestampTz now = GetCurrentTimestamp();
 
-	require_arg(fcinfo, 0, "saga_id");
+	SqlRequireArg(fcinfo, 0, "saga_id");
 	id = PG_GETARG_UUID_P(0);
 
 	spi_connect();
@@ -1607,7 +1573,7 @@ outbox_saga_saga_cancel(PG_FUNCTION_ARGS)
 	 * claimed (running) is left to it: it does not run it, or, if it is
 	 * running it at this moment, records its outcome first.
 	 */
-	SpiBecomeSuperuser(&saved);
+	RunAsExtensionBegin(&saved);
 	if (active_status != NULL && strcmp(active_status, "running") != 0)
 	{
 		active.kind = SAGA_SKIP;
@@ -1617,7 +1583,7 @@ outbox_saga_saga_cancel(PG_FUNCTION_ARGS)
 	}
 	else
 		SagaAdvanceCompensation(id, 1, now);
-	SpiRestoreIdentity(&saved);
+	RunAsExtensionEnd(&saved);
 	spi_finish();
 
 	WakeupNoteEventWritten();
@@ -1637,7 +1603,7 @@ outbox_saga_saga_retry(PG_FUNCTION_ARGS)
 	SagaRow		row;
 	Datum		values[2];
 
-	require_arg(fcinfo, 0, "saga_id");
+	SqlRequireArg(fcinfo, 0, "saga_id");
 	id = PG_GETARG_UUID_P(0);
 
 	spi_connect();

@@ -54,7 +54,7 @@
  *		 past timeout_at fail an attempt (in a subtransaction, like the
  *		 recovery below, so that a problem there never blocks the rest);
  *	  2. runs the runs claimed by the previous round (committed 'running'
- *		 there): each in its own subtransaction through DeliveryCallAs, as
+ *		 there): each in its own subtransaction through RunAsOwner, as
  *		 the definition's owner with SECURITY_RESTRICTED_OPERATION, pinned
  *		 search_path and the step's timeout as statement timeout;
  *	  3. records their outcomes and advances the sagas (set-based
@@ -91,7 +91,7 @@
  *	The ctx passed to a call is {saga_id, definition, step, phase, attempt,
  *	idempotency_key, input, results}; idempotency_key is
  *	saga_id:step:phase, the same for every attempt and after a crash.
- *	  function  fn(ctx) in a subtransaction (DeliveryCallAs); its result is
+ *	  function  fn(ctx) in a subtransaction (RunAsOwner); its result is
  *				stored.  An error, or the step's timeout (statement
  *				timeout), is a failed attempt.
  *	  emit		an event (OutboxAppendEvent) in the round's transaction:
@@ -136,7 +136,7 @@
  *	they are enforced after a restart as before.
  *
  * ERRORS
- *	A step's error is a failed attempt (DeliveryCallAs rolls back its
+ *	A step's error is a failed attempt (RunAsOwner rolls back its
  *	subtransaction).  Any other error in a round aborts it; the claimed runs
  *	are then run again one saga per transaction, and a saga whose run
  *	still fails that way gets the error recorded as a failed attempt, so
@@ -170,7 +170,7 @@
 #include "utils/timestamp.h"
 #include "utils/uuid.h"
 
-#include "worker/dispatcher.h"
+#include "base/run_as.h"
 #include "events/eventlog.h"
 #include "mb/pg_wchar.h"
 #include "sink/http.h"
@@ -986,7 +986,7 @@ resolve_step_function(const char *name, Oid owner)
 
 /*
  * call_function
- *		DeliveryCallAs callback of a "function" call: fn(ctx).
+ *		RunAsOwner callback of a "function" call: fn(ctx).
  */
 static void
 call_function(void *arg)
@@ -1005,7 +1005,7 @@ call_function(void *arg)
 
 /*
  * call_emit
- *		DeliveryCallAs callback of an "emit" call: one command event whose
+ *		RunAsOwner callback of an "emit" call: one command event whose
  *		payload is the ctx, aggregate_id the saga id (events of a saga are
  *		ordered), headers the configured ones plus saga_id, saga_step,
  *		saga_phase and idempotency_key.  The result is {"event_id": ...}.
@@ -1206,7 +1206,7 @@ run_step(StepRun *run, SagaOutcome *out)
 
 	if (run->kind != NULL && strcmp(run->kind, "function") == 0)
 	{
-		if (DeliveryCallAs(run->owner, run->timeout_ms, call_function, run, &error))
+		if (RunAsOwner(run->owner, run->timeout_ms, call_function, run, &error))
 		{
 			out->kind = SAGA_OK;
 			out->result = run->result;
@@ -1219,7 +1219,7 @@ run_step(StepRun *run, SagaOutcome *out)
 	}
 	else if (run->kind != NULL && strcmp(run->kind, "emit") == 0)
 	{
-		if (DeliveryCallAs(run->owner, run->timeout_ms, call_emit, run, &error))
+		if (RunAsOwner(run->owner, run->timeout_ms, call_emit, run, &error))
 		{
 			out->kind = run->await ? SAGA_WAIT : SAGA_OK;
 			out->result = run->result;

@@ -12,7 +12,7 @@
 #include "utils/jsonb.h"
 #include "utils/timestamp.h"
 
-#include "dispatch/destination.h"
+#include "sink/dest_config.h"
 
 typedef struct SinkDestEntry
 {

@@ -140,7 +140,7 @@ resolve_handler(const char *name, Oid owner, bool *takes_jsonb)
 static void
 function_validate(Jsonb *config, Oid owner)
 {
-	char	   *name = DestinationConfigString(config, "function");
+	char	   *name = DestConfigString(config, "function");
 	bool		takes_jsonb;
 
 	if (name == NULL)
@@ -160,7 +160,7 @@ static void
 function_deliver(const DestinationConfig *dest, const DispatchEvent *ev)
 {
 	LOCAL_FCINFO(fcinfo, 1);
-	const char *name = DestinationConfigString(dest->config, "function");
+	const char *name = DestConfigString(dest->config, "function");
 	Datum		arg;
 
 	if (name == NULL)

@@ -336,13 +336,13 @@ parse_config(Jsonb *config, Oid owner, KafkaConfig *out)
 	rd_kafka_conf_t *scratch;
 
 	memset(out, 0, sizeof(*out));
-	out->brokers = DestinationConfigString(config, "brokers");
+	out->brokers = DestConfigString(config, "brokers");
 	if (out->brokers == NULL || out->brokers[0] == '\0')
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("a kafka destination needs a non-empty config key \"brokers\""),
 				 errhint("For example '{\"brokers\": \"kafka1:9092,kafka2:9092\", \"topic\": \"orders\"}'.")));
-	out->topic = DestinationConfigString(config, "topic");
+	out->topic = DestConfigString(config, "topic");
 	if (out->topic == NULL || out->topic[0] == '\0')
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),

@@ -347,7 +347,7 @@ expand_subject(const char *tmpl, const char *topic, const char *event_type,
 static char *
 config_string(Jsonb *config, const char *key, int max)
 {
-	char	   *s = DestinationConfigString(config, key);
+	char	   *s = DestConfigString(config, key);
 
 	if (s == NULL)
 		return NULL;
@@ -434,8 +434,8 @@ parse_config(Jsonb *config, NatsConfig *out)
 		config_error("configuration key \"stream\" is not a valid stream name",
 					 "A stream name has no blanks, dots, wildcards or slashes.");
 	out->user = config_string(config, "user", 1024);
-	out->password = DestinationConfigString(config, "password");
-	out->token = DestinationConfigString(config, "token");
+	out->password = DestConfigString(config, "password");
+	out->token = DestConfigString(config, "token");
 	if (out->password != NULL && out->user == NULL)
 		config_error("configuration key \"password\" needs \"user\"", NULL);
 	if (out->token != NULL && out->user != NULL)
@@ -451,7 +451,7 @@ parse_config(Jsonb *config, NatsConfig *out)
 	}
 	out->tls_ca = config_string(config, "tls_ca", NATS_MAX_PEM);
 	out->tls_cert = config_string(config, "tls_cert", NATS_MAX_PEM);
-	out->tls_private_key = DestinationConfigString(config, "tls_private_key");
+	out->tls_private_key = DestConfigString(config, "tls_private_key");
 	if ((out->tls_cert == NULL) != (out->tls_private_key == NULL))
 		config_error("configuration keys \"tls_cert\" and \"tls_private_key\" go together",
 					 "A client certificate needs its private key, and the other way round.");

@@ -39,7 +39,7 @@ static const char *const notify_keys[] = {"channel", NULL};
 static void
 notify_validate(Jsonb *config, Oid owner)
 {
-	char	   *channel = DestinationConfigString(config, "channel");
+	char	   *channel = DestConfigString(config, "channel");
 
 	if (channel == NULL || channel[0] == '\0')
 		ereport(ERROR,
@@ -62,7 +62,7 @@ notify_deliver(const DestinationConfig *dest, const DispatchEvent *ev)
 {
 	static ToJsonbCall to_jsonb;
 	static bool prepared = false;
-	char	   *channel = DestinationConfigString(dest->config, "channel");
+	char	   *channel = DestConfigString(dest->config, "channel");
 	char	   *payload;
 
 	if (channel == NULL)

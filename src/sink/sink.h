@@ -39,7 +39,7 @@
 #include "utils/jsonb.h"
 #include "utils/uuid.h"
 
-#include "dispatch/destination.h"
+#include "sink/dest_config.h"
 
 /* One event being delivered, as read from the log or the retry queue. */
 typedef struct DispatchEvent

@@ -68,8 +68,10 @@
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 
-#include "dispatch/destination.h"
+#include "sink/dest_config.h"
+#include "dispatch/delivery.h"
 #include "worker/dispatcher.h"
+#include "worker/housekeeping.h"
 #include "base/guc.h"
 #include "saga/saga.h"
 #include "saga/saga_driver.h"
@@ -293,7 +295,7 @@ load_destinations(MemoryContext cxt)
 		PG_TRY();
 		{
 			MemoryContextSwitchTo(cxt);
-			DestinationParseCommon(dest->config, dest);
+			DestConfigParseCommon(dest->config, dest);
 			result = lappend(result, dest);
 			MemoryContextSwitchTo(old);
 		}

@@ -42,7 +42,7 @@
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 
-#include "worker/dispatcher.h"
+#include "worker/housekeeping.h"
 #include "events/eventlog.h"
 #include "base/guc.h"
 #include "base/spi_util.h"

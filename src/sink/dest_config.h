@@ -1,15 +1,15 @@
 /*-------------------------------------------------------------------------
  *
- * destination.h
- *		Destinations and subscriptions: their SQL API and parsed config.
+ * dest_config.h
+ *		A destination's config as the dispatcher and the sinks use it: the
+ *		common keys, parsed, and the helpers kinds check their keys with.
  *
  *-------------------------------------------------------------------------
  */
-#ifndef OUTBOX_SAGA_DESTINATION_H
-#define OUTBOX_SAGA_DESTINATION_H
+#ifndef OUTBOX_SAGA_DEST_CONFIG_H
+#define OUTBOX_SAGA_DEST_CONFIG_H
 
 #include "datatype/timestamp.h"
-#include "fmgr.h"
 #include "utils/jsonb.h"
 
 /* Defaults of the config keys common to every kind (SPEC 3.2). */
@@ -41,18 +41,21 @@ typedef struct DestinationConfig
 /*
  * Parse and check the common keys of 'config' into 'out' (defaults for
  * absent keys); raise an error with an SQLSTATE for a wrong type or value.
- * Unknown keys are not checked here (see DestinationCheckKeys).
+ * Unknown keys are not checked here (see DestConfigCheckKeys).
  */
-extern void DestinationParseCommon(Jsonb *config, DestinationConfig *out);
+extern void DestConfigParseCommon(Jsonb *config, DestinationConfig *out);
 
 /*
  * Error out on a key that is neither common nor one of 'kind_keys'.
  */
-extern void DestinationCheckKeys(Jsonb *config, const char *const *kind_keys);
+extern void DestConfigCheckKeys(Jsonb *config, const char *const *kind_keys);
 
 /* Read a string key of a config object, or NULL if absent. */
-extern char *DestinationConfigString(Jsonb *config, const char *key);
+extern char *DestConfigString(Jsonb *config, const char *key);
 
-extern Datum DestinationCallHidingStatement(PGFunction fn, FunctionCallInfo fcinfo);
+extern void DestConfigCheckObject(Jsonb *config);
+extern bool DestConfigFind(Jsonb *config, const char *key, JsonbValue *out);
+extern void DestConfigError(const char *msg, const char *detail) pg_attribute_noreturn();
+extern char *DestConfigClipName(const char *name, int len);
 
-#endif							/* OUTBOX_SAGA_DESTINATION_H */
+#endif							/* OUTBOX_SAGA_DEST_CONFIG_H */

@@ -1,0 +1,29 @@
+/*-------------------------------------------------------------------------
+ *
+ * run_as.h
+ *		The two identities the extension's C code runs under besides the
+ *		caller's: the extension's own rights, and a destination's or saga
+ *		definition's owner.
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef OUTBOX_SAGA_RUN_AS_H
+#define OUTBOX_SAGA_RUN_AS_H
+
+/* The caller's identity and GUC nest level, saved by RunAsExtensionBegin(). */
+typedef struct SavedIdentity
+{
+	Oid			userid;
+	int			sec_context;
+	int			guc_nestlevel;
+} SavedIdentity;
+
+/* The longest error text RunAsOwner() hands back, in bytes. */
+#define RUN_AS_MAX_ERROR_LENGTH		1000
+
+extern void RunAsExtensionBegin(SavedIdentity *saved);
+extern void RunAsExtensionEnd(const SavedIdentity *saved);
+extern bool RunAsOwner(Oid role, int64 timeout_ms, void (*fn) (void *),
+					   void *arg, char **error);
+
+#endif							/* OUTBOX_SAGA_RUN_AS_H */

@@ -1,0 +1,14 @@
+/*-------------------------------------------------------------------------
+ *
+ * housekeeping.h
+ *		The dispatcher's housekeeping: retire the log, prune ticks, purge
+ *		idempotency keys.
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef OUTBOX_SAGA_HOUSEKEEPING_H
+#define OUTBOX_SAGA_HOUSEKEEPING_H
+
+extern void HousekeepingRun(void);
+
+#endif							/* OUTBOX_SAGA_HOUSEKEEPING_H */
