@@ -89,7 +89,7 @@ ISOLATION_OPTS = --inputdir=$(srcdir)/test --outputdir=output_iso \
 	--load-extension=$(EXTENSION)
 
 TAP_TESTS = 1
-PROVE_TESTS = test/t/*.pl
+PROVE_TESTS ?= test/t/*.pl
 
 EXTRA_CLEAN = $(DATA_built) output_iso tmp_check_regress tmp_check_iso tmp_check \
 	test/bench/results
