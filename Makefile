@@ -47,6 +47,7 @@ OBJS = \
 	src/sink/http_sign.o \
 	src/sink/kafka.o \
 	src/sink/nats.o \
+	src/sink/template.o \
 	src/dispatch/destination.o \
 	src/dispatch/delivery.o \
 	src/dispatch/observability.o \
