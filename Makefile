@@ -36,6 +36,8 @@ OBJS = \
 	src/events/wakeup.o \
 	src/events/capture.o \
 	src/http/http_guard.o \
+	src/http/http_client.o \
+	src/http/http_socket.o \
 	src/sink/sink.o \
 	src/sink/dest_config.o \
 	src/sink/dest_cache.o \

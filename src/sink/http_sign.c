@@ -36,7 +36,7 @@
 #include "common/base64.h"
 #include "utils/memutils.h"
 
-#include "sink/http.h"
+#include "sink/http_sign.h"
 
 #define WHSEC_PREFIX		"whsec_"
 #define WHSEC_PREFIX_LEN	6
