@@ -11,22 +11,16 @@
  *	One CURLM per process, in a long-lived memory context, keeps the
  *	connection cache and the DNS cache across batches and destinations:
  *	keep-alive connections are reused by the next batch.  Easy handles are
- *	pooled too.  libcurl tells us which sockets to watch
- *	(CURLMOPT_SOCKETFUNCTION) and when to call it back
- *	(CURLMOPT_TIMERFUNCTION); we wait on those sockets, MyLatch and
- *	postmaster death together in one WaitEventSet, so SIGTERM, DROP
- *	DATABASE and a dying postmaster are noticed at once: CHECK_FOR_INTERRUPTS
- *	runs on every wakeup and never inside a libcurl callback.  The set is
- *	extended and modified in place (ModifyWaitEvent); an idle keep-alive
- *	connection stays in it, parked, watched only for the peer closing it,
- *	and a closed connection socket leaves epoll by itself (our close-socket
- *	callback sees every close), so steady keep-alive traffic never rebuilds
- *	the set; only other sockets going away (the resolver's) do.  A latch
- *	wakeup consumed here is handed back (SetLatch) when the batch ends, so
- *	the dispatcher does not miss the commit that caused it.  DNS runs in
- *	libcurl's threaded resolver (CURL_VERSION_ASYNCHDNS, checked at start):
- *	resolution never blocks the loop.  Signals are blocked while libcurl
- *	runs, so that its resolver threads never run PostgreSQL's handlers.
+ *	pooled too.  The loop waits on the sockets libcurl wants, its timer,
+ *	MyLatch and postmaster death together in one WaitEventSet (kept by
+ *	http_socket.c), so SIGTERM, DROP DATABASE and a dying postmaster are
+ *	noticed at once: CHECK_FOR_INTERRUPTS runs on every wakeup and never
+ *	inside a libcurl callback.  A latch wakeup consumed here is handed back
+ *	(SetLatch) when the batch ends, so the dispatcher does not miss the
+ *	commit that caused it.  DNS runs in libcurl's threaded resolver
+ *	(CURL_VERSION_ASYNCHDNS, checked at start): resolution never blocks the
+ *	loop.  Signals are blocked while libcurl runs, so that its resolver
+ *	threads never run PostgreSQL's handlers.
  *
  *	The caller of a batch decides what starts (its next callback, called
  *	while fewer than nslots requests are in flight and start_until has not
@@ -37,21 +31,18 @@
  *	Only http and https; redirects are never followed; proxies are never
  *	used; no signals (CURLOPT_NOSIGNAL); TCP keep-alive; the body is sent
  *	with the request's method (POST, or CURLOPT_CUSTOMREQUEST), without an
- *	"Expect: 100-continue" round trip when the caller adds "Expect:".  The
+ *	"Expect: 100-continue" round trip; every request is sent as
+ *	Content-Type application/json.  The
  *	first HTTP_ERROR_BODY_BYTES of a response are kept for the error text;
  *	at most HTTP_MAX_RESPONSE_BYTES are read.  Error texts are the status
  *	and the start of the body (and the Location of a redirect), or
  *	libcurl's message (which may name the host and port) - never a request
  *	header, or the path or query of the URL.
  *
- * CONNECTIONS: every socket libcurl opens goes through our open-socket
- *	callback, which asks http_guard.c whether the address is refused
- *	(outbox_saga.http_deny_networks, checked after DNS) and reports the
- *	descriptor to PostgreSQL's fd.c (AcquireExternalFD / ReleaseExternalFD),
- *	so that the process stays within max_files_per_process; when the budget
- *	is used up the connection attempt fails instead.  When the deny list
- *	changes, every kept connection is dropped (they were made under other
- *	rules).
+ * CONNECTIONS are opened by http_socket.c under the deny list of
+ *	http_guard.c and PostgreSQL's descriptor budget.  When the deny list
+ *	changes (its generation, HttpGuardRefresh), every kept connection is
+ *	dropped: they were made under other rules.
  *
  * SAGA CALLS (HttpClientSend)
  *	The saga driver's http steps use the same loop with independent
@@ -74,6 +65,7 @@
 
 #include <pthread.h>
 #include <signal.h>
+
 #include <curl/curl.h>
 
 #include "libpq/pqsignal.h"
@@ -452,7 +444,9 @@ start_easy(HttpRun *run, HttpClientRequest *req, int i)
 /*
  * start_item
  *		Put item 'i' of the batch in flight in a free slot, prepared by the
- *		batch's start callback.
+ *		batch's start callback.  The client's own headers frame the
+ *		caller's: Content-Type first, "Expect:" (no 100-continue round trip)
+ *		last.
  */
 static void
 start_item(HttpRun *run, int i)
@@ -481,9 +475,11 @@ start_item(HttpRun *run, int i)
 	if (req->keep_full)
 		resetStringInfo(&req->full);
 
+	HttpClientAddHeader(req, "Content-Type: application/json");
 	batch->start(batch->arg, i, req);
 	if (req->url == NULL || req->method == NULL)
 		elog(ERROR, "outbox_saga: an HTTP request has no target");
+	HttpClientAddHeader(req, "Expect:");	/* no 100-continue round trip */
 	start_easy(run, req, i);
 }
 
@@ -984,8 +980,7 @@ call_next(void *arg, int inflight)
 /*
  * call_start
  *		Batch callback: the request of call 'i' (checked by
- *		HttpClientCallProblem).  Headers: Content-Type, Idempotency-Key, the
- *		call's.
+ *		HttpClientCallProblem).  Headers: Idempotency-Key, the call's.
  */
 static void
 call_start(void *arg, int i, HttpClientRequest *req)
@@ -999,7 +994,6 @@ call_start(void *arg, int i, HttpClientRequest *req)
 		appendBinaryStringInfo(HttpClientBody(req), call->body, call->body_len);
 
 	initStringInfo(&line);
-	HttpClientAddHeader(req, "Content-Type: application/json");
 	if (call->idempotency_key != NULL)
 	{
 		appendStringInfo(&line, "Idempotency-Key: %s", call->idempotency_key);
@@ -1011,7 +1005,6 @@ call_start(void *arg, int i, HttpClientRequest *req)
 		appendStringInfo(&line, "%s: %s", call->header_names[h], call->header_values[h]);
 		HttpClientAddHeader(req, line.data);
 	}
-	HttpClientAddHeader(req, "Expect:");	/* no 100-continue round trip */
 	/* The lines may hold secrets (Authorization): overwrite them. */
 	explicit_bzero(line.data, line.maxlen);
 	pfree(line.data);

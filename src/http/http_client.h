@@ -91,7 +91,9 @@ typedef struct HttpClientBatch
 
 	/*
 	 * Prepare item 'item' on 'req' (HttpClientSetTarget, HttpClientBody,
-	 * HttpClientAddHeader); the client then puts it in flight.
+	 * HttpClientAddHeader); the client then puts it in flight.  Every
+	 * request carries "Content-Type: application/json" (before the
+	 * caller's headers).
 	 */
 	void		(*start) (void *arg, int item, HttpClientRequest *req);
 

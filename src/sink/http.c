@@ -202,7 +202,7 @@ parse_secrets(JsonbValue *v, HttpConfig *out)
 								   CurrentMemoryContext, &out->secrets[0]);
 		if (why != NULL)
 			DestConfigError("configuration key \"secret\" is not a valid webhook secret",
-						 psprintf("The secret is not \"whsec_\" followed by base64: %s.", why));
+							psprintf("The secret is not \"whsec_\" followed by base64: %s.", why));
 		out->nsecrets = 1;
 		return;
 	}
@@ -218,26 +218,26 @@ parse_secrets(JsonbValue *v, HttpConfig *out)
 				continue;
 			if (item.type != jbvString)
 				DestConfigError("configuration key \"secret\" must be a string or an array of strings",
-							 NULL);
+								NULL);
 			if (out->nsecrets >= HTTP_MAX_SECRETS)
 				DestConfigError("configuration key \"secret\" has too many secrets",
-							 psprintf("At most %d secrets may sign at once.", HTTP_MAX_SECRETS));
+								psprintf("At most %d secrets may sign at once.", HTTP_MAX_SECRETS));
 			why = HttpSignDecodeSecret(item.val.string.val, item.val.string.len,
 									   CurrentMemoryContext,
 									   &out->secrets[out->nsecrets]);
 			if (why != NULL)
 				DestConfigError("configuration key \"secret\" is not a valid webhook secret",
-							 psprintf("Secret %d of the array is not \"whsec_\" followed by base64: %s.",
+								psprintf("Secret %d of the array is not \"whsec_\" followed by base64: %s.",
 									  out->nsecrets + 1, why));
 			out->nsecrets++;
 		}
 		if (out->nsecrets == 0)
 			DestConfigError("configuration key \"secret\" must not be an empty array",
-						 NULL);
+							NULL);
 		return;
 	}
 	DestConfigError("configuration key \"secret\" must be a string or an array of strings",
-				 NULL);
+					NULL);
 }
 
 /*
@@ -264,7 +264,7 @@ parse_concurrency(JsonbValue *v)
 		DestConfigError("configuration key \"concurrency\" must be an integer", NULL);
 	if (errno != 0 || value < 1 || value > HTTP_MAX_CONCURRENCY)
 		DestConfigError("configuration key \"concurrency\" is out of range",
-					 psprintf("It must be between 1 and %d.", HTTP_MAX_CONCURRENCY));
+						psprintf("It must be between 1 and %d.", HTTP_MAX_CONCURRENCY));
 	return (int) value;
 }
 
@@ -305,7 +305,7 @@ parse_config(Jsonb *config, HttpConfig *out)
 			out->method = "PATCH";
 		else
 			DestConfigError("configuration key \"method\" must be \"POST\", \"PUT\" or \"PATCH\"",
-						 NULL);
+							NULL);
 	}
 
 	if (DestConfigFind(config, "headers", &v))
@@ -474,7 +474,8 @@ webhook_next(void *arg, int inflight)
 /*
  * webhook_start
  *		Client callback: the request of event 'i': body, webhook headers
- *		(and signature), the config's headers.
+ *		(and signature), the config's headers (the client adds Content-Type
+ *		before them).
  */
 static void
 webhook_start(void *arg, int i, HttpClientRequest *req)
@@ -491,7 +492,6 @@ webhook_start(void *arg, int i, HttpClientRequest *req)
 	SinkFormatUuid(&ev->event_id, event_id);
 	build_body(ev, event_id, body);
 
-	HttpClientAddHeader(req, "Content-Type: application/json");
 	snprintf(line, sizeof(line), "webhook-id: %s", event_id);
 	HttpClientAddHeader(req, line);
 	snprintf(line, sizeof(line), "webhook-timestamp: " INT64_FORMAT, now);
@@ -509,7 +509,6 @@ webhook_start(void *arg, int i, HttpClientRequest *req)
 	}
 	for (h = 0; h < conf->nheaders; h++)
 		HttpClientAddHeader(req, conf->headers[h]);
-	HttpClientAddHeader(req, "Expect:");	/* no 100-continue round trip */
 
 	HttpClientSetTarget(req, conf->url, conf->method, b->timeout_ms);
 }

@@ -304,7 +304,7 @@ config_string(Jsonb *config, const char *key, int max)
 		DestConfigError(psprintf("configuration key \"%s\" must not be empty", key), NULL);
 	if (strlen(s) > max)
 		DestConfigError(psprintf("configuration key \"%s\" is too long", key),
-					 psprintf("It has at most %d bytes.", max));
+						psprintf("It has at most %d bytes.", max));
 	return s;
 }
 
@@ -327,7 +327,7 @@ check_urls(const char *url)
 			tok++;
 		if (strncmp(tok, "nats://", 7) != 0 && strncmp(tok, "tls://", 6) != 0)
 			DestConfigError("configuration key \"url\" must hold nats:// or tls:// URLs",
-						 "Give one URL such as \"nats://127.0.0.1:4222\", or several separated by commas.");
+							"Give one URL such as \"nats://127.0.0.1:4222\", or several separated by commas.");
 		if (tok[strncmp(tok, "tls://", 6) == 0 ? 6 : 7] == '\0')
 			DestConfigError("a URL in configuration key \"url\" has no host", NULL);
 		count++;
@@ -369,7 +369,7 @@ parse_config(Jsonb *config, NatsConfig *out)
 	out->stream = config_string(config, "stream", 255);
 	if (out->stream != NULL && strpbrk(out->stream, " \t.*>/\\") != NULL)
 		DestConfigError("configuration key \"stream\" is not a valid stream name",
-					 "A stream name has no blanks, dots, wildcards or slashes.");
+						"A stream name has no blanks, dots, wildcards or slashes.");
 	out->user = config_string(config, "user", 1024);
 	out->password = DestConfigString(config, "password");
 	out->token = DestConfigString(config, "token");
@@ -377,7 +377,7 @@ parse_config(Jsonb *config, NatsConfig *out)
 		DestConfigError("configuration key \"password\" needs \"user\"", NULL);
 	if (out->token != NULL && out->user != NULL)
 		DestConfigError("configuration keys \"token\" and \"user\" exclude each other",
-					 "Authenticate with a user and password, or with a token.");
+						"Authenticate with a user and password, or with a token.");
 
 	if (DestConfigFind(config, "tls", &v))
 	{
@@ -390,10 +390,10 @@ parse_config(Jsonb *config, NatsConfig *out)
 	out->tls_private_key = DestConfigString(config, "tls_private_key");
 	if ((out->tls_cert == NULL) != (out->tls_private_key == NULL))
 		DestConfigError("configuration keys \"tls_cert\" and \"tls_private_key\" go together",
-					 "A client certificate needs its private key, and the other way round.");
+						"A client certificate needs its private key, and the other way round.");
 	if (out->tls_ca && strstr(out->tls_ca, "-----BEGIN CERTIFICATE-----") == NULL)
 		DestConfigError("configuration key \"tls_ca\" must hold PEM certificates",
-					 "Give the certificates themselves (\"-----BEGIN CERTIFICATE-----...\"), not a file name.");
+						"Give the certificates themselves (\"-----BEGIN CERTIFICATE-----...\"), not a file name.");
 	if (out->tls_cert && strstr(out->tls_cert, "-----BEGIN CERTIFICATE-----") == NULL)
 		DestConfigError("configuration key \"tls_cert\" must hold a PEM certificate", NULL);
 	if (out->tls_private_key && strstr(out->tls_private_key, "-----BEGIN") == NULL)
