@@ -125,6 +125,9 @@ struct HttpClientRequest
 typedef struct HttpRun
 {
 	const HttpClientBatch *batch;
+	void	   *arg;			/* for the batch's callbacks */
+	int			nslots;			/* requests in flight at most */
+	TimestampTz start_until;	/* nothing new starts after this */
 	HttpClientRequest *slots;
 	int			inflight;
 	bool		stopped;		/* start_until has passed */
@@ -455,7 +458,7 @@ start_item(HttpRun *run, int i)
 	HttpClientRequest *req = NULL;
 	int			s;
 
-	for (s = 0; s < batch->nslots; s++)
+	for (s = 0; s < run->nslots; s++)
 		if (run->slots[s].index < 0)
 		{
 			req = &run->slots[s];
@@ -476,7 +479,7 @@ start_item(HttpRun *run, int i)
 		resetStringInfo(&req->full);
 
 	HttpClientAddHeader(req, "Content-Type: application/json");
-	batch->start(batch->arg, i, req);
+	batch->start(run->arg, i, req);
 	if (req->url == NULL || req->method == NULL)
 		elog(ERROR, "outbox_saga: an HTTP request has no target");
 	HttpClientAddHeader(req, "Expect:");	/* no 100-continue round trip */
@@ -642,7 +645,7 @@ finish_item(HttpRun *run, HttpClientRequest *req, CURLcode result)
 		outcome.timed_out = (result == CURLE_OPERATION_TIMEDOUT);
 		outcome.failure = describe_failure(req, result, req->timeout_ms);
 	}
-	batch->finish(batch->arg, req->index, req, &outcome);
+	batch->finish(run->arg, req->index, req, &outcome);
 	release_request(run, req);
 }
 
@@ -736,11 +739,11 @@ start_ready(HttpRun *run, TimestampTz now)
 {
 	const HttpClientBatch *batch = run->batch;
 
-	if (now >= batch->start_until)
+	if (now >= run->start_until)
 		run->stopped = true;
-	while (!run->stopped && run->inflight < batch->nslots)
+	while (!run->stopped && run->inflight < run->nslots)
 	{
-		int			item = batch->next(batch->arg, run->inflight);
+		int			item = batch->next(run->arg, run->inflight);
 
 		if (item < 0)
 			break;
@@ -875,7 +878,7 @@ run_cleanly(HttpRun *run)
 	{
 		int			s;
 
-		for (s = 0; s < run->batch->nslots; s++)
+		for (s = 0; s < run->nslots; s++)
 			if (run->slots[s].index >= 0)
 				release_request(run, &run->slots[s]);
 		if (run->set != NULL)
@@ -890,7 +893,7 @@ run_cleanly(HttpRun *run)
 	if (run->set != NULL)
 		FreeWaitEventSet(run->set);
 	run->set = NULL;
-	for (i = 0; i < run->batch->nslots; i++)
+	for (i = 0; i < run->nslots; i++)
 	{
 		pfree(run->slots[i].body.data);
 		if (run->slots[i].keep_full)
@@ -908,7 +911,8 @@ run_cleanly(HttpRun *run)
  *		list changed since its connections were made.
  */
 void
-HttpClientRun(const HttpClientBatch *batch)
+HttpClientRun(const HttpClientBatch *batch, void *arg, int nslots,
+			  TimestampTz start_until)
 {
 	HttpRun		run;
 	uint64		generation;
@@ -926,8 +930,11 @@ HttpClientRun(const HttpClientBatch *batch)
 
 	memset(&run, 0, sizeof(run));
 	run.batch = batch;
-	run.slots = palloc0(sizeof(HttpClientRequest) * batch->nslots);
-	for (i = 0; i < batch->nslots; i++)
+	run.arg = arg;
+	run.nslots = nslots;
+	run.start_until = start_until;
+	run.slots = palloc0(sizeof(HttpClientRequest) * nslots);
+	for (i = 0; i < nslots; i++)
 	{
 		run.slots[i].index = -1;
 		run.slots[i].keep_full = batch->keep_bodies;
@@ -1049,6 +1056,13 @@ call_finish(void *arg, int i, HttpClientRequest *req,
 	}
 }
 
+static const HttpClientBatch call_batch = {
+	.keep_bodies = true,
+	.next = call_next,
+	.start = call_start,
+	.finish = call_finish,
+};
+
 /*
  * HttpClientCallProblem
  *		See http_client.h.  The URL goes through HttpGuardCheckUrl (form,
@@ -1126,7 +1140,6 @@ HttpClientCallProblem(const HttpCall *call)
 void
 HttpClientSend(const HttpCall *calls, int n, HttpCallResult *results)
 {
-	HttpClientBatch batch;
 	CallBatch	cb;
 	int			i;
 	int			nvalid = 0;
@@ -1156,15 +1169,8 @@ HttpClientSend(const HttpCall *calls, int n, HttpCallResult *results)
 	cb.calls = calls;
 	cb.results = results;
 	cb.n = n;
-	memset(&batch, 0, sizeof(batch));
-	batch.nslots = Max(1, Min(OutboxMaxInflight, nvalid));
-	batch.start_until = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), longest);
-	batch.keep_bodies = true;
-	batch.arg = &cb;
-	batch.next = call_next;
-	batch.start = call_start;
-	batch.finish = call_finish;
-	HttpClientRun(&batch);
+	HttpClientRun(&call_batch, &cb, Max(1, Min(OutboxMaxInflight, nvalid)),
+				  TimestampTzPlusMilliseconds(GetCurrentTimestamp(), longest));
 
 	for (i = 0; i < n; i++)
 		if (!results[i].invalid && !results[i].sent)

@@ -74,17 +74,14 @@ typedef struct HttpClientOutcome
 } HttpClientOutcome;
 
 /*
- * A batch: which items to start, how to make each one's request, what to
- * do with each outcome.  The callbacks run in the client's loop (never
- * inside libcurl) and may raise errors, which end the batch.
+ * A kind of batch: which items to start, how to make each one's request,
+ * what to do with each outcome.  The callbacks run in the client's loop
+ * (never inside libcurl) and may raise errors, which end the batch.
  */
 typedef struct HttpClientBatch
 {
-	int			nslots;			/* requests in flight at most (>= 1) */
-	TimestampTz start_until;	/* nothing new starts after this */
 	bool		keep_bodies;	/* keep whole response bodies
 								 * (HttpClientTakeBody) */
-	void	   *arg;			/* passed to the callbacks */
 
 	/* The item to start next while 'inflight' are in flight; -1: none now. */
 	int			(*next) (void *arg, int inflight);
@@ -103,13 +100,16 @@ typedef struct HttpClientBatch
 } HttpClientBatch;
 
 /*
- * Run a batch until nothing is in flight and nothing more may start,
- * waiting on MyLatch and the sockets together (CHECK_FOR_INTERRUPTS on
- * every wakeup).  A latch wakeup consumed meanwhile is handed back
- * (SetLatch) at the end.  An error removes every request and drops every
- * connection before it propagates.
+ * Run a batch of 'batch''s kind ('arg' goes to its callbacks) until
+ * nothing is in flight and nothing more may start: at most 'nslots' (>= 1)
+ * requests in flight, nothing new after 'start_until'.  Waits on MyLatch
+ * and the sockets together (CHECK_FOR_INTERRUPTS on every wakeup).  A
+ * latch wakeup consumed meanwhile is handed back (SetLatch) at the end.
+ * An error removes every request and drops every connection before it
+ * propagates.
  */
-extern void HttpClientRun(const HttpClientBatch *batch);
+extern void HttpClientRun(const HttpClientBatch *batch, void *arg, int nslots,
+						  TimestampTz start_until);
 
 /* For start callbacks: where and how to send, within what time. */
 extern void HttpClientSetTarget(HttpClientRequest *req, const char *url,

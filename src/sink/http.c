@@ -567,6 +567,13 @@ webhook_finish(void *arg, int i, HttpClientRequest *req,
 	}
 }
 
+static const HttpClientBatch webhook_batch = {
+	.keep_bodies = false,
+	.next = webhook_next,
+	.start = webhook_start,
+	.finish = webhook_finish,
+};
+
 /* ------------------------------------------------------------------------
  * deliver_batch
  * ------------------------------------------------------------------------
@@ -582,7 +589,6 @@ http_deliver_batch(const DestinationConfig *dest, DispatchEvent *const *events,
 {
 	const HttpConfig *conf;
 	WebhookBatch b;
-	HttpClientBatch batch;
 	char	   *error;
 
 	if (n == 0)
@@ -611,15 +617,8 @@ http_deliver_batch(const DestinationConfig *dest, DispatchEvent *const *events,
 	SinkLanePlanInit(&b.plan, n);
 	SinkLanePlanAddAll(&b.plan, lanes, n);
 
-	memset(&batch, 0, sizeof(batch));
-	batch.nslots = b.limit;
-	batch.start_until = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), b.timeout_ms);
-	batch.keep_bodies = false;
-	batch.arg = &b;
-	batch.next = webhook_next;
-	batch.start = webhook_start;
-	batch.finish = webhook_finish;
-	HttpClientRun(&batch);
+	HttpClientRun(&webhook_batch, &b, b.limit,
+				  TimestampTzPlusMilliseconds(GetCurrentTimestamp(), b.timeout_ms));
 }
 
 const OutboxSink SinkHttp = {
