@@ -14,7 +14,7 @@
  * the URL: its query string may carry a token.
  *
  * ADDRESSES are checked on every connection the HTTP client opens, after
- * DNS resolution: http_client.c's CURLOPT_OPENSOCKETFUNCTION callback asks
+ * DNS resolution: http_socket.c's CURLOPT_OPENSOCKETFUNCTION callback asks
  * HttpGuardRefusesAddress before it opens a socket.  An address in one of
  * the networks of outbox_saga.http_deny_networks (default: the link-local
  * 169.254.0.0/16 and fe80::/10, where cloud metadata services answer) is
@@ -26,7 +26,7 @@
  * parsed denies every address (fail closed) and says so once in the
  * server log.
  *
- * This file is a predicate: it calls nothing in the client.  The parsed
+ * This file is a predicate: it calls nothing in the client or its sockets.  The parsed
  * list lives in TopMemoryContext and is replaced (HttpGuardRefresh) only
  * between batches, never while libcurl runs, so HttpGuardRefusesAddress
  * can read it inside libcurl without locks, allocations or errors.  No
