@@ -36,6 +36,8 @@ OBJS = \
 	src/events/wakeup.o \
 	src/events/capture.o \
 	src/http/http_guard.o \
+	src/http/http_client.o \
+	src/http/http_socket.o \
 	src/sink/sink.o \
 	src/sink/dest_config.o \
 	src/sink/dest_cache.o \
@@ -47,6 +49,7 @@ OBJS = \
 	src/sink/http_sign.o \
 	src/sink/kafka.o \
 	src/sink/nats.o \
+	src/sink/template.o \
 	src/dispatch/destination.o \
 	src/dispatch/delivery.o \
 	src/dispatch/observability.o \

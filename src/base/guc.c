@@ -3,9 +3,12 @@
  * guc.c
  *		Definition of the outbox_saga.* settings.
  *
- * Every setting of the extension is defined here, once, when the library
- * is loaded (preloaded or not), and the prefix is reserved so that a typo
- * such as outbox_saga.max_paylod_size is reported instead of ignored.
+ * The settings used across the extension are defined here, once, when the
+ * library is loaded (preloaded or not).  A setting that belongs to one
+ * subsystem is defined by that subsystem's init function
+ * (outbox_saga.http_deny_networks: http/http_guard.c).  _PG_init reserves
+ * the outbox_saga. prefix after all of them, so that a typo such as
+ * outbox_saga.max_paylod_size is reported instead of ignored.
  *
  * Settings that protect the server (payload limits) are superuser-only;
  * settings that only change how the caller's own session behaves are
@@ -32,11 +35,11 @@ int			OutboxRetention = 0;
 int			OutboxMaxDatabases = 32;
 int			OutboxMaxInflight = 64;
 int			OutboxHttpTimeout = 30000;
-char	   *OutboxHttpDenyNetworks = NULL;
 
 /*
  * GucInit
- *		Define every setting and reserve the outbox_saga. prefix.
+ *		Define the settings of this file.  _PG_init reserves the
+ *		outbox_saga. prefix after this and the subsystems' own settings.
  */
 void
 GucInit(void)
@@ -136,15 +139,6 @@ GucInit(void)
 							GUC_UNIT_MS,
 							NULL, NULL, NULL);
 
-	DefineCustomStringVariable("outbox_saga.http_deny_networks",
-							   "Networks (CIDR, comma-separated) HTTP destinations may not reach, checked on the resolved address.",
-							   "The default refuses link-local addresses, where cloud metadata services live.",
-							   &OutboxHttpDenyNetworks,
-							   "169.254.0.0/16,fe80::/10",
-							   PGC_SIGHUP,
-							   GUC_LIST_INPUT,
-							   HttpGuardCheckDenyNetworks, NULL, NULL);
-
 	/*
 	 * Shared memory is sized by this one; it can only exist when preloaded
 	 * (a PGC_POSTMASTER setting defined later would be a FATAL error).
@@ -160,6 +154,4 @@ GucInit(void)
 								PGC_POSTMASTER,
 								0,
 								NULL, NULL, NULL);
-
-	MarkGUCPrefixReserved("outbox_saga");
 }

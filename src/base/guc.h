@@ -27,11 +27,7 @@ extern int	OutboxMaxDatabases;		/* postmaster start only */
 /* Network destinations. */
 extern int	OutboxMaxInflight;		/* requests in flight per dispatcher */
 extern int	OutboxHttpTimeout;		/* ms, default per-attempt HTTP timeout */
-extern char *OutboxHttpDenyNetworks;	/* CIDR list refused after DNS */
 
 extern void GucInit(void);
-
-/* Check hook of outbox_saga.http_deny_networks (src/http/http_guard.c). */
-extern bool HttpGuardCheckDenyNetworks(char **newval, void **extra, GucSource source);
 
 #endif							/* OUTBOX_SAGA_GUC_H */

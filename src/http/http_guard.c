@@ -1,38 +1,37 @@
 /*-------------------------------------------------------------------------
  *
  * http_guard.c
- *		Which URLs an "http" destination may have, and which addresses its
- *		requests may connect to.
+ *		Which URLs outbox_saga's HTTP requests (http destinations, saga
+ *		http steps) may have, and which addresses they may connect to.
  *
- * URLS are checked when a destination is created or altered
- * (HttpGuardCheckUrl): an absolute http:// or https:// URL with a host and
- * without user name or password ("http://good.example@evil.example/" is
- * refused, credentials belong in the "headers" key, where they are masked),
- * without whitespace, control characters or backslashes, parsed by libcurl's
- * own URL parser so that what is checked is what will be requested.  Error
- * messages never quote the URL: its query string may carry a token.
+ * URLS are checked when a destination is created or altered, and before
+ * every http call (HttpGuardCheckUrl): an absolute http:// or https:// URL
+ * with a host and without user name or password
+ * ("http://good.example@evil.example/" is refused, credentials belong in
+ * the "headers" key, where they are masked), without whitespace, control
+ * characters or backslashes, parsed by libcurl's own URL parser so that
+ * what is checked is what will be requested.  Error messages never quote
+ * the URL: its query string may carry a token.
  *
- * ADDRESSES are checked on every connection libcurl opens, after DNS
- * resolution, in the CURLOPT_OPENSOCKETFUNCTION callback: an address in one
- * of the networks of outbox_saga.http_deny_networks (default: the
- * link-local 169.254.0.0/16 and fe80::/10, where cloud metadata services
- * answer) is refused before any packet is sent, so a host name that
- * resolves - or is rebound - to such an address is refused too.  IPv4
- * addresses mapped into IPv6 (::ffff:a.b.c.d) are checked as IPv4.  Proxies
- * are never used (http.c sets CURLOPT_PROXY to ""), so the address checked
- * is always the destination's.  Loopback is allowed unless the setting says
- * otherwise.  A setting that cannot be parsed denies every address (fail
- * closed) and says so once in the server log.
+ * ADDRESSES are checked on every connection the HTTP client opens, after
+ * DNS resolution: http_socket.c's CURLOPT_OPENSOCKETFUNCTION callback asks
+ * HttpGuardRefusesAddress before it opens a socket.  An address in one of
+ * the networks of outbox_saga.http_deny_networks (default: the link-local
+ * 169.254.0.0/16 and fe80::/10, where cloud metadata services answer) is
+ * refused before any packet is sent, so a host name that resolves - or is
+ * rebound - to such an address is refused too.  IPv4 addresses mapped into
+ * IPv6 (::ffff:a.b.c.d) are checked as IPv4.  The client never uses a
+ * proxy, so the address checked is always the destination's.  Loopback is
+ * allowed unless the setting says otherwise.  A setting that cannot be
+ * parsed denies every address (fail closed) and says so once in the
+ * server log.
  *
- * FILE DESCRIPTORS: the sockets libcurl opens through the callback are
- * reported to PostgreSQL's fd.c (AcquireExternalFD / ReleaseExternalFD), so
- * that the dispatcher stays within max_files_per_process; when the budget
- * is used up the connection attempt fails instead.
- *
- * The callbacks run inside libcurl: they never raise errors, only read the
- * parsed list, which is replaced (HttpGuardRefresh) only between batches,
- * and tell http.c of every connection socket opened and closed
- * (HttpSocketOpened / HttpSocketClosed), which keeps its wait set exact.
+ * This file is a predicate: it calls nothing in the client or its sockets.  The parsed
+ * list lives in TopMemoryContext and is replaced (HttpGuardRefresh) only
+ * between batches, never while libcurl runs, so HttpGuardRefusesAddress
+ * can read it inside libcurl without locks, allocations or errors.  No
+ * transaction is needed; nothing is kept across a crash (each process
+ * parses the setting again).
  *
  *-------------------------------------------------------------------------
  */
@@ -41,15 +40,14 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
-#include <unistd.h>
 
-#include "storage/fd.h"
+#include <curl/curl.h>
+
 #include "utils/guc.h"
 #include "utils/memutils.h"
 #include "utils/varlena.h"
 
-#include "base/guc.h"
-#include "sink/http.h"
+#include "http/http_guard.h"
 
 /* One network of the deny list. */
 typedef struct DenyNetwork
@@ -59,7 +57,11 @@ typedef struct DenyNetwork
 	unsigned char addr[16];		/* network address, host bits zero */
 } DenyNetwork;
 
+/* The setting outbox_saga.http_deny_networks. */
+static char *http_deny_networks = NULL;
+
 /* The parsed outbox_saga.http_deny_networks, in TopMemoryContext. */
+static uint64 deny_generation = 0;	/* bumped on every re-parse */
 static char *deny_source = NULL;	/* the setting it was parsed from */
 static DenyNetwork *deny_list = NULL;
 static int	deny_count = 0;
@@ -175,11 +177,11 @@ parse_networks(const char *value, DenyNetwork **nets, int *count, char **bad)
 }
 
 /*
- * HttpGuardCheckDenyNetworks
+ * check_deny_networks
  *		GUC check hook: every item must be an IPv4 or IPv6 network.
  */
-bool
-HttpGuardCheckDenyNetworks(char **newval, void **extra, GucSource source)
+static bool
+check_deny_networks(char **newval, void **extra, GucSource source)
 {
 	DenyNetwork *nets;
 	int			count;
@@ -195,20 +197,37 @@ HttpGuardCheckDenyNetworks(char **newval, void **extra, GucSource source)
 }
 
 /*
- * HttpGuardRefresh
- *		Re-parse the setting if it changed; see http.h.
+ * HttpGuardInit
+ *		Define outbox_saga.http_deny_networks.
  */
-bool
+void
+HttpGuardInit(void)
+{
+	DefineCustomStringVariable("outbox_saga.http_deny_networks",
+							   "Networks (CIDR, comma-separated) HTTP destinations may not reach, checked on the resolved address.",
+							   "The default refuses link-local addresses, where cloud metadata services live.",
+							   &http_deny_networks,
+							   "169.254.0.0/16,fe80::/10",
+							   PGC_SIGHUP,
+							   GUC_LIST_INPUT,
+							   check_deny_networks, NULL, NULL);
+}
+
+/*
+ * HttpGuardRefresh
+ *		Re-parse the setting if it changed; see http_guard.h.
+ */
+uint64
 HttpGuardRefresh(void)
 {
-	const char *value = OutboxHttpDenyNetworks != NULL ? OutboxHttpDenyNetworks : "";
+	const char *value = http_deny_networks != NULL ? http_deny_networks : "";
 	MemoryContext old;
 	DenyNetwork *nets;
 	int			count;
 	char	   *bad;
 
 	if (deny_source != NULL && strcmp(deny_source, value) == 0)
-		return false;
+		return deny_generation;
 
 	old = MemoryContextSwitchTo(TopMemoryContext);
 	if (deny_source != NULL)
@@ -235,7 +254,7 @@ HttpGuardRefresh(void)
 		pfree(bad);
 	}
 	MemoryContextSwitchTo(old);
-	return true;
+	return ++deny_generation;
 }
 
 /*
@@ -258,7 +277,7 @@ prefix_matches(const unsigned char *a, const unsigned char *b, int bits)
 /*
  * address_denied
  *		Whether an address of 'family' (4 or 16 bytes at 'addr') is in the
- *		deny list.  No allocation, no error: runs inside libcurl.
+ *		deny list, or the list is unparsable.  No allocation, no error.
  */
 static bool
 address_denied(int family, const unsigned char *addr)
@@ -331,7 +350,7 @@ has_part(CURLU *u, CURLUPart part, char **value)
 
 /*
  * HttpGuardCheckUrl
- *		See http.h.
+ *		See http_guard.h.
  */
 void
 HttpGuardCheckUrl(const char *url)
@@ -434,87 +453,14 @@ HttpGuardCheckUrl(const char *url)
 	}
 }
 
-/* ------------------------------------------------------------------------
- * Socket callbacks
- * ------------------------------------------------------------------------
- */
-
 /*
- * guard_open_socket
- *		CURLOPT_OPENSOCKETFUNCTION: refuse denied addresses, account for the
- *		descriptor, then open the socket as libcurl would.
+ * HttpGuardRefusesAddress
+ *		See http_guard.h.
  */
-static curl_socket_t
-guard_open_socket(void *clientp, curlsocktype purpose,
-				  struct curl_sockaddr *address)
+bool
+HttpGuardRefusesAddress(int family, const unsigned char *addr,
+						bool *setting_invalid)
 {
-	HttpGuardState *state = (HttpGuardState *) clientp;
-	const unsigned char *bytes;
-	int			fd;
-
-	if (purpose != CURLSOCKTYPE_IPCXN)
-		return CURL_SOCKET_BAD;
-
-	if (address->family == AF_INET)
-		bytes = (const unsigned char *) &((struct sockaddr_in *) &address->addr)->sin_addr;
-	else if (address->family == AF_INET6)
-		bytes = (const unsigned char *) &((struct sockaddr_in6 *) &address->addr)->sin6_addr;
-	else
-		return CURL_SOCKET_BAD;
-
-	if (address_denied(address->family, bytes))
-	{
-		state->denied = true;
-		state->invalid_setting = deny_invalid;
-		if (inet_ntop(address->family, bytes, state->address,
-					  sizeof(state->address)) == NULL)
-			strlcpy(state->address, "?", sizeof(state->address));
-		return CURL_SOCKET_BAD;
-	}
-
-	if (!AcquireExternalFD())
-	{
-		state->no_fd = true;
-		return CURL_SOCKET_BAD;
-	}
-	fd = socket(address->family, address->socktype | SOCK_CLOEXEC,
-				address->protocol);
-	if (fd < 0)
-	{
-		ReleaseExternalFD();
-		return CURL_SOCKET_BAD;
-	}
-	HttpSocketOpened(fd);
-	return fd;
-}
-
-/*
- * guard_close_socket
- *		CURLOPT_CLOSESOCKETFUNCTION: the counterpart of guard_open_socket.
- *		Connections outlive requests in libcurl's cache, so this uses no
- *		per-request data.
- */
-static int
-guard_close_socket(void *clientp, curl_socket_t fd)
-{
-	int			rc;
-
-	HttpSocketClosed(fd);
-	rc = close(fd);
-	ReleaseExternalFD();
-	return rc;
-}
-
-/*
- * HttpGuardInstall
- *		See http.h.
- */
-void
-HttpGuardInstall(CURL *easy, HttpGuardState *state)
-{
-	memset(state, 0, sizeof(HttpGuardState));
-	curl_easy_setopt(easy, CURLOPT_OPENSOCKETFUNCTION, guard_open_socket);
-	curl_easy_setopt(easy, CURLOPT_OPENSOCKETDATA, state);
-	curl_easy_setopt(easy, CURLOPT_CLOSESOCKETFUNCTION, guard_close_socket);
-	curl_easy_setopt(easy, CURLOPT_CLOSESOCKETDATA, NULL);
+	*setting_invalid = deny_invalid;
+	return address_denied(family, addr);
 }

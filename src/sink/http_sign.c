@@ -36,7 +36,7 @@
 #include "common/base64.h"
 #include "utils/memutils.h"
 
-#include "sink/http.h"
+#include "sink/http_sign.h"
 
 #define WHSEC_PREFIX		"whsec_"
 #define WHSEC_PREFIX_LEN	6
@@ -46,7 +46,7 @@ static EVP_MAC *hmac_algorithm = NULL;
 
 /*
  * HttpSignDecodeSecret
- *		Decode "whsec_<base64>" into *out; see http.h.  Unpadded base64 is
+ *		Decode "whsec_<base64>" into *out; see http_sign.h.  Unpadded base64 is
  *		accepted (some providers strip the '=').
  */
 const char *
@@ -164,7 +164,7 @@ hmac_sha256(const HttpSecret *key, const char *const *parts,
 
 /*
  * HttpSignPayload
- *		The webhook-signature header value; see http.h.
+ *		The webhook-signature header value; see http_sign.h.
  */
 void
 HttpSignPayload(const HttpSecret *secrets, int nsecrets, const char *msg_id,

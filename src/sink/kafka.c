@@ -78,8 +78,10 @@
 #include "utils/timestamp.h"
 
 #include "sink/dest_cache.h"
+#include "sink/dest_config.h"
 #include "sink/sink.h"
 #include "sink/sink_wait.h"
+#include "sink/template.h"
 
 /* Longest single wait (the loop rechecks the deadline). */
 #define KAFKA_MAX_WAIT_MS			100
@@ -207,44 +209,6 @@ in_list(const char *name, const char *const *list)
 }
 
 /*
- * expand_topic
- *		The topic template with {topic} and {event_type} replaced; NULL
- *		(and *bad set) on another placeholder.
- */
-static char *
-expand_topic(const char *tmpl, const char *topic, const char *event_type,
-			 char **bad)
-{
-	StringInfoData buf;
-	const char *p = tmpl;
-
-	initStringInfo(&buf);
-	*bad = NULL;
-	while (*p)
-	{
-		if (*p == '{')
-		{
-			if (strncmp(p, "{topic}", 7) == 0)
-			{
-				appendStringInfoString(&buf, topic);
-				p += 7;
-				continue;
-			}
-			if (strncmp(p, "{event_type}", 12) == 0)
-			{
-				appendStringInfoString(&buf, event_type);
-				p += 12;
-				continue;
-			}
-			*bad = pnstrdup(p, Min(strcspn(p, "}") + 1, 32));
-			return NULL;
-		}
-		appendStringInfoChar(&buf, *p++);
-	}
-	return buf.data;
-}
-
-/*
  * topic_problem
  *		Why 's' is not a legal Kafka topic name, or NULL.
  */
@@ -330,9 +294,6 @@ static void
 parse_config(Jsonb *config, Oid owner, KafkaConfig *out)
 {
 	JsonbValue	v;
-	char	   *bad;
-	char	   *sample;
-	const char *why;
 	rd_kafka_conf_t *scratch;
 
 	memset(out, 0, sizeof(*out));
@@ -348,22 +309,12 @@ parse_config(Jsonb *config, Oid owner, KafkaConfig *out)
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("a kafka destination needs a non-empty config key \"topic\""),
 				 errhint("A topic name, which may hold {topic} and {event_type}.")));
-	sample = expand_topic(out->topic, "t", "t", &bad);
-	if (sample == NULL)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("unknown placeholder \"%s\" in configuration key \"topic\"", bad),
-				 errhint("The placeholders are {topic} and {event_type}.")));
-	if ((why = topic_problem(sample)) != NULL)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("configuration key \"topic\" is not a valid Kafka topic name"),
-				 errdetail("The topic \"%s\" is unusable: %s.", out->topic, why)));
+	SinkCheckTemplate("topic", out->topic, "t", "t", topic_problem,
+					  "Kafka topic name", "topic");
 
 	out->prop_names = palloc0(sizeof(char *) * KAFKA_MAX_PROPERTIES);
 	out->prop_values = palloc0(sizeof(char *) * KAFKA_MAX_PROPERTIES);
-	if (getKeyJsonValueFromContainer(&config->root, "properties", 10, &v) == NULL ||
-		v.type == jbvNull)
+	if (!DestConfigFind(config, "properties", &v))
 		return;
 	if (v.type != jbvBinary || !JsonContainerIsObject(v.val.binary.data))
 		ereport(ERROR,
@@ -708,7 +659,7 @@ produce_all(KafkaBatch *b, const int *lanes)
 
 		type = text_to_cstring(ev->event_type);
 		topic = text_to_cstring(ev->topic);
-		target = expand_topic(b->kd->conf.topic, topic, type, &bad);
+		target = SinkExpandTemplate(b->kd->conf.topic, topic, type, &bad);
 		if (target == NULL || topic_problem(target) != NULL)
 		{
 			b->outcomes[i].status = SINK_DEAD;

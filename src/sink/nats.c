@@ -81,11 +81,13 @@
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
 
-#include "sink/dest_cache.h"
 #include "base/guc.h"
+#include "sink/dest_cache.h"
+#include "sink/dest_config.h"
 #include "sink/lane_plan.h"
 #include "sink/sink.h"
 #include "sink/sink_wait.h"
+#include "sink/template.h"
 
 /* Until one event of a batch succeeds, at most this many are attempted. */
 #define NATS_FAILURES_BEFORE_STOP	3
@@ -249,21 +251,6 @@ redact_urls(const char *s)
  */
 
 /*
- * config_error
- *		Error 22023 with 'msg' and an optional detail.
- */
-static void config_error(const char *msg, const char *detail) pg_attribute_noreturn();
-
-static void
-config_error(const char *msg, const char *detail)
-{
-	ereport(ERROR,
-			(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-			 errmsg_internal("%s", msg),
-			 detail ? errdetail_internal("%s", detail) : 0));
-}
-
-/*
  * subject_problem
  *		Why 's' is not a subject one may publish to, or NULL if it is: at
  *		most NATS_MAX_SUBJECT bytes of non-empty dot-separated tokens, no
@@ -302,44 +289,6 @@ subject_problem(const char *s)
 }
 
 /*
- * expand_subject
- *		The subject template with {topic} and {event_type} replaced; NULL
- *		(and *bad set to the placeholder) on another "{...}".
- */
-static char *
-expand_subject(const char *tmpl, const char *topic, const char *event_type,
-			   char **bad)
-{
-	StringInfoData buf;
-	const char *p = tmpl;
-
-	initStringInfo(&buf);
-	*bad = NULL;
-	while (*p)
-	{
-		if (*p == '{')
-		{
-			if (strncmp(p, "{topic}", 7) == 0)
-			{
-				appendStringInfoString(&buf, topic);
-				p += 7;
-				continue;
-			}
-			if (strncmp(p, "{event_type}", 12) == 0)
-			{
-				appendStringInfoString(&buf, event_type);
-				p += 12;
-				continue;
-			}
-			*bad = pnstrdup(p, Min(strcspn(p, "}") + 1, 32));
-			return NULL;
-		}
-		appendStringInfoChar(&buf, *p++);
-	}
-	return buf.data;
-}
-
-/*
  * config_string
  *		String key 'key' (NULL if absent); an error if empty or holding a
  *		NUL-free string longer than 'max'.
@@ -352,10 +301,10 @@ config_string(Jsonb *config, const char *key, int max)
 	if (s == NULL)
 		return NULL;
 	if (s[0] == '\0')
-		config_error(psprintf("configuration key \"%s\" must not be empty", key), NULL);
+		DestConfigError(psprintf("configuration key \"%s\" must not be empty", key), NULL);
 	if (strlen(s) > max)
-		config_error(psprintf("configuration key \"%s\" is too long", key),
-					 psprintf("It has at most %d bytes.", max));
+		DestConfigError(psprintf("configuration key \"%s\" is too long", key),
+						psprintf("It has at most %d bytes.", max));
 	return s;
 }
 
@@ -377,14 +326,14 @@ check_urls(const char *url)
 		while (*tok == ' ')
 			tok++;
 		if (strncmp(tok, "nats://", 7) != 0 && strncmp(tok, "tls://", 6) != 0)
-			config_error("configuration key \"url\" must hold nats:// or tls:// URLs",
-						 "Give one URL such as \"nats://127.0.0.1:4222\", or several separated by commas.");
+			DestConfigError("configuration key \"url\" must hold nats:// or tls:// URLs",
+							"Give one URL such as \"nats://127.0.0.1:4222\", or several separated by commas.");
 		if (tok[strncmp(tok, "tls://", 6) == 0 ? 6 : 7] == '\0')
-			config_error("a URL in configuration key \"url\" has no host", NULL);
+			DestConfigError("a URL in configuration key \"url\" has no host", NULL);
 		count++;
 	}
 	if (count == 0)
-		config_error("configuration key \"url\" holds no URL", NULL);
+		DestConfigError("configuration key \"url\" holds no URL", NULL);
 	pfree(copy);
 }
 
@@ -397,9 +346,6 @@ static void
 parse_config(Jsonb *config, NatsConfig *out)
 {
 	JsonbValue	v;
-	const char *why;
-	char	   *bad;
-	char	   *sample;
 
 	memset(out, 0, sizeof(*out));
 
@@ -417,51 +363,41 @@ parse_config(Jsonb *config, NatsConfig *out)
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("a nats destination needs the config key \"subject\""),
 				 errhint("For example \"events.{topic}\": {topic} and {event_type} are replaced by the event's.")));
-	sample = expand_subject(out->subject, "topic", "type", &bad);
-	if (sample == NULL)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("unknown placeholder \"%s\" in configuration key \"subject\"", bad),
-				 errhint("The placeholders are {topic} and {event_type}.")));
-	if ((why = subject_problem(sample)) != NULL)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("configuration key \"subject\" is not a valid NATS subject"),
-				 errdetail("The subject \"%s\" is unusable: %s.", out->subject, why)));
+	SinkCheckTemplate("subject", out->subject, "topic", "type", subject_problem,
+					  "NATS subject", "subject");
 
 	out->stream = config_string(config, "stream", 255);
 	if (out->stream != NULL && strpbrk(out->stream, " \t.*>/\\") != NULL)
-		config_error("configuration key \"stream\" is not a valid stream name",
-					 "A stream name has no blanks, dots, wildcards or slashes.");
+		DestConfigError("configuration key \"stream\" is not a valid stream name",
+						"A stream name has no blanks, dots, wildcards or slashes.");
 	out->user = config_string(config, "user", 1024);
 	out->password = DestConfigString(config, "password");
 	out->token = DestConfigString(config, "token");
 	if (out->password != NULL && out->user == NULL)
-		config_error("configuration key \"password\" needs \"user\"", NULL);
+		DestConfigError("configuration key \"password\" needs \"user\"", NULL);
 	if (out->token != NULL && out->user != NULL)
-		config_error("configuration keys \"token\" and \"user\" exclude each other",
-					 "Authenticate with a user and password, or with a token.");
+		DestConfigError("configuration keys \"token\" and \"user\" exclude each other",
+						"Authenticate with a user and password, or with a token.");
 
-	if (getKeyJsonValueFromContainer(&config->root, "tls", 3, &v) != NULL &&
-		v.type != jbvNull)
+	if (DestConfigFind(config, "tls", &v))
 	{
 		if (v.type != jbvBool)
-			config_error("configuration key \"tls\" must be a boolean", NULL);
+			DestConfigError("configuration key \"tls\" must be a boolean", NULL);
 		out->tls = v.val.boolean;
 	}
 	out->tls_ca = config_string(config, "tls_ca", NATS_MAX_PEM);
 	out->tls_cert = config_string(config, "tls_cert", NATS_MAX_PEM);
 	out->tls_private_key = DestConfigString(config, "tls_private_key");
 	if ((out->tls_cert == NULL) != (out->tls_private_key == NULL))
-		config_error("configuration keys \"tls_cert\" and \"tls_private_key\" go together",
-					 "A client certificate needs its private key, and the other way round.");
+		DestConfigError("configuration keys \"tls_cert\" and \"tls_private_key\" go together",
+						"A client certificate needs its private key, and the other way round.");
 	if (out->tls_ca && strstr(out->tls_ca, "-----BEGIN CERTIFICATE-----") == NULL)
-		config_error("configuration key \"tls_ca\" must hold PEM certificates",
-					 "Give the certificates themselves (\"-----BEGIN CERTIFICATE-----...\"), not a file name.");
+		DestConfigError("configuration key \"tls_ca\" must hold PEM certificates",
+						"Give the certificates themselves (\"-----BEGIN CERTIFICATE-----...\"), not a file name.");
 	if (out->tls_cert && strstr(out->tls_cert, "-----BEGIN CERTIFICATE-----") == NULL)
-		config_error("configuration key \"tls_cert\" must hold a PEM certificate", NULL);
+		DestConfigError("configuration key \"tls_cert\" must hold a PEM certificate", NULL);
 	if (out->tls_private_key && strstr(out->tls_private_key, "-----BEGIN") == NULL)
-		config_error("configuration key \"tls_private_key\" must hold a PEM private key", NULL);
+		DestConfigError("configuration key \"tls_private_key\" must hold a PEM private key", NULL);
 	if (out->tls_ca || out->tls_cert || strstr(out->url, "tls://") != NULL)
 		out->tls = true;
 }
@@ -832,7 +768,7 @@ build_message(NatsBatch *b, int i)
 	char	   *topic = text_to_cstring(ev->topic);
 	char	   *type = text_to_cstring(ev->event_type);
 	char	   *bad;
-	char	   *subject = expand_subject(b->nd->conf.subject, topic, type, &bad);
+	char	   *subject = SinkExpandTemplate(b->nd->conf.subject, topic, type, &bad);
 	const char *why;
 	char	   *data;
 	natsMsg    *msg = NULL;
@@ -933,7 +869,7 @@ describe_ack_error(NatsBatch *b, int i, const NatsAck *ack, SinkStatus *status)
 	if (ack->status == NATS_NO_RESPONDERS)
 	{
 		char	   *bad;
-		char	   *subject = expand_subject(b->nd->conf.subject,
+		char	   *subject = SinkExpandTemplate(b->nd->conf.subject,
 											 text_to_cstring(b->events[i]->topic),
 											 text_to_cstring(b->events[i]->event_type),
 											 &bad);
