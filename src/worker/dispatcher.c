@@ -587,12 +587,13 @@ static List *
 start_pass(void)
 {
 	PassStart	start = {loop_cxt, EXTENSION_MISSING, NIL};
-	TransactionStep step = {"outbox_saga: taking a tick", NULL,
-	start_pass_body, &start};
-	char	   *context = psprintf("while starting a pass in database \"%s\"",
-								   my_database);
+	TransactionStep step;
 
-	step.context = context;
+	step.activity = "outbox_saga: taking a tick";
+	step.context = psprintf("while starting a pass in database \"%s\"",
+							my_database);
+	step.body = start_pass_body;
+	step.arg = &start;
 	run_transaction(&step);
 	if (start.state == EXTENSION_MISSING)
 	{
@@ -759,14 +760,14 @@ static void
 housekeeping(TimestampTz now, int64 activity)
 {
 	static TimestampTz last_housekeeping = 0;
-	TransactionStep step = {"outbox_saga: housekeeping", NULL,
-	housekeeping_body, NULL};
+	TransactionStep step = {"outbox_saga: housekeeping", NULL, housekeeping_body, NULL};
 	ErrorData  *edata;
 
 	if (!extension_ready ||
 		!(TimestampDifferenceExceeds(last_housekeeping, now, HOUSEKEEPING_MS) ||
 		  (activity == 0 && last_housekeeping == 0)))
 		return;
+	/* The context names the round; the transaction's own has none. */
 	edata = run_caught(psprintf("while running housekeeping in database \"%s\"",
 								my_database),
 					   run_transaction, &step);
