@@ -44,18 +44,23 @@
 /* At most this many objects are named in the error. */
 #define OWNER_GUARD_MAX_NAMED	10
 
-static const char *const owned_objects_sql =
-"SELECT what FROM ("
-"  SELECT pg_catalog.format('destination \"%s\"', d.name) AS what"
-"    FROM outbox.destination d WHERE d.owner = $1"
-"  UNION ALL"
-"  SELECT pg_catalog.format('sagas in flight of \"%s\" version %s',"
-"                           i.definition, i.version)"
-"    FROM saga.instance i"
-"    JOIN saga.definition def ON def.id = i.definition_id"
-"   WHERE def.owner = $1 AND i.status IN ('running', 'compensating')"
-"   GROUP BY i.definition, i.version"
-") o ORDER BY what LIMIT " CppAsString2(OWNER_GUARD_MAX_NAMED + 1);
+/*
+ * outbox.destination, saga.instance, saga.definition: what role $1 owns
+ * here, named, at most OWNER_GUARD_MAX_NAMED + 1 rows.
+ */
+static SpiStatement owned_objects = {"reading the owners",
+	"SELECT what FROM ("
+	"  SELECT pg_catalog.format('destination \"%s\"', d.name) AS what"
+	"    FROM outbox.destination d WHERE d.owner = $1"
+	"  UNION ALL"
+	"  SELECT pg_catalog.format('sagas in flight of \"%s\" version %s',"
+	"                           i.definition, i.version)"
+	"    FROM saga.instance i"
+	"    JOIN saga.definition def ON def.id = i.definition_id"
+	"   WHERE def.owner = $1 AND i.status IN ('running', 'compensating')"
+	"   GROUP BY i.definition, i.version"
+	") o ORDER BY what LIMIT " CppAsString2(OWNER_GUARD_MAX_NAMED + 1),
+{OIDOID, 0}};
 
 /*
  * check_role
@@ -65,21 +70,15 @@ static void
 check_role(Oid roleid, const char *name)
 {
 	SavedIdentity saved;
-	Oid			argtypes[1] = {OIDOID};
 	Datum		values[1] = {ObjectIdGetDatum(roleid)};
 	StringInfoData list;
 	uint64		n;
 	uint64		i;
-	int			rc;
 
 	SPI_connect();
 	RunAsExtensionBegin(&saved);
-	rc = SPI_execute_with_args(owned_objects_sql, 1, argtypes, values, NULL, true, 0);
+	n = SpiRun(&owned_objects, values, NULL, SPI_OK_SELECT);
 	RunAsExtensionEnd(&saved);
-	if (rc != SPI_OK_SELECT)
-		elog(ERROR, "outbox_saga: reading the owners failed: %s", SPI_result_code_string(rc));
-
-	n = SPI_processed;
 	if (n == 0)
 	{
 		SPI_finish();

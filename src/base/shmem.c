@@ -14,6 +14,10 @@
  * dispatcher writes its own pid/procno and counters; committing backends
  * only read slots and set wake_pending.
  *
+ * Nothing here outlives the postmaster's shared memory: after a crash
+ * restart every slot starts empty and the launcher starts the dispatchers
+ * again; their positions live in tables, not here.
+ *
  *-------------------------------------------------------------------------
  */
 #include "compat.h"

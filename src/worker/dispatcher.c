@@ -9,27 +9,49 @@
  * so that never two dispatchers serve one database.  Each handler runs as
  * its destination's owner (delivery.c), never as the superuser (G10).
  *
- * THE LOOP
- *	Sleep on the latch until a commit that wrote events sets it (wakeup.c),
- *	or poll_interval passes.  Then one pass:
- *	  1. a short transaction: check that the extension is here and that its
- *		 SQL version matches this library (otherwise wait and say why), take
- *		 a tick (a snapshot, see eventlog.c) if anything committed since the
- *		 last one, and load the destinations;
- *	  2. for each destination that is not paused and not backing off, a few
- *		 batches, each in its own transaction (DeliveryRunBatch): claims are
- *		 short and no network I/O ever happens inside a transaction;
- *	  3. every HOUSEKEEPING_MS, housekeeping (housekeeping.c).
- *	A pass that delivered a full batch anywhere is followed at once by
- *	another; a pass that found nothing to do is counted as idle in shared
- *	memory, which is what outbox.wait_idle() waits for.
+ * THE LOOP (OutboxDispatcherMain), one pass per iteration:
+ *	  begin_pass	interrupts, SIGHUP, clear wake_pending, reset the loop
+ *					memory context;
+ *	  start_pass	a short transaction: check that the extension is here and
+ *					that its SQL version matches this library (otherwise wait
+ *					and say why), take a tick (a snapshot, see eventlog.c) if
+ *					anything committed since the last one, load the
+ *					destinations, compute when the next retry falls due;
+ *	  deliver		for each destination that is not paused and not backing
+ *					off, a few batches, each in its own transaction
+ *					(DeliveryRunBatch): claims are short and no network I/O
+ *					ever happens inside a transaction;
+ *	  drive_sagas	the saga driver's pass (SagaRunPass);
+ *	  housekeeping	every HOUSEKEEPING_MS (housekeeping.c);
+ *	  end_pass		count the pass, report statistics;
+ *	  wait_for_work	unless the pass did something: sleep on the latch until
+ *					a commit that wrote events sets it (wakeup.c), or until
+ *					the next retry is due, at most poll_interval.
+ *	A pass that delivered anything is followed at once by another; a pass
+ *	that found nothing to do is counted as idle in shared memory, which is
+ *	what outbox.wait_idle() waits for.
+ *
+ * TRANSACTIONS: every transaction this file opens goes through
+ *	run_transaction (the worker_spi skeleton: statement timestamp, start,
+ *	SPI, snapshot, ..., commit); delivery.c and the saga driver run their
+ *	own.  Nothing is held across passes but the advisory lock.
+ *
+ * LOCKS: the session advisory lock (DISPATCHER_LOCK_KEY1, KEY2), taken at
+ *	start and held for the life of the process.  A function handler may
+ *	leave session advisory locks of its own; after such a batch every
+ *	session advisory lock is released and the dispatcher's taken again
+ *	(drop_handler_session_locks).  If another process got it meanwhile,
+ *	this one exits.
  *
  * MEMORY: one loop context, reset at every pass; per batch, delivery.c uses
- *	the transaction's contexts.
+ *	the transaction's contexts.  What must outlive a pass (the destinations
+ *	seen last, the version complained of) is in TopMemoryContext.
  *
- * ERRORS: an error while delivering to one destination is reported, the
+ * ERRORS: an error while delivering to one destination is reported as a
+ *	WARNING with the context "while delivering to destination ...", the
  *	transaction is aborted, the error recorded on the destination (which
- *	backs off), and the loop goes on.  Any other error ends the process; the
+ *	backs off), and the loop goes on; likewise an error in housekeeping
+ *	(without the recording).  Any other error ends the process; the
  *	launcher starts it again after a second.  Every position lives in
  *	tables, so a crash anywhere loses nothing (G3): a batch whose
  *	transaction did not commit is delivered again.
@@ -41,14 +63,21 @@
  *	delivery whose record is lost is repeated (at least once).  Waiting
  *	for WAL flushes would only add to delivery latency.
  *
- * SIGNALS: SIGHUP reloads the settings, SIGTERM ends the process at the
- *	next CHECK_FOR_INTERRUPTS (die), also in the middle of a handler.
+ * SIGNALS: SIGHUP reloads the settings at the start of the next pass;
+ *	SIGTERM ends the process at the next CHECK_FOR_INTERRUPTS (die), also
+ *	in the middle of a handler (the batch's transaction is rolled back).
+ *	DROP DATABASE and the other commands that need the database to
+ *	themselves stop the dispatcher that way (utility_hook.c); on exit the
+ *	slot's pid is cleared (dispatcher_detach), which is what they wait
+ *	for.  pg_cancel_backend() cancels the handler or batch running (an
+ *	error, as above), never the dispatcher.
  *
  *-------------------------------------------------------------------------
  */
 #include "compat.h"
 
 #include "access/xact.h"
+#include "catalog/pg_type_d.h"
 #include "common/hashfn.h"
 #include "commands/dbcommands.h"
 #include "commands/extension.h"
@@ -98,25 +127,222 @@ typedef enum ExtensionState
 	EXTENSION_OTHER_VERSION,
 } ExtensionState;
 
-static bool take_dispatcher_lock(void);
-static long next_due_ms(void);
+/*
+ * A piece of work run in a transaction of its own by run_transaction:
+ * body(arg) runs with SPI connected and a snapshot pushed.
+ */
+typedef struct TransactionStep
+{
+	const char *activity;		/* pg_stat_activity text; NULL: unchanged */
+	const char *context;		/* errcontext while body runs; NULL: none */
+	void		(*body) (void *arg);
+	void	   *arg;
+} TransactionStep;
 
-static DispatcherSlot *my_slot = NULL;
+/* What start_pass hands to the rest of the pass. */
+typedef struct PassStart
+{
+	MemoryContext cxt;			/* where the destinations are allocated */
+	ExtensionState state;
+	List	   *dests;			/* DestinationConfig * ready to deliver */
+} PassStart;
 
-/* Kept plans of the statements every pass runs (spi_util.c). */
+/* What the previous pass read; see forget_changed_destinations. */
+typedef struct KnownDestination
+{
+	int32		id;
+	const OutboxSink *sink;
+	uint32		config_hash;
+} KnownDestination;
+
+/* One failed batch to record (record_batch_error). */
+typedef struct BatchError
+{
+	int32		dest_id;
+	const char *message;
+} BatchError;
+
+/*
+ * Every statement this file runs (spi_util.c), one per query; all run in
+ * the pass's first transaction unless said otherwise.
+ */
 enum
 {
-	P_EXTVERSION,
-	P_TICK,
-	P_DESTINATIONS,
-	P_NEXT_DUE,
-	P_COUNT
+	DS_LOCK,
+	DS_EXTVERSION,
+	DS_TICK,
+	DS_DESTINATIONS,
+	DS_NEXT_DUE,
+	DS_RECORD_ERROR,
+	DS_COUNT
 };
-static SPIPlanPtr pass_plans[P_COUNT];
-static const Oid no_params[1] = {0};
-static long sleep_ms = 1000;	/* from next_due_ms() of the last pass */
+
+static SpiStatement dispatcher_stmts[DS_COUNT] = {
+	/* no table: the session advisory lock, in a transaction of its own */
+	[DS_LOCK] = {"taking the dispatcher lock",
+		"SELECT pg_catalog.pg_try_advisory_lock(" CppAsString2(DISPATCHER_LOCK_KEY1)
+		", " CppAsString2(DISPATCHER_LOCK_KEY2) ")",
+	{0}},
+	/* pg_extension: the installed SQL version */
+	[DS_EXTVERSION] = {"the extension version check",
+		"SELECT extversion FROM pg_catalog.pg_extension"
+		" WHERE extname = 'outbox_saga'",
+	{0}},
+	/* outbox.tick: a new tick if the snapshot moved */
+	[DS_TICK] = {"taking a tick",
+		"INSERT INTO outbox.tick (id, snapshot)"
+		" SELECT t.id + 1, pg_catalog.pg_current_snapshot()"
+		"   FROM (SELECT id, snapshot FROM outbox.tick"
+		"          ORDER BY id DESC LIMIT 1) t"
+		"  WHERE t.snapshot::text <> pg_catalog.pg_current_snapshot()::text",
+	{0}},
+	/* outbox.destination: every destination, and whether it is ready */
+	[DS_DESTINATIONS] = {"reading the destinations",
+		"SELECT id, name, kind, config, owner,"
+		"       NOT paused AND (retry_at IS NULL OR retry_at <= pg_catalog.now())"
+		"  FROM outbox.destination"
+		" ORDER BY id",
+	{0}},
+	/* outbox.delivery_retry, outbox.destination: see next_due_ms */
+	[DS_NEXT_DUE] = {"computing the next due time",
+		"SELECT (extract(epoch FROM LEAST("
+		"  (SELECT pg_catalog.min(GREATEST(r.next_attempt_at, d.retry_at))"
+		"     FROM outbox.delivery_retry r"
+		"     JOIN outbox.destination d ON d.id = r.destination_id"
+		"    WHERE NOT d.paused"
+		"      AND (r.aggregate_id IS NULL"
+		"           OR d.config -> 'ordered' = 'false'::jsonb"
+		"           OR NOT EXISTS (SELECT 1 FROM outbox.delivery_retry p"
+		"                           WHERE p.destination_id = r.destination_id"
+		"                             AND p.aggregate_id = r.aggregate_id"
+		"                             AND p.id < r.id))),"
+		"  (SELECT pg_catalog.min(retry_at) FROM outbox.destination WHERE NOT paused))"
+		"  - pg_catalog.clock_timestamp()) * 1000)::bigint",
+	{0}},
+	/* outbox.destination: a failed batch, in a transaction of its own */
+	[DS_RECORD_ERROR] = {"recording a dispatch error",
+		"UPDATE outbox.destination"
+		"   SET last_error = $2, last_error_at = pg_catalog.now(),"
+		"       failed_attempts_total = failed_attempts_total + 1,"
+		"       consecutive_failures = consecutive_failures + 1,"
+		"       retry_at = pg_catalog.now() + pg_catalog.make_interval(secs =>"
+		"         LEAST(60, pg_catalog.power(2, LEAST(consecutive_failures, 6))))"
+		" WHERE id = $1",
+	{INT4OID, TEXTOID, 0}},
+};
+
+static DispatcherSlot *my_slot = NULL;
 static char my_database[NAMEDATALEN];
+static MemoryContext loop_cxt = NULL;
+static long sleep_ms = 1000;	/* from next_due_ms() of the last pass */
 static char *version_seen = NULL;	/* SQL version we last complained of */
+
+/*
+ * Whether the last pass found the extension's SQL matching this library:
+ * housekeeping (TRUNCATE, DELETE) and sagas run only then, like dispatch.
+ */
+static bool extension_ready = false;
+
+/*
+ * The destinations the previous pass read, to tell network sinks which
+ * vanished or changed (their connections and decoded secrets are then
+ * dropped: OutboxSink.forget).  Paused and backing-off destinations count
+ * as present: a destination waiting out a broker outage keeps its
+ * producer or connection.  Kept in TopMemoryContext.
+ */
+static KnownDestination *known = NULL;
+static int	n_known = 0;
+
+/*
+ * step_error_context
+ *		errcontext of a step: its "while ..." text.
+ */
+static void
+step_error_context(void *arg)
+{
+	errcontext("%s", (const char *) arg);
+}
+
+/*
+ * run_transaction
+ *		The worker transaction skeleton, the only one in this file: run
+ *		step->body in a transaction of its own with SPI connected and a
+ *		snapshot pushed, then commit.  'arg' is a TransactionStep (void *,
+ *		so that run_caught can run it).  An error propagates; whoever
+ *		catches it aborts the transaction (run_caught), or the process
+ *		exits.  The caller's memory context is current again on return.
+ */
+static void
+run_transaction(void *arg)
+{
+	TransactionStep *step = arg;
+	MemoryContext old = CurrentMemoryContext;
+	ErrorContextCallback errcb;
+
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	SPI_connect();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	if (step->activity != NULL)
+		pgstat_report_activity(STATE_RUNNING, step->activity);
+	if (step->context != NULL)
+	{
+		errcb.callback = step_error_context;
+		errcb.arg = (void *) step->context;
+		errcb.previous = error_context_stack;
+		error_context_stack = &errcb;
+	}
+
+	step->body(step->arg);
+
+	if (step->context != NULL)
+		error_context_stack = errcb.previous;
+	SPI_finish();
+	PopActiveSnapshot();
+	CommitTransactionCommand();
+	MemoryContextSwitchTo(old);
+}
+
+/*
+ * run_caught
+ *		The error path of the loop's steps: run fn(arg) with 'context' ("while
+ *		...") as its errcontext.  If it raises an ERROR, abort the transaction
+ *		it left, report the error as a WARNING (its message, detail and
+ *		context unchanged) and return it, copied into the caller's memory
+ *		context, for the caller to act on and free; NULL if fn returned.
+ *		FATAL (SIGTERM) still ends the process.
+ */
+static ErrorData *
+run_caught(const char *context, void (*fn) (void *), void *arg)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	ErrorData  *volatile edata = NULL;
+
+	PG_TRY();
+	{
+		ErrorContextCallback errcb;
+
+		errcb.callback = step_error_context;
+		errcb.arg = (void *) context;
+		errcb.previous = error_context_stack;
+		error_context_stack = &errcb;
+		fn(arg);
+		error_context_stack = errcb.previous;
+	}
+	PG_CATCH();
+	{
+		/* PG_CATCH restored error_context_stack. */
+		edata = SpiAbortKeepingError(cxt);
+	}
+	PG_END_TRY();
+	MemoryContextSwitchTo(cxt);
+	if (edata != NULL)
+	{
+		edata->elevel = WARNING;
+		ThrowErrorData(edata);
+	}
+	return edata;
+}
 
 /*
  * dispatcher_detach
@@ -129,6 +355,39 @@ dispatcher_detach(int code, Datum arg)
 	{
 		pg_atomic_write_u32(&my_slot->procno, 0);
 		pg_atomic_write_u32(&my_slot->pid, 0);
+	}
+}
+
+/* Body of take_dispatcher_lock. */
+static void
+take_dispatcher_lock_body(void *arg)
+{
+	bool		isnull;
+
+	SpiRun(&dispatcher_stmts[DS_LOCK], NULL, NULL, SPI_OK_SELECT);
+	*(bool *) arg = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0],
+											   SPI_tuptable->tupdesc, 1, &isnull));
+	strlcpy(my_database, get_database_name(MyDatabaseId), NAMEDATALEN);
+}
+
+/*
+ * take_dispatcher_lock
+ *		Take the session advisory lock that makes this the only dispatcher
+ *		of the database, or exit if another process has it.
+ */
+static void
+take_dispatcher_lock(void)
+{
+	bool		got = false;
+	TransactionStep step = {NULL, NULL, take_dispatcher_lock_body, &got};
+
+	run_transaction(&step);
+	if (!got)
+	{
+		ereport(LOG,
+				(errmsg("outbox_saga dispatcher exits: another dispatcher serves database \"%s\"",
+						my_database)));
+		proc_exit(0);
 	}
 }
 
@@ -148,11 +407,7 @@ check_extension(void)
 		pg_atomic_write_u32(&my_slot->version_mismatch, 0);
 		return EXTENSION_MISSING;
 	}
-	SpiRunKept(&pass_plans[P_EXTVERSION],
-			   "SELECT extversion FROM pg_catalog.pg_extension"
-			   " WHERE extname = 'outbox_saga'",
-			   no_params, 0, NULL, NULL, SPI_OK_SELECT, "the extension version check");
-	if (SPI_processed != 1)
+	if (SpiRun(&dispatcher_stmts[DS_EXTVERSION], NULL, NULL, SPI_OK_SELECT) != 1)
 		return EXTENSION_MISSING;
 	version = TextDatumGetCString(SPI_getbinval(SPI_tuptable->vals[0],
 												SPI_tuptable->tupdesc, 1,
@@ -178,45 +433,6 @@ check_extension(void)
 	}
 	return EXTENSION_OTHER_VERSION;
 }
-
-/*
- * take_tick
- *		Record a new tick if the current snapshot differs from the last one.
- */
-static void
-take_tick(void)
-{
-	SpiRunKept(&pass_plans[P_TICK],
-			   "INSERT INTO outbox.tick (id, snapshot)"
-			   " SELECT t.id + 1, pg_catalog.pg_current_snapshot()"
-			   "   FROM (SELECT id, snapshot FROM outbox.tick"
-			   "          ORDER BY id DESC LIMIT 1) t"
-			   "  WHERE t.snapshot::text <> pg_catalog.pg_current_snapshot()::text",
-			   no_params, 0, NULL, NULL, SPI_OK_INSERT, "taking a tick");
-}
-
-/*
- * What the previous pass read, to tell network sinks which destinations
- * vanished or changed (their connections and decoded secrets are then
- * dropped: OutboxSink.forget).  Paused and backing-off destinations count
- * as present: a destination waiting out a broker outage keeps its
- * producer or connection.  Kept in TopMemoryContext.
- */
-typedef struct KnownDestination
-{
-	int32		id;
-	const OutboxSink *sink;
-	uint32		config_hash;
-} KnownDestination;
-
-/*
- * Whether the last pass found the extension's SQL matching this library:
- * housekeeping (TRUNCATE, DELETE) runs only then, like dispatch.
- */
-static bool extension_ready = false;
-
-static KnownDestination *known = NULL;
-static int	n_known = 0;
 
 /*
  * forget_changed_destinations
@@ -261,14 +477,7 @@ load_destinations(MemoryContext cxt)
 	uint64		n;
 	uint64		i;
 
-	SpiRunKept(&pass_plans[P_DESTINATIONS],
-			   "SELECT id, name, kind, config, owner,"
-			   "       NOT paused AND (retry_at IS NULL OR retry_at <= pg_catalog.now())"
-			   "  FROM outbox.destination"
-			   " ORDER BY id",
-			   no_params, 0, NULL, NULL, SPI_OK_SELECT, "reading the destinations");
-
-	n = SPI_processed;
+	n = SpiRun(&dispatcher_stmts[DS_DESTINATIONS], NULL, NULL, SPI_OK_SELECT);
 	now = MemoryContextAlloc(TopMemoryContext, sizeof(KnownDestination) * (n + 1));
 	for (i = 0; i < n; i++)
 	{
@@ -316,192 +525,6 @@ load_destinations(MemoryContext cxt)
 }
 
 /*
- * record_batch_error
- *		After an unexpected error in a destination's batch: store it on the
- *		destination and back it off, in a fresh transaction.
- */
-static void
-record_batch_error(DestinationConfig *dest, const char *message)
-{
-	Oid			argtypes[2] = {INT4OID, TEXTOID};
-	Datum		values[2];
-
-	values[0] = Int32GetDatum(dest->id);
-	values[1] = CStringGetTextDatum(message);
-
-	SetCurrentStatementStartTimestamp();
-	StartTransactionCommand();
-	SPI_connect();
-	PushActiveSnapshot(GetTransactionSnapshot());
-	if (SPI_execute_with_args("UPDATE outbox.destination"
-							  "   SET last_error = $2, last_error_at = pg_catalog.now(),"
-							  "       failed_attempts_total = failed_attempts_total + 1,"
-							  "       consecutive_failures = consecutive_failures + 1,"
-							  "       retry_at = pg_catalog.now() + pg_catalog.make_interval(secs =>"
-							  "         LEAST(60, pg_catalog.power(2, LEAST(consecutive_failures, 6))))"
-							  " WHERE id = $1",
-							  2, argtypes, values, NULL, false, 0) != SPI_OK_UPDATE)
-		elog(ERROR, "could not record a dispatch error");
-	SPI_finish();
-	PopActiveSnapshot();
-	CommitTransactionCommand();
-}
-
-/*
- * drop_handler_session_locks
- *		Session-level advisory locks a handler took stay with this session
- *		after its transaction; release every one and take the dispatcher's
- *		own lock again.
- */
-static void
-drop_handler_session_locks(void)
-{
-	LockReleaseSession(USER_LOCKMETHOD);
-	if (!take_dispatcher_lock())
-	{
-		ereport(LOG,
-				(errmsg("outbox_saga dispatcher exits: another dispatcher serves database \"%s\"",
-						my_database)));
-		proc_exit(0);
-	}
-}
-
-/*
- * run_destination
- *		Up to BATCHES_PER_PASS batches for one destination.  Returns whether
- *		it has more ready work; adds to *delivered.
- */
-static bool
-run_destination(DestinationConfig *dest, int64 *activity)
-{
-	int			n;
-	BatchResult result;
-	MemoryContext cxt = CurrentMemoryContext;
-
-	result.more = false;
-	for (n = 0; n < BATCHES_PER_PASS; n++)
-	{
-		memset(&result, 0, sizeof(result));
-		PG_TRY();
-		{
-			DeliveryRunBatch(dest, &result);
-		}
-		PG_CATCH();
-		{
-			ErrorData  *edata = SpiAbortKeepingError(cxt);
-
-			ereport(WARNING,
-					(errmsg("outbox_saga: dispatching to destination \"%s\" failed: %s",
-							dest->name, edata->message)));
-			record_batch_error(dest, edata->message);
-			FreeErrorData(edata);
-			return false;
-		}
-		PG_END_TRY();
-		/* Parking counts: the next pass must see the new due times. */
-		*activity += result.delivered + result.failed + result.parked;
-		if (result.delivered + result.failed > 0 &&
-			SinkLookup(dest->kind, false)->deliver != NULL)
-			drop_handler_session_locks();
-		if (!result.more)
-			break;
-		CHECK_FOR_INTERRUPTS();
-	}
-	return result.more;
-}
-
-/*
- * dispatch_pass
- *		One pass over every destination.  Returns whether some destination
- *		has more ready work; *activity counts deliveries and failures.
- */
-static bool
-dispatch_pass(MemoryContext loop_cxt, int64 *activity)
-{
-	List	   *dests;
-	ListCell   *lc;
-	bool		more = false;
-	ExtensionState state;
-
-	SetCurrentStatementStartTimestamp();
-	StartTransactionCommand();
-	SPI_connect();
-	PushActiveSnapshot(GetTransactionSnapshot());
-	pgstat_report_activity(STATE_RUNNING, "outbox_saga: taking a tick");
-
-	state = check_extension();
-	if (state == EXTENSION_MISSING)
-	{
-		SPI_finish();
-		PopActiveSnapshot();
-		CommitTransactionCommand();
-		ereport(LOG,
-				(errmsg("outbox_saga dispatcher stops: the extension is not installed in this database")));
-		pg_atomic_write_u32(&my_slot->exit_reason, DISPATCHER_EXIT_NO_EXTENSION);
-		proc_exit(0);
-	}
-	dests = NIL;
-	extension_ready = (state == EXTENSION_READY);
-	if (state == EXTENSION_READY)
-	{
-		/* Nobody consumes ticks without destinations: housekeeping ticks. */
-		dests = load_destinations(loop_cxt);
-		if (dests != NIL)
-			take_tick();
-		sleep_ms = next_due_ms();
-	}
-	SPI_finish();
-	PopActiveSnapshot();
-	CommitTransactionCommand();
-	MemoryContextSwitchTo(loop_cxt);
-
-	foreach(lc, dests)
-	{
-		DestinationConfig *dest = lfirst(lc);
-		char		activity_text[NAMEDATALEN + 64];
-
-		snprintf(activity_text, sizeof(activity_text),
-				 "outbox_saga: delivering to \"%s\"", dest->name);
-		pgstat_report_activity(STATE_RUNNING, activity_text);
-		if (run_destination(dest, activity))
-			more = true;
-		MemoryContextSwitchTo(loop_cxt);
-	}
-
-	if (state == EXTENSION_READY)
-	{
-		pgstat_report_activity(STATE_RUNNING, "outbox_saga: driving sagas");
-		if (SagaRunPass(activity))
-			more = true;
-	}
-	return more;
-}
-
-/*
- * run_housekeeping
- *		Housekeeping in its own transaction; an error is reported and the
- *		dispatcher goes on.
- */
-static void
-run_housekeeping(MemoryContext cxt)
-{
-	pgstat_report_activity(STATE_RUNNING, "outbox_saga: housekeeping");
-	PG_TRY();
-	{
-		HousekeepingRun();
-	}
-	PG_CATCH();
-	{
-		ErrorData  *edata = SpiAbortKeepingError(cxt);
-
-		ereport(WARNING,
-				(errmsg("outbox_saga: housekeeping failed: %s", edata->message)));
-		FreeErrorData(edata);
-	}
-	PG_END_TRY();
-}
-
-/*
  * next_due_ms
  *		How long until the next retry row, destination backoff or saga step
  *		falls due, at most poll_interval.  Only retry rows that can be sent
@@ -520,22 +543,7 @@ next_due_ms(void)
 	Datum		d;
 	TimestampTz due;
 
-	SpiRunKept(&pass_plans[P_NEXT_DUE],
-			   "SELECT (extract(epoch FROM LEAST("
-			   "  (SELECT pg_catalog.min(GREATEST(r.next_attempt_at, d.retry_at))"
-			   "     FROM outbox.delivery_retry r"
-			   "     JOIN outbox.destination d ON d.id = r.destination_id"
-			   "    WHERE NOT d.paused"
-			   "      AND (r.aggregate_id IS NULL"
-			   "           OR d.config -> 'ordered' = 'false'::jsonb"
-			   "           OR NOT EXISTS (SELECT 1 FROM outbox.delivery_retry p"
-			   "                           WHERE p.destination_id = r.destination_id"
-			   "                             AND p.aggregate_id = r.aggregate_id"
-			   "                             AND p.id < r.id))),"
-			   "  (SELECT pg_catalog.min(retry_at) FROM outbox.destination WHERE NOT paused))"
-			   "  - pg_catalog.clock_timestamp()) * 1000)::bigint",
-			   no_params, 0, NULL, NULL, SPI_OK_SELECT, "computing the next due time");
-	if (SPI_processed == 1)
+	if (SpiRun(&dispatcher_stmts[DS_NEXT_DUE], NULL, NULL, SPI_OK_SELECT) == 1)
 	{
 		d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
 		if (!isnull)
@@ -549,45 +557,303 @@ next_due_ms(void)
 }
 
 /*
- * take_dispatcher_lock
- *		The session advisory lock that makes this the only dispatcher of the
- *		database.  Returns false if another process has it.
+ * start_pass_body
+ *		The pass's first transaction (a PassStart in 'arg'): the extension
+ *		check, then, if it is ready, the destinations, a tick and the next
+ *		due time.
  */
-static bool
-take_dispatcher_lock(void)
+static void
+start_pass_body(void *arg)
 {
-	bool		got;
-	bool		isnull;
+	PassStart  *start = arg;
 
-	SetCurrentStatementStartTimestamp();
-	StartTransactionCommand();
-	SPI_connect();
-	PushActiveSnapshot(GetTransactionSnapshot());
-	if (SPI_execute("SELECT pg_catalog.pg_try_advisory_lock(" CppAsString2(DISPATCHER_LOCK_KEY1)
-					", " CppAsString2(DISPATCHER_LOCK_KEY2) ")", false, 1) != SPI_OK_SELECT)
-		elog(ERROR, "could not take the dispatcher lock");
-	got = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc,
-									 1, &isnull));
-	strlcpy(my_database, get_database_name(MyDatabaseId), NAMEDATALEN);
-	SPI_finish();
-	PopActiveSnapshot();
-	CommitTransactionCommand();
-	return got;
+	start->state = check_extension();
+	start->dests = NIL;
+	if (start->state != EXTENSION_READY)
+		return;
+	/* Nobody consumes ticks without destinations: housekeeping ticks. */
+	start->dests = load_destinations(start->cxt);
+	if (start->dests != NIL)
+		SpiRun(&dispatcher_stmts[DS_TICK], NULL, NULL, SPI_OK_INSERT);
+	sleep_ms = next_due_ms();
 }
 
 /*
- * OutboxDispatcherMain
- *		Entry point of a dispatcher.
+ * start_pass
+ *		Step "start_pass" of the file header.  Returns the destinations to
+ *		deliver to this pass; exits if the extension is not installed.
  */
-void
-OutboxDispatcherMain(Datum main_arg)
+static List *
+start_pass(void)
 {
-	int			slotno = DatumGetInt32(main_arg);
-	Oid			dboid;
-	MemoryContext loop_cxt;
-	TimestampTz last_housekeeping = 0;
+	PassStart	start = {loop_cxt, EXTENSION_MISSING, NIL};
+	TransactionStep step;
 
-	memcpy(&dboid, MyBgworkerEntry->bgw_extra, sizeof(Oid));
+	step.activity = "outbox_saga: taking a tick";
+	step.context = psprintf("while starting a pass in database \"%s\"",
+							my_database);
+	step.body = start_pass_body;
+	step.arg = &start;
+	run_transaction(&step);
+	if (start.state == EXTENSION_MISSING)
+	{
+		ereport(LOG,
+				(errmsg("outbox_saga dispatcher stops: the extension is not installed in this database")));
+		pg_atomic_write_u32(&my_slot->exit_reason, DISPATCHER_EXIT_NO_EXTENSION);
+		proc_exit(0);
+	}
+	extension_ready = (start.state == EXTENSION_READY);
+	return start.dests;
+}
+
+/* Body of record_batch_error. */
+static void
+record_batch_error_body(void *arg)
+{
+	BatchError *err = arg;
+	Datum		values[2];
+
+	values[0] = Int32GetDatum(err->dest_id);
+	values[1] = CStringGetTextDatum(err->message);
+	SpiRun(&dispatcher_stmts[DS_RECORD_ERROR], values, NULL, SPI_OK_UPDATE);
+}
+
+/*
+ * record_batch_error
+ *		After an unexpected error in a destination's batch: store it on the
+ *		destination and back it off, in a fresh transaction.
+ */
+static void
+record_batch_error(DestinationConfig *dest, const char *message)
+{
+	BatchError	err = {dest->id, message};
+	TransactionStep step = {NULL, NULL, record_batch_error_body, &err};
+
+	run_transaction(&step);
+}
+
+/*
+ * drop_handler_session_locks
+ *		Session-level advisory locks a handler took stay with this session
+ *		after its transaction; release every one and take the dispatcher's
+ *		own lock again.
+ */
+static void
+drop_handler_session_locks(void)
+{
+	LockReleaseSession(USER_LOCKMETHOD);
+	take_dispatcher_lock();
+}
+
+/* One batch: the arguments of DeliveryRunBatch, for run_caught. */
+typedef struct BatchCall
+{
+	DestinationConfig *dest;
+	BatchResult result;
+} BatchCall;
+
+static void
+run_batch(void *arg)
+{
+	BatchCall  *call = arg;
+	MemoryContext old = CurrentMemoryContext;
+
+	DeliveryRunBatch(call->dest, &call->result);
+	MemoryContextSwitchTo(old);
+}
+
+/*
+ * deliver_to
+ *		Up to BATCHES_PER_PASS batches for one destination.  Returns whether
+ *		it has more ready work; adds deliveries, failures and parked events
+ *		to *activity.  An error in a batch is reported (run_caught) and
+ *		recorded on the destination, which backs off.
+ */
+static bool
+deliver_to(DestinationConfig *dest, int64 *activity)
+{
+	char	   *context = psprintf("while delivering to destination \"%s\" in database \"%s\"",
+								   dest->name, my_database);
+	char	   *activity_text = psprintf("outbox_saga: delivering to \"%s\"",
+										 dest->name);
+	BatchCall	call;
+	int			n;
+
+	pgstat_report_activity(STATE_RUNNING, activity_text);
+	call.dest = dest;
+	call.result.more = false;
+	for (n = 0; n < BATCHES_PER_PASS; n++)
+	{
+		ErrorData  *edata;
+
+		memset(&call.result, 0, sizeof(call.result));
+		edata = run_caught(context, run_batch, &call);
+		if (edata != NULL)
+		{
+			record_batch_error(dest, edata->message);
+			FreeErrorData(edata);
+			return false;
+		}
+		/* Parking counts: the next pass must see the new due times. */
+		*activity += call.result.delivered + call.result.failed + call.result.parked;
+		if (call.result.delivered + call.result.failed > 0 &&
+			SinkLookup(dest->kind, false)->deliver != NULL)
+			drop_handler_session_locks();
+		if (!call.result.more)
+			break;
+		CHECK_FOR_INTERRUPTS();
+	}
+	return call.result.more;
+}
+
+/*
+ * deliver
+ *		Step "deliver" of the file header: every ready destination in turn.
+ *		Returns whether one has more ready work.
+ */
+static bool
+deliver(List *dests, int64 *activity)
+{
+	ListCell   *lc;
+	bool		more = false;
+
+	foreach(lc, dests)
+	{
+		if (deliver_to(lfirst(lc), activity))
+			more = true;
+	}
+	return more;
+}
+
+/*
+ * drive_sagas
+ *		Step "drive_sagas" of the file header; the saga driver reports its
+ *		own errors.  Returns whether it has more ready work.
+ */
+static bool
+drive_sagas(int64 *activity)
+{
+	MemoryContext old = CurrentMemoryContext;
+	bool		more;
+
+	pgstat_report_activity(STATE_RUNNING, "outbox_saga: driving sagas");
+	more = SagaRunPass(activity);
+	MemoryContextSwitchTo(old);
+	return more;
+}
+
+/* Body of housekeeping: HousekeepingRun has no argument. */
+static void
+housekeeping_body(void *arg)
+{
+	HousekeepingRun();
+}
+
+/*
+ * housekeeping
+ *		Step "housekeeping" of the file header: a round in its own
+ *		transaction when HOUSEKEEPING_MS have passed since the last one (or
+ *		at the first idle pass).  An error is reported and the dispatcher
+ *		goes on.
+ */
+static void
+housekeeping(TimestampTz now, int64 activity)
+{
+	static TimestampTz last_housekeeping = 0;
+	TransactionStep step = {"outbox_saga: housekeeping", NULL, housekeeping_body, NULL};
+	ErrorData  *edata;
+
+	if (!extension_ready ||
+		!(TimestampDifferenceExceeds(last_housekeeping, now, HOUSEKEEPING_MS) ||
+		  (activity == 0 && last_housekeeping == 0)))
+		return;
+	/* The context names the round; the transaction's own has none. */
+	edata = run_caught(psprintf("while running housekeeping in database \"%s\"",
+								my_database),
+					   run_transaction, &step);
+	if (edata != NULL)
+		FreeErrorData(edata);
+	last_housekeeping = now;
+}
+
+/*
+ * begin_pass
+ *		Step "begin_pass" of the file header.
+ */
+static void
+begin_pass(void)
+{
+	/*
+	 * pg_cancel_backend() cancels what runs: a handler (a failed attempt) or
+	 * a batch (recorded as an error).  Between passes there is nothing to
+	 * cancel, and the dispatcher must not exit for it.
+	 */
+	QueryCancelPending = false;
+	CHECK_FOR_INTERRUPTS();
+	if (ConfigReloadPending)
+	{
+		ConfigReloadPending = false;
+		ProcessConfigFile(PGC_SIGHUP);
+	}
+
+	/*
+	 * From here on a commit that wrote events sets wake_pending again: this
+	 * pass may or may not see its events, the next one will.
+	 */
+	pg_atomic_write_u32(&my_slot->wake_pending, 0);
+	MemoryContextReset(loop_cxt);
+}
+
+/*
+ * end_pass
+ *		Step "end_pass" of the file header: count the pass, and as idle if
+ *		it found nothing to do (outbox.wait_idle()).
+ */
+static void
+end_pass(int64 activity, bool more)
+{
+	uint64		pass = pg_atomic_add_fetch_u64(&my_slot->passes, 1);
+
+	if (activity == 0 && !more)
+		pg_atomic_write_u64(&my_slot->idle_pass, pass);
+	pgstat_report_stat(false);
+	pgstat_report_activity(STATE_IDLE, NULL);
+}
+
+/*
+ * wait_for_work
+ *		Step "wait_for_work" of the file header, after a pass that began
+ *		its delivery at 'pass_time' and found nothing to do.
+ */
+static void
+wait_for_work(TimestampTz pass_time)
+{
+	/*
+	 * A commit during the pass set wake_pending and the latch; code that
+	 * waited on the latch inside the pass (a lock wait, a sink, the saga
+	 * driver) may have consumed the latch.  wake_pending still says so: do
+	 * not sleep then.
+	 */
+	if (pg_atomic_read_u32(&my_slot->wake_pending) == 0)
+	{
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 sleep_ms, PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+	}
+	if (!TimestampDifferenceExceeds(pass_time, GetCurrentTimestamp(), MIN_PASS_INTERVAL_MS))
+		(void) WaitLatch(MyLatch, WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 MIN_PASS_INTERVAL_MS, PG_WAIT_EXTENSION);
+}
+
+/*
+ * dispatcher_attach
+ *		Set up the process: signals, the shared memory slot (cleared again
+ *		on exit), the database connection, the settings of this process
+ *		and the dispatcher lock.
+ */
+static void
+dispatcher_attach(int slotno, Oid dboid)
+{
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
 	pqsignal(SIGTERM, die);
 	BackgroundWorkerUnblockSignals();
@@ -604,79 +870,43 @@ OutboxDispatcherMain(Datum main_arg)
 	SetConfigOption("synchronous_commit", "off", PGC_SUSET, PGC_S_OVERRIDE);
 	SetConfigOption("search_path", "pg_catalog, pg_temp", PGC_SUSET, PGC_S_OVERRIDE);
 
-	if (!take_dispatcher_lock())
-	{
-		ereport(LOG,
-				(errmsg("outbox_saga dispatcher exits: another dispatcher serves database \"%s\"",
-						my_database)));
-		proc_exit(0);
-	}
+	take_dispatcher_lock();
 	ereport(LOG,
 			(errmsg("outbox_saga dispatcher started for database \"%s\"",
 					my_database)));
+}
 
+/*
+ * OutboxDispatcherMain
+ *		Entry point of a dispatcher: the loop of the file header.
+ */
+void
+OutboxDispatcherMain(Datum main_arg)
+{
+	Oid			dboid;
+
+	memcpy(&dboid, MyBgworkerEntry->bgw_extra, sizeof(Oid));
+	dispatcher_attach(DatumGetInt32(main_arg), dboid);
 	loop_cxt = AllocSetContextCreate(TopMemoryContext, "outbox_saga dispatcher loop",
 									 ALLOCSET_DEFAULT_SIZES);
 	for (;;)
 	{
 		int64		activity = 0;
 		bool		more;
-		uint64		pass;
 		TimestampTz now;
 
-		/*
-		 * pg_cancel_backend() cancels what runs: a handler (a failed attempt)
-		 * or a batch (recorded as an error).  Between passes there is nothing
-		 * to cancel, and the dispatcher must not exit for it.
-		 */
-		QueryCancelPending = false;
-		CHECK_FOR_INTERRUPTS();
-		if (ConfigReloadPending)
-		{
-			ConfigReloadPending = false;
-			ProcessConfigFile(PGC_SIGHUP);
-		}
-
-		pg_atomic_write_u32(&my_slot->wake_pending, 0);
-		MemoryContextReset(loop_cxt);
+		begin_pass();
 		MemoryContextSwitchTo(loop_cxt);
 
-		more = dispatch_pass(loop_cxt, &activity);
-
+		more = deliver(start_pass(), &activity);
+		if (extension_ready && drive_sagas(&activity))
+			more = true;
 		now = GetCurrentTimestamp();
-		if (extension_ready &&
-			(TimestampDifferenceExceeds(last_housekeeping, now, HOUSEKEEPING_MS) ||
-			 (activity == 0 && last_housekeeping == 0)))
-		{
-			run_housekeeping(loop_cxt);
-			last_housekeeping = now;
-		}
+		housekeeping(now, activity);
+		end_pass(activity, more);
 
-		pass = pg_atomic_add_fetch_u64(&my_slot->passes, 1);
-		if (activity == 0 && !more)
-			pg_atomic_write_u64(&my_slot->idle_pass, pass);
-
-		pgstat_report_stat(false);
-		pgstat_report_activity(STATE_IDLE, NULL);
 		MemoryContextSwitchTo(TopMemoryContext);
-
-		if (more || activity > 0)
-			continue;
-
-		/*
-		 * A commit during the pass set wake_pending and the latch; code that
-		 * waited on the latch inside the pass (a lock wait, a sink, the saga
-		 * driver) may have consumed the latch.  wake_pending still says so:
-		 * do not sleep then.
-		 */
-		if (pg_atomic_read_u32(&my_slot->wake_pending) == 0)
-		{
-			(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-							 sleep_ms, PG_WAIT_EXTENSION);
-			ResetLatch(MyLatch);
-		}
-		if (!TimestampDifferenceExceeds(now, GetCurrentTimestamp(), MIN_PASS_INTERVAL_MS))
-			(void) WaitLatch(MyLatch, WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-							 MIN_PASS_INTERVAL_MS, PG_WAIT_EXTENSION);
+		if (!more && activity == 0)
+			wait_for_work(now);
 	}
 }

@@ -3,7 +3,8 @@
  * housekeeping.c
  *		Keeping the dispatcher's storage bounded (G7).
  *
- * Runs in the dispatcher every few seconds, in one short transaction:
+ * One round, run by the dispatcher every few seconds (dispatcher.c runs it
+ * in a short transaction of its own, SPI connected):
  *	0. Take a tick if there is no destination (the dispatcher only ticks for
  *	   destinations).
  *	1. Close generations: for every generation the id sequence has passed,
@@ -25,61 +26,34 @@
  *	   visible), and generation records below the oldest event.
  *	4. Purge expired idempotency keys (outbox.purge_idempotency_keys).
  *
+ * INVARIANTS
+ *	- Everything runs in the caller's transaction; a crash or an error
+ *	  anywhere rolls the whole round back, and the next round does it again
+ *	  (every step only removes what is provably consumed, so it is
+ *	  idempotent).
+ *	- Locks: the ACCESS EXCLUSIVE lock of a partition being emptied (tried,
+ *	  never waited for more than 50 ms) and the ShareLock on outbox.tick
+ *	  (never waited for), both until the caller commits.
+ *	- Every statement is a kept SpiStatement (spi_util.c); the statements
+ *	  naming one partition are built once per partition, the partition
+ *	  number being the only part of their text that varies.
+ *
  *-------------------------------------------------------------------------
  */
 #include "compat.h"
 
-#include "access/xact.h"
 #include "catalog/namespace.h"
+#include "catalog/pg_type_d.h"
 #include "executor/spi.h"
 #include "miscadmin.h"
 #include "storage/lmgr.h"
-#include "utils/builtins.h"
-#include "utils/guc.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
-#include "utils/resowner.h"
-#include "utils/snapmgr.h"
-#include "utils/timestamp.h"
 
 #include "worker/housekeeping.h"
 #include "events/eventlog.h"
 #include "base/guc.h"
 #include "base/spi_util.h"
-
-/*
- * run_sql
- *		Run one statement without parameters; check its result code.
- */
-static void
-run_sql(const char *sql, int expect)
-{
-	int			rc = SPI_execute(sql, false, 0);
-
-	if (rc != expect)
-		elog(ERROR, "housekeeping statement failed (%s): %s",
-			 SPI_result_code_string(rc), sql);
-}
-
-/*
- * single_int8
- *		The bigint result of a one-row, one-column query; *isnull if NULL
- *		or no row.
- */
-static int64
-single_int8(const char *sql, bool *isnull)
-{
-	Datum		d;
-
-	run_sql(sql, SPI_OK_SELECT);
-	if (SPI_processed == 0)
-	{
-		*isnull = true;
-		return 0;
-	}
-	d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, isnull);
-	return *isnull ? 0 : DatumGetInt64(d);
-}
 
 /*
  * The xmin of the oldest tick a destination still starts from (the latest
@@ -94,22 +68,165 @@ single_int8(const char *sql, bool *isnull)
 	"   (SELECT pg_catalog.pg_snapshot_xmin(snapshot) FROM outbox.tick" \
 	"     ORDER BY id DESC LIMIT 1)))"
 
+/* Statements of a round that name no partition. */
+enum
+{
+	HK_TICK,
+	HK_LAST_VALUE,
+	HK_CLOSE_GENERATIONS,
+	HK_LOCK_TIMEOUT,
+	HK_DELETE_TICKS,
+	HK_DELETE_GENERATIONS,
+	HK_PURGE_KEYS,
+	HK_COUNT
+};
+
+static SpiStatement round_stmts[HK_COUNT] = {
+	/* outbox.tick, outbox.destination: a tick when nobody else takes one */
+	[HK_TICK] = {"the housekeeping tick",
+		"INSERT INTO outbox.tick (id, snapshot)"
+		" SELECT t.id + 1, pg_catalog.pg_current_snapshot()"
+		"   FROM (SELECT id, snapshot FROM outbox.tick ORDER BY id DESC LIMIT 1) t"
+		"  WHERE NOT EXISTS (SELECT 1 FROM outbox.destination)"
+		"    AND t.snapshot::text <> pg_catalog.pg_current_snapshot()::text",
+	{0}},
+	/* outbox.events_id_seq: the id drawn last */
+	[HK_LAST_VALUE] = {"reading the event id sequence",
+		"SELECT last_value FROM outbox.events_id_seq",
+	{0}},
+	/* outbox.generation, outbox.events: close generations up to $1 - 1 */
+	[HK_CLOSE_GENERATIONS] = {"closing generations",
+		"INSERT INTO outbox.generation (gen, closed_xmax)"
+		" SELECT g, pg_catalog.pg_snapshot_xmax(pg_catalog.pg_current_snapshot())"
+		"   FROM pg_catalog.generate_series("
+		"        COALESCE((SELECT max(gen) + 1 FROM outbox.generation),"
+		"                 (SELECT min(id) >> " CppAsString2(OUTBOX_GENERATION_BITS)
+		"                    FROM outbox.events), $1),"
+		"        $1 - 1) g",
+	{INT8OID, 0}},
+	/* before a partition's lock is tried (subtransaction-local) */
+	[HK_LOCK_TIMEOUT] = {"setting the retirement lock timeout",
+		"SET LOCAL lock_timeout = '50ms'",
+	{0}},
+	/* outbox.tick, outbox.destination: ticks nobody starts from */
+	[HK_DELETE_TICKS] = {"deleting old ticks",
+		"DELETE FROM outbox.tick"
+		" WHERE id < COALESCE((SELECT min(tick_from) FROM outbox.destination),"
+		"                     (SELECT max(id) FROM outbox.tick))",
+	{0}},
+	/* outbox.generation, outbox.events: records below the oldest event */
+	[HK_DELETE_GENERATIONS] = {"deleting old generation records",
+		"DELETE FROM outbox.generation"
+		" WHERE gen < COALESCE((SELECT min(id) >> " CppAsString2(OUTBOX_GENERATION_BITS)
+		"                         FROM outbox.events), $1)",
+	{INT8OID, 0}},
+	/* outbox.idempotency_key, through its SQL function */
+	[HK_PURGE_KEYS] = {"purging idempotency keys",
+		"SELECT outbox.purge_idempotency_keys(10000)",
+	{0}},
+};
+
 /*
- * Whether every event of partition %d is consumed and past retention
- * (%d seconds): the newest transaction that wrote into it is below the
- * consumed xmin, and its newest event is old enough.  Without any
- * destination the log is the only record of what happened, so then only
- * partitions holding closed generations go (the generation being written,
- * at most 65,536 events, stays readable in outbox.events).
+ * Statements naming one partition, outbox.events_p<N>: "%1$d" in the text
+ * stands for N (built once per partition by partition_stmts).
  */
-#define ALL_CONSUMED_SQL \
-	"SELECT 1 WHERE (SELECT pg_catalog.max(txid) FROM outbox.events_p%d) < " \
-	CONSUMED_XMIN_SQL \
-	"  AND (SELECT created_at FROM outbox.events_p%d ORDER BY id DESC LIMIT 1)" \
-	"      <= pg_catalog.now() - pg_catalog.make_interval(secs => %d)" \
-	"  AND (EXISTS (SELECT 1 FROM outbox.destination)" \
-	"       OR (SELECT pg_catalog.max(id) FROM outbox.events_p%d) >> 16" \
-	"          < (SELECT last_value >> 16 FROM outbox.events_id_seq))"
+enum
+{
+	HP_MIN_MAX_ID,
+	HP_ALL_CONSUMED,
+	HP_LOCK,
+	HP_TRUNCATE,
+	HP_GEN_CONSUMED,
+	HP_DELETE_GEN,
+	HP_COUNT
+};
+
+static const SpiStatement partition_templates[HP_COUNT] = {
+	[HP_MIN_MAX_ID] = {"reading a partition's id range",
+		"SELECT min(id), max(id) FROM outbox.events_p%1$d",
+	{0}},
+
+	/*
+	 * Whether every event of the partition is consumed and past retention
+	 * ($1 seconds): the newest transaction that wrote into it is below the
+	 * consumed xmin, and its newest event is old enough.  Without any
+	 * destination the log is the only record of what happened, so then only
+	 * partitions holding closed generations go (the generation being
+	 * written, at most 65,536 events, stays readable in outbox.events).
+	 */
+	[HP_ALL_CONSUMED] = {"checking a partition is consumed",
+		"SELECT 1 WHERE (SELECT pg_catalog.max(txid) FROM outbox.events_p%1$d) < "
+		CONSUMED_XMIN_SQL
+		"  AND (SELECT created_at FROM outbox.events_p%1$d ORDER BY id DESC LIMIT 1)"
+		"      <= pg_catalog.now() - pg_catalog.make_interval(secs => $1)"
+		"  AND (EXISTS (SELECT 1 FROM outbox.destination)"
+		"       OR (SELECT pg_catalog.max(id) FROM outbox.events_p%1$d) >> 16"
+		"          < (SELECT last_value >> 16 FROM outbox.events_id_seq))",
+	{INT4OID, 0}},
+	[HP_LOCK] = {"locking a partition",
+		"LOCK TABLE outbox.events_p%1$d IN ACCESS EXCLUSIVE MODE",
+	{0}},
+	[HP_TRUNCATE] = {"emptying a partition",
+		"TRUNCATE outbox.events_p%1$d",
+	{0}},
+
+	/*
+	 * Whether generation $1, whose events are the partition's below id $2,
+	 * is closed and consumed - its closing xmax at or below the consumed
+	 * xmin - and past retention ($3 seconds).
+	 */
+	[HP_GEN_CONSUMED] = {"checking a generation is consumed",
+		"SELECT 1 FROM outbox.generation g"
+		" WHERE g.gen = $1"
+		"   AND g.closed_xmax <= " CONSUMED_XMIN_SQL
+		"   AND (SELECT created_at FROM outbox.events_p%1$d"
+		"         WHERE id < $2 ORDER BY id DESC LIMIT 1)"
+		"       <= pg_catalog.now() - pg_catalog.make_interval(secs => $3)",
+	{INT8OID, INT8OID, INT4OID, 0}},
+	[HP_DELETE_GEN] = {"deleting a retired generation",
+		"DELETE FROM outbox.events_p%1$d WHERE id < $1",
+	{INT8OID, 0}},
+};
+
+static SpiStatement partition_stmt_table[OUTBOX_PARTITIONS][HP_COUNT];
+
+/*
+ * partition_stmts
+ *		The statements of partition 'part', their texts built on first use
+ *		(in TopMemoryContext, like their kept plans).
+ */
+static SpiStatement *
+partition_stmts(int part)
+{
+	SpiStatement *stmts = partition_stmt_table[part];
+	int			i;
+
+	if (stmts[0].sql != NULL)
+		return stmts;
+	for (i = 0; i < HP_COUNT; i++)
+	{
+		MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
+
+		stmts[i] = partition_templates[i];
+		stmts[i].sql = psprintf(partition_templates[i].sql, part);
+		MemoryContextSwitchTo(old);
+	}
+	return stmts;
+}
+
+/*
+ * partition_all_consumed
+ *		Whether every event of partition 'part' is consumed and past
+ *		retention (HP_ALL_CONSUMED).
+ */
+static bool
+partition_all_consumed(int part)
+{
+	Datum		values[1] = {Int32GetDatum(OutboxRetention)};
+
+	return SpiRun(&partition_stmts(part)[HP_ALL_CONSUMED], values, NULL,
+				  SPI_OK_SELECT) == 1;
+}
 
 typedef struct TruncateAttempt
 {
@@ -122,17 +239,13 @@ static void
 try_truncate(void *arg)
 {
 	TruncateAttempt *t = arg;
-	char	   *sql;
+	SpiStatement *stmts = partition_stmts(t->part);
 
-	run_sql("SET LOCAL lock_timeout = '50ms'", SPI_OK_UTILITY);
-	sql = psprintf("LOCK TABLE outbox.events_p%d IN ACCESS EXCLUSIVE MODE", t->part);
-	run_sql(sql, SPI_OK_UTILITY);
-	sql = psprintf(ALL_CONSUMED_SQL, t->part, t->part, OutboxRetention, t->part);
-	run_sql(sql, SPI_OK_SELECT);
-	if (SPI_processed == 1)
+	SpiRun(&round_stmts[HK_LOCK_TIMEOUT], NULL, NULL, SPI_OK_UTILITY);
+	SpiRun(&stmts[HP_LOCK], NULL, NULL, SPI_OK_UTILITY);
+	if (partition_all_consumed(t->part))
 	{
-		sql = psprintf("TRUNCATE outbox.events_p%d", t->part);
-		run_sql(sql, SPI_OK_UTILITY);
+		SpiRun(&stmts[HP_TRUNCATE], NULL, NULL, SPI_OK_UTILITY);
 		t->done = true;
 	}
 }
@@ -140,7 +253,7 @@ try_truncate(void *arg)
 /*
  * truncate_partition
  *		TRUNCATE events_p<part> if it can be locked at once and, under the
- *		lock, every event in it is still consumed (ALL_CONSUMED_SQL).  Under
+ *		lock, every event in it is still consumed (HP_ALL_CONSUMED).  Under
  *		ACCESS EXCLUSIVE no writer can add a row, and a writer that drew an
  *		id but has not inserted yet inserts after the TRUNCATE into the empty
  *		partition.  Returns whether it truncated.
@@ -162,71 +275,48 @@ truncate_partition(int part)
 }
 
 /*
- * retire_partitions
- *		Step 2 of the file header.
+ * retire_partition
+ *		Step 2 of the file header for partition 'part'.
  */
 static void
-retire_partitions(void)
+retire_partition(int part)
 {
+	SpiStatement *stmts = partition_stmts(part);
 	bool		isnull;
-	int			part;
-	char	   *sql;
+	int64		lo_gen,
+				hi_gen,
+				bound;
+	Datum		values[3];
 
-	for (part = 0; part < OUTBOX_PARTITIONS; part++)
-	{
-		int64		min_id,
-					max_id,
-					lo_gen,
-					hi_gen;
+	SpiRun(&stmts[HP_MIN_MAX_ID], NULL, NULL, SPI_OK_SELECT);
+	lo_gen = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
+										 SPI_tuptable->tupdesc, 1, &isnull));
+	if (isnull)
+		return;					/* empty */
+	hi_gen = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
+										 SPI_tuptable->tupdesc, 2, &isnull));
+	lo_gen >>= OUTBOX_GENERATION_BITS;
+	hi_gen >>= OUTBOX_GENERATION_BITS;
 
-		sql = psprintf("SELECT min(id) FROM outbox.events_p%d", part);
-		min_id = single_int8(sql, &isnull);
-		if (isnull)
-			continue;
-		sql = psprintf("SELECT max(id) FROM outbox.events_p%d", part);
-		max_id = single_int8(sql, &isnull);
-		lo_gen = min_id >> OUTBOX_GENERATION_BITS;
-		hi_gen = max_id >> OUTBOX_GENERATION_BITS;
+	/* Every event in the partition consumed: empty it. */
+	if (partition_all_consumed(part) && truncate_partition(part))
+		return;
+	if (lo_gen == hi_gen)
+		return;
 
-		/* Every event in the partition consumed: empty it. */
-		sql = psprintf(ALL_CONSUMED_SQL, part, part, OutboxRetention, part);
-		run_sql(sql, SPI_OK_SELECT);
-		if (SPI_processed == 1 && truncate_partition(part))
-			continue;
-		if (lo_gen == hi_gen)
-			continue;
-
-		/*
-		 * A partition that also holds a later generation (a destination lags
-		 * by more than three generations): remove the oldest generation once
-		 * it is closed and consumed - its closing xmax at or below the
-		 * consumed xmin - and past retention.
-		 */
-#define CONSUMED_SQL \
-		"SELECT 1 FROM outbox.generation g" \
-		" WHERE g.gen = " INT64_FORMAT \
-		"   AND g.closed_xmax <= " CONSUMED_XMIN_SQL \
-		"   AND (SELECT created_at FROM outbox.events_p%d" \
-		"         WHERE id < " INT64_FORMAT " ORDER BY id DESC LIMIT 1)" \
-		"       <= pg_catalog.now() - pg_catalog.make_interval(secs => %d)"
-
-		sql = psprintf(CONSUMED_SQL, lo_gen, part,
-				 (lo_gen + 1) << OUTBOX_GENERATION_BITS, OutboxRetention);
-		run_sql(sql, SPI_OK_SELECT);
-		if (SPI_processed == 1)
-		{
-			sql = psprintf(
-					 "DELETE FROM outbox.events_p%d WHERE id < " INT64_FORMAT,
-					 part, (lo_gen + 1) << OUTBOX_GENERATION_BITS);
-			run_sql(sql, SPI_OK_DELETE);
-		}
-	}
+	/*
+	 * A partition that also holds a later generation (a destination lags by
+	 * more than three generations): remove the oldest generation once it is
+	 * closed and consumed, and past retention.
+	 */
+	bound = (lo_gen + 1) << OUTBOX_GENERATION_BITS;
+	values[0] = Int64GetDatum(lo_gen);
+	values[1] = Int64GetDatum(bound);
+	values[2] = Int32GetDatum(OutboxRetention);
+	if (SpiRun(&stmts[HP_GEN_CONSUMED], values, NULL, SPI_OK_SELECT) == 1)
+		SpiRun(&stmts[HP_DELETE_GEN], values + 1, NULL, SPI_OK_DELETE);
 }
 
-/*
- * HousekeepingRun
- *		One round, in its own transaction; see the file header.
- */
 /*
  * tick_relid
  *		The OID of outbox.tick (looked up each time: the extension may have
@@ -242,44 +332,46 @@ tick_relid(void)
 	return relid;
 }
 
+/*
+ * current_generation
+ *		The generation of the id the sequence handed out last.
+ */
+static int64
+current_generation(void)
+{
+	bool		isnull;
+	Datum		d;
+
+	if (SpiRun(&round_stmts[HK_LAST_VALUE], NULL, NULL, SPI_OK_SELECT) != 1)
+		return 0;
+	d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+	return isnull ? 0 : DatumGetInt64(d) >> OUTBOX_GENERATION_BITS;
+}
+
+/*
+ * HousekeepingRun
+ *		One round, in the caller's transaction (SPI connected); see the file
+ *		header.
+ */
 void
 HousekeepingRun(void)
 {
-	bool		isnull;
-	int64		current_gen;
-	char	   *sql;
-
-	SetCurrentStatementStartTimestamp();
-	StartTransactionCommand();
-	SPI_connect();
-	PushActiveSnapshot(GetTransactionSnapshot());
+	Datum		current_gen;
+	int			part;
 
 	/*
 	 * 0. Without destinations the dispatcher takes no ticks; retirement
 	 * measures "consumed" against the latest tick, so take one here.
 	 */
-	run_sql("INSERT INTO outbox.tick (id, snapshot)"
-			" SELECT t.id + 1, pg_catalog.pg_current_snapshot()"
-			"   FROM (SELECT id, snapshot FROM outbox.tick ORDER BY id DESC LIMIT 1) t"
-			"  WHERE NOT EXISTS (SELECT 1 FROM outbox.destination)"
-			"    AND t.snapshot::text <> pg_catalog.pg_current_snapshot()::text",
-			SPI_OK_INSERT);
+	SpiRun(&round_stmts[HK_TICK], NULL, NULL, SPI_OK_INSERT);
 
 	/* 1. Close the generations the sequence has passed. */
-	current_gen = single_int8("SELECT last_value FROM outbox.events_id_seq", &isnull)
-		>> OUTBOX_GENERATION_BITS;
-	sql = psprintf(
-			 "INSERT INTO outbox.generation (gen, closed_xmax)"
-			 " SELECT g, pg_catalog.pg_snapshot_xmax(pg_catalog.pg_current_snapshot())"
-			 "   FROM pg_catalog.generate_series("
-			 "        COALESCE((SELECT max(gen) + 1 FROM outbox.generation),"
-			 "                 (SELECT min(id) >> %d FROM outbox.events), " INT64_FORMAT "),"
-			 "        " INT64_FORMAT " - 1) g",
-			 OUTBOX_GENERATION_BITS, current_gen, current_gen);
-	run_sql(sql, SPI_OK_INSERT);
+	current_gen = Int64GetDatum(current_generation());
+	SpiRun(&round_stmts[HK_CLOSE_GENERATIONS], &current_gen, NULL, SPI_OK_INSERT);
 
 	/* 2. Retire what every destination has consumed. */
-	retire_partitions();
+	for (part = 0; part < OUTBOX_PARTITIONS; part++)
+		retire_partition(part);
 
 	/*
 	 * 3. Ticks and generation records nobody needs.  Ticks only under a
@@ -289,20 +381,9 @@ HousekeepingRun(void)
 	 * never loses its starting tick.  Skipped this time if one is running.
 	 */
 	if (ConditionalLockRelationOid(tick_relid(), ShareLock))
-		run_sql("DELETE FROM outbox.tick"
-				" WHERE id < COALESCE((SELECT min(tick_from) FROM outbox.destination),"
-				"                     (SELECT max(id) FROM outbox.tick))",
-				SPI_OK_DELETE);
-	sql = psprintf(
-			 "DELETE FROM outbox.generation"
-			 " WHERE gen < COALESCE((SELECT min(id) >> %d FROM outbox.events), " INT64_FORMAT ")",
-			 OUTBOX_GENERATION_BITS, current_gen);
-	run_sql(sql, SPI_OK_DELETE);
+		SpiRun(&round_stmts[HK_DELETE_TICKS], NULL, NULL, SPI_OK_DELETE);
+	SpiRun(&round_stmts[HK_DELETE_GENERATIONS], &current_gen, NULL, SPI_OK_DELETE);
 
 	/* 4. Expired idempotency keys. */
-	run_sql("SELECT outbox.purge_idempotency_keys(10000)", SPI_OK_SELECT);
-
-	SPI_finish();
-	PopActiveSnapshot();
-	CommitTransactionCommand();
+	SpiRun(&round_stmts[HK_PURGE_KEYS], NULL, NULL, SPI_OK_SELECT);
 }

@@ -2,7 +2,8 @@
  *
  * housekeeping.h
  *		The dispatcher's housekeeping: retire the log, prune ticks, purge
- *		idempotency keys.
+ *		idempotency keys.  HousekeepingRun runs one round in the caller's
+ *		transaction, with SPI connected (the dispatcher opens it).
  *
  *-------------------------------------------------------------------------
  */

@@ -26,6 +26,18 @@
  * it stops the dispatchers it no longer has handles for, and starts them
  * again.
  *
+ * INVARIANTS
+ *	- Transactions: one short read-only transaction per round, to scan
+ *	  pg_database (AccessShareLock, no SPI); nothing else runs in one.
+ *	- The loop: one memory context reset every round; the latch is set by
+ *	  a dispatcher's exit (bgw_notify_pid), by CREATE/ALTER EXTENSION
+ *	  (rescan) and by the utility hook lifting a block; otherwise a round
+ *	  every RESCAN_INTERVAL_MS.
+ *	- SIGHUP reloads the settings (outbox_saga.enabled, .databases) at the
+ *	  next round; SIGTERM ends the launcher (die), and the postmaster starts
+ *	  it again after bgw_restart_time; after a crash restart shared memory is
+ *	  new and the launcher starts every dispatcher again.
+ *
  *-------------------------------------------------------------------------
  */
 #include "compat.h"
@@ -262,16 +274,15 @@ stop_orphans(void)
 }
 
 /*
- * reconcile
- *		One round: stop what should not run, notice what stopped, start
- *		what should run.  Returns how long to sleep at most (ms).
+ * reap_dispatchers
+ *		First half of a round: stop the dispatchers that should not run
+ *		(database gone, not allowed, outbox_saga.enabled off), and notice
+ *		those that stopped: set when to start them again, or, if they found
+ *		no extension, leave their database alone until a rescan.
  */
-static long
-reconcile(List *dbs)
+static void
+reap_dispatchers(List *dbs, TimestampTz now)
 {
-	TimestampTz now = GetCurrentTimestamp();
-	long		wait_ms = RESCAN_INTERVAL_MS;
-	ListCell   *lc;
 	int			i;
 
 	for (i = 0; i < OutboxShared->max_databases; i++)
@@ -323,9 +334,21 @@ reconcile(List *dbs)
 				lslots[i].restart_at = TimestampTzPlusMilliseconds(now, RESTART_DELAY_MS);
 		}
 	}
+}
 
-	if (!OutboxEnabled)
-		return wait_ms;
+/*
+ * start_dispatchers
+ *		Second half of a round: give every allowed database with (maybe) the
+ *		extension a slot and start its dispatcher, unless it is blocked or
+ *		waiting out its restart delay.  Returns how long to sleep at most
+ *		(ms).
+ */
+static long
+start_dispatchers(List *dbs, TimestampTz now)
+{
+	long		wait_ms = RESCAN_INTERVAL_MS;
+	ListCell   *lc;
+	int			i;
 
 	foreach(lc, dbs)
 	{
@@ -382,6 +405,22 @@ reconcile(List *dbs)
 		start_dispatcher(i, db, now);
 	}
 	return wait_ms;
+}
+
+/*
+ * reconcile
+ *		One round: stop what should not run, notice what stopped, start
+ *		what should run.  Returns how long to sleep at most (ms).
+ */
+static long
+reconcile(List *dbs)
+{
+	TimestampTz now = GetCurrentTimestamp();
+
+	reap_dispatchers(dbs, now);
+	if (!OutboxEnabled)
+		return RESCAN_INTERVAL_MS;
+	return start_dispatchers(dbs, now);
 }
 
 /*

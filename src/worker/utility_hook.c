@@ -18,6 +18,17 @@
  * run the commit callback of wakeup.c; and before DROP ROLE it asks
  * owner_guard.c whether the role still owns work in this database.
  *
+ * INVARIANTS
+ *	- Runs in the backend that issues the command, before it, in its
+ *	  transaction; it takes no lock and runs no SQL of its own (owner_guard.c
+ *	  reads in the caller's transaction).
+ *	- The block is lifted when the command ends, also by an error
+ *	  (PG_FINALLY); if the backend dies first, the block expires after
+ *	  BLOCK_MS and the launcher starts the dispatcher again.
+ *	- A dispatcher that does not exit within STOP_WAIT_MS (a handler not
+ *	  reaching CHECK_FOR_INTERRUPTS) is left running: the command then fails
+ *	  as it would without the extension.
+ *
  *-------------------------------------------------------------------------
  */
 #include "compat.h"
@@ -107,6 +118,11 @@ stop_dispatcher(Oid dboid)
 	return slot;
 }
 
+/*
+ * outbox_process_utility
+ *		The ProcessUtility hook: the checks and the stop described in the
+ *		file header around the previous hook or standard_ProcessUtility.
+ */
 static void
 outbox_process_utility(PlannedStmt *pstmt, const char *queryString,
 					   bool readOnlyTree, ProcessUtilityContext context,
