@@ -483,7 +483,7 @@ validate_steps(const char *name, Jsonb *steps, const StepPolicy *defaults, Oid o
 					 errmsg("step %d of saga \"%s\" needs a \"name\" string", i + 1, name)));
 		names[i] = pnstrdup(v.val.string.val, v.val.string.len);
 		SqlCheckText("step name", names[i], v.val.string.len, SAGA_MAX_NAME_BYTES,
-				 SQL_TEXT_NAME, NULL, NULL);
+					 SQL_TEXT_NAME, NULL, NULL);
 		for (j = 0; j < i; j++)
 			if (strcmp(names[j], names[i]) == 0)
 				ereport(ERROR,
@@ -592,7 +592,8 @@ saga_define(PG_FUNCTION_ARGS)
 	SqlRequireArg(fcinfo, 1, "steps");
 	SqlRequireArg(fcinfo, 2, "options");
 	name_text = PG_GETARG_TEXT_PP(0);
-	SqlCheckText("saga name", VARDATA_ANY(name_text), VARSIZE_ANY_EXHDR(name_text), SAGA_MAX_NAME_BYTES,
+	SqlCheckText("saga name", VARDATA_ANY(name_text),
+				 VARSIZE_ANY_EXHDR(name_text), SAGA_MAX_NAME_BYTES,
 				 SQL_TEXT_NAME, NULL, NULL);
 	name = text_to_cstring(name_text);
 	steps = PG_GETARG_JSONB_P(1);

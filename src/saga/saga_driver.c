@@ -54,6 +54,8 @@
  *	a later round, and the dispatcher never waits for a user.  A claimed run
  *	of such a saga stays in the driver's list (process memory) until it can
  *	be run.  The claim itself locks only the run rows (SKIP LOCKED).
+ *
+ * CRASH
  *	A crash (or SIGTERM) during a round rolls back that round: the runs it
  *	was running stay 'running' (claimed in the previous, committed round),
  *	and their effects are gone.  The first pass of a new dispatcher process
@@ -70,7 +72,10 @@
  *	subtransaction).  Any other error in a round aborts it; the claimed runs
  *	are then run again one saga per transaction, and a saga whose run
  *	still fails that way gets the error recorded as a failed attempt, so
- *	one bad saga never stops the others or the dispatcher.
+ *	one bad saga never stops the others or the dispatcher.  Such an error
+ *	is logged as a WARNING with its own message and an error context that
+ *	says what the driver was doing ("while driving sagas", "while running
+ *	step "x" of saga y", "while recovering interrupted saga steps").
  *
  *-------------------------------------------------------------------------
  */

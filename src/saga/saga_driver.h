@@ -1,2 +1,9 @@
-/* Kept for worker/dispatcher.c until the merge: everything is in saga.h. */
+/*-------------------------------------------------------------------------
+ *
+ * saga_driver.h
+ *		Kept only so that worker/dispatcher.c builds until it includes
+ *		saga/saga.h alone: everything of the saga family is in saga.h.
+ *
+ *-------------------------------------------------------------------------
+ */
 #include "saga/saga.h"

@@ -6,29 +6,23 @@
  *		each answer into the run's outcome.
  *
  * CALLS
- *				(SinkHttpSend in sink/http.c: the libcurl multi loop waiting
- *				on the latch and the sockets, connection reuse,
- *				outbox_saga.http_deny_networks on the resolved address), all
- *				the http runs of a round at once, between two rounds (see
- *				TRANSACTIONS).  Method and headers from the call; body ctx
- *				(application/json, whatever the method); Idempotency-Key:
- *				the ctx's idempotency_key (a call may not set it itself);
- *				timeout: the step's, for the whole request; redirects are
- *				not followed.  2xx succeeds: the body is the result - jsonb
- *				if it is JSON, else a JSON string (an empty body: null;
- *				at most 1 MB, a larger body is a failed attempt).  4xx other
- *				than 408, 409, 425, 429 fails the run for good, no retry
- *				(the saga compensates; a compensation gives up); so does a
- *				call that cannot be sent (bad header, refused URL form).
- *				Anything else - other statuses, timeouts, network errors,
- *				refused addresses - is a failed attempt, retried with the
- *				step's backoff (Retry-After is not used).  Errors carry the
- *				status and the start of the body, or libcurl's message;
- *				never a header value, the path or the query of the URL.
- *				A request whose answer is lost in a crash is sent again
- *				with the same Idempotency-Key (at least once).
- *
- * CRASH
+ *	An http step is a request through the http destinations' machinery
+ *	(SinkHttpSend in sink/http.c: the libcurl multi loop waiting on the
+ *	latch and the sockets, connection reuse, outbox_saga.http_deny_networks
+ *	on the resolved address), all the http runs of a round at once, between
+ *	two rounds (TRANSACTIONS in saga_driver.c).  Method and headers from the
+ *	call; body ctx (application/json, whatever the method); Idempotency-Key:
+ *	the ctx's idempotency_key (a call may not set it itself); timeout: the
+ *	step's, for the whole request; redirects are not followed.  2xx
+ *	succeeds: the body is the result - jsonb if it is JSON, else a JSON
+ *	string (an empty body: null; at most 1 MB, a larger body is a failed
+ *	attempt).  4xx other than 408, 409, 425, 429 fails the run for good, no
+ *	retry (the saga compensates; a compensation gives up); so does a call
+ *	that cannot be sent (bad header, refused URL form).  Anything else -
+ *	other statuses, timeouts, network errors, refused addresses - is a
+ *	failed attempt, retried with the step's backoff (Retry-After is not
+ *	used).  Errors carry the status and the start of the body, or libcurl's
+ *	message; never a header value, the path or the query of the URL.
  *
  * INVARIANTS
  *	SagaHttpPrepare runs in the claiming round's transaction; SagaHttpSend
