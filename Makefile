@@ -29,6 +29,7 @@ OBJS = \
 	src/base/spi_util.o \
 	src/base/run_as.o \
 	src/base/sql_args.o \
+	src/base/jsonb_util.o \
 	src/base/owner_guard.o \
 	src/events/eventlog.o \
 	src/events/logscan.o \
@@ -53,7 +54,11 @@ OBJS = \
 	src/dispatch/destination.o \
 	src/dispatch/delivery.o \
 	src/dispatch/observability.o \
+	src/saga/saga_state.o \
+	src/saga/saga_define.o \
 	src/saga/saga_api.o \
+	src/saga/saga_call.o \
+	src/saga/saga_http.o \
 	src/saga/saga_driver.o \
 	src/worker/launcher.o \
 	src/worker/dispatcher.o \

@@ -1,46 +1,14 @@
 /*-------------------------------------------------------------------------
  *
  * saga_driver.c
- *		The dispatcher's part of sagas: running steps and compensations,
- *		enforcing timeouts and deadlines, recovering after a crash; and the
- *		state machine shared with the API (saga_internal.h).
+ *		The dispatcher's part of sagas: the pass, its rounds and claims,
+ *		enforcing timeouts and deadlines, recovering after a crash.
  *
- * STATE
- *	All of it lives in tables (src/sql/saga.sql): saga.instance (one row per
- *	saga, its status) and saga.step_run (one row per step action or
- *	compensation record, its status, attempts and policy).  A saga has at
- *	most one *active* run - pending, running or waiting - at any time
- *	(a unique partial index enforces it): actions run one after another, and
- *	so do compensations.
- *
- *	Saga status:
- *	  running -----> completed                 (the last action succeeded)
- *	     |
- *	     | an action gave up (max_attempts), the deadline passed, cancel
- *	     v
- *	  compensating -> compensated              (every record succeeded)
- *	     |        \--> cancelled               (same, after saga.cancel)
- *	     v
- *	  failed  (a compensation gave up; saga.retry goes back to compensating)
- *
- *	Run status: recorded (a compensation record, not needed yet), pending
- *	(at next_attempt_at), running, waiting (for saga.complete_step, until
- *	timeout_at), succeeded, failed (gave up), cancelled (never ran).
- *
- *	When an action succeeds: its result goes into instance.results, its
- *	compensation (if the step has one) becomes a 'recorded' run, and the
- *	next action is inserted as pending (or the saga completes).  When an
- *	attempt fails: the run goes back to pending with a backoff (full
- *	jitter over min(backoff_max, backoff_base * 2^(attempts-1))) while
- *	attempts < max_attempts, else it fails for good.  When a saga
- *	compensates and has no active run, the record with the highest seq
- *	(recorded last: reverse order) becomes pending; with none left the
- *	saga ends compensated (cancelled after saga.cancel).  A compensation
- *	that gives up makes the saga failed; saga.retry() makes it pending again
- *	with attempts starting over.  An action that is still running when the
- *	saga starts compensating (cancel, deadline) holds compensation back
- *	until its outcome is known; if it succeeded, its own compensation runs
- *	first.
+ * The saga tables, the state diagram and every statement are in
+ * saga_state.c; running one step in saga_call.c (function, emit) and
+ * saga_http.c (http).  This file is the pass: rounds, claims, recovery of
+ * interrupted runs, deadlines and timeouts, and what happens when a round
+ * fails.
  *
  * TRANSACTIONS (what "recorded as running before its action runs" means)
  *	The requirement is that the record "this attempt is running" is
@@ -87,42 +55,6 @@
  *	of such a saga stays in the driver's list (process memory) until it can
  *	be run.  The claim itself locks only the run rows (SKIP LOCKED).
  *
- * CALLS
- *	The ctx passed to a call is {saga_id, definition, step, phase, attempt,
- *	idempotency_key, input, results}; idempotency_key is
- *	saga_id:step:phase, the same for every attempt and after a crash.
- *	  function  fn(ctx) in a subtransaction (RunAsOwner); its result is
- *				stored.  An error, or the step's timeout (statement
- *				timeout), is a failed attempt.
- *	  emit		an event (OutboxAppendEvent) in the round's transaction:
- *				payload ctx, aggregate_id the saga, headers saga_id,
- *				saga_step, saga_phase, idempotency_key; it exists iff the
- *				outcome is recorded.  Result {"event_id": ...}; with await the
- *				run waits for saga.complete_step until timeout_at, and a
- *				timeout is a failed attempt (the command is emitted again).
- *	  http		a request through the http destinations' machinery
- *				(SinkHttpSend in sink/http.c: the libcurl multi loop waiting
- *				on the latch and the sockets, connection reuse,
- *				outbox_saga.http_deny_networks on the resolved address), all
- *				the http runs of a round at once, between two rounds (see
- *				TRANSACTIONS).  Method and headers from the call; body ctx
- *				(application/json, whatever the method); Idempotency-Key:
- *				the ctx's idempotency_key (a call may not set it itself);
- *				timeout: the step's, for the whole request; redirects are
- *				not followed.  2xx succeeds: the body is the result - jsonb
- *				if it is JSON, else a JSON string (an empty body: null;
- *				at most 1 MB, a larger body is a failed attempt).  4xx other
- *				than 408, 409, 425, 429 fails the run for good, no retry
- *				(the saga compensates; a compensation gives up); so does a
- *				call that cannot be sent (bad header, refused URL form).
- *				Anything else - other statuses, timeouts, network errors,
- *				refused addresses - is a failed attempt, retried with the
- *				step's backoff (Retry-After is not used).  Errors carry the
- *				status and the start of the body, or libcurl's message;
- *				never a header value, the path or the query of the URL.
- *				A request whose answer is lost in a crash is sent again
- *				with the same Idempotency-Key (at least once).
- *
  * CRASH
  *	A crash (or SIGTERM) during a round rolls back that round: the runs it
  *	was running stay 'running' (claimed in the previous, committed round),
@@ -140,7 +72,10 @@
  *	subtransaction).  Any other error in a round aborts it; the claimed runs
  *	are then run again one saga per transaction, and a saga whose run
  *	still fails that way gets the error recorded as a failed attempt, so
- *	one bad saga never stops the others or the dispatcher.
+ *	one bad saga never stops the others or the dispatcher.  Such an error
+ *	is logged as a WARNING with its own message and an error context that
+ *	says what the driver was doing ("while driving sagas", "while running
+ *	step "x" of saga y", "while recovering interrupted saga steps").
  *
  *-------------------------------------------------------------------------
  */
@@ -148,37 +83,18 @@
 
 #include "access/xact.h"
 #include "access/xlog.h"
-#include "catalog/namespace.h"
-#include "catalog/pg_proc.h"
-#include "catalog/pg_type_d.h"
 #include "executor/spi.h"
 #include "miscadmin.h"
-#include "parser/parse_func.h"
-#include "utils/acl.h"
-#include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
-#include "utils/hsearch.h"
-#include "utils/inval.h"
-#include "utils/jsonb.h"
-#include "utils/lsyscache.h"
 #include "utils/memutils.h"
-#include "utils/regproc.h"
-#include "utils/resowner.h"
 #include "utils/snapmgr.h"
-#include "utils/syscache.h"
 #include "utils/timestamp.h"
 #include "utils/uuid.h"
 
-#include "base/run_as.h"
-#include "events/eventlog.h"
-#include "mb/pg_wchar.h"
-#include "sink/http.h"
 #include "base/guc.h"
-#include "saga/saga.h"
-#include "saga/saga_driver.h"
-#include "saga/saga_internal.h"
 #include "base/spi_util.h"
+#include "saga/saga.h"
 
 /* A pass stops claiming after this many rounds or this much time. */
 #define SAGA_MAX_ROUNDS				16
@@ -192,366 +108,6 @@
 /* How long recovery or the sweep waits after it failed. */
 #define SAGA_GUARD_BACKOFF_MS		10000
 
-/* The statements of the state machine; planned once per process, kept. */
-enum
-{
-	Q_RECORD,
-	Q_ACTION_DONE,
-	Q_ACTION_GAVE_UP,
-	Q_COMP_GAVE_UP,
-	Q_ADVANCE,
-	Q_DEADLINES,
-	Q_TIMEOUTS,
-	Q_LOCK_CLAIMED,
-	Q_CLAIM,
-	Q_READY,
-	Q_ORPHANS,
-	Q_ORPHANS_LEFT,
-	Q_EXISTING,
-	Q_NEXT_DUE,
-	Q_HTTP_CALLS,
-	Q_COUNT
-};
-
-/* A step run's policy columns, from a normalized step object 's'. */
-#define POLICY_COLUMNS "max_attempts, timeout, backoff_base, backoff_max"
-#define POLICY_VALUES(s, attempts_key) \
-	"(" s "->>'" attempts_key "')::integer," \
-	" pg_catalog.make_interval(secs => (" s "->>'timeout')::float8)," \
-	" pg_catalog.make_interval(secs => (" s "->>'backoff_base')::float8)," \
-	" pg_catalog.make_interval(secs => (" s "->>'backoff_max')::float8)"
-
-static const char *const query_text[Q_COUNT] = {
-	/*
-	 * $1 saga ids, $2 steps, $3 phases, $4 outcome kinds, $5 results,
-	 * $6 errors, $7 now.  Each run, addressed by its primary key, ends its
-	 * attempt; see SagaApplyOutcomes.
-	 */
-	[Q_RECORD] =
-	"UPDATE saga.step_run r"
-	"   SET status = CASE o.kind"
-	"                  WHEN 'ok' THEN 'succeeded'"
-	"                  WHEN 'wait' THEN 'waiting'"
-	"                  WHEN 'skip' THEN 'cancelled'"
-	"                  WHEN 'requeue' THEN 'pending'"
-	"                  WHEN 'abort' THEN 'failed'"
-	"                  ELSE CASE WHEN r.attempts < r.max_attempts THEN 'pending' ELSE 'failed' END"
-	"                END,"
-	"       attempts = r.attempts - CASE WHEN o.kind = 'requeue' THEN 1 ELSE 0 END,"
-	"       interruptions = r.interruptions + CASE WHEN o.kind = 'requeue' THEN 1 ELSE 0 END,"
-	"       result = CASE WHEN o.kind IN ('ok', 'wait') OR o.result IS NOT NULL"
-	"                     THEN o.result ELSE r.result END,"
-	"       error = COALESCE(o.error, r.error),"
-	"       next_attempt_at = CASE"
-	"           WHEN o.kind = 'requeue' THEN $7"
-	"           WHEN o.kind IN ('fail', 'timeout') AND r.attempts < r.max_attempts THEN"
-	"                $7 + pg_catalog.random() * LEAST(r.backoff_max,"
-	"                     r.backoff_base * pg_catalog.power(2, LEAST(r.attempts - 1, 40)))"
-	"           END,"
-	"       timeout_at = CASE WHEN o.kind = 'wait' THEN r.timeout_at END,"
-	"       timed_out_at = CASE WHEN o.kind = 'timeout' THEN $7 ELSE r.timed_out_at END,"
-	"       finished_at = CASE"
-	"           WHEN o.kind IN ('ok', 'skip', 'abort') THEN $7"
-	"           WHEN o.kind IN ('fail', 'timeout') AND r.attempts >= r.max_attempts THEN $7"
-	"           END"
-	"  FROM ROWS FROM (pg_catalog.unnest($1::uuid[]), pg_catalog.unnest($2::text[]),"
-	"                  pg_catalog.unnest($3::text[]), pg_catalog.unnest($4::text[]),"
-	"                  pg_catalog.unnest($5::jsonb[]), pg_catalog.unnest($6::text[]))"
-	"       AS o(saga_id, step, phase, kind, result, error)"
-	" WHERE r.saga_id = o.saga_id AND r.step = o.step AND r.phase = o.phase"
-	"   AND r.status IN ('pending', 'running', 'waiting')"
-	" RETURNING r.saga_id, r.step, r.phase, r.status",
-
-	/*
-	 * $1 saga ids, $2 steps, $3 now: these actions succeeded.  Store the
-	 * result, record the compensation, schedule the next action or complete
-	 * the saga.  Returns each saga's status (compensating: the action ended
-	 * after the saga had started compensating).
-	 */
-	[Q_ACTION_DONE] =
-	"WITH done AS ("
-	"  SELECT u.saga_id, u.step, r.step_index, r.result, i.status,"
-	"         d.steps -> r.step_index AS def,"
-	"         d.steps -> (r.step_index + 1) AS next"
-	"    FROM ROWS FROM (pg_catalog.unnest($1::uuid[]), pg_catalog.unnest($2::text[]))"
-	"         AS u(saga_id, step)"
-	"    JOIN saga.step_run r ON r.saga_id = u.saga_id AND r.step = u.step"
-	"                        AND r.phase = 'action'"
-	"    JOIN saga.instance i ON i.id = u.saga_id"
-	"    JOIN saga.definition d ON d.id = i.definition_id"
-	"), comp AS ("
-	"  INSERT INTO saga.step_run (saga_id, step, phase, step_index, seq, call, status, "
-	POLICY_COLUMNS ")"
-	"  SELECT saga_id, step, 'compensation', step_index,"
-	"         pg_catalog.nextval('saga.run_seq'), def->'compensation', 'recorded', "
-	POLICY_VALUES("def", "compensation_max_attempts")
-	"    FROM done WHERE pg_catalog.jsonb_typeof(def->'compensation') = 'object'"
-	"), nxt AS ("
-	"  INSERT INTO saga.step_run (saga_id, step, phase, step_index, seq, call, status,"
-	"                             next_attempt_at, " POLICY_COLUMNS ")"
-	"  SELECT saga_id, next->>'name', 'action', step_index + 1,"
-	"         pg_catalog.nextval('saga.run_seq'), next->'action', 'pending', $3, "
-	POLICY_VALUES("next", "max_attempts")
-	"    FROM done WHERE status = 'running' AND next IS NOT NULL"
-	")"
-	"UPDATE saga.instance i"
-	"   SET results = i.results || pg_catalog.jsonb_build_object(done.step, done.result),"
-	"       status = CASE WHEN i.status = 'running' AND done.next IS NULL"
-	"                     THEN 'completed' ELSE i.status END,"
-	"       current_step = CASE WHEN i.status = 'running' THEN done.next->>'name'"
-	"                           ELSE i.current_step END,"
-	"       updated_at = $3"
-	"  FROM done WHERE i.id = done.saga_id"
-	" RETURNING i.id, i.status",
-
-	/* $1 saga ids, $2 steps, $3 now: these actions gave up. */
-	[Q_ACTION_GAVE_UP] =
-	"UPDATE saga.instance i"
-	"   SET status = 'compensating',"
-	"       error = pg_catalog.format('step \"%s\" failed after %s attempt(s): %s',"
-	"                                 r.step, r.attempts, r.error),"
-	"       updated_at = $3"
-	"  FROM ROWS FROM (pg_catalog.unnest($1::uuid[]), pg_catalog.unnest($2::text[]))"
-	"         AS u(saga_id, step)"
-	"  JOIN saga.step_run r ON r.saga_id = u.saga_id AND r.step = u.step"
-	"                      AND r.phase = 'action'"
-	" WHERE i.id = u.saga_id AND i.status = 'running'",
-
-	/* $1 saga ids, $2 steps, $3 now: these compensations gave up. */
-	[Q_COMP_GAVE_UP] =
-	"UPDATE saga.instance i"
-	"   SET status = 'failed', current_step = r.step,"
-	"       compensation_error = pg_catalog.format("
-	"           'compensation \"%s\" failed after %s attempt(s): %s',"
-	"           r.step, r.attempts, r.error),"
-	"       updated_at = $3"
-	"  FROM ROWS FROM (pg_catalog.unnest($1::uuid[]), pg_catalog.unnest($2::text[]))"
-	"         AS u(saga_id, step)"
-	"  JOIN saga.step_run r ON r.saga_id = u.saga_id AND r.step = u.step"
-	"                      AND r.phase = 'compensation'"
-	" WHERE i.id = u.saga_id",
-
-	/* $1 saga ids, $2 now: see SagaAdvanceCompensation. */
-	[Q_ADVANCE] =
-	"WITH s AS ("
-	"  SELECT i.id FROM saga.instance i"
-	"   WHERE i.id = ANY ($1) AND i.status = 'compensating'"
-	"     AND (SELECT count(*) FROM saga.step_run a WHERE a.saga_id = i.id"
-	"             AND a.status IN ('pending', 'running', 'waiting')) = 0"
-	"), nxt AS ("
-	"  SELECT s.id AS saga_id, n.step"
-	"    FROM s CROSS JOIN LATERAL ("
-	"         SELECT r.step FROM saga.step_run r"
-	"          WHERE r.saga_id = s.id AND r.phase = 'compensation' AND r.status = 'recorded'"
-	"          ORDER BY r.seq DESC LIMIT 1) n"
-	"), promoted AS ("
-	"  UPDATE saga.step_run r"
-	"     SET status = 'pending', seq = pg_catalog.nextval('saga.run_seq'),"
-	"         next_attempt_at = $2"
-	"    FROM nxt"
-	"   WHERE r.saga_id = nxt.saga_id AND r.step = nxt.step AND r.phase = 'compensation'"
-	"  RETURNING r.saga_id, r.step"
-	")"
-	"UPDATE saga.instance i"
-	"   SET status = CASE WHEN p.saga_id IS NOT NULL THEN i.status"
-	"                     WHEN i.cancelled THEN 'cancelled' ELSE 'compensated' END,"
-	"       current_step = p.step,"
-	"       updated_at = $2"
-	"  FROM s LEFT JOIN promoted p ON p.saga_id = s.id"
-	" WHERE i.id = s.id",
-
-	/*
-	 * $1 now, $2 limit: running sagas past their deadline start
-	 * compensating; their pending or waiting action fails for good (a
-	 * running one is left to its round).  Returns the sagas.
-	 */
-	[Q_DEADLINES] =
-	"WITH s AS ("
-	"  SELECT i.id, a.step, a.phase FROM saga.instance i"
-	"    LEFT JOIN LATERAL ("
-	"         SELECT r.step, r.phase FROM saga.step_run r"
-	"          WHERE r.saga_id = i.id AND r.status IN ('pending', 'running', 'waiting')"
-	"          LIMIT 1) a ON true"
-	"   WHERE i.status = 'running' AND i.deadline <= $1"
-	"   ORDER BY i.deadline LIMIT $2"
-	"     FOR NO KEY UPDATE OF i SKIP LOCKED"
-	"), a AS ("
-	"  UPDATE saga.step_run r"
-	"     SET status = 'failed', error = 'the saga''s deadline passed',"
-	"         next_attempt_at = NULL, timeout_at = NULL, finished_at = $1"
-	"    FROM s WHERE r.saga_id = s.id AND r.step = s.step AND r.phase = s.phase"
-	"     AND r.status IN ('pending', 'waiting')"
-	")"
-	"UPDATE saga.instance i"
-	"   SET status = 'compensating',"
-	"       error = pg_catalog.format('deadline exceeded while running step \"%s\"',"
-	"                                 i.current_step),"
-	"       updated_at = $1"
-	"  FROM s WHERE i.id = s.id"
-	" RETURNING i.id",
-
-	/* $1 now, $2 limit: waiting runs past their timeout. */
-	[Q_TIMEOUTS] =
-	"SELECT r.saga_id, r.step, r.phase,"
-	"       'timed out after ' || r.timeout || ' waiting for saga.complete_step'"
-	"  FROM saga.step_run r JOIN saga.instance i ON i.id = r.saga_id"
-	" WHERE r.status = 'waiting' AND r.timeout_at <= $1"
-	" ORDER BY r.timeout_at LIMIT $2"
-	"   FOR NO KEY UPDATE OF i SKIP LOCKED",
-
-	/*
-	 * $1 saga ids: lock these sagas (skipping those a user holds) and read
-	 * their running run, with the ctx to pass to it.  step is NULL for a
-	 * saga that has no running run any more.
-	 */
-	[Q_LOCK_CLAIMED] =
-	"SELECT i.id, i.status, d.owner, r.step, r.phase,"
-	"       CASE WHEN r.call ? 'function' THEN 'function'"
-	"            WHEN r.call ? 'emit' THEN 'emit'"
-	"            WHEN r.call ? 'http' THEN 'http' END,"
-	"       r.call->>'function',"
-	"       r.call->'emit'->>'topic',"
-	"       r.call->'emit'->>'event_type',"
-	"       COALESCE((r.call->'emit'->>'await')::boolean, false),"
-	"       CASE WHEN r.call ? 'emit' THEN"
-	"            COALESCE(r.call->'emit'->'headers', '{}'::jsonb)"
-	"            || pg_catalog.jsonb_build_object('saga_id', i.id::text, 'saga_step', r.step,"
-	"                 'saga_phase', r.phase,"
-	"                 'idempotency_key', i.id::text || ':' || r.step || ':' || r.phase)"
-	"       END,"
-	"       (pg_catalog.date_part('epoch', r.timeout) * 1000)::bigint,"
-	"       pg_catalog.jsonb_build_object("
-	"           'saga_id', i.id, 'definition', i.definition, 'step', r.step,"
-	"           'phase', r.phase, 'attempt', r.attempts,"
-	"           'idempotency_key', i.id::text || ':' || r.step || ':' || r.phase,"
-	"           'input', i.input, 'results', i.results)"
-	"  FROM pg_catalog.unnest($1::uuid[]) WITH ORDINALITY AS u(id, n)"
-	"  JOIN saga.instance i ON i.id = u.id"
-	"  JOIN saga.definition d ON d.id = i.definition_id"
-	"  LEFT JOIN LATERAL ("
-	"       SELECT a.* FROM saga.step_run a"
-	"        WHERE a.saga_id = i.id AND a.status IN ('pending', 'running', 'waiting')"
-	"        LIMIT 1) r ON r.status = 'running'"
-	" ORDER BY u.n"
-	"   FOR NO KEY UPDATE OF i SKIP LOCKED",
-
-	/* $1 limit, $2 now: claim due pending runs. */
-	[Q_CLAIM] =
-	"UPDATE saga.step_run r"
-	"   SET status = 'running', attempts = r.attempts + 1,"
-	"       started_at = COALESCE(r.started_at, $2), timeout_at = $2 + r.timeout,"
-	"       next_attempt_at = NULL"
-	"  FROM (SELECT c.saga_id, c.step, c.phase FROM saga.step_run c"
-	"         WHERE c.status = 'pending' AND c.next_attempt_at <= $2"
-	"         ORDER BY c.next_attempt_at LIMIT $1"
-	"           FOR UPDATE SKIP LOCKED) c"
-	" WHERE r.saga_id = c.saga_id AND r.step = c.step AND r.phase = c.phase"
-	" RETURNING r.saga_id",
-
-	/* $1 now: is a pending run due? */
-	[Q_READY] =
-	"SELECT EXISTS (SELECT 1 FROM saga.step_run"
-	"                WHERE status = 'pending' AND next_attempt_at <= $1)",
-
-	/*
-	 * $1 saga ids this process has claimed: every other running run was
-	 * interrupted (no other process claims).  Locks their sagas.
-	 */
-	[Q_ORPHANS] =
-	"SELECT r.saga_id, r.step, r.phase, r.interruptions"
-	"  FROM saga.step_run r JOIN saga.instance i ON i.id = r.saga_id"
-	" WHERE r.status = 'running' AND NOT (r.saga_id = ANY ($1))"
-	"   FOR NO KEY UPDATE OF i SKIP LOCKED",
-
-	[Q_ORPHANS_LEFT] =
-	"SELECT count(*) FROM saga.step_run"
-	" WHERE status = 'running' AND NOT (saga_id = ANY ($1))",
-
-	/* $1 saga ids: those that still exist. */
-	[Q_EXISTING] =
-	"SELECT i.id FROM pg_catalog.unnest($1::uuid[]) AS u(id)"
-	"  JOIN saga.instance i ON i.id = u.id",
-
-	/* When the next saga work falls due (see SagaNextDue). */
-	[Q_NEXT_DUE] =
-	"SELECT LEAST("
-	"  (SELECT min(next_attempt_at) FROM saga.step_run WHERE status = 'pending'),"
-	"  (SELECT min(timeout_at) FROM saga.step_run WHERE status = 'waiting'),"
-	"  (SELECT min(deadline) FROM saga.instance"
-	"    WHERE status = 'running' AND deadline IS NOT NULL))",
-
-	/*
-	 * $1 saga ids just claimed: their running http runs (not the actions
-	 * of sagas that stopped running: those are skipped), with what to send.
-	 * The ctx is built as in Q_LOCK_CLAIMED.
-	 */
-	[Q_HTTP_CALLS] =
-	"SELECT r.saga_id, r.step, r.phase,"
-	"       r.call->'http'->>'url', COALESCE(r.call->'http'->>'method', 'POST'),"
-	"       r.call->'http'->'headers',"
-	"       (pg_catalog.date_part('epoch', r.timeout) * 1000)::bigint,"
-	"       i.id::text || ':' || r.step || ':' || r.phase,"
-	"       pg_catalog.jsonb_build_object("
-	"           'saga_id', i.id, 'definition', i.definition, 'step', r.step,"
-	"           'phase', r.phase, 'attempt', r.attempts,"
-	"           'idempotency_key', i.id::text || ':' || r.step || ':' || r.phase,"
-	"           'input', i.input, 'results', i.results)::text"
-	"  FROM pg_catalog.unnest($1::uuid[]) AS u(id)"
-	"  JOIN saga.instance i ON i.id = u.id"
-	"  JOIN saga.step_run r ON r.saga_id = i.id AND r.status = 'running'"
-	" WHERE r.call ? 'http' AND (r.phase = 'compensation' OR i.status = 'running')",
-};
-
-static const Oid query_types[Q_COUNT][8] = {
-	[Q_RECORD] = {UUIDARRAYOID, TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID, JSONBARRAYOID,
-	TEXTARRAYOID, TIMESTAMPTZOID},
-	[Q_ACTION_DONE] = {UUIDARRAYOID, TEXTARRAYOID, TIMESTAMPTZOID},
-	[Q_ACTION_GAVE_UP] = {UUIDARRAYOID, TEXTARRAYOID, TIMESTAMPTZOID},
-	[Q_COMP_GAVE_UP] = {UUIDARRAYOID, TEXTARRAYOID, TIMESTAMPTZOID},
-	[Q_ADVANCE] = {UUIDARRAYOID, TIMESTAMPTZOID},
-	[Q_DEADLINES] = {TIMESTAMPTZOID, INT4OID},
-	[Q_TIMEOUTS] = {TIMESTAMPTZOID, INT4OID},
-	[Q_LOCK_CLAIMED] = {UUIDARRAYOID},
-	[Q_CLAIM] = {INT4OID, TIMESTAMPTZOID},
-	[Q_READY] = {TIMESTAMPTZOID},
-	[Q_ORPHANS] = {UUIDARRAYOID},
-	[Q_ORPHANS_LEFT] = {UUIDARRAYOID},
-	[Q_EXISTING] = {UUIDARRAYOID},
-	[Q_NEXT_DUE] = {0},
-	[Q_HTTP_CALLS] = {UUIDARRAYOID},
-};
-
-static SPIPlanPtr plans[Q_COUNT];
-
-static const char *const outcome_kind_names[] = {
-	[SAGA_OK] = "ok",
-	[SAGA_WAIT] = "wait",
-	[SAGA_FAIL] = "fail",
-	[SAGA_TIMEOUT] = "timeout",
-	[SAGA_ABORT] = "abort",
-	[SAGA_SKIP] = "skip",
-	[SAGA_REQUEUE] = "requeue",
-};
-
-/* One claimed run, as read under the saga's lock by Q_LOCK_CLAIMED. */
-typedef struct StepRun
-{
-	pg_uuid_t	saga_id;
-	char	   *saga_status;
-	Oid			owner;
-	char	   *step;
-	char	   *phase;
-	char	   *kind;			/* function, emit, http; NULL: unknown */
-	char	   *function;
-	char	   *topic;
-	char	   *event_type;
-	bool		await;
-	Jsonb	   *headers;
-	int64		timeout_ms;
-	Jsonb	   *ctx;
-	Jsonb	   *result;			/* set by the call */
-} StepRun;
-
 /*
  * Claimed runs (committed 'running' by this process) waiting to be run:
  * their saga ids, in 'claimed_cxt'.  A round builds the next list in
@@ -564,147 +120,12 @@ static int	nclaimed = 0;
 static pg_uuid_t *next_claimed = NULL;
 static int	next_nclaimed = 0;
 
-/*
- * Claimed http runs: what to send (read in the round that claimed them),
- * and once sent (between that round and the next, no transaction open)
- * what came back.  'http_runs' belong to the claimed list (in
- * claimed_cxt), 'next_http_runs' to the next list (in next_cxt); they are
- * swapped with the lists.
- */
-typedef struct HttpRun
-{
-	pg_uuid_t	saga_id;
-	char	   *step;
-	char	   *phase;
-	HttpCall	call;
-	bool		sent;			/* res is the outcome */
-	HttpCallResult res;
-} HttpRun;
-
-static HttpRun *http_runs = NULL;
-static int	nhttp_runs = 0;
-static HttpRun *next_http_runs = NULL;
-static int	next_nhttp_runs = 0;
-static int	next_http_capacity = 0;
-
 /* Interrupted runs may exist (a new process, or some were locked). */
 static bool recovery_needed = true;
 
 /* After a failure, recovery and sweeps wait until then (0: no wait). */
 static TimestampTz recovery_retry_at = 0;
 static TimestampTz sweep_retry_at = 0;
-
-/* Resolved step functions, by owner and name; forgotten on pg_proc changes. */
-typedef struct StepFunctionKey
-{
-	Oid			owner;
-	char		name[2 * NAMEDATALEN + 8];
-} StepFunctionKey;
-
-typedef struct StepFunction
-{
-	StepFunctionKey key;
-	Oid			fn;
-	FmgrInfo	flinfo;
-} StepFunction;
-
-static HTAB *step_functions = NULL;
-static MemoryContext step_function_cxt = NULL;
-static bool step_functions_valid = false;
-static bool step_function_callback = false;
-
-
-/* ------------------------------------------------------------------------
- * SPI helpers
- * ------------------------------------------------------------------------
- */
-
-/*
- * run_plan
- *		Execute statement 'q' (parsed and kept on first use) and check that
- *		SPI answered 'expect'.
- *
- * The statements are planned at every execution (custom plans): each one
- * works on a whole batch, so planning costs little per step, and a generic
- * plan cached while the tables were small (a fresh installation) would
- * scan them whole until autovacuum analyzed them.
- */
-static void
-run_plan(int q, Datum *values, const char *nulls, int expect)
-{
-	SpiRunKept(&plans[q], query_text[q], query_types[q], CURSOR_OPT_CUSTOM_PLAN,
-			   values, nulls, expect, "a saga statement");
-}
-
-/*
- * uuid_array / text_array
- *		One-dimensional arrays for statement parameters; NULL elements where
- *		'isnull' says so (may be NULL).
- */
-static Datum
-uuid_array(const pg_uuid_t *ids, int n)
-{
-	Datum	   *elems;
-	int			i;
-
-	if (n == 0)
-		return PointerGetDatum(construct_empty_array(UUIDOID));
-	elems = palloc(sizeof(Datum) * n);
-	for (i = 0; i < n; i++)
-		elems[i] = UUIDPGetDatum(&ids[i]);
-	return PointerGetDatum(construct_array(elems, n, UUIDOID, UUID_LEN, false,
-										   TYPALIGN_CHAR));
-}
-
-static Datum
-varlena_array(Datum *elems, bool *isnull, int n, Oid type)
-{
-	int			dims[1] = {n};
-	int			lbs[1] = {1};
-
-	if (n == 0)
-		return PointerGetDatum(construct_empty_array(type));
-	return PointerGetDatum(construct_md_array(elems, isnull, 1, dims, lbs, type,
-											  -1, false, TYPALIGN_INT));
-}
-
-static Datum
-text_array(char **strings, int n)
-{
-	Datum	   *elems = palloc(sizeof(Datum) * Max(n, 1));
-	bool	   *isnull = palloc(sizeof(bool) * Max(n, 1));
-	int			i;
-
-	for (i = 0; i < n; i++)
-	{
-		isnull[i] = (strings[i] == NULL);
-		elems[i] = isnull[i] ? (Datum) 0 : CStringGetTextDatum(strings[i]);
-	}
-	return varlena_array(elems, isnull, n, TEXTOID);
-}
-
-/*
- * column helpers: the value of column 'col' of row 'i' of the last result.
- */
-static char *
-col_text(SPITupleTable *tt, uint64 i, int col)
-{
-	bool		isnull;
-	Datum		d = SPI_getbinval(tt->vals[i], tt->tupdesc, col, &isnull);
-
-	return isnull ? NULL : TextDatumGetCString(d);
-}
-
-static void
-col_uuid(SPITupleTable *tt, uint64 i, int col, pg_uuid_t *out)
-{
-	bool		isnull;
-	Datum		d = SPI_getbinval(tt->vals[i], tt->tupdesc, col, &isnull);
-
-	if (isnull)
-		elog(ERROR, "unexpected null saga id");
-	memcpy(out, DatumGetUUIDP(d), sizeof(pg_uuid_t));
-}
 
 /*
  * pin_search_path
@@ -722,529 +143,6 @@ pin_search_path(void)
 }
 
 
-/* ------------------------------------------------------------------------
- * The state machine (saga_internal.h)
- * ------------------------------------------------------------------------
- */
-
-/*
- * SagaAdvanceCompensation
- *		Compensating sagas among 'saga_ids' that have no active run: the
- *		compensation record with the highest seq becomes pending; a saga with
- *		none left ends compensated, or cancelled if saga.cancel() started
- *		its compensation.  The caller holds the sagas' row locks.
- */
-void
-SagaAdvanceCompensation(const pg_uuid_t *saga_ids, int n, TimestampTz now)
-{
-	Datum		values[2];
-
-	if (n == 0)
-		return;
-	values[0] = uuid_array(saga_ids, n);
-	values[1] = TimestampTzGetDatum(now);
-	run_plan(Q_ADVANCE, values, NULL, SPI_OK_UPDATE);
-}
-
-/*
- * SagaApplyOutcomes
- *		Record how the attempt of the active run of each saga ended, then
- *		advance the sagas (see the file header).  The caller holds the
- *		sagas' row locks and has checked that each has an active run in the
- *		state the outcome is for (running, or waiting for complete_step and
- *		timeouts).  Every statement is set-based over the whole batch.
- */
-int
-SagaApplyOutcomes(const SagaOutcome *outcomes, int n, TimestampTz now)
-{
-	Datum	   *kinds;
-	Datum	   *results;
-	bool	   *results_null;
-	char	  **errors;
-	char	  **steps;
-	char	  **phases;
-	pg_uuid_t  *ids;
-	Datum		values[7];
-	SPITupleTable *rows;
-	uint64		nrows;
-	uint64		i;
-	pg_uuid_t  *done_ids,
-			   *gave_up_ids,
-			   *comp_gave_up_ids,
-			   *advance_ids;
-	char	  **done_steps,
-			  **gave_up_steps,
-			  **comp_gave_up_steps;
-	int			ndone = 0,
-				ngave_up = 0,
-				ncomp_gave_up = 0,
-				nadvance = 0;
-
-	if (n == 0)
-		return 0;
-
-	ids = palloc(sizeof(pg_uuid_t) * n);
-	kinds = palloc(sizeof(Datum) * n);
-	results = palloc(sizeof(Datum) * n);
-	results_null = palloc(sizeof(bool) * n);
-	errors = palloc(sizeof(char *) * n);
-	steps = palloc(sizeof(char *) * n);
-	phases = palloc(sizeof(char *) * n);
-	for (i = 0; i < (uint64) n; i++)
-	{
-		ids[i] = outcomes[i].saga_id;
-		steps[i] = outcomes[i].step;
-		phases[i] = outcomes[i].phase;
-		kinds[i] = CStringGetTextDatum(outcome_kind_names[outcomes[i].kind]);
-		results_null[i] = (outcomes[i].result == NULL);
-		results[i] = results_null[i] ? (Datum) 0 : JsonbPGetDatum(outcomes[i].result);
-		errors[i] = outcomes[i].error;
-	}
-	values[0] = uuid_array(ids, n);
-	values[1] = text_array(steps, n);
-	values[2] = text_array(phases, n);
-	values[3] = varlena_array(kinds, NULL, n, TEXTOID);
-	values[4] = varlena_array(results, results_null, n, JSONBOID);
-	values[5] = text_array(errors, n);
-	values[6] = TimestampTzGetDatum(now);
-	run_plan(Q_RECORD, values, NULL, SPI_OK_UPDATE_RETURNING);
-	rows = SPI_tuptable;
-	nrows = SPI_processed;
-
-	done_ids = palloc(sizeof(pg_uuid_t) * (nrows + 1));
-	gave_up_ids = palloc(sizeof(pg_uuid_t) * (nrows + 1));
-	comp_gave_up_ids = palloc(sizeof(pg_uuid_t) * (nrows + 1));
-	advance_ids = palloc(sizeof(pg_uuid_t) * (2 * nrows + 1));
-	done_steps = palloc(sizeof(char *) * (nrows + 1));
-	gave_up_steps = palloc(sizeof(char *) * (nrows + 1));
-	comp_gave_up_steps = palloc(sizeof(char *) * (nrows + 1));
-
-	for (i = 0; i < nrows; i++)
-	{
-		pg_uuid_t	id;
-		char	   *step = col_text(rows, i, 2);
-		bool		action = strcmp(col_text(rows, i, 3), "action") == 0;
-		char	   *status = col_text(rows, i, 4);
-
-		col_uuid(rows, i, 1, &id);
-		if (strcmp(status, "succeeded") == 0)
-		{
-			if (action)
-			{
-				done_ids[ndone] = id;
-				done_steps[ndone++] = step;
-			}
-			else
-				advance_ids[nadvance++] = id;
-		}
-		else if (strcmp(status, "failed") == 0)
-		{
-			if (action)
-			{
-				gave_up_ids[ngave_up] = id;
-				gave_up_steps[ngave_up++] = step;
-				advance_ids[nadvance++] = id;
-			}
-			else
-			{
-				comp_gave_up_ids[ncomp_gave_up] = id;
-				comp_gave_up_steps[ncomp_gave_up++] = step;
-			}
-		}
-		else if (strcmp(status, "cancelled") == 0)
-			advance_ids[nadvance++] = id;
-	}
-	SPI_freetuptable(rows);
-
-	if (ndone > 0)
-	{
-		values[0] = uuid_array(done_ids, ndone);
-		values[1] = text_array(done_steps, ndone);
-		values[2] = TimestampTzGetDatum(now);
-		run_plan(Q_ACTION_DONE, values, NULL, SPI_OK_UPDATE_RETURNING);
-		rows = SPI_tuptable;
-		for (i = 0; i < SPI_processed; i++)
-		{
-			char	   *status = col_text(rows, i, 2);
-
-			/* An action that ended after compensation began (cancel). */
-			if (strcmp(status, "compensating") == 0)
-				col_uuid(rows, i, 1, &advance_ids[nadvance++]);
-		}
-		SPI_freetuptable(rows);
-	}
-	if (ngave_up > 0)
-	{
-		values[0] = uuid_array(gave_up_ids, ngave_up);
-		values[1] = text_array(gave_up_steps, ngave_up);
-		values[2] = TimestampTzGetDatum(now);
-		run_plan(Q_ACTION_GAVE_UP, values, NULL, SPI_OK_UPDATE);
-	}
-	if (ncomp_gave_up > 0)
-	{
-		values[0] = uuid_array(comp_gave_up_ids, ncomp_gave_up);
-		values[1] = text_array(comp_gave_up_steps, ncomp_gave_up);
-		values[2] = TimestampTzGetDatum(now);
-		run_plan(Q_COMP_GAVE_UP, values, NULL, SPI_OK_UPDATE);
-	}
-	SagaAdvanceCompensation(advance_ids, nadvance, now);
-	return (int) nrows;
-}
-
-
-/* ------------------------------------------------------------------------
- * Running one step: the calls
- * ------------------------------------------------------------------------
- */
-
-/*
- * invalidate_step_functions
- *		Syscache callback: any change to pg_proc (a function dropped,
- *		replaced, EXECUTE revoked) forgets every resolved step function.
- */
-static void
-invalidate_step_functions(Datum arg, int cacheid, uint32 hashvalue)
-{
-	step_functions_valid = false;
-}
-
-/*
- * resolve_step_function
- *		The function 'name' (schema-qualified) taking jsonb and returning
- *		jsonb that 'owner' may execute; errors say what is wrong (the
- *		definition was checked when it was defined, but the function may
- *		have changed since).  Runs inside the step's subtransaction.
- */
-static StepFunction *
-resolve_step_function(const char *name, Oid owner)
-{
-	StepFunctionKey key;
-	StepFunction *entry;
-	bool		found;
-	Oid			argtype = JSONBOID;
-	Oid			fn;
-	HeapTuple	tup;
-	Form_pg_proc proc;
-	bool		usable;
-
-	if (!step_function_callback)
-	{
-		CacheRegisterSyscacheCallback(PROCOID, invalidate_step_functions, (Datum) 0);
-		step_function_callback = true;
-	}
-	if (!step_functions_valid || step_functions == NULL)
-	{
-		HASHCTL		ctl;
-
-		if (step_function_cxt == NULL)
-			step_function_cxt = AllocSetContextCreate(TopMemoryContext,
-													  "outbox_saga step functions",
-													  ALLOCSET_SMALL_SIZES);
-		MemoryContextReset(step_function_cxt);
-		ctl.keysize = sizeof(StepFunctionKey);
-		ctl.entrysize = sizeof(StepFunction);
-		ctl.hcxt = step_function_cxt;
-		step_functions = hash_create("outbox_saga step functions", 64, &ctl,
-									 HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
-		step_functions_valid = true;
-	}
-
-	memset(&key, 0, sizeof(key));
-	key.owner = owner;
-	strlcpy(key.name, name, sizeof(key.name));
-	entry = hash_search(step_functions, &key, HASH_FIND, NULL);
-	if (entry != NULL)
-		return entry;
-
-	fn = LookupFuncName(stringToQualifiedNameList(name), 1, &argtype, true);
-	if (!OidIsValid(fn))
-		ereport(ERROR,
-				(errcode(ERRCODE_UNDEFINED_FUNCTION),
-				 errmsg("function %s(jsonb) does not exist", name)));
-	tup = SearchSysCache1(PROCOID, ObjectIdGetDatum(fn));
-	if (!HeapTupleIsValid(tup))
-		elog(ERROR, "cache lookup failed for function %u", fn);
-	proc = (Form_pg_proc) GETSTRUCT(tup);
-	usable = (proc->prokind == PROKIND_FUNCTION && !proc->proretset &&
-			  proc->prorettype == JSONBOID);
-	ReleaseSysCache(tup);
-	if (!usable)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_FUNCTION_DEFINITION),
-				 errmsg("function %s(jsonb) must return jsonb", name)));
-	if (pg_proc_aclcheck(fn, owner, ACL_EXECUTE) != ACLCHECK_OK)
-		ereport(ERROR,
-				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
-				 errmsg("role \"%s\" may not execute function %s(jsonb)",
-						GetUserNameFromId(owner, false), name)));
-
-	entry = hash_search(step_functions, &key, HASH_ENTER, &found);
-	entry->fn = fn;
-	fmgr_info_cxt(fn, &entry->flinfo, step_function_cxt);
-	return entry;
-}
-
-/*
- * call_function
- *		RunAsOwner callback of a "function" call: fn(ctx).
- */
-static void
-call_function(void *arg)
-{
-	StepRun    *run = arg;
-	StepFunction *sf = resolve_step_function(run->function, run->owner);
-	LOCAL_FCINFO(fcinfo, 1);
-	Datum		d;
-
-	InitFunctionCallInfoData(*fcinfo, &sf->flinfo, 1, InvalidOid, NULL, NULL);
-	fcinfo->args[0].value = JsonbPGetDatum(run->ctx);
-	fcinfo->args[0].isnull = false;
-	d = FunctionCallInvoke(fcinfo);
-	run->result = fcinfo->isnull ? NULL : DatumGetJsonbPCopy(d);
-}
-
-/*
- * call_emit
- *		RunAsOwner callback of an "emit" call: one command event whose
- *		payload is the ctx, aggregate_id the saga id (events of a saga are
- *		ordered), headers the configured ones plus saga_id, saga_step,
- *		saga_phase and idempotency_key.  The result is {"event_id": ...}.
- */
-static void
-call_emit(void *arg)
-{
-	StepRun    *run = arg;
-	OutboxEventData ev;
-	pg_uuid_t	event_id;
-	char	   *saga_id;
-	char	   *id_text;
-
-	if (run->topic == NULL || run->event_type == NULL || run->headers == NULL)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("emit call of step \"%s\" lacks a topic or an event type", run->step)));
-	saga_id = DatumGetCString(DirectFunctionCall1(uuid_out, UUIDPGetDatum(&run->saga_id)));
-	ev.topic = cstring_to_text(run->topic);
-	ev.event_type = cstring_to_text(run->event_type);
-	ev.payload = run->ctx;
-	ev.aggregate_id = cstring_to_text(saga_id);
-	ev.headers = run->headers;
-	ev.has_deliver_after = false;
-	ev.deliver_after = 0;
-	OutboxCheckTopic("topic", ev.topic);
-	OutboxCheckEventType("event_type", ev.event_type);
-	OutboxCheckPayload(ev.payload);
-	OutboxCheckHeaders(ev.headers);
-	OutboxAppendEvent(&ev, &event_id);
-
-	id_text = DatumGetCString(DirectFunctionCall1(uuid_out, UUIDPGetDatum(&event_id)));
-	run->result = DatumGetJsonbP(DirectFunctionCall1(jsonb_in,
-													 CStringGetDatum(psprintf("{\"event_id\": \"%s\"}",
-																			  id_text))));
-}
-
-/*
- * find_http_run
- *		The http run of the claimed list for this run, or NULL.
- */
-static HttpRun *
-find_http_run(const StepRun *run)
-{
-	int			i;
-
-	for (i = 0; i < nhttp_runs; i++)
-	{
-		HttpRun    *h = &http_runs[i];
-
-		if (memcmp(&h->saga_id, &run->saga_id, sizeof(pg_uuid_t)) == 0 &&
-			strcmp(h->step, run->step) == 0 && strcmp(h->phase, run->phase) == 0)
-			return h;
-	}
-	return NULL;
-}
-
-typedef struct JsonParse
-{
-	const char *text;
-	Jsonb	   *result;
-} JsonParse;
-
-/* jsonb_in of a response body, run in a subtransaction by http_result. */
-static void
-parse_json_body(void *arg)
-{
-	JsonParse  *parse = arg;
-
-	parse->result = DatumGetJsonbP(DirectFunctionCall1(jsonb_in,
-													   CStringGetDatum(parse->text)));
-}
-
-/*
- * http_result
- *		The result of a 2xx answer: its body as jsonb if it is JSON (parsed
- *		in a subtransaction, so that a bad body is no error), else the body
- *		as a JSON string (bytes that are not valid in the database encoding
- *		become '?'); NULL for an empty body.
- */
-static Jsonb *
-http_result(const char *body, int len)
-{
-	StringInfoData buf;
-	JsonbValue	v;
-	int			enc = GetDatabaseEncoding();
-	int			i;
-
-	if (body == NULL || len == 0)
-		return NULL;
-	if ((int) strlen(body) == len)
-	{
-		JsonParse	parse = {body, NULL};
-
-		if (SpiTryInSubtransaction(parse_json_body, &parse, NULL))
-			return parse.result;
-	}
-
-	initStringInfo(&buf);
-	for (i = 0; i < len;)
-	{
-		int			l = pg_encoding_verifymbchar(enc, body + i, len - i);
-
-		if (l <= 0)
-		{
-			appendStringInfoChar(&buf, '?');
-			i++;
-		}
-		else
-		{
-			appendBinaryStringInfo(&buf, body + i, l);
-			i += l;
-		}
-	}
-	v.type = jbvString;
-	v.val.string.val = buf.data;
-	v.val.string.len = buf.len;
-	return JsonbValueToJsonb(&v);
-}
-
-/*
- * http_outcome
- *		The outcome of a sent http run (SPEC 3.5): 2xx succeeded with the
- *		body as result; 4xx other than 408, 409, 425 and 429 - and a call
- *		that cannot be sent at all - failed for good, not retried; a
- *		timeout, a network error, a refused address and any other status
- *		are a failed attempt, retried with the step's backoff.
- */
-static void
-http_outcome(const HttpRun *h, SagaOutcome *out)
-{
-	const HttpCallResult *res = &h->res;
-	long		status = res->status;
-
-	if (res->invalid)
-	{
-		out->kind = SAGA_ABORT;
-		out->error = psprintf("22023: %s (not retried)", res->error);
-	}
-	else if (status >= 200 && status < 300 && !res->body_too_large)
-	{
-		out->kind = SAGA_OK;
-		out->result = http_result(res->body, res->body_len);
-	}
-	else if (status >= 400 && status < 500 &&
-			 status != 408 && status != 409 && status != 425 && status != 429)
-	{
-		out->kind = SAGA_ABORT;
-		out->error = psprintf("%s (a client error: not retried)", res->error);
-	}
-	else
-	{
-		out->kind = res->timed_out ? SAGA_TIMEOUT : SAGA_FAIL;
-		out->error = pstrdup(res->error != NULL ? res->error : "the request was not sent");
-	}
-}
-
-/*
- * run_step
- *		One attempt of a claimed run; its outcome in *out.  Errors of the
- *		call are caught (the call's subtransaction is rolled back): they are
- *		failed attempts.
- */
-static void
-run_step(StepRun *run, SagaOutcome *out)
-{
-	char	   *error = NULL;
-
-	out->saga_id = run->saga_id;
-	out->step = run->step;
-	out->phase = run->phase;
-	out->result = NULL;
-	out->error = NULL;
-
-	/*
-	 * An http run was sent between the previous round and this one: its
-	 * answer is recorded whatever happened to the saga meanwhile (an
-	 * action that succeeded after a cancel has its compensation run).
-	 */
-	if (run->kind != NULL && strcmp(run->kind, "http") == 0)
-	{
-		HttpRun    *h = find_http_run(run);
-
-		if (h != NULL && h->sent)
-		{
-			http_outcome(h, out);
-			return;
-		}
-	}
-
-	/* An action of a saga that has started compensating never runs. */
-	if (strcmp(run->phase, "action") == 0 && strcmp(run->saga_status, "running") != 0)
-	{
-		out->kind = SAGA_SKIP;
-		out->error = psprintf("not run: the saga is %s", run->saga_status);
-		return;
-	}
-
-	if (run->kind != NULL && strcmp(run->kind, "function") == 0)
-	{
-		if (RunAsOwner(run->owner, run->timeout_ms, call_function, run, &error))
-		{
-			out->kind = SAGA_OK;
-			out->result = run->result;
-		}
-		else
-		{
-			out->kind = strstr(error, "statement timeout") != NULL ? SAGA_TIMEOUT : SAGA_FAIL;
-			out->error = error;
-		}
-	}
-	else if (run->kind != NULL && strcmp(run->kind, "emit") == 0)
-	{
-		if (RunAsOwner(run->owner, run->timeout_ms, call_emit, run, &error))
-		{
-			out->kind = run->await ? SAGA_WAIT : SAGA_OK;
-			out->result = run->result;
-		}
-		else
-		{
-			out->kind = SAGA_FAIL;
-			out->error = error;
-		}
-	}
-	else if (run->kind != NULL && strcmp(run->kind, "http") == 0)
-	{
-		/*
-		 * Claimed but not sent (it was claimed while its saga was not
-		 * running, or reading the call failed): a failed attempt.
-		 */
-		out->kind = SAGA_FAIL;
-		out->error = pstrdup("the http request was not sent: it was not prepared when the step was claimed");
-	}
-	else
-	{
-		out->kind = SAGA_FAIL;
-		out->error = pstrdup("22023: unknown call kind in the step run");
-	}
-}
 
 /*
  * lock_claimed
@@ -1255,7 +153,7 @@ run_step(StepRun *run, SagaOutcome *out)
  *		Returns the number of runs.
  */
 static int
-lock_claimed(const pg_uuid_t *ids, int n, StepRun **runs,
+lock_claimed(const pg_uuid_t *ids, int n, SagaStepRun **runs,
 			 pg_uuid_t *deferred, int *ndeferred)
 {
 	Datum		values[1];
@@ -1266,38 +164,38 @@ lock_claimed(const pg_uuid_t *ids, int n, StepRun **runs,
 	bool	   *seen = palloc0(sizeof(bool) * Max(n, 1));
 	int			j;
 
-	values[0] = uuid_array(ids, n);
-	run_plan(Q_LOCK_CLAIMED, values, NULL, SPI_OK_SELECT);
+	values[0] = SagaUuidArray(ids, n);
+	(void) SagaRun(SAGA_Q_LOCK_CLAIMED, values, NULL, SPI_OK_SELECT);
 	rows = SPI_tuptable;
 	nrows = SPI_processed;
-	*runs = palloc0(sizeof(StepRun) * (nrows + 1));
+	*runs = palloc0(sizeof(SagaStepRun) * (nrows + 1));
 
 	for (i = 0; i < nrows; i++)
 	{
-		StepRun    *run = &(*runs)[nruns];
+		SagaStepRun *run = &(*runs)[nruns];
 		bool		isnull;
 		Datum		d;
 
-		col_uuid(rows, i, 1, &run->saga_id);
+		SagaColumnUuid(rows, i, 1, &run->saga_id);
 		for (j = 0; j < n; j++)
 			if (memcmp(&ids[j], &run->saga_id, sizeof(pg_uuid_t)) == 0)
 				seen[j] = true;
-		run->step = col_text(rows, i, 4);
+		run->step = SagaColumnText(rows, i, 4);
 		if (run->step == NULL)
 			continue;			/* locked, but nothing is running */
-		run->saga_status = col_text(rows, i, 2);
-		run->owner = DatumGetObjectId(SPI_getbinval(rows->vals[i], rows->tupdesc, 3, &isnull));
-		run->phase = col_text(rows, i, 5);
-		run->kind = col_text(rows, i, 6);
-		run->function = col_text(rows, i, 7);
-		run->topic = col_text(rows, i, 8);
-		run->event_type = col_text(rows, i, 9);
-		run->await = DatumGetBool(SPI_getbinval(rows->vals[i], rows->tupdesc, 10, &isnull));
-		d = SPI_getbinval(rows->vals[i], rows->tupdesc, 11, &isnull);
+		run->saga_status = SagaColumnText(rows, i, 2);
+		run->owner = DatumGetObjectId(SagaColumn(rows, i, 3, &isnull));
+		run->phase = SagaColumnText(rows, i, 5);
+		run->kind = SagaColumnText(rows, i, 6);
+		run->function = SagaColumnText(rows, i, 7);
+		run->topic = SagaColumnText(rows, i, 8);
+		run->event_type = SagaColumnText(rows, i, 9);
+		run->await = DatumGetBool(SagaColumn(rows, i, 10, &isnull));
+		d = SagaColumn(rows, i, 11, &isnull);
 		run->headers = isnull ? NULL : DatumGetJsonbPCopy(d);
-		d = SPI_getbinval(rows->vals[i], rows->tupdesc, 12, &isnull);
+		d = SagaColumn(rows, i, 12, &isnull);
 		run->timeout_ms = isnull ? 0 : DatumGetInt64(d);
-		d = SPI_getbinval(rows->vals[i], rows->tupdesc, 13, &isnull);
+		d = SagaColumn(rows, i, 13, &isnull);
 		run->ctx = DatumGetJsonbPCopy(d);
 		nruns++;
 	}
@@ -1310,11 +208,11 @@ lock_claimed(const pg_uuid_t *ids, int n, StepRun **runs,
 			deferred[(*ndeferred)++] = ids[j];
 	if (*ndeferred > 0)
 	{
-		values[0] = uuid_array(deferred, *ndeferred);
-		run_plan(Q_EXISTING, values, NULL, SPI_OK_SELECT);
+		values[0] = SagaUuidArray(deferred, *ndeferred);
+		(void) SagaRun(SAGA_Q_EXISTING, values, NULL, SPI_OK_SELECT);
 		*ndeferred = 0;
 		for (i = 0; i < SPI_processed; i++)
-			col_uuid(SPI_tuptable, i, 1, &deferred[(*ndeferred)++]);
+			SagaColumnUuid(SPI_tuptable, i, 1, &deferred[(*ndeferred)++]);
 		SPI_freetuptable(SPI_tuptable);
 	}
 	return nruns;
@@ -1328,7 +226,7 @@ lock_claimed(const pg_uuid_t *ids, int n, StepRun **runs,
 static int
 execute_claimed(const pg_uuid_t *ids, int n, pg_uuid_t *deferred, int *ndeferred)
 {
-	StepRun    *runs;
+	SagaStepRun *runs;
 	SagaOutcome *outcomes;
 	int			nruns;
 	int			i;
@@ -1342,10 +240,25 @@ execute_claimed(const pg_uuid_t *ids, int n, pg_uuid_t *deferred, int *ndeferred
 	outcomes = palloc0(sizeof(SagaOutcome) * nruns);
 	for (i = 0; i < nruns; i++)
 	{
-		run_step(&runs[i], &outcomes[i]);
+		SagaErrorContext ectx;
+
+		SagaErrorContextPush(&ectx, &runs[i].saga_id, runs[i].step);
+		SagaRunStep(&runs[i], &outcomes[i]);
+		SagaErrorContextPop(&ectx);
 		CHECK_FOR_INTERRUPTS();
 	}
-	(void) SagaApplyOutcomes(outcomes, nruns, GetCurrentTimestamp());
+
+	/* Recording the outcome of one step is part of running that step. */
+	if (nruns == 1)
+	{
+		SagaErrorContext ectx;
+
+		SagaErrorContextPush(&ectx, &runs[0].saga_id, runs[0].step);
+		(void) SagaApplyOutcomes(outcomes, nruns, GetCurrentTimestamp());
+		SagaErrorContextPop(&ectx);
+	}
+	else
+		(void) SagaApplyOutcomes(outcomes, nruns, GetCurrentTimestamp());
 	return nruns;
 }
 
@@ -1372,8 +285,8 @@ recover_orphans(TimestampTz now)
 	bool		isnull;
 	int64		left;
 
-	values[0] = uuid_array(claimed, nclaimed);
-	run_plan(Q_ORPHANS, values, NULL, SPI_OK_SELECT);
+	values[0] = SagaUuidArray(claimed, nclaimed);
+	(void) SagaRun(SAGA_Q_ORPHANS, values, NULL, SPI_OK_SELECT);
 	rows = SPI_tuptable;
 	nrows = SPI_processed;
 	outcomes = palloc0(sizeof(SagaOutcome) * (nrows + 1));
@@ -1382,9 +295,9 @@ recover_orphans(TimestampTz now)
 		int			interruptions = DatumGetInt32(SPI_getbinval(rows->vals[i], rows->tupdesc,
 																4, &isnull));
 
-		col_uuid(rows, i, 1, &outcomes[i].saga_id);
-		outcomes[i].step = col_text(rows, i, 2);
-		outcomes[i].phase = col_text(rows, i, 3);
+		SagaColumnUuid(rows, i, 1, &outcomes[i].saga_id);
+		outcomes[i].step = SagaColumnText(rows, i, 2);
+		outcomes[i].phase = SagaColumnText(rows, i, 3);
 		if (interruptions + 1 >= SAGA_MAX_INTERRUPTIONS)
 		{
 			outcomes[i].kind = SAGA_FAIL;
@@ -1406,8 +319,8 @@ recover_orphans(TimestampTz now)
 						(int) nrows)));
 	}
 
-	run_plan(Q_ORPHANS_LEFT, values, NULL, SPI_OK_SELECT);
-	left = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc,
+	(void) SagaRun(SAGA_Q_ORPHANS_LEFT, values, NULL, SPI_OK_SELECT);
+	left = DatumGetInt64(SagaColumn(SPI_tuptable, 0,
 									   1, &isnull));
 	recovery_needed = (left > 0);
 	return (int) nrows;
@@ -1432,28 +345,28 @@ sweep(TimestampTz now)
 	/* Deadlines. */
 	values[0] = TimestampTzGetDatum(now);
 	values[1] = Int32GetDatum(SAGA_SWEEP_LIMIT);
-	run_plan(Q_DEADLINES, values, NULL, SPI_OK_UPDATE_RETURNING);
+	(void) SagaRun(SAGA_Q_DEADLINES, values, NULL, SPI_OK_UPDATE_RETURNING);
 	rows = SPI_tuptable;
 	nrows = SPI_processed;
 	ids = palloc(sizeof(pg_uuid_t) * (nrows + 1));
 	for (i = 0; i < nrows; i++)
-		col_uuid(rows, i, 1, &ids[i]);
+		SagaColumnUuid(rows, i, 1, &ids[i]);
 	SPI_freetuptable(rows);
 	SagaAdvanceCompensation(ids, (int) nrows, now);
 	swept += (int) nrows;
 
 	/* Wait timeouts. */
-	run_plan(Q_TIMEOUTS, values, NULL, SPI_OK_SELECT);
+	(void) SagaRun(SAGA_Q_TIMEOUTS, values, NULL, SPI_OK_SELECT);
 	rows = SPI_tuptable;
 	nrows = SPI_processed;
 	outcomes = palloc0(sizeof(SagaOutcome) * (nrows + 1));
 	for (i = 0; i < nrows; i++)
 	{
-		col_uuid(rows, i, 1, &outcomes[i].saga_id);
-		outcomes[i].step = col_text(rows, i, 2);
-		outcomes[i].phase = col_text(rows, i, 3);
+		SagaColumnUuid(rows, i, 1, &outcomes[i].saga_id);
+		outcomes[i].step = SagaColumnText(rows, i, 2);
+		outcomes[i].phase = SagaColumnText(rows, i, 3);
 		outcomes[i].kind = SAGA_TIMEOUT;
-		outcomes[i].error = col_text(rows, i, 4);
+		outcomes[i].error = SagaColumnText(rows, i, 4);
 	}
 	SPI_freetuptable(rows);
 	(void) SagaApplyOutcomes(outcomes, (int) nrows, now);
@@ -1461,10 +374,37 @@ sweep(TimestampTz now)
 	return swept;
 }
 
+/*
+ * driver_error_callback
+ *		Errors say what the driver was doing ("while driving sagas"); 'arg'
+ *		is that text.
+ */
+static void
+driver_error_callback(void *arg)
+{
+	errcontext("while %s", (const char *) arg);
+}
+
+/*
+ * report_caught
+ *		Log an error that the driver caught and goes on from, as a WARNING:
+ *		the error's own message, detail and context (which says what was
+ *		being done), and 'hint' unless the error has a hint of its own.
+ */
+static void
+report_caught(ErrorData *edata, const char *hint)
+{
+	edata->elevel = WARNING;
+	if (edata->hint == NULL && hint != NULL)
+		edata->hint = MemoryContextStrdup(GetMemoryChunkContext(edata), hint);
+	ThrowErrorData(edata);
+}
+
 typedef struct GuardedCall
 {
 	int			(*fn) (TimestampTz);
 	TimestampTz now;
+	const char *what;
 	int			result;
 } GuardedCall;
 
@@ -1473,14 +413,20 @@ static void
 call_guarded(void *arg)
 {
 	GuardedCall *g = arg;
+	ErrorContextCallback errcallback;
 
+	errcallback.callback = driver_error_callback;
+	errcallback.arg = (void *) g->what;
+	errcallback.previous = error_context_stack;
+	error_context_stack = &errcallback;
 	g->result = g->fn(g->now);
+	error_context_stack = errcallback.previous;
 }
 
 /*
  * guarded
  *		Run fn(now) in a subtransaction of the round: an error is reported
- *		(what failed), rolled back, and the round goes on; the same work is
+ *		(with the context "while <what>"), rolled back, and the round goes on; the same work is
  *		then not tried again for SAGA_GUARD_BACKOFF_MS (*retry_at), so that
  *		a lasting problem does not flood the log.  Returns fn's result, or 0.
  */
@@ -1488,7 +434,7 @@ static int
 guarded(int (*fn) (TimestampTz), TimestampTz now, const char *what,
 		TimestampTz *retry_at)
 {
-	GuardedCall g = {fn, now, 0};
+	GuardedCall g = {fn, now, what, 0};
 	ErrorData  *edata;
 
 	if (*retry_at != 0 && now < *retry_at)
@@ -1498,9 +444,8 @@ guarded(int (*fn) (TimestampTz), TimestampTz now, const char *what,
 		*retry_at = 0;
 		return g.result;
 	}
-	ereport(WARNING,
-			(errmsg("outbox_saga: %s failed: %s", what, edata->message),
-			 errdetail("It is tried again in %d seconds.", SAGA_GUARD_BACKOFF_MS / 1000)));
+	report_caught(edata, psprintf("It is tried again in %d seconds.",
+								  SAGA_GUARD_BACKOFF_MS / 1000));
 	FreeErrorData(edata);
 	*retry_at = TimestampTzPlusMilliseconds(now, SAGA_GUARD_BACKOFF_MS);
 	return 0;
@@ -1522,7 +467,7 @@ claim(int limit, TimestampTz now)
 
 	values[0] = Int32GetDatum(limit);
 	values[1] = TimestampTzGetDatum(now);
-	run_plan(Q_CLAIM, values, NULL, SPI_OK_UPDATE_RETURNING);
+	(void) SagaRun(SAGA_Q_CLAIM, values, NULL, SPI_OK_UPDATE_RETURNING);
 	rows = SPI_tuptable;
 	nrows = SPI_processed;
 
@@ -1530,7 +475,7 @@ claim(int limit, TimestampTz now)
 	next_claimed = repalloc(next_claimed, sizeof(pg_uuid_t) * (next_nclaimed + nrows + 1));
 	MemoryContextSwitchTo(old);
 	for (i = 0; i < nrows; i++)
-		col_uuid(rows, i, 1, &next_claimed[next_nclaimed++]);
+		SagaColumnUuid(rows, i, 1, &next_claimed[next_nclaimed++]);
 	SPI_freetuptable(rows);
 	return (int) nrows;
 }
@@ -1546,8 +491,8 @@ ready_now(TimestampTz now)
 	bool		isnull;
 
 	values[0] = TimestampTzGetDatum(now);
-	run_plan(Q_READY, values, NULL, SPI_OK_SELECT);
-	return DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc,
+	(void) SagaRun(SAGA_Q_READY, values, NULL, SPI_OK_SELECT);
+	return DatumGetBool(SagaColumn(SPI_tuptable, 0,
 									  1, &isnull));
 }
 
@@ -1561,9 +506,7 @@ reset_next(void)
 	MemoryContextReset(next_cxt);
 	next_claimed = MemoryContextAlloc(next_cxt, sizeof(pg_uuid_t));
 	next_nclaimed = 0;
-	next_http_runs = NULL;
-	next_nhttp_runs = 0;
-	next_http_capacity = 0;
+	SagaHttpResetNext();
 }
 
 /*
@@ -1578,236 +521,12 @@ swap_lists(void)
 	claimed_cxt = next_cxt;
 	claimed = next_claimed;
 	nclaimed = next_nclaimed;
-	http_runs = next_http_runs;
-	nhttp_runs = next_nhttp_runs;
+	SagaHttpSwap();
 	next_cxt = tmp;
 	reset_next();
 }
 
-/*
- * next_http_slot
- *		A new, zeroed entry of the next list's http runs.
- */
-static HttpRun *
-next_http_slot(void)
-{
-	HttpRun    *h;
-
-	if (next_nhttp_runs == next_http_capacity)
-	{
-		int			capacity = Max(16, next_http_capacity * 2);
-		HttpRun    *grown = MemoryContextAllocZero(next_cxt, sizeof(HttpRun) * capacity);
-
-		if (next_nhttp_runs > 0)
-			memcpy(grown, next_http_runs, sizeof(HttpRun) * next_nhttp_runs);
-		next_http_runs = grown;
-		next_http_capacity = capacity;
-	}
-	h = &next_http_runs[next_nhttp_runs++];
-	memset(h, 0, sizeof(HttpRun));
-	return h;
-}
-
-static char *
-copy_or_null(const char *text, int len)
-{
-	if (text == NULL)
-		return NULL;
-	return pnstrdup(text, len);
-}
-
-/*
- * carry_http
- *		The http runs of the sagas 'ids' (still claimed, not recorded yet)
- *		go from the claimed list to the next list (copied into next_cxt).
- */
-static void
-carry_http(const pg_uuid_t *ids, int n)
-{
-	MemoryContext old;
-	int			i;
-	int			j;
-
-	if (nhttp_runs == 0 || n == 0)
-		return;
-	old = MemoryContextSwitchTo(next_cxt);
-	for (i = 0; i < nhttp_runs; i++)
-	{
-		const HttpRun *src = &http_runs[i];
-		HttpRun    *dst;
-		char	  **names;
-		char	  **values;
-		int			k;
-
-		for (j = 0; j < n; j++)
-			if (memcmp(&ids[j], &src->saga_id, sizeof(pg_uuid_t)) == 0)
-				break;
-		if (j == n)
-			continue;
-		dst = next_http_slot();
-		*dst = *src;
-		dst->step = pstrdup(src->step);
-		dst->phase = pstrdup(src->phase);
-		dst->call.url = copy_or_null(src->call.url, src->call.url ? strlen(src->call.url) : 0);
-		dst->call.method = copy_or_null(src->call.method, src->call.method ? strlen(src->call.method) : 0);
-		dst->call.idempotency_key = copy_or_null(src->call.idempotency_key,
-												 src->call.idempotency_key ? strlen(src->call.idempotency_key) : 0);
-		dst->call.body = copy_or_null(src->call.body, src->call.body_len);
-		names = palloc(sizeof(char *) * (src->call.nheaders + 1));
-		values = palloc(sizeof(char *) * (src->call.nheaders + 1));
-		for (k = 0; k < src->call.nheaders; k++)
-		{
-			names[k] = pstrdup(src->call.header_names[k]);
-			values[k] = pstrdup(src->call.header_values[k]);
-		}
-		dst->call.header_names = (const char *const *) names;
-		dst->call.header_values = (const char *const *) values;
-		dst->res.body = copy_or_null(src->res.body, src->res.body_len);
-		dst->res.error = copy_or_null(src->res.error, src->res.error ? strlen(src->res.error) : 0);
-	}
-	MemoryContextSwitchTo(old);
-}
-
-/*
- * prepare_http
- *		Read what to send for the http runs among the sagas just claimed
- *		(next_claimed[from..]), in the claiming transaction, into the next
- *		list.
- */
-static void
-prepare_http(int from)
-{
-	Datum		values[1];
-	SPITupleTable *rows;
-	uint64		nrows;
-	uint64		i;
-	MemoryContext old;
-
-	if (next_nclaimed <= from)
-		return;
-	values[0] = uuid_array(next_claimed + from, next_nclaimed - from);
-	run_plan(Q_HTTP_CALLS, values, NULL, SPI_OK_SELECT);
-	rows = SPI_tuptable;
-	nrows = SPI_processed;
-	old = MemoryContextSwitchTo(next_cxt);
-	for (i = 0; i < nrows; i++)
-	{
-		HttpRun    *h = next_http_slot();
-		bool		isnull;
-		Datum		d;
-		char	  **names;
-		char	  **hvalues;
-		int			nheaders = 0;
-
-		col_uuid(rows, i, 1, &h->saga_id);
-		h->step = col_text(rows, i, 2);
-		h->phase = col_text(rows, i, 3);
-		h->call.url = col_text(rows, i, 4);
-		h->call.method = col_text(rows, i, 5);
-		/* Every header (SinkHttpSend refuses too many). */
-		d = SPI_getbinval(rows->vals[i], rows->tupdesc, 6, &isnull);
-		names = NULL;
-		hvalues = NULL;
-		if (!isnull)
-		{
-			Jsonb	   *headers = DatumGetJsonbP(d);
-			JsonbIterator *it;
-			JsonbValue	v;
-			JsonbIteratorToken tok;
-
-			if (JB_ROOT_IS_OBJECT(headers))
-			{
-				int			size = JsonContainerSize(&headers->root) + 1;
-
-				names = palloc0(sizeof(char *) * size);
-				hvalues = palloc0(sizeof(char *) * size);
-				it = JsonbIteratorInit(&headers->root);
-				while ((tok = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
-				{
-					if (tok == WJB_KEY && nheaders < size)
-						names[nheaders] = pnstrdup(v.val.string.val, v.val.string.len);
-					else if (tok == WJB_VALUE && nheaders < size)
-						hvalues[nheaders++] = v.type == jbvString ?
-							pnstrdup(v.val.string.val, v.val.string.len) : pstrdup("");
-				}
-			}
-		}
-		h->call.nheaders = nheaders;
-		h->call.header_names = (const char *const *) names;
-		h->call.header_values = (const char *const *) hvalues;
-		d = SPI_getbinval(rows->vals[i], rows->tupdesc, 7, &isnull);
-		h->call.timeout_ms = isnull ? 0 : DatumGetInt64(d);
-		h->call.idempotency_key = col_text(rows, i, 8);
-		h->call.body = col_text(rows, i, 9);
-		h->call.body_len = h->call.body ? strlen(h->call.body) : 0;
-	}
-	MemoryContextSwitchTo(old);
-	SPI_freetuptable(rows);
-}
-
-/*
- * send_http
- *		Send the claimed http runs not sent yet, with no transaction open
- *		(after the round that claimed them committed and flushed).  An error
- *		of the sending machinery itself is every such run's failed attempt.
- */
-static void
-send_http(void)
-{
-	MemoryContext old;
-	HttpCall   *calls;
-	HttpCallResult *results;
-	int		   *which;
-	int			n = 0;
-	int			i;
-
-	Assert(!IsTransactionState());
-	for (i = 0; i < nhttp_runs; i++)
-		if (!http_runs[i].sent)
-			n++;
-	if (n == 0)
-		return;
-
-	/* Results (and scratch) live with the claimed list. */
-	old = MemoryContextSwitchTo(claimed_cxt);
-	calls = palloc(sizeof(HttpCall) * n);
-	results = palloc0(sizeof(HttpCallResult) * n);
-	which = palloc(sizeof(int) * n);
-	n = 0;
-	for (i = 0; i < nhttp_runs; i++)
-		if (!http_runs[i].sent)
-		{
-			which[n] = i;
-			calls[n++] = http_runs[i].call;
-		}
-	PG_TRY();
-	{
-		SinkHttpSend(calls, n, results);
-	}
-	PG_CATCH();
-	{
-		ErrorData  *edata;
-
-		MemoryContextSwitchTo(claimed_cxt);
-		edata = CopyErrorData();
-		FlushErrorState();
-		for (i = 0; i < n; i++)
-		{
-			memset(&results[i], 0, sizeof(HttpCallResult));
-			results[i].error = psprintf("could not send the request: %s", edata->message);
-		}
-		FreeErrorData(edata);
-	}
-	PG_END_TRY();
-	MemoryContextSwitchTo(claimed_cxt);
-	for (i = 0; i < n; i++)
-	{
-		http_runs[which[i]].res = results[i];
-		http_runs[which[i]].sent = true;
-	}
-	MemoryContextSwitchTo(old);
-}
-
+/* What one round did. */
 typedef struct RoundResult
 {
 	int			work;			/* runs run, swept, recovered */
@@ -1868,13 +587,13 @@ saga_round(int limit, RoundResult *res)
 	next_claimed = MemoryContextAlloc(next_cxt, sizeof(pg_uuid_t) * (nclaimed + 1));
 	res->work += execute_claimed(claimed, nclaimed, next_claimed, &ndeferred);
 	next_nclaimed = ndeferred;
-	carry_http(next_claimed, ndeferred);
+	SagaHttpCarry(next_claimed, ndeferred, next_cxt);
 
 	now = GetCurrentTimestamp();
 	if (limit > 0)
 	{
 		res->claimed = claim(limit, now);
-		prepare_http(ndeferred);
+		SagaHttpPrepare(next_claimed + ndeferred, next_nclaimed - ndeferred, next_cxt);
 	}
 	else
 		res->ready = ready_now(now);
@@ -1889,7 +608,7 @@ saga_round(int limit, RoundResult *res)
 	swap_lists();
 
 	/* The http runs just claimed go out now, between two transactions. */
-	send_http();
+	SagaHttpSend(claimed_cxt);
 }
 
 /*
@@ -1904,68 +623,69 @@ static bool
 run_one_alone(const pg_uuid_t *id, MemoryContext cxt)
 {
 	volatile bool keep = false;
-	char	   *volatile message = NULL;
+	ErrorData  *volatile first = NULL;
 
 	PG_TRY();
 	{
-		int			level = begin_round();
+		SagaErrorContext ectx;
+		int			level;
 		pg_uuid_t	deferred[1];
 		int			ndeferred;
 
+		SagaErrorContextPush(&ectx, id, NULL);
+		level = begin_round();
 		(void) execute_claimed(id, 1, deferred, &ndeferred);
 		keep = (ndeferred > 0);
 		end_round(level);
+		SagaErrorContextPop(&ectx);
 	}
 	PG_CATCH();
 	{
-		ErrorData  *edata = SpiAbortKeepingError(cxt);
-
-		message = pstrdup(edata->message);
-		FreeErrorData(edata);
+		first = SpiAbortKeepingError(cxt);
 	}
 	PG_END_TRY();
-	if (message == NULL)
+	if (first == NULL)
 		return !keep;
 
 	PG_TRY();
 	{
-		int			level = begin_round();
-		StepRun    *runs;
+		SagaErrorContext ectx;
+		int			level;
+		SagaStepRun *runs;
 		pg_uuid_t	deferred[1];
 		int			ndeferred;
 
+		SagaErrorContextPush(&ectx, id, NULL);
+		level = begin_round();
 		if (lock_claimed(id, 1, &runs, deferred, &ndeferred) == 1)
 		{
 			SagaOutcome outcome;
 
+			ectx.step = runs[0].step;
 			outcome.saga_id = *id;
 			outcome.step = runs[0].step;
 			outcome.phase = runs[0].phase;
 			outcome.kind = SAGA_FAIL;
 			outcome.result = NULL;
-			outcome.error = psprintf("could not run or record the step: %s", message);
+			outcome.error = psprintf("could not run or record the step: %s",
+									 first->message);
 			(void) SagaApplyOutcomes(&outcome, 1, GetCurrentTimestamp());
 		}
 		keep = (ndeferred > 0);
 		end_round(level);
-		ereport(WARNING,
-				(errmsg("outbox_saga: a step of saga %s failed outside its call: %s",
-						DatumGetCString(DirectFunctionCall1(uuid_out, UUIDPGetDatum(id))),
-						message)));
+		SagaErrorContextPop(&ectx);
+		report_caught(first, "The error is recorded as a failed attempt of the step.");
 	}
 	PG_CATCH();
 	{
 		ErrorData  *edata = SpiAbortKeepingError(cxt);
 
-		ereport(WARNING,
-				(errmsg("outbox_saga: saga %s is stuck: %s",
-						DatumGetCString(DirectFunctionCall1(uuid_out, UUIDPGetDatum(id))),
-						edata->message),
-				 errhint("Its running step is run again when the dispatcher restarts.")));
+		report_caught(edata, "Its running step is run again when the dispatcher restarts.");
 		FreeErrorData(edata);
 		keep = false;
 	}
 	PG_END_TRY();
+	FreeErrorData(first);
 	return !keep;
 }
 
@@ -1994,13 +714,13 @@ fall_back(MemoryContext cxt)
 	next_claimed = MemoryContextAlloc(next_cxt, sizeof(pg_uuid_t) * (kept + 1));
 	memcpy(next_claimed, ids, sizeof(pg_uuid_t) * kept);
 	next_nclaimed = kept;
-	carry_http(ids, kept);
+	SagaHttpCarry(ids, kept, next_cxt);
 	swap_lists();
 }
 
 /*
  * SagaNextDue
- *		See saga_driver.h.
+ *		See saga.h.
  */
 TimestampTz
 SagaNextDue(void)
@@ -2009,8 +729,8 @@ SagaNextDue(void)
 	Datum		d;
 	int			level = pin_search_path();
 
-	run_plan(Q_NEXT_DUE, NULL, NULL, SPI_OK_SELECT);
-	d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+	(void) SagaRun(SAGA_Q_NEXT_DUE, NULL, NULL, SPI_OK_SELECT);
+	d = SagaColumn(SPI_tuptable, 0, 1, &isnull);
 	AtEOXact_GUC(true, level);
 	return isnull ? 0 : DatumGetTimestampTz(d);
 }
@@ -2048,15 +768,20 @@ SagaRunPass(int64 *activity)
 
 		PG_TRY();
 		{
+			ErrorContextCallback errcallback;
+
+			errcallback.callback = driver_error_callback;
+			errcallback.arg = (void *) "driving sagas";
+			errcallback.previous = error_context_stack;
+			error_context_stack = &errcallback;
 			saga_round(last ? 0 : Max(batch, 1), &res);
+			error_context_stack = errcallback.previous;
 		}
 		PG_CATCH();
 		{
 			ErrorData  *edata = SpiAbortKeepingError(cxt);
 
-			ereport(WARNING,
-					(errmsg("outbox_saga: driving sagas failed: %s", edata->message),
-					 errdetail("The claimed steps run again one saga at a time.")));
+			report_caught(edata, "The claimed steps run again one saga at a time.");
 			FreeErrorData(edata);
 			fall_back(cxt);
 			return false;

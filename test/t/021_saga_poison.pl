@@ -77,7 +77,7 @@ is($node->safe_psql('postgres', q{
 	SELECT string_agg(d.step, ',' ORDER BY d.step) FROM public.done d
 	  JOIN saga.instances i ON i.id::text = d.saga_id WHERE i.input ? 'poison'}),
 	'a,undo a', 'the poisoned saga kept none of its failed attempts and compensated its first step');
-ok(wait_for_log_match($node, qr/WARNING:  outbox_saga: driving sagas failed: poisoned saga/),
+ok(wait_for_log_match($node, qr/WARNING:  poisoned saga\n(?:.*(?:HINT|DETAIL):  .*\n)*.*CONTEXT:  .*\n(?:\t.*\n)*?\twhile driving sagas$/m),
 	'the failed round is reported');
 
 is(dispatcher_pid($node, 'postgres'), $pid, 'the dispatcher survived');
