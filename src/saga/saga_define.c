@@ -49,8 +49,8 @@
 #include "base/jsonb_util.h"
 #include "base/sql_args.h"
 #include "events/eventlog.h"
+#include "http/http_client.h"
 #include "saga/saga.h"
-#include "sink/http.h"
 
 PG_FUNCTION_INFO_V1(outbox_saga_saga_define);
 
@@ -199,7 +199,7 @@ parse_policy(JsonbContainer *c, const char *where, StepPolicy *policy)
 /*
  * check_http_call
  *		Refuse at definition time what the worker would refuse at every run
- *		(SinkHttpCallProblem: the URL's form and literal address, header
+ *		(HttpClientCallProblem: the URL's form and literal address, header
  *		names, reserved headers, control characters; the worker always sends
  *		an Idempotency-Key, so that header is reserved too).
  */
@@ -219,7 +219,7 @@ check_http_call(const char *url, const char *method, Jsonb *headers, const char 
 		call.nheaders = JsonbObjectStrings(headers, &names, &values);
 	call.header_names = (const char *const *) names;
 	call.header_values = (const char *const *) values;
-	problem = SinkHttpCallProblem(&call);
+	problem = HttpClientCallProblem(&call);
 	if (problem != NULL)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),

@@ -7,7 +7,7 @@
  *
  * CALLS
  *	An http step is a request through the http destinations' machinery
- *	(SinkHttpSend in sink/http.c: the libcurl multi loop waiting on the
+ *	(HttpClientSend in http/http_client.c: the libcurl multi loop waiting on the
  *	latch and the sockets, connection reuse, outbox_saga.http_deny_networks
  *	on the resolved address), all the http runs of a round at once, between
  *	two rounds (TRANSACTIONS in saga_driver.c).  Method and headers from the
@@ -46,8 +46,8 @@
 
 #include "base/jsonb_util.h"
 #include "base/spi_util.h"
+#include "http/http_client.h"
 #include "saga/saga.h"
-#include "sink/http.h"
 
 /*
  * Claimed http runs: what to send (read in the round that claimed them),
@@ -353,7 +353,7 @@ SagaHttpPrepare(const pg_uuid_t *ids, int n, MemoryContext next_cxt)
 		h->phase = SagaColumnText(rows, i, 3);
 		h->call.url = SagaColumnText(rows, i, 4);
 		h->call.method = SagaColumnText(rows, i, 5);
-		/* Every header (SinkHttpSend refuses too many). */
+		/* Every header (HttpClientSend refuses too many). */
 		d = SagaColumn(rows, i, 6, &isnull);
 		if (!isnull)
 			nheaders = JsonbObjectStrings(DatumGetJsonbP(d), &names, &hvalues);
@@ -407,7 +407,7 @@ SagaHttpSend(MemoryContext claimed_cxt)
 		}
 	PG_TRY();
 	{
-		SinkHttpSend(calls, n, results);
+		HttpClientSend(calls, n, results);
 	}
 	PG_CATCH();
 	{

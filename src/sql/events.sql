@@ -8,7 +8,7 @@ CREATE SEQUENCE outbox.events_id_seq AS bigint CACHE 1;
 
 -- Partitioned by generation slot: ids (id >> 16) & 3 == N live in events_pN.
 -- The C writer depends on this layout (OUTBOX_GENERATION_BITS,
--- OUTBOX_PARTITIONS in src/eventlog.h) and on the column order.
+-- OUTBOX_PARTITIONS in src/events/eventlog.h) and on the column order.
 CREATE TABLE outbox.events (
 	id            bigint      NOT NULL,
 	event_id      uuid        NOT NULL,

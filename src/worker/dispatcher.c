@@ -103,7 +103,6 @@
 #include "worker/housekeeping.h"
 #include "base/guc.h"
 #include "saga/saga.h"
-#include "saga/saga_driver.h"
 #include "base/shmem.h"
 #include "sink/sink.h"
 #include "base/spi_util.h"

@@ -1,5 +1,5 @@
-# Saga steps of call kind "http" (SPEC 3.5; design in src/saga/saga_driver.c,
-# sent through SinkHttpSend in src/sink/http.c), against a real receiver on
+# Saga steps of call kind "http" (SPEC 3.5; design in src/saga/saga_http.c,
+# sent through HttpClientSend in src/http/http_client.c), against a real receiver on
 # 127.0.0.1: the request (method, Idempotency-Key = <saga_id>:<step>:<phase>,
 # body = ctx, the call's headers), a 2xx JSON body stored as the result, a
 # non-JSON body stored as a JSON string, 400 fails the step for good (one
