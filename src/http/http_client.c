@@ -50,7 +50,7 @@
  *	signature), each with its own URL, method, headers, timeout and
  *	Idempotency-Key, the whole response body kept (up to
  *	HTTP_CALL_MAX_BODY).  The outcome is classified by the caller
- *	(saga_driver.c).
+ *	(saga/saga_http.c).
  *
  * MEMORY: per-batch data in the caller's context; the multi handle, the
  *	easy-handle pool and the socket tables in http_cxt.  An error raised in
