@@ -35,6 +35,7 @@ OBJS = \
 	src/events/emit.o \
 	src/events/wakeup.o \
 	src/events/capture.o \
+	src/events/capture_table.o \
 	src/http/http_guard.o \
 	src/sink/sink.o \
 	src/sink/dest_config.o \
