@@ -43,6 +43,7 @@
 #include "utils/lsyscache.h"
 #include "utils/rel.h"
 
+#include "base/sql_args.h"
 #include "events/capture.h"
 
 PG_FUNCTION_INFO_V1(outbox_saga_capture_table);
@@ -51,10 +52,9 @@ PG_FUNCTION_INFO_V1(outbox_saga_uncapture_table);
 /* The name of the trigger capture_table() creates. */
 #define CAPTURE_TRIGGER_NAME	"outbox_capture"
 
-/* Row operations, as the trigger's event types index them. */
-#define OP_INSERT	0
-#define OP_UPDATE	1
-#define OP_DELETE	2
+/* The operations a capture trigger can fire on, in CREATE TRIGGER's order. */
+#define CAPTURE_NOPS	3
+static const char *const op_keywords[CAPTURE_NOPS] = {"INSERT", "UPDATE", "DELETE"};
 
 /*
  * text_array_elements
@@ -134,7 +134,11 @@ capture_function_oid(void)
 
 /*
  * run_ddl
- *		Run one utility statement through SPI.
+ *		Run one utility statement through SPI, as the caller: through the
+ *		whole utility path (permission checks, event triggers, hooks), as if
+ *		the caller had typed it.  Not an SpiStatement: a utility statement
+ *		takes no parameters, so its text carries the (quoted) table name and
+ *		changes from call to call; nothing would be gained by keeping it.
  */
 static void
 run_ddl(const char *sql)
@@ -174,88 +178,54 @@ check_relkind(Oid relid)
 }
 
 /*
- * outbox.capture_table(tbl regclass, topic text, key_columns text[],
- *						operations text[], ignore_columns text[]) RETURNS text
- *		Create the capture trigger "outbox_capture" on 'tbl' and return its
- *		name.
- *
- * Every input is checked first, including the trigger arguments it builds
- * (with the same code the trigger runs when it fires), so a mistake is an
- * error and creates nothing.  Requires the TRIGGER privilege on the table
- * and EXECUTE on outbox.capture(), as CREATE TRIGGER does.
+ * parse_operations
+ *		The operations argument of capture_table(): a non-empty list of
+ *		INSERT, UPDATE and DELETE in any case, each may be repeated.  Sets
+ *		ops[i] for each op_keywords[i] named.
  */
-Datum
-outbox_saga_capture_table(PG_FUNCTION_ARGS)
+static void
+parse_operations(ArrayType *arr, bool *ops)
 {
-	Oid			relid;
-	Relation	rel;
-	AclResult	aclresult;
-	char	   *args[3];		/* topic=, key=, ignore= */
-	int			nargs = 0;
-	bool		ops[3] = {false, false, false};
-	char	  **opnames;
-	int			nops;
+	char	  **names;
+	int			n = text_array_elements(arr, "operations", &names);
 	int			i;
-	Oid			tgoid;
-	Oid			capture_oid;
-	StringInfoData sql;
-	bool		first;
 
-	if (PG_ARGISNULL(0))
-		ereport(ERROR,
-				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-				 errmsg("tbl must not be null")));
-	if (PG_ARGISNULL(3))
-		ereport(ERROR,
-				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-				 errmsg("operations must not be null"),
-				 errhint("Pass some of INSERT, UPDATE and DELETE.")));
-	relid = PG_GETARG_OID(0);
-
-	/* Operations: a non-empty subset of INSERT, UPDATE, DELETE. */
-	nops = text_array_elements(PG_GETARG_ARRAYTYPE_P(3), "operations", &opnames);
-	if (nops == 0)
+	if (n == 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("operations must not be empty"),
 				 errhint("Pass some of INSERT, UPDATE and DELETE.")));
-	for (i = 0; i < nops; i++)
+	for (i = 0; i < n; i++)
 	{
-		if (pg_strcasecmp(opnames[i], "insert") == 0)
-			ops[OP_INSERT] = true;
-		else if (pg_strcasecmp(opnames[i], "update") == 0)
-			ops[OP_UPDATE] = true;
-		else if (pg_strcasecmp(opnames[i], "delete") == 0)
-			ops[OP_DELETE] = true;
-		else
+		int			op;
+
+		for (op = 0; op < CAPTURE_NOPS; op++)
+			if (pg_strcasecmp(names[i], op_keywords[op]) == 0)
+				break;
+		if (op == CAPTURE_NOPS)
 			ereport(ERROR,
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-					 errmsg("unknown operation \"%s\"", opnames[i]),
+					 errmsg("unknown operation \"%s\"", names[i]),
 					 errhint("Operations are INSERT, UPDATE and DELETE.")));
+		ops[op] = true;
 	}
+}
 
-	/* The trigger's arguments. */
-	if (!PG_ARGISNULL(1))
-		args[nargs++] = psprintf("topic=%s", TextDatumGetCString(PG_GETARG_DATUM(1)));
-	if (!PG_ARGISNULL(2))
-		args[nargs++] = column_list_arg("key", PG_GETARG_ARRAYTYPE_P(2),
-										"key_columns");
-	if (!PG_ARGISNULL(4))
-		args[nargs++] = column_list_arg("ignore", PG_GETARG_ARRAYTYPE_P(4),
-										"ignore_columns");
+/*
+ * check_not_captured
+ *		Refuse to capture 'rel' (locked by the caller) a second time: a
+ *		trigger of our name, any trigger executing outbox.capture() (one made
+ *		by hand would write every event twice), or, on a partitioned table,
+ *		a partition captured on its own (CREATE TRIGGER would refuse it too,
+ *		without saying why).  Locks the partitions as CREATE TRIGGER does.
+ */
+static void
+check_not_captured(Relation rel, Oid capture_oid)
+{
+	Oid			relid = RelationGetRelid(rel);
+	Oid			tgoid = get_trigger_oid(relid, CAPTURE_TRIGGER_NAME, true);
+	int			i;
 
-	/* Privilege first, so that nobody else can lock the table. */
-	check_relkind(relid);
-	aclresult = pg_class_aclcheck(relid, GetUserId(), ACL_TRIGGER);
-	if (aclresult != ACLCHECK_OK)
-		aclcheck_error(aclresult, get_relkind_objtype(get_rel_relkind(relid)),
-					   get_rel_name(relid));
-
-	/* The lock CREATE TRIGGER takes, held from here to the end. */
-	rel = relation_open(relid, ShareRowExclusiveLock);
-
-	capture_oid = capture_function_oid();
-	tgoid = get_trigger_oid(relid, CAPTURE_TRIGGER_NAME, true);
 	if (OidIsValid(tgoid))
 	{
 		Oid			parent = InvalidOid;
@@ -284,28 +254,20 @@ outbox_saga_capture_table(PG_FUNCTION_ARGS)
 				 errhint("To change its capture, call outbox.uncapture_table() first.")));
 	}
 
-	/* A capture trigger made by hand counts too: it would double events. */
-	if (rel->trigdesc != NULL)
+	for (i = 0; rel->trigdesc != NULL && i < rel->trigdesc->numtriggers; i++)
 	{
-		for (i = 0; i < rel->trigdesc->numtriggers; i++)
-		{
-			Trigger    *trig = &rel->trigdesc->triggers[i];
+		Trigger    *trig = &rel->trigdesc->triggers[i];
 
-			if (trig->tgfoid == capture_oid)
-				ereport(ERROR,
-						(errcode(ERRCODE_DUPLICATE_OBJECT),
-						 errmsg("table \"%s\" is already captured by trigger \"%s\"",
-								RelationGetRelationName(rel), trig->tgname),
-						 errdetail("A second capture trigger would write every event twice."),
-						 errhint("Drop trigger \"%s\" first, or create further capture triggers with CREATE TRIGGER.",
-								 trig->tgname)));
-		}
+		if (trig->tgfoid == capture_oid)
+			ereport(ERROR,
+					(errcode(ERRCODE_DUPLICATE_OBJECT),
+					 errmsg("table \"%s\" is already captured by trigger \"%s\"",
+							RelationGetRelationName(rel), trig->tgname),
+					 errdetail("A second capture trigger would write every event twice."),
+					 errhint("Drop trigger \"%s\" first, or create further capture triggers with CREATE TRIGGER.",
+							 trig->tgname)));
 	}
 
-	/*
-	 * A partition captured on its own would get a second trigger of the
-	 * same name from its parent; CREATE TRIGGER refuses that, but say why.
-	 */
 	if (rel->rd_rel->relkind == RELKIND_PARTITIONED_TABLE)
 	{
 		List	   *children = find_all_inheritors(relid, ShareRowExclusiveLock,
@@ -326,22 +288,31 @@ outbox_saga_capture_table(PG_FUNCTION_ARGS)
 								 get_rel_name(child))));
 		}
 	}
+}
 
-	/* Everything the trigger will check when it fires, checked now. */
-	CaptureCheckArgs(rel, CAPTURE_TRIGGER_NAME, nargs, args);
+/*
+ * create_trigger_sql
+ *		CREATE TRIGGER outbox_capture AFTER <ops> ON <rel> FOR EACH ROW
+ *		EXECUTE FUNCTION outbox.capture(<args>), every name and argument
+ *		quoted.
+ */
+static char *
+create_trigger_sql(Relation rel, const bool *ops, int nargs, char **args)
+{
+	StringInfoData sql;
+	bool		first = true;
+	int			i;
 
 	initStringInfo(&sql);
 	appendStringInfo(&sql, "CREATE TRIGGER %s AFTER ",
 					 quote_identifier(CAPTURE_TRIGGER_NAME));
-	first = true;
-	for (i = 0; i < 3; i++)
+	for (i = 0; i < CAPTURE_NOPS; i++)
 	{
 		if (!ops[i])
 			continue;
 		if (!first)
 			appendStringInfoString(&sql, " OR ");
-		appendStringInfoString(&sql, i == OP_INSERT ? "INSERT" :
-							   i == OP_UPDATE ? "UPDATE" : "DELETE");
+		appendStringInfoString(&sql, op_keywords[i]);
 		first = false;
 	}
 	appendStringInfo(&sql, " ON %s FOR EACH ROW EXECUTE FUNCTION outbox.capture(",
@@ -351,9 +322,67 @@ outbox_saga_capture_table(PG_FUNCTION_ARGS)
 		appendStringInfo(&sql, "%s%s", i > 0 ? ", " : "",
 						 quote_literal_cstr(args[i]));
 	appendStringInfoChar(&sql, ')');
+	return sql.data;
+}
 
+/*
+ * outbox.capture_table(tbl regclass, topic text, key_columns text[],
+ *						operations text[], ignore_columns text[]) RETURNS text
+ *		Create the capture trigger "outbox_capture" on 'tbl' and return its
+ *		name.
+ *
+ * Every input is checked first, including the trigger arguments it builds
+ * (with the same code the trigger runs when it fires), so a mistake is an
+ * error and creates nothing.  Requires the TRIGGER privilege on the table
+ * and EXECUTE on outbox.capture(), as CREATE TRIGGER does.
+ */
+Datum
+outbox_saga_capture_table(PG_FUNCTION_ARGS)
+{
+	Oid			relid;
+	Relation	rel;
+	AclResult	aclresult;
+	char	   *args[3];		/* topic=, key=, ignore= */
+	int			nargs = 0;
+	bool		ops[CAPTURE_NOPS] = {false, false, false};
+	char	   *sql;
+
+	SqlRequireArg(fcinfo, 0, "tbl");
+	if (PG_ARGISNULL(3))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("operations must not be null"),
+				 errhint("Pass some of INSERT, UPDATE and DELETE.")));
+	relid = PG_GETARG_OID(0);
+	parse_operations(PG_GETARG_ARRAYTYPE_P(3), ops);
+
+	/* The trigger's arguments. */
+	if (!PG_ARGISNULL(1))
+		args[nargs++] = psprintf("topic=%s", TextDatumGetCString(PG_GETARG_DATUM(1)));
+	if (!PG_ARGISNULL(2))
+		args[nargs++] = column_list_arg("key", PG_GETARG_ARRAYTYPE_P(2),
+										"key_columns");
+	if (!PG_ARGISNULL(4))
+		args[nargs++] = column_list_arg("ignore", PG_GETARG_ARRAYTYPE_P(4),
+										"ignore_columns");
+
+	/* Privilege first, so that nobody else can lock the table. */
+	check_relkind(relid);
+	aclresult = pg_class_aclcheck(relid, GetUserId(), ACL_TRIGGER);
+	if (aclresult != ACLCHECK_OK)
+		aclcheck_error(aclresult, get_relkind_objtype(get_rel_relkind(relid)),
+					   get_rel_name(relid));
+
+	/* The lock CREATE TRIGGER takes, held from here to the end. */
+	rel = relation_open(relid, ShareRowExclusiveLock);
+	check_not_captured(rel, capture_function_oid());
+
+	/* Everything the trigger will check when it fires, checked now. */
+	CaptureCheckArgs(rel, CAPTURE_TRIGGER_NAME, nargs, args);
+
+	sql = create_trigger_sql(rel, ops, nargs, args);
 	relation_close(rel, NoLock);
-	run_ddl(sql.data);
+	run_ddl(sql);
 
 	PG_RETURN_TEXT_P(cstring_to_text(CAPTURE_TRIGGER_NAME));
 }
@@ -377,10 +406,7 @@ outbox_saga_uncapture_table(PG_FUNCTION_ARGS)
 	Oid			root;
 	char	   *relname;
 
-	if (PG_ARGISNULL(0))
-		ereport(ERROR,
-				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-				 errmsg("tbl must not be null")));
+	SqlRequireArg(fcinfo, 0, "tbl");
 	relid = PG_GETARG_OID(0);
 	relname = get_rel_name(relid);
 	if (relname == NULL)
