@@ -15,6 +15,18 @@
  *	Any error aborts the statement that changed the row: a capture that
  *	cannot write its event never lets the change through without it.
  *
+ *	An AFTER ROW trigger fires at the end of the statement, while the
+ *	transaction still holds the lock on the row it changed (the row is new,
+ *	or its old version is locked by the UPDATE or DELETE).  So the trigger
+ *	draws its event id (in OutboxAppendEvent()) while holding the changed
+ *	row's lock: of two transactions that change one row, the second draws
+ *	its id after the first has committed or aborted, and their events are
+ *	delivered in commit order (G4, see eventlog.c).
+ *
+ *	Crash: the event is a row of the log written in the changing
+ *	transaction; after a crash it exists iff that transaction committed.
+ *	The trigger keeps nothing but the per-backend cache below.
+ *
  *	Its arguments are "name=value" strings (see parse_args()).  The payload
  *	is {"op", "schema", "table", "new", "old"}; "new" and "old" hold the
  *	row's columns typed exactly as to_jsonb() types them.  "schema",
@@ -59,8 +71,8 @@
  *	string), the classification is done once here and the value is
  *	rendered the same way to_jsonb renders it.  Every other type (json,
  *	arrays, composites, enums, types from extensions and types with a cast
- *	to json) is converted by calling the real to_jsonb through an FmgrInfo
- *	whose fn_expr carries the column's type, so it is exact by
+ *	to json) is converted by calling the real to_jsonb (ToJsonbPrepare()
+ *	and ToJsonbInvoke() of base/tojsonb.h), so it is exact by
  *	construction.  The regression test capture_types compares the payload
  *	with to_jsonb(row) for every kind of column.
  *
@@ -79,25 +91,15 @@
 
 #include "access/genam.h"
 #include "access/htup_details.h"
-#include "access/relation.h"
 #include "access/table.h"
-#include "access/xact.h"
 #include "catalog/indexing.h"
-#include "catalog/namespace.h"
-#include "catalog/objectaddress.h"
-#include "catalog/pg_inherits.h"
 #include "catalog/pg_constraint.h"
 #include "catalog/pg_trigger.h"
 #include "catalog/pg_type.h"
 #include "commands/trigger.h"
-#include "executor/spi.h"
 #include "executor/tuptable.h"
 #include "fmgr.h"
 #include "lib/stringinfo.h"
-#include "miscadmin.h"
-#include "nodes/makefuncs.h"
-#include "parser/parse_func.h"
-#include "utils/acl.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/datum.h"
@@ -113,6 +115,7 @@
 #include "utils/syscache.h"
 #include "utils/varlena.h"
 
+#include "base/tojsonb.h"
 #include "events/capture.h"
 #include "events/eventlog.h"
 
@@ -157,7 +160,11 @@ typedef struct CaptureColumn
 	int			namelen;
 	CaptureValueKind kind;
 	Oid			basetype;		/* type after looking through domains */
-	FmgrInfo	func;			/* output function, or to_jsonb() */
+	union
+	{
+		FmgrInfo	output;		/* CV_NUMBER, CV_STRING: output function */
+		ToJsonbCall to_jsonb;	/* CV_TO_JSONB */
+	}			conv;
 } CaptureColumn;
 
 /* One column of the aggregate key. */
@@ -171,9 +178,9 @@ typedef struct CaptureKeyColumn
 typedef struct CaptureState
 {
 	MemoryContext cxt;			/* holds this struct and all it points to */
-	Oid			relid;			/* the firing relation */
-	Oid			rootid;			/* the captured table (== relid unless the
-								 * trigger is a clone on a partition) */
+	Oid			rootid;			/* the captured table (the firing relation
+								 * unless the trigger is a clone on a
+								 * partition) */
 	text	   *topic;
 	text	   *event_type[3];	/* insert, update, delete */
 	char	   *schema;			/* payload "schema": the captured table's */
@@ -537,23 +544,16 @@ init_column(CaptureColumn *col, Form_pg_attribute att)
 				col->kind = CV_STRING;
 			else
 			{
-				FuncExpr   *expr;
-
+				/* to_jsonb() looks at the declared type, domain and all */
 				col->kind = CV_TO_JSONB;
-				expr = makeFuncExpr(F_TO_JSONB, JSONBOID,
-									list_make1(makeNullConst(att->atttypid,
-															 att->atttypmod,
-															 att->attcollation)),
-									InvalidOid, InvalidOid,
-									COERCE_EXPLICIT_CALL);
-				fmgr_info_cxt(F_TO_JSONB, &col->func, CurrentMemoryContext);
-				fmgr_info_set_expr((Node *) expr, &col->func);
+				ToJsonbPrepare(&col->conv.to_jsonb, att->atttypid,
+							   CurrentMemoryContext);
 				return;
 			}
 			break;
 	}
 	getTypeOutputInfo(col->basetype, &outfunc, &isvarlena);
-	fmgr_info_cxt(outfunc, &col->func, CurrentMemoryContext);
+	fmgr_info_cxt(outfunc, &col->conv.output, CurrentMemoryContext);
 }
 
 /*
@@ -653,7 +653,6 @@ build_state(Relation rel, Oid rootid, const char *trigname,
 
 	st = palloc0(sizeof(CaptureState));
 	st->cxt = cxt;
-	st->relid = RelationGetRelid(rel);
 	st->rootid = rootid;
 
 	rootname = get_rel_name(rootid);
@@ -854,6 +853,30 @@ get_state(TriggerData *td)
 }
 
 /*
+ * push_key / push_null
+ *		Add an object key; add a JSON null as the value of the current key.
+ */
+static void
+push_key(JsonbParseState **ps, const char *key, int len)
+{
+	JsonbValue	k;
+
+	k.type = jbvString;
+	k.val.string.val = (char *) key;
+	k.val.string.len = len;
+	pushJsonbValue(ps, WJB_KEY, &k);
+}
+
+static void
+push_null(JsonbParseState **ps)
+{
+	JsonbValue	v;
+
+	v.type = jbvNull;
+	pushJsonbValue(ps, WJB_VALUE, &v);
+}
+
+/*
  * push_jsonb
  *		Add the jsonb value 'jb' as the value of the current key.
  */
@@ -890,8 +913,7 @@ push_column(JsonbParseState **ps, CaptureColumn *col, Datum value, bool isnull)
 
 	if (isnull)
 	{
-		v.type = jbvNull;
-		pushJsonbValue(ps, WJB_VALUE, &v);
+		push_null(ps);
 		return;
 	}
 
@@ -913,7 +935,7 @@ push_column(JsonbParseState **ps, CaptureColumn *col, Datum value, bool isnull)
 			break;
 		case CV_NUMBER:
 			/* as to_jsonb: a number unless it is NaN or an infinity */
-			str = OutputFunctionCall(&col->func, value);
+			str = OutputFunctionCall(&col->conv.output, value);
 			if (strchr(str, 'N') == NULL && strchr(str, 'n') == NULL)
 			{
 				v.type = jbvNumeric;
@@ -939,7 +961,7 @@ push_column(JsonbParseState **ps, CaptureColumn *col, Datum value, bool isnull)
 			push_jsonb(ps, DatumGetJsonbP(value));
 			return;
 		case CV_STRING:
-			str = OutputFunctionCall(&col->func, value);
+			str = OutputFunctionCall(&col->conv.output, value);
 			v.type = jbvString;
 			v.val.string.val = str;
 			v.val.string.len = strlen(str);
@@ -951,7 +973,7 @@ push_column(JsonbParseState **ps, CaptureColumn *col, Datum value, bool isnull)
 								   JENTRY_OFFLENMASK)));
 			break;
 		case CV_TO_JSONB:
-			push_jsonb(ps, DatumGetJsonbP(FunctionCall1(&col->func, value)));
+			push_jsonb(ps, DatumGetJsonbP(ToJsonbInvoke(&col->conv.to_jsonb, value)));
 			return;
 		default:
 			elog(ERROR, "unknown capture value kind %d", (int) col->kind);
@@ -966,21 +988,17 @@ push_column(JsonbParseState **ps, CaptureColumn *col, Datum value, bool isnull)
 static void
 push_string_pair(JsonbParseState **ps, const char *key, const char *value)
 {
-	JsonbValue	k;
 	JsonbValue	v;
 
-	k.type = jbvString;
-	k.val.string.val = (char *) key;
-	k.val.string.len = strlen(key);
-	pushJsonbValue(ps, WJB_KEY, &k);
+	push_key(ps, key, strlen(key));
 	if (value == NULL)
-		v.type = jbvNull;
-	else
 	{
-		v.type = jbvString;
-		v.val.string.val = (char *) value;
-		v.val.string.len = strlen(value);
+		push_null(ps);
+		return;
 	}
+	v.type = jbvString;
+	v.val.string.val = (char *) value;
+	v.val.string.len = strlen(value);
 	pushJsonbValue(ps, WJB_VALUE, &v);
 }
 
@@ -993,19 +1011,12 @@ static void
 push_row(JsonbParseState **ps, CaptureState *st, const char *name,
 		 TupleTableSlot *slot)
 {
-	JsonbValue	k;
 	int			i;
 
-	k.type = jbvString;
-	k.val.string.val = (char *) name;
-	k.val.string.len = strlen(name);
-	pushJsonbValue(ps, WJB_KEY, &k);
+	push_key(ps, name, strlen(name));
 	if (slot == NULL)
 	{
-		JsonbValue	v;
-
-		v.type = jbvNull;
-		pushJsonbValue(ps, WJB_VALUE, &v);
+		push_null(ps);
 		return;
 	}
 
@@ -1014,10 +1025,7 @@ push_row(JsonbParseState **ps, CaptureState *st, const char *name,
 	{
 		CaptureColumn *col = &st->columns[i];
 
-		k.type = jbvString;
-		k.val.string.val = col->name;
-		k.val.string.len = col->namelen;
-		pushJsonbValue(ps, WJB_KEY, &k);
+		push_key(ps, col->name, col->namelen);
 		push_column(ps, col, slot->tts_values[col->attnum - 1],
 					slot->tts_isnull[col->attnum - 1]);
 	}
@@ -1051,6 +1059,45 @@ aggregate_id(CaptureState *st, TupleTableSlot *slot)
 												  slot->tts_values[attnum - 1]));
 	}
 	return buf.len > 0 ? buf.data : NULL;
+}
+
+/*
+ * empty_headers
+ *		The headers of nearly every captured event, '{}', built once per
+ *		backend.  They need no OutboxCheckHeaders(): an empty object has no
+ *		value to check, and outbox_saga.max_payload_size is at least 1 kB.
+ */
+static Jsonb *
+empty_headers(void)
+{
+	static Jsonb *headers = NULL;
+
+	if (headers == NULL)
+	{
+		JsonbParseState *ps = NULL;
+		Jsonb	   *jb;
+
+		pushJsonbValue(&ps, WJB_BEGIN_OBJECT, NULL);
+		jb = JsonbValueToJsonb(pushJsonbValue(&ps, WJB_END_OBJECT, NULL));
+		headers = MemoryContextAlloc(TopMemoryContext, VARSIZE(jb));
+		memcpy(headers, jb, VARSIZE(jb));
+	}
+	return headers;
+}
+
+/*
+ * old_aggregate_headers
+ *		{"old_aggregate_id": old_agg}: the headers of an UPDATE that moved
+ *		the row to another aggregate.
+ */
+static Jsonb *
+old_aggregate_headers(const char *old_agg)
+{
+	JsonbParseState *ps = NULL;
+
+	pushJsonbValue(&ps, WJB_BEGIN_OBJECT, NULL);
+	push_string_pair(&ps, "old_aggregate_id", old_agg);
+	return JsonbValueToJsonb(pushJsonbValue(&ps, WJB_END_OBJECT, NULL));
 }
 
 /*
@@ -1179,22 +1226,19 @@ outbox_saga_capture(PG_FUNCTION_ARGS)
 		if (old_agg != NULL && agg != NULL && strcmp(old_agg, agg) == 0)
 			old_agg = NULL;
 	}
-	ps = NULL;
-	pushJsonbValue(&ps, WJB_BEGIN_OBJECT, NULL);
-	if (old_agg != NULL)
-		push_string_pair(&ps, "old_aggregate_id", old_agg);
 
 	ev.topic = st->topic;
 	ev.event_type = st->event_type[op];
 	ev.payload = JsonbValueToJsonb(root);
 	ev.aggregate_id = agg ? cstring_to_text(agg) : NULL;
-	ev.headers = JsonbValueToJsonb(pushJsonbValue(&ps, WJB_END_OBJECT, NULL));
+	ev.headers = old_agg ? old_aggregate_headers(old_agg) : empty_headers();
 	ev.has_deliver_after = false;
 	ev.deliver_after = 0;
 
 	OutboxCheckAggregateId(ev.aggregate_id);
 	OutboxCheckPayload(ev.payload);
-	OutboxCheckHeaders(ev.headers);
+	if (old_agg != NULL)
+		OutboxCheckHeaders(ev.headers);
 	OutboxAppendEvent(&ev, &event_id);
 
 	return PointerGetDatum(NULL);
