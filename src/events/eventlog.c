@@ -91,22 +91,6 @@
 #include "base/uuidv7.h"
 #include "events/wakeup.h"
 
-/* Columns of outbox.events, in their declared order (the SPEC's contract). */
-enum
-{
-	EV_ID,
-	EV_EVENT_ID,
-	EV_TOPIC,
-	EV_AGGREGATE_ID,
-	EV_EVENT_TYPE,
-	EV_PAYLOAD,
-	EV_HEADERS,
-	EV_CREATED_AT,
-	EV_DELIVER_AFTER,
-	EV_TXID,
-	EV_NATTS
-};
-
 /*
  * What the write path looks up once per backend: the outbox schema, the id
  * sequence, the partitions, and the IndexInfo of each partition's indexes.
