@@ -619,6 +619,85 @@ parse_args(int nargs, char **args, const char **values)
 }
 
 /*
+ * init_keys
+ *		The aggregate key of 'st': the columns of key= ('value'), or of the
+ *		captured table's primary key when it is NULL, with their output
+ *		functions.  Allocates in the current context (the state's).
+ */
+static void
+init_keys(CaptureState *st, BuildContext *bc, TupleDesc desc, const char *value)
+{
+	AttrNumber *attnums;
+	int			n;
+	int			i;
+
+	if (value != NULL)
+		n = parse_column_list(bc, desc, value, ARG_KEY, &attnums);
+	else
+	{
+		List	   *pk = primary_key_names(st->rootid);
+		ListCell   *lc;
+
+		if (pk == NIL)
+			ereport(ERROR,
+					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+					 errmsg("table \"%s.%s\" has no primary key", st->schema,
+							st->table),
+					 errdetail("The values of the key columns, joined with \":\", are the aggregate_id of the events."),
+					 bc->for_table ?
+					 errhint("Name the key columns with key_columns, for example key_columns => '{order_id}'.") :
+					 errhint("Name the key columns with the argument key=col[,col].")));
+		attnums = palloc(sizeof(AttrNumber) * list_length(pk));
+		n = 0;
+		foreach(lc, pk)
+			attnums[n++] = find_column(bc, desc, (char *) lfirst(lc), ARG_KEY);
+	}
+	st->nkeys = n;
+	st->keys = palloc0(sizeof(CaptureKeyColumn) * n);
+	for (i = 0; i < n; i++)
+	{
+		Form_pg_attribute att = TupleDescAttr(desc, attnums[i] - 1);
+		Oid			outfunc;
+		bool		isvarlena;
+
+		st->keys[i].attnum = attnums[i];
+		getTypeOutputInfo(att->atttypid, &outfunc, &isvarlena);
+		fmgr_info_cxt(outfunc, &st->keys[i].output, CurrentMemoryContext);
+	}
+}
+
+/*
+ * init_compare
+ *		ignore= ('value'): the columns an UPDATE must change to be captured,
+ *		every live column not in the list.
+ */
+static void
+init_compare(CaptureState *st, BuildContext *bc, TupleDesc desc,
+			 const char *value)
+{
+	AttrNumber *attnums;
+	int			n = parse_column_list(bc, desc, value, ARG_IGNORE, &attnums);
+	int			i;
+
+	st->has_ignore = true;
+	st->compare = palloc(sizeof(AttrNumber) * desc->natts);
+	for (i = 0; i < desc->natts; i++)
+	{
+		Form_pg_attribute att = TupleDescAttr(desc, i);
+		bool		ignored = false;
+		int			j;
+
+		if (att->attisdropped)
+			continue;
+		for (j = 0; j < n; j++)
+			if (attnums[j] == att->attnum)
+				ignored = true;
+		if (!ignored)
+			st->compare[st->ncompare++] = att->attnum;
+	}
+}
+
+/*
  * build_state
  *		Validate the arguments of a capture trigger on 'rel' whose captured
  *		table is 'rootid', and build everything the trigger needs per row.
@@ -699,39 +778,7 @@ build_state(Relation rel, Oid rootid, const char *trigname,
 	}
 
 	/* Aggregate key: key= or the captured table's primary key. */
-	if (values[ARG_KEY] != NULL)
-		n = parse_column_list(&bc, desc, values[ARG_KEY], ARG_KEY, &attnums);
-	else
-	{
-		List	   *pk = primary_key_names(rootid);
-		ListCell   *lc;
-
-		if (pk == NIL)
-			ereport(ERROR,
-					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-					 errmsg("table \"%s.%s\" has no primary key", st->schema,
-							rootname),
-					 errdetail("The values of the key columns, joined with \":\", are the aggregate_id of the events."),
-					 for_table ?
-					 errhint("Name the key columns with key_columns, for example key_columns => '{order_id}'.") :
-					 errhint("Name the key columns with the argument key=col[,col].")));
-		attnums = palloc(sizeof(AttrNumber) * list_length(pk));
-		n = 0;
-		foreach(lc, pk)
-			attnums[n++] = find_column(&bc, desc, (char *) lfirst(lc), ARG_KEY);
-	}
-	st->nkeys = n;
-	st->keys = palloc0(sizeof(CaptureKeyColumn) * n);
-	for (i = 0; i < n; i++)
-	{
-		Form_pg_attribute att = TupleDescAttr(desc, attnums[i] - 1);
-		Oid			outfunc;
-		bool		isvarlena;
-
-		st->keys[i].attnum = attnums[i];
-		getTypeOutputInfo(att->atttypid, &outfunc, &isvarlena);
-		fmgr_info_cxt(outfunc, &st->keys[i].output, cxt);
-	}
+	init_keys(st, &bc, desc, values[ARG_KEY]);
 
 	/* Columns of the payload: columns= or every live column. */
 	if (values[ARG_COLUMNS] != NULL)
@@ -759,26 +806,7 @@ build_state(Relation rel, Oid rootid, const char *trigname,
 
 	/* ignore=: the columns an UPDATE must change to be captured. */
 	if (values[ARG_IGNORE] != NULL)
-	{
-		n = parse_column_list(&bc, desc, values[ARG_IGNORE], ARG_IGNORE,
-							  &attnums);
-		st->has_ignore = true;
-		st->compare = palloc(sizeof(AttrNumber) * desc->natts);
-		for (i = 0; i < desc->natts; i++)
-		{
-			Form_pg_attribute att = TupleDescAttr(desc, i);
-			bool		ignored = false;
-			int			j;
-
-			if (att->attisdropped)
-				continue;
-			for (j = 0; j < n; j++)
-				if (attnums[j] == att->attnum)
-					ignored = true;
-			if (!ignored)
-				st->compare[st->ncompare++] = att->attnum;
-		}
-	}
+		init_compare(st, &bc, desc, values[ARG_IGNORE]);
 
 	error_context_stack = errcb.previous;
 	MemoryContextSwitchTo(oldcxt);
