@@ -21,7 +21,9 @@
  * Both run in the caller's transaction with its active snapshot (a row
  * is seen if its transaction is visible to the scan's MVCC snapshot, and
  * belongs to the window if it is visible in S_to and not in S_from), and
- * take ACCESS SHARE locks on the partitions and indexes they read.
+ * take ACCESS SHARE locks on the partitions and indexes they read, held to
+ * the end of the transaction.  They only read: nothing to recover after a
+ * crash.
  *
  *-------------------------------------------------------------------------
  */
