@@ -94,6 +94,7 @@
 
 #include "base/guc.h"
 #include "base/spi_util.h"
+#include "base/sql_args.h"
 #include "idempotency.h"
 
 PG_FUNCTION_INFO_V1(outbox_saga_idempotency_key);
@@ -480,10 +481,7 @@ required_text(FunctionCallInfo fcinfo, int argno, const char *name, int maxbytes
 {
 	text	   *value;
 
-	if (PG_ARGISNULL(argno))
-		ereport(ERROR,
-				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-				 errmsg("%s must not be null", name)));
+	SqlRequireArg(fcinfo, argno, name);
 	value = PG_GETARG_TEXT_PP(argno);
 	check_text(name, value, maxbytes);
 	return value;
@@ -713,10 +711,7 @@ outbox_saga_purge_idempotency_keys(PG_FUNCTION_ARGS)
 {
 	int32		max_rows;
 
-	if (PG_ARGISNULL(0))
-		ereport(ERROR,
-				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-				 errmsg("max_rows must not be null")));
+	SqlRequireArg(fcinfo, 0, "max_rows");
 	max_rows = PG_GETARG_INT32(0);
 	if (max_rows < 1)
 		ereport(ERROR,
