@@ -36,6 +36,7 @@ OBJS = \
 	src/events/emit.o \
 	src/events/wakeup.o \
 	src/events/capture.o \
+	src/events/capture_table.o \
 	src/http/http_guard.o \
 	src/http/http_client.o \
 	src/http/http_socket.o \

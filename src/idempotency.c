@@ -93,6 +93,8 @@
 #include "utils/xid8.h"
 
 #include "base/guc.h"
+#include "base/spi_util.h"
+#include "base/sql_args.h"
 #include "idempotency.h"
 
 PG_FUNCTION_INFO_V1(outbox_saga_idempotency_key);
@@ -143,9 +145,11 @@ typedef struct IdemRow
 } IdemRow;
 
 /*
- * The statements, prepared on first use and kept for the life of the
- * backend.  The plan cache re-plans them after DDL on the table (or after
- * the extension was dropped and created again), by name.
+ * The statements, all on outbox.idempotency_keys, prepared on first use and
+ * kept for the life of the backend (SpiRun).  The plan cache re-plans them
+ * after DDL on the table (or after the extension was dropped and created
+ * again), by name.  Each runs read-write, so under READ COMMITTED each gets
+ * a new snapshot and sees what the previous one did.
  *
  * Parameters of the claim statements (insert and takeover):
  *	$1 scope, $2 key, $3 fingerprint, $4 status to write, $5 now,
@@ -154,20 +158,16 @@ typedef struct IdemRow
  */
 #define IDEM_CLAIM_NARGS 8
 
-static SPIPlanPtr insert_plan = NULL;
-static SPIPlanPtr read_plan = NULL;
-static SPIPlanPtr takeover_plan = NULL;
-static SPIPlanPtr complete_plan = NULL;
-static SPIPlanPtr purge_plan = NULL;
+enum
+{
+	IDEM_INSERT,				/* claim a key no row holds */
+	IDEM_READ,					/* read a key's row, no lock */
+	IDEM_TAKEOVER,				/* claim an expired or abandoned key */
+	IDEM_COMPLETE,				/* complete a claim in progress */
+	IDEM_PURGE					/* delete expired keys */
+};
 
-static const char insert_sql[] =
-"INSERT INTO outbox.idempotency_keys"
-"  (scope, key, fingerprint, status, response, claimed_by,"
-"   created_at, expires_at, completed_at)"
-" VALUES ($1, $2, $3, $4, NULL, pg_catalog.pg_current_xact_id(), $5, $6, $7)"
-" ON CONFLICT (scope, key) DO NOTHING";
-
-/* Column numbers of read_sql's result. */
+/* Column numbers of IDEM_READ's result. */
 enum
 {
 	RD_XMIN = 1,
@@ -179,93 +179,70 @@ enum
 	RD_EXPIRES_AT
 };
 
-static const char read_sql[] =
-"SELECT xmin, claimed_by, fingerprint, status = 'completed', response,"
-"       created_at, expires_at"
-"  FROM outbox.idempotency_keys"
-" WHERE scope = $1 AND key = $2";
+static SpiStatement idem_statements[] = {
+	[IDEM_INSERT] = {
+		"the claim of an idempotency key",
+		"INSERT INTO outbox.idempotency_keys"
+		"  (scope, key, fingerprint, status, response, claimed_by,"
+		"   created_at, expires_at, completed_at)"
+		" VALUES ($1, $2, $3, $4, NULL, pg_catalog.pg_current_xact_id(), $5, $6, $7)"
+		" ON CONFLICT (scope, key) DO NOTHING",
+		{TEXTOID, TEXTOID, TEXTOID, TEXTOID,
+		TIMESTAMPTZOID, TIMESTAMPTZOID, TIMESTAMPTZOID, 0}
+	},
+	[IDEM_READ] = {
+		"the read of an idempotency key",
+		"SELECT xmin, claimed_by, fingerprint, status = 'completed', response,"
+		"       created_at, expires_at"
+		"  FROM outbox.idempotency_keys"
+		" WHERE scope = $1 AND key = $2",
+		{TEXTOID, TEXTOID, 0}
+	},
+	[IDEM_TAKEOVER] = {
+		"the takeover of an idempotency key",
+		"UPDATE outbox.idempotency_keys"
+		"   SET fingerprint = $3, status = $4, response = NULL,"
+		"       claimed_by = pg_catalog.pg_current_xact_id(),"
+		"       created_at = $5, expires_at = $6, completed_at = $7"
+		" WHERE scope = $1 AND key = $2"
+		"   AND (expires_at <= $5"
+		"        OR (status = 'in_progress' AND created_at <= $8"
+		"            AND ($3 IS NULL OR fingerprint IS NULL OR fingerprint = $3)))",
+		{TEXTOID, TEXTOID, TEXTOID, TEXTOID,
+		TIMESTAMPTZOID, TIMESTAMPTZOID, TIMESTAMPTZOID, TIMESTAMPTZOID, 0}
+	},
+	/* $1 scope, $2 key, $3 response, $4 now */
+	[IDEM_COMPLETE] = {
+		"the completion of an idempotency key",
+		"UPDATE outbox.idempotency_keys"
+		"   SET status = 'completed', response = $3, completed_at = $4"
+		" WHERE scope = $1 AND key = $2"
+		"   AND status = 'in_progress' AND expires_at > $4",
+		{TEXTOID, TEXTOID, JSONBOID, TIMESTAMPTZOID, 0}
+	},
 
-static const char takeover_sql[] =
-"UPDATE outbox.idempotency_keys"
-"   SET fingerprint = $3, status = $4, response = NULL,"
-"       claimed_by = pg_catalog.pg_current_xact_id(),"
-"       created_at = $5, expires_at = $6, completed_at = $7"
-" WHERE scope = $1 AND key = $2"
-"   AND (expires_at <= $5"
-"        OR (status = 'in_progress' AND created_at <= $8"
-"            AND ($3 IS NULL OR fingerprint IS NULL OR fingerprint = $3)))";
-
-/* $1 scope, $2 key, $3 response, $4 now */
-static const char complete_sql[] =
-"UPDATE outbox.idempotency_keys"
-"   SET status = 'completed', response = $3, completed_at = $4"
-" WHERE scope = $1 AND key = $2"
-"   AND status = 'in_progress' AND expires_at > $4";
-
-/*
- * $1 now, $2 max_rows.  The row lock is taken by the inner SELECT with SKIP
- * LOCKED; the outer condition re-checks expiry on the locked version (READ
- * COMMITTED may have moved to a newer one).
- */
-static const char purge_sql[] =
-"DELETE FROM outbox.idempotency_keys"
-" WHERE ctid = ANY (ARRAY("
-"         SELECT ctid FROM outbox.idempotency_keys"
-"          WHERE expires_at <= $1"
-"          ORDER BY expires_at"
-"          LIMIT $2"
-"          FOR UPDATE SKIP LOCKED))"
-"   AND expires_at <= $1";
-
-/*
- * prepare_kept
- *		Prepare one statement and keep its plan for the life of the backend.
- */
-static SPIPlanPtr
-prepare_kept(const char *sql, int nargs, Oid *argtypes)
-{
-	SPIPlanPtr	plan = SPI_prepare(sql, nargs, argtypes);
-
-	if (plan == NULL)
-		elog(ERROR, "SPI_prepare failed for \"%s\": %s",
-			 sql, SPI_result_code_string(SPI_result));
-	if (SPI_keepplan(plan) != 0)
-		elog(ERROR, "SPI_keepplan failed for \"%s\"", sql);
-	return plan;
-}
-
-/*
- * prepare_plans
- *		Prepare every statement not prepared yet.  Called while connected to
- *		SPI.
- */
-static void
-prepare_plans(void)
-{
-	Oid			claim_types[IDEM_CLAIM_NARGS] = {
-		TEXTOID, TEXTOID, TEXTOID, TEXTOID,
-		TIMESTAMPTZOID, TIMESTAMPTZOID, TIMESTAMPTZOID, TIMESTAMPTZOID
-	};
-	Oid			key_types[2] = {TEXTOID, TEXTOID};
-	Oid			complete_types[4] = {TEXTOID, TEXTOID, JSONBOID, TIMESTAMPTZOID};
-	Oid			purge_types[2] = {TIMESTAMPTZOID, INT8OID};
-
-	if (insert_plan == NULL)
-		insert_plan = prepare_kept(insert_sql, IDEM_CLAIM_NARGS - 1, claim_types);
-	if (read_plan == NULL)
-		read_plan = prepare_kept(read_sql, 2, key_types);
-	if (takeover_plan == NULL)
-		takeover_plan = prepare_kept(takeover_sql, IDEM_CLAIM_NARGS, claim_types);
-	if (complete_plan == NULL)
-		complete_plan = prepare_kept(complete_sql, 4, complete_types);
-	if (purge_plan == NULL)
-		purge_plan = prepare_kept(purge_sql, 2, purge_types);
-}
+	/*
+	 * $1 now, $2 max_rows.  The row lock is taken by the inner SELECT with
+	 * SKIP LOCKED; the outer condition re-checks expiry on the locked
+	 * version (READ COMMITTED may have moved to a newer one).
+	 */
+	[IDEM_PURGE] = {
+		"the purge of idempotency keys",
+		"DELETE FROM outbox.idempotency_keys"
+		" WHERE ctid = ANY (ARRAY("
+		"         SELECT ctid FROM outbox.idempotency_keys"
+		"          WHERE expires_at <= $1"
+		"          ORDER BY expires_at"
+		"          LIMIT $2"
+		"          FOR UPDATE SKIP LOCKED))"
+		"   AND expires_at <= $1",
+		{TIMESTAMPTZOID, INT8OID, 0}
+	},
+};
 
 /*
  * spi_connect / spi_finish
- *		SPI_connect() and SPI_finish() with their return codes checked, and
- *		the plans prepared.
+ *		SPI_connect() and SPI_finish() with their return codes checked.
  */
 static void
 spi_connect(void)
@@ -274,7 +251,6 @@ spi_connect(void)
 
 	if (rc != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed: %s", SPI_result_code_string(rc));
-	prepare_plans();
 }
 
 static void
@@ -284,23 +260,6 @@ spi_finish(void)
 
 	if (rc != SPI_OK_FINISH)
 		elog(ERROR, "SPI_finish failed: %s", SPI_result_code_string(rc));
-}
-
-/*
- * run_plan
- *		Execute a kept plan (read-write, so that each statement gets a new
- *		snapshot under READ COMMITTED and sees what the previous one did) and
- *		return the number of rows processed.  Any return code other than
- *		'expected' is a can't-happen error.
- */
-static uint64
-run_plan(SPIPlanPtr plan, Datum *values, const char *nulls, int expected)
-{
-	int			rc = SPI_execute_plan(plan, values, nulls, false, 0);
-
-	if (rc != expected)
-		elog(ERROR, "SPI_execute_plan failed: %s", SPI_result_code_string(rc));
-	return SPI_processed;
 }
 
 /*
@@ -321,7 +280,7 @@ read_key(text *scope, text *key, IdemRow *row)
 
 	values[0] = PointerGetDatum(scope);
 	values[1] = PointerGetDatum(key);
-	n = run_plan(read_plan, values, NULL, SPI_OK_SELECT);
+	n = SpiRun(&idem_statements[IDEM_READ], values, NULL, SPI_OK_SELECT);
 	if (n == 0)
 		return false;
 	if (n != 1)
@@ -423,7 +382,7 @@ claim_key(const IdemRequest *req, Datum *response, bool *response_isnull)
 					(errcode(ERRCODE_T_R_SERIALIZATION_FAILURE),
 					 errmsg("could not serialize access due to concurrent update of an idempotency key")));
 
-		if (run_plan(insert_plan, values, nulls, SPI_OK_INSERT) == 1)
+		if (SpiRun(&idem_statements[IDEM_INSERT], values, nulls, SPI_OK_INSERT) == 1)
 		{
 			result = IDEM_NEW;
 			break;
@@ -467,7 +426,7 @@ claim_key(const IdemRequest *req, Datum *response, bool *response_isnull)
 					cvalues[1] = values[1];
 					cvalues[2] = (Datum) 0;
 					cvalues[3] = values[4];
-					if (run_plan(complete_plan, cvalues, cnulls,
+					if (SpiRun(&idem_statements[IDEM_COMPLETE], cvalues, cnulls,
 								 SPI_OK_UPDATE) != 1)
 						elog(ERROR, "could not complete the current transaction's own claim");
 				}
@@ -482,7 +441,7 @@ claim_key(const IdemRequest *req, Datum *response, bool *response_isnull)
 		}
 
 		/* Expired, or an abandoned claim: take it over unless beaten. */
-		if (run_plan(takeover_plan, values, nulls, SPI_OK_UPDATE) == 1)
+		if (SpiRun(&idem_statements[IDEM_TAKEOVER], values, nulls, SPI_OK_UPDATE) == 1)
 		{
 			result = IDEM_NEW;
 			break;
@@ -522,10 +481,7 @@ required_text(FunctionCallInfo fcinfo, int argno, const char *name, int maxbytes
 {
 	text	   *value;
 
-	if (PG_ARGISNULL(argno))
-		ereport(ERROR,
-				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-				 errmsg("%s must not be null", name)));
+	SqlRequireArg(fcinfo, argno, name);
 	value = PG_GETARG_TEXT_PP(argno);
 	check_text(name, value, maxbytes);
 	return value;
@@ -680,7 +636,7 @@ outbox_saga_idempotency_complete(PG_FUNCTION_ARGS)
 	{
 		CHECK_FOR_INTERRUPTS();
 
-		if (run_plan(complete_plan, values, nulls, SPI_OK_UPDATE) == 1)
+		if (SpiRun(&idem_statements[IDEM_COMPLETE], values, nulls, SPI_OK_UPDATE) == 1)
 		{
 			spi_finish();
 			PG_RETURN_VOID();
@@ -741,7 +697,7 @@ OutboxPurgeIdempotencyKeys(int64 max_rows)
 	values[1] = Int64GetDatum(max_rows);
 
 	spi_connect();
-	n = run_plan(purge_plan, values, NULL, SPI_OK_DELETE);
+	n = SpiRun(&idem_statements[IDEM_PURGE], values, NULL, SPI_OK_DELETE);
 	spi_finish();
 
 	return (int64) n;
@@ -755,10 +711,7 @@ outbox_saga_purge_idempotency_keys(PG_FUNCTION_ARGS)
 {
 	int32		max_rows;
 
-	if (PG_ARGISNULL(0))
-		ereport(ERROR,
-				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-				 errmsg("max_rows must not be null")));
+	SqlRequireArg(fcinfo, 0, "max_rows");
 	max_rows = PG_GETARG_INT32(0);
 	if (max_rows < 1)
 		ereport(ERROR,

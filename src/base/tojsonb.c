@@ -9,6 +9,10 @@
  * the real function, instead of re-implementing it, keeps every value typed
  * exactly as to_jsonb types it (numbers, nested json, arrays, timestamps).
  *
+ * Nothing here reads a table or takes a lock beyond what to_jsonb itself
+ * does (type lookups through the syscache); it runs in the caller's
+ * transaction and allocates the result in the caller's memory context.
+ *
  *-------------------------------------------------------------------------
  */
 #include "compat.h"

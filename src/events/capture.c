@@ -1,9 +1,7 @@
 /*-------------------------------------------------------------------------
  *
  * capture.c
- *		outbox.capture(): the C trigger that turns row changes into events,
- *		and outbox.capture_table() / outbox.uncapture_table(), which attach
- *		and remove it.
+ *		outbox.capture(): the C trigger that turns row changes into events.
  *
  * THE TRIGGER
  *	outbox.capture() is an AFTER ... FOR EACH ROW trigger.  For every
@@ -16,6 +14,18 @@
  *	trigger cloned onto a partition, pg_trigger, under AccessShareLock.
  *	Any error aborts the statement that changed the row: a capture that
  *	cannot write its event never lets the change through without it.
+ *
+ *	An AFTER ROW trigger fires at the end of the statement, while the
+ *	transaction still holds the lock on the row it changed (the row is new,
+ *	or its old version is locked by the UPDATE or DELETE).  So the trigger
+ *	draws its event id (in OutboxAppendEvent()) while holding the changed
+ *	row's lock: of two transactions that change one row, the second draws
+ *	its id after the first has committed or aborted, and their events are
+ *	delivered in commit order (G4, see eventlog.c).
+ *
+ *	Crash: the event is a row of the log written in the changing
+ *	transaction; after a crash it exists iff that transaction committed.
+ *	The trigger keeps nothing but the per-backend cache below.
  *
  *	Its arguments are "name=value" strings (see parse_args()).  The payload
  *	is {"op", "schema", "table", "new", "old"}; "new" and "old" hold the
@@ -61,8 +71,8 @@
  *	string), the classification is done once here and the value is
  *	rendered the same way to_jsonb renders it.  Every other type (json,
  *	arrays, composites, enums, types from extensions and types with a cast
- *	to json) is converted by calling the real to_jsonb through an FmgrInfo
- *	whose fn_expr carries the column's type, so it is exact by
+ *	to json) is converted by calling the real to_jsonb (ToJsonbPrepare()
+ *	and ToJsonbInvoke() of base/tojsonb.h), so it is exact by
  *	construction.  The regression test capture_types compares the payload
  *	with to_jsonb(row) for every kind of column.
  *
@@ -71,10 +81,9 @@
  *	per-tuple context).  Cached states live in their own contexts under
  *	CacheMemoryContext.
  *
- * capture_table() and uncapture_table() run as the caller (SECURITY
- * INVOKER): CREATE TRIGGER and DROP TRIGGER check their privileges.  They
- * validate everything before changing anything, build the DDL with every
- * identifier and literal quoted, and run it through SPI.
+ * capture_table.c holds outbox.capture_table() and outbox.uncapture_table(),
+ * which attach and remove the trigger; they check its arguments with
+ * CaptureCheckArgs(), the code the trigger runs when it fires.
  *
  *-------------------------------------------------------------------------
  */
@@ -82,25 +91,15 @@
 
 #include "access/genam.h"
 #include "access/htup_details.h"
-#include "access/relation.h"
 #include "access/table.h"
-#include "access/xact.h"
 #include "catalog/indexing.h"
-#include "catalog/namespace.h"
-#include "catalog/objectaddress.h"
-#include "catalog/pg_inherits.h"
 #include "catalog/pg_constraint.h"
 #include "catalog/pg_trigger.h"
 #include "catalog/pg_type.h"
 #include "commands/trigger.h"
-#include "executor/spi.h"
 #include "executor/tuptable.h"
 #include "fmgr.h"
 #include "lib/stringinfo.h"
-#include "miscadmin.h"
-#include "nodes/makefuncs.h"
-#include "parser/parse_func.h"
-#include "utils/acl.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/datum.h"
@@ -116,14 +115,11 @@
 #include "utils/syscache.h"
 #include "utils/varlena.h"
 
+#include "base/tojsonb.h"
+#include "events/capture.h"
 #include "events/eventlog.h"
 
 PG_FUNCTION_INFO_V1(outbox_saga_capture);
-PG_FUNCTION_INFO_V1(outbox_saga_capture_table);
-PG_FUNCTION_INFO_V1(outbox_saga_uncapture_table);
-
-/* The name of the trigger capture_table() creates. */
-#define CAPTURE_TRIGGER_NAME	"outbox_capture"
 
 /* The trigger's arguments, in the order of arg_names[]. */
 typedef enum CaptureArg
@@ -164,7 +160,11 @@ typedef struct CaptureColumn
 	int			namelen;
 	CaptureValueKind kind;
 	Oid			basetype;		/* type after looking through domains */
-	FmgrInfo	func;			/* output function, or to_jsonb() */
+	union
+	{
+		FmgrInfo	output;		/* CV_NUMBER, CV_STRING: output function */
+		ToJsonbCall to_jsonb;	/* CV_TO_JSONB */
+	}			conv;
 } CaptureColumn;
 
 /* One column of the aggregate key. */
@@ -178,9 +178,9 @@ typedef struct CaptureKeyColumn
 typedef struct CaptureState
 {
 	MemoryContext cxt;			/* holds this struct and all it points to */
-	Oid			relid;			/* the firing relation */
-	Oid			rootid;			/* the captured table (== relid unless the
-								 * trigger is a clone on a partition) */
+	Oid			rootid;			/* the captured table (the firing relation
+								 * unless the trigger is a clone on a
+								 * partition) */
 	text	   *topic;
 	text	   *event_type[3];	/* insert, update, delete */
 	char	   *schema;			/* payload "schema": the captured table's */
@@ -445,15 +445,15 @@ primary_key_names(Oid relid)
 }
 
 /*
- * trigger_root
+ * CaptureTriggerRoot
  *		The relation the user created trigger 'tgoid' on: follow tgparentid
  *		(set on the copies PostgreSQL clones onto partitions) to the top.
  *		If 'parent_tgoid' is not NULL it receives the trigger's own parent
  *		(InvalidOid for a trigger that is not a clone), and '*tgfoid' its
  *		function.
  */
-static Oid
-trigger_root(Oid tgoid, Oid *parent_tgoid, Oid *tgfoid)
+Oid
+CaptureTriggerRoot(Oid tgoid, Oid *parent_tgoid, Oid *tgfoid)
 {
 	Relation	tgrel = table_open(TriggerRelationId, AccessShareLock);
 	Oid			relid = InvalidOid;
@@ -544,23 +544,16 @@ init_column(CaptureColumn *col, Form_pg_attribute att)
 				col->kind = CV_STRING;
 			else
 			{
-				FuncExpr   *expr;
-
+				/* to_jsonb() looks at the declared type, domain and all */
 				col->kind = CV_TO_JSONB;
-				expr = makeFuncExpr(F_TO_JSONB, JSONBOID,
-									list_make1(makeNullConst(att->atttypid,
-															 att->atttypmod,
-															 att->attcollation)),
-									InvalidOid, InvalidOid,
-									COERCE_EXPLICIT_CALL);
-				fmgr_info_cxt(F_TO_JSONB, &col->func, CurrentMemoryContext);
-				fmgr_info_set_expr((Node *) expr, &col->func);
+				ToJsonbPrepare(&col->conv.to_jsonb, att->atttypid,
+							   CurrentMemoryContext);
 				return;
 			}
 			break;
 	}
 	getTypeOutputInfo(col->basetype, &outfunc, &isvarlena);
-	fmgr_info_cxt(outfunc, &col->func, CurrentMemoryContext);
+	fmgr_info_cxt(outfunc, &col->conv.output, CurrentMemoryContext);
 }
 
 /*
@@ -626,6 +619,85 @@ parse_args(int nargs, char **args, const char **values)
 }
 
 /*
+ * init_keys
+ *		The aggregate key of 'st': the columns of key= ('value'), or of the
+ *		captured table's primary key when it is NULL, with their output
+ *		functions.  Allocates in the current context (the state's).
+ */
+static void
+init_keys(CaptureState *st, BuildContext *bc, TupleDesc desc, const char *value)
+{
+	AttrNumber *attnums;
+	int			n;
+	int			i;
+
+	if (value != NULL)
+		n = parse_column_list(bc, desc, value, ARG_KEY, &attnums);
+	else
+	{
+		List	   *pk = primary_key_names(st->rootid);
+		ListCell   *lc;
+
+		if (pk == NIL)
+			ereport(ERROR,
+					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+					 errmsg("table \"%s.%s\" has no primary key", st->schema,
+							st->table),
+					 errdetail("The values of the key columns, joined with \":\", are the aggregate_id of the events."),
+					 bc->for_table ?
+					 errhint("Name the key columns with key_columns, for example key_columns => '{order_id}'.") :
+					 errhint("Name the key columns with the argument key=col[,col].")));
+		attnums = palloc(sizeof(AttrNumber) * list_length(pk));
+		n = 0;
+		foreach(lc, pk)
+			attnums[n++] = find_column(bc, desc, (char *) lfirst(lc), ARG_KEY);
+	}
+	st->nkeys = n;
+	st->keys = palloc0(sizeof(CaptureKeyColumn) * n);
+	for (i = 0; i < n; i++)
+	{
+		Form_pg_attribute att = TupleDescAttr(desc, attnums[i] - 1);
+		Oid			outfunc;
+		bool		isvarlena;
+
+		st->keys[i].attnum = attnums[i];
+		getTypeOutputInfo(att->atttypid, &outfunc, &isvarlena);
+		fmgr_info_cxt(outfunc, &st->keys[i].output, CurrentMemoryContext);
+	}
+}
+
+/*
+ * init_compare
+ *		ignore= ('value'): the columns an UPDATE must change to be captured,
+ *		every live column not in the list.
+ */
+static void
+init_compare(CaptureState *st, BuildContext *bc, TupleDesc desc,
+			 const char *value)
+{
+	AttrNumber *attnums;
+	int			n = parse_column_list(bc, desc, value, ARG_IGNORE, &attnums);
+	int			i;
+
+	st->has_ignore = true;
+	st->compare = palloc(sizeof(AttrNumber) * desc->natts);
+	for (i = 0; i < desc->natts; i++)
+	{
+		Form_pg_attribute att = TupleDescAttr(desc, i);
+		bool		ignored = false;
+		int			j;
+
+		if (att->attisdropped)
+			continue;
+		for (j = 0; j < n; j++)
+			if (attnums[j] == att->attnum)
+				ignored = true;
+		if (!ignored)
+			st->compare[st->ncompare++] = att->attnum;
+	}
+}
+
+/*
  * build_state
  *		Validate the arguments of a capture trigger on 'rel' whose captured
  *		table is 'rootid', and build everything the trigger needs per row.
@@ -660,7 +732,6 @@ build_state(Relation rel, Oid rootid, const char *trigname,
 
 	st = palloc0(sizeof(CaptureState));
 	st->cxt = cxt;
-	st->relid = RelationGetRelid(rel);
 	st->rootid = rootid;
 
 	rootname = get_rel_name(rootid);
@@ -707,39 +778,7 @@ build_state(Relation rel, Oid rootid, const char *trigname,
 	}
 
 	/* Aggregate key: key= or the captured table's primary key. */
-	if (values[ARG_KEY] != NULL)
-		n = parse_column_list(&bc, desc, values[ARG_KEY], ARG_KEY, &attnums);
-	else
-	{
-		List	   *pk = primary_key_names(rootid);
-		ListCell   *lc;
-
-		if (pk == NIL)
-			ereport(ERROR,
-					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-					 errmsg("table \"%s.%s\" has no primary key", st->schema,
-							rootname),
-					 errdetail("The values of the key columns, joined with \":\", are the aggregate_id of the events."),
-					 for_table ?
-					 errhint("Name the key columns with key_columns, for example key_columns => '{order_id}'.") :
-					 errhint("Name the key columns with the argument key=col[,col].")));
-		attnums = palloc(sizeof(AttrNumber) * list_length(pk));
-		n = 0;
-		foreach(lc, pk)
-			attnums[n++] = find_column(&bc, desc, (char *) lfirst(lc), ARG_KEY);
-	}
-	st->nkeys = n;
-	st->keys = palloc0(sizeof(CaptureKeyColumn) * n);
-	for (i = 0; i < n; i++)
-	{
-		Form_pg_attribute att = TupleDescAttr(desc, attnums[i] - 1);
-		Oid			outfunc;
-		bool		isvarlena;
-
-		st->keys[i].attnum = attnums[i];
-		getTypeOutputInfo(att->atttypid, &outfunc, &isvarlena);
-		fmgr_info_cxt(outfunc, &st->keys[i].output, cxt);
-	}
+	init_keys(st, &bc, desc, values[ARG_KEY]);
 
 	/* Columns of the payload: columns= or every live column. */
 	if (values[ARG_COLUMNS] != NULL)
@@ -767,30 +806,26 @@ build_state(Relation rel, Oid rootid, const char *trigname,
 
 	/* ignore=: the columns an UPDATE must change to be captured. */
 	if (values[ARG_IGNORE] != NULL)
-	{
-		n = parse_column_list(&bc, desc, values[ARG_IGNORE], ARG_IGNORE,
-							  &attnums);
-		st->has_ignore = true;
-		st->compare = palloc(sizeof(AttrNumber) * desc->natts);
-		for (i = 0; i < desc->natts; i++)
-		{
-			Form_pg_attribute att = TupleDescAttr(desc, i);
-			bool		ignored = false;
-			int			j;
-
-			if (att->attisdropped)
-				continue;
-			for (j = 0; j < n; j++)
-				if (attnums[j] == att->attnum)
-					ignored = true;
-			if (!ignored)
-				st->compare[st->ncompare++] = att->attnum;
-		}
-	}
+		init_compare(st, &bc, desc, values[ARG_IGNORE]);
 
 	error_context_stack = errcb.previous;
 	MemoryContextSwitchTo(oldcxt);
 	return st;
+}
+
+/*
+ * CaptureCheckArgs
+ *		For capture_table(): raise the error the capture trigger 'trigname'
+ *		with these arguments would raise when it fires on 'rel' (which must
+ *		be the table it is created on), or return if it would fire.
+ */
+void
+CaptureCheckArgs(Relation rel, const char *trigname, int nargs, char **args)
+{
+	CaptureState *st = build_state(rel, RelationGetRelid(rel), trigname,
+								   nargs, args, true);
+
+	MemoryContextDelete(st->cxt);
 }
 
 /*
@@ -833,7 +868,7 @@ get_state(TriggerData *td)
 
 	inval_before = capture_inval_count;
 	rootid = td->tg_trigger->tgisclone ?
-		trigger_root(key.tgoid, NULL, NULL) : key.relid;
+		CaptureTriggerRoot(key.tgoid, NULL, NULL) : key.relid;
 	st = build_state(td->tg_relation, rootid, td->tg_trigger->tgname,
 					 td->tg_trigger->tgnargs, td->tg_trigger->tgargs, false);
 	MemoryContextSetParent(st->cxt, CacheMemoryContext);
@@ -843,6 +878,30 @@ get_state(TriggerData *td)
 	/* An invalidation during the build: use the state for this call only. */
 	entry->valid = (capture_inval_count == inval_before);
 	return st;
+}
+
+/*
+ * push_key / push_null
+ *		Add an object key; add a JSON null as the value of the current key.
+ */
+static void
+push_key(JsonbParseState **ps, const char *key, int len)
+{
+	JsonbValue	k;
+
+	k.type = jbvString;
+	k.val.string.val = (char *) key;
+	k.val.string.len = len;
+	pushJsonbValue(ps, WJB_KEY, &k);
+}
+
+static void
+push_null(JsonbParseState **ps)
+{
+	JsonbValue	v;
+
+	v.type = jbvNull;
+	pushJsonbValue(ps, WJB_VALUE, &v);
 }
 
 /*
@@ -882,8 +941,7 @@ push_column(JsonbParseState **ps, CaptureColumn *col, Datum value, bool isnull)
 
 	if (isnull)
 	{
-		v.type = jbvNull;
-		pushJsonbValue(ps, WJB_VALUE, &v);
+		push_null(ps);
 		return;
 	}
 
@@ -905,7 +963,7 @@ push_column(JsonbParseState **ps, CaptureColumn *col, Datum value, bool isnull)
 			break;
 		case CV_NUMBER:
 			/* as to_jsonb: a number unless it is NaN or an infinity */
-			str = OutputFunctionCall(&col->func, value);
+			str = OutputFunctionCall(&col->conv.output, value);
 			if (strchr(str, 'N') == NULL && strchr(str, 'n') == NULL)
 			{
 				v.type = jbvNumeric;
@@ -931,7 +989,7 @@ push_column(JsonbParseState **ps, CaptureColumn *col, Datum value, bool isnull)
 			push_jsonb(ps, DatumGetJsonbP(value));
 			return;
 		case CV_STRING:
-			str = OutputFunctionCall(&col->func, value);
+			str = OutputFunctionCall(&col->conv.output, value);
 			v.type = jbvString;
 			v.val.string.val = str;
 			v.val.string.len = strlen(str);
@@ -943,7 +1001,7 @@ push_column(JsonbParseState **ps, CaptureColumn *col, Datum value, bool isnull)
 								   JENTRY_OFFLENMASK)));
 			break;
 		case CV_TO_JSONB:
-			push_jsonb(ps, DatumGetJsonbP(FunctionCall1(&col->func, value)));
+			push_jsonb(ps, DatumGetJsonbP(ToJsonbInvoke(&col->conv.to_jsonb, value)));
 			return;
 		default:
 			elog(ERROR, "unknown capture value kind %d", (int) col->kind);
@@ -958,21 +1016,17 @@ push_column(JsonbParseState **ps, CaptureColumn *col, Datum value, bool isnull)
 static void
 push_string_pair(JsonbParseState **ps, const char *key, const char *value)
 {
-	JsonbValue	k;
 	JsonbValue	v;
 
-	k.type = jbvString;
-	k.val.string.val = (char *) key;
-	k.val.string.len = strlen(key);
-	pushJsonbValue(ps, WJB_KEY, &k);
+	push_key(ps, key, strlen(key));
 	if (value == NULL)
-		v.type = jbvNull;
-	else
 	{
-		v.type = jbvString;
-		v.val.string.val = (char *) value;
-		v.val.string.len = strlen(value);
+		push_null(ps);
+		return;
 	}
+	v.type = jbvString;
+	v.val.string.val = (char *) value;
+	v.val.string.len = strlen(value);
 	pushJsonbValue(ps, WJB_VALUE, &v);
 }
 
@@ -985,19 +1039,12 @@ static void
 push_row(JsonbParseState **ps, CaptureState *st, const char *name,
 		 TupleTableSlot *slot)
 {
-	JsonbValue	k;
 	int			i;
 
-	k.type = jbvString;
-	k.val.string.val = (char *) name;
-	k.val.string.len = strlen(name);
-	pushJsonbValue(ps, WJB_KEY, &k);
+	push_key(ps, name, strlen(name));
 	if (slot == NULL)
 	{
-		JsonbValue	v;
-
-		v.type = jbvNull;
-		pushJsonbValue(ps, WJB_VALUE, &v);
+		push_null(ps);
 		return;
 	}
 
@@ -1006,10 +1053,7 @@ push_row(JsonbParseState **ps, CaptureState *st, const char *name,
 	{
 		CaptureColumn *col = &st->columns[i];
 
-		k.type = jbvString;
-		k.val.string.val = col->name;
-		k.val.string.len = col->namelen;
-		pushJsonbValue(ps, WJB_KEY, &k);
+		push_key(ps, col->name, col->namelen);
 		push_column(ps, col, slot->tts_values[col->attnum - 1],
 					slot->tts_isnull[col->attnum - 1]);
 	}
@@ -1043,6 +1087,45 @@ aggregate_id(CaptureState *st, TupleTableSlot *slot)
 												  slot->tts_values[attnum - 1]));
 	}
 	return buf.len > 0 ? buf.data : NULL;
+}
+
+/*
+ * empty_headers
+ *		The headers of nearly every captured event, '{}', built once per
+ *		backend.  They need no OutboxCheckHeaders(): an empty object has no
+ *		value to check, and outbox_saga.max_payload_size is at least 1 kB.
+ */
+static Jsonb *
+empty_headers(void)
+{
+	static Jsonb *headers = NULL;
+
+	if (headers == NULL)
+	{
+		JsonbParseState *ps = NULL;
+		Jsonb	   *jb;
+
+		pushJsonbValue(&ps, WJB_BEGIN_OBJECT, NULL);
+		jb = JsonbValueToJsonb(pushJsonbValue(&ps, WJB_END_OBJECT, NULL));
+		headers = MemoryContextAlloc(TopMemoryContext, VARSIZE(jb));
+		memcpy(headers, jb, VARSIZE(jb));
+	}
+	return headers;
+}
+
+/*
+ * old_aggregate_headers
+ *		{"old_aggregate_id": old_agg}: the headers of an UPDATE that moved
+ *		the row to another aggregate.
+ */
+static Jsonb *
+old_aggregate_headers(const char *old_agg)
+{
+	JsonbParseState *ps = NULL;
+
+	pushJsonbValue(&ps, WJB_BEGIN_OBJECT, NULL);
+	push_string_pair(&ps, "old_aggregate_id", old_agg);
+	return JsonbValueToJsonb(pushJsonbValue(&ps, WJB_END_OBJECT, NULL));
 }
 
 /*
@@ -1171,390 +1254,20 @@ outbox_saga_capture(PG_FUNCTION_ARGS)
 		if (old_agg != NULL && agg != NULL && strcmp(old_agg, agg) == 0)
 			old_agg = NULL;
 	}
-	ps = NULL;
-	pushJsonbValue(&ps, WJB_BEGIN_OBJECT, NULL);
-	if (old_agg != NULL)
-		push_string_pair(&ps, "old_aggregate_id", old_agg);
 
 	ev.topic = st->topic;
 	ev.event_type = st->event_type[op];
 	ev.payload = JsonbValueToJsonb(root);
 	ev.aggregate_id = agg ? cstring_to_text(agg) : NULL;
-	ev.headers = JsonbValueToJsonb(pushJsonbValue(&ps, WJB_END_OBJECT, NULL));
+	ev.headers = old_agg ? old_aggregate_headers(old_agg) : empty_headers();
 	ev.has_deliver_after = false;
 	ev.deliver_after = 0;
 
 	OutboxCheckAggregateId(ev.aggregate_id);
 	OutboxCheckPayload(ev.payload);
-	OutboxCheckHeaders(ev.headers);
+	if (old_agg != NULL)
+		OutboxCheckHeaders(ev.headers);
 	OutboxAppendEvent(&ev, &event_id);
 
 	return PointerGetDatum(NULL);
-}
-
-/* ------------------------------------------------------------------------
- * capture_table() and uncapture_table()
- * ------------------------------------------------------------------------
- */
-
-/*
- * text_array_elements
- *		The elements of a text[] argument as C strings; a NULL element is an
- *		error naming the parameter.
- */
-static int
-text_array_elements(ArrayType *arr, const char *param, char ***result)
-{
-	Datum	   *elems;
-	bool	   *nulls;
-	int			n;
-	int			i;
-
-	deconstruct_array(arr, TEXTOID, -1, false, TYPALIGN_INT,
-					  &elems, &nulls, &n);
-	*result = palloc(sizeof(char *) * (n > 0 ? n : 1));
-	for (i = 0; i < n; i++)
-	{
-		if (nulls[i])
-			ereport(ERROR,
-					(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-					 errmsg("%s must not contain nulls", param)));
-		(*result)[i] = TextDatumGetCString(elems[i]);
-	}
-	return n;
-}
-
-/*
- * column_list_arg
- *		Build "name=col,col" from a text[] of column names, quoting each as
- *		an identifier so the trigger parses back exactly these names.
- */
-static char *
-column_list_arg(const char *name, ArrayType *arr, const char *param)
-{
-	char	  **cols;
-	int			n = text_array_elements(arr, param, &cols);
-	StringInfoData buf;
-	int			i;
-
-	if (n == 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("%s must name at least one column", param),
-				 strcmp(param, "key_columns") == 0 ?
-				 errhint("Pass NULL to use the primary key.") :
-				 errhint("Pass NULL to ignore no column.")));
-	initStringInfo(&buf);
-	appendStringInfo(&buf, "%s=", name);
-	for (i = 0; i < n; i++)
-	{
-		if (cols[i][0] == '\0')
-			ereport(ERROR,
-					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-					 errmsg("%s must not contain empty names", param)));
-		if (i > 0)
-			appendStringInfoChar(&buf, ',');
-		appendStringInfoString(&buf, quote_identifier(cols[i]));
-	}
-	return buf.data;
-}
-
-/*
- * capture_function_oid
- *		The OID of outbox.capture().
- */
-static Oid
-capture_function_oid(void)
-{
-	Oid			noargs[1] = {InvalidOid};
-
-	return LookupFuncName(list_make2(makeString("outbox"),
-									 makeString("capture")),
-						  0, noargs, false);
-}
-
-/*
- * run_ddl
- *		Run one utility statement through SPI.
- */
-static void
-run_ddl(const char *sql)
-{
-	int			rc;
-
-	if ((rc = SPI_connect()) != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed: %s", SPI_result_code_string(rc));
-	rc = SPI_execute(sql, false, 0);
-	if (rc != SPI_OK_UTILITY)
-		elog(ERROR, "SPI_execute failed: %s", SPI_result_code_string(rc));
-	if ((rc = SPI_finish()) != SPI_OK_FINISH)
-		elog(ERROR, "SPI_finish failed: %s", SPI_result_code_string(rc));
-}
-
-/*
- * check_relkind
- *		Only tables, partitioned tables and foreign tables can carry an
- *		AFTER ... FOR EACH ROW trigger.
- */
-static void
-check_relkind(Oid relid)
-{
-	char		relkind = get_rel_relkind(relid);
-
-	if (relkind == '\0')
-		ereport(ERROR,
-				(errcode(ERRCODE_UNDEFINED_TABLE),
-				 errmsg("relation with OID %u does not exist", relid)));
-
-	if (relkind != RELKIND_RELATION && relkind != RELKIND_PARTITIONED_TABLE &&
-		relkind != RELKIND_FOREIGN_TABLE)
-		ereport(ERROR,
-				(errcode(ERRCODE_WRONG_OBJECT_TYPE),
-				 errmsg("\"%s\" is not a table", get_rel_name(relid)),
-				 errdetail("Only tables, partitioned tables and foreign tables can be captured.")));
-}
-
-/*
- * outbox.capture_table(tbl regclass, topic text, key_columns text[],
- *						operations text[], ignore_columns text[]) RETURNS text
- *		Create the capture trigger "outbox_capture" on 'tbl' and return its
- *		name.
- *
- * Every input is checked first, including the trigger arguments it builds
- * (with the same code the trigger runs when it fires), so a mistake is an
- * error and creates nothing.  Requires the TRIGGER privilege on the table
- * and EXECUTE on outbox.capture(), as CREATE TRIGGER does.
- */
-Datum
-outbox_saga_capture_table(PG_FUNCTION_ARGS)
-{
-	Oid			relid;
-	Relation	rel;
-	AclResult	aclresult;
-	char	   *args[ARG_COUNT];
-	int			nargs = 0;
-	bool		ops[3] = {false, false, false};
-	char	  **opnames;
-	int			nops;
-	int			i;
-	Oid			tgoid;
-	Oid			capture_oid;
-	CaptureState *st;
-	StringInfoData sql;
-	bool		first;
-
-	if (PG_ARGISNULL(0))
-		ereport(ERROR,
-				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-				 errmsg("tbl must not be null")));
-	if (PG_ARGISNULL(3))
-		ereport(ERROR,
-				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-				 errmsg("operations must not be null"),
-				 errhint("Pass some of INSERT, UPDATE and DELETE.")));
-	relid = PG_GETARG_OID(0);
-
-	/* Operations: a non-empty subset of INSERT, UPDATE, DELETE. */
-	nops = text_array_elements(PG_GETARG_ARRAYTYPE_P(3), "operations", &opnames);
-	if (nops == 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("operations must not be empty"),
-				 errhint("Pass some of INSERT, UPDATE and DELETE.")));
-	for (i = 0; i < nops; i++)
-	{
-		if (pg_strcasecmp(opnames[i], "insert") == 0)
-			ops[OP_INSERT] = true;
-		else if (pg_strcasecmp(opnames[i], "update") == 0)
-			ops[OP_UPDATE] = true;
-		else if (pg_strcasecmp(opnames[i], "delete") == 0)
-			ops[OP_DELETE] = true;
-		else
-			ereport(ERROR,
-					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-					 errmsg("unknown operation \"%s\"", opnames[i]),
-					 errhint("Operations are INSERT, UPDATE and DELETE.")));
-	}
-
-	/* The trigger's arguments. */
-	if (!PG_ARGISNULL(1))
-		args[nargs++] = psprintf("topic=%s", TextDatumGetCString(PG_GETARG_DATUM(1)));
-	if (!PG_ARGISNULL(2))
-		args[nargs++] = column_list_arg("key", PG_GETARG_ARRAYTYPE_P(2),
-										"key_columns");
-	if (!PG_ARGISNULL(4))
-		args[nargs++] = column_list_arg("ignore", PG_GETARG_ARRAYTYPE_P(4),
-										"ignore_columns");
-
-	/* Privilege first, so that nobody else can lock the table. */
-	check_relkind(relid);
-	aclresult = pg_class_aclcheck(relid, GetUserId(), ACL_TRIGGER);
-	if (aclresult != ACLCHECK_OK)
-		aclcheck_error(aclresult, get_relkind_objtype(get_rel_relkind(relid)),
-					   get_rel_name(relid));
-
-	/* The lock CREATE TRIGGER takes, held from here to the end. */
-	rel = relation_open(relid, ShareRowExclusiveLock);
-
-	capture_oid = capture_function_oid();
-	tgoid = get_trigger_oid(relid, CAPTURE_TRIGGER_NAME, true);
-	if (OidIsValid(tgoid))
-	{
-		Oid			parent = InvalidOid;
-		Oid			tgfoid = InvalidOid;
-		Oid			root = trigger_root(tgoid, &parent, &tgfoid);
-
-		if (tgfoid != capture_oid)
-			ereport(ERROR,
-					(errcode(ERRCODE_DUPLICATE_OBJECT),
-					 errmsg("table \"%s\" already has a trigger named \"%s\"",
-							RelationGetRelationName(rel), CAPTURE_TRIGGER_NAME),
-					 errdetail("That trigger does not execute outbox.capture()."),
-					 errhint("Rename or drop that trigger first.")));
-		if (OidIsValid(parent))
-			ereport(ERROR,
-					(errcode(ERRCODE_DUPLICATE_OBJECT),
-					 errmsg("table \"%s\" is already captured through its partitioned table \"%s\"",
-							RelationGetRelationName(rel), get_rel_name(root)),
-					 errhint("To change its capture, call outbox.uncapture_table() on \"%s\" first.",
-							 get_rel_name(root))));
-		ereport(ERROR,
-				(errcode(ERRCODE_DUPLICATE_OBJECT),
-				 errmsg("table \"%s\" is already captured",
-						RelationGetRelationName(rel)),
-				 errdetail("It has a trigger named \"%s\".", CAPTURE_TRIGGER_NAME),
-				 errhint("To change its capture, call outbox.uncapture_table() first.")));
-	}
-
-	/* A capture trigger made by hand counts too: it would double events. */
-	if (rel->trigdesc != NULL)
-	{
-		for (i = 0; i < rel->trigdesc->numtriggers; i++)
-		{
-			Trigger    *trig = &rel->trigdesc->triggers[i];
-
-			if (trig->tgfoid == capture_oid)
-				ereport(ERROR,
-						(errcode(ERRCODE_DUPLICATE_OBJECT),
-						 errmsg("table \"%s\" is already captured by trigger \"%s\"",
-								RelationGetRelationName(rel), trig->tgname),
-						 errdetail("A second capture trigger would write every event twice."),
-						 errhint("Drop trigger \"%s\" first, or create further capture triggers with CREATE TRIGGER.",
-								 trig->tgname)));
-		}
-	}
-
-	/*
-	 * A partition captured on its own would get a second trigger of the
-	 * same name from its parent; CREATE TRIGGER refuses that, but say why.
-	 */
-	if (rel->rd_rel->relkind == RELKIND_PARTITIONED_TABLE)
-	{
-		List	   *children = find_all_inheritors(relid, ShareRowExclusiveLock,
-												   NULL);
-		ListCell   *lc;
-
-		foreach(lc, children)
-		{
-			Oid			child = lfirst_oid(lc);
-
-			if (child != relid &&
-				OidIsValid(get_trigger_oid(child, CAPTURE_TRIGGER_NAME, true)))
-				ereport(ERROR,
-						(errcode(ERRCODE_DUPLICATE_OBJECT),
-						 errmsg("partition \"%s\" of table \"%s\" is already captured",
-								get_rel_name(child), RelationGetRelationName(rel)),
-						 errhint("Capturing a partitioned table captures all its partitions; call outbox.uncapture_table() on \"%s\" first.",
-								 get_rel_name(child))));
-		}
-	}
-
-	/* Everything the trigger will check when it fires, checked now. */
-	st = build_state(rel, relid, CAPTURE_TRIGGER_NAME, nargs, args, true);
-	MemoryContextDelete(st->cxt);
-
-	initStringInfo(&sql);
-	appendStringInfo(&sql, "CREATE TRIGGER %s AFTER ",
-					 quote_identifier(CAPTURE_TRIGGER_NAME));
-	first = true;
-	for (i = 0; i < 3; i++)
-	{
-		if (!ops[i])
-			continue;
-		if (!first)
-			appendStringInfoString(&sql, " OR ");
-		appendStringInfoString(&sql, i == OP_INSERT ? "INSERT" :
-							   i == OP_UPDATE ? "UPDATE" : "DELETE");
-		first = false;
-	}
-	appendStringInfo(&sql, " ON %s FOR EACH ROW EXECUTE FUNCTION outbox.capture(",
-					 quote_qualified_identifier(get_namespace_name(RelationGetNamespace(rel)),
-												RelationGetRelationName(rel)));
-	for (i = 0; i < nargs; i++)
-		appendStringInfo(&sql, "%s%s", i > 0 ? ", " : "",
-						 quote_literal_cstr(args[i]));
-	appendStringInfoChar(&sql, ')');
-
-	relation_close(rel, NoLock);
-	run_ddl(sql.data);
-
-	PG_RETURN_TEXT_P(cstring_to_text(CAPTURE_TRIGGER_NAME));
-}
-
-/*
- * outbox.uncapture_table(tbl regclass) RETURNS void
- *		Drop the capture trigger that capture_table() created on 'tbl'.
- *
- * An error if the table has no such trigger, if its trigger was inherited
- * from a captured partitioned table (uncapture that one instead), or if a
- * trigger of that name is not a capture trigger.  DROP TRIGGER checks that
- * the caller owns the table.
- */
-Datum
-outbox_saga_uncapture_table(PG_FUNCTION_ARGS)
-{
-	Oid			relid;
-	Oid			tgoid;
-	Oid			parent = InvalidOid;
-	Oid			tgfoid = InvalidOid;
-	Oid			root;
-	char	   *relname;
-
-	if (PG_ARGISNULL(0))
-		ereport(ERROR,
-				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-				 errmsg("tbl must not be null")));
-	relid = PG_GETARG_OID(0);
-	relname = get_rel_name(relid);
-	if (relname == NULL)
-		ereport(ERROR,
-				(errcode(ERRCODE_UNDEFINED_TABLE),
-				 errmsg("relation with OID %u does not exist", relid)));
-
-	tgoid = get_trigger_oid(relid, CAPTURE_TRIGGER_NAME, true);
-	if (!OidIsValid(tgoid))
-		ereport(ERROR,
-				(errcode(ERRCODE_UNDEFINED_OBJECT),
-				 errmsg("table \"%s\" is not captured", relname),
-				 errdetail("It has no trigger named \"%s\".", CAPTURE_TRIGGER_NAME)));
-	root = trigger_root(tgoid, &parent, &tgfoid);
-	if (tgfoid != capture_function_oid())
-		ereport(ERROR,
-				(errcode(ERRCODE_WRONG_OBJECT_TYPE),
-				 errmsg("trigger \"%s\" on table \"%s\" is not a capture trigger",
-						CAPTURE_TRIGGER_NAME, relname),
-				 errdetail("It does not execute outbox.capture(), so outbox.uncapture_table() leaves it alone.")));
-	if (OidIsValid(parent))
-		ereport(ERROR,
-				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-				 errmsg("table \"%s\" is captured through its partitioned table \"%s\"",
-						relname, get_rel_name(root)),
-				 errhint("Call outbox.uncapture_table() on \"%s\" to stop capturing all its partitions.",
-						 get_rel_name(root))));
-
-	run_ddl(psprintf("DROP TRIGGER %s ON %s",
-					 quote_identifier(CAPTURE_TRIGGER_NAME),
-					 quote_qualified_identifier(get_namespace_name(get_rel_namespace(relid)),
-												relname)));
-	PG_RETURN_VOID();
 }

@@ -7,7 +7,10 @@
  * an error with an SQLSTATE, before anything is written) and appends the
  * event to the log through OutboxAppendEvent(); see eventlog.c for what that
  * guarantees.  It runs as the caller; who may call it is governed by
- * EXECUTE privilege (revoked from PUBLIC by the extension script).
+ * EXECUTE privilege (revoked from PUBLIC by the extension script).  Its
+ * only lock is the one OutboxAppendEvent() takes (ROW EXCLUSIVE on one
+ * partition of the log), and a crash leaves the event iff the caller's
+ * transaction committed.
  *
  *-------------------------------------------------------------------------
  */

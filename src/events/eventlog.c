@@ -63,6 +63,14 @@
  *	an xid below the xmax of a snapshot taken after that - "xid before id")
  *	and that closing xmax is consumed.
  *
+ * CRASH
+ *	The log is an ordinary WAL-logged table written in the writer's
+ *	transaction: after a crash, the events of committed transactions are
+ *	there and those of the others are not.  The sequence may have skipped
+ *	ids (nextval is not transactional), which the reading never relies on.
+ *	This file keeps nothing else but a per-backend cache of relation OIDs
+ *	and index descriptions, rebuilt on any relcache invalidation of them.
+ *
  *-------------------------------------------------------------------------
  */
 #include "compat.h"
@@ -85,27 +93,11 @@
 #include "utils/timestamp.h"
 #include "utils/xid8.h"
 
-#include "base/sql_args.h"
-#include "events/eventlog.h"
 #include "base/guc.h"
+#include "base/sql_args.h"
 #include "base/uuidv7.h"
+#include "events/eventlog.h"
 #include "events/wakeup.h"
-
-/* Columns of outbox.events, in their declared order (the SPEC's contract). */
-enum
-{
-	EV_ID,
-	EV_EVENT_ID,
-	EV_TOPIC,
-	EV_AGGREGATE_ID,
-	EV_EVENT_TYPE,
-	EV_PAYLOAD,
-	EV_HEADERS,
-	EV_CREATED_AT,
-	EV_DELIVER_AFTER,
-	EV_TXID,
-	EV_NATTS
-};
 
 /*
  * What the write path looks up once per backend: the outbox schema, the id
@@ -133,6 +125,12 @@ typedef struct LogCache
 static LogCache log_cache;
 static bool log_cache_callback_registered = false;
 
+/*
+ * log_cache_invalidate
+ *		Relcache callback: forget the cache if 'relid' is one of its
+ *		relations (InvalidOid: any relation).  Only sets a flag; the next
+ *		OutboxAppendEvent() reloads.
+ */
 static void
 log_cache_invalidate(Datum arg, Oid relid)
 {

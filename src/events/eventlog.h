@@ -20,6 +20,25 @@
 #define OUTBOX_MAX_NAME_BYTES		255 /* topic, event_type */
 #define OUTBOX_MAX_AGGREGATE_BYTES	1024	/* aggregate_id */
 
+/*
+ * Columns of outbox.events, in their declared order (the SPEC's contract):
+ * indexes into a row's values[]; the attribute number is one more.
+ */
+enum
+{
+	EV_ID,
+	EV_EVENT_ID,
+	EV_TOPIC,
+	EV_AGGREGATE_ID,
+	EV_EVENT_TYPE,
+	EV_PAYLOAD,
+	EV_HEADERS,
+	EV_CREATED_AT,
+	EV_DELIVER_AFTER,
+	EV_TXID,
+	EV_NATTS
+};
+
 /* One event to append; every pointer is detoasted. */
 typedef struct OutboxEventData
 {

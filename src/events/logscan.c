@@ -21,7 +21,9 @@
  * Both run in the caller's transaction with its active snapshot (a row
  * is seen if its transaction is visible to the scan's MVCC snapshot, and
  * belongs to the window if it is visible in S_to and not in S_from), and
- * take ACCESS SHARE locks on the partitions and indexes they read.
+ * take ACCESS SHARE locks on the partitions and indexes they read, held to
+ * the end of the transaction.  They only read: nothing to recover after a
+ * crash.
  *
  *-------------------------------------------------------------------------
  */
@@ -44,10 +46,11 @@
 #include "events/eventlog.h"
 #include "events/logscan.h"
 
-/* Column numbers of outbox.events used here (1-based). */
-#define COL_ID		1
-#define COL_TXID	10
-
+/*
+ * log_relid
+ *		The OID of the relation of the outbox schema whose name is 'fmt'
+ *		(one %d) formatted with 'part'.
+ */
 static Oid
 log_relid(Oid nspid, const char *fmt, int part)
 {
@@ -62,6 +65,46 @@ log_relid(Oid nspid, const char *fmt, int part)
 				 errmsg("relation \"outbox.%s\" does not exist", name),
 				 errhint("Reinstall the extension.")));
 	return relid;
+}
+
+/* An index range scan of one partition of the log. */
+typedef struct LogIndexScan
+{
+	Relation	heap;
+	Relation	index;
+	IndexScanDesc scan;
+	TupleTableSlot *slot;
+} LogIndexScan;
+
+/*
+ * log_scan_begin
+ *		Start a scan of partition 'part' through its index named by
+ *		'index_fmt' (a format with one %d, the partition), with the two
+ *		bounds 'keys', under the active snapshot.  Takes ACCESS SHARE on the
+ *		partition and the index.
+ */
+static void
+log_scan_begin(LogIndexScan *ls, Oid nspid, int part, const char *index_fmt,
+			   ScanKeyData *keys)
+{
+	ls->heap = table_open(log_relid(nspid, "events_p%d", part), AccessShareLock);
+	ls->index = index_open(log_relid(nspid, index_fmt, part), AccessShareLock);
+	ls->slot = table_slot_create(ls->heap, NULL);
+	ls->scan = index_beginscan(ls->heap, ls->index, GetActiveSnapshot(), 2, 0);
+	index_rescan(ls->scan, keys, 2, NULL, 0);
+}
+
+/*
+ * log_scan_end
+ *		End a scan started by log_scan_begin and release its locks.
+ */
+static void
+log_scan_end(LogIndexScan *ls)
+{
+	index_endscan(ls->scan);
+	ExecDropSingleTupleTableSlot(ls->slot);
+	index_close(ls->index, AccessShareLock);
+	table_close(ls->heap, AccessShareLock);
 }
 
 /*
@@ -90,33 +133,25 @@ LogWindowFirstId(const LogWindow *w)
 
 	for (part = 0; part < OUTBOX_PARTITIONS; part++)
 	{
-		Relation	heap = table_open(log_relid(nspid, "events_p%d", part), AccessShareLock);
-		Relation	index = index_open(log_relid(nspid, "events_p%d_txid_idx", part),
-									   AccessShareLock);
 		ScanKeyData keys[2];
-		IndexScanDesc scan;
-		TupleTableSlot *slot = table_slot_create(heap, NULL);
+		LogIndexScan ls;
 
 		ScanKeyInit(&keys[0], 1, BTGreaterEqualStrategyNumber, F_XID8GE, lo);
 		ScanKeyInit(&keys[1], 1, BTLessStrategyNumber, F_XID8LT, hi);
-		scan = index_beginscan(heap, index, GetActiveSnapshot(), 2, 0);
-		index_rescan(scan, keys, 2, NULL, 0);
-		while (index_getnext_slot(scan, ForwardScanDirection, slot))
+		log_scan_begin(&ls, nspid, part, "events_p%d_txid_idx", keys);
+		while (index_getnext_slot(ls.scan, ForwardScanDirection, ls.slot))
 		{
 			bool		isnull;
-			Datum		txid = slot_getattr(slot, COL_TXID, &isnull);
+			Datum		txid = slot_getattr(ls.slot, EV_TXID + 1, &isnull);
 			int64		id;
 
 			if (!in_window(txid, w))
 				continue;
-			id = DatumGetInt64(slot_getattr(slot, COL_ID, &isnull));
+			id = DatumGetInt64(slot_getattr(ls.slot, EV_ID + 1, &isnull));
 			if (first == 0 || id < first)
 				first = id;
 		}
-		index_endscan(scan);
-		ExecDropSingleTupleTableSlot(slot);
-		index_close(index, AccessShareLock);
-		table_close(heap, AccessShareLock);
+		log_scan_end(&ls);
 	}
 	return first;
 }
@@ -148,33 +183,26 @@ LogWindowPage(const LogWindow *w, int64 after, int64 max_id, int limit,
 		int			part = (int) (gen & (OUTBOX_PARTITIONS - 1));
 		int64		lo = Max(after, (gen << OUTBOX_GENERATION_BITS) - 1);
 		int64		hi = (gen + 1) << OUTBOX_GENERATION_BITS;
-		Relation	heap = table_open(log_relid(nspid, "events_p%d", part), AccessShareLock);
-		Relation	index = index_open(log_relid(nspid, "events_p%d_id_idx", part),
-									   AccessShareLock);
 		ScanKeyData keys[2];
-		IndexScanDesc scan;
-		TupleTableSlot *slot = table_slot_create(heap, NULL);
+		LogIndexScan ls;
 
 		ScanKeyInit(&keys[0], 1, BTGreaterStrategyNumber, F_INT8GT, Int64GetDatum(lo));
 		ScanKeyInit(&keys[1], 1, BTLessStrategyNumber, F_INT8LT, Int64GetDatum(hi));
-		scan = index_beginscan(heap, index, GetActiveSnapshot(), 2, 0);
-		index_rescan(scan, keys, 2, NULL, 0);
-		while (taken < limit && index_getnext_slot(scan, ForwardScanDirection, slot))
+		log_scan_begin(&ls, nspid, part, "events_p%d_id_idx", keys);
+		while (taken < limit &&
+			   index_getnext_slot(ls.scan, ForwardScanDirection, ls.slot))
 		{
 			bool		isnull;
-			Datum		txid = slot_getattr(slot, COL_TXID, &isnull);
+			Datum		txid = slot_getattr(ls.slot, EV_TXID + 1, &isnull);
 
 			if (!in_window(txid, w))
 				continue;
-			slot_getallattrs(slot);
-			*last_seen = DatumGetInt64(slot->tts_values[COL_ID - 1]);
-			if (accept(slot->tts_values, slot->tts_isnull, arg))
+			slot_getallattrs(ls.slot);
+			*last_seen = DatumGetInt64(ls.slot->tts_values[EV_ID]);
+			if (accept(ls.slot->tts_values, ls.slot->tts_isnull, arg))
 				taken++;
 		}
-		index_endscan(scan);
-		ExecDropSingleTupleTableSlot(slot);
-		index_close(index, AccessShareLock);
-		table_close(heap, AccessShareLock);
+		log_scan_end(&ls);
 	}
 	return taken;
 }

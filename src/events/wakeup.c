@@ -9,7 +9,10 @@
  * commits between two passes cost one SetLatch).  ABORT only clears the
  * flag.  Nothing is written and no lock is taken on the write path.  A
  * savepoint rolled back after writing leaves the flag set: the dispatcher
- * then makes one pass that finds nothing, which is harmless.
+ * then makes one pass that finds nothing, which is harmless.  A wakeup
+ * that is lost (a backend that dies between its commit and the callback)
+ * only delays delivery until the dispatcher's next poll
+ * (outbox_saga.poll_interval): the wakeup is a hint, the log is the truth.
  *
  * CREATE EXTENSION and ALTER EXTENSION UPDATE call
  * outbox.extension_changed(), which wakes the launcher at commit so that a
