@@ -453,26 +453,6 @@ claim_key(const IdemRequest *req, Datum *response, bool *response_isnull)
 }
 
 /*
- * check_text
- *		A scope, key or fingerprint: 1..maxbytes bytes.
- */
-static void
-check_text(const char *name, text *value, int maxbytes)
-{
-	int			len = VARSIZE_ANY_EXHDR(value);
-
-	if (len == 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("%s must not be empty", name)));
-	if (len > maxbytes)
-		ereport(ERROR,
-				(errcode(ERRCODE_STRING_DATA_RIGHT_TRUNCATION),
-				 errmsg("%s is too long", name),
-				 errdetail("It has %d bytes; the limit is %d.", len, maxbytes)));
-}
-
-/*
  * required_text
  *		Argument 'argno' (named 'name'): not NULL, 1..maxbytes bytes.
  */
@@ -483,7 +463,7 @@ required_text(FunctionCallInfo fcinfo, int argno, const char *name, int maxbytes
 
 	SqlRequireArg(fcinfo, argno, name);
 	value = PG_GETARG_TEXT_PP(argno);
-	check_text(name, value, maxbytes);
+	SqlCheckLength(name, VARSIZE_ANY_EXHDR(value), maxbytes, SQL_TEXT_VALUE);
 	return value;
 }
 
@@ -511,7 +491,8 @@ build_request(FunctionCallInfo fcinfo, const char *fname, int fingerprint_arg,
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 					 errmsg("fingerprint must not be empty"),
 					 errhint("Pass NULL to skip the fingerprint check.")));
-		check_text("fingerprint", req->fingerprint, OUTBOX_MAX_FINGERPRINT_BYTES);
+		SqlCheckLength("fingerprint", VARSIZE_ANY_EXHDR(req->fingerprint),
+					   OUTBOX_MAX_FINGERPRINT_BYTES, SQL_TEXT_VALUE);
 	}
 
 	if (PG_ARGISNULL(ttl_arg))

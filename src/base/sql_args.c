@@ -34,6 +34,26 @@ SqlRequireArg(FunctionCallInfo fcinfo, int argno, const char *name)
 }
 
 /*
+ * SqlCheckLength
+ *		Error out if a text of 'len' bytes, named 'what', is empty or longer
+ *		than 'max_bytes'.  Its bytes are not looked at (see SqlCheckText).
+ */
+void
+SqlCheckLength(const char *what, int len, int max_bytes, SqlTextKind kind)
+{
+	if (len == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("%s must not be empty", what)));
+	if (len > max_bytes)
+		ereport(ERROR,
+				(errcode(kind == SQL_TEXT_NAME ? ERRCODE_NAME_TOO_LONG :
+						 ERRCODE_STRING_DATA_RIGHT_TRUNCATION),
+				 errmsg("%s is too long", what),
+				 errdetail("It has %d bytes; the limit is %d.", len, max_bytes)));
+}
+
+/*
  * SqlCheckText
  *		Check the 'len' bytes at 'p', named 'what' in messages: not empty,
  *		at most 'max_bytes' bytes, no control characters and none of the
@@ -47,16 +67,7 @@ SqlCheckText(const char *what, const char *p, int len, int max_bytes,
 {
 	int			i;
 
-	if (len == 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("%s must not be empty", what)));
-	if (len > max_bytes)
-		ereport(ERROR,
-				(errcode(kind == SQL_TEXT_NAME ? ERRCODE_NAME_TOO_LONG :
-						 ERRCODE_STRING_DATA_RIGHT_TRUNCATION),
-				 errmsg("%s is too long", what),
-				 errdetail("It has %d bytes; the limit is %d.", len, max_bytes)));
+	SqlCheckLength(what, len, max_bytes, kind);
 	for (i = 0; i < len; i++)
 	{
 		unsigned char c = (unsigned char) p[i];
@@ -69,6 +80,20 @@ SqlCheckText(const char *what, const char *p, int len, int max_bytes,
 					 errdetail("%s", invalid_detail != NULL ? invalid_detail :
 							   "It may not contain control characters.")));
 	}
+}
+
+/*
+ * SqlNameText
+ *		The C string of 'name', an object name (42622 when too long) named
+ *		'what' in messages, after SqlCheckText's checks.
+ */
+char *
+SqlNameText(text *name, const char *what, int max_bytes,
+			const char *invalid_detail)
+{
+	SqlCheckText(what, VARDATA_ANY(name), VARSIZE_ANY_EXHDR(name), max_bytes,
+				 SQL_TEXT_NAME, NULL, invalid_detail);
+	return text_to_cstring(name);
 }
 
 /*

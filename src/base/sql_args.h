@@ -22,8 +22,12 @@ typedef enum SqlTextKind
 } SqlTextKind;
 
 extern void SqlRequireArg(FunctionCallInfo fcinfo, int argno, const char *name);
+extern void SqlCheckLength(const char *what, int len, int max_bytes,
+						   SqlTextKind kind);
 extern void SqlCheckText(const char *what, const char *p, int len, int max_bytes,
 						 SqlTextKind kind, const char *forbidden,
+						 const char *invalid_detail);
+extern char *SqlNameText(text *name, const char *what, int max_bytes,
 						 const char *invalid_detail);
 extern Interval *SqlParseInterval(const char *what, const char *str);
 extern void SqlHideStatementCallback(void *arg);

@@ -261,12 +261,12 @@ OutboxCheckHeaders(Jsonb *headers)
 }
 
 /*
- * outbox_relid
+ * OutboxLogRelid
  *		OID of a relation of the outbox schema, or an error saying the
  *		extension is not installed in this database.
  */
-static Oid
-outbox_relid(Oid nspid, const char *relname)
+Oid
+OutboxLogRelid(Oid nspid, const char *relname)
 {
 	Oid			relid = get_relname_relid(relname, nspid);
 
@@ -351,13 +351,13 @@ load_log_cache(void)
 	}
 	MemoryContextReset(log_cache.cxt);
 	memset(log_cache.parts, 0, sizeof(log_cache.parts));
-	log_cache.seqid = outbox_relid(nspid, "events_id_seq");
+	log_cache.seqid = OutboxLogRelid(nspid, "events_id_seq");
 	for (part = 0; part < OUTBOX_PARTITIONS; part++)
 	{
 		char		partname[NAMEDATALEN];
 
 		snprintf(partname, sizeof(partname), "events_p%d", part);
-		load_partition(part, outbox_relid(nspid, partname));
+		load_partition(part, OutboxLogRelid(nspid, partname));
 	}
 	log_cache.valid = true;
 }

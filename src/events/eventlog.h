@@ -56,6 +56,7 @@ extern void OutboxCheckEventType(const char *field, text *value);
 extern void OutboxCheckAggregateId(text *value);
 extern void OutboxCheckHeaders(Jsonb *headers);
 extern void OutboxCheckPayload(Jsonb *payload);
+extern Oid	OutboxLogRelid(Oid nspid, const char *relname);
 extern void OutboxAppendEvent(const OutboxEventData *ev, pg_uuid_t *event_id);
 
 #endif							/* OUTBOX_SAGA_EVENTLOG_H */

@@ -55,16 +55,9 @@ static Oid
 log_relid(Oid nspid, const char *fmt, int part)
 {
 	char		name[NAMEDATALEN];
-	Oid			relid;
 
 	snprintf(name, sizeof(name), fmt, part);
-	relid = get_relname_relid(name, nspid);
-	if (!OidIsValid(relid))
-		ereport(ERROR,
-				(errcode(ERRCODE_UNDEFINED_OBJECT),
-				 errmsg("relation \"outbox.%s\" does not exist", name),
-				 errhint("Reinstall the extension.")));
-	return relid;
+	return OutboxLogRelid(nspid, name);
 }
 
 /* An index range scan of one partition of the log. */

@@ -340,7 +340,6 @@ static Datum
 saga_register_compensation(PG_FUNCTION_ARGS)
 {
 	pg_uuid_t  *id;
-	text	   *name_text;
 	char	   *name;
 	Jsonb	   *call;
 	Jsonb	   *normalized;
@@ -353,11 +352,8 @@ saga_register_compensation(PG_FUNCTION_ARGS)
 	SqlRequireArg(fcinfo, 1, "name");
 	SqlRequireArg(fcinfo, 2, "call");
 	id = PG_GETARG_UUID_P(0);
-	name_text = PG_GETARG_TEXT_PP(1);
-	SqlCheckText("compensation name", VARDATA_ANY(name_text),
-				 VARSIZE_ANY_EXHDR(name_text), SAGA_MAX_NAME_BYTES,
-				 SQL_TEXT_NAME, NULL, NULL);
-	name = text_to_cstring(name_text);
+	name = SqlNameText(PG_GETARG_TEXT_PP(1), "compensation name",
+					   SAGA_MAX_NAME_BYTES, NULL);
 	call = PG_GETARG_JSONB_P(2);
 
 	SagaSpiConnect();

@@ -576,7 +576,6 @@ validate_options(Jsonb *options, StepPolicy *policy)
 static Datum
 saga_define(PG_FUNCTION_ARGS)
 {
-	text	   *name_text;
 	char	   *name;
 	Jsonb	   *steps;
 	Jsonb	   *options;
@@ -591,11 +590,8 @@ saga_define(PG_FUNCTION_ARGS)
 	SqlRequireArg(fcinfo, 0, "name");
 	SqlRequireArg(fcinfo, 1, "steps");
 	SqlRequireArg(fcinfo, 2, "options");
-	name_text = PG_GETARG_TEXT_PP(0);
-	SqlCheckText("saga name", VARDATA_ANY(name_text),
-				 VARSIZE_ANY_EXHDR(name_text), SAGA_MAX_NAME_BYTES,
-				 SQL_TEXT_NAME, NULL, NULL);
-	name = text_to_cstring(name_text);
+	name = SqlNameText(PG_GETARG_TEXT_PP(0), "saga name",
+					   SAGA_MAX_NAME_BYTES, NULL);
 	steps = PG_GETARG_JSONB_P(1);
 	options = PG_GETARG_JSONB_P(2);
 
