@@ -20,8 +20,10 @@
 #include "utils/builtins.h"
 #include "utils/jsonb.h"
 #include "utils/numeric.h"
+#include "utils/timestamp.h"
 
 #include "base/jsonb_util.h"
+#include "base/sql_args.h"
 
 
 /* ------------------------------------------------------------------------
@@ -71,6 +73,65 @@ JsonbValueFromJsonb(Jsonb *jb, JsonbValue *out)
 }
 
 /*
+ * key_in
+ *		Whether the JSON string 'key' is one of the NULL-terminated 'words'
+ *		('words' may be NULL: none).
+ */
+static bool
+key_in(const JsonbValue *key, const char *const *words)
+{
+	int			i;
+
+	for (i = 0; words != NULL && words[i] != NULL; i++)
+		if (key->val.string.len == strlen(words[i]) &&
+			memcmp(key->val.string.val, words[i], key->val.string.len) == 0)
+			return true;
+	return false;
+}
+
+/*
+ * JsonbFindUnknownKey
+ *		The first key of object 'c' that is in neither 'valid' nor 'more'
+ *		(each NULL-terminated; 'more' may be NULL) into *key; false if every
+ *		key is known.
+ */
+bool
+JsonbFindUnknownKey(JsonbContainer *c, const char *const *valid,
+					const char *const *more, JsonbValue *key)
+{
+	JsonbIterator *it = JsonbIteratorInit(c);
+	JsonbIteratorToken tok;
+
+	while ((tok = JsonbIteratorNext(&it, key, true)) != WJB_DONE)
+	{
+		if (tok == WJB_KEY && !key_in(key, valid) && !key_in(key, more))
+			return true;
+	}
+	return false;
+}
+
+/*
+ * JsonbKeyList
+ *		"a, b, c": the words of 'first' and then of 'second' (each
+ *		NULL-terminated, either may be NULL), for a hint listing valid keys.
+ */
+char *
+JsonbKeyList(const char *const *first, const char *const *second)
+{
+	StringInfoData list;
+	const char *const *lists[2] = {first, second};
+	int			l;
+	int			i;
+
+	initStringInfo(&list);
+	for (l = 0; l < 2; l++)
+		for (i = 0; lists[l] != NULL && lists[l][i] != NULL; i++)
+			appendStringInfo(&list, "%s%s", list.len > 0 ? ", " : "",
+							 lists[l][i]);
+	return list.data;
+}
+
+/*
  * JsonbCheckKeys
  *		Error out on a key of object 'c' that is not in 'valid' (NULL
  *		terminated); 'where' says whose keys these are ("step \"x\"", "the
@@ -79,34 +140,14 @@ JsonbValueFromJsonb(Jsonb *jb, JsonbValue *out)
 void
 JsonbCheckKeys(JsonbContainer *c, const char *const *valid, const char *where)
 {
-	JsonbIterator *it = JsonbIteratorInit(c);
 	JsonbValue	v;
-	JsonbIteratorToken tok;
 
-	while ((tok = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
-	{
-		bool		known = false;
-		int			i;
-
-		if (tok != WJB_KEY)
-			continue;
-		for (i = 0; valid[i] != NULL && !known; i++)
-			known = (v.val.string.len == strlen(valid[i]) &&
-					 memcmp(v.val.string.val, valid[i], v.val.string.len) == 0);
-		if (!known)
-		{
-			StringInfoData list;
-
-			initStringInfo(&list);
-			for (i = 0; valid[i] != NULL; i++)
-				appendStringInfo(&list, "%s%s", i > 0 ? ", " : "", valid[i]);
-			ereport(ERROR,
-					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-					 errmsg("unrecognized key \"%.*s\" in %s",
-							Min(v.val.string.len, 63), v.val.string.val, where),
-					 errhint("Valid keys are: %s.", list.data)));
-		}
-	}
+	if (JsonbFindUnknownKey(c, valid, NULL, &v))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("unrecognized key \"%.*s\" in %s",
+						Min(v.val.string.len, 63), v.val.string.val, where),
+				 errhint("Valid keys are: %s.", JsonbKeyList(valid, NULL))));
 }
 
 /*
@@ -299,4 +340,90 @@ JsonbPutJsonb(JsonbParseState **st, const char *key, Jsonb *value)
 	v.val.binary.data = &value->root;
 	v.val.binary.len = VARSIZE(value) - VARHDRSZ;
 	put_value(st, key, &v);
+}
+
+/*
+ * JsonbIntValue
+ *		The integer in 'v', which must be a whole JSON number between 'min'
+ *		and 'max'; 'what' names the value in messages ("configuration key
+ *		\"x\"", "\"max_attempts\" of step \"y\"").
+ */
+int32
+JsonbIntValue(const JsonbValue *v, const char *what, int32 min, int32 max)
+{
+	Datum		num;
+	Datum		whole;
+	bool		overflow = false;
+	int32		result;
+
+	if (v->type != jbvNumeric)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("%s must be an integer", what)));
+	num = NumericGetDatum(v->val.numeric);
+	whole = DirectFunctionCall2(numeric_trunc, num, Int32GetDatum(0));
+	if (!DatumGetBool(DirectFunctionCall2(numeric_eq, num, whole)))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("%s must be an integer", what)));
+	result = numeric_int4_opt_error(v->val.numeric, &overflow);
+	if (overflow || result < min || result > max)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("%s is out of range", what),
+				 errdetail("It must be an integer between %d and %d.", min, max)));
+	return result;
+}
+
+/*
+ * JsonbDurationMs
+ *		The duration in 'v' in milliseconds: an interval string ('1 second',
+ *		'500ms', '00:01:00'; months count as 30 days) or a number of seconds,
+ *		between 1 millisecond and 'max_ms' ('max_text' says that bound in
+ *		words).  Numbers are compared exactly (numeric), strings as the
+ *		interval's microseconds.  'what' names the value in messages.
+ */
+int64
+JsonbDurationMs(const JsonbValue *v, const char *what, int64 max_ms,
+				const char *max_text)
+{
+	int64		ms = -1;
+
+	if (v->type == jbvString)
+	{
+		char	   *str = pnstrdup(v->val.string.val, v->val.string.len);
+		Interval   *iv = SqlParseInterval(what, str);
+		double		usecs;
+
+		usecs = (double) iv->time + (double) iv->day * USECS_PER_DAY +
+			(double) iv->month * DAYS_PER_MONTH * USECS_PER_DAY;
+		if (usecs >= 1000.0 && usecs <= (double) max_ms * 1000.0)
+			ms = (int64) (usecs / 1000.0);
+	}
+	else if (v->type == jbvNumeric)
+	{
+		Datum		millis;
+		Datum		lo = NumericGetDatum(int64_to_numeric(1));
+		Datum		hi = NumericGetDatum(int64_to_numeric(max_ms));
+
+		millis = DirectFunctionCall2(numeric_mul,
+									 NumericGetDatum(v->val.numeric),
+									 NumericGetDatum(int64_to_numeric(1000)));
+		if (DatumGetInt32(DirectFunctionCall2(numeric_cmp, millis, lo)) >= 0 &&
+			DatumGetInt32(DirectFunctionCall2(numeric_cmp, millis, hi)) <= 0)
+			ms = DatumGetInt64(DirectFunctionCall1(numeric_int8,
+												   DirectFunctionCall2(numeric_trunc, millis,
+																	   Int32GetDatum(0))));
+	}
+	else
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("%s must be an interval string or a number of seconds", what)));
+
+	if (ms < 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("%s is out of range", what),
+				 errdetail("It must be between 1 millisecond and %s.", max_text)));
+	return ms;
 }

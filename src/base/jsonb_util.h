@@ -16,6 +16,13 @@
 extern bool JsonbGetKey(JsonbContainer *c, const char *key, JsonbValue *out);
 extern bool JsonbValueIsObject(const JsonbValue *v);
 extern void JsonbValueFromJsonb(Jsonb *jb, JsonbValue *out);
+extern bool JsonbFindUnknownKey(JsonbContainer *c, const char *const *valid,
+								const char *const *more, JsonbValue *key);
+extern char *JsonbKeyList(const char *const *first, const char *const *second);
+extern int32 JsonbIntValue(const JsonbValue *v, const char *what, int32 min,
+						   int32 max);
+extern int64 JsonbDurationMs(const JsonbValue *v, const char *what, int64 max_ms,
+							 const char *max_text);
 extern void JsonbCheckKeys(JsonbContainer *c, const char *const *valid,
 						   const char *where);
 extern char *JsonbGetString(JsonbContainer *c, const char *key, const char *what);

@@ -92,71 +92,6 @@ typedef struct StepPolicy
  */
 
 /*
- * parse_duration
- *		A duration value (an interval string or a number of seconds) between
- *		1 millisecond and 'max_ms' ('max_text' in words), in milliseconds.
- *		Months count as 30 days.
- */
-static int64
-parse_duration(const char *what, JsonbValue *v, int64 max_ms, const char *max_text)
-{
-	double		ms;
-
-	if (v->type == jbvString)
-	{
-		Interval   *iv = SqlParseInterval(what, pnstrdup(v->val.string.val,
-															v->val.string.len));
-
-		ms = ((double) iv->time + (double) iv->day * USECS_PER_DAY +
-			  (double) iv->month * DAYS_PER_MONTH * USECS_PER_DAY) / 1000.0;
-	}
-	else if (v->type == jbvNumeric)
-		ms = DatumGetFloat8(DirectFunctionCall1(numeric_float8,
-												NumericGetDatum(v->val.numeric))) * 1000.0;
-	else
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("%s must be an interval string or a number of seconds", what)));
-	if (!(ms >= 1.0 && ms <= (double) max_ms))
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("%s is out of range", what),
-				 errdetail("It must be between 1 millisecond and %s.", max_text)));
-	return (int64) ms;
-}
-
-/*
- * parse_count
- *		An integer value between 1 and SAGA_MAX_ATTEMPTS.
- */
-static int
-parse_count(const char *what, JsonbValue *v)
-{
-	Datum		num;
-	bool		overflow = false;
-	int32		result;
-
-	if (v->type != jbvNumeric)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("%s must be an integer", what)));
-	num = NumericGetDatum(v->val.numeric);
-	if (!DatumGetBool(DirectFunctionCall2(numeric_eq, num,
-										  DirectFunctionCall2(numeric_trunc, num,
-															  Int32GetDatum(0)))))
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("%s must be an integer", what)));
-	result = numeric_int4_opt_error(v->val.numeric, &overflow);
-	if (overflow || result < 1 || result > SAGA_MAX_ATTEMPTS)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("%s is out of range", what),
-				 errdetail("It must be an integer between 1 and %d.", SAGA_MAX_ATTEMPTS)));
-	return result;
-}
-
-/*
  * parse_policy
  *		The policy keys of object 'c' (a step or the options) over 'policy';
  *		'where' names the object in messages.  A backoff_max given here must
@@ -170,19 +105,21 @@ parse_policy(JsonbContainer *c, const char *where, StepPolicy *policy)
 	bool		has_max = false;
 
 	if (JsonbGetKey(c, "timeout", &v))
-		policy->timeout_ms = parse_duration(psprintf("\"timeout\" of %s", where), &v,
+		policy->timeout_ms = JsonbDurationMs(&v, psprintf("\"timeout\" of %s", where),
 											SAGA_MAX_TIMEOUT_MS, "24 days");
 	if (JsonbGetKey(c, "max_attempts", &v))
-		policy->max_attempts = parse_count(psprintf("\"max_attempts\" of %s", where), &v);
+		policy->max_attempts = JsonbIntValue(&v, psprintf("\"max_attempts\" of %s", where),
+											 1, SAGA_MAX_ATTEMPTS);
 	if (JsonbGetKey(c, "compensation_max_attempts", &v))
 		policy->compensation_max_attempts =
-			parse_count(psprintf("\"compensation_max_attempts\" of %s", where), &v);
+			JsonbIntValue(&v, psprintf("\"compensation_max_attempts\" of %s", where),
+						  1, SAGA_MAX_ATTEMPTS);
 	if (JsonbGetKey(c, "backoff_base", &v))
-		policy->backoff_base_ms = parse_duration(psprintf("\"backoff_base\" of %s", where), &v,
+		policy->backoff_base_ms = JsonbDurationMs(&v, psprintf("\"backoff_base\" of %s", where),
 												 SAGA_MAX_BACKOFF_MS, "365 days");
 	if (JsonbGetKey(c, "backoff_max", &v))
 	{
-		policy->backoff_max_ms = parse_duration(psprintf("\"backoff_max\" of %s", where), &v,
+		policy->backoff_max_ms = JsonbDurationMs(&v, psprintf("\"backoff_max\" of %s", where),
 												SAGA_MAX_BACKOFF_MS, "365 days");
 		has_max = true;
 	}
@@ -548,7 +485,7 @@ validate_options(Jsonb *options, StepPolicy *policy)
 	policy->compensation_max_attempts = SAGA_DEFAULT_COMP_MAX_ATTEMPTS;
 	parse_policy(&options->root, "the saga options", policy);
 	if (JsonbGetKey(&options->root, "deadline", &v))
-		deadline_ms = parse_duration("\"deadline\" of the saga options", &v,
+		deadline_ms = JsonbDurationMs(&v, "\"deadline\" of the saga options",
 									 SAGA_MAX_DEADLINE_MS, "3650 days");
 
 	JsonbBeginObject(&st);

@@ -26,11 +26,11 @@
 #include "utils/numeric.h"
 #include "utils/timestamp.h"
 
+#include "base/jsonb_util.h"
 #include "base/sql_args.h"
 #include "sink/dest_config.h"
 
 /* Bounds of the interval keys, in milliseconds. */
-#define DEST_MIN_INTERVAL_MS	INT64CONST(1)
 #define DEST_MAX_BACKOFF_MS		(INT64CONST(365) * 24 * 3600 * 1000)
 #define DEST_MAX_TIMEOUT_MS		(INT64CONST(24) * 24 * 3600 * 1000)
 
@@ -70,17 +70,6 @@ DestConfigClipName(const char *name, int len)
 	int			clip = pg_mbcliplen(name, len, 63);
 
 	return psprintf("%.*s%s", clip, name, clip < len ? "..." : "");
-}
-
-/*
- * key_is
- *		Whether a JSON string equals 'word' exactly.
- */
-static bool
-key_is(const JsonbValue *key, const char *word)
-{
-	return key->val.string.len == strlen(word) &&
-		memcmp(key->val.string.val, word, key->val.string.len) == 0;
 }
 
 /*
@@ -125,6 +114,16 @@ wrong_type(const char *key, const char *expected)
 }
 
 /*
+ * key_what
+ *		How messages name config key 'key'.
+ */
+static char *
+key_what(const char *key)
+{
+	return psprintf("configuration key \"%s\"", key);
+}
+
+/*
  * parse_int_key
  *		An integer key in [min, max]; *out is left alone if the key is absent.
  */
@@ -132,85 +131,25 @@ static void
 parse_int_key(Jsonb *config, const char *key, int32 min, int32 max, int *out)
 {
 	JsonbValue	v;
-	Datum		num;
-	Datum		whole;
-	bool		overflow = false;
-	int32		result;
 
-	if (!DestConfigFind(config, key, &v))
-		return;
-	if (v.type != jbvNumeric)
-		wrong_type(key, "an integer");
-	num = NumericGetDatum(v.val.numeric);
-	whole = DirectFunctionCall2(numeric_trunc, num, Int32GetDatum(0));
-	if (!DatumGetBool(DirectFunctionCall2(numeric_eq, num, whole)))
-		wrong_type(key, "an integer");
-	result = numeric_int4_opt_error(v.val.numeric, &overflow);
-	if (overflow || result < min || result > max)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("configuration key \"%s\" is out of range", key),
-				 errdetail("It must be an integer between %d and %d.", min, max)));
-	*out = result;
+	if (DestConfigFind(config, key, &v))
+		*out = JsonbIntValue(&v, key_what(key), min, max);
 }
 
 /*
  * parse_interval_key
- *		A duration key: an interval string ('1 second', '500ms', '00:01:00')
- *		or a number of seconds, between DEST_MIN_INTERVAL_MS and 'max_ms'
- *		('max_text' says that bound in words).  Returns false, leaving *out_ms
- *		alone, if the key is absent.  Months count as 30 days.
+ *		A duration key (JsonbDurationMs) of at most 'max_ms' ('max_text' in
+ *		words).  Returns false, leaving *out_ms alone, if the key is absent.
  */
 static bool
 parse_interval_key(Jsonb *config, const char *key, int64 max_ms,
 				   const char *max_text, int64 *out_ms)
 {
 	JsonbValue	v;
-	int64		ms;
 
 	if (!DestConfigFind(config, key, &v))
 		return false;
-
-	if (v.type == jbvString)
-	{
-		char	   *str = pnstrdup(v.val.string.val, v.val.string.len);
-		Interval   *iv = SqlParseInterval(psprintf("configuration key \"%s\"", key), str);
-		double		usecs;
-
-		usecs = (double) iv->time + (double) iv->day * USECS_PER_DAY +
-			(double) iv->month * DAYS_PER_MONTH * USECS_PER_DAY;
-		if (usecs < (double) DEST_MIN_INTERVAL_MS * 1000.0 ||
-			usecs > (double) max_ms * 1000.0)
-			ms = -1;
-		else
-			ms = (int64) (usecs / 1000.0);
-	}
-	else if (v.type == jbvNumeric)
-	{
-		Datum		millis;
-		Datum		lo = NumericGetDatum(int64_to_numeric(DEST_MIN_INTERVAL_MS));
-		Datum		hi = NumericGetDatum(int64_to_numeric(max_ms));
-
-		millis = DirectFunctionCall2(numeric_mul,
-									 NumericGetDatum(v.val.numeric),
-									 NumericGetDatum(int64_to_numeric(1000)));
-		if (DatumGetInt32(DirectFunctionCall2(numeric_cmp, millis, lo)) < 0 ||
-			DatumGetInt32(DirectFunctionCall2(numeric_cmp, millis, hi)) > 0)
-			ms = -1;
-		else
-			ms = DatumGetInt64(DirectFunctionCall1(numeric_int8,
-												   DirectFunctionCall2(numeric_trunc, millis,
-																	   Int32GetDatum(0))));
-	}
-	else
-		wrong_type(key, "an interval string or a number of seconds");
-
-	if (ms < 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("configuration key \"%s\" is out of range", key),
-				 errdetail("It must be between 1 millisecond and %s.", max_text)));
-	*out_ms = ms;
+	*out_ms = JsonbDurationMs(&v, key_what(key), max_ms, max_text);
 	return true;
 }
 
@@ -271,40 +210,15 @@ DestConfigParseCommon(Jsonb *config, DestinationConfig *out)
 void
 DestConfigCheckKeys(Jsonb *config, const char *const *kind_keys)
 {
-	JsonbIterator *it;
 	JsonbValue	v;
-	JsonbIteratorToken tok;
 
 	DestConfigCheckObject(config);
-
-	it = JsonbIteratorInit(&config->root);
-	while ((tok = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
-	{
-		bool		known = false;
-		int			i;
-
-		if (tok != WJB_KEY)
-			continue;
-		for (i = 0; common_keys[i] != NULL && !known; i++)
-			known = key_is(&v, common_keys[i]);
-		for (i = 0; kind_keys != NULL && kind_keys[i] != NULL && !known; i++)
-			known = key_is(&v, kind_keys[i]);
-		if (!known)
-		{
-			StringInfoData valid;
-
-			initStringInfo(&valid);
-			for (i = 0; kind_keys != NULL && kind_keys[i] != NULL; i++)
-				appendStringInfo(&valid, "%s, ", kind_keys[i]);
-			for (i = 0; common_keys[i] != NULL; i++)
-				appendStringInfo(&valid, "%s%s", common_keys[i],
-								 common_keys[i + 1] != NULL ? ", " : "");
-			ereport(ERROR,
-					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-					 errmsg("unrecognized configuration key \"%s\"", DestConfigClipName(v.val.string.val, v.val.string.len)),
-					 errhint("Valid keys are: %s.", valid.data)));
-		}
-	}
+	if (JsonbFindUnknownKey(&config->root, kind_keys, common_keys, &v))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("unrecognized configuration key \"%s\"",
+						DestConfigClipName(v.val.string.val, v.val.string.len)),
+				 errhint("Valid keys are: %s.", JsonbKeyList(kind_keys, common_keys))));
 }
 
 /*

@@ -286,6 +286,24 @@ check_property(const char *name, const char *value, Oid owner)
 }
 
 /*
+ * required_key
+ *		The value of string key 'key', which a kafka destination must have
+ *		and not empty; 'hint' shows what it looks like.
+ */
+static char *
+required_key(Jsonb *config, const char *key, const char *hint)
+{
+	char	   *value = DestConfigString(config, key);
+
+	if (value == NULL || value[0] == '\0')
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("a kafka destination needs a non-empty config key \"%s\"", key),
+				 errhint("%s", hint)));
+	return value;
+}
+
+/*
  * parse_config
  *		The kind's keys of 'config' into 'out' (CurrentMemoryContext),
  *		every property tried on a scratch librdkafka config.
@@ -297,18 +315,10 @@ parse_config(Jsonb *config, Oid owner, KafkaConfig *out)
 	rd_kafka_conf_t *scratch;
 
 	memset(out, 0, sizeof(*out));
-	out->brokers = DestConfigString(config, "brokers");
-	if (out->brokers == NULL || out->brokers[0] == '\0')
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("a kafka destination needs a non-empty config key \"brokers\""),
-				 errhint("For example '{\"brokers\": \"kafka1:9092,kafka2:9092\", \"topic\": \"orders\"}'.")));
-	out->topic = DestConfigString(config, "topic");
-	if (out->topic == NULL || out->topic[0] == '\0')
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("a kafka destination needs a non-empty config key \"topic\""),
-				 errhint("A topic name, which may hold {topic} and {event_type}.")));
+	out->brokers = required_key(config, "brokers",
+								"For example '{\"brokers\": \"kafka1:9092,kafka2:9092\", \"topic\": \"orders\"}'.");
+	out->topic = required_key(config, "topic",
+							  "A topic name, which may hold {topic} and {event_type}.");
 	SinkCheckTemplate("topic", out->topic, "t", "t", topic_problem,
 					  "Kafka topic name", "topic");
 
