@@ -48,6 +48,7 @@ OBJS = \
 	src/sink/kafka.o \
 	src/sink/nats.o \
 	src/dispatch/destination.o \
+	src/dispatch/mask.o \
 	src/dispatch/delivery.o \
 	src/dispatch/observability.o \
 	src/saga/saga_api.o \
