@@ -353,6 +353,22 @@ check_owner(const char *name, Oid owner)
 
 
 /*
+ * hide_statement_begin
+ *		Push SqlHideStatementCallback onto the error context stack: errors
+ *		from here on hide the statement text (which usually carries a config
+ *		literal) from the server log.  The caller pops it with
+ *		error_context_stack = errcb->previous; an error pops it by itself.
+ */
+static void
+hide_statement_begin(ErrorContextCallback *errcb)
+{
+	errcb->callback = SqlHideStatementCallback;
+	errcb->arg = NULL;
+	errcb->previous = error_context_stack;
+	error_context_stack = errcb;
+}
+
+/*
  * strip_null_keys
  *		'config' without its top-level keys whose value is JSON null.
  */
@@ -456,10 +472,7 @@ outbox_saga_create_destination(PG_FUNCTION_ARGS)
 	kind = text_to_cstring(PG_GETARG_TEXT_PP(1));
 	sink = SinkLookup(kind, false);	/* errors, listing the known kinds */
 
-	errcb.callback = SqlHideStatementCallback;
-	errcb.arg = NULL;
-	errcb.previous = error_context_stack;
-	error_context_stack = &errcb;
+	hide_statement_begin(&errcb);
 
 	config = PG_GETARG_JSONB_P(2);
 	DestConfigCheckObject(config);
@@ -479,7 +492,7 @@ outbox_saga_create_destination(PG_FUNCTION_ARGS)
 				 errhint("Change it with outbox.alter_destination(), or drop it first.")));
 	spi_check(SPI_finish(), SPI_OK_FINISH, "SPI_finish");
 
-	error_context_stack = errcb.previous;
+	error_context_stack = errcb.previous;	/* hide_statement_begin */
 	PG_RETURN_VOID();
 }
 
@@ -505,10 +518,7 @@ outbox_saga_alter_destination(PG_FUNCTION_ARGS)
 	name = text_to_cstring(PG_GETARG_TEXT_PP(0));
 	changes = PG_GETARG_JSONB_P(1);
 
-	errcb.callback = SqlHideStatementCallback;
-	errcb.arg = NULL;
-	errcb.previous = error_context_stack;
-	error_context_stack = &errcb;
+	hide_statement_begin(&errcb);
 
 	DestConfigCheckObject(changes);
 
@@ -528,7 +538,7 @@ outbox_saga_alter_destination(PG_FUNCTION_ARGS)
 		elog(ERROR, "outbox_saga: destination row %d vanished under lock", row.id);
 	spi_check(SPI_finish(), SPI_OK_FINISH, "SPI_finish");
 
-	error_context_stack = errcb.previous;
+	error_context_stack = errcb.previous;	/* hide_statement_begin */
 	PG_RETURN_VOID();
 }
 
