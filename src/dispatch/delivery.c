@@ -77,13 +77,13 @@
 #include "utils/uuid.h"
 #include "utils/xid8.h"
 
-#include "dispatch/delivery.h"
-#include "events/eventlog.h"
 #include "base/guc.h"
-#include "events/logscan.h"
-#include "sink/sink.h"
 #include "base/run_as.h"
 #include "base/spi_util.h"
+#include "dispatch/delivery.h"
+#include "events/eventlog.h"
+#include "events/logscan.h"
+#include "sink/sink.h"
 
 #define FAILURES_BEFORE_BACKOFF	3
 #define EVENT_COLUMNS			10

@@ -151,8 +151,10 @@ static SpiStatement statements[Q_COUNT] = {
 		"UPDATE outbox.destination SET config = $2 WHERE id = $1",
 		{INT4OID, JSONBOID, 0}
 	},
-	/* outbox.destination, and by ON DELETE CASCADE subscription,
-	 * delivery_retry and dead_letter */
+	/*
+	 * outbox.destination, and by ON DELETE CASCADE subscription,
+	 * delivery_retry and dead_letter
+	 */
 	[Q_DELETE_DESTINATION] = {
 		"the delete of a destination",
 		"DELETE FROM outbox.destination WHERE id = $1",
@@ -171,8 +173,7 @@ static SpiStatement statements[Q_COUNT] = {
 		" WHERE id = $1",
 		{INT4OID, BOOLOID, 0}
 	},
-	/* outbox.subscription: subscription_unique_idx makes a duplicate a
-	 * conflict */
+	/* outbox.subscription: subscription_unique_idx makes duplicates conflict */
 	[Q_INSERT_SUBSCRIPTION] = {
 		"the insert of a subscription",
 		"INSERT INTO outbox.subscription (destination_id, topic, event_types, since)"
