@@ -53,6 +53,7 @@ OBJS = \
 	src/sink/nats.o \
 	src/sink/template.o \
 	src/dispatch/destination.o \
+	src/dispatch/mask.o \
 	src/dispatch/delivery.o \
 	src/dispatch/observability.o \
 	src/saga/saga_state.o \

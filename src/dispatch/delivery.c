@@ -37,6 +37,17 @@
  *	(held back, delayed, replayed) first, so poison never starves other
  *	aggregates (G4).
  *
+ * LOCKS, IDENTITY, ERRORS
+ *	Each transaction of a batch holds the destination row FOR UPDATE until
+ *	it commits; a network sink delivers between two transactions with no
+ *	lock held, and the second records nothing if the position moved.  The
+ *	kept SpiStatements of 'statements' run as the dispatcher; a handler runs
+ *	as the destination's owner (RunAsOwner).  A failed delivery is an
+ *	outcome: its message (for handlers "SQLSTATE: message", clipped at
+ *	RUN_AS_MAX_ERROR_LENGTH) becomes last_error.  An error of the batch
+ *	propagates to the dispatcher.  Every message raised meanwhile has the
+ *	context of batch_error_callback ("while delivering event ...").
+ *
  *-------------------------------------------------------------------------
  */
 #include "compat.h"
@@ -66,19 +77,18 @@
 #include "utils/uuid.h"
 #include "utils/xid8.h"
 
-#include "dispatch/delivery.h"
-#include "events/eventlog.h"
 #include "base/guc.h"
-#include "events/logscan.h"
-#include "sink/sink.h"
 #include "base/run_as.h"
 #include "base/spi_util.h"
+#include "dispatch/delivery.h"
+#include "events/eventlog.h"
+#include "events/logscan.h"
+#include "sink/sink.h"
 
 #define FAILURES_BEFORE_BACKOFF	3
-#define MAX_ERROR_LENGTH		1000
 #define EVENT_COLUMNS			10
 
-/* The SQL of every statement a batch runs; planned once, kept. */
+/* The statements of a batch (the table 'statements' below). */
 enum
 {
 	Q_LOCK_DEST,
@@ -101,93 +111,135 @@ enum
 
 #define EVENT_COLS "id, event_id, topic, aggregate_id, event_type, payload, headers, created_at, deliver_after, txid"
 
-static const char *const query_text[Q_COUNT] = {
-	[Q_RELOCK_DEST] =
-	"SELECT tick_from, tick_to, last_id, done_id, consecutive_failures"
-	"  FROM outbox.destination WHERE id = $1 FOR UPDATE",
-	[Q_PAUSE_DEST] =
-	"UPDATE outbox.destination SET paused = true WHERE id = $1",
-	[Q_LOCK_DEST] =
-	"SELECT tick_from, tick_to, last_id, done_id, consecutive_failures"
-	"  FROM outbox.destination WHERE id = $1 AND NOT paused"
-	"   FOR UPDATE SKIP LOCKED",
-	[Q_LATEST_TICK] =
-	"SELECT max(id) FROM outbox.tick",
-	[Q_TICK_SNAPSHOT] =
-	"SELECT snapshot FROM outbox.tick WHERE id = $1",
-	[Q_MAX_ID] =
-	"SELECT last_value FROM outbox.events_id_seq",
-	[Q_SUBSCRIPTIONS] =
-	"SELECT topic, event_types, since FROM outbox.subscription"
-	" WHERE destination_id = $1",
-	[Q_BLOCKED] =
-	"SELECT DISTINCT aggregate_id FROM outbox.delivery_retry"
-	" WHERE destination_id = $1 AND aggregate_id IS NOT NULL",
-	[Q_DUE_RETRIES] =
-	"SELECT r.id, r.event_id, r.topic, r.aggregate_id, r.event_type, r.payload,"
-	"       r.headers, r.created_at, r.deliver_after, r.txid, r.attempts"
-	"  FROM outbox.delivery_retry r"
-	" WHERE r.destination_id = $1 AND r.next_attempt_at <= pg_catalog.now()"
-	"   AND (NOT $2 OR r.aggregate_id IS NULL"
-	"        OR NOT EXISTS (SELECT 1 FROM outbox.delivery_retry p"
-	"                        WHERE p.destination_id = r.destination_id"
-	"                          AND p.aggregate_id = r.aggregate_id AND p.id < r.id))"
-	" ORDER BY r.attempts > 0, r.id LIMIT $3",
-	[Q_RETRY_DONE] =
-	"DELETE FROM outbox.delivery_retry WHERE destination_id = $1 AND id = $2",
-	[Q_RETRY_FAILED] =
-	"UPDATE outbox.delivery_retry"
-	"   SET attempts = $3, next_attempt_at = $4, last_error = $5,"
-	"       last_attempt_at = pg_catalog.now()"
-	" WHERE destination_id = $1 AND id = $2",
-	[Q_RETRY_TO_DEAD] =
-	"WITH r AS (DELETE FROM outbox.delivery_retry"
-	"            WHERE destination_id = $1 AND id = $2 RETURNING *)"
-	" INSERT INTO outbox.dead_letter (destination_id, " EVENT_COLS ", attempts, last_error)"
-	" SELECT destination_id, " EVENT_COLS ", $3, $4 FROM r",
-	[Q_PARK] =
-	"INSERT INTO outbox.delivery_retry (destination_id, " EVENT_COLS ","
-	"       attempts, next_attempt_at, last_error, last_attempt_at)"
-	" VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14,"
-	"         CASE WHEN $12 > 0 THEN pg_catalog.now() END)",
-	[Q_DEAD] =
-	"INSERT INTO outbox.dead_letter (destination_id, " EVENT_COLS ", attempts, last_error)"
-	" VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
-	[Q_UPDATE_DEST] =
-	"UPDATE outbox.destination"
-	"   SET tick_from = $2, tick_to = $3, last_id = $4, done_id = $5,"
-	"       delivered_total = delivered_total + $6,"
-	"       failed_attempts_total = failed_attempts_total + $7,"
-	"       last_delivered_at = CASE WHEN $6 > 0 THEN pg_catalog.now() ELSE last_delivered_at END,"
-	"       last_error = COALESCE($8, last_error),"
-	"       last_error_at = CASE WHEN $8 IS NOT NULL THEN pg_catalog.now() ELSE last_error_at END,"
-	"       consecutive_failures = $9, retry_at = $10"
-	" WHERE id = $1",
-};
-
-/* Parameter types of each statement (0-terminated). */
+/* Parameter types of the EVENT_COLS columns, in order. */
 #define EVENT_TYPES INT8OID, UUIDOID, TEXTOID, TEXTOID, TEXTOID, JSONBOID, JSONBOID, \
 	TIMESTAMPTZOID, TIMESTAMPTZOID, XID8OID
-static const Oid query_types[Q_COUNT][16] = {
-	[Q_RELOCK_DEST] = {INT4OID},
-	[Q_PAUSE_DEST] = {INT4OID},
-	[Q_LOCK_DEST] = {INT4OID},
-	[Q_LATEST_TICK] = {0},
-	[Q_TICK_SNAPSHOT] = {INT8OID},
-	[Q_MAX_ID] = {0},
-	[Q_SUBSCRIPTIONS] = {INT4OID},
-	[Q_BLOCKED] = {INT4OID},
-	[Q_DUE_RETRIES] = {INT4OID, BOOLOID, INT4OID},
-	[Q_RETRY_DONE] = {INT4OID, INT8OID},
-	[Q_RETRY_FAILED] = {INT4OID, INT8OID, INT4OID, TIMESTAMPTZOID, TEXTOID},
-	[Q_RETRY_TO_DEAD] = {INT4OID, INT8OID, INT4OID, TEXTOID},
-	[Q_PARK] = {INT4OID, EVENT_TYPES, INT4OID, TIMESTAMPTZOID, TEXTOID},
-	[Q_DEAD] = {INT4OID, EVENT_TYPES, INT4OID, TEXTOID},
-	[Q_UPDATE_DEST] = {INT4OID, INT8OID, INT8OID, INT8OID, INT8OID, INT8OID, INT8OID,
-	TEXTOID, INT4OID, TIMESTAMPTZOID},
-};
 
-static SPIPlanPtr plans[Q_COUNT];
+/* Every statement a batch runs, kept (see base/spi_util.c). */
+static SpiStatement statements[Q_COUNT] = {
+	/* outbox.destination: the batch's row, locked unless somebody has it */
+	[Q_LOCK_DEST] = {
+		"the lock of a destination for a batch",
+		"SELECT tick_from, tick_to, last_id, done_id, consecutive_failures"
+		"  FROM outbox.destination WHERE id = $1 AND NOT paused"
+		"   FOR UPDATE SKIP LOCKED",
+		{INT4OID, 0}
+	},
+	/* outbox.tick: the upper end of a new window */
+	[Q_LATEST_TICK] = {
+		"the read of the latest tick",
+		"SELECT max(id) FROM outbox.tick",
+		{0}
+	},
+	/* outbox.tick: the snapshot of one end of the window */
+	[Q_TICK_SNAPSHOT] = {
+		"the read of a tick's snapshot",
+		"SELECT snapshot FROM outbox.tick WHERE id = $1",
+		{INT8OID, 0}
+	},
+	/* outbox.events_id_seq: the highest event id given out */
+	[Q_MAX_ID] = {
+		"the read of the highest event id",
+		"SELECT last_value FROM outbox.events_id_seq",
+		{0}
+	},
+	/* outbox.subscription: the filter of the window */
+	[Q_SUBSCRIPTIONS] = {
+		"the read of a destination's subscriptions",
+		"SELECT topic, event_types, since FROM outbox.subscription"
+		" WHERE destination_id = $1",
+		{INT4OID, 0}
+	},
+	/* outbox.delivery_retry: the aggregates held back */
+	[Q_BLOCKED] = {
+		"the read of the held-back aggregates",
+		"SELECT DISTINCT aggregate_id FROM outbox.delivery_retry"
+		" WHERE destination_id = $1 AND aggregate_id IS NOT NULL",
+		{INT4OID, 0}
+	},
+	/* outbox.delivery_retry: the due rows, heads of their aggregates */
+	[Q_DUE_RETRIES] = {
+		"the read of the due retry rows",
+		"SELECT r.id, r.event_id, r.topic, r.aggregate_id, r.event_type, r.payload,"
+		"       r.headers, r.created_at, r.deliver_after, r.txid, r.attempts"
+		"  FROM outbox.delivery_retry r"
+		" WHERE r.destination_id = $1 AND r.next_attempt_at <= pg_catalog.now()"
+		"   AND (NOT $2 OR r.aggregate_id IS NULL"
+		"        OR NOT EXISTS (SELECT 1 FROM outbox.delivery_retry p"
+		"                        WHERE p.destination_id = r.destination_id"
+		"                          AND p.aggregate_id = r.aggregate_id AND p.id < r.id))"
+		" ORDER BY r.attempts > 0, r.id LIMIT $3",
+		{INT4OID, BOOLOID, INT4OID, 0}
+	},
+	/* outbox.delivery_retry: a row delivered at last */
+	[Q_RETRY_DONE] = {
+		"the delete of a delivered retry row",
+		"DELETE FROM outbox.delivery_retry WHERE destination_id = $1 AND id = $2",
+		{INT4OID, INT8OID, 0}
+	},
+	/* outbox.delivery_retry: a row that failed again */
+	[Q_RETRY_FAILED] = {
+		"the update of a failed retry row",
+		"UPDATE outbox.delivery_retry"
+		"   SET attempts = $3, next_attempt_at = $4, last_error = $5,"
+		"       last_attempt_at = pg_catalog.now()"
+		" WHERE destination_id = $1 AND id = $2",
+		{INT4OID, INT8OID, INT4OID, TIMESTAMPTZOID, TEXTOID, 0}
+	},
+	/* outbox.delivery_retry (deleted) into outbox.dead_letter */
+	[Q_RETRY_TO_DEAD] = {
+		"the move of a retry row to the dead letters",
+		"WITH r AS (DELETE FROM outbox.delivery_retry"
+		"            WHERE destination_id = $1 AND id = $2 RETURNING *)"
+		" INSERT INTO outbox.dead_letter (destination_id, " EVENT_COLS ", attempts, last_error)"
+		" SELECT destination_id, " EVENT_COLS ", $3, $4 FROM r",
+		{INT4OID, INT8OID, INT4OID, TEXTOID, 0}
+	},
+	/* outbox.delivery_retry: a window event parked as a retry row */
+	[Q_PARK] = {
+		"the insert of a retry row",
+		"INSERT INTO outbox.delivery_retry (destination_id, " EVENT_COLS ","
+		"       attempts, next_attempt_at, last_error, last_attempt_at)"
+		" VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14,"
+		"         CASE WHEN $12 > 0 THEN pg_catalog.now() END)",
+		{INT4OID, EVENT_TYPES, INT4OID, TIMESTAMPTZOID, TEXTOID, 0}
+	},
+	/* outbox.dead_letter: a window event that failed for good */
+	[Q_DEAD] = {
+		"the insert of a dead letter",
+		"INSERT INTO outbox.dead_letter (destination_id, " EVENT_COLS ", attempts, last_error)"
+		" VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+		{INT4OID, EVENT_TYPES, INT4OID, TEXTOID, 0}
+	},
+	/* outbox.destination: the new position, counters and backoff */
+	[Q_UPDATE_DEST] = {
+		"the update of a destination after a batch",
+		"UPDATE outbox.destination"
+		"   SET tick_from = $2, tick_to = $3, last_id = $4, done_id = $5,"
+		"       delivered_total = delivered_total + $6,"
+		"       failed_attempts_total = failed_attempts_total + $7,"
+		"       last_delivered_at = CASE WHEN $6 > 0 THEN pg_catalog.now() ELSE last_delivered_at END,"
+		"       last_error = COALESCE($8, last_error),"
+		"       last_error_at = CASE WHEN $8 IS NOT NULL THEN pg_catalog.now() ELSE last_error_at END,"
+		"       consecutive_failures = $9, retry_at = $10"
+		" WHERE id = $1",
+		{INT4OID, INT8OID, INT8OID, INT8OID, INT8OID, INT8OID, INT8OID,
+		TEXTOID, INT4OID, TIMESTAMPTZOID, 0}
+	},
+	/* outbox.destination: the row again, after a network delivery */
+	[Q_RELOCK_DEST] = {
+		"the relock of a destination after a delivery",
+		"SELECT tick_from, tick_to, last_id, done_id, consecutive_failures"
+		"  FROM outbox.destination WHERE id = $1 FOR UPDATE",
+		{INT4OID, 0}
+	},
+	/* outbox.destination: paused because the sink refused an event for good */
+	[Q_PAUSE_DEST] = {
+		"the pause of a destination",
+		"UPDATE outbox.destination SET paused = true WHERE id = $1",
+		{INT4OID, 0}
+	},
+};
 
 /* The state of one batch. */
 typedef struct Batch
@@ -203,6 +255,8 @@ typedef struct Batch
 	int64		fresh_failed;	/* failures of events never tried before */
 	char	   *last_error;
 	bool		stop;			/* the outage rule stopped the batch */
+	const DispatchEvent *current;	/* the event being delivered or recorded,
+									 * for batch_error_callback; else NULL */
 } Batch;
 
 typedef struct BlockedKey
@@ -211,15 +265,24 @@ typedef struct BlockedKey
 } BlockedKey;
 
 /*
- * run_plan
- *		Execute statement 'q' with 'values' (nulls as 'n' in 'nulls', may be
- *		NULL); check that it returned 'expect'.
+ * batch_error_callback
+ *		The context of every message raised while a batch runs: which
+ *		destination and, while one is delivered or recorded, which event.
+ *		last_error holds the message alone, so this never changes it.
  */
 static void
-run_plan(int q, Datum *values, const char *nulls, int expect)
+batch_error_callback(void *arg)
 {
-	SpiRunKept(&plans[q], query_text[q], query_types[q], 0, values, nulls,
-			   expect, "a dispatcher statement");
+	Batch	   *b = arg;
+
+	if (b->current != NULL)
+		errcontext("while delivering event %s to destination \"%s\"",
+				   DatumGetCString(DirectFunctionCall1(uuid_out,
+													   UUIDPGetDatum(&b->current->event_id))),
+				   b->dest->name);
+	else
+		errcontext("while running a batch of destination \"%s\"",
+				   b->dest->name);
 }
 
 /*
@@ -385,25 +448,36 @@ block(Batch *b, text *aggregate_id)
 }
 
 /*
+ * aggregate_hash
+ *		A hash table in the current memory context keyed by aggregate id
+ *		(BlockedKey), with 'extra' bytes after the key in each entry.
+ */
+static HTAB *
+aggregate_hash(const char *name, Size extra)
+{
+	HASHCTL		ctl;
+
+	ctl.keysize = sizeof(BlockedKey);
+	ctl.entrysize = sizeof(BlockedKey) + extra;
+	ctl.hcxt = CurrentMemoryContext;
+	return hash_create(name, 64, &ctl, HASH_ELEM | HASH_STRINGS | HASH_CONTEXT);
+}
+
+/*
  * load_blocked
  *		The aggregates that have retry rows: their next events must wait.
  */
 static void
 load_blocked(Batch *b)
 {
-	HASHCTL		ctl;
 	Datum		values[1];
 	uint64		i;
 
-	ctl.keysize = sizeof(BlockedKey);
-	ctl.entrysize = sizeof(BlockedKey);
-	ctl.hcxt = CurrentMemoryContext;
-	b->blocked = hash_create("outbox_saga blocked aggregates", 64, &ctl,
-							 HASH_ELEM | HASH_STRINGS | HASH_CONTEXT);
+	b->blocked = aggregate_hash("outbox_saga blocked aggregates", 0);
 	if (!b->dest->ordered)
 		return;
 	values[0] = Int32GetDatum(b->dest->id);
-	run_plan(Q_BLOCKED, values, NULL, SPI_OK_SELECT);
+	SpiRun(&statements[Q_BLOCKED], values, NULL, SPI_OK_SELECT);
 	for (i = 0; i < SPI_processed; i++)
 	{
 		bool		isnull;
@@ -463,7 +537,7 @@ park_event(Batch *b, const DispatchEvent *ev, int attempts, TimestampTz next,
 	{
 		values[12] = error ? CStringGetTextDatum(error) : (Datum) 0;
 		nulls[12] = error ? ' ' : 'n';
-		run_plan(Q_DEAD, values, nulls, SPI_OK_INSERT);
+		SpiRun(&statements[Q_DEAD], values, nulls, SPI_OK_INSERT);
 		b->dead++;
 		return;
 	}
@@ -471,7 +545,7 @@ park_event(Batch *b, const DispatchEvent *ev, int attempts, TimestampTz next,
 	nulls[12] = ' ';
 	values[13] = error ? CStringGetTextDatum(error) : (Datum) 0;
 	nulls[13] = error ? ' ' : 'n';
-	run_plan(Q_PARK, values, nulls, SPI_OK_INSERT);
+	SpiRun(&statements[Q_PARK], values, nulls, SPI_OK_INSERT);
 }
 
 /*
@@ -486,7 +560,7 @@ tick_snapshot(int64 id, bool *found)
 	Datum		snap;
 
 	values[0] = Int64GetDatum(id);
-	run_plan(Q_TICK_SNAPSHOT, values, NULL, SPI_OK_SELECT);
+	SpiRun(&statements[Q_TICK_SNAPSHOT], values, NULL, SPI_OK_SELECT);
 	*found = (SPI_processed == 1);
 	if (!*found)
 		return (Datum) 0;
@@ -548,8 +622,8 @@ read_position(const DestinationConfig *dest, Position *pos, bool skip_locked)
 	TupleDesc	desc;
 
 	values[0] = Int32GetDatum(dest->id);
-	run_plan(skip_locked ? Q_LOCK_DEST : Q_RELOCK_DEST, values, NULL, SPI_OK_SELECT);
-	if (SPI_processed != 1)
+	if (SpiRun(&statements[skip_locked ? Q_LOCK_DEST : Q_RELOCK_DEST],
+			   values, NULL, SPI_OK_SELECT) != 1)
 		return false;
 	tup = SPI_tuptable->vals[0];
 	desc = SPI_tuptable->tupdesc;
@@ -620,7 +694,7 @@ load_subscriptions(Batch *b, PageState *page)
 	uint64		i;
 
 	values[0] = Int32GetDatum(b->dest->id);
-	run_plan(Q_SUBSCRIPTIONS, values, NULL, SPI_OK_SELECT);
+	SpiRun(&statements[Q_SUBSCRIPTIONS], values, NULL, SPI_OK_SELECT);
 	page->nsubs = (int) SPI_processed;
 	page->subs = palloc0(sizeof(Subscription) * (SPI_processed + 1));
 	for (i = 0; i < SPI_processed; i++)
@@ -748,7 +822,6 @@ collect(Batch *b, Position *pos, int limit, MemoryContext cxt, bool *window_done
 	bool		isnull;
 	uint64		n;
 	uint64		i;
-	HASHCTL		ctl;
 	HTAB	   *lanes;
 	Datum		from_snap;
 	Datum		to_snap;
@@ -759,17 +832,13 @@ collect(Batch *b, Position *pos, int limit, MemoryContext cxt, bool *window_done
 	int64		max_id;
 	int64		last_seen;
 
-	ctl.keysize = sizeof(BlockedKey);
-	ctl.entrysize = sizeof(BlockedKey) + sizeof(int);
-	ctl.hcxt = CurrentMemoryContext;
-	lanes = hash_create("outbox_saga lanes", 64, &ctl,
-						HASH_ELEM | HASH_STRINGS | HASH_CONTEXT);
+	lanes = aggregate_hash("outbox_saga lanes", sizeof(int));
 
 	/* 1. Due retry rows: heads of their aggregates. */
 	values[0] = Int32GetDatum(b->dest->id);
 	values[1] = BoolGetDatum(b->dest->ordered);
 	values[2] = Int32GetDatum(limit);
-	run_plan(Q_DUE_RETRIES, values, NULL, SPI_OK_SELECT);
+	SpiRun(&statements[Q_DUE_RETRIES], values, NULL, SPI_OK_SELECT);
 	n = SPI_processed;
 	*more = (n >= (uint64) limit);
 	for (i = 0; i < n; i++)
@@ -789,7 +858,7 @@ collect(Batch *b, Position *pos, int limit, MemoryContext cxt, bool *window_done
 	*window_done = false;
 	if (pos->tick_to == 0)
 	{
-		run_plan(Q_LATEST_TICK, NULL, NULL, SPI_OK_SELECT);
+		SpiRun(&statements[Q_LATEST_TICK], NULL, NULL, SPI_OK_SELECT);
 		pos->tick_to = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
 												   SPI_tuptable->tupdesc, 1, &isnull));
 		pos->last_id = 0;
@@ -820,7 +889,7 @@ collect(Batch *b, Position *pos, int limit, MemoryContext cxt, bool *window_done
 		pos->last_id = (first == 0) ? PG_INT64_MAX : first - 1;
 	}
 
-	run_plan(Q_MAX_ID, NULL, NULL, SPI_OK_SELECT);
+	SpiRun(&statements[Q_MAX_ID], NULL, NULL, SPI_OK_SELECT);
 	max_id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc,
 										 1, &isnull));
 	load_subscriptions(b, &page);
@@ -863,12 +932,15 @@ deliver_in_transaction(Batch *b, List *items)
 			item->action = ACT_HELD;
 			continue;
 		}
+		b->current = &item->ev;
 		if (deliver_one(b, &item->ev, &error))
 		{
+			b->current = NULL;
 			item->outcome.status = SINK_OK;
 			b->delivered++;
 			continue;
 		}
+		b->current = NULL;
 		item->outcome.status = SINK_RETRY;
 		item->outcome.error = error;
 		block(b, item->ev.aggregate_id);
@@ -988,7 +1060,7 @@ record_item(Batch *b, BatchItem *item)
 	{
 		case SINK_OK:
 			if (item->source == FROM_RETRY)
-				run_plan(Q_RETRY_DONE, values, NULL, SPI_OK_DELETE);
+				SpiRun(&statements[Q_RETRY_DONE], values, NULL, SPI_OK_DELETE);
 			return false;
 
 		case SINK_RETRY:
@@ -1002,7 +1074,7 @@ record_item(Batch *b, BatchItem *item)
 					values[2] = Int32GetDatum(attempts);
 					values[3] = TimestampTzGetDatum(next_attempt(b, item, attempts));
 					values[4] = CStringGetTextDatum(error);
-					run_plan(Q_RETRY_FAILED, values, NULL, SPI_OK_UPDATE);
+					SpiRun(&statements[Q_RETRY_FAILED], values, NULL, SPI_OK_UPDATE);
 				}
 				return false;
 			}
@@ -1016,7 +1088,7 @@ record_item(Batch *b, BatchItem *item)
 			{
 				values[2] = Int32GetDatum(attempts);
 				values[3] = CStringGetTextDatum(error);
-				run_plan(Q_RETRY_TO_DEAD, values, NULL, SPI_OK_INSERT);
+				SpiRun(&statements[Q_RETRY_TO_DEAD], values, NULL, SPI_OK_INSERT);
 				b->dead++;
 			}
 			return item->outcome.status == SINK_DEAD_AND_PAUSE;
@@ -1053,8 +1125,10 @@ record(Batch *b, List *items, Position *pos, bool window_done)
 			window_done = false;
 			break;
 		}
+		b->current = &item->ev;
 		if (record_item(b, item))
 			pause = true;
+		b->current = NULL;
 		if (item->source == FROM_WINDOW)
 		{
 			last_id = item->ev.id;
@@ -1089,12 +1163,12 @@ record(Batch *b, List *items, Position *pos, bool window_done)
 	values[8] = Int32GetDatum(consecutive);
 	values[9] = TimestampTzGetDatum(retry_at);
 	nulls[9] = retry_at ? ' ' : 'n';
-	run_plan(Q_UPDATE_DEST, values, nulls, SPI_OK_UPDATE);
+	SpiRun(&statements[Q_UPDATE_DEST], values, nulls, SPI_OK_UPDATE);
 
 	if (pause)
 	{
 		values[0] = Int32GetDatum(b->dest->id);
-		run_plan(Q_PAUSE_DEST, values, NULL, SPI_OK_UPDATE);
+		SpiRun(&statements[Q_PAUSE_DEST], values, NULL, SPI_OK_UPDATE);
 		ereport(LOG,
 				(errmsg("outbox_saga: destination \"%s\" paused: it refused an event for good",
 						b->dest->name),
@@ -1120,18 +1194,20 @@ end_batch_transaction(void)
 }
 
 /*
- * DeliveryRunBatch
- *		One batch of 'dest'; see the file header.  In-transaction sinks:
- *		collect, deliver and record in one transaction.  Network sinks:
- *		collect in one transaction, deliver with none open, record in a
- *		second one - if the destination's position moved in between (it was
- *		dropped and recreated), nothing is recorded and the batch is
- *		delivered again later.
+ * run_batch
+ *		The body of DeliveryRunBatch: the batch 'b' of b->dest, its events
+ *		copied into 'cxt'.  In-transaction sinks: collect, deliver and
+ *		record in one transaction.  Network sinks: collect in one
+ *		transaction, deliver with none open, record in a second one - if the
+ *		destination's position moved in between (it was dropped and
+ *		recreated), nothing is recorded and the batch is delivered again
+ *		later.  Fills *result only when a batch was recorded.  Returns with
+ *		no transaction open, in any memory context.
  */
-void
-DeliveryRunBatch(DestinationConfig *dest, BatchResult *result)
+static void
+run_batch(Batch *b, MemoryContext cxt, BatchResult *result)
 {
-	Batch		b;
+	DestinationConfig *dest = b->dest;
 	Position	pos;
 	Position	orig;
 	Position	now_pos;
@@ -1139,6 +1215,66 @@ DeliveryRunBatch(DestinationConfig *dest, BatchResult *result)
 	bool		window_done;
 	bool		more_retries;
 	int			limit = dest->batch_size > 0 ? dest->batch_size : OutboxBatchSize;
+
+	begin_batch_transaction();
+	if (!read_position(dest, &pos, true))
+	{
+		/* Dropped, paused, or locked by a user right now. */
+		end_batch_transaction();
+		return;
+	}
+	orig = pos;
+	b->events_desc = events_tupdesc();
+	load_blocked(b);
+
+	/* A destination that just failed sends a few events only. */
+	if (b->sink->deliver == NULL && pos.consecutive > 0)
+		limit = Min(limit, FAILURES_BEFORE_BACKOFF);
+	items = collect(b, &pos, limit, cxt, &window_done, &more_retries);
+
+	if (b->sink->deliver != NULL)
+		deliver_in_transaction(b, items);
+	else
+	{
+		end_batch_transaction();
+		MemoryContextSwitchTo(cxt);
+		deliver_over_network(b, items);
+		begin_batch_transaction();
+		b->events_desc = events_tupdesc();
+		if (!read_position(dest, &now_pos, false) ||
+			now_pos.tick_from != orig.tick_from ||
+			now_pos.tick_to != orig.tick_to ||
+			now_pos.last_id != orig.last_id)
+		{
+			end_batch_transaction();
+			return;
+		}
+	}
+
+	record(b, items, &pos, window_done);
+	if (b->dead > 0)
+		ereport(LOG,
+				(errmsg("outbox_saga: %lld event(s) of destination \"%s\" moved to the dead letters",
+						(long long) b->dead, dest->name),
+				 errdetail("Last error: %s", b->last_error ? b->last_error : "none")));
+	end_batch_transaction();
+
+	result->delivered = b->delivered;
+	result->failed = b->failed;
+	result->parked = b->parked;
+	result->more = !b->stop && (more_retries || !window_done);
+}
+
+/*
+ * DeliveryRunBatch
+ *		One batch of 'dest' (run_batch) under batch_error_callback, in a
+ *		memory context of its own.  An error propagates to the dispatcher.
+ */
+void
+DeliveryRunBatch(DestinationConfig *dest, BatchResult *result)
+{
+	Batch		b;
+	ErrorContextCallback errcb;
 	MemoryContext caller = CurrentMemoryContext;
 	MemoryContext cxt = AllocSetContextCreate(caller, "outbox_saga batch",
 											  ALLOCSET_DEFAULT_SIZES);
@@ -1147,57 +1283,14 @@ DeliveryRunBatch(DestinationConfig *dest, BatchResult *result)
 	b.dest = dest;
 	b.sink = SinkLookup(dest->kind, false);
 
-	begin_batch_transaction();
-	if (!read_position(dest, &pos, true))
-	{
-		/* Dropped, paused, or locked by a user right now. */
-		end_batch_transaction();
-		MemoryContextSwitchTo(caller);
-		MemoryContextDelete(cxt);
-		return;
-	}
-	orig = pos;
-	b.events_desc = events_tupdesc();
-	load_blocked(&b);
+	errcb.callback = batch_error_callback;
+	errcb.arg = &b;
+	errcb.previous = error_context_stack;
+	error_context_stack = &errcb;
 
-	/* A destination that just failed sends a few events only. */
-	if (b.sink->deliver == NULL && pos.consecutive > 0)
-		limit = Min(limit, FAILURES_BEFORE_BACKOFF);
-	items = collect(&b, &pos, limit, cxt, &window_done, &more_retries);
+	run_batch(&b, cxt, result);
 
-	if (b.sink->deliver != NULL)
-		deliver_in_transaction(&b, items);
-	else
-	{
-		end_batch_transaction();
-		MemoryContextSwitchTo(cxt);
-		deliver_over_network(&b, items);
-		begin_batch_transaction();
-		b.events_desc = events_tupdesc();
-		if (!read_position(dest, &now_pos, false) ||
-			now_pos.tick_from != orig.tick_from ||
-			now_pos.tick_to != orig.tick_to ||
-			now_pos.last_id != orig.last_id)
-		{
-			end_batch_transaction();
-			MemoryContextSwitchTo(caller);
-			MemoryContextDelete(cxt);
-			return;
-		}
-	}
-
-	record(&b, items, &pos, window_done);
-	if (b.dead > 0)
-		ereport(LOG,
-				(errmsg("outbox_saga: %lld event(s) of destination \"%s\" moved to the dead letters",
-						(long long) b.dead, dest->name),
-				 errdetail("Last error: %s", b.last_error ? b.last_error : "none")));
-	end_batch_transaction();
+	error_context_stack = errcb.previous;
 	MemoryContextSwitchTo(caller);
 	MemoryContextDelete(cxt);
-
-	result->delivered = b.delivered;
-	result->failed = b.failed;
-	result->parked = b.parked;
-	result->more = !b.stop && (more_retries || !window_done);
 }

@@ -1,31 +1,29 @@
 /*-------------------------------------------------------------------------
  *
  * destination.c
- *		Destinations and subscriptions: their SQL API, config parsing and
- *		secret masking.
+ *		Destinations and subscriptions: their SQL API.
  *
  * The SQL functions outbox.create_destination, alter_destination,
  * drop_destination, pause_destination, resume_destination, subscribe and
  * unsubscribe write the tables outbox.destination and outbox.subscription
  * (src/sql/dispatch.sql) in the caller's transaction; nothing is visible to
  * the dispatcher before that transaction commits, and an error changes
- * nothing (G11).
+ * nothing (G11).  A crash before the commit leaves no trace of the call.
  *
  * PRIVILEGES
  *	The functions are SECURITY INVOKER: who may call them at all is governed
  *	by EXECUTE, which the extension revokes from PUBLIC.  The state tables
  *	are not readable by ordinary roles, so every SPI statement runs as the
- *	bootstrap superuser (SetUserIdAndSecContext with
- *	SECURITY_LOCAL_USERID_CHANGE | SECURITY_RESTRICTED_OPERATION) and with
- *	search_path = pg_catalog, pg_temp, so that no object of the caller's
- *	schemas (an operator, a type, a function) can be picked up by those
- *	statements.  The statements are fixed texts with parameters; no value is
+ *	bootstrap superuser with search_path = pg_catalog, pg_temp
+ *	(RunAsExtensionBegin/End around each statement, see base/run_as.c), so
+ *	that no object of the caller's schemas (an operator, a type, a function)
+ *	can be picked up by those statements.  The statements are the kept
+ *	SpiStatements of the table 'statements', with parameters; no value is
  *	ever interpolated.  Every permission check happens as the real caller,
  *	outside the switched section: a destination, and its subscriptions, may
  *	be changed only by a role that has the privileges of its owner
- *	(has_privs_of_role, so superusers too).  The identity and search_path
- *	are restored right after each statement; on error, transaction or
- *	subtransaction abort restores both.
+ *	(has_privs_of_role, so superusers too).  On error, transaction or
+ *	subtransaction abort restores the identity and the search_path.
  *
  *	A destination's handler later runs as its owner (G10): the owner is the
  *	role that created it (GetUserId(), i.e. current_user), and the kind's
@@ -37,14 +35,22 @@
  *	contains a config value (a validation error names the key only), and
  *	errors raised while a config is checked hide the statement text from the
  *	server log (errhidestmt), since it usually carries the config literal.
- *	The view outbox.destinations shows configs through outbox.mask_config().
+ *	The view outbox.destinations shows configs through outbox.mask_config()
+ *	(mask.c).
  *
  * LOCKS
  *	Each function locks the destination row it changes (FOR NO KEY UPDATE,
- *	FOR UPDATE to drop it) before checking and writing, so concurrent
- *	changes of one destination serialize and a destination cannot be dropped
- *	under a subscribe().  Duplicates are refused by unique indexes, whatever
- *	the isolation level: create_destination by the one on name,
+ *	FOR UPDATE to drop it; unsubscribe locks the subscription row FOR
+ *	UPDATE) before checking and writing, so concurrent changes of one
+ *	destination serialize and a destination cannot be dropped under a
+ *	subscribe().  The locks are held until the caller's transaction ends.
+ *	create_destination also takes RowExclusiveLock on outbox.tick until the
+ *	end of the transaction and reads the latest tick with the latest
+ *	snapshot (latest_tick_locked): housekeeping prunes ticks only when it
+ *	gets a ShareLock at once, so the new destination's starting tick
+ *	survives until the destination is committed (isolation spec
+ *	destination_start_tick).  Duplicates are refused by unique indexes,
+ *	whatever the isolation level: create_destination by the one on name,
  *	subscribe by subscription_unique_idx (destination, topic, event types;
  *	event types are stored sorted and without duplicates, so that equal sets
  *	are equal arrays), both through INSERT ... ON CONFLICT DO NOTHING.
@@ -53,34 +59,26 @@
  */
 #include "compat.h"
 
-#include <limits.h>
-
 #include "catalog/namespace.h"
-#include "catalog/pg_authid_d.h"
 #include "catalog/pg_type_d.h"
 #include "executor/spi.h"
 #include "fmgr.h"
-#include "lib/stringinfo.h"
-#include "mb/pg_wchar.h"
 #include "miscadmin.h"
 #include "storage/lmgr.h"
 #include "utils/acl.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
-#include "utils/guc.h"
 #include "utils/jsonb.h"
 #include "utils/lsyscache.h"
-#include "utils/numeric.h"
 #include "utils/snapmgr.h"
-#include "utils/timestamp.h"
 
 #include "base/run_as.h"
+#include "base/spi_util.h"
 #include "base/sql_args.h"
 #include "events/eventlog.h"
+#include "events/wakeup.h"
 #include "sink/dest_config.h"
 #include "sink/sink.h"
-#include "base/spi_util.h"
-#include "events/wakeup.h"
 
 PG_FUNCTION_INFO_V1(outbox_saga_create_destination);
 PG_FUNCTION_INFO_V1(outbox_saga_alter_destination);
@@ -89,44 +87,9 @@ PG_FUNCTION_INFO_V1(outbox_saga_pause_destination);
 PG_FUNCTION_INFO_V1(outbox_saga_resume_destination);
 PG_FUNCTION_INFO_V1(outbox_saga_subscribe);
 PG_FUNCTION_INFO_V1(outbox_saga_unsubscribe);
-PG_FUNCTION_INFO_V1(outbox_saga_mask_config);
 
 /* Longest destination name, in bytes (that of an SQL identifier). */
 #define DEST_MAX_NAME_BYTES		(NAMEDATALEN - 1)
-
-/* What outbox.mask_config() puts in place of a secret. */
-#define DEST_MASK				"********"
-
-/*
- * A key whose lower-cased name contains one of these holds a secret; so
- * does a query parameter of a URL whose name does.
- */
-static const char *const secret_key_parts[] = {
-	"secret",
-	"password",
-	"passwd",
-	"passphrase",
-	"token",
-	"credential",
-	"apikey",
-	"api_key",
-	"api-key",
-	"private",
-	"key.pem",
-	NULL
-};
-
-/* Headers (in an object under a "headers" key) that carry credentials. */
-static const char *const secret_headers[] = {
-	"authorization",
-	"proxy-authorization",
-	"x-api-key",
-	"cookie",
-	NULL
-};
-
-/* The key whose object holds HTTP headers. */
-static const char *const headers_key[] = {"headers", NULL};
 
 /* A destination row, as read under lock. */
 typedef struct DestinationRow
@@ -139,46 +102,119 @@ typedef struct DestinationRow
 } DestinationRow;
 
 
-/* Lookup of a destination row: which lock to take. */
-static const char *const lookup_for_update =
-"SELECT id, kind, config, owner, paused FROM outbox.destination"
-" WHERE name = $1 FOR UPDATE";
-static const char *const lookup_for_no_key_update =
-"SELECT id, kind, config, owner, paused FROM outbox.destination"
-" WHERE name = $1 FOR NO KEY UPDATE";
-
-
-/* ------------------------------------------------------------------------
- * Small helpers
- * ------------------------------------------------------------------------
+/*
+ * Every statement of this file, kept (see base/spi_util.c).  Each runs as the
+ * bootstrap superuser with search_path pinned (run_as_extension), in the
+ * caller's transaction.
  */
+enum
+{
+	Q_LOOKUP_FOR_UPDATE,
+	Q_LOOKUP_FOR_NO_KEY_UPDATE,
+	Q_INSERT_DESTINATION,
+	Q_SET_CONFIG,
+	Q_DELETE_DESTINATION,
+	Q_SET_PAUSED,
+	Q_INSERT_SUBSCRIPTION,
+	Q_FIND_SUBSCRIPTION,
+	Q_LOCK_SUBSCRIPTION,
+	Q_DELETE_SUBSCRIPTION,
+	Q_COUNT
+};
+
+static SpiStatement statements[Q_COUNT] = {
+	/* outbox.destination: the row drop_destination deletes, locked */
+	[Q_LOOKUP_FOR_UPDATE] = {
+		"the lookup of a destination to drop",
+		"SELECT id, kind, config, owner, paused FROM outbox.destination"
+		" WHERE name = $1 FOR UPDATE",
+		{TEXTOID, 0}
+	},
+	/* outbox.destination: the row the other functions change, locked */
+	[Q_LOOKUP_FOR_NO_KEY_UPDATE] = {
+		"the lookup of a destination",
+		"SELECT id, kind, config, owner, paused FROM outbox.destination"
+		" WHERE name = $1 FOR NO KEY UPDATE",
+		{TEXTOID, 0}
+	},
+	/* outbox.destination: a new row; a taken name is no conflict error */
+	[Q_INSERT_DESTINATION] = {
+		"the insert of a destination",
+		"INSERT INTO outbox.destination (name, kind, config, owner, tick_from)"
+		" VALUES ($1, $2, $3, $4, $5)"
+		" ON CONFLICT (name) DO NOTHING",
+		{TEXTOID, TEXTOID, JSONBOID, OIDOID, INT8OID, 0}
+	},
+	/* outbox.destination: alter_destination's merged config */
+	[Q_SET_CONFIG] = {
+		"the update of a destination's config",
+		"UPDATE outbox.destination SET config = $2 WHERE id = $1",
+		{INT4OID, JSONBOID, 0}
+	},
+	/*
+	 * outbox.destination, and by ON DELETE CASCADE subscription,
+	 * delivery_retry and dead_letter
+	 */
+	[Q_DELETE_DESTINATION] = {
+		"the delete of a destination",
+		"DELETE FROM outbox.destination WHERE id = $1",
+		{INT4OID, 0}
+	},
+
+	/*
+	 * outbox.destination: the paused flag; resuming also ends a backoff
+	 * after failures (the operator asks for a new attempt now)
+	 */
+	[Q_SET_PAUSED] = {
+		"the update of a destination's paused flag",
+		"UPDATE outbox.destination SET paused = $2,"
+		" consecutive_failures = CASE WHEN $2 THEN consecutive_failures ELSE 0 END,"
+		" retry_at = CASE WHEN $2 THEN retry_at END"
+		" WHERE id = $1",
+		{INT4OID, BOOLOID, 0}
+	},
+	/* outbox.subscription: subscription_unique_idx makes duplicates conflict */
+	[Q_INSERT_SUBSCRIPTION] = {
+		"the insert of a subscription",
+		"INSERT INTO outbox.subscription (destination_id, topic, event_types, since)"
+		" VALUES ($1, $2, $3, pg_current_snapshot())"
+		" ON CONFLICT DO NOTHING RETURNING id",
+		{INT4OID, TEXTOID, TEXTARRAYOID, 0}
+	},
+	/* outbox.subscription: the one a duplicate conflicted with */
+	[Q_FIND_SUBSCRIPTION] = {
+		"the lookup of an equal subscription",
+		"SELECT id FROM outbox.subscription"
+		" WHERE destination_id = $1 AND topic = $2"
+		" AND event_types IS NOT DISTINCT FROM $3",
+		{INT4OID, TEXTOID, TEXTARRAYOID, 0}
+	},
+	/* outbox.subscription (locked) joined to outbox.destination */
+	[Q_LOCK_SUBSCRIPTION] = {
+		"the lookup of a subscription",
+		"SELECT d.name, d.owner FROM outbox.subscription s"
+		" JOIN outbox.destination d ON d.id = s.destination_id"
+		" WHERE s.id = $1 FOR UPDATE OF s",
+		{INT8OID, 0}
+	},
+	/* outbox.subscription */
+	[Q_DELETE_SUBSCRIPTION] = {
+		"the delete of a subscription",
+		"DELETE FROM outbox.subscription WHERE id = $1",
+		{INT8OID, 0}
+	},
+};
 
 /*
- * key_matches_any
- *		Whether the 'len' bytes at 'key', lower-cased, contain (or, with
- *		'whole', equal) one of the NULL-terminated 'words'.
+ * The read of the latest tick (latest_tick_locked): with the latest
+ * snapshot, which SpiRun cannot take, so it is prepared and run here.
  */
-static bool
-key_matches_any(const char *key, int len, const char *const *words, bool whole)
-{
-	char	   *lower = palloc(len + 1);
-	bool		found = false;
-	int			i;
+static SpiStatement latest_tick = {
+	"the read of the latest tick",
+	"SELECT max(id) FROM outbox.tick",
+	{0}
+};
 
-	for (i = 0; i < len; i++)
-		lower[i] = pg_ascii_tolower((unsigned char) key[i]);
-	lower[len] = '\0';
-
-	for (i = 0; words[i] != NULL && !found; i++)
-	{
-		if (whole)
-			found = (strcmp(lower, words[i]) == 0);
-		else
-			found = (strstr(lower, words[i]) != NULL);
-	}
-	pfree(lower);
-	return found;
-}
 
 /* ------------------------------------------------------------------------
  * Running SPI statements with the privileges of the extension
@@ -186,26 +222,22 @@ key_matches_any(const char *key, int len, const char *const *words, bool whole)
  */
 
 /*
- * run_statement
- *		Execute one fixed statement with parameters as the bootstrap
- *		superuser (see the file header) and check that SPI answered
- *		'expected'.  The caller is connected to SPI; the result stays in
- *		SPI_tuptable / SPI_processed until SPI_finish.
+ * run_as_extension
+ *		SpiRun() statement 'q' as the bootstrap superuser with search_path
+ *		pinned (see the file header).  The caller is connected to SPI; the
+ *		result stays in SPI_tuptable / SPI_processed until SPI_finish.
+ *		Returns SPI_processed.
  */
-static void
-run_statement(const char *sql, int nargs, Oid *types, Datum *values,
-			  const char *nulls, int expected)
+static uint64
+run_as_extension(int q, Datum *values, const char *nulls, int expect)
 {
 	SavedIdentity saved;
-	int			rc;
+	uint64		n;
 
 	RunAsExtensionBegin(&saved);
-	rc = SPI_execute_with_args(sql, nargs, types, values, nulls, false, 0);
+	n = SpiRun(&statements[q], values, nulls, expect);
 	RunAsExtensionEnd(&saved);
-
-	if (rc != expected)
-		elog(ERROR, "outbox_saga: SPI_execute_with_args failed: %s (statement: %s)",
-			 SPI_result_code_string(rc), sql);
+	return n;
 }
 
 /*
@@ -218,13 +250,16 @@ run_statement(const char *sql, int nargs, Oid *types, Datum *values,
  *		before this destination is committed and visible to the pruning
  *		(otherwise the destination would start from a missing tick and skip
  *		events committed after it was created).  Connected to SPI.
+ *
+ *		The one statement not run by SpiRun, which executes with the
+ *		transaction's snapshot (in REPEATABLE READ, one taken before the
+ *		lock): its kept plan is executed with SPI_execute_snapshot.
  */
 static int64
 latest_tick_locked(void)
 {
 	Oid			tick = get_relname_relid("tick", get_namespace_oid("outbox", false));
 	SavedIdentity saved;
-	SPIPlanPtr	plan;
 	bool		isnull;
 	Datum		id;
 	int			rc;
@@ -234,12 +269,19 @@ latest_tick_locked(void)
 	LockRelationOid(tick, RowExclusiveLock);
 
 	RunAsExtensionBegin(&saved);
-	plan = SPI_prepare("SELECT max(id) FROM outbox.tick", 0, NULL);
-	if (plan == NULL)
-		elog(ERROR, "outbox_saga: SPI_prepare failed: %s",
-			 SPI_result_code_string(SPI_result));
-	rc = SPI_execute_snapshot(plan, NULL, NULL, GetLatestSnapshot(), InvalidSnapshot,
-							  true, false, 1);
+	if (latest_tick.plan == NULL)
+	{
+		SPIPlanPtr	plan = SPI_prepare(latest_tick.sql, 0, NULL);
+
+		if (plan == NULL)
+			elog(ERROR, "could not prepare %s: %s", latest_tick.what,
+				 SPI_result_code_string(SPI_result));
+		if (SPI_keepplan(plan) != 0)
+			elog(ERROR, "could not keep the plan of %s", latest_tick.what);
+		latest_tick.plan = plan;
+	}
+	rc = SPI_execute_snapshot(latest_tick.plan, NULL, NULL, GetLatestSnapshot(),
+							  InvalidSnapshot, true, false, 1);
 	RunAsExtensionEnd(&saved);
 	if (rc != SPI_OK_SELECT || SPI_processed != 1)
 		elog(ERROR, "outbox_saga: reading the latest tick failed: %s",
@@ -247,33 +289,22 @@ latest_tick_locked(void)
 	id = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
 	if (isnull)
 		elog(ERROR, "outbox_saga: outbox.tick is empty");
-	SPI_freeplan(plan);
 	return DatumGetInt64(id);
 }
 
 /*
- * spi_connect / spi_finish
- *		SPI_connect and SPI_finish with their return codes checked.
+ * spi_check
+ *		Raise an error if SPI_connect() or SPI_finish() ('what') did not
+ *		answer 'expected'.
  */
 static void
-spi_connect(void)
+spi_check(int rc, int expected, const char *what)
 {
-	int			rc = SPI_connect();
-
-	if (rc != SPI_OK_CONNECT)
-		elog(ERROR, "outbox_saga: SPI_connect failed: %s",
+	if (rc != expected)
+		elog(ERROR, "outbox_saga: %s failed: %s", what,
 			 SPI_result_code_string(rc));
 }
 
-static void
-spi_finish(void)
-{
-	int			rc = SPI_finish();
-
-	if (rc != SPI_OK_FINISH)
-		elog(ERROR, "outbox_saga: SPI_finish failed: %s",
-			 SPI_result_code_string(rc));
-}
 
 /*
  * lookup_destination
@@ -284,16 +315,14 @@ spi_finish(void)
 static void
 lookup_destination(const char *name, bool for_delete, DestinationRow *row)
 {
-	Oid			types[1] = {TEXTOID};
 	Datum		values[1];
 	HeapTuple	tup;
 	TupleDesc	desc;
 	bool		isnull;
 
 	values[0] = CStringGetTextDatum(name);
-	run_statement(for_delete ? lookup_for_update : lookup_for_no_key_update,
-				  1, types, values, NULL, SPI_OK_SELECT);
-	if (SPI_processed == 0)
+	if (run_as_extension(for_delete ? Q_LOOKUP_FOR_UPDATE : Q_LOOKUP_FOR_NO_KEY_UPDATE,
+						 values, NULL, SPI_OK_SELECT) == 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_OBJECT),
 				 errmsg("destination \"%s\" does not exist", name)));
@@ -323,6 +352,22 @@ check_owner(const char *name, Oid owner)
 				 errdetail("Only the role that created a destination, a member of it, or a superuser may change the destination or its subscriptions.")));
 }
 
+
+/*
+ * hide_statement_begin
+ *		Push SqlHideStatementCallback onto the error context stack: errors
+ *		from here on hide the statement text (which usually carries a config
+ *		literal) from the server log.  The caller pops it with
+ *		error_context_stack = errcb->previous; an error pops it by itself.
+ */
+static void
+hide_statement_begin(ErrorContextCallback *errcb)
+{
+	errcb->callback = SqlHideStatementCallback;
+	errcb->arg = NULL;
+	errcb->previous = error_context_stack;
+	error_context_stack = errcb;
+}
 
 /*
  * strip_null_keys
@@ -418,7 +463,6 @@ outbox_saga_create_destination(PG_FUNCTION_ARGS)
 	Jsonb	   *config;
 	Oid			owner = GetUserId();
 	ErrorContextCallback errcb;
-	Oid			types[5] = {TEXTOID, TEXTOID, JSONBOID, OIDOID, INT8OID};
 	Datum		values[5];
 
 	SqlRequireArg(fcinfo, 0, "name");
@@ -429,34 +473,27 @@ outbox_saga_create_destination(PG_FUNCTION_ARGS)
 	kind = text_to_cstring(PG_GETARG_TEXT_PP(1));
 	sink = SinkLookup(kind, false);	/* errors, listing the known kinds */
 
-	errcb.callback = SqlHideStatementCallback;
-	errcb.arg = NULL;
-	errcb.previous = error_context_stack;
-	error_context_stack = &errcb;
+	hide_statement_begin(&errcb);
 
 	config = PG_GETARG_JSONB_P(2);
 	DestConfigCheckObject(config);
 	config = strip_null_keys(config);
 	validate_config(sink, config, owner);
 
-	spi_connect();
+	spi_check(SPI_connect(), SPI_OK_CONNECT, "SPI_connect");
 	values[0] = CStringGetTextDatum(name);
 	values[1] = CStringGetTextDatum(sink->kind);
 	values[2] = JsonbPGetDatum(config);
 	values[3] = ObjectIdGetDatum(owner);
 	values[4] = Int64GetDatum(latest_tick_locked());
-	run_statement("INSERT INTO outbox.destination (name, kind, config, owner, tick_from)"
-				  " VALUES ($1, $2, $3, $4, $5)"
-				  " ON CONFLICT (name) DO NOTHING",
-				  5, types, values, NULL, SPI_OK_INSERT);
-	if (SPI_processed == 0)
+	if (run_as_extension(Q_INSERT_DESTINATION, values, NULL, SPI_OK_INSERT) == 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_DUPLICATE_OBJECT),
 				 errmsg("destination \"%s\" already exists", name),
 				 errhint("Change it with outbox.alter_destination(), or drop it first.")));
-	spi_finish();
+	spi_check(SPI_finish(), SPI_OK_FINISH, "SPI_finish");
 
-	error_context_stack = errcb.previous;
+	error_context_stack = errcb.previous;	/* hide_statement_begin */
 	PG_RETURN_VOID();
 }
 
@@ -475,7 +512,6 @@ outbox_saga_alter_destination(PG_FUNCTION_ARGS)
 	Jsonb	   *merged;
 	DestinationRow row;
 	ErrorContextCallback errcb;
-	Oid			types[2] = {INT4OID, JSONBOID};
 	Datum		values[2];
 
 	SqlRequireArg(fcinfo, 0, "name");
@@ -483,14 +519,11 @@ outbox_saga_alter_destination(PG_FUNCTION_ARGS)
 	name = text_to_cstring(PG_GETARG_TEXT_PP(0));
 	changes = PG_GETARG_JSONB_P(1);
 
-	errcb.callback = SqlHideStatementCallback;
-	errcb.arg = NULL;
-	errcb.previous = error_context_stack;
-	error_context_stack = &errcb;
+	hide_statement_begin(&errcb);
 
 	DestConfigCheckObject(changes);
 
-	spi_connect();
+	spi_check(SPI_connect(), SPI_OK_CONNECT, "SPI_connect");
 	lookup_destination(name, false, &row);
 	check_owner(name, row.owner);
 
@@ -502,13 +535,11 @@ outbox_saga_alter_destination(PG_FUNCTION_ARGS)
 
 	values[0] = Int32GetDatum(row.id);
 	values[1] = JsonbPGetDatum(merged);
-	run_statement("UPDATE outbox.destination SET config = $2 WHERE id = $1",
-				  2, types, values, NULL, SPI_OK_UPDATE);
-	if (SPI_processed != 1)
+	if (run_as_extension(Q_SET_CONFIG, values, NULL, SPI_OK_UPDATE) != 1)
 		elog(ERROR, "outbox_saga: destination row %d vanished under lock", row.id);
-	spi_finish();
+	spi_check(SPI_finish(), SPI_OK_FINISH, "SPI_finish");
 
-	error_context_stack = errcb.previous;
+	error_context_stack = errcb.previous;	/* hide_statement_begin */
 	PG_RETURN_VOID();
 }
 
@@ -523,22 +554,19 @@ outbox_saga_drop_destination(PG_FUNCTION_ARGS)
 {
 	char	   *name;
 	DestinationRow row;
-	Oid			types[1] = {INT4OID};
 	Datum		values[1];
 
 	SqlRequireArg(fcinfo, 0, "name");
 	name = text_to_cstring(PG_GETARG_TEXT_PP(0));
 
-	spi_connect();
+	spi_check(SPI_connect(), SPI_OK_CONNECT, "SPI_connect");
 	lookup_destination(name, true, &row);
 	check_owner(name, row.owner);
 
 	values[0] = Int32GetDatum(row.id);
-	run_statement("DELETE FROM outbox.destination WHERE id = $1",
-				  1, types, values, NULL, SPI_OK_DELETE);
-	if (SPI_processed != 1)
+	if (run_as_extension(Q_DELETE_DESTINATION, values, NULL, SPI_OK_DELETE) != 1)
 		elog(ERROR, "outbox_saga: destination row %d vanished under lock", row.id);
-	spi_finish();
+	spi_check(SPI_finish(), SPI_OK_FINISH, "SPI_finish");
 
 	PG_RETURN_VOID();
 }
@@ -553,13 +581,12 @@ set_paused(FunctionCallInfo fcinfo, bool paused)
 {
 	char	   *name;
 	DestinationRow row;
-	Oid			types[2] = {INT4OID, BOOLOID};
 	Datum		values[2];
 
 	SqlRequireArg(fcinfo, 0, "name");
 	name = text_to_cstring(PG_GETARG_TEXT_PP(0));
 
-	spi_connect();
+	spi_check(SPI_connect(), SPI_OK_CONNECT, "SPI_connect");
 	lookup_destination(name, false, &row);
 	check_owner(name, row.owner);
 
@@ -567,7 +594,7 @@ set_paused(FunctionCallInfo fcinfo, bool paused)
 	{
 		ereport(NOTICE,
 				(errmsg("destination \"%s\" is already paused", name)));
-		spi_finish();
+		spi_check(SPI_finish(), SPI_OK_FINISH, "SPI_finish");
 		return;
 	}
 
@@ -577,14 +604,9 @@ set_paused(FunctionCallInfo fcinfo, bool paused)
 	 */
 	values[0] = Int32GetDatum(row.id);
 	values[1] = BoolGetDatum(paused);
-	run_statement("UPDATE outbox.destination SET paused = $2,"
-				  " consecutive_failures = CASE WHEN $2 THEN consecutive_failures ELSE 0 END,"
-				  " retry_at = CASE WHEN $2 THEN retry_at END"
-				  " WHERE id = $1",
-				  2, types, values, NULL, SPI_OK_UPDATE);
-	if (SPI_processed != 1)
+	if (run_as_extension(Q_SET_PAUSED, values, NULL, SPI_OK_UPDATE) != 1)
 		elog(ERROR, "outbox_saga: destination row %d vanished under lock", row.id);
-	spi_finish();
+	spi_check(SPI_finish(), SPI_OK_FINISH, "SPI_finish");
 
 	if (!paused)
 		WakeupNoteEventWritten();
@@ -704,7 +726,6 @@ outbox_saga_subscribe(PG_FUNCTION_ARGS)
 	text	   *topic;
 	ArrayType  *event_types = NULL;
 	DestinationRow row;
-	Oid			types[3] = {INT4OID, TEXTOID, TEXTARRAYOID};
 	Datum		values[3];
 	char		nulls[3] = {' ', ' ', ' '};
 	bool		isnull;
@@ -719,7 +740,7 @@ outbox_saga_subscribe(PG_FUNCTION_ARGS)
 	if (!PG_ARGISNULL(2))
 		event_types = normalize_event_types(PG_GETARG_ARRAYTYPE_P(2));
 
-	spi_connect();
+	spi_check(SPI_connect(), SPI_OK_CONNECT, "SPI_connect");
 	lookup_destination(name, false, &row);
 	check_owner(name, row.owner);
 
@@ -730,16 +751,10 @@ outbox_saga_subscribe(PG_FUNCTION_ARGS)
 		nulls[2] = 'n';
 
 	/* subscription_unique_idx makes a duplicate a conflict. */
-	run_statement("INSERT INTO outbox.subscription (destination_id, topic, event_types, since)"
-				  " VALUES ($1, $2, $3, pg_current_snapshot())"
-				  " ON CONFLICT DO NOTHING RETURNING id",
-				  3, types, values, nulls, SPI_OK_INSERT_RETURNING);
-	if (SPI_processed == 0)
+	if (run_as_extension(Q_INSERT_SUBSCRIPTION, values, nulls,
+						 SPI_OK_INSERT_RETURNING) == 0)
 	{
-		run_statement("SELECT id FROM outbox.subscription"
-					  " WHERE destination_id = $1 AND topic = $2"
-					  " AND event_types IS NOT DISTINCT FROM $3",
-					  3, types, values, nulls, SPI_OK_SELECT);
+		(void) run_as_extension(Q_FIND_SUBSCRIPTION, values, nulls, SPI_OK_SELECT);
 		ereport(ERROR,
 				(errcode(ERRCODE_DUPLICATE_OBJECT),
 				 errmsg("destination \"%s\" already has this subscription", name),
@@ -751,7 +766,7 @@ outbox_saga_subscribe(PG_FUNCTION_ARGS)
 	}
 	id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
 									 SPI_tuptable->tupdesc, 1, &isnull));
-	spi_finish();
+	spi_check(SPI_finish(), SPI_OK_FINISH, "SPI_finish");
 
 	PG_RETURN_INT64(id);
 }
@@ -763,7 +778,6 @@ Datum
 outbox_saga_unsubscribe(PG_FUNCTION_ARGS)
 {
 	int64		id;
-	Oid			types[1] = {INT8OID};
 	Datum		values[1];
 	char	   *name;
 	Oid			owner;
@@ -772,13 +786,9 @@ outbox_saga_unsubscribe(PG_FUNCTION_ARGS)
 	SqlRequireArg(fcinfo, 0, "subscription_id");
 	id = PG_GETARG_INT64(0);
 
-	spi_connect();
+	spi_check(SPI_connect(), SPI_OK_CONNECT, "SPI_connect");
 	values[0] = Int64GetDatum(id);
-	run_statement("SELECT d.name, d.owner FROM outbox.subscription s"
-				  " JOIN outbox.destination d ON d.id = s.destination_id"
-				  " WHERE s.id = $1 FOR UPDATE OF s",
-				  1, types, values, NULL, SPI_OK_SELECT);
-	if (SPI_processed == 0)
+	if (run_as_extension(Q_LOCK_SUBSCRIPTION, values, NULL, SPI_OK_SELECT) == 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_OBJECT),
 				 errmsg("subscription %lld does not exist", (long long) id)));
@@ -788,314 +798,10 @@ outbox_saga_unsubscribe(PG_FUNCTION_ARGS)
 										   SPI_tuptable->tupdesc, 2, &isnull));
 	check_owner(name, owner);
 
-	run_statement("DELETE FROM outbox.subscription WHERE id = $1",
-				  1, types, values, NULL, SPI_OK_DELETE);
-	if (SPI_processed != 1)
+	if (run_as_extension(Q_DELETE_SUBSCRIPTION, values, NULL, SPI_OK_DELETE) != 1)
 		elog(ERROR, "outbox_saga: subscription %lld vanished under lock",
 			 (long long) id);
-	spi_finish();
+	spi_check(SPI_finish(), SPI_OK_FINISH, "SPI_finish");
 
 	PG_RETURN_VOID();
-}
-
-
-/* ------------------------------------------------------------------------
- * Masking secrets
- * ------------------------------------------------------------------------
- */
-
-/*
- * is_ascii_letter
- *		A-Z or a-z, whatever the locale.
- */
-static bool
-is_ascii_letter(char c)
-{
-	return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z');
-}
-
-/*
- * scheme_length
- *		The length of "scheme://" at 'str', or 0 if there is none.
- */
-static int
-scheme_length(const char *str, int len)
-{
-	int			i = 0;
-
-	if (len == 0 || !is_ascii_letter(str[0]))
-		return 0;
-	while (i < len && (is_ascii_letter(str[i]) ||
-					   (str[i] >= '0' && str[i] <= '9') ||
-					   str[i] == '+' || str[i] == '-' || str[i] == '.'))
-		i++;
-	if (len - i < 3 || memcmp(str + i, "://", 3) != 0)
-		return 0;
-	return i + 3;
-}
-
-/*
- * mask_one_url
- *		If the string 'str' ('len' bytes) is a URL carrying credentials, append
- *		it to 'out' with them masked and return true; else return false and
- *		leave 'out' alone.  Credentials are the userinfo of the authority
- *		(the password of "user:password@", or the whole "token@" if there is
- *		no password) and the values of query parameters whose name looks
- *		secret (the value of "?token=...").
- */
-static bool
-mask_one_url(const char *str, int len, StringInfo out)
-{
-	int			i = 0;
-	int			auth_start;
-	int			auth_end;
-	int			at = -1;
-	bool		changed = false;
-	StringInfoData buf;
-
-	auth_start = scheme_length(str, len);
-	if (auth_start == 0)
-		return false;
-	for (auth_end = auth_start; auth_end < len; auth_end++)
-	{
-		char		c = str[auth_end];
-
-		if (c == '/' || c == '?' || c == '#')
-			break;
-		if (c == '@')
-			at = auth_end;
-	}
-
-	initStringInfo(&buf);
-	appendBinaryStringInfo(&buf, str, auth_start);
-	if (at >= 0)
-	{
-		const char *colon = memchr(str + auth_start, ':', at - auth_start);
-
-		if (colon != NULL)
-			appendBinaryStringInfo(&buf, str + auth_start, colon + 1 - (str + auth_start));
-		appendStringInfoString(&buf, DEST_MASK);
-		changed = true;
-		i = at;
-	}
-	else
-		i = auth_start;
-
-	/* path up to the query */
-	while (i < len && str[i] != '?' && str[i] != '#')
-		appendStringInfoChar(&buf, str[i++]);
-
-	/* query parameters, up to the fragment */
-	if (i < len && str[i] == '?')
-	{
-		appendStringInfoChar(&buf, str[i++]);
-		while (i < len && str[i] != '#')
-		{
-			int			start = i;
-			int			eq = -1;
-
-			while (i < len && str[i] != '&' && str[i] != '#')
-			{
-				if (str[i] == '=' && eq < 0)
-					eq = i;
-				i++;
-			}
-			if (eq > start &&
-				key_matches_any(str + start, eq - start, secret_key_parts, false))
-			{
-				appendBinaryStringInfo(&buf, str + start, eq + 1 - start);
-				appendStringInfoString(&buf, DEST_MASK);
-				changed = true;
-			}
-			else
-				appendBinaryStringInfo(&buf, str + start, i - start);
-			if (i < len && str[i] == '&')
-				appendStringInfoChar(&buf, str[i++]);
-		}
-	}
-	appendBinaryStringInfo(&buf, str + i, len - i);
-
-	if (changed)
-		appendBinaryStringInfo(out, buf.data, buf.len);
-	pfree(buf.data);
-	return changed;
-}
-
-/*
- * mask_url
- *		mask_one_url() for a string that may hold several URLs separated by
- *		commas (NATS "url": "nats://u:p@h1,nats://u:p@h2"): each URL, that
- *		is each part starting at the beginning or after a comma (and blanks)
- *		with "scheme://", is masked on its own.  A comma inside a URL (in
- *		its query) does not split it.
- */
-static bool
-mask_url(const char *str, int len, StringInfo out)
-{
-	StringInfoData buf;
-	bool		changed = false;
-	int			start = 0;
-
-	if (scheme_length(str, len) == 0)
-		return false;
-	initStringInfo(&buf);
-	while (start < len)
-	{
-		int			end = start + scheme_length(str + start, len - start);
-
-		/* The next URL starts after a comma and blanks, with a scheme. */
-		for (; end < len; end++)
-		{
-			int			next = end + 1;
-
-			if (str[end] != ',')
-				continue;
-			while (next < len && str[next] == ' ')
-				next++;
-			if (scheme_length(str + next, len - next) > 0)
-				break;
-		}
-		if (mask_one_url(str + start, end - start, &buf))
-			changed = true;
-		else
-			appendBinaryStringInfo(&buf, str + start, end - start);
-		if (end < len)
-			appendStringInfoChar(&buf, ',');
-		start = end + 1;
-		while (start < len && str[start] == ' ')
-			appendStringInfoChar(&buf, str[start++]);
-	}
-	if (changed)
-		appendBinaryStringInfo(out, buf.data, buf.len);
-	pfree(buf.data);
-	return changed;
-}
-
-/*
- * mask_scalar
- *		Push scalar 'v' as 'tok', with URL credentials in a string masked.
- */
-static JsonbValue *
-mask_scalar(JsonbParseState **state, JsonbIteratorToken tok, JsonbValue *v)
-{
-	if (v->type == jbvString)
-	{
-		StringInfoData buf;
-
-		initStringInfo(&buf);
-		if (mask_url(v->val.string.val, v->val.string.len, &buf))
-		{
-			JsonbValue	masked;
-
-			masked.type = jbvString;
-			masked.val.string.val = buf.data;
-			masked.val.string.len = buf.len;
-			return pushJsonbValue(state, tok, &masked);
-		}
-	}
-	return pushJsonbValue(state, tok, v);
-}
-
-/*
- * outbox.mask_config(config jsonb) RETURNS jsonb
- *
- * 'config' with every secret replaced by "********", at any depth: the value
- * (whole, even an object or array) of every key whose name contains, case
- * insensitively, one of secret_key_parts; in an object under a key named
- * "headers", the value of every header in secret_headers; and credentials
- * in URL strings (mask_url).
- */
-Datum
-outbox_saga_mask_config(PG_FUNCTION_ARGS)
-{
-	Jsonb	   *config = PG_GETARG_JSONB_P(0);
-	JsonbParseState *state = NULL;
-	JsonbIterator *it;
-	JsonbValue	v;
-	JsonbValue	mask;
-	JsonbValue *res = NULL;
-	JsonbIteratorToken tok;
-	bool	   *is_headers;		/* per open container: an object under "headers" */
-	int			capacity = 16;
-	int			depth = 0;
-	int			skip = 0;		/* > 0: inside a container being masked */
-	bool		mask_next = false;	/* the next value belongs to a secret key */
-	bool		headers_next = false;	/* the next value belongs to "headers" */
-
-	if (JB_ROOT_IS_SCALAR(config))
-		PG_RETURN_JSONB_P(config);
-
-	mask.type = jbvString;
-	mask.val.string.val = DEST_MASK;
-	mask.val.string.len = strlen(DEST_MASK);
-	is_headers = palloc0(sizeof(bool) * capacity);
-
-	it = JsonbIteratorInit(&config->root);
-	while ((tok = JsonbIteratorNext(&it, &v, false)) != WJB_DONE)
-	{
-		/* Inside a masked container: drop it, then push the mask once. */
-		if (skip > 0)
-		{
-			if (tok == WJB_BEGIN_OBJECT || tok == WJB_BEGIN_ARRAY)
-				skip++;
-			else if ((tok == WJB_END_OBJECT || tok == WJB_END_ARRAY) &&
-					 --skip == 0)
-				res = pushJsonbValue(&state, WJB_VALUE, &mask);
-			continue;
-		}
-
-		switch (tok)
-		{
-			case WJB_BEGIN_OBJECT:
-			case WJB_BEGIN_ARRAY:
-				if (mask_next)
-				{
-					mask_next = false;
-					headers_next = false;
-					skip = 1;
-					break;
-				}
-				if (depth + 1 >= capacity)
-				{
-					is_headers = repalloc(is_headers, sizeof(bool) * capacity * 2);
-					capacity *= 2;
-				}
-				depth++;
-				is_headers[depth] = (tok == WJB_BEGIN_OBJECT && headers_next);
-				headers_next = false;
-				res = pushJsonbValue(&state, tok, NULL);
-				break;
-			case WJB_END_OBJECT:
-			case WJB_END_ARRAY:
-				depth--;
-				res = pushJsonbValue(&state, tok, NULL);
-				break;
-			case WJB_KEY:
-				mask_next =
-					key_matches_any(v.val.string.val, v.val.string.len,
-									secret_key_parts, false) ||
-					(is_headers[depth] &&
-					 key_matches_any(v.val.string.val, v.val.string.len,
-									 secret_headers, true));
-				headers_next =
-					key_matches_any(v.val.string.val, v.val.string.len,
-									headers_key, true);
-				res = pushJsonbValue(&state, tok, &v);
-				break;
-			case WJB_VALUE:
-				if (mask_next)
-					res = pushJsonbValue(&state, tok, &mask);
-				else
-					res = mask_scalar(&state, tok, &v);
-				mask_next = false;
-				headers_next = false;
-				break;
-			case WJB_ELEM:
-				res = mask_scalar(&state, tok, &v);
-				break;
-			default:
-				elog(ERROR, "outbox_saga: unexpected JSON token %d", tok);
-		}
-	}
-	PG_RETURN_JSONB_P(JsonbValueToJsonb(res));
 }

@@ -12,8 +12,11 @@
  *
  * replay_dead() and discard_dead() check ownership as the caller (only the
  * owner of a destination, or a member of its role, or a superuser, may
- * touch its dead letters), then work on the state tables through SPI as the
- * bootstrap superuser with search_path pinned (RunAsExtensionBegin).
+ * touch its dead letters), then work on the state tables through kept
+ * SpiStatements as the bootstrap superuser with search_path pinned
+ * (RunAsExtensionBegin), in the caller's transaction: a crash or an error
+ * before it commits leaves the dead letters where they were.  The other
+ * functions read shared memory only, with no lock.
  *
  *-------------------------------------------------------------------------
  */
@@ -237,11 +240,59 @@ outbox_saga_worker_status(PG_FUNCTION_ARGS)
 	return (Datum) 0;
 }
 
+/* The dead letters dead_letter_action works on, deleted and returned. */
+#define DEAD_LETTERS_OF_CALLER \
+	"DELETE FROM outbox.dead_letter dl USING outbox.destination x" \
+	" WHERE dl.destination_id = x.id" \
+	"   AND ($1::text IS NULL OR x.name = $1)" \
+	"   AND ($2::uuid[] IS NULL OR dl.event_id = ANY ($2))" \
+	"   AND pg_catalog.pg_has_role($3, x.owner, 'USAGE')" \
+	" RETURNING dl.*"
+
+/* The statements of replay_dead() and discard_dead(), kept. */
+enum
+{
+	Q_DEST_OWNER,
+	Q_REPLAY_DEAD,
+	Q_DISCARD_DEAD,
+	Q_COUNT
+};
+
+static SpiStatement statements[Q_COUNT] = {
+	/* outbox.destination: whose dead letters the caller names */
+	[Q_DEST_OWNER] = {
+		"the lookup of a destination's owner",
+		"SELECT owner FROM outbox.destination WHERE name = $1",
+		{TEXTOID, 0}
+	},
+	/* outbox.dead_letter (deleted) into outbox.delivery_retry */
+	[Q_REPLAY_DEAD] = {
+		"the replay of dead letters",
+		"WITH d AS (" DEAD_LETTERS_OF_CALLER ")"
+		" INSERT INTO outbox.delivery_retry"
+		"  (destination_id, id, event_id, topic, aggregate_id, event_type,"
+		"   payload, headers, created_at, deliver_after, txid,"
+		"   attempts, next_attempt_at, last_error)"
+		" SELECT destination_id, id, event_id, topic, aggregate_id, event_type,"
+		"        payload, headers, created_at, deliver_after, txid,"
+		"        0, pg_catalog.now(), last_error FROM d"
+		" ON CONFLICT (destination_id, id) DO NOTHING",
+		{TEXTOID, UUIDARRAYOID, OIDOID, 0}
+	},
+	/* outbox.dead_letter, joined to outbox.destination for the owner */
+	[Q_DISCARD_DEAD] = {
+		"the discard of dead letters",
+		DEAD_LETTERS_OF_CALLER,
+		{TEXTOID, UUIDARRAYOID, OIDOID, 0}
+	},
+};
+
 /*
  * dead_letter_action
  *		replay (true) or discard (false) the dead letters of 'destination'
  *		(NULL: every destination the caller owns) restricted to 'event_ids'
- *		(NULL: all).  Returns how many.
+ *		(NULL: all).  Returns how many.  Runs in the caller's transaction;
+ *		the dead letters it takes are deleted (so locked) until it ends.
  */
 static int64
 dead_letter_action(FunctionCallInfo fcinfo, bool replay)
@@ -250,9 +301,7 @@ dead_letter_action(FunctionCallInfo fcinfo, bool replay)
 	SavedIdentity saved;
 	Datum		values[3];
 	char		nulls[3] = {' ', ' ', ' '};
-	Oid			argtypes[3] = {TEXTOID, UUIDARRAYOID, OIDOID};
 	int64		count;
-	int			rc;
 
 	if (!PG_ARGISNULL(1) && array_contains_nulls(PG_GETARG_ARRAYTYPE_P(1)))
 		ereport(ERROR,
@@ -266,18 +315,15 @@ dead_letter_action(FunctionCallInfo fcinfo, bool replay)
 	values[2] = ObjectIdGetDatum(caller);
 
 	RunAsExtensionBegin(&saved);
-	SPI_connect();
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "outbox_saga: SPI_connect failed");
 
 	if (!PG_ARGISNULL(0))
 	{
 		Oid			owner;
 		bool		isnull;
 
-		rc = SPI_execute_with_args("SELECT owner FROM outbox.destination WHERE name = $1",
-								   1, argtypes, values, nulls, true, 1);
-		if (rc != SPI_OK_SELECT)
-			elog(ERROR, "could not look up destination: %s", SPI_result_code_string(rc));
-		if (SPI_processed == 0)
+		if (SpiRun(&statements[Q_DEST_OWNER], values, nulls, SPI_OK_SELECT) == 0)
 			ereport(ERROR,
 					(errcode(ERRCODE_UNDEFINED_OBJECT),
 					 errmsg("destination \"%s\" does not exist",
@@ -291,31 +337,12 @@ dead_letter_action(FunctionCallInfo fcinfo, bool replay)
 							text_to_cstring(PG_GETARG_TEXT_PP(0)))));
 	}
 
-#define DEAD_LETTERS_OF_CALLER \
-	"DELETE FROM outbox.dead_letter dl USING outbox.destination x" \
-	" WHERE dl.destination_id = x.id" \
-	"   AND ($1::text IS NULL OR x.name = $1)" \
-	"   AND ($2::uuid[] IS NULL OR dl.event_id = ANY ($2))" \
-	"   AND pg_catalog.pg_has_role($3, x.owner, 'USAGE')" \
-	" RETURNING dl.*"
-
 	if (replay)
-		rc = SPI_execute_with_args("WITH d AS (" DEAD_LETTERS_OF_CALLER ")"
-								   " INSERT INTO outbox.delivery_retry"
-								   "  (destination_id, id, event_id, topic, aggregate_id, event_type,"
-								   "   payload, headers, created_at, deliver_after, txid,"
-								   "   attempts, next_attempt_at, last_error)"
-								   " SELECT destination_id, id, event_id, topic, aggregate_id, event_type,"
-								   "        payload, headers, created_at, deliver_after, txid,"
-								   "        0, pg_catalog.now(), last_error FROM d"
-								   " ON CONFLICT (destination_id, id) DO NOTHING",
-								   3, argtypes, values, nulls, false, 0);
+		count = (int64) SpiRun(&statements[Q_REPLAY_DEAD], values, nulls,
+							   SPI_OK_INSERT);
 	else
-		rc = SPI_execute_with_args(DEAD_LETTERS_OF_CALLER, 3, argtypes, values, nulls,
-								   false, 0);
-	if (rc != (replay ? SPI_OK_INSERT : SPI_OK_DELETE_RETURNING))
-		elog(ERROR, "could not change dead letters: %s", SPI_result_code_string(rc));
-	count = (int64) SPI_processed;
+		count = (int64) SpiRun(&statements[Q_DISCARD_DEAD], values, nulls,
+							   SPI_OK_DELETE_RETURNING);
 
 	SPI_finish();
 	RunAsExtensionEnd(&saved);
