@@ -12,6 +12,10 @@
  *	the objects it uses change), then executes it with parameters only -
  *	never an interpolated value - and checks the result code.  It runs in
  *	the caller's transaction, with the caller's identity and SPI connection.
+ *	SpiRunLatest does the same for a read that must use the latest
+ *	snapshot rather than the transaction's (after taking a lock in
+ *	REPEATABLE READ).  Only generated DDL (capture_table's CREATE TRIGGER,
+ *	whose text carries quoted identifiers) is run otherwise.
  *
  * SpiTryInSubtransaction runs a piece of work in an internal subtransaction
  * and turns an error into a return value, leaving the caller's memory
@@ -29,8 +33,34 @@
 #include "utils/guc.h"
 #include "utils/memutils.h"
 #include "utils/resowner.h"
+#include "utils/snapmgr.h"
 
 #include "base/spi_util.h"
+
+/*
+ * prepare_once
+ *		Prepare 'stmt' and keep its plan, unless that was done before in this
+ *		process.
+ */
+static void
+prepare_once(SpiStatement *stmt)
+{
+	int			nargs = 0;
+	SPIPlanPtr	p;
+
+	if (stmt->plan != NULL)
+		return;
+	while (nargs < SPI_STATEMENT_MAX_ARGS && stmt->types[nargs] != InvalidOid)
+		nargs++;
+	p = SPI_prepare_cursor(stmt->sql, nargs, (Oid *) stmt->types,
+						   stmt->cursor_options);
+	if (p == NULL)
+		elog(ERROR, "could not prepare %s: %s", stmt->what,
+			 SPI_result_code_string(SPI_result));
+	if (SPI_keepplan(p) != 0)
+		elog(ERROR, "could not keep the plan of %s", stmt->what);
+	stmt->plan = p;
+}
 
 /*
  * SpiRun
@@ -44,22 +74,7 @@ SpiRun(SpiStatement *stmt, Datum *values, const char *nulls, int expect)
 {
 	int			rc;
 
-	if (stmt->plan == NULL)
-	{
-		int			nargs = 0;
-		SPIPlanPtr	p;
-
-		while (nargs < SPI_STATEMENT_MAX_ARGS && stmt->types[nargs] != InvalidOid)
-			nargs++;
-		p = SPI_prepare_cursor(stmt->sql, nargs, (Oid *) stmt->types,
-							   stmt->cursor_options);
-		if (p == NULL)
-			elog(ERROR, "could not prepare %s: %s", stmt->what,
-				 SPI_result_code_string(SPI_result));
-		if (SPI_keepplan(p) != 0)
-			elog(ERROR, "could not keep the plan of %s", stmt->what);
-		stmt->plan = p;
-	}
+	prepare_once(stmt);
 	rc = SPI_execute_plan(stmt->plan, values, nulls, false, 0);
 	if (rc != expect)
 		elog(ERROR, "%s failed: %s", stmt->what, SPI_result_code_string(rc));
@@ -67,37 +82,23 @@ SpiRun(SpiStatement *stmt, Datum *values, const char *nulls, int expect)
 }
 
 /*
- * SpiRunKept
- *		Execute 'sql' (parameter types 'types', 0-terminated, at most 16)
- *		with 'values'/'nulls', preparing and keeping its plan in *plan on
- *		first use; raise an error if the result code is not 'expect'.
- *		'what' names the statement in that error.
+ * SpiRunLatest
+ *		SpiRun of a read-only statement with the latest snapshot instead of
+ *		the transaction's: for a read that must see what committed after the
+ *		transaction's snapshot was taken (in REPEATABLE READ), typically
+ *		right after taking a lock.
  */
-void
-SpiRunKept(SPIPlanPtr *plan, const char *sql, const Oid *types,
-		   int cursor_options, Datum *values, const char *nulls,
-		   int expect, const char *what)
+uint64
+SpiRunLatest(SpiStatement *stmt, Datum *values, const char *nulls, int expect)
 {
 	int			rc;
 
-	if (*plan == NULL)
-	{
-		int			nargs = 0;
-		SPIPlanPtr	p;
-
-		while (nargs < 16 && types[nargs] != 0)
-			nargs++;
-		p = SPI_prepare_cursor(sql, nargs, (Oid *) types, cursor_options);
-		if (p == NULL)
-			elog(ERROR, "could not prepare %s: %s", what,
-				 SPI_result_code_string(SPI_result));
-		if (SPI_keepplan(p) != 0)
-			elog(ERROR, "could not keep the plan of %s", what);
-		*plan = p;
-	}
-	rc = SPI_execute_plan(*plan, values, nulls, false, 0);
+	prepare_once(stmt);
+	rc = SPI_execute_snapshot(stmt->plan, values, nulls, GetLatestSnapshot(),
+							  InvalidSnapshot, true, false, 0);
 	if (rc != expect)
-		elog(ERROR, "%s failed: %s", what, SPI_result_code_string(rc));
+		elog(ERROR, "%s failed: %s", stmt->what, SPI_result_code_string(rc));
+	return SPI_processed;
 }
 
 /*

@@ -30,9 +30,8 @@ typedef struct SpiStatement
 
 extern uint64 SpiRun(SpiStatement *stmt, Datum *values, const char *nulls,
 					 int expect);
-extern void SpiRunKept(SPIPlanPtr *plan, const char *sql, const Oid *types,
-					   int cursor_options, Datum *values, const char *nulls,
-					   int expect, const char *what);
+extern uint64 SpiRunLatest(SpiStatement *stmt, Datum *values, const char *nulls,
+						   int expect);
 extern bool SpiTryInSubtransaction(void (*fn) (void *), void *arg, ErrorData **edata);
 extern ErrorData *SpiAbortKeepingError(MemoryContext cxt);
 

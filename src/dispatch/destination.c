@@ -251,9 +251,8 @@ run_as_extension(int q, Datum *values, const char *nulls, int expect)
  *		(otherwise the destination would start from a missing tick and skip
  *		events committed after it was created).  Connected to SPI.
  *
- *		The one statement not run by SpiRun, which executes with the
- *		transaction's snapshot (in REPEATABLE READ, one taken before the
- *		lock): its kept plan is executed with SPI_execute_snapshot.
+ *		SpiRunLatest, not SpiRun, which executes with the transaction's
+ *		snapshot (in REPEATABLE READ, one taken before the lock).
  */
 static int64
 latest_tick_locked(void)
@@ -262,30 +261,17 @@ latest_tick_locked(void)
 	SavedIdentity saved;
 	bool		isnull;
 	Datum		id;
-	int			rc;
+	uint64		n;
 
 	if (!OidIsValid(tick))
 		elog(ERROR, "outbox_saga: table outbox.tick is missing");
 	LockRelationOid(tick, RowExclusiveLock);
 
 	RunAsExtensionBegin(&saved);
-	if (latest_tick.plan == NULL)
-	{
-		SPIPlanPtr	plan = SPI_prepare(latest_tick.sql, 0, NULL);
-
-		if (plan == NULL)
-			elog(ERROR, "could not prepare %s: %s", latest_tick.what,
-				 SPI_result_code_string(SPI_result));
-		if (SPI_keepplan(plan) != 0)
-			elog(ERROR, "could not keep the plan of %s", latest_tick.what);
-		latest_tick.plan = plan;
-	}
-	rc = SPI_execute_snapshot(latest_tick.plan, NULL, NULL, GetLatestSnapshot(),
-							  InvalidSnapshot, true, false, 1);
+	n = SpiRunLatest(&latest_tick, NULL, NULL, SPI_OK_SELECT);
 	RunAsExtensionEnd(&saved);
-	if (rc != SPI_OK_SELECT || SPI_processed != 1)
-		elog(ERROR, "outbox_saga: reading the latest tick failed: %s",
-			 SPI_result_code_string(rc));
+	if (n != 1)
+		elog(ERROR, "outbox_saga: reading the latest tick returned no row");
 	id = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
 	if (isnull)
 		elog(ERROR, "outbox_saga: outbox.tick is empty");
@@ -427,21 +413,6 @@ validate_config(const OutboxSink *sink, Jsonb *config, Oid owner)
 	sink->validate(config, owner);
 }
 
-/*
- * check_destination_name
- *		A new destination's name: 1..63 bytes, no control characters.
- *		Returns it as a C string.
- */
-static char *
-check_destination_name(text *name)
-{
-	SqlCheckText("destination name", VARDATA_ANY(name), VARSIZE_ANY_EXHDR(name),
-				 DEST_MAX_NAME_BYTES, SQL_TEXT_NAME, NULL,
-				 "A destination name may not contain control characters.");
-	return text_to_cstring(name);
-}
-
-
 /* ------------------------------------------------------------------------
  * Destinations
  * ------------------------------------------------------------------------
@@ -469,7 +440,9 @@ outbox_saga_create_destination(PG_FUNCTION_ARGS)
 	SqlRequireArg(fcinfo, 1, "kind");
 	SqlRequireArg(fcinfo, 2, "config");
 
-	name = check_destination_name(PG_GETARG_TEXT_PP(0));
+	name = SqlNameText(PG_GETARG_TEXT_PP(0), "destination name",
+					   DEST_MAX_NAME_BYTES,
+					   "A destination name may not contain control characters.");
 	kind = text_to_cstring(PG_GETARG_TEXT_PP(1));
 	sink = SinkLookup(kind, false);	/* errors, listing the known kinds */
 

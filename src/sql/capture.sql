@@ -1,6 +1,6 @@
 
 -- ---------------------------------------------------------------------------
--- Change capture (design: src/capture.c).
+-- Change capture (design: src/events/capture.c).
 -- ---------------------------------------------------------------------------
 
 CREATE FUNCTION outbox.capture()

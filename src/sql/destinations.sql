@@ -1,6 +1,6 @@
 
 -- ---------------------------------------------------------------------------
--- Destinations and subscriptions (design: src/destination.c).  The
+-- Destinations and subscriptions (design: src/dispatch/destination.c).  The
 -- functions are C, SECURITY INVOKER: EXECUTE decides who may call them, and
 -- they let a role change only the destinations it has the privileges of the
 -- owner of.  They write outbox.destination and outbox.subscription

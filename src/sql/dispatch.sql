@@ -1,12 +1,12 @@
 
 -- ---------------------------------------------------------------------------
--- Dispatch state (design: src/dispatcher.c).  Written by the API functions
+-- Dispatch state (design: src/worker/dispatcher.c, src/dispatch/delivery.c).  Written by the API functions
 -- and the dispatcher only; read through the views.
 -- ---------------------------------------------------------------------------
 
 -- Ticks: snapshots taken one after another by the dispatcher.  The batch
 -- between two ticks is every event whose transaction is visible in the later
--- snapshot and not in the earlier one (src/eventlog.c).
+-- snapshot and not in the earlier one (src/events/eventlog.c).
 CREATE TABLE outbox.tick (
 	id          bigint      PRIMARY KEY,
 	snapshot    pg_snapshot NOT NULL,

@@ -1,6 +1,6 @@
 
 -- ---------------------------------------------------------------------------
--- The event log (design: src/eventlog.c).
+-- The event log (design: src/events/eventlog.c).
 -- ---------------------------------------------------------------------------
 
 -- CACHE 1: ids follow the order in which sessions write events.

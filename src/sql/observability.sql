@@ -1,6 +1,6 @@
 
 -- ---------------------------------------------------------------------------
--- Operations and observability (src/observability.c, SPEC 3.3).
+-- Operations and observability (src/dispatch/observability.c, SPEC 3.3).
 -- ---------------------------------------------------------------------------
 
 CREATE FUNCTION outbox.extension_changed() RETURNS void

@@ -1,7 +1,7 @@
 
 -- ---------------------------------------------------------------------------
--- Sagas (SPEC 3.5).  The API is C (src/saga.c), the worker's part is
--- src/saga_driver.c; the state machine and the transaction boundaries are
+-- Sagas (SPEC 3.5).  The API is C (src/saga/saga_api.c, saga_define.c), the worker's part is
+-- src/saga/saga_driver.c; the state machine and the transaction boundaries are
 -- described in the header of saga_driver.c.  Written only by the saga.*
 -- functions and the dispatcher; read through the views.
 --
@@ -140,7 +140,7 @@ SELECT pg_catalog.pg_extension_config_dump('saga.run_seq', '');
 -- The API.  C, SECURITY INVOKER: EXECUTE decides who may call a function at
 -- all (nothing is granted to PUBLIC); permission checks happen as the
 -- caller, then the statements on the tables above run with the extension's
--- rights and search_path pinned (src/saga.c).
+-- rights and search_path pinned (src/saga/saga_state.c).
 -- ---------------------------------------------------------------------------
 
 CREATE FUNCTION saga.define(
