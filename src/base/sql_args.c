@@ -150,7 +150,8 @@ SqlHideStatementCallback(void *arg)
 /*
  * SqlCallHidingStatement
  *		fn(fcinfo) with SqlHideStatementCallback in place: for SQL functions
- *		whose arguments may carry secrets (saga.define's http headers).
+ *		whose arguments may carry secrets (destination configs, the http
+ *		headers of saga calls).
  */
 Datum
 SqlCallHidingStatement(PGFunction fn, FunctionCallInfo fcinfo)

@@ -340,22 +340,6 @@ check_owner(const char *name, Oid owner)
 
 
 /*
- * hide_statement_begin
- *		Push SqlHideStatementCallback onto the error context stack: errors
- *		from here on hide the statement text (which usually carries a config
- *		literal) from the server log.  The caller pops it with
- *		error_context_stack = errcb->previous; an error pops it by itself.
- */
-static void
-hide_statement_begin(ErrorContextCallback *errcb)
-{
-	errcb->callback = SqlHideStatementCallback;
-	errcb->arg = NULL;
-	errcb->previous = error_context_stack;
-	error_context_stack = errcb;
-}
-
-/*
  * strip_null_keys
  *		'config' without its top-level keys whose value is JSON null.
  */
@@ -419,21 +403,41 @@ validate_config(const OutboxSink *sink, Jsonb *config, Oid owner)
  */
 
 /*
+ * lock_own_destination
+ *		For the functions whose first argument is the name of a destination
+ *		to change: connect to SPI, lock the destination's row (FOR UPDATE
+ *		when it is to be deleted, else FOR NO KEY UPDATE) into *row, and
+ *		check that the caller has its owner's privileges.  Returns the name.
+ */
+static char *
+lock_own_destination(FunctionCallInfo fcinfo, bool for_delete,
+					 DestinationRow *row)
+{
+	char	   *name;
+
+	SqlRequireArg(fcinfo, 0, "name");
+	name = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	spi_check(SPI_connect(), SPI_OK_CONNECT, "SPI_connect");
+	lookup_destination(name, for_delete, row);
+	check_owner(name, row->owner);
+	return name;
+}
+
+/*
  * outbox.create_destination(name text, kind text, config jsonb) RETURNS void
  *
  * The new destination belongs to the calling role and starts at the newest
  * tick; it receives nothing until it has subscriptions.  Top-level keys set
  * to JSON null are dropped (they mean "the default").
  */
-Datum
-outbox_saga_create_destination(PG_FUNCTION_ARGS)
+static Datum
+create_destination(PG_FUNCTION_ARGS)
 {
 	char	   *name;
 	char	   *kind;
 	const OutboxSink *sink;
 	Jsonb	   *config;
 	Oid			owner = GetUserId();
-	ErrorContextCallback errcb;
 	Datum		values[5];
 
 	SqlRequireArg(fcinfo, 0, "name");
@@ -445,8 +449,6 @@ outbox_saga_create_destination(PG_FUNCTION_ARGS)
 					   "A destination name may not contain control characters.");
 	kind = text_to_cstring(PG_GETARG_TEXT_PP(1));
 	sink = SinkLookup(kind, false);	/* errors, listing the known kinds */
-
-	hide_statement_begin(&errcb);
 
 	config = PG_GETARG_JSONB_P(2);
 	DestConfigCheckObject(config);
@@ -466,8 +468,13 @@ outbox_saga_create_destination(PG_FUNCTION_ARGS)
 				 errhint("Change it with outbox.alter_destination(), or drop it first.")));
 	spi_check(SPI_finish(), SPI_OK_FINISH, "SPI_finish");
 
-	error_context_stack = errcb.previous;	/* hide_statement_begin */
 	PG_RETURN_VOID();
+}
+
+Datum
+outbox_saga_create_destination(PG_FUNCTION_ARGS)
+{
+	return SqlCallHidingStatement(create_destination, fcinfo);
 }
 
 /*
@@ -477,22 +484,19 @@ outbox_saga_create_destination(PG_FUNCTION_ARGS)
  * replaces the old one, JSON null removes the key) and checks the result as
  * a whole, as create_destination would for the destination's owner.
  */
-Datum
-outbox_saga_alter_destination(PG_FUNCTION_ARGS)
+static Datum
+alter_destination(PG_FUNCTION_ARGS)
 {
 	char	   *name;
 	Jsonb	   *changes;
 	Jsonb	   *merged;
 	DestinationRow row;
-	ErrorContextCallback errcb;
 	Datum		values[2];
 
 	SqlRequireArg(fcinfo, 0, "name");
 	SqlRequireArg(fcinfo, 1, "config");
 	name = text_to_cstring(PG_GETARG_TEXT_PP(0));
 	changes = PG_GETARG_JSONB_P(1);
-
-	hide_statement_begin(&errcb);
 
 	DestConfigCheckObject(changes);
 
@@ -512,8 +516,13 @@ outbox_saga_alter_destination(PG_FUNCTION_ARGS)
 		elog(ERROR, "outbox_saga: destination row %d vanished under lock", row.id);
 	spi_check(SPI_finish(), SPI_OK_FINISH, "SPI_finish");
 
-	error_context_stack = errcb.previous;	/* hide_statement_begin */
 	PG_RETURN_VOID();
+}
+
+Datum
+outbox_saga_alter_destination(PG_FUNCTION_ARGS)
+{
+	return SqlCallHidingStatement(alter_destination, fcinfo);
 }
 
 /*
@@ -525,16 +534,10 @@ outbox_saga_alter_destination(PG_FUNCTION_ARGS)
 Datum
 outbox_saga_drop_destination(PG_FUNCTION_ARGS)
 {
-	char	   *name;
 	DestinationRow row;
 	Datum		values[1];
 
-	SqlRequireArg(fcinfo, 0, "name");
-	name = text_to_cstring(PG_GETARG_TEXT_PP(0));
-
-	spi_check(SPI_connect(), SPI_OK_CONNECT, "SPI_connect");
-	lookup_destination(name, true, &row);
-	check_owner(name, row.owner);
+	(void) lock_own_destination(fcinfo, true, &row);
 
 	values[0] = Int32GetDatum(row.id);
 	if (run_as_extension(Q_DELETE_DESTINATION, values, NULL, SPI_OK_DELETE) != 1)
@@ -556,12 +559,7 @@ set_paused(FunctionCallInfo fcinfo, bool paused)
 	DestinationRow row;
 	Datum		values[2];
 
-	SqlRequireArg(fcinfo, 0, "name");
-	name = text_to_cstring(PG_GETARG_TEXT_PP(0));
-
-	spi_check(SPI_connect(), SPI_OK_CONNECT, "SPI_connect");
-	lookup_destination(name, false, &row);
-	check_owner(name, row.owner);
+	name = lock_own_destination(fcinfo, false, &row);
 
 	if (row.paused == paused && paused)
 	{
