@@ -10,7 +10,13 @@ bash "$SRC_DIR/scripts/deps.sh"
 build_and_install
 RECEIVER=
 cleanup() {
-	[ -n "$RECEIVER" ] && kill "$RECEIVER" 2>/dev/null
+	# As root the receiver runs under runuser: stop the receiver itself
+	# (the wrapper's child), then the wrapper, and wait for both.
+	if [ -n "$RECEIVER" ]; then
+		pkill -TERM -P "$RECEIVER" 2>/dev/null || true
+		kill "$RECEIVER" 2>/dev/null || true
+		wait "$RECEIVER" 2>/dev/null || true
+	fi
 	stop_scratch_cluster
 }
 trap cleanup EXIT

@@ -16,6 +16,7 @@ packages=(
 	libnats-dev              # nats destinations
 	nats-server              # NATS JetStream server for the tests
 	perl
+	procps                   # pkill: the demo and the benchmark stop what they started
 	python3                  # test helpers (HTTP receiver)
 	rsync
 )

@@ -278,5 +278,22 @@ is($node->safe_psql('postgres',
 is($node->safe_psql('postgres', q{SELECT rolsuper FROM pg_roles WHERE rolname = 'eve'}),
 	'f', 'G10: a destination owner cannot make herself superuser through the dispatcher');
 
+# A create_destination or alter_destination that fails, whatever the reason,
+# keeps its statement - and with it the config's secrets - out of the server
+# log; the error itself is logged.
+my $log_offset = -s $node->logfile;
+for my $call (
+	q{SELECT outbox.create_destination('', 'notify', '{"password": "hunter2-leak-1"}')},
+	q{SELECT outbox.create_destination('no_such_kind', 'nokind', '{"password": "hunter2-leak-2"}')},
+	q{SELECT outbox.create_destination('bad_key', 'notify', '{"password": "hunter2-leak-3"}')},
+	q{SELECT outbox.alter_destination('no_such_destination', '{"password": "hunter2-leak-4"}')})
+{
+	my ($ret) = $node->psql('postgres', $call);
+	isnt($ret, 0, 'the call fails');
+}
+my $failed_log = slurp_file($node->logfile, $log_offset);
+like($failed_log, qr/destination name must not be empty/, 'the errors are logged');
+unlike($failed_log, qr/hunter2-leak/, 'the statements with their config secrets are not');
+
 $node->stop;
 done_testing();
