@@ -17,4 +17,21 @@
 #error "outbox_saga requires PostgreSQL 15 or later"
 #endif
 
+/*
+ * Ownership and privilege checks of databases and tablespaces; PostgreSQL
+ * 16 replaced the per-kind functions by generic ones.  The caller includes
+ * utils/acl.h and the catalog headers that name the relation ids.
+ */
+#if PG_VERSION_NUM >= 160000
+#define CompatDatabaseOwnercheck(db, role) \
+	object_ownercheck(DatabaseRelationId, (db), (role))
+#define CompatTablespaceAclcheck(spc, role, mode) \
+	object_aclcheck(TableSpaceRelationId, (spc), (role), (mode))
+#else
+#define CompatDatabaseOwnercheck(db, role) \
+	pg_database_ownercheck((db), (role))
+#define CompatTablespaceAclcheck(spc, role, mode) \
+	pg_tablespace_aclcheck((spc), (role), (mode))
+#endif
+
 #endif							/* OUTBOX_SAGA_COMPAT_H */

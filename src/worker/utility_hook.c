@@ -13,6 +13,16 @@
  * runs the command, and then lifts the block, so the launcher starts the
  * dispatcher again if the database still exists.
  *
+ * PRIVILEGES
+ *	The dispatcher is stopped only for a role that passes the privilege
+ *	checks PostgreSQL itself makes for the command (may_run_on_database):
+ *	ownership of the database, CREATEDB, CREATE on the target tablespace,
+ *	a template that is one or is owned.  Any other role gets PostgreSQL's
+ *	own error with the dispatcher untouched, so a role with no rights
+ *	cannot stop a database's delivery by issuing such commands.  A command
+ *	that passes these checks and fails later (the database is in use by a
+ *	session, say) lifts the block at once and wakes the launcher.
+ *
  * It also wakes this database's dispatcher after COMMIT PREPARED: the
  * prepared transaction may have written events, and its commit does not
  * run the commit callback of wakeup.c; and before DROP ROLE it asks
@@ -35,13 +45,18 @@
 
 #include <signal.h>
 
+#include "catalog/pg_database.h"
+#include "catalog/pg_tablespace_d.h"
 #include "commands/dbcommands.h"
+#include "commands/tablespace.h"
 #include "commands/defrem.h"
 #include "miscadmin.h"
 #include "nodes/parsenodes.h"
 #include "pgstat.h"
 #include "storage/latch.h"
 #include "tcop/utility.h"
+#include "utils/acl.h"
+#include "utils/syscache.h"
 #include "utils/timestamp.h"
 
 #include "base/owner_guard.h"
@@ -53,6 +68,8 @@
 
 static ProcessUtility_hook_type prev_process_utility = NULL;
 
+static const char *option_string(List *options, const char *name);
+
 /*
  * database_needing_exclusive_use
  *		The database the statement needs to itself, or NULL.
@@ -60,8 +77,6 @@ static ProcessUtility_hook_type prev_process_utility = NULL;
 static const char *
 database_needing_exclusive_use(Node *stmt)
 {
-	ListCell   *lc;
-
 	switch (nodeTag(stmt))
 	{
 		case T_DropdbStmt:
@@ -71,21 +86,89 @@ database_needing_exclusive_use(Node *stmt)
 				return ((RenameStmt *) stmt)->subname;
 			return NULL;
 		case T_AlterDatabaseStmt:
-			foreach(lc, ((AlterDatabaseStmt *) stmt)->options)
-				if (strcmp(((DefElem *) lfirst(lc))->defname, "tablespace") == 0)
-					return ((AlterDatabaseStmt *) stmt)->dbname;
+			if (option_string(((AlterDatabaseStmt *) stmt)->options,
+							  "tablespace") != NULL)
+				return ((AlterDatabaseStmt *) stmt)->dbname;
 			return NULL;
 		case T_CreatedbStmt:
-			foreach(lc, ((CreatedbStmt *) stmt)->options)
-			{
-				DefElem    *opt = lfirst(lc);
-
-				if (strcmp(opt->defname, "template") == 0 && opt->arg != NULL)
-					return defGetString(opt);
-			}
-			return NULL;
+			return option_string(((CreatedbStmt *) stmt)->options, "template");
 		default:
 			return NULL;
+	}
+}
+
+/*
+ * option_string
+ *		The value of option 'name' in the DefElem list 'options', or NULL.
+ */
+static const char *
+option_string(List *options, const char *name)
+{
+	ListCell   *lc;
+
+	foreach(lc, options)
+	{
+		DefElem    *opt = lfirst(lc);
+
+		if (strcmp(opt->defname, name) == 0 && opt->arg != NULL)
+			return defGetString(opt);
+	}
+	return NULL;
+}
+
+/*
+ * database_is_template
+ *		Whether database 'dboid' is marked as a template (datistemplate).
+ */
+static bool
+database_is_template(Oid dboid)
+{
+	HeapTuple	tup = SearchSysCache1(DATABASEOID, ObjectIdGetDatum(dboid));
+	bool		result;
+
+	if (!HeapTupleIsValid(tup))
+		return false;
+	result = ((Form_pg_database) GETSTRUCT(tup))->datistemplate;
+	ReleaseSysCache(tup);
+	return result;
+}
+
+/*
+ * may_run_on_database
+ *		Whether the current role passes the privilege checks that
+ *		PostgreSQL makes for 'stmt' (one that database_needing_exclusive_use
+ *		named database 'dboid' for), made here before the dispatcher is
+ *		stopped: DROP DATABASE needs ownership; RENAME ownership and
+ *		CREATEDB; SET TABLESPACE ownership and CREATE on the tablespace;
+ *		CREATE DATABASE ... TEMPLATE needs CREATEDB and a template that is
+ *		marked as one or owned.  Superusers pass them all.
+ */
+static bool
+may_run_on_database(Node *stmt, Oid dboid)
+{
+	Oid			role = GetUserId();
+	const char *spcname;
+	Oid			spc;
+
+	switch (nodeTag(stmt))
+	{
+		case T_DropdbStmt:
+			return CompatDatabaseOwnercheck(dboid, role);
+		case T_RenameStmt:
+			return CompatDatabaseOwnercheck(dboid, role) &&
+				have_createdb_privilege();
+		case T_AlterDatabaseStmt:
+			spcname = option_string(((AlterDatabaseStmt *) stmt)->options,
+									"tablespace");
+			spc = spcname != NULL ? get_tablespace_oid(spcname, true) : InvalidOid;
+			return CompatDatabaseOwnercheck(dboid, role) && OidIsValid(spc) &&
+				CompatTablespaceAclcheck(spc, role, ACL_CREATE) == ACLCHECK_OK;
+		case T_CreatedbStmt:
+			return have_createdb_privilege() &&
+				(database_is_template(dboid) ||
+				 CompatDatabaseOwnercheck(dboid, role));
+		default:
+			return false;
 	}
 }
 
@@ -140,7 +223,8 @@ outbox_process_utility(PlannedStmt *pstmt, const char *queryString,
 	{
 		Oid			dboid = get_database_oid(dbname, true);
 
-		if (OidIsValid(dboid) && dboid != MyDatabaseId)
+		if (OidIsValid(dboid) && dboid != MyDatabaseId &&
+			may_run_on_database(pstmt->utilityStmt, dboid))
 			slot = stop_dispatcher(dboid);
 	}
 
