@@ -241,28 +241,6 @@ static SpiStatement idem_statements[] = {
 };
 
 /*
- * spi_connect / spi_finish
- *		SPI_connect() and SPI_finish() with their return codes checked.
- */
-static void
-spi_connect(void)
-{
-	int			rc = SPI_connect();
-
-	if (rc != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed: %s", SPI_result_code_string(rc));
-}
-
-static void
-spi_finish(void)
-{
-	int			rc = SPI_finish();
-
-	if (rc != SPI_OK_FINISH)
-		elog(ERROR, "SPI_finish failed: %s", SPI_result_code_string(rc));
-}
-
-/*
  * read_key
  *		Read the row of (scope, key) visible to a new snapshot (READ
  *		COMMITTED) or to the transaction's snapshot, without locking it.
@@ -364,7 +342,7 @@ claim_key(const IdemRequest *req, Datum *response, bool *response_isnull)
 	nulls[6] = req->complete ? ' ' : 'n';
 	values[7] = TimestampTzGetDatum(req->stale_before);
 
-	spi_connect();
+	SpiConnect();
 
 	for (round = 0;; round++)
 	{
@@ -448,7 +426,7 @@ claim_key(const IdemRequest *req, Datum *response, bool *response_isnull)
 		}
 	}
 
-	spi_finish();
+	SpiFinish();
 	return result;
 }
 
@@ -612,14 +590,14 @@ outbox_saga_idempotency_complete(PG_FUNCTION_ARGS)
 	values[3] = TimestampTzGetDatum(now);
 
 	PreventCommandIfReadOnly("outbox.idempotency_complete()");
-	spi_connect();
+	SpiConnect();
 	for (;;)
 	{
 		CHECK_FOR_INTERRUPTS();
 
 		if (SpiRun(&idem_statements[IDEM_COMPLETE], values, nulls, SPI_OK_UPDATE) == 1)
 		{
-			spi_finish();
+			SpiFinish();
 			PG_RETURN_VOID();
 		}
 
@@ -677,9 +655,9 @@ OutboxPurgeIdempotencyKeys(int64 max_rows)
 	values[0] = TimestampTzGetDatum(GetCurrentTimestamp());
 	values[1] = Int64GetDatum(max_rows);
 
-	spi_connect();
+	SpiConnect();
 	n = SpiRun(&idem_statements[IDEM_PURGE], values, NULL, SPI_OK_DELETE);
-	spi_finish();
+	SpiFinish();
 
 	return (int64) n;
 }

@@ -69,19 +69,16 @@ static SpiStatement owned_objects = {"reading the owners",
 static void
 check_role(Oid roleid, const char *name)
 {
-	SavedIdentity saved;
 	Datum		values[1] = {ObjectIdGetDatum(roleid)};
 	StringInfoData list;
 	uint64		n;
 	uint64		i;
 
-	SPI_connect();
-	RunAsExtensionBegin(&saved);
-	n = SpiRun(&owned_objects, values, NULL, SPI_OK_SELECT);
-	RunAsExtensionEnd(&saved);
+	SpiConnect();
+	n = RunAsExtensionRun(&owned_objects, values, NULL, SPI_OK_SELECT);
 	if (n == 0)
 	{
-		SPI_finish();
+		SpiFinish();
 		return;
 	}
 	initStringInfo(&list);

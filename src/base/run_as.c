@@ -70,6 +70,26 @@ RunAsExtensionEnd(const SavedIdentity *saved)
 	AtEOXact_GUC(true, saved->guc_nestlevel);
 }
 
+/*
+ * RunAsExtensionRun
+ *		SpiRun() of 'stmt' with the extension's rights (RunAsExtensionBegin
+ *		and End around it), for the SQL API after its permission checks.  No
+ *		user code runs while the identity is switched; an error restores it
+ *		with the (sub)transaction's abort.  Returns SPI_processed.
+ */
+uint64
+RunAsExtensionRun(SpiStatement *stmt, Datum *values, const char *nulls,
+				  int expect)
+{
+	SavedIdentity saved;
+	uint64		n;
+
+	RunAsExtensionBegin(&saved);
+	n = SpiRun(stmt, values, nulls, expect);
+	RunAsExtensionEnd(&saved);
+	return n;
+}
+
 typedef struct OwnerCall
 {
 	Oid			role;

@@ -10,6 +10,8 @@
 #ifndef OUTBOX_SAGA_RUN_AS_H
 #define OUTBOX_SAGA_RUN_AS_H
 
+#include "base/spi_util.h"
+
 /* The caller's identity and GUC nest level, saved by RunAsExtensionBegin(). */
 typedef struct SavedIdentity
 {
@@ -23,6 +25,8 @@ typedef struct SavedIdentity
 
 extern void RunAsExtensionBegin(SavedIdentity *saved);
 extern void RunAsExtensionEnd(const SavedIdentity *saved);
+extern uint64 RunAsExtensionRun(SpiStatement *stmt, Datum *values,
+								 const char *nulls, int expect);
 extern bool RunAsOwner(Oid role, int64 timeout_ms, void (*fn) (void *),
 					   void *arg, char **error);
 

@@ -38,6 +38,54 @@
 #include "base/spi_util.h"
 
 /*
+ * SpiConnect / SpiFinish
+ *		SPI_connect() and SPI_finish() with their return codes checked.
+ */
+void
+SpiConnect(void)
+{
+	int			rc = SPI_connect();
+
+	if (rc != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed: %s", SPI_result_code_string(rc));
+}
+
+void
+SpiFinish(void)
+{
+	int			rc = SPI_finish();
+
+	if (rc != SPI_OK_FINISH)
+		elog(ERROR, "SPI_finish failed: %s", SPI_result_code_string(rc));
+}
+
+/*
+ * SpiBeginWorkerTransaction / SpiCommitWorkerTransaction
+ *		The transaction skeleton of the background workers' own work (the
+ *		worker_spi pattern), written once: statement start time, a new
+ *		transaction, SPI connected, the transaction snapshot pushed; and
+ *		back: SPI finished, the snapshot popped, commit.  The caller is
+ *		outside any transaction.  An error in between is the caller's to
+ *		catch (it aborts the transaction, which undoes SPI and snapshots).
+ */
+void
+SpiBeginWorkerTransaction(void)
+{
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	SpiConnect();
+	PushActiveSnapshot(GetTransactionSnapshot());
+}
+
+void
+SpiCommitWorkerTransaction(void)
+{
+	SpiFinish();
+	PopActiveSnapshot();
+	CommitTransactionCommand();
+}
+
+/*
  * prepare_once
  *		Prepare 'stmt' and keep its plan, unless that was done before in this
  *		process.

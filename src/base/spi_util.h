@@ -28,6 +28,10 @@ typedef struct SpiStatement
 	SPIPlanPtr	plan;			/* kept plan, NULL until first use */
 } SpiStatement;
 
+extern void SpiConnect(void);
+extern void SpiFinish(void);
+extern void SpiBeginWorkerTransaction(void);
+extern void SpiCommitWorkerTransaction(void);
 extern uint64 SpiRun(SpiStatement *stmt, Datum *values, const char *nulls,
 					 int expect);
 extern uint64 SpiRunLatest(SpiStatement *stmt, Datum *values, const char *nulls,

@@ -1179,18 +1179,13 @@ record(Batch *b, List *items, Position *pos, bool window_done)
 static void
 begin_batch_transaction(void)
 {
-	SetCurrentStatementStartTimestamp();
-	StartTransactionCommand();
-	SPI_connect();
-	PushActiveSnapshot(GetTransactionSnapshot());
+	SpiBeginWorkerTransaction();
 }
 
 static void
 end_batch_transaction(void)
 {
-	SPI_finish();
-	PopActiveSnapshot();
-	CommitTransactionCommand();
+	SpiCommitWorkerTransaction();
 }
 
 /*

@@ -104,7 +104,7 @@ typedef struct DestinationRow
 
 /*
  * Every statement of this file, kept (see base/spi_util.c).  Each runs as the
- * bootstrap superuser with search_path pinned (run_as_extension), in the
+ * bootstrap superuser with search_path pinned (RunAsExtensionRun), in the
  * caller's transaction.
  */
 enum
@@ -222,25 +222,6 @@ static SpiStatement latest_tick = {
  */
 
 /*
- * run_as_extension
- *		SpiRun() statement 'q' as the bootstrap superuser with search_path
- *		pinned (see the file header).  The caller is connected to SPI; the
- *		result stays in SPI_tuptable / SPI_processed until SPI_finish.
- *		Returns SPI_processed.
- */
-static uint64
-run_as_extension(int q, Datum *values, const char *nulls, int expect)
-{
-	SavedIdentity saved;
-	uint64		n;
-
-	RunAsExtensionBegin(&saved);
-	n = SpiRun(&statements[q], values, nulls, expect);
-	RunAsExtensionEnd(&saved);
-	return n;
-}
-
-/*
  * latest_tick_locked
  *		The id of the latest tick, where a new destination starts.  Takes
  *		RowExclusiveLock on outbox.tick first (kept until the end of the
@@ -279,20 +260,6 @@ latest_tick_locked(void)
 }
 
 /*
- * spi_check
- *		Raise an error if SPI_connect() or SPI_finish() ('what') did not
- *		answer 'expected'.
- */
-static void
-spi_check(int rc, int expected, const char *what)
-{
-	if (rc != expected)
-		elog(ERROR, "outbox_saga: %s failed: %s", what,
-			 SPI_result_code_string(rc));
-}
-
-
-/*
  * lookup_destination
  *		Read and lock the destination named 'name' into *row; error out if
  *		there is none.  'for_delete' takes FOR UPDATE instead of FOR NO KEY
@@ -307,8 +274,9 @@ lookup_destination(const char *name, bool for_delete, DestinationRow *row)
 	bool		isnull;
 
 	values[0] = CStringGetTextDatum(name);
-	if (run_as_extension(for_delete ? Q_LOOKUP_FOR_UPDATE : Q_LOOKUP_FOR_NO_KEY_UPDATE,
-						 values, NULL, SPI_OK_SELECT) == 0)
+	if (RunAsExtensionRun(&statements[for_delete ? Q_LOOKUP_FOR_UPDATE :
+									  Q_LOOKUP_FOR_NO_KEY_UPDATE],
+						  values, NULL, SPI_OK_SELECT) == 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_OBJECT),
 				 errmsg("destination \"%s\" does not exist", name)));
@@ -417,7 +385,7 @@ lock_own_destination(FunctionCallInfo fcinfo, bool for_delete,
 
 	SqlRequireArg(fcinfo, 0, "name");
 	name = text_to_cstring(PG_GETARG_TEXT_PP(0));
-	spi_check(SPI_connect(), SPI_OK_CONNECT, "SPI_connect");
+	SpiConnect();
 	lookup_destination(name, for_delete, row);
 	check_owner(name, row->owner);
 	return name;
@@ -455,18 +423,18 @@ create_destination(PG_FUNCTION_ARGS)
 	config = strip_null_keys(config);
 	validate_config(sink, config, owner);
 
-	spi_check(SPI_connect(), SPI_OK_CONNECT, "SPI_connect");
+	SpiConnect();
 	values[0] = CStringGetTextDatum(name);
 	values[1] = CStringGetTextDatum(sink->kind);
 	values[2] = JsonbPGetDatum(config);
 	values[3] = ObjectIdGetDatum(owner);
 	values[4] = Int64GetDatum(latest_tick_locked());
-	if (run_as_extension(Q_INSERT_DESTINATION, values, NULL, SPI_OK_INSERT) == 0)
+	if (RunAsExtensionRun(&statements[Q_INSERT_DESTINATION], values, NULL, SPI_OK_INSERT) == 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_DUPLICATE_OBJECT),
 				 errmsg("destination \"%s\" already exists", name),
 				 errhint("Change it with outbox.alter_destination(), or drop it first.")));
-	spi_check(SPI_finish(), SPI_OK_FINISH, "SPI_finish");
+	SpiFinish();
 
 	PG_RETURN_VOID();
 }
@@ -500,7 +468,7 @@ alter_destination(PG_FUNCTION_ARGS)
 
 	DestConfigCheckObject(changes);
 
-	spi_check(SPI_connect(), SPI_OK_CONNECT, "SPI_connect");
+	SpiConnect();
 	lookup_destination(name, false, &row);
 	check_owner(name, row.owner);
 
@@ -512,9 +480,9 @@ alter_destination(PG_FUNCTION_ARGS)
 
 	values[0] = Int32GetDatum(row.id);
 	values[1] = JsonbPGetDatum(merged);
-	if (run_as_extension(Q_SET_CONFIG, values, NULL, SPI_OK_UPDATE) != 1)
+	if (RunAsExtensionRun(&statements[Q_SET_CONFIG], values, NULL, SPI_OK_UPDATE) != 1)
 		elog(ERROR, "outbox_saga: destination row %d vanished under lock", row.id);
-	spi_check(SPI_finish(), SPI_OK_FINISH, "SPI_finish");
+	SpiFinish();
 
 	PG_RETURN_VOID();
 }
@@ -540,9 +508,9 @@ outbox_saga_drop_destination(PG_FUNCTION_ARGS)
 	(void) lock_own_destination(fcinfo, true, &row);
 
 	values[0] = Int32GetDatum(row.id);
-	if (run_as_extension(Q_DELETE_DESTINATION, values, NULL, SPI_OK_DELETE) != 1)
+	if (RunAsExtensionRun(&statements[Q_DELETE_DESTINATION], values, NULL, SPI_OK_DELETE) != 1)
 		elog(ERROR, "outbox_saga: destination row %d vanished under lock", row.id);
-	spi_check(SPI_finish(), SPI_OK_FINISH, "SPI_finish");
+	SpiFinish();
 
 	PG_RETURN_VOID();
 }
@@ -565,7 +533,7 @@ set_paused(FunctionCallInfo fcinfo, bool paused)
 	{
 		ereport(NOTICE,
 				(errmsg("destination \"%s\" is already paused", name)));
-		spi_check(SPI_finish(), SPI_OK_FINISH, "SPI_finish");
+		SpiFinish();
 		return;
 	}
 
@@ -575,9 +543,9 @@ set_paused(FunctionCallInfo fcinfo, bool paused)
 	 */
 	values[0] = Int32GetDatum(row.id);
 	values[1] = BoolGetDatum(paused);
-	if (run_as_extension(Q_SET_PAUSED, values, NULL, SPI_OK_UPDATE) != 1)
+	if (RunAsExtensionRun(&statements[Q_SET_PAUSED], values, NULL, SPI_OK_UPDATE) != 1)
 		elog(ERROR, "outbox_saga: destination row %d vanished under lock", row.id);
-	spi_check(SPI_finish(), SPI_OK_FINISH, "SPI_finish");
+	SpiFinish();
 
 	if (!paused)
 		WakeupNoteEventWritten();
@@ -711,7 +679,7 @@ outbox_saga_subscribe(PG_FUNCTION_ARGS)
 	if (!PG_ARGISNULL(2))
 		event_types = normalize_event_types(PG_GETARG_ARRAYTYPE_P(2));
 
-	spi_check(SPI_connect(), SPI_OK_CONNECT, "SPI_connect");
+	SpiConnect();
 	lookup_destination(name, false, &row);
 	check_owner(name, row.owner);
 
@@ -722,10 +690,10 @@ outbox_saga_subscribe(PG_FUNCTION_ARGS)
 		nulls[2] = 'n';
 
 	/* subscription_unique_idx makes a duplicate a conflict. */
-	if (run_as_extension(Q_INSERT_SUBSCRIPTION, values, nulls,
+	if (RunAsExtensionRun(&statements[Q_INSERT_SUBSCRIPTION], values, nulls,
 						 SPI_OK_INSERT_RETURNING) == 0)
 	{
-		(void) run_as_extension(Q_FIND_SUBSCRIPTION, values, nulls, SPI_OK_SELECT);
+		(void) RunAsExtensionRun(&statements[Q_FIND_SUBSCRIPTION], values, nulls, SPI_OK_SELECT);
 		ereport(ERROR,
 				(errcode(ERRCODE_DUPLICATE_OBJECT),
 				 errmsg("destination \"%s\" already has this subscription", name),
@@ -737,7 +705,7 @@ outbox_saga_subscribe(PG_FUNCTION_ARGS)
 	}
 	id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
 									 SPI_tuptable->tupdesc, 1, &isnull));
-	spi_check(SPI_finish(), SPI_OK_FINISH, "SPI_finish");
+	SpiFinish();
 
 	PG_RETURN_INT64(id);
 }
@@ -757,9 +725,9 @@ outbox_saga_unsubscribe(PG_FUNCTION_ARGS)
 	SqlRequireArg(fcinfo, 0, "subscription_id");
 	id = PG_GETARG_INT64(0);
 
-	spi_check(SPI_connect(), SPI_OK_CONNECT, "SPI_connect");
+	SpiConnect();
 	values[0] = Int64GetDatum(id);
-	if (run_as_extension(Q_LOCK_SUBSCRIPTION, values, NULL, SPI_OK_SELECT) == 0)
+	if (RunAsExtensionRun(&statements[Q_LOCK_SUBSCRIPTION], values, NULL, SPI_OK_SELECT) == 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_OBJECT),
 				 errmsg("subscription %lld does not exist", (long long) id)));
@@ -769,10 +737,10 @@ outbox_saga_unsubscribe(PG_FUNCTION_ARGS)
 										   SPI_tuptable->tupdesc, 2, &isnull));
 	check_owner(name, owner);
 
-	if (run_as_extension(Q_DELETE_SUBSCRIPTION, values, NULL, SPI_OK_DELETE) != 1)
+	if (RunAsExtensionRun(&statements[Q_DELETE_SUBSCRIPTION], values, NULL, SPI_OK_DELETE) != 1)
 		elog(ERROR, "outbox_saga: subscription %lld vanished under lock",
 			 (long long) id);
-	spi_check(SPI_finish(), SPI_OK_FINISH, "SPI_finish");
+	SpiFinish();
 
 	PG_RETURN_VOID();
 }

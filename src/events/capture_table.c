@@ -43,6 +43,7 @@
 #include "utils/lsyscache.h"
 #include "utils/rel.h"
 
+#include "base/spi_util.h"
 #include "base/sql_args.h"
 #include "events/capture.h"
 
@@ -145,13 +146,11 @@ run_ddl(const char *sql)
 {
 	int			rc;
 
-	if ((rc = SPI_connect()) != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed: %s", SPI_result_code_string(rc));
+	SpiConnect();
 	rc = SPI_execute(sql, false, 0);
 	if (rc != SPI_OK_UTILITY)
 		elog(ERROR, "SPI_execute failed: %s", SPI_result_code_string(rc));
-	if ((rc = SPI_finish()) != SPI_OK_FINISH)
-		elog(ERROR, "SPI_finish failed: %s", SPI_result_code_string(rc));
+	SpiFinish();
 }
 
 /*

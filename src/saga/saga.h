@@ -118,8 +118,6 @@ extern uint64 SagaRun(SagaStatementId q, Datum *values, const char *nulls,
 					  int expect);
 extern uint64 SagaRunAsExtension(SagaStatementId q, Datum *values,
 								 const char *nulls, int expect);
-extern void SagaSpiConnect(void);
-extern void SagaSpiFinish(void);
 extern Datum SagaUuidArray(const pg_uuid_t *ids, int n);
 extern Datum SagaTextArray(char **strings, int n);
 extern Datum SagaColumn(SPITupleTable *tt, uint64 row, int col, bool *isnull);

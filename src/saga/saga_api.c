@@ -119,7 +119,7 @@ outbox_saga_saga_start(PG_FUNCTION_ARGS)
 							   (int) VARSIZE_ANY_EXHDR(key), SAGA_MAX_KEY_BYTES)));
 	}
 
-	SagaSpiConnect();
+	SpiConnect();
 	values[0] = PointerGetDatum(definition);
 	(void) SagaRunAsExtension(SAGA_Q_START_LOOKUP, values, NULL, SPI_OK_SELECT);
 	if (SPI_processed != 1)
@@ -158,7 +158,7 @@ outbox_saga_saga_start(PG_FUNCTION_ARGS)
 			elog(ERROR, "could not start saga \"%s\": its idempotency key is taken and not found",
 				 text_to_cstring(definition));
 	}
-	SagaSpiFinish();
+	SpiFinish();
 	PG_RETURN_UUID_P(id);
 }
 
@@ -211,7 +211,7 @@ lock_saga_in_status(FunctionCallInfo fcinfo, SagaRow *row, const char *status,
 	SqlRequireArg(fcinfo, 0, "saga_id");
 	id = PG_GETARG_UUID_P(0);
 
-	SagaSpiConnect();
+	SpiConnect();
 	lock_saga(id, row);
 	if (strcmp(row->status, status) != 0)
 		ereport(ERROR,
@@ -256,7 +256,7 @@ outbox_saga_saga_complete_step(PG_FUNCTION_ARGS)
 	if (!PG_ARGISNULL(3))
 		result = PG_GETARG_JSONB_P(3);
 
-	SagaSpiConnect();
+	SpiConnect();
 	lock_saga(id, &row);
 
 	values[0] = UUIDPGetDatum(id);
@@ -322,7 +322,7 @@ outbox_saga_saga_complete_step(PG_FUNCTION_ARGS)
 	RunAsExtensionBegin(&saved);
 	(void) SagaApplyOutcomes(&outcome, 1, GetCurrentTimestamp());
 	RunAsExtensionEnd(&saved);
-	SagaSpiFinish();
+	SpiFinish();
 
 	WakeupNoteEventWritten();
 	PG_RETURN_VOID();
@@ -356,7 +356,7 @@ saga_register_compensation(PG_FUNCTION_ARGS)
 					   SAGA_MAX_NAME_BYTES, NULL);
 	call = PG_GETARG_JSONB_P(2);
 
-	SagaSpiConnect();
+	SpiConnect();
 	lock_saga(id, &row);
 	if (!has_privs_of_role(GetUserId(), row.owner))
 		ereport(ERROR,
@@ -391,12 +391,12 @@ saga_register_compensation(PG_FUNCTION_ARGS)
 					(errcode(ERRCODE_DUPLICATE_OBJECT),
 					 errmsg("compensation \"%s\" is already registered with another call", name),
 					 errdetail("Saga %s has a compensation of that name.", SagaIdString(id))));
-		SagaSpiFinish();
+		SpiFinish();
 		PG_RETURN_VOID();
 	}
 	values[3] = JsonbPGetDatum(row.options);
 	(void) SagaRunAsExtension(SAGA_Q_COMP_INSERT, values, NULL, SPI_OK_INSERT);
-	SagaSpiFinish();
+	SpiFinish();
 	PG_RETURN_VOID();
 }
 
@@ -461,7 +461,7 @@ outbox_saga_saga_cancel(PG_FUNCTION_ARGS)
 	else
 		SagaAdvanceCompensation(id, 1, now);
 	RunAsExtensionEnd(&saved);
-	SagaSpiFinish();
+	SpiFinish();
 
 	WakeupNoteEventWritten();
 	PG_RETURN_VOID();
@@ -488,7 +488,7 @@ outbox_saga_saga_retry(PG_FUNCTION_ARGS)
 		elog(ERROR, "failed saga %s has no failed compensation", SagaIdString(id));
 	values[1] = CStringGetTextDatum(SagaColumnText(SPI_tuptable, 0, 1));
 	(void) SagaRunAsExtension(SAGA_Q_RETRY_SAGA, values, NULL, SPI_OK_UPDATE);
-	SagaSpiFinish();
+	SpiFinish();
 
 	WakeupNoteEventWritten();
 	PG_RETURN_VOID();

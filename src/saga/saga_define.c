@@ -47,6 +47,7 @@
 #include "utils/timestamp.h"
 
 #include "base/jsonb_util.h"
+#include "base/spi_util.h"
 #include "base/sql_args.h"
 #include "events/eventlog.h"
 #include "http/http_client.h"
@@ -532,7 +533,7 @@ saga_define(PG_FUNCTION_ARGS)
 	steps = PG_GETARG_JSONB_P(1);
 	options = PG_GETARG_JSONB_P(2);
 
-	SagaSpiConnect();
+	SpiConnect();
 
 	/*
 	 * Lock the name (creating it if new), so that concurrent defines of one
@@ -574,7 +575,7 @@ saga_define(PG_FUNCTION_ARGS)
 		if (SPI_processed == 1)
 		{
 			version = DatumGetInt32(SagaColumn(SPI_tuptable, 0, 1, &isnull));
-			SagaSpiFinish();
+			SpiFinish();
 			PG_RETURN_INT32(version);
 		}
 		(void) SagaRunAsExtension(SAGA_Q_HEAD_BUMP, values, NULL, SPI_OK_UPDATE_RETURNING);
@@ -588,7 +589,7 @@ saga_define(PG_FUNCTION_ARGS)
 	values[3] = JsonbPGetDatum(options);
 	values[4] = ObjectIdGetDatum(owner);
 	(void) SagaRunAsExtension(SAGA_Q_DEFINITION_INSERT, values, NULL, SPI_OK_INSERT);
-	SagaSpiFinish();
+	SpiFinish();
 	PG_RETURN_INT32(version);
 }
 

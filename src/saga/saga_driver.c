@@ -541,11 +541,7 @@ typedef struct RoundResult
 static int
 begin_round(void)
 {
-	SetCurrentStatementStartTimestamp();
-	StartTransactionCommand();
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
-	PushActiveSnapshot(GetTransactionSnapshot());
+	SpiBeginWorkerTransaction();
 	return pin_search_path();
 }
 
@@ -553,10 +549,7 @@ static void
 end_round(int guc_level)
 {
 	AtEOXact_GUC(true, guc_level);
-	if (SPI_finish() != SPI_OK_FINISH)
-		elog(ERROR, "SPI_finish failed");
-	PopActiveSnapshot();
-	CommitTransactionCommand();
+	SpiCommitWorkerTransaction();
 }
 
 /*

@@ -653,31 +653,8 @@ SagaRun(SagaStatementId q, Datum *values, const char *nulls, int expect)
 uint64
 SagaRunAsExtension(SagaStatementId q, Datum *values, const char *nulls, int expect)
 {
-	SavedIdentity saved;
-	uint64		n;
-
-	RunAsExtensionBegin(&saved);
-	n = SagaRun(q, values, nulls, expect);
-	RunAsExtensionEnd(&saved);
-	return n;
-}
-
-void
-SagaSpiConnect(void)
-{
-	int			rc = SPI_connect();
-
-	if (rc != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed: %s", SPI_result_code_string(rc));
-}
-
-void
-SagaSpiFinish(void)
-{
-	int			rc = SPI_finish();
-
-	if (rc != SPI_OK_FINISH)
-		elog(ERROR, "SPI_finish failed: %s", SPI_result_code_string(rc));
+	Assert(q >= 0 && q < SAGA_Q_COUNT);
+	return RunAsExtensionRun(&statements[q], values, nulls, expect);
 }
 
 /*

@@ -278,10 +278,7 @@ run_transaction(void *arg)
 	MemoryContext old = CurrentMemoryContext;
 	ErrorContextCallback errcb;
 
-	SetCurrentStatementStartTimestamp();
-	StartTransactionCommand();
-	SPI_connect();
-	PushActiveSnapshot(GetTransactionSnapshot());
+	SpiBeginWorkerTransaction();
 	if (step->activity != NULL)
 		pgstat_report_activity(STATE_RUNNING, step->activity);
 	if (step->context != NULL)
@@ -296,9 +293,7 @@ run_transaction(void *arg)
 
 	if (step->context != NULL)
 		error_context_stack = errcb.previous;
-	SPI_finish();
-	PopActiveSnapshot();
-	CommitTransactionCommand();
+	SpiCommitWorkerTransaction();
 	MemoryContextSwitchTo(old);
 }
 
