@@ -192,6 +192,7 @@ typedef struct SagaStepRun
 
 extern void SagaRunStep(SagaStepRun *run, SagaOutcome *out);
 extern Oid	SagaLookupFunction(const char *name, Oid owner, const char *where);
+extern Oid	SagaEmitFunction(void);
 /* While running a step: errors say which (see saga_call.c). */
 typedef struct SagaErrorContext
 {

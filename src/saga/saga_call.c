@@ -42,6 +42,7 @@
 #include "catalog/pg_proc.h"
 #include "catalog/pg_type_d.h"
 #include "miscadmin.h"
+#include "nodes/value.h"
 #include "parser/parse_func.h"
 #include "utils/acl.h"
 #include "utils/builtins.h"
@@ -82,6 +83,23 @@ static bool step_function_callback = false;
  */
 
 /*
+ * check_execute
+ *		Error 42501 unless 'owner' may execute 'fn' ('what' names it).  Made
+ *		at every run of a step, not only when its function is resolved and
+ *		cached: a REVOKE of EXECUTE or of a role membership changes nothing
+ *		in pg_proc, so a cached function would outlive it (G14).
+ */
+static void
+check_execute(Oid fn, Oid owner, const char *what)
+{
+	if (pg_proc_aclcheck(fn, owner, ACL_EXECUTE) != ACLCHECK_OK)
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("role \"%s\" may not execute %s",
+						GetUserNameFromId(owner, false), what)));
+}
+
+/*
  * SagaLookupFunction
  *		The function 'name' (schema-qualified) taking jsonb and returning
  *		jsonb that 'owner' may execute; errors say what is wrong.  'where'
@@ -117,11 +135,7 @@ SagaLookupFunction(const char *name, Oid owner, const char *where)
 				(errcode(ERRCODE_INVALID_FUNCTION_DEFINITION),
 				 errmsg("function %s(jsonb)%s must return jsonb", name, named_in),
 				 where ? errhint("A step function takes (ctx jsonb) and returns jsonb.") : 0));
-	if (pg_proc_aclcheck(fn, owner, ACL_EXECUTE) != ACLCHECK_OK)
-		ereport(ERROR,
-				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
-				 errmsg("role \"%s\" may not execute function %s(jsonb)%s",
-						GetUserNameFromId(owner, false), name, named_in)));
+	check_execute(fn, owner, psprintf("function %s(jsonb)%s", name, named_in));
 	return fn;
 }
 
@@ -175,7 +189,10 @@ step_function(const char *name, Oid owner)
 	strlcpy(key.name, name, sizeof(key.name));
 	entry = hash_search(step_functions, &key, HASH_FIND, NULL);
 	if (entry != NULL)
+	{
+		check_execute(entry->fn, owner, psprintf("function %s(jsonb)", name));
 		return entry;
+	}
 
 	fn = SagaLookupFunction(name, owner, NULL);
 	entry = hash_search(step_functions, &key, HASH_ENTER, &found);
@@ -210,6 +227,23 @@ call_function(void *arg)
 }
 
 /*
+ * SagaEmitFunction
+ *		The OID of outbox.emit(text, text, jsonb, text, jsonb, timestamptz):
+ *		an emit step writes its event as outbox.emit would, so its owner
+ *		needs EXECUTE on it, like any role that emits (checked by
+ *		saga.define and again at every run).
+ */
+Oid
+SagaEmitFunction(void)
+{
+	Oid			argtypes[6] = {TEXTOID, TEXTOID, JSONBOID, TEXTOID, JSONBOID,
+	TIMESTAMPTZOID};
+
+	return LookupFuncName(list_make2(makeString("outbox"), makeString("emit")),
+						  6, argtypes, false);
+}
+
+/*
  * call_emit
  *		RunAsOwner callback of an "emit" call: one command event whose
  *		payload is the ctx, aggregate_id the saga id (events of a saga are
@@ -229,6 +263,7 @@ call_emit(void *arg)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("emit call of step \"%s\" lacks a topic or an event type", run->step)));
+	check_execute(SagaEmitFunction(), run->owner, "function outbox.emit()");
 	saga_id = SagaIdString(&run->saga_id);
 	ev.topic = cstring_to_text(run->topic);
 	ev.event_type = cstring_to_text(run->event_type);

@@ -199,11 +199,7 @@ validate_function_call(JsonbValue *v, const char *where, Oid owner)
 static void
 check_may_emit(Oid owner, const char *where)
 {
-	Oid			argtypes[6] = {TEXTOID, TEXTOID, JSONBOID, TEXTOID, JSONBOID, TIMESTAMPTZOID};
-	Oid			fn = LookupFuncName(list_make2(makeString("outbox"), makeString("emit")),
-									6, argtypes, false);
-
-	if (pg_proc_aclcheck(fn, owner, ACL_EXECUTE) != ACLCHECK_OK)
+	if (pg_proc_aclcheck(SagaEmitFunction(), owner, ACL_EXECUTE) != ACLCHECK_OK)
 		ereport(ERROR,
 				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
 				 errmsg("role \"%s\" may not execute outbox.emit(), which %s calls",

@@ -10,8 +10,10 @@
  * SECURITY_RESTRICTED_OPERATION (G10); raising an error is a failed attempt.
  *
  * The resolved function is cached per destination and forgotten on any
- * change to pg_proc (a syscache callback), so a dropped or replaced handler,
- * or revoked EXECUTE, is noticed at the next event.
+ * change to pg_proc (a syscache callback), so a dropped or replaced handler
+ * is noticed at the next event.  The owner's EXECUTE privilege is checked
+ * at every delivery (G14: handlers run with the privileges current when
+ * they run), since a revoked role membership does not touch pg_proc.
  *
  *-------------------------------------------------------------------------
  */
@@ -77,6 +79,23 @@ events_rowtype(void)
 }
 
 /*
+ * check_execute
+ *		Error 42501 unless 'owner' may execute handler 'fn' (named 'name').
+ *		Checked at every delivery, not only when the handler is resolved:
+ *		a REVOKE of EXECUTE or of a role membership changes nothing in
+ *		pg_proc, so the cached handler would outlive it.
+ */
+static void
+check_execute(Oid fn, Oid owner, const char *name)
+{
+	if (pg_proc_aclcheck(fn, owner, ACL_EXECUTE) != ACLCHECK_OK)
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("role \"%s\" may not execute handler %s",
+						GetUserNameFromId(owner, false), name)));
+}
+
+/*
  * resolve_handler
  *		Find the handler named 'name' that 'owner' may execute; set
  *		*takes_jsonb by its argument type.  Errors say what is wrong.
@@ -125,11 +144,7 @@ resolve_handler(const char *name, Oid owner, bool *takes_jsonb)
 	}
 	ReleaseSysCache(tup);
 
-	if (pg_proc_aclcheck(fn, owner, ACL_EXECUTE) != ACLCHECK_OK)
-		ereport(ERROR,
-				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
-				 errmsg("role \"%s\" may not execute handler %s",
-						GetUserNameFromId(owner, false), name)));
+	check_execute(fn, owner, name);
 	return fn;
 }
 
@@ -187,6 +202,8 @@ function_deliver(const DestinationConfig *dest, const DispatchEvent *ev)
 		strlcpy(handler_cache.name, name, sizeof(handler_cache.name));
 		handler_cache.valid = true;
 	}
+	else
+		check_execute(handler_cache.fn, dest->owner, name);
 
 	arg = handler_cache.takes_jsonb ?
 		ToJsonbInvoke(&handler_cache.to_jsonb, ev->row) : ev->row;
