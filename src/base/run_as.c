@@ -31,6 +31,7 @@
 
 #include "catalog/pg_authid_d.h"
 #include "miscadmin.h"
+#include "utils/acl.h"
 #include "utils/guc.h"
 #include "utils/syscache.h"
 #include "utils/timeout.h"
@@ -88,6 +89,25 @@ RunAsExtensionRun(SpiStatement *stmt, Datum *values, const char *nulls,
 	n = SpiRun(stmt, values, nulls, expect);
 	RunAsExtensionEnd(&saved);
 	return n;
+}
+
+/*
+ * RunAsCheckExecute
+ *		Error 42501 unless 'role' may execute function 'fn' ('what' names it
+ *		in the message).  For user code the extension calls through fmgr
+ *		(handlers, saga step functions, outbox.emit for emit steps), which
+ *		bypasses the executor's own check; made at every call, since a
+ *		REVOKE of a role membership changes nothing in pg_proc and would
+ *		outlive any cached check (G14).
+ */
+void
+RunAsCheckExecute(Oid fn, Oid role, const char *what)
+{
+	if (pg_proc_aclcheck(fn, role, ACL_EXECUTE) != ACLCHECK_OK)
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("role \"%s\" may not execute %s",
+						GetUserNameFromId(role, false), what)));
 }
 
 typedef struct OwnerCall

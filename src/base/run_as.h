@@ -27,6 +27,7 @@ extern void RunAsExtensionBegin(SavedIdentity *saved);
 extern void RunAsExtensionEnd(const SavedIdentity *saved);
 extern uint64 RunAsExtensionRun(SpiStatement *stmt, Datum *values,
 								 const char *nulls, int expect);
+extern void RunAsCheckExecute(Oid fn, Oid role, const char *what);
 extern bool RunAsOwner(Oid role, int64 timeout_ms, void (*fn) (void *),
 					   void *arg, char **error);
 

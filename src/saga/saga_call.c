@@ -83,23 +83,6 @@ static bool step_function_callback = false;
  */
 
 /*
- * check_execute
- *		Error 42501 unless 'owner' may execute 'fn' ('what' names it).  Made
- *		at every run of a step, not only when its function is resolved and
- *		cached: a REVOKE of EXECUTE or of a role membership changes nothing
- *		in pg_proc, so a cached function would outlive it (G14).
- */
-static void
-check_execute(Oid fn, Oid owner, const char *what)
-{
-	if (pg_proc_aclcheck(fn, owner, ACL_EXECUTE) != ACLCHECK_OK)
-		ereport(ERROR,
-				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
-				 errmsg("role \"%s\" may not execute %s",
-						GetUserNameFromId(owner, false), what)));
-}
-
-/*
  * SagaLookupFunction
  *		The function 'name' (schema-qualified) taking jsonb and returning
  *		jsonb that 'owner' may execute; errors say what is wrong.  'where'
@@ -135,7 +118,7 @@ SagaLookupFunction(const char *name, Oid owner, const char *where)
 				(errcode(ERRCODE_INVALID_FUNCTION_DEFINITION),
 				 errmsg("function %s(jsonb)%s must return jsonb", name, named_in),
 				 where ? errhint("A step function takes (ctx jsonb) and returns jsonb.") : 0));
-	check_execute(fn, owner, psprintf("function %s(jsonb)%s", name, named_in));
+	RunAsCheckExecute(fn, owner, psprintf("function %s(jsonb)%s", name, named_in));
 	return fn;
 }
 
@@ -190,7 +173,7 @@ step_function(const char *name, Oid owner)
 	entry = hash_search(step_functions, &key, HASH_FIND, NULL);
 	if (entry != NULL)
 	{
-		check_execute(entry->fn, owner, psprintf("function %s(jsonb)", name));
+		RunAsCheckExecute(entry->fn, owner, psprintf("function %s(jsonb)", name));
 		return entry;
 	}
 
@@ -263,7 +246,7 @@ call_emit(void *arg)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("emit call of step \"%s\" lacks a topic or an event type", run->step)));
-	check_execute(SagaEmitFunction(), run->owner, "function outbox.emit()");
+	RunAsCheckExecute(SagaEmitFunction(), run->owner, "function outbox.emit()");
 	saga_id = SagaIdString(&run->saga_id);
 	ev.topic = cstring_to_text(run->topic);
 	ev.event_type = cstring_to_text(run->event_type);

@@ -33,8 +33,9 @@
 #include "utils/regproc.h"
 #include "utils/syscache.h"
 
-#include "sink/sink.h"
+#include "base/run_as.h"
 #include "base/tojsonb.h"
+#include "sink/sink.h"
 
 static const char *const function_keys[] = {"function", NULL};
 
@@ -76,23 +77,6 @@ events_rowtype(void)
 	if (!OidIsValid(relid))
 		elog(ERROR, "outbox.events does not exist");
 	return get_rel_type_id(relid);
-}
-
-/*
- * check_execute
- *		Error 42501 unless 'owner' may execute handler 'fn' (named 'name').
- *		Checked at every delivery, not only when the handler is resolved:
- *		a REVOKE of EXECUTE or of a role membership changes nothing in
- *		pg_proc, so the cached handler would outlive it.
- */
-static void
-check_execute(Oid fn, Oid owner, const char *name)
-{
-	if (pg_proc_aclcheck(fn, owner, ACL_EXECUTE) != ACLCHECK_OK)
-		ereport(ERROR,
-				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
-				 errmsg("role \"%s\" may not execute handler %s",
-						GetUserNameFromId(owner, false), name)));
 }
 
 /*
@@ -144,7 +128,7 @@ resolve_handler(const char *name, Oid owner, bool *takes_jsonb)
 	}
 	ReleaseSysCache(tup);
 
-	check_execute(fn, owner, name);
+	RunAsCheckExecute(fn, owner, psprintf("handler %s", name));
 	return fn;
 }
 
@@ -203,7 +187,8 @@ function_deliver(const DestinationConfig *dest, const DispatchEvent *ev)
 		handler_cache.valid = true;
 	}
 	else
-		check_execute(handler_cache.fn, dest->owner, name);
+		RunAsCheckExecute(handler_cache.fn, dest->owner,
+						  psprintf("handler %s", name));
 
 	arg = handler_cache.takes_jsonb ?
 		ToJsonbInvoke(&handler_cache.to_jsonb, ev->row) : ev->row;
