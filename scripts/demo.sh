@@ -10,10 +10,11 @@ bash "$SRC_DIR/scripts/deps.sh"
 build_and_install
 RECEIVER=
 cleanup() {
-	# As root the receiver runs under runuser: stop the receiver itself
-	# (the wrapper's child), then the wrapper, and wait for both.
+	# As root the receiver runs under runuser inside a subshell: stop every
+	# process of it by its command line, which names this demo's own
+	# scratch directory, then the subshell.
 	if [ -n "$RECEIVER" ]; then
-		pkill -TERM -P "$RECEIVER" 2>/dev/null || true
+		pkill -TERM -f "webhook_receiver.py --log $SCRATCH/" 2>/dev/null || true
 		kill "$RECEIVER" 2>/dev/null || true
 		wait "$RECEIVER" 2>/dev/null || true
 	fi
