@@ -17,6 +17,12 @@ cleanup() {
 		pkill -TERM -f "webhook_receiver.py --log $SCRATCH/" 2>/dev/null || true
 		kill "$RECEIVER" 2>/dev/null || true
 		wait "$RECEIVER" 2>/dev/null || true
+		# runuser closes its session after the receiver has gone: wait (at
+		# most 5 s) until nothing of it is left.
+		for _ in $(seq 50); do
+			pgrep -f "webhook_receiver.py --log $SCRATCH/" >/dev/null || break
+			sleep 0.1
+		done
 	fi
 	stop_scratch_cluster
 }
