@@ -48,7 +48,8 @@
  *	seen last, the version complained of) is in TopMemoryContext.
  *
  * ERRORS: an error while delivering to one destination is reported as a
- *	WARNING with the context "while delivering to destination ...", the
+ *	WARNING with the contexts "while delivering event ... to destination
+ *	..." (delivery.c) and "while dispatching in database ...", the
  *	transaction is aborted, the error recorded on the destination (which
  *	backs off), and the loop goes on; likewise an error in housekeeping
  *	(without the recording).  Any other error ends the process; the
@@ -254,12 +255,14 @@ static int	n_known = 0;
 
 /*
  * step_error_context
- *		errcontext of a step: its "while ..." text.
+ *		errcontext of a step: its "while ..." phrase and the database,
+ *		formatted only when a message is raised (the loop runs its steps
+ *		every pass).
  */
 static void
 step_error_context(void *arg)
 {
-	errcontext("%s", (const char *) arg);
+	errcontext("%s in database \"%s\"", (const char *) arg, my_database);
 }
 
 /*
@@ -584,8 +587,7 @@ start_pass(void)
 	TransactionStep step;
 
 	step.activity = "outbox_saga: taking a tick";
-	step.context = psprintf("while starting a pass in database \"%s\"",
-							my_database);
+	step.context = "while starting a pass";
 	step.body = start_pass_body;
 	step.arg = &start;
 	run_transaction(&step);
@@ -666,8 +668,6 @@ run_batch(void *arg)
 static bool
 deliver_to(DestinationConfig *dest, int64 *activity)
 {
-	char	   *context = psprintf("while delivering to destination \"%s\" in database \"%s\"",
-								   dest->name, my_database);
 	char	   *activity_text = psprintf("outbox_saga: delivering to \"%s\"",
 										 dest->name);
 	BatchCall	call;
@@ -681,7 +681,8 @@ deliver_to(DestinationConfig *dest, int64 *activity)
 		ErrorData  *edata;
 
 		memset(&call.result, 0, sizeof(call.result));
-		edata = run_caught(context, run_batch, &call);
+		/* delivery.c's own context names the destination and the event. */
+		edata = run_caught("while dispatching", run_batch, &call);
 		if (edata != NULL)
 		{
 			record_batch_error(dest, edata->message);
@@ -762,9 +763,7 @@ housekeeping(TimestampTz now, int64 activity)
 		  (activity == 0 && last_housekeeping == 0)))
 		return;
 	/* The context names the round; the transaction's own has none. */
-	edata = run_caught(psprintf("while running housekeeping in database \"%s\"",
-								my_database),
-					   run_transaction, &step);
+	edata = run_caught("while running housekeeping", run_transaction, &step);
 	if (edata != NULL)
 		FreeErrorData(edata);
 	last_housekeeping = now;
