@@ -118,7 +118,7 @@
 #define BATCHES_PER_PASS		8
 /* Advisory lock key (two int4) held by the dispatcher of a database. */
 #define DISPATCHER_LOCK_KEY1	1869968482	/* "outb" in ASCII */
-#define DISPATCHER_LOCK_KEY2	1
+#define TICK_LOCK_KEY2			2
 
 typedef enum ExtensionState
 {
@@ -168,8 +168,8 @@ typedef struct BatchError
  */
 enum
 {
-	DS_LOCK,
 	DS_EXTVERSION,
+	DS_TICK_LOCK,
 	DS_TICK,
 	DS_DESTINATIONS,
 	DS_NEXT_DUE,
@@ -178,15 +178,19 @@ enum
 };
 
 static SpiStatement dispatcher_stmts[DS_COUNT] = {
-	/* no table: the session advisory lock, in a transaction of its own */
-	[DS_LOCK] = {"taking the dispatcher lock",
-		"SELECT pg_catalog.pg_try_advisory_lock(" CppAsString2(DISPATCHER_LOCK_KEY1)
-		", " CppAsString2(DISPATCHER_LOCK_KEY2) ")",
-	{0}},
 	/* pg_extension: the installed SQL version */
 	[DS_EXTVERSION] = {"the extension version check",
 		"SELECT extversion FROM pg_catalog.pg_extension"
 		" WHERE extname = 'outbox_saga'",
+	{0}},
+	/*
+	 * no table: the workers of a database take ticks one at a time (a
+	 * transaction advisory lock, so that the next tick's id and snapshot
+	 * are read after the previous tick committed)
+	 */
+	[DS_TICK_LOCK] = {"waiting for the tick lock",
+		"SELECT pg_catalog.pg_advisory_xact_lock(" CppAsString2(DISPATCHER_LOCK_KEY1)
+		", " CppAsString2(TICK_LOCK_KEY2) ")",
 	{0}},
 	/* outbox.tick: a new tick if the snapshot moved */
 	[DS_TICK] = {"taking a tick",
@@ -232,6 +236,8 @@ static SpiStatement dispatcher_stmts[DS_COUNT] = {
 };
 
 static DispatcherSlot *my_slot = NULL;
+static int	my_worker_no = 0;
+static DispatcherWorker *my_worker = NULL;
 static char my_database[NAMEDATALEN];
 static MemoryContext loop_cxt = NULL;
 static long sleep_ms = 1000;	/* from next_due_ms() of the last pass */
@@ -348,44 +354,31 @@ run_caught(const char *context, void (*fn) (void *), void *arg)
 static void
 dispatcher_detach(int code, Datum arg)
 {
-	if (my_slot != NULL)
+	if (my_worker != NULL)
 	{
-		pg_atomic_write_u32(&my_slot->procno, 0);
-		pg_atomic_write_u32(&my_slot->pid, 0);
+		ShmemRelease(my_slot, my_worker_no);
+		pg_atomic_write_u32(&my_worker->procno, 0);
+		pg_atomic_write_u32(&my_worker->pid, 0);
 	}
 }
 
-/* Body of take_dispatcher_lock. */
+/* Body of read_database_name. */
 static void
-take_dispatcher_lock_body(void *arg)
+read_database_name_body(void *arg)
 {
-	bool		isnull;
-
-	SpiRun(&dispatcher_stmts[DS_LOCK], NULL, NULL, SPI_OK_SELECT);
-	*(bool *) arg = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0],
-											   SPI_tuptable->tupdesc, 1, &isnull));
 	strlcpy(my_database, get_database_name(MyDatabaseId), NAMEDATALEN);
 }
 
 /*
- * take_dispatcher_lock
- *		Take the session advisory lock that makes this the only dispatcher
- *		of the database, or exit if another process has it.
+ * read_database_name
+ *		my_database, for messages.
  */
 static void
-take_dispatcher_lock(void)
+read_database_name(void)
 {
-	bool		got = false;
-	TransactionStep step = {NULL, NULL, take_dispatcher_lock_body, &got};
+	TransactionStep step = {NULL, NULL, read_database_name_body, NULL};
 
 	run_transaction(&step);
-	if (!got)
-	{
-		ereport(LOG,
-				(errmsg("outbox_saga dispatcher exits: another dispatcher serves database \"%s\"",
-						my_database)));
-		proc_exit(0);
-	}
 }
 
 /*
@@ -411,6 +404,12 @@ check_extension(void)
 												&isnull));
 	pg_atomic_write_u32(&my_slot->version_mismatch,
 						strcmp(version, OUTBOX_SAGA_VERSION) != 0);
+	if (my_worker_no == 0 && !pg_atomic_read_u32(&my_slot->ready))
+	{
+		/* The launcher starts the other workers now. */
+		pg_atomic_write_u32(&my_slot->ready, 1);
+		ShmemWakeLauncher(false);
+	}
 	if (strcmp(version, OUTBOX_SAGA_VERSION) == 0)
 	{
 		if (version_seen != NULL)
@@ -570,9 +569,13 @@ start_pass_body(void *arg)
 		return;
 	/* Nobody consumes ticks without destinations: housekeeping ticks. */
 	start->dests = load_destinations(start->cxt);
-	if (start->dests != NIL)
-		SpiRun(&dispatcher_stmts[DS_TICK], NULL, NULL, SPI_OK_INSERT);
 	sleep_ms = next_due_ms();
+	/* Last: the tick lock is held until this transaction commits. */
+	if (start->dests != NIL)
+	{
+		SpiRun(&dispatcher_stmts[DS_TICK_LOCK], NULL, NULL, SPI_OK_SELECT);
+		SpiRun(&dispatcher_stmts[DS_TICK], NULL, NULL, SPI_OK_INSERT);
+	}
 }
 
 /*
@@ -595,7 +598,7 @@ start_pass(void)
 	{
 		ereport(LOG,
 				(errmsg("outbox_saga dispatcher stops: the extension is not installed in this database")));
-		pg_atomic_write_u32(&my_slot->exit_reason, DISPATCHER_EXIT_NO_EXTENSION);
+		pg_atomic_write_u32(&my_worker->exit_reason, DISPATCHER_EXIT_NO_EXTENSION);
 		proc_exit(0);
 	}
 	extension_ready = (start.state == EXTENSION_READY);
@@ -630,15 +633,16 @@ record_batch_error(DestinationConfig *dest, const char *message)
 
 /*
  * drop_handler_session_locks
- *		Session-level advisory locks a handler took stay with this session
- *		after its transaction; release every one and take the dispatcher's
- *		own lock again.
+ *		Session-level advisory locks a handler or saga step took stay with
+ *		this session after its transaction: release every one.  The
+ *		dispatcher holds none of its own (its claims are in shared memory),
+ *		so user code can neither keep a lock held by the dispatcher nor
+ *		release one the dispatcher relies on.
  */
 static void
 drop_handler_session_locks(void)
 {
 	LockReleaseSession(USER_LOCKMETHOD);
-	take_dispatcher_lock();
 }
 
 /* One batch: the arguments of DeliveryRunBatch, for run_caught. */
@@ -702,20 +706,52 @@ deliver_to(DestinationConfig *dest, int64 *activity)
 }
 
 /*
+ * other_workers_running
+ *		Whether a dispatcher of this database other than this one runs.
+ */
+static bool
+other_workers_running(void)
+{
+	int			w;
+
+	for (w = 0; w < OUTBOX_MAX_WORKERS_PER_DATABASE; w++)
+		if (w != my_worker_no && pg_atomic_read_u32(&my_slot->workers[w].pid) != 0)
+			return true;
+	return false;
+}
+
+/*
  * deliver
- *		Step "deliver" of the file header: every ready destination in turn.
- *		Returns whether one has more ready work.
+ *		Step "deliver" of the file header: every ready destination that no
+ *		other worker serves now, in turn, each under this worker's claim.
+ *		Worker 0 leaves network destinations to the others while any runs,
+ *		so that a slow endpoint never delays sagas, housekeeping or the
+ *		in-database destinations.  Each worker starts at another place in
+ *		the list, so that busy destinations spread over the workers.
+ *		Returns whether a destination this worker served has more ready
+ *		work.
  */
 static bool
 deliver(List *dests, int64 *activity)
 {
-	ListCell   *lc;
 	bool		more = false;
+	bool		in_database_only = (my_worker_no == 0 && other_workers_running());
+	int			n = list_length(dests);
+	int			k;
 
-	foreach(lc, dests)
+	for (k = 0; k < n; k++)
 	{
-		if (deliver_to(lfirst(lc), activity))
+		DestinationConfig *dest = list_nth(dests, (k + my_worker_no) % n);
+
+		if (in_database_only && SinkLookup(dest->kind, false)->deliver == NULL)
+			continue;
+		if (!ShmemClaim(my_slot, my_worker_no, dest->id))
+			continue;			/* another worker serves it now */
+		ShmemSetDoing(my_worker, DOING_DELIVERING);
+		if (deliver_to(dest, activity))
 			more = true;
+		ShmemRelease(my_slot, my_worker_no);
+		ShmemSetDoing(my_worker, DOING_PASS);
 	}
 	return more;
 }
@@ -731,9 +767,13 @@ drive_sagas(int64 *activity)
 	MemoryContext old = CurrentMemoryContext;
 	bool		more;
 
+	ShmemSetDoing(my_worker, DOING_SAGAS);
 	pgstat_report_activity(STATE_RUNNING, "outbox_saga: driving sagas");
 	more = SagaRunPass(activity);
 	MemoryContextSwitchTo(old);
+	/* A step's session advisory locks go with its pass (like a handler's). */
+	drop_handler_session_locks();
+	ShmemSetDoing(my_worker, DOING_PASS);
 	return more;
 }
 
@@ -763,9 +803,11 @@ housekeeping(TimestampTz now, int64 activity)
 		  (activity == 0 && last_housekeeping == 0)))
 		return;
 	/* The context names the round; the transaction's own has none. */
+	ShmemSetDoing(my_worker, DOING_HOUSEKEEPING);
 	edata = run_caught("while running housekeeping", run_transaction, &step);
 	if (edata != NULL)
 		FreeErrorData(edata);
+	ShmemSetDoing(my_worker, DOING_PASS);
 	last_housekeeping = now;
 }
 
@@ -793,7 +835,8 @@ begin_pass(void)
 	 * From here on a commit that wrote events sets wake_pending again: this
 	 * pass may or may not see its events, the next one will.
 	 */
-	pg_atomic_write_u32(&my_slot->wake_pending, 0);
+	pg_atomic_write_u32(&my_worker->wake_pending, 0);
+	ShmemSetDoing(my_worker, DOING_PASS);
 	MemoryContextReset(loop_cxt);
 }
 
@@ -805,10 +848,10 @@ begin_pass(void)
 static void
 end_pass(int64 activity, bool more)
 {
-	uint64		pass = pg_atomic_add_fetch_u64(&my_slot->passes, 1);
+	uint64		pass = pg_atomic_add_fetch_u64(&my_worker->passes, 1);
 
 	if (activity == 0 && !more)
-		pg_atomic_write_u64(&my_slot->idle_pass, pass);
+		pg_atomic_write_u64(&my_worker->idle_pass, pass);
 	pgstat_report_stat(false);
 	pgstat_report_activity(STATE_IDLE, NULL);
 }
@@ -827,8 +870,9 @@ wait_for_work(TimestampTz pass_time)
 	 * driver) may have consumed the latch.  wake_pending still says so: do
 	 * not sleep then.
 	 */
-	if (pg_atomic_read_u32(&my_slot->wake_pending) == 0)
+	if (pg_atomic_read_u32(&my_worker->wake_pending) == 0)
 	{
+		ShmemSetDoing(my_worker, DOING_WAITING);
 		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
 						 sleep_ms, PG_WAIT_EXTENSION);
 		ResetLatch(MyLatch);
@@ -840,22 +884,37 @@ wait_for_work(TimestampTz pass_time)
 
 /*
  * dispatcher_attach
- *		Set up the process: signals, the shared memory slot (cleared again
- *		on exit), the database connection, the settings of this process
- *		and the dispatcher lock.
+ *		Set up the process: signals, its worker in the shared memory slot
+ *		(cleared again on exit; if another process has it, this one exits:
+ *		never two processes per worker), the database connection and the
+ *		settings of this process.
  */
 static void
-dispatcher_attach(int slotno, Oid dboid)
+dispatcher_attach(int arg, Oid dboid)
 {
+	int			slotno = DISPATCHER_ARG_SLOT(arg);
+	uint32		expected = 0;
+
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
 	pqsignal(SIGTERM, die);
 	BackgroundWorkerUnblockSignals();
 
-	if (OutboxShared == NULL || slotno < 0 || slotno >= OutboxShared->max_databases)
+	my_worker_no = DISPATCHER_ARG_WORKER(arg);
+	if (OutboxShared == NULL || slotno < 0 || slotno >= OutboxShared->max_databases ||
+		my_worker_no >= OUTBOX_MAX_WORKERS_PER_DATABASE ||
+		pg_atomic_read_u32(&OutboxShared->slots[slotno].dboid) != dboid)
 		elog(ERROR, "outbox_saga dispatcher started without its shared memory slot");
 	my_slot = &OutboxShared->slots[slotno];
-	pg_atomic_write_u32(&my_slot->pid, MyProcPid);
-	pg_atomic_write_u32(&my_slot->procno, MyProc->pgprocno + 1);
+	if (!pg_atomic_compare_exchange_u32(&my_slot->workers[my_worker_no].pid,
+										&expected, (uint32) MyProcPid))
+	{
+		ereport(LOG,
+				(errmsg("outbox_saga dispatcher exits: process %u is dispatcher %d of this database",
+						expected, my_worker_no)));
+		proc_exit(0);
+	}
+	my_worker = &my_slot->workers[my_worker_no];
+	pg_atomic_write_u32(&my_worker->procno, MyProc->pgprocno + 1);
 	before_shmem_exit(dispatcher_detach, (Datum) 0);
 
 	BackgroundWorkerInitializeConnectionByOid(dboid, InvalidOid, 0);
@@ -863,10 +922,10 @@ dispatcher_attach(int slotno, Oid dboid)
 	SetConfigOption("synchronous_commit", "off", PGC_SUSET, PGC_S_OVERRIDE);
 	SetConfigOption("search_path", "pg_catalog, pg_temp", PGC_SUSET, PGC_S_OVERRIDE);
 
-	take_dispatcher_lock();
+	read_database_name();
 	ereport(LOG,
-			(errmsg("outbox_saga dispatcher started for database \"%s\"",
-					my_database)));
+			(errmsg("outbox_saga dispatcher %d started for database \"%s\"",
+					my_worker_no, my_database)));
 }
 
 /*
@@ -892,10 +951,12 @@ OutboxDispatcherMain(Datum main_arg)
 		MemoryContextSwitchTo(loop_cxt);
 
 		more = deliver(start_pass(), &activity);
-		if (extension_ready && drive_sagas(&activity))
+		/* Worker 0 alone drives sagas and keeps house. */
+		if (my_worker_no == 0 && extension_ready && drive_sagas(&activity))
 			more = true;
 		now = GetCurrentTimestamp();
-		housekeeping(now, activity);
+		if (my_worker_no == 0)
+			housekeeping(now, activity);
 		end_pass(activity, more);
 
 		MemoryContextSwitchTo(TopMemoryContext);

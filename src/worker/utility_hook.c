@@ -174,7 +174,7 @@ may_run_on_database(Node *stmt, Oid dboid)
 
 /*
  * stop_dispatcher
- *		Block the slot of database 'dboid' and wait for its dispatcher to
+ *		Block the slot of database 'dboid' and wait for its dispatchers to
  *		exit.  Returns the slot, or NULL if the database has none.
  */
 static DispatcherSlot *
@@ -188,9 +188,13 @@ stop_dispatcher(Oid dboid)
 		return NULL;
 	pg_atomic_write_u64(&slot->blocked_until,
 						(uint64) TimestampTzPlusMilliseconds(start, BLOCK_MS));
-	while ((pid = pg_atomic_read_u32(&slot->pid)) != 0)
+	while (ShmemSlotRunning(slot))
 	{
-		kill((pid_t) pid, SIGTERM);
+		int			w;
+
+		for (w = 0; w < OUTBOX_MAX_WORKERS_PER_DATABASE; w++)
+			if ((pid = pg_atomic_read_u32(&slot->workers[w].pid)) != 0)
+				kill((pid_t) pid, SIGTERM);
 		if (TimestampDifferenceExceeds(start, GetCurrentTimestamp(), STOP_WAIT_MS))
 			break;
 		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
