@@ -1,13 +1,38 @@
 /*-------------------------------------------------------------------------
  *
  * dispatcher.c
- *		The dispatcher: one background worker per database, delivering
- *		committed events to destinations.
+ *		The dispatchers: a pool of background workers per database,
+ *		delivering committed events to destinations and driving sagas.
  *
- * Started by the launcher (launcher.c) with its slot number and database.
- * It connects as the bootstrap superuser and holds a session advisory lock
- * so that never two dispatchers serve one database.  Each handler runs as
- * its destination's owner (delivery.c), never as the superuser (G10).
+ * THE POOL (isolation, G3, G4, G8)
+ *	The launcher starts outbox_saga.workers_per_database dispatchers per
+ *	database (worker 0, 1, ...; main_arg says which, DISPATCHER_ARG).  Each
+ *	connects as the bootstrap superuser; each handler runs as its
+ *	destination's owner (delivery.c), never as the superuser (G10).  A
+ *	destination is served by one worker at a time: before a destination's
+ *	batches a worker claims it in shared memory (ShmemClaim: a spinlock
+ *	check-and-set over the slot's workers), and other workers skip it while
+ *	the claim lasts.  The claim spans the batch's two transactions and the
+ *	network I/O between them, so one destination's batches never overlap
+ *	and its per-aggregate order (G4) is exactly that of one process.  It
+ *	dies with the process (dispatcher_detach), and every position lives in
+ *	tables, so a worker killed in the middle of a batch leaves that batch
+ *	undelivered, not half-recorded: another worker, or its successor,
+ *	delivers it again (G3).  The claim is not a lock a handler could take
+ *	or release.
+ *	What a slow destination costs: the one worker serving it, and nothing
+ *	else.  Worker 0 alone drives sagas and keeps house, and while any other
+ *	worker runs it leaves network destinations (http, kafka, nats) to them:
+ *	a hung endpoint or a broker outage never delays sagas, housekeeping or
+ *	in-database destinations (function, notify), whose handlers are bounded
+ *	by their timeouts.  Workers 1.. serve every kind; with N workers, N-1
+ *	destinations can hang at once before the others wait.  Each worker
+ *	starts its round of destinations at another place, so the drain of busy
+ *	destinations spreads over the workers and the cores (item 3 of issue
+ *	11); one destination uses one core.
+ *	Ticks (eventlog.c) are taken by every worker, one at a time (a
+ *	transaction advisory lock, DS_TICK_LOCK), so that tick ids and
+ *	snapshots keep the same order.
  *
  * THE LOOP (OutboxDispatcherMain), one pass per iteration:
  *	  begin_pass	interrupts, SIGHUP, clear wake_pending, reset the loop
@@ -34,18 +59,23 @@
  * TRANSACTIONS: every transaction this file opens goes through
  *	run_transaction (the worker_spi skeleton: statement timestamp, start,
  *	SPI, snapshot, ..., commit); delivery.c and the saga driver run their
- *	own.  Nothing is held across passes but the advisory lock.
+ *	own.  Nothing is held across passes.
  *
- * LOCKS: the session advisory lock (DISPATCHER_LOCK_KEY1, KEY2), taken at
- *	start and held for the life of the process.  A function handler may
- *	leave session advisory locks of its own; after such a batch every
- *	session advisory lock is released and the dispatcher's taken again
- *	(drop_handler_session_locks).  If another process got it meanwhile,
- *	this one exits.
+ * LOCKS: the dispatcher holds no lock of its own across transactions:
+ *	"one process per worker" is the compare-and-swap of the worker's pid in
+ *	shared memory (dispatcher_attach), and "one worker per destination" the
+ *	claim.  A function handler or saga step may leave session advisory
+ *	locks of its own; after such a batch or saga pass every session
+ *	advisory lock is released (drop_handler_session_locks), and
+ *	pg_advisory_unlock_all() in user code releases nothing the dispatcher
+ *	relies on.
  *
  * MEMORY: one loop context, reset at every pass; per batch, delivery.c uses
  *	the transaction's contexts.  What must outlive a pass (the destinations
  *	seen last, the version complained of) is in TopMemoryContext.
+ *
+ * STATE for outbox.workers: each step records what the worker does and
+ *	since when (ShmemSetDoing), and the claim names the destination.
  *
  * ERRORS: an error while delivering to one destination is reported as a
  *	WARNING with the contexts "while delivering event ... to destination
@@ -68,9 +98,9 @@
  *	SIGTERM ends the process at the next CHECK_FOR_INTERRUPTS (die), also
  *	in the middle of a handler (the batch's transaction is rolled back).
  *	DROP DATABASE and the other commands that need the database to
- *	themselves stop the dispatcher that way (utility_hook.c); on exit the
- *	slot's pid is cleared (dispatcher_detach), which is what they wait
- *	for.  pg_cancel_backend() cancels the handler or batch running (an
+ *	themselves stop every dispatcher of it that way (utility_hook.c); on
+ *	exit the worker's pid and claim are cleared (dispatcher_detach), which
+ *	is what they wait for.  pg_cancel_backend() cancels the handler or batch running (an
  *	error, as above), never the dispatcher.
  *
  *-------------------------------------------------------------------------
@@ -116,7 +146,7 @@
  */
 #define MIN_PASS_INTERVAL_MS	1
 #define BATCHES_PER_PASS		8
-/* Advisory lock key (two int4) held by the dispatcher of a database. */
+/* Advisory lock keys (two int4): the tick lock of a database. */
 #define DISPATCHER_LOCK_KEY1	1869968482	/* "outb" in ASCII */
 #define TICK_LOCK_KEY2			2
 
