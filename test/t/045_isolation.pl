@@ -71,10 +71,10 @@ sub sql { return $node->safe_psql('postgres', $_[0]); }
 sql(qq{
 	CREATE TABLE got (id bigserial, agg text, n int, at timestamptz DEFAULT clock_timestamp());
 	CREATE FUNCTION handle(e outbox.events) RETURNS void LANGUAGE sql AS
-	  \$\$ INSERT INTO got (agg, n) VALUES (e.aggregate_id, (e.payload->>'n')::int) \$\$;
+	  \$\$ INSERT INTO public.got (agg, n) VALUES (e.aggregate_id, (e.payload->>'n')::int) \$\$;
 	CREATE TABLE steps (k int);
 	CREATE FUNCTION step(ctx jsonb) RETURNS jsonb LANGUAGE sql AS
-	  \$\$ INSERT INTO steps VALUES ((ctx->'input'->>'k')::int) RETURNING '{}'::jsonb \$\$;
+	  \$\$ INSERT INTO public.steps VALUES ((ctx->'input'->>'k')::int) RETURNING '{}'::jsonb \$\$;
 	SELECT outbox.create_destination('hung', 'http',
 	  '{"url": "http://127.0.0.1:$port/hook", "timeout": "10min",
 	    "backoff_base": "100ms", "backoff_max": "500ms", "max_attempts": 1000}');

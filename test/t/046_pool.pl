@@ -36,7 +36,7 @@ for my $d (1 .. 4)
 		CREATE FUNCTION handle_$d(e outbox.events) RETURNS void LANGUAGE plpgsql AS \$\$
 		BEGIN
 			PERFORM pg_sleep(0.001);
-			INSERT INTO got_$d (event_id, agg, n, pid)
+			INSERT INTO public.got_$d (event_id, agg, n, pid)
 			VALUES (e.event_id, e.aggregate_id, (e.payload->>'n')::int, pg_backend_pid());
 		END \$\$;
 		SELECT outbox.create_destination('d$d', 'function', '{"function": "public.handle_$d"}');
