@@ -131,7 +131,7 @@ ok(wait_until($node, 'postgres', q{SELECT bool_and(pending = 0 AND retrying = 0 
 
 my (%last, %ids);
 my $in_order = 1;
-for my $r (grep { $_->{path} eq '/hook' } @{ $receiver->requests })
+for my $r (grep { $_->{path} eq "/hook" } $receiver->requests)
 {
 	my $body = JSON::PP::decode_json($r->{body});
 	$ids{ $r->{webhook_id} }++;
