@@ -48,16 +48,17 @@ sql(q{SELECT outbox.emit('work', 'w', jsonb_build_object('n', g), 'agg-' || (g %
 
 # Terminate a delivering worker again and again while they drain.
 my $kills = 0;
-for my $i (1 .. 12)
+for my $i (1 .. 100)
 {
+	last if $kills >= 6;
 	my $victim = sql(q{SELECT pid FROM outbox.workers
 	                    WHERE kind = 'dispatcher' AND doing = 'delivering'
 	                    ORDER BY random() LIMIT 1});
 	next unless $victim;
 	$kills++ if sql("SELECT pg_terminate_backend($victim)") eq 't';
-	usleep(150_000);
+	usleep(100_000);
 }
-ok($kills >= 3, "workers were terminated mid-batch ($kills times)");
+ok($kills >= 4, "workers were terminated mid-batch ($kills times)");
 ok(wait_until($node, 'postgres', q{SELECT bool_and(pending = 0 AND retrying = 0) FROM outbox.stats}, 120),
 	'every destination drains');
 ok(wait_for_dispatcher($node, 'postgres'), 'the pool is whole again');
