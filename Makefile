@@ -137,16 +137,24 @@ $(shell echo '$(BUILD_OPTIONS)' > .build_options)
 endif
 EXTRA_CLEAN += .build_options
 
+# A build in another directory (make -f SRC/Makefile VPATH=SRC, as Debian's
+# pg_buildext does in build-<version>) needs the object folders there.
+ifdef VPATH
+$(shell mkdir -p $(sort $(dir $(OBJS))))
+endif
+
 # --- make installcheck -----------------------------------------------------
 # The pg_regress suite against a running server (PGHOST, PGPORT, PGUSER as
 # libpq reads them; a superuser), which must preload the library
 # (shared_preload_libraries = 'outbox_saga').  This is what Debian's
 # `pg_buildext installcheck` runs inside pg_virtualenv (debian/rules).  The
-# suite leaves its database (contrib_regression_outbox_saga) behind, as
+# suite leaves its database (contrib_regression) behind, as
 # pg_regress does.  `make check-regress` runs the same suite in a temporary
-# instance instead.
+# instance instead.  A build without Kafka or NATS leaves out broker_config,
+# whose cases need both kinds.
 NO_INSTALLCHECK = 1
 INSTALLCHECK_OPTS = --load-extension=$(EXTENSION) --dbname=$(CONTRIB_TESTDB)
+INSTALLCHECK_REGRESS = $(if $(filter 0,$(WITH_KAFKA) $(WITH_NATS)),$(filter-out broker_config,$(REGRESS)),$(REGRESS))
 
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
@@ -160,7 +168,7 @@ installcheck:
 	case ",$$(echo "$$preload" | tr -d ' \"')," in *,outbox_saga,*) ;; *) \
 		echo "installcheck: the server must have shared_preload_libraries = 'outbox_saga' (it has '$$preload')" >&2; \
 		exit 1;; esac
-	$(pg_regress_installcheck) $(INSTALLCHECK_OPTS) $(REGRESS)
+	$(pg_regress_installcheck) $(INSTALLCHECK_OPTS) $(INSTALLCHECK_REGRESS)
 
 # After PGXS, which resets it.
 PROVE_FLAGS = -I $(srcdir)/test/lib
