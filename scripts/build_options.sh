@@ -78,5 +78,28 @@ done
 	{ echo "buildopts: a refused destination was stored"; status=1; }
 psql_q -Atc "SELECT outbox.create_destination('d_notify', 'notify', '{\"channel\": \"c\"}')" >/dev/null ||
 	{ echo "buildopts: a notify destination cannot be created"; status=1; }
+
+# A kafka destination already in the database (as after a restore of a
+# dump of a full build): its batches fail with the same message, backing
+# off, and its event waits (not delivered, not dead).
+psql_q -q >/dev/null <<'SQL' || { echo "buildopts: setting up a kafka destination failed"; status=1; }
+SELECT outbox.subscribe('d_notify', 't');
+UPDATE outbox.destination
+   SET kind = 'kafka', config = '{"brokers": "localhost:9", "topic": "t"}'
+ WHERE name = 'd_notify';
+SELECT outbox.emit('t', 'e', '{}');
+SQL
+q="SELECT last_error FROM outbox.stats WHERE destination = 'd_notify'"
+for _ in $(seq 1 150); do
+	err=$(psql_q -Atc "$q")
+	[ -n "$err" ] && break
+	sleep 0.2
+done
+echo "buildopts: the kafka destination's last_error: $err"
+grep -q 'destination kind "kafka" is not supported by this build' <<<"$err" ||
+	{ echo "buildopts: the kafka destination did not fail for the missing kind"; status=1; }
+row=$(psql_q -Atc "SELECT delivered_total, dead, pending > 0 FROM outbox.stats WHERE destination = 'd_notify'")
+[ "$row" = "0|0|t" ] || { echo "buildopts: the kafka destination's event: $row (want 0|0|t)"; status=1; }
+
 [ $status -eq 0 ] && echo "buildopts: the build without Kafka and NATS works and refuses both kinds"
 exit $status
