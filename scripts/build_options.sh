@@ -17,6 +17,7 @@ fail() { echo "buildopts: $*"; exit 1; }
 BUILD_ROOT=$(mktemp -d /tmp/outbox_saga-buildopts.XXXXXX)
 cleanup() { stop_scratch_cluster; [ -n "${KEEP_WORKDIR:-}" ] || rm -rf "$BUILD_ROOT"; }
 trap cleanup EXIT
+trap 'exit 1' INT TERM	# make test's timeout: still stop the cluster
 chmod 755 "$BUILD_ROOT"		# the cluster user loads the library from here
 tree="$BUILD_ROOT/src"
 copy_tree "$tree"

@@ -30,7 +30,7 @@ log="$BUILD_ROOT/build.log"
 start=$(date +%s)
 # The throwaway cluster must not be pointed at an existing server.
 if ! (cd "$tree" && unset PGHOST PGPORT PGDATABASE PGUSER PGDATA PGSERVICE &&
-	timeout 900 dpkg-buildpackage -us -uc) >"$log" 2>&1; then
+	timeout 600 dpkg-buildpackage -us -uc) >"$log" 2>&1; then
 	tail -n 100 "$log"
 	fail "dpkg-buildpackage failed (log above)"
 fi

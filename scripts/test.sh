@@ -2,9 +2,10 @@
 # make test: dependencies, a -Werror build, install, then every suite
 # (pg_regress, isolation, TAP) against throwaway clusters the suites start
 # themselves, and the release suites (META.json, the Debian package, the
-# build without Kafka and NATS), each of which counts as one test.  It never touches a cluster it did not start.  It goes on after
-# a failing suite, prints regression.diffs and TAP logs of failures, and ends
-# with one line: "N passed, N failed".  Exit status 0 only if all passed.
+# build without Kafka and NATS), each of which counts as one test.  It never
+# touches a cluster it did not start.  It goes on after a failing suite,
+# prints regression.diffs and TAP logs of failures, and ends with one line:
+# "N passed, N failed".  Exit status 0 only if all passed.
 #
 # While working on one part, two variables narrow the run (CI sets neither):
 #   SUITES="regress tap"            which suites (default: all:
