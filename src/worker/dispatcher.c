@@ -759,10 +759,11 @@ other_workers_running(void)
  *		in-database destinations.  Each worker starts at another place in
  *		the list, so that busy destinations spread over the workers.
  *		Returns whether a destination this worker served has more ready
- *		work.
+ *		work; sets *skipped if it left a ready destination to another
+ *		worker (which is serving it now: this pass was not idle).
  */
 static bool
-deliver(List *dests, int64 *activity)
+deliver(List *dests, int64 *activity, bool *skipped)
 {
 	bool		more = false;
 	bool		in_database_only = (my_worker_no == 0 && other_workers_running());
@@ -776,7 +777,10 @@ deliver(List *dests, int64 *activity)
 		if (in_database_only && SinkLookup(dest->kind, false)->deliver == NULL)
 			continue;
 		if (!ShmemClaim(my_slot, my_worker_no, dest->id))
-			continue;			/* another worker serves it now */
+		{
+			*skipped = true;	/* another worker serves it now */
+			continue;
+		}
 		ShmemSetDoing(my_worker, DOING_DELIVERING);
 		if (deliver_to(dest, activity))
 			more = true;
@@ -873,14 +877,17 @@ begin_pass(void)
 /*
  * end_pass
  *		Step "end_pass" of the file header: count the pass, and as idle if
- *		it found nothing to do (outbox.wait_idle()).
+ *		it found nothing to do (outbox.wait_idle()).  A pass that left a
+ *		ready destination to another worker is not idle: that worker is
+ *		delivering it (and may leave it again to this one), so the database
+ *		is not idle either.
  */
 static void
-end_pass(int64 activity, bool more)
+end_pass(int64 activity, bool more, bool skipped)
 {
 	uint64		pass = pg_atomic_add_fetch_u64(&my_worker->passes, 1);
 
-	if (activity == 0 && !more)
+	if (activity == 0 && !more && !skipped)
 		pg_atomic_write_u64(&my_worker->idle_pass, pass);
 	pgstat_report_stat(false);
 	pgstat_report_activity(STATE_IDLE, NULL);
@@ -975,19 +982,20 @@ OutboxDispatcherMain(Datum main_arg)
 	{
 		int64		activity = 0;
 		bool		more;
+		bool		skipped = false;
 		TimestampTz now;
 
 		begin_pass();
 		MemoryContextSwitchTo(loop_cxt);
 
-		more = deliver(start_pass(), &activity);
+		more = deliver(start_pass(), &activity, &skipped);
 		/* Worker 0 alone drives sagas and keeps house. */
 		if (my_worker_no == 0 && extension_ready && drive_sagas(&activity))
 			more = true;
 		now = GetCurrentTimestamp();
 		if (my_worker_no == 0)
 			housekeeping(now, activity);
-		end_pass(activity, more);
+		end_pass(activity, more, skipped);
 
 		MemoryContextSwitchTo(TopMemoryContext);
 		if (!more && activity == 0)
