@@ -87,6 +87,8 @@ printf 'section\tcondition\tround\tposition\tvariant\ttps\ttransactions\tserver_
 # Installed first, so that a failure anywhere (even while copying the
 # tree) leaves no cluster and no scratch directory behind.
 cleanup() {
+	# A section's background helper (isolation.sh's hung listener).
+	if declare -F hung_stop >/dev/null && [ -n "${CLUSTER_DIR:-}" ]; then hung_stop; fi
 	cluster_stop
 	if [ -n "${RUN_AS:-}" ] && [ -n "${WORK_DIR:-}" ]; then rm -rf "$WORK_DIR"; fi
 }

@@ -22,7 +22,6 @@ ISO_LATENCY_RATE=${BENCH_ISO_LATENCY_RATE:-200}
 ISO_LATENCY_SECONDS=${BENCH_ISO_LATENCY_SECONDS:-10}
 ISO_DRAIN_EVENTS=${BENCH_ISO_DRAIN_EVENTS:-100000}
 ISO_DRAIN_ROUNDS=${BENCH_ISO_DRAIN_ROUNDS:-3}
-HUNG_PID=
 ISO_PAYLOAD="jsonb_build_object('order_id', g, 'customer', 'customer-' || (g % 977), \
 'status', 'created', 'total', (g % 10000) / 100.0, 'currency', 'EUR')"
 
@@ -35,17 +34,21 @@ workers_set() {
 		say "isolation: the pool did not reach $1 workers within 60 s"
 }
 
-# hung_start: a TCP listener on loopback that accepts and never answers;
-# prints its port.
+# hung_start: a TCP listener on loopback that accepts and never answers,
+# in the background; its port and pid go to files in CLUSTER_DIR (this runs
+# in a command substitution, whose variables die with it).  It closes every
+# descriptor it inherited (a caller's flock, pgbench's) and ends by itself
+# after an hour if hung_stop never runs.
 hung_start() {
 	local port_file=$CLUSTER_DIR/hung.port
 	rm -f "$port_file"
-	python3 - "$port_file" <<'PY' >/dev/null 2>&1 &
-import socket, sys, time
+	python3 - "$port_file" <<'PY' >/dev/null 2>&1 </dev/null &
+import os, socket, sys, time
+os.closerange(3, 65536)
 s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
 s.bind(("127.0.0.1", 0)); s.listen(64)
 open(sys.argv[1] + ".tmp", "w").write(str(s.getsockname()[1]))
-import os; os.rename(sys.argv[1] + ".tmp", sys.argv[1])
+os.rename(sys.argv[1] + ".tmp", sys.argv[1])
 held = []
 end = time.time() + 3600
 while time.time() < end:
@@ -55,7 +58,7 @@ while time.time() < end:
     except socket.timeout:
         pass
 PY
-	HUNG_PID=$!
+	echo $! >"$CLUSTER_DIR/hung.pid"
 	for _ in $(seq 1 100); do
 		[ -s "$port_file" ] && break
 		sleep 0.05
@@ -63,11 +66,12 @@ PY
 	cat "$port_file"
 }
 
+# hung_stop: end the listener of hung_start, if any.
 hung_stop() {
-	[ -n "$HUNG_PID" ] && kill "$HUNG_PID" 2>/dev/null
-	HUNG_PID=
-ISO_PAYLOAD="jsonb_build_object('order_id', g, 'customer', 'customer-' || (g % 977), \
-'status', 'created', 'total', (g % 10000) / 100.0, 'currency', 'EUR')"
+	if [ -s "$CLUSTER_DIR/hung.pid" ]; then
+		kill "$(cat "$CLUSTER_DIR/hung.pid")" 2>/dev/null || true
+		rm -f "$CLUSTER_DIR/hung.pid"
+	fi
 }
 
 # iso_latency LABEL: "p50 p99" in ms of the latency destination now.
