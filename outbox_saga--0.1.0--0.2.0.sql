@@ -32,3 +32,12 @@ CREATE VIEW outbox.workers AS
 	    ON d.id = w.destination_id AND w.database = pg_catalog.current_database();
 COMMENT ON VIEW outbox.workers IS
 	'The outbox_saga background workers: the launcher and the dispatchers of every served database (outbox_saga.workers_per_database each), what each does, the destination it serves now (named for the current database) and what it waits on.';
+
+-- issue 15 item 2: outbox.wait_delivered() waits until every committed event
+-- is delivered or dead-lettered (wait_idle() only until nothing is ready).
+CREATE FUNCTION outbox.wait_delivered(timeout interval DEFAULT '10 seconds',
+	destination text DEFAULT NULL) RETURNS boolean
+AS 'MODULE_PATHNAME', 'outbox_saga_wait_delivered' LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION outbox.wait_delivered(interval, text) IS
+	'Wait until every committed event owed to the destination (NULL: every destination that is not paused) is delivered or dead-lettered, retries, backoffs and deliver_after included; false on timeout.';
+REVOKE ALL ON FUNCTION outbox.wait_delivered(interval, text) FROM PUBLIC;

@@ -23,6 +23,10 @@ packages=(
 	procps                   # pkill: the demo and the benchmark stop what they started
 	python3                  # test helpers (HTTP receiver)
 	rsync
+	# the client examples (examples/, suite "examples" of make test)
+	python3-psycopg2         # Python example
+	golang-go                # Go example
+	golang-github-lib-pq-dev # Go example: lib/pq
 )
 
 missing=()
@@ -31,6 +35,15 @@ for p in "${packages[@]}"; do
 		missing+=("$p")
 	fi
 done
+
+# Node and npm for the Node example: Debian's, unless a node with npm is
+# installed already (for example NodeSource's nodejs, which bundles npm and
+# conflicts with Debian's npm package).
+if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+	for p in nodejs npm; do
+		dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+	done
+fi
 
 [ ${#missing[@]} -eq 0 ] && exit 0
 

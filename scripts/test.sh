@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # make test: dependencies, a -Werror build, install, then every suite
 # (pg_regress, isolation, TAP) against throwaway clusters the suites start
-# themselves, and the release suites (META.json, the Debian package, the
+# themselves, the documentation suites (the README's Getting started, the
+# client examples), and the release suites (META.json, the Debian package, the
 # build without Kafka and NATS), each of which counts as one test.  It never
 # touches a cluster it did not start.  It goes on after a failing suite,
 # prints regression.diffs and TAP logs of failures, and ends with one line:
@@ -10,6 +11,7 @@
 # While working on one part, two variables narrow the run (CI sets neither):
 #   SUITES="regress tap"            which suites (default: all:
 #                                   symbols regress isolation tap
+#                                   readme examples
 #                                   meta package buildopts)
 #   PROVE_TESTS="test/t/020_*.pl"   which TAP files (default: all)
 set -uo pipefail
@@ -73,7 +75,7 @@ run_script() {
 	fi
 }
 
-SUITES=${SUITES:-symbols regress isolation tap meta package buildopts}
+SUITES=${SUITES:-symbols regress isolation tap readme examples meta package buildopts}
 for suite in $SUITES; do
 	case $suite in
 	# Release: META.json and versions; dpkg-buildpackage (with installcheck)
@@ -93,6 +95,10 @@ for suite in $SUITES; do
 	regress) run_suite regress check-regress 600 ;;
 	isolation) run_suite isolation check-isolation 600 ;;
 	tap) run_suite tap check-tap 900 ;;
+	# Documentation: the README's Getting started pasted into psql, and the
+	# client programs of examples/, each against a throwaway cluster.
+	readme) run_script readme check_readme.sh 120 ;;
+	examples) run_script examples check_examples.sh 300 ;;
 	*) echo "unknown suite $suite"; failed=$((failed + 1)) ;;
 	esac
 done

@@ -2,14 +2,24 @@
  *
  * observability.c
  *		What operators and tests call to see and steer dispatch:
- *		outbox.wait_idle(), the rows of outbox.workers, the dispatch status
- *		shown by outbox.stats, outbox.replay_dead() and outbox.discard_dead().
+ *		outbox.wait_idle(), outbox.wait_delivered(), the rows of
+ *		outbox.workers, the dispatch status shown by outbox.stats,
+ *		outbox.replay_dead() and outbox.discard_dead().
  *
  * wait_idle() waits on the dispatchers' pass counters in shared memory: it
  * returns true once, for every worker of the database, a pass that began
  * after the call found nothing ready.
  * Events written by the caller's own open transaction are not visible to
  * the dispatcher, so call it after committing them.
+ *
+ * wait_delivered() is the stricter wait tests want: it polls the state
+ * tables (as the extension, with the latest snapshot, no lock but ACCESS
+ * SHARE) until no committed event is owed to the destinations it watches -
+ * none of their retry rows (failed, backed off, delayed or held back) is
+ * left and every event of their subscriptions is behind their position in
+ * the log - waking the dispatchers meanwhile.  Delivered or dead-lettered
+ * both count as done.  It returns true as soon as that holds, even with no
+ * dispatcher running (nothing is owed).
  *
  * replay_dead() and discard_dead() check ownership as the caller (only the
  * owner of a destination, or a member of its role, or a superuser, may
@@ -49,6 +59,7 @@
 #include "events/wakeup.h"
 
 PG_FUNCTION_INFO_V1(outbox_saga_wait_idle);
+PG_FUNCTION_INFO_V1(outbox_saga_wait_delivered);
 PG_FUNCTION_INFO_V1(outbox_saga_worker_status);
 PG_FUNCTION_INFO_V1(outbox_saga_dispatch_status);
 PG_FUNCTION_INFO_V1(outbox_saga_replay_dead);
@@ -194,6 +205,132 @@ outbox_saga_wait_idle(PG_FUNCTION_ARGS)
 						 5, PG_WAIT_EXTENSION);
 		ResetLatch(MyLatch);
 		CHECK_FOR_INTERRUPTS();
+	}
+}
+
+/*
+ * Whether something committed is still owed to a destination: $1 names it,
+ * or NULL for every destination that is not paused.  Owed: a retry row, or
+ * an event of one of its subscriptions whose transaction is neither
+ * consumed by its lower tick nor done in its current window (see
+ * eventlog.c, READING WITHOUT GAPS, and delivery.c).  The second column
+ * says whether the named destination exists.
+ */
+static SpiStatement owed_statement = {
+	"the check for undelivered events",
+	"SELECT EXISTS ("
+	"  SELECT 1 FROM outbox.destination d"
+	"   WHERE (CASE WHEN $1::text IS NULL THEN NOT d.paused ELSE d.name = $1 END)"
+	"     AND (EXISTS (SELECT 1 FROM outbox.delivery_retry r WHERE r.destination_id = d.id)"
+	"          OR EXISTS ("
+	"            SELECT 1"
+	"              FROM outbox.tick tf"
+	"              JOIN outbox.subscription s ON s.destination_id = d.id"
+	"              JOIN outbox.events e"
+	"                ON e.txid >= pg_catalog.pg_snapshot_xmin(tf.snapshot)"
+	"               AND (s.topic = '*' OR e.topic = s.topic)"
+	"               AND (s.event_types IS NULL OR e.event_type = ANY (s.event_types))"
+	"               AND NOT pg_catalog.pg_visible_in_snapshot(e.txid, s.since)"
+	"              LEFT JOIN outbox.tick tt ON tt.id = d.tick_to"
+	"             WHERE tf.id = d.tick_from"
+	"               AND NOT pg_catalog.pg_visible_in_snapshot(e.txid, tf.snapshot)"
+	"               AND NOT (tt.id IS NOT NULL AND e.id <= d.last_id"
+	"                        AND pg_catalog.pg_visible_in_snapshot(e.txid, tt.snapshot))))),"
+	" $1::text IS NULL OR EXISTS (SELECT 1 FROM outbox.destination WHERE name = $1)",
+	{TEXTOID, 0}
+};
+
+/*
+ * events_owed
+ *		Whether a committed event is still owed to 'destination' (NULL:
+ *		every destination that is not paused), read with the latest
+ *		snapshot as the extension.  An unknown destination is an error.
+ */
+static bool
+events_owed(text *destination)
+{
+	SavedIdentity saved;
+	Datum		values[1];
+	char		nulls[1];
+	bool		owed;
+	bool		exists;
+	bool		isnull;
+
+	values[0] = destination ? PointerGetDatum(destination) : (Datum) 0;
+	nulls[0] = destination ? ' ' : 'n';
+
+	RunAsExtensionBegin(&saved);
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "outbox_saga: SPI_connect failed");
+	SpiRunLatest(&owed_statement, values, nulls, SPI_OK_SELECT);
+	owed = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0],
+									  SPI_tuptable->tupdesc, 1, &isnull));
+	exists = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0],
+										SPI_tuptable->tupdesc, 2, &isnull));
+	SPI_finish();
+	RunAsExtensionEnd(&saved);
+
+	if (!exists)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("destination \"%s\" does not exist",
+						text_to_cstring(destination))));
+	return owed;
+}
+
+/*
+ * outbox.wait_delivered(timeout interval, destination text) RETURNS boolean
+ *		Wait until every committed event owed to 'destination' (NULL: to
+ *		every destination that is not paused) is delivered or dead-lettered;
+ *		false on timeout.  Unlike wait_idle(), events waiting in a backoff
+ *		or for their deliver_after time keep it waiting.
+ */
+Datum
+outbox_saga_wait_delivered(PG_FUNCTION_ARGS)
+{
+	Interval   *timeout;
+	TimestampTz deadline;
+	text	   *destination = PG_ARGISNULL(1) ? NULL : PG_GETARG_TEXT_PP(1);
+	long		nap_ms = 1;
+
+	if (PG_ARGISNULL(0))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("timeout must not be null")));
+	timeout = PG_GETARG_INTERVAL_P(0);
+	if (timeout->month != 0 || timeout->day < 0 || timeout->time < 0 ||
+		(timeout->day == 0 && timeout->time == 0) || timeout->day > 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("timeout must be positive and at most one day")));
+	deadline = GetCurrentTimestamp() + timeout->time + (int64) timeout->day * USECS_PER_DAY;
+
+	for (;;)
+	{
+		DispatcherSlot *slot;
+
+		if (!events_owed(destination))
+			PG_RETURN_BOOL(true);
+
+		/* Owed, and nobody can deliver: say why, as wait_idle() does. */
+		slot = OutboxShared ? ShmemFindSlot(MyDatabaseId) : NULL;
+		if (OutboxShared == NULL ||
+			(slot != NULL && pg_atomic_read_u32(&slot->version_mismatch)))
+		{
+			ereport(WARNING,
+					(errmsg("%s", dispatch_off_reason())));
+			PG_RETURN_BOOL(false);
+		}
+		ShmemWakeDispatcher(MyDatabaseId);
+
+		if (GetCurrentTimestamp() >= deadline)
+			PG_RETURN_BOOL(false);
+		/* Poll fast at first, then every 50 ms. */
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 nap_ms, PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+		CHECK_FOR_INTERRUPTS();
+		nap_ms = Min(nap_ms * 2, 50);
 	}
 }
 

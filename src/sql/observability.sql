@@ -18,6 +18,12 @@ AS 'MODULE_PATHNAME', 'outbox_saga_wait_idle' LANGUAGE C VOLATILE;
 COMMENT ON FUNCTION outbox.wait_idle(interval) IS
 	'Wait until nothing committed is ready to deliver in this database; false on timeout or when dispatch is off.';
 
+CREATE FUNCTION outbox.wait_delivered(timeout interval DEFAULT '10 seconds',
+	destination text DEFAULT NULL) RETURNS boolean
+AS 'MODULE_PATHNAME', 'outbox_saga_wait_delivered' LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION outbox.wait_delivered(interval, text) IS
+	'Wait until every committed event owed to the destination (NULL: every destination that is not paused) is delivered or dead-lettered, retries, backoffs and deliver_after included; false on timeout.';
+
 CREATE FUNCTION outbox.worker_status(
 	OUT database text, OUT pid integer, OUT state text,
 	OUT started_at timestamptz, OUT last_activity timestamptz, OUT kind text,
