@@ -42,7 +42,7 @@ workers_set() {
 hung_start() {
 	local port_file=$CLUSTER_DIR/hung.port
 	rm -f "$port_file"
-	python3 - "$port_file" <<'PY' >/dev/null 2>&1 </dev/null &
+	python3 - "$port_file" <<'PY' >/dev/null 2>&1 &
 import os, socket, sys, time
 os.closerange(3, 65536)
 s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
