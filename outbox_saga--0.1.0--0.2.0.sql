@@ -5,6 +5,15 @@
 -- ALTER EXTENSION outbox_saga UPDATE brings a 0.1.0 database to exactly
 -- what CREATE EXTENSION makes.  Same conventions as the full script: every
 -- object schema-qualified, search_path pinned in every function.
+--
+-- test/t/050_upgrade.pl updates a filled 0.1.0 database and compares every
+-- member object of the extension (definitions, columns, constraints,
+-- indexes, triggers, sequences, ACLs, initial privileges, comments, what
+-- pg_dump keeps) with a fresh CREATE EXTENSION: run it after every change
+-- here.  What privileges.sql does for the full script must be done here for
+-- each new object: REVOKE ALL ... FROM PUBLIC on new tables, views,
+-- functions and outbox sequences (a view that is dropped and created again
+-- included), and COMMENT ON what is new.
 
 \echo Use "ALTER EXTENSION outbox_saga UPDATE TO '0.2.0'" to load this file. \quit
 
