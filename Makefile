@@ -56,6 +56,7 @@ OBJS = \
 	src/dispatch/mask.o \
 	src/dispatch/delivery.o \
 	src/dispatch/observability.o \
+	src/dispatch/restore.o \
 	src/saga/saga_state.o \
 	src/saga/saga_define.o \
 	src/saga/saga_api.o \
@@ -76,6 +77,7 @@ SQL_PARTS = \
 	src/sql/destinations.sql \
 	src/sql/observability.sql \
 	src/sql/saga.sql \
+	src/sql/lifecycle.sql \
 	src/sql/privileges.sql
 
 # The full script of the version being built, assembled from src/sql/.

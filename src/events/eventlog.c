@@ -17,8 +17,10 @@
  *	the id alone: no lookup, no shared state, no lock but the row-exclusive
  *	lock on the one partition it writes.  The row is written directly with
  *	heap_insert() and index_insert() (no executor, no SPI), so triggers and
- *	rules on the log are never fired and only plain column indexes may exist
- *	on it.
+ *	rules on the log are never fired by this path and only plain column
+ *	indexes may exist on it.  (The log's one trigger, restore_event, is for
+ *	rows a client restores with COPY or INSERT: src/sql/lifecycle.sql sets
+ *	them aside, their txids belonging to another database.)
  *
  *	The write path is insert-only (G7): one heap tuple and one entry in each
  *	of the two indexes (id, txid).  No event row is ever updated.  Delivery

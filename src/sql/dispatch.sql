@@ -21,13 +21,19 @@ INSERT INTO outbox.tick (id, snapshot) VALUES (0, pg_catalog.pg_current_snapshot
 -- highest id passed so far (for the pending estimate of outbox.stats).
 -- A batch with failures and no success backs the whole destination off:
 -- consecutive_failures counts such batches, retry_at is when to try again.
+-- owner is a regrole so that pg_dump keeps it by name (README, "Backups and
+-- upgrades").  restored_at: when the row came from a dump of another
+-- database; the destination waits paused until resumed (lifecycle.sql).
+-- Ids come from a plain sequence, not an identity: pg_dump keeps a member
+-- sequence (lifecycle.sql), never an identity's.
+CREATE SEQUENCE outbox.destination_id_seq AS integer;
 CREATE TABLE outbox.destination (
-	id                    integer     GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+	id                    integer     NOT NULL DEFAULT pg_catalog.nextval('outbox.destination_id_seq') PRIMARY KEY,
 	name                  text        NOT NULL UNIQUE,
 	kind                  text        NOT NULL,
 	config                jsonb       NOT NULL,
 	paused                boolean     NOT NULL DEFAULT false,
-	owner                 oid         NOT NULL,
+	owner                 regrole     NOT NULL,
 	created_at            timestamptz NOT NULL DEFAULT now(),
 	tick_from             bigint      NOT NULL,
 	tick_to               bigint,
@@ -39,20 +45,24 @@ CREATE TABLE outbox.destination (
 	failed_attempts_total bigint      NOT NULL DEFAULT 0,
 	last_delivered_at     timestamptz,
 	last_error            text,
-	last_error_at         timestamptz
+	last_error_at         timestamptz,
+	restored_at           timestamptz
 );
+ALTER SEQUENCE outbox.destination_id_seq OWNED BY outbox.destination.id;
 
 -- Subscriptions: a destination receives the events of a topic ('*': every
 -- topic) and event types (NULL: every type) whose transactions are not
 -- visible in 'since', the snapshot of the subscribing transaction.
+CREATE SEQUENCE outbox.subscription_id_seq AS bigint;
 CREATE TABLE outbox.subscription (
-	id              bigint      GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+	id              bigint      NOT NULL DEFAULT pg_catalog.nextval('outbox.subscription_id_seq') PRIMARY KEY,
 	destination_id  integer     NOT NULL REFERENCES outbox.destination ON DELETE CASCADE,
 	topic           text        NOT NULL,
 	event_types     text[],
 	since           pg_snapshot NOT NULL,
 	created_at      timestamptz NOT NULL DEFAULT now()
 );
+ALTER SEQUENCE outbox.subscription_id_seq OWNED BY outbox.subscription.id;
 
 -- Events that failed at least once, or that wait: for their deliver_after
 -- time, or (ordered destinations) behind a failed event of their aggregate.
@@ -107,8 +117,7 @@ CREATE TABLE outbox.generation (
 	closed_xmax  xid8   NOT NULL
 );
 
--- pg_dump keeps destinations and dead letters.  Ticks, generations,
--- subscriptions (their 'since' snapshot) and the retry queue hold
--- transaction ids of this cluster and are not dumped (README, "Backups").
+-- What pg_dump keeps of these tables, and how a restored copy takes it
+-- back: lifecycle.sql.
 SELECT pg_catalog.pg_extension_config_dump('outbox.destination', '');
 SELECT pg_catalog.pg_extension_config_dump('outbox.dead_letter', '');

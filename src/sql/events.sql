@@ -33,8 +33,10 @@ CREATE INDEX events_txid_idx ON outbox.events (txid);
 COMMENT ON TABLE outbox.events IS
 	'Committed, not yet retired events. Written only by outbox.emit() and outbox.capture().';
 
--- Not registered with pg_extension_config_dump: the log holds transaction
--- ids (txid), which mean nothing in another cluster; see README, "Backups".
+-- pg_dump keeps the events a destination may still owe; their txids mean
+-- nothing in another database, so a restore sets them aside until the
+-- destinations that owe them are resumed (lifecycle.sql; README, "Backups
+-- and upgrades").
 
 CREATE FUNCTION outbox.emit(
 	topic         text,

@@ -14,7 +14,7 @@
 -- One row per definition name: who owns it and its latest version.
 CREATE TABLE saga.definition_name (
 	name            text        PRIMARY KEY,
-	owner           oid         NOT NULL,
+	owner           regrole     NOT NULL,
 	latest_version  integer     NOT NULL,
 	created_at      timestamptz NOT NULL DEFAULT now()
 );
@@ -22,17 +22,20 @@ CREATE TABLE saga.definition_name (
 -- Every version of every definition, immutable once written.  steps is the
 -- normalized array of steps (every key present, durations in seconds,
 -- function names resolved and quoted); options holds the saga options with
--- their defaults.  owner: the role the steps run as.
+-- their defaults.  owner: the role the steps run as (a regrole: pg_dump
+-- keeps it by name).  Ids from a member sequence, which pg_dump keeps.
+CREATE SEQUENCE saga.definition_id_seq AS integer;
 CREATE TABLE saga.definition (
-	id          integer     GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+	id          integer     NOT NULL DEFAULT pg_catalog.nextval('saga.definition_id_seq') PRIMARY KEY,
 	name        text        NOT NULL,
 	version     integer     NOT NULL,
 	steps       jsonb       NOT NULL,
 	options     jsonb       NOT NULL,
-	owner       oid         NOT NULL,
+	owner       regrole     NOT NULL,
 	created_at  timestamptz NOT NULL DEFAULT now(),
 	UNIQUE (name, version)
 );
+ALTER SEQUENCE saga.definition_id_seq OWNED BY saga.definition.id;
 
 -- One row per saga.  error: why the saga compensates (a step that gave up,
 -- cancel, deadline); compensation_error: why it is failed (a compensation
@@ -129,12 +132,22 @@ COMMENT ON TABLE saga.instance IS
 COMMENT ON TABLE saga.step_run IS
 	'Step runs and compensation records of sagas. Written only by the saga.* functions and the dispatcher; read saga.step_runs.';
 
+-- Sagas restored from a dump of another database, held until saga.resume()
+-- (lifecycle.sql): deadline is the saga's own, set aside meanwhile.  Not
+-- dumped: a restore holds the sagas in flight again.
+CREATE TABLE saga.restored_hold (
+	saga_id      uuid        PRIMARY KEY,
+	deadline     timestamptz,
+	restored_at  timestamptz NOT NULL DEFAULT now()
+);
+
 -- pg_dump keeps everything: no transaction ids are stored here.
 SELECT pg_catalog.pg_extension_config_dump('saga.definition_name', '');
 SELECT pg_catalog.pg_extension_config_dump('saga.definition', '');
 SELECT pg_catalog.pg_extension_config_dump('saga.instance', '');
 SELECT pg_catalog.pg_extension_config_dump('saga.step_run', '');
 SELECT pg_catalog.pg_extension_config_dump('saga.run_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('saga.definition_id_seq', '');
 
 -- ---------------------------------------------------------------------------
 -- The API.  C, SECURITY INVOKER: EXECUTE decides who may call a function at
@@ -237,11 +250,12 @@ SELECT i.id,
        i.created_at,
        i.updated_at,
        i.deadline,
-       i.idempotency_key
+       i.idempotency_key,
+       EXISTS (SELECT 1 FROM saga.restored_hold h WHERE h.saga_id = i.id) AS restored
   FROM saga.instance i;
 
 COMMENT ON VIEW saga.instances IS
-	'Sagas: status (running, completed, compensating, compensated, failed, cancelled), results by step name, the step being run or compensated, and why the saga compensates or failed.';
+	'Sagas: status (running, completed, compensating, compensated, failed, cancelled), results by step name, the step being run or compensated, and why the saga compensates or failed. restored: restored from a dump of another database, held until saga.resume().';
 
 CREATE VIEW saga.step_runs AS
 SELECT r.saga_id,

@@ -130,6 +130,7 @@
 
 #include "sink/dest_config.h"
 #include "dispatch/delivery.h"
+#include "dispatch/restore.h"
 #include "worker/dispatcher.h"
 #include "worker/housekeeping.h"
 #include "base/guc.h"
@@ -597,6 +598,8 @@ start_pass_body(void *arg)
 	start->dests = NIL;
 	if (start->state != EXTENSION_READY)
 		return;
+	/* A copy of another database waits paused (restore.c). */
+	RestoreCheckIdentity();
 	/* Nobody consumes ticks without destinations: housekeeping ticks. */
 	start->dests = load_destinations(start->cxt);
 	sleep_ms = next_due_ms();

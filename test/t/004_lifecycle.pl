@@ -172,7 +172,11 @@ cmp_ok(time() - $t0, '<', 5, 'and is not blocked for long');
 $pid1 = wait_for_dispatcher($node, 'db1');
 ok($pid1, 'the template database gets its dispatcher back');
 ok(wait_for_dispatcher($node, 'db1copy'), 'the copy gets its own dispatcher');
-delivers('db1copy', 'copy-1', 'the copy delivers its own events');
+# A copy talks to nobody until resumed (README, "Backups and upgrades").
+ok($node->poll_query_until('db1copy', q{SELECT paused FROM outbox.stats WHERE destination = 'sink'}),
+	'the copy\'s destination waits paused');
+$node->safe_psql('db1copy', q{SELECT outbox.resume_destination('sink')});
+delivers('db1copy', 'copy-1', 'the copy, resumed, delivers its own events');
 is(got('db1', 'copy-1'), 0, 'not into the template');
 delivers('db1', 'one-after-copy', 'the template delivers again');
 $node->safe_psql('postgres', 'DROP DATABASE db1copy');
