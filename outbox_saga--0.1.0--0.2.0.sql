@@ -455,6 +455,13 @@ BEGIN
 		RETURN 0;
 	END IF;
 	LOCK TABLE outbox.local_identity IN EXCLUSIVE MODE;
+	-- Another dispatcher of the pool may have handled it meanwhile.
+	IF EXISTS (SELECT 1 FROM outbox.local_identity
+	            WHERE system_identifier = sysid AND database_oid = dboid)
+	   AND NOT EXISTS (SELECT 1 FROM outbox.local_identity
+	                    WHERE system_identifier <> sysid OR database_oid <> dboid) THEN
+		RETURN 0;
+	END IF;
 
 	UPDATE outbox.destination
 	   SET paused = true, restored_at = now(), last_error_at = now(),
