@@ -47,8 +47,6 @@
  */
 #include "compat.h"
 
-#include <limits.h>
-
 #include "catalog/pg_authid_d.h"
 #include "miscadmin.h"
 #include "storage/ipc.h"
