@@ -20,7 +20,7 @@ use Test::More;
 use OutboxTest;
 
 my $node = new_node('handler_timeout',
-	conf => "outbox_saga.poll_interval = '100ms'\nlog_min_messages = log\n");
+	conf => "outbox_saga.poll_interval = '100ms'\n");
 $node->start;
 
 sub sql { return $node->safe_psql('postgres', $_[0]); }
