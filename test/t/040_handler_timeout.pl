@@ -167,13 +167,21 @@ sql(q{SELECT outbox.emit('app', 'loops', '{}', 'S')});
 ok(wait_for_log_match($node,
 	qr/(?:stubborn handler caught a cancel[\s\S]*?){5}/, $log_offset),
 	'the handler is interrupted again after the deadline');
-$node->safe_psql('postgres', "SELECT pg_terminate_backend($pid)");
+# The dispatcher running the handler: the one in pg_sleep.
+my $busy = '';
+ok(wait_until($node, 'postgres', q{
+	SELECT count(*) = 1 FROM pg_stat_activity
+	 WHERE backend_type = 'outbox_saga dispatcher' AND wait_event = 'PgSleep'}, 30),
+	'a dispatcher is in the handler');
+$busy = sql(q{SELECT pid FROM pg_stat_activity
+               WHERE backend_type = 'outbox_saga dispatcher' AND wait_event = 'PgSleep'});
+$node->safe_psql('postgres', "SELECT pg_terminate_backend($busy)");
 ok(wait_until($node, 'postgres', qq{
-	SELECT count(*) = 0 FROM pg_stat_activity WHERE pid = $pid}, 10),
+	SELECT count(*) = 0 FROM pg_stat_activity WHERE pid = $busy}, 10),
 	'SIGTERM ends the dispatcher while the handler loops');
 sql(q{UPDATE public.control SET forever = false});
-$pid = wait_for_dispatcher($node, 'postgres', $pid);
-ok($pid, 'a new dispatcher runs');
+ok(wait_for_dispatcher($node, 'postgres', $busy), 'a new dispatcher runs');
+$pid = dispatcher_pid($node, 'postgres');
 ok($node->poll_query_until('postgres', q{
 	SELECT count(*) = 2 FROM outbox.dead_letters WHERE destination = 'stubborn'}),
 	'and dead-letters that event too');
@@ -203,7 +211,7 @@ my $log = slurp_file($node->logfile, $log_offset);
 unlike($log, qr/WARNING: /, 'no warning: the batch ended cleanly');
 like($log, qr/destination "suicide" was dropped by its own handler; its batch ends/,
 	'the log says why the batch ended');
-is(dispatcher_pid($node, 'postgres'), $pid, 'the dispatcher survived');
+is(dispatcher_pid($node, 'postgres'), $pid, 'the dispatchers survived');
 
 $node->stop;
 done_testing();
