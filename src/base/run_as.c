@@ -17,20 +17,39 @@
  *	RunAsOwner runs user code - a function destination's handler, a saga's
  *	function or emit step - as the role that owns it, in a subtransaction,
  *	with SECURITY_RESTRICTED_OPERATION, search_path = pg_catalog, pg_temp
- *	and the owner's statement timeout.  Whatever the code does to settings
- *	is undone when it returns, and its error becomes a return value: the
- *	caller's transaction, resource owner, memory context and identity are
- *	unchanged either way.  A role that no longer exists fails the call
- *	(42704), so nothing ever runs under a stale OID.
+ *	and a hard timeout.  Whatever the code does to settings is undone when
+ *	it returns, and its error becomes a return value: the caller's
+ *	transaction, resource owner, memory context and identity are unchanged
+ *	either way.  A role that no longer exists fails the call (42704), so
+ *	nothing ever runs under a stale OID.
+ *
+ * HARD TIMEOUT
+ *	A call that overruns its timeout fails and is rolled back, whatever the
+ *	code does.  The deadline is a timeout of our own (RegisterTimeout,
+ *	USER_TIMEOUT) armed with enable_timeout_every: at the deadline and then
+ *	every OWNER_CANCEL_REPEAT_MS until the call returns, its handler sets
+ *	QueryCancelPending, so the next CHECK_FOR_INTERRUPTS raises 57014 again
+ *	- a PL/pgSQL block that catches query_canceled and carries on is
+ *	interrupted again at its next statement.  Once the deadline has passed
+ *	the call has failed, even if it then returns normally: its
+ *	subtransaction is rolled back and the error is "57014: <what> of N ms"
+ *	(RUN_AS_TIMED_OUT), so callers classify it by the outcome, never by a
+ *	message text.  The timeout is disarmed, and a cancel it left pending is
+ *	cleared, before the subtransaction ends, so it never hits the caller's
+ *	own statements.  Code that swallows every cancel and never returns
+ *	keeps the process busy until it is terminated: die (SIGTERM,
+ *	pg_terminate_backend) is processed before a query cancel and cannot be
+ *	caught, so the worker still exits promptly.  Only the outermost call
+ *	arms the timeout (user code cannot reach RunAsOwner again, but a nested
+ *	call would run under the outer deadline).
  *
  *-------------------------------------------------------------------------
  */
 #include "compat.h"
 
-#include <limits.h>
-
 #include "catalog/pg_authid_d.h"
 #include "miscadmin.h"
+#include "storage/ipc.h"
 #include "utils/acl.h"
 #include "utils/guc.h"
 #include "utils/syscache.h"
@@ -38,6 +57,16 @@
 
 #include "base/run_as.h"
 #include "base/spi_util.h"
+
+/* After the deadline, the cancel is repeated this often until the call ends. */
+#define OWNER_CANCEL_REPEAT_MS	100
+
+/* The timeout of RunAsOwner calls (registered on first use). */
+static TimeoutId owner_timeout_id = MAX_TIMEOUTS;
+static bool owner_timeout_registered = false;
+
+/* Set by the timeout's handler: the running call passed its deadline. */
+static volatile sig_atomic_t owner_call_overran = false;
 
 /*
  * RunAsExtensionBegin
@@ -114,15 +143,80 @@ typedef struct OwnerCall
 {
 	Oid			role;
 	int64		timeout_ms;
+	bool		owns_timeout;	/* this call armed the timeout */
+	bool		armed;			/* ... and it is not disarmed yet */
 	void		(*fn) (void *);
 	void	   *arg;
 } OwnerCall;
 
 /*
+ * owner_timeout_handler
+ *		The timeout's handler (in the SIGALRM handler): ask for a query
+ *		cancel, as StatementCancelHandler does.  handle_sig_alarm sets the
+ *		latch, so a wait wakes up to process it.
+ */
+static void
+owner_timeout_handler(void)
+{
+	owner_call_overran = true;
+	if (!proc_exit_inprogress)
+	{
+		InterruptPending = true;
+		QueryCancelPending = true;
+	}
+}
+
+/*
+ * owner_timeout_arm
+ *		Arm the hard timeout of a call: a cancel at now + timeout_ms, then
+ *		every OWNER_CANCEL_REPEAT_MS.  Only the outermost call arms it.
+ */
+static void
+owner_timeout_arm(OwnerCall *c)
+{
+	c->owns_timeout = false;
+	c->armed = false;
+	if (c->timeout_ms <= 0)
+		return;
+	if (!owner_timeout_registered)
+	{
+		owner_timeout_id = RegisterTimeout(USER_TIMEOUT, owner_timeout_handler);
+		owner_timeout_registered = true;
+	}
+	else if (get_timeout_active(owner_timeout_id))
+		return;					/* a nested call: the outer deadline rules */
+	owner_call_overran = false;
+	enable_timeout_every(owner_timeout_id,
+						 TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
+													 Min(c->timeout_ms, PG_INT32_MAX)),
+						 OWNER_CANCEL_REPEAT_MS);
+	c->owns_timeout = true;
+	c->armed = true;
+}
+
+/*
+ * owner_timeout_disarm
+ *		Disarm the hard timeout; a cancel it asked for and that was not
+ *		processed yet is withdrawn (it must not hit the caller's statements).
+ *		Idempotent.
+ */
+static void
+owner_timeout_disarm(OwnerCall *c)
+{
+	if (!c->armed)
+		return;
+	disable_timeout(owner_timeout_id, false);
+	if (owner_call_overran)
+		QueryCancelPending = false;
+	c->armed = false;
+}
+
+/*
  * run_as_owner_body
  *		The body of RunAsOwner, in its subtransaction.  On an error the
  *		subtransaction's abort restores the identity and the settings; the
- *		statement timeout is disabled by the caller.
+ *		timeout is disarmed before the error leaves.  A return after the
+ *		deadline is an error, so the subtransaction is rolled back.
  */
 static void
 run_as_owner_body(void *arg)
@@ -140,12 +234,25 @@ run_as_owner_body(void *arg)
 	(void) set_config_option("search_path", "pg_catalog, pg_temp",
 							 PGC_USERSET, PGC_S_SESSION,
 							 GUC_ACTION_SAVE, true, 0, false);
-	if (c->timeout_ms > 0)
-		enable_timeout_after(STATEMENT_TIMEOUT, (int) Min(c->timeout_ms, INT_MAX));
 
-	c->fn(c->arg);
+	owner_timeout_arm(c);
+	PG_TRY();
+	{
+		c->fn(c->arg);
+	}
+	PG_CATCH();
+	{
+		owner_timeout_disarm(c);
+		PG_RE_THROW();
+	}
+	PG_END_TRY();
+	owner_timeout_disarm(c);
 
-	disable_timeout(STATEMENT_TIMEOUT, false);
+	/* Returned after its deadline: a failure all the same (RunAsOwner). */
+	if (c->owns_timeout && owner_call_overran)
+		ereport(ERROR,
+				(errcode(ERRCODE_QUERY_CANCELED),
+				 errmsg("the call returned after its timeout")));
 
 	/*
 	 * Undo every setting the call changed, session-level ones included (as
@@ -160,36 +267,48 @@ run_as_owner_body(void *arg)
  * RunAsOwner
  *		Run fn(arg) in a subtransaction as 'role', with
  *		SECURITY_RESTRICTED_OPERATION, search_path = pg_catalog, pg_temp and
- *		a statement timeout of 'timeout_ms' (0: none).  Every setting it
- *		changes, even with SET SESSION / set_config(..., false), is undone
- *		when it returns.  Returns true if it returned; if it raised an
- *		error, rolls the subtransaction back and returns false with
- *		*error = "SQLSTATE: message" (at most RUN_AS_MAX_ERROR_LENGTH bytes
- *		of the message, in the caller's memory context).  A role that no
+ *		a hard timeout of 'timeout_ms' (0: none; see HARD TIMEOUT).  Every
+ *		setting it changes, even with SET SESSION / set_config(..., false),
+ *		is undone when it returns.  Returns RUN_AS_OK if it returned in
+ *		time.  Otherwise rolls the subtransaction back and sets *error (in
+ *		the caller's memory context): RUN_AS_TIMED_OUT if the deadline
+ *		passed, *error = "57014: <timeout_what> of N ms" ('timeout_what'
+ *		says whose timeout, e.g. "handler exceeded the destination's
+ *		timeout"); else RUN_AS_FAILED, *error = "SQLSTATE: message" (at most
+ *		RUN_AS_MAX_ERROR_LENGTH bytes of the message).  A role that no
  *		longer exists (dropped in another database, where the DROP ROLE
  *		guard of owner_guard.c could not see its destinations and sagas)
  *		fails the call with 42704.
  */
-bool
-RunAsOwner(Oid role, int64 timeout_ms, void (*fn) (void *), void *arg,
-		   char **error)
+RunAsResult
+RunAsOwner(Oid role, int64 timeout_ms, const char *timeout_what,
+		   void (*fn) (void *), void *arg, char **error)
 {
-	OwnerCall	c = {role, timeout_ms, fn, arg};
+	OwnerCall	c = {role, timeout_ms, false, false, fn, arg};
 	ErrorData  *edata;
+	bool		ok;
 
 	if (!SearchSysCacheExists1(AUTHOID, ObjectIdGetDatum(role)))
 	{
 		*error = psprintf("42704: the owner (role OID %u) no longer exists; "
 						  "drop and re-create the destination or saga definition "
 						  "as an existing role", role);
-		return false;
+		return RUN_AS_FAILED;
 	}
-	if (SpiTryInSubtransaction(run_as_owner_body, &c, &edata))
-		return true;
 
-	disable_timeout(STATEMENT_TIMEOUT, false);
+	ok = SpiTryInSubtransaction(run_as_owner_body, &c, &edata);
+	owner_timeout_disarm(&c);	/* already done by the body; be sure */
+	if (ok)
+		return RUN_AS_OK;
+	if (c.owns_timeout && owner_call_overran)
+	{
+		*error = psprintf("57014: %s of " INT64_FORMAT " ms", timeout_what,
+						  timeout_ms);
+		FreeErrorData(edata);
+		return RUN_AS_TIMED_OUT;
+	}
 	*error = psprintf("%s: %.*s", unpack_sql_state(edata->sqlerrcode),
 					  RUN_AS_MAX_ERROR_LENGTH, edata->message);
 	FreeErrorData(edata);
-	return false;
+	return RUN_AS_FAILED;
 }

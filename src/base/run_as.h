@@ -23,12 +23,21 @@ typedef struct SavedIdentity
 /* The longest error text RunAsOwner() hands back, in bytes. */
 #define RUN_AS_MAX_ERROR_LENGTH		1000
 
+/* How a RunAsOwner() call ended. */
+typedef enum RunAsResult
+{
+	RUN_AS_OK,					/* returned in time */
+	RUN_AS_FAILED,				/* raised an error: rolled back */
+	RUN_AS_TIMED_OUT,			/* overran its timeout: rolled back */
+} RunAsResult;
+
 extern void RunAsExtensionBegin(SavedIdentity *saved);
 extern void RunAsExtensionEnd(const SavedIdentity *saved);
 extern uint64 RunAsExtensionRun(SpiStatement *stmt, Datum *values,
 								 const char *nulls, int expect);
 extern void RunAsCheckExecute(Oid fn, Oid role, const char *what);
-extern bool RunAsOwner(Oid role, int64 timeout_ms, void (*fn) (void *),
-					   void *arg, char **error);
+extern RunAsResult RunAsOwner(Oid role, int64 timeout_ms,
+							  const char *timeout_what, void (*fn) (void *),
+							  void *arg, char **error);
 
 #endif							/* OUTBOX_SAGA_RUN_AS_H */

@@ -35,7 +35,18 @@
  *	event - keeps what waits.  Retry rows that fail again (a poison event)
  *	only follow their own backoff, and due retry rows are taken fresh ones
  *	(held back, delayed, replayed) first, so poison never starves other
- *	aggregates (G4).
+ *	aggregates (G4).  A sink's not_before (the Retry-After of an http
+ *	429 or 503) is the endpoint asking for a pause: the failed event is not
+ *	retried before it, and neither is anything else of the destination
+ *	(retry_at is at least the latest not_before of the batch).
+ *
+ * A HANDLER THAT DROPS ITS DESTINATION
+ *	drop_destination() called by a handler deletes the row the batch has
+ *	locked, in the batch's own transaction.  After the in-transaction
+ *	deliveries the row is read again; if it is gone, nothing is recorded
+ *	(no retry row or dead letter can reference it) and the transaction
+ *	commits: the deliveries that succeeded, and the drop, stand; the batch
+ *	ends without an error and the destination is never served again.
  *
  * LOCKS, IDENTITY, ERRORS
  *	Each transaction of a batch holds the destination row FOR UPDATE until
@@ -517,8 +528,9 @@ deliver_one(Batch *b, const DispatchEvent *ev, char **error)
 {
 	DeliverCall call = {b, ev};
 
-	return RunAsOwner(b->dest->owner, b->dest->timeout_ms, deliver_call,
-						  &call, error);
+	return RunAsOwner(b->dest->owner, b->dest->timeout_ms,
+					  "handler exceeded the destination's timeout",
+					  deliver_call, &call, error) == RUN_AS_OK;
 }
 
 /*
@@ -1120,6 +1132,7 @@ record(Batch *b, List *items, Position *pos, bool window_done)
 	int64		done_id = pos->done_id;
 	int			consecutive = pos->consecutive;
 	TimestampTz retry_at = 0;
+	TimestampTz asked = 0;		/* the latest not_before of the batch */
 
 	foreach(lc, items)
 	{
@@ -1134,6 +1147,9 @@ record(Batch *b, List *items, Position *pos, bool window_done)
 		if (record_item(b, item))
 			pause = true;
 		b->current = NULL;
+		if (item->action == ACT_SEND && item->outcome.status != SINK_OK &&
+			item->outcome.not_before > asked)
+			asked = item->outcome.not_before;
 		if (item->source == FROM_WINDOW)
 		{
 			last_id = item->ev.id;
@@ -1153,6 +1169,13 @@ record(Batch *b, List *items, Position *pos, bool window_done)
 	}
 	else if (b->delivered > 0)
 		consecutive = 0;
+
+	/*
+	 * The endpoint asked not to be contacted before a time (Retry-After of
+	 * a 429 or 503): that holds for every event of the destination.
+	 */
+	if (asked > retry_at)
+		retry_at = asked;
 
 	memset(nulls, ' ', sizeof(nulls));
 	values[0] = Int32GetDatum(b->dest->id);
@@ -1233,7 +1256,24 @@ run_batch(Batch *b, MemoryContext cxt, BatchResult *result)
 	items = collect(b, &pos, limit, cxt, &window_done, &more_retries);
 
 	if (b->sink->deliver != NULL)
+	{
 		deliver_in_transaction(b, items);
+
+		/*
+		 * A handler may have dropped its own destination, in this very
+		 * transaction: nothing can be recorded for it any more (its retry
+		 * rows and dead letters would reference a deleted row).  Commit what
+		 * the handlers did, the drop included, and end the batch.
+		 */
+		if (!read_position(dest, &now_pos, false))
+		{
+			ereport(LOG,
+					(errmsg("outbox_saga: destination \"%s\" was dropped by its own handler; its batch ends",
+							dest->name)));
+			end_batch_transaction();
+			return;
+		}
+	}
 	else
 	{
 		end_batch_transaction();

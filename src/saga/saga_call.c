@@ -10,8 +10,10 @@
  *	saga_id:step:phase, the same for every attempt and after a crash (both
  *	built by the statements in saga_state.c).
  *	  function  fn(ctx) in a subtransaction (RunAsOwner); its result is
- *				stored.  An error, or the step's timeout (statement
- *				timeout), is a failed attempt.
+ *				stored.  An error is a failed attempt; overrunning the
+ *				step's timeout (RunAsOwner's hard timeout: interrupted
+ *				until it returns, rolled back even if it returns) is a
+ *				timed-out one (SAGA_TIMEOUT).
  *	  emit		an event (OutboxAppendEvent) in the round's transaction:
  *				payload ctx, aggregate_id the saga, headers saga_id,
  *				saga_step, saga_phase, idempotency_key; it exists iff the
@@ -25,7 +27,7 @@
  *	instance row lock held (SAGA_Q_LOCK_CLAIMED) and the run committed as
  *	'running' by an earlier round.  A call runs as the definition's owner
  *	through RunAsOwner (SECURITY_RESTRICTED_OPERATION, pinned search_path,
- *	the step's timeout as statement timeout) in a subtransaction: its error
+ *	the step's timeout as a hard timeout) in a subtransaction: its error
  *	rolls back its effects and becomes the attempt's error text.  A crash
  *	rolls back the whole round; the run stays 'running' and is recovered
  *	(CRASH in saga_driver.c).
@@ -305,16 +307,21 @@ SagaRunStep(SagaStepRun *run, SagaOutcome *out)
 	is_function = (run->kind != NULL && strcmp(run->kind, "function") == 0);
 	if (is_function || (run->kind != NULL && strcmp(run->kind, "emit") == 0))
 	{
-		if (RunAsOwner(run->owner, run->timeout_ms,
-					   is_function ? call_function : call_emit, run, &error))
+		RunAsResult res;
+
+		res = RunAsOwner(run->owner, run->timeout_ms,
+						 is_function ? "step function exceeded the step's timeout" :
+						 "emit call exceeded the step's timeout",
+						 is_function ? call_function : call_emit, run, &error);
+		if (res == RUN_AS_OK)
 		{
 			out->kind = (!is_function && run->await) ? SAGA_WAIT : SAGA_OK;
 			out->result = run->result;
 		}
 		else
 		{
-			/* A function's statement timeout is the step's timeout. */
-			out->kind = (is_function && strstr(error, "statement timeout") != NULL) ?
+			/* A function that overran the step's timeout timed out. */
+			out->kind = (is_function && res == RUN_AS_TIMED_OUT) ?
 				SAGA_TIMEOUT : SAGA_FAIL;
 			out->error = error;
 		}

@@ -24,8 +24,10 @@
  * OUTCOMES
  *	2xx delivered; 410 dead letter and pause; 429, 502, 503, 504 retried no
  *	earlier than their Retry-After (seconds or HTTP date, at most
- *	backoff_max); 3xx, other statuses, network errors, refused addresses
- *	and timeouts retried.  The error text is the status and at most 200
+ *	backoff_max), reported as the outcome's not_before, which delivery.c
+ *	also makes the whole destination's retry_at (the endpoint asked for a
+ *	pause, not for one event); 3xx, other statuses, network errors, refused
+ *	addresses and timeouts retried.  The error text is the status and at most 200
  *	bytes of the response body (and the Location of a redirect), or
  *	libcurl's message (which may name the host and port) - never a secret,
  *	a request header, or the path or query of the URL.
@@ -39,7 +41,9 @@
  *	all (an unreachable receiver costs three attempts per batch, not a
  *	batch of failures).  Nothing new starts after a 410 or once the batch
  *	has run for the per-attempt timeout, so a batch returns within twice
- *	the timeout.  Lanes (sink.h): one request in flight per lane, the next
+ *	the timeout.  Nothing new starts either after a 429 or an answer with
+ *	a Retry-After: the endpoint asked not to be sent anything for a while
+ *	(requests already in flight cannot be recalled).  Lanes (sink.h): one request in flight per lane, the next
  *	one started when it succeeded, the rest of the lane skipped when it did
  *	not.  An event that never started is SINK_SKIPPED; on a crash, nothing
  *	of the batch is recorded and the dispatcher sends it again (same
@@ -561,6 +565,9 @@ webhook_finish(void *arg, int i, HttpClientRequest *req,
 	{
 		b->failed++;
 		if (out->status == SINK_DEAD_AND_PAUSE)
+			b->stop = true;
+		/* The endpoint asked for a pause: nothing more in this batch. */
+		if (status == 429 || out->not_before != 0)
 			b->stop = true;
 		if (b->ok == 0 && b->failed >= HTTP_FAILURES_BEFORE_STOP)
 			b->stop = true;
