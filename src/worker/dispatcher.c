@@ -722,7 +722,10 @@ deliver_to(DestinationConfig *dest, int64 *activity)
 		edata = run_caught("while dispatching", run_batch, &call);
 		if (edata != NULL)
 		{
-			record_batch_error(dest, edata->message);
+			/* Like a handler's error: "SQLSTATE: message". */
+			record_batch_error(dest, psprintf("%s: %s",
+											  unpack_sql_state(edata->sqlerrcode),
+											  edata->message));
 			FreeErrorData(edata);
 			return false;
 		}
