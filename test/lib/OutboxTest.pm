@@ -2,6 +2,9 @@
 #
 # new_node(NAME, %opts) makes a PostgreSQL::Test::Cluster with the library
 # preloaded (unless preload => 0) and extra settings from conf => '...'.
+# Test receivers listen on loopback, which outbox_saga.http_deny_networks
+# denies by default: new_node allows it (link-local stays denied) unless
+# default_deny => 1 asks for the default.
 #
 # Waiting (never bare sleeps):
 #   wait_for_dispatcher(NODE, DB)     pid of DB's dispatcher once it runs
@@ -37,6 +40,8 @@ sub new_node
 	$node->append_conf('postgresql.conf',
 		($preload ? "shared_preload_libraries = 'outbox_saga'\n" : '')
 		  . "max_worker_processes = 16\n"
+		  . ($opts{default_deny} ? ''
+			: "outbox_saga.http_deny_networks = '169.254.0.0/16, fe80::/10'\n")
 		  . ($opts{conf} // ''));
 	return $node;
 }
