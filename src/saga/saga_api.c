@@ -245,9 +245,10 @@ check_may_act(const SagaRow *row, const char *verb)
 		return;
 	ereport(ERROR,
 			(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
-			 errmsg("permission denied to %s saga %s", verb, SagaIdString(&row->id)),
-			 errdetail("Only the owner of saga definition \"%s\", the role that started the saga, members of either, and superusers may."
-					   , row->definition)));
+			 errmsg("permission denied to %s a saga of definition \"%s\"",
+					verb, row->definition),
+			 errdetail("Saga %s: only the definition's owner, the role that started the saga, members of either, and superusers may.",
+					   SagaIdString(&row->id))));
 }
 
 

@@ -337,7 +337,7 @@ check_property(const char *name, const char *value, Oid owner)
 		ereport(ERROR,
 				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
 				 errmsg("only a superuser may set Kafka property \"%s\"", name),
-				 errdetail("Destinations of other roles may set only the producer, socket, TLS and SASL properties listed in the README; this one may name a file, load a provider, run a command or make requests from the database server."),
+				 errdetail("Other roles' destinations may set only the properties of the README's allow-list; the others may name server files, load code or make requests."),
 				 errhint("Pass certificates and keys inline, e.g. \"ssl.ca.pem\" and \"ssl.key.pem\".")));
 	if ((strcmp(name, "acks") == 0 || strcmp(name, "request.required.acks") == 0) &&
 		strcmp(value, "all") != 0 && strcmp(value, "-1") != 0)
