@@ -23,9 +23,9 @@
  *	  nothing about what the role owns here.
  *	- Sees the current database only: destinations in other databases are
  *	  covered by the 42704 failure above (README, Troubleshooting).
- *	- Saga definitions with no saga in flight do not block: there is no
- *	  function to drop a definition, and a later saga.start of it fails
- *	  its steps with the same clear error.
+ *	- Saga definitions with no saga in flight do not block: a later
+ *	  saga.start of one fails its steps with the same clear error, and
+ *	  saga.drop_definition removes it.
  *
  *-------------------------------------------------------------------------
  */
