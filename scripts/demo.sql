@@ -61,8 +61,8 @@ INSERT INTO orders (customer, total) VALUES ('carol', 99.90);
 UPDATE orders SET status = 'paid' WHERE customer = 'carol';
 SELECT outbox.emit('shipping', 'parcel.handed_over', '{"carrier": "UPS"}', aggregate_id => '3') IS NOT NULL AS emitted;
 
--- Wait until the dispatcher has delivered everything that is ready:
-SELECT outbox.wait_idle() AS idle;
+-- Wait until every committed event is delivered (or dead-lettered):
+SELECT outbox.wait_delivered() AS delivered;
 SELECT event_type, aggregate_id FROM mailbox ORDER BY received_at;
 SELECT destination, kind, pending, ready, delivered_total, failed_attempts_total, last_error
   FROM outbox.stats;
@@ -76,7 +76,7 @@ SELECT outbox.create_destination('order_webhook', 'http', jsonb_build_object(
 SELECT outbox.subscribe('order_webhook', 'orders') AS subscription;
 SELECT name, kind, config FROM outbox.destinations WHERE name = 'order_webhook';
 INSERT INTO orders (customer, total) VALUES ('dave', 12.34);
-SELECT outbox.wait_idle() AS idle;
+SELECT outbox.wait_delivered() AS delivered;
 SELECT destination, kind, delivered_total, last_error FROM outbox.stats ORDER BY destination;
 
 -- 6. Idempotency keys: the first request claims the key ...

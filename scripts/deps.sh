@@ -7,6 +7,10 @@ set -euo pipefail
 
 packages=(
 	build-essential          # gcc, make
+	debhelper                # the Debian package (dh --with pgxs)
+	dpkg-dev                 # dpkg-buildpackage, dpkg-parsechangelog
+	fakeroot                 # dpkg-buildpackage as a user other than root
+	postgresql-server-dev-all # pg_buildext, pg_virtualenv, dh pgxs sequence
 	postgresql-15            # server, pg_regress, isolation tester, pgbench
 	postgresql-server-dev-15 # PGXS, headers, PostgreSQL::Test::Cluster
 	libipc-run-perl          # TAP tests
@@ -19,6 +23,10 @@ packages=(
 	procps                   # pkill: the demo and the benchmark stop what they started
 	python3                  # test helpers (HTTP receiver)
 	rsync
+	# the client examples (examples/, suite "examples" of make test)
+	python3-psycopg2         # Python example
+	golang-go                # Go example
+	golang-github-lib-pq-dev # Go example: lib/pq
 )
 
 missing=()
@@ -27,6 +35,15 @@ for p in "${packages[@]}"; do
 		missing+=("$p")
 	fi
 done
+
+# Node and npm for the Node example: Debian's, unless a node with npm is
+# installed already (for example NodeSource's nodejs, which bundles npm and
+# conflicts with Debian's npm package).
+if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+	for p in nodejs npm; do
+		dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+	done
+fi
 
 [ ${#missing[@]} -eq 0 ] && exit 0
 
