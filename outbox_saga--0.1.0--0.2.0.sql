@@ -560,3 +560,57 @@ REVOKE ALL ON FUNCTION outbox.restoring(), outbox.restore_event(), outbox.restor
 	saga.restore_step_run(), outbox.resume_restored(), outbox.check_identity(),
 	saga.resume(uuid) FROM PUBLIC;
 -- end of issue 13 items 2 and 3
+
+-- issue 12 items 5, 6, 8, 9: privileges (monitoring grants, stats rows of
+-- one's own destinations, saga starters, saga.drop_definition)
+ALTER TABLE saga.instance ADD COLUMN started_by oid;
+
+CREATE FUNCTION saga.drop_definition(name text)
+RETURNS void
+AS 'MODULE_PATHNAME', 'outbox_saga_saga_drop_definition'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION saga.drop_definition(text) IS
+	'Delete a saga definition (every version), its finished sagas and its name, which can then be defined anew by anyone allowed to call saga.define. Only the owner of the name, a member of it or a superuser (42501); refused while a saga of it is running, compensating or failed (55006).';
+REVOKE ALL ON FUNCTION saga.drop_definition(text) FROM PUBLIC;
+
+CREATE OR REPLACE VIEW outbox.stats WITH (security_barrier) AS
+	SELECT d.name AS destination,
+	       d.kind,
+	       d.paused,
+	       GREATEST(seq.last_value - d.done_id, 0) + COALESCE(r.total, 0) AS pending,
+	       CASE WHEN d.paused OR d.retry_at > pg_catalog.now() THEN 0
+	            ELSE GREATEST(seq.last_value - d.done_id, 0) + COALESCE(r.due, 0)
+	       END AS ready,
+	       CASE WHEN d.paused THEN NULL
+	            ELSE pg_catalog.now() - LEAST(r.oldest_due, head.created_at)
+	       END AS oldest_ready_age,
+	       COALESCE(r.retrying, 0) AS retrying,
+	       COALESCE(dl.dead, 0) AS dead,
+	       d.delivered_total,
+	       d.failed_attempts_total,
+	       d.last_delivered_at,
+	       COALESCE(outbox.dispatch_status(), d.last_error) AS last_error,
+	       d.last_error_at
+	  FROM outbox.destination d
+	 CROSS JOIN (SELECT COALESCE(max(id), 0) AS last_value FROM outbox.events) seq
+	  LEFT JOIN LATERAL (
+	       SELECT count(*) AS total,
+	              count(*) FILTER (WHERE rr.next_attempt_at <= pg_catalog.now()) AS due,
+	              count(*) FILTER (WHERE rr.attempts > 0) AS retrying,
+	              min(rr.created_at) FILTER (WHERE rr.next_attempt_at <= pg_catalog.now()) AS oldest_due
+	         FROM outbox.delivery_retry rr WHERE rr.destination_id = d.id) r ON true
+	  LEFT JOIN LATERAL (
+	       SELECT count(*) AS dead FROM outbox.dead_letter x WHERE x.destination_id = d.id) dl ON true
+	  LEFT JOIN LATERAL (
+	       SELECT e.created_at FROM outbox.events e
+	        WHERE e.id > d.done_id ORDER BY e.id LIMIT 1) head ON true
+	 WHERE pg_catalog.pg_has_role(d.owner, 'USAGE')
+	    OR pg_catalog.pg_has_role('pg_read_all_stats', 'USAGE');
+COMMENT ON VIEW outbox.stats IS
+	'One row per destination the current role owns (every one for superusers and pg_monitor / pg_read_all_stats): backlog, retries, dead letters, counters and the last error.';
+
+GRANT EXECUTE ON FUNCTION outbox.dispatch_status(), outbox.worker_status() TO PUBLIC;
+GRANT SELECT ON outbox.stats, outbox.workers TO pg_monitor;
+
+COMMENT ON FUNCTION outbox.mask_config(jsonb) IS
+	'A config with its secrets replaced by "********": the value of every key or header whose name suggests a credential (auth, token, secret, password, key, signature, cookie, session, ...), and in URLs the user information, every query parameter''s value and the fragment. Used by the views outbox.destinations and saga.definitions.';

@@ -72,6 +72,9 @@ listen_addresses = ''
 unix_socket_directories = '$SCRATCH'
 shared_preload_libraries = 'outbox_saga'
 max_worker_processes = 16
+# Webhook receivers of the demo and the documentation suites listen on
+# loopback, which the default denies.
+outbox_saga.http_deny_networks = '169.254.0.0/16,fe80::/10'
 ${2:-}
 CONF
 	as_cluster_user pg_ctl -D "$PGDATA" -l "$SCRATCH/server.log" -w start >/dev/null

@@ -454,6 +454,12 @@ SELECT saga.start('express_order', '{"order_id": "o12", "customer": "lea"}') AS 
 DROP ROLE regress_saga_shop;
 SET ROLE regress_saga_clerk;
 SELECT saga.register_compensation(:'o12', 'x', '{"function": "public.notify_customer"}');
+-- EXECUTE on saga.cancel alone does not let a role act on sagas of another
+-- owner or starter; membership in the owner's role does.
+SELECT saga.cancel(:'o12', 'by the clerk');
+RESET ROLE;
+GRANT regress_saga_shop TO regress_saga_clerk;
+SET ROLE regress_saga_clerk;
 SELECT saga.cancel(:'o12', 'by the clerk');
 RESET ROLE;
 SELECT pg_temp.wait_status('o12', 'cancelled');

@@ -38,4 +38,15 @@
 	pg_extension_ownercheck((ext), (role))
 #endif
 
+/*
+ * Whether a role with CREATEROLE may drop role 'target': any non-superuser
+ * role up to 15, only roles it has ADMIN OPTION on from 16.  The caller
+ * includes utils/acl.h.
+ */
+#if PG_VERSION_NUM >= 160000
+#define CompatCreateroleMayDrop(me, target) is_admin_of_role((me), (target))
+#else
+#define CompatCreateroleMayDrop(me, target) true
+#endif
+
 #endif							/* OUTBOX_SAGA_COMPAT_H */

@@ -18,16 +18,21 @@
  *	  preloaded), before DROP ROLE, in the caller's transaction; reads the
  *	  state tables as the bootstrap superuser with a pinned search_path
  *	  (RunAsExtensionBegin) and changes nothing.
+ *	- Runs only for a caller that passes DROP ROLE's own privilege check
+ *	  (may_drop_role): anyone else gets PostgreSQL's error and learns
+ *	  nothing about what the role owns here.
  *	- Sees the current database only: destinations in other databases are
  *	  covered by the 42704 failure above (README, Troubleshooting).
- *	- Saga definitions with no saga in flight do not block: there is no
- *	  function to drop a definition, and a later saga.start of it fails
- *	  its steps with the same clear error.
+ *	- Saga definitions with no saga in flight do not block: a later
+ *	  saga.start of one fails its steps with the same clear error, and
+ *	  saga.drop_definition removes it.
  *
  *-------------------------------------------------------------------------
  */
 #include "compat.h"
 
+#include "access/htup_details.h"
+#include "catalog/pg_authid.h"
 #include "catalog/pg_type_d.h"
 #include "commands/dbcommands.h"
 #include "commands/extension.h"
@@ -36,6 +41,7 @@
 #include "miscadmin.h"
 #include "utils/acl.h"
 #include "utils/builtins.h"
+#include "utils/syscache.h"
 
 #include "base/owner_guard.h"
 #include "base/run_as.h"
@@ -100,6 +106,31 @@ check_role(Oid roleid, const char *name)
 }
 
 /*
+ * may_drop_role
+ *		Whether the current user passes DROP ROLE's own privilege check for
+ *		'roleid' (superuser; or CREATEROLE, the target no superuser, and from
+ *		PostgreSQL 16 ADMIN OPTION on it).  A role that does not pass gets
+ *		PostgreSQL's error and never sees what the target owns here.
+ */
+static bool
+may_drop_role(Oid roleid)
+{
+	Oid			me = GetUserId();
+	HeapTuple	tuple;
+	bool		createrole;
+
+	if (superuser())
+		return true;
+	tuple = SearchSysCache1(AUTHOID, ObjectIdGetDatum(me));
+	if (!HeapTupleIsValid(tuple))
+		return false;
+	createrole = ((Form_pg_authid) GETSTRUCT(tuple))->rolcreaterole;
+	ReleaseSysCache(tuple);
+	return createrole && !superuser_arg(roleid) &&
+		CompatCreateroleMayDrop(me, roleid);
+}
+
+/*
  * OwnerGuardCheckDropRole
  *		The check, for every existing role the statement names, when the
  *		extension is installed in this database.
@@ -120,7 +151,7 @@ OwnerGuardCheckDropRole(DropRoleStmt *stmt)
 		if (spec->roletype != ROLESPEC_CSTRING)
 			continue;
 		roleid = get_role_oid(spec->rolename, true);
-		if (OidIsValid(roleid))
+		if (OidIsValid(roleid) && may_drop_role(roleid))
 			check_role(roleid, spec->rolename);
 	}
 }

@@ -8,9 +8,10 @@
  * tokens, credentials in URLs).  They are write-only: the SQL API never
  * returns a config, and what a user can read of one is the result of
  * outbox.mask_config(), which replaces every secret by "********".  What is
- * a secret is decided by key names (secret_key_parts, at any depth), by
- * header names under a "headers" key (secret_headers) and by the userinfo
- * and secret-looking query parameters of URL strings.
+ * a secret is decided by rule, not by a list of known names: any key at
+ * any depth (config keys and header names alike) whose name suggests a
+ * credential (is_secret_name), and in every string that is a URL its
+ * userinfo, every query parameter's value and its fragment.
  *
  * INVARIANTS
  *	Pure functions of their argument: no SPI, no catalog access, no lock,
@@ -34,59 +35,62 @@ PG_FUNCTION_INFO_V1(outbox_saga_mask_config);
 #define DEST_MASK				"********"
 
 /*
- * A key whose lower-cased name contains one of these holds a secret; so
- * does a query parameter of a URL whose name does.
+ * The rule for secret names (config keys at any depth, header names, URL
+ * query parameter names are all keys): a name holds a secret if, lower-
+ * cased, it contains one of secret_parts anywhere (so "X-Auth",
+ * "X-Upstream-Authorization", "Proxy-Authorization", "oauth_token",
+ * "X-Amz-Signature", "Set-Cookie" all match), or one of its words - the
+ * runs of letters and digits between other characters - is one of
+ * secret_words (short words that would match too much as substrings:
+ * "X-Api-Key", "ssl.key.pem", "sig"), or it is a SASL config
+ * ("sasl.*config": sasl.jaas.config, sasl.oauthbearer.config).
  */
-static const char *const secret_key_parts[] = {
-	"secret",
-	"password",
-	"passwd",
-	"passphrase",
-	"token",
-	"credential",
-	"apikey",
-	"api_key",
-	"api-key",
-	"private",
-	"key.pem",
-	NULL
+static const char *const secret_parts[] = {
+	"secret", "password", "passwd", "passphrase", "token", "credential",
+	"apikey", "private", "auth", "cookie", "session", "bearer", "signature",
+	"jaas", "hmac", NULL
 };
 
-/* Headers (in an object under a "headers" key) that carry credentials. */
-static const char *const secret_headers[] = {
-	"authorization",
-	"proxy-authorization",
-	"x-api-key",
-	"cookie",
-	NULL
+static const char *const secret_words[] = {
+	"key", "sig", "pass", "pwd", "psk", "sas", "jwt", "otp", "pin", NULL
 };
-
-/* The key whose object holds HTTP headers. */
-static const char *const headers_key[] = {"headers", NULL};
-
 
 /*
- * key_matches_any
- *		Whether the 'len' bytes at 'key', lower-cased, contain (or, with
- *		'whole', equal) one of the NULL-terminated 'words'.
+ * is_secret_name
+ *		Whether the 'len' bytes at 'name' are a secret's name by the rule
+ *		above.
  */
 static bool
-key_matches_any(const char *key, int len, const char *const *words, bool whole)
+is_secret_name(const char *name, int len)
 {
 	char	   *lower = palloc(len + 1);
 	bool		found = false;
 	int			i;
 
 	for (i = 0; i < len; i++)
-		lower[i] = pg_ascii_tolower((unsigned char) key[i]);
+		lower[i] = pg_ascii_tolower((unsigned char) name[i]);
 	lower[len] = '\0';
 
-	for (i = 0; words[i] != NULL && !found; i++)
+	for (i = 0; secret_parts[i] != NULL && !found; i++)
+		found = (strstr(lower, secret_parts[i]) != NULL);
+	if (!found && len >= 11 && strncmp(lower, "sasl.", 5) == 0 &&
+		strcmp(lower + len - 6, "config") == 0)
+		found = true;
+	for (i = 0; i < len && !found;)
 	{
-		if (whole)
-			found = (strcmp(lower, words[i]) == 0);
-		else
-			found = (strstr(lower, words[i]) != NULL);
+		int			start;
+		int			j;
+
+		while (i < len && !isalnum((unsigned char) lower[i]))
+			i++;
+		start = i;
+		while (i < len && isalnum((unsigned char) lower[i]))
+			i++;
+		if (i == start)
+			break;
+		for (j = 0; secret_words[j] != NULL && !found; j++)
+			found = (strlen(secret_words[j]) == (size_t) (i - start) &&
+					 memcmp(lower + start, secret_words[j], i - start) == 0);
 	}
 	pfree(lower);
 	return found;
@@ -128,8 +132,9 @@ scheme_length(const char *str, int len)
  *		it to 'out' with them masked and return true; else return false and
  *		leave 'out' alone.  Credentials are the userinfo of the authority
  *		(the password of "user:password@", or the whole "token@" if there is
- *		no password) and the values of query parameters whose name looks
- *		secret (the value of "?token=...").
+ *		no password), the value of every query parameter (whatever its
+ *		name: "?sig=...", "?X-Amz-Signature=...", "?t=...") and the
+ *		fragment.
  */
 static bool
 mask_one_url(const char *str, int len, StringInfo out)
@@ -173,7 +178,7 @@ mask_one_url(const char *str, int len, StringInfo out)
 	while (i < len && str[i] != '?' && str[i] != '#')
 		appendStringInfoChar(&buf, str[i++]);
 
-	/* query parameters, up to the fragment */
+	/* every query parameter's value, up to the fragment */
 	if (i < len && str[i] == '?')
 	{
 		appendStringInfoChar(&buf, str[i++]);
@@ -188,21 +193,28 @@ mask_one_url(const char *str, int len, StringInfo out)
 					eq = i;
 				i++;
 			}
-			if (eq > start &&
-				key_matches_any(str + start, eq - start, secret_key_parts, false))
-			{
+			if (eq >= 0)
 				appendBinaryStringInfo(&buf, str + start, eq + 1 - start);
+			if (i > start)
+			{
 				appendStringInfoString(&buf, DEST_MASK);
 				changed = true;
 			}
-			else
-				appendBinaryStringInfo(&buf, str + start, i - start);
 			if (i < len && str[i] == '&')
 				appendStringInfoChar(&buf, str[i++]);
 		}
 	}
-	appendBinaryStringInfo(&buf, str + i, len - i);
-
+	/* the fragment (OAuth implicit flows put tokens there) */
+	if (i < len && str[i] == '#')
+	{
+		appendStringInfoChar(&buf, str[i++]);
+		if (i < len)
+		{
+			appendStringInfoString(&buf, DEST_MASK);
+			changed = true;
+		}
+		i = len;
+	}
 	if (changed)
 		appendBinaryStringInfo(out, buf.data, buf.len);
 	pfree(buf.data);
@@ -287,11 +299,10 @@ mask_scalar(JsonbParseState **state, JsonbIteratorToken tok, JsonbValue *v)
 /*
  * MaskConfig
  *		'config' with every secret replaced by "********", at any depth: the
- *		value (whole, even an object or array) of every key whose name
- *		contains, case insensitively, one of secret_key_parts; in an object
- *		under a key named "headers", the value of every header in
- *		secret_headers; and credentials in URL strings (mask_url).  A scalar
- *		is returned as it is.
+ *		value (whole, even an object or array) of every key (config key or
+ *		header name alike) whose name is_secret_name; and credentials and
+ *		query values in URL strings (mask_url).  A scalar is returned as it
+ *		is.
  */
 Jsonb *
 MaskConfig(Jsonb *config)
@@ -302,12 +313,8 @@ MaskConfig(Jsonb *config)
 	JsonbValue	mask;
 	JsonbValue *res = NULL;
 	JsonbIteratorToken tok;
-	bool	   *is_headers;		/* per open container: an object under "headers" */
-	int			capacity = 16;
-	int			depth = 0;
 	int			skip = 0;		/* > 0: inside a container being masked */
 	bool		mask_next = false;	/* the next value belongs to a secret key */
-	bool		headers_next = false;	/* the next value belongs to "headers" */
 
 	if (JB_ROOT_IS_SCALAR(config))
 		return config;
@@ -315,7 +322,6 @@ MaskConfig(Jsonb *config)
 	mask.type = jbvString;
 	mask.val.string.val = DEST_MASK;
 	mask.val.string.len = strlen(DEST_MASK);
-	is_headers = palloc0(sizeof(bool) * capacity);
 
 	it = JsonbIteratorInit(&config->root);
 	while ((tok = JsonbIteratorNext(&it, &v, false)) != WJB_DONE)
@@ -338,35 +344,17 @@ MaskConfig(Jsonb *config)
 				if (mask_next)
 				{
 					mask_next = false;
-					headers_next = false;
 					skip = 1;
 					break;
 				}
-				if (depth + 1 >= capacity)
-				{
-					is_headers = repalloc(is_headers, sizeof(bool) * capacity * 2);
-					capacity *= 2;
-				}
-				depth++;
-				is_headers[depth] = (tok == WJB_BEGIN_OBJECT && headers_next);
-				headers_next = false;
 				res = pushJsonbValue(&state, tok, NULL);
 				break;
 			case WJB_END_OBJECT:
 			case WJB_END_ARRAY:
-				depth--;
 				res = pushJsonbValue(&state, tok, NULL);
 				break;
 			case WJB_KEY:
-				mask_next =
-					key_matches_any(v.val.string.val, v.val.string.len,
-									secret_key_parts, false) ||
-					(is_headers[depth] &&
-					 key_matches_any(v.val.string.val, v.val.string.len,
-									 secret_headers, true));
-				headers_next =
-					key_matches_any(v.val.string.val, v.val.string.len,
-									headers_key, true);
+				mask_next = is_secret_name(v.val.string.val, v.val.string.len);
 				res = pushJsonbValue(&state, tok, &v);
 				break;
 			case WJB_VALUE:
@@ -375,7 +363,6 @@ MaskConfig(Jsonb *config)
 				else
 					res = mask_scalar(&state, tok, &v);
 				mask_next = false;
-				headers_next = false;
 				break;
 			case WJB_ELEM:
 				res = mask_scalar(&state, tok, &v);

@@ -153,8 +153,10 @@ outbox_saga_wait_idle(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 				 errmsg("timeout must not be null")));
 	timeout = PG_GETARG_INTERVAL_P(0);
+	/* At most one day, compared without overflow ('1000 hours' is day 0). */
 	if (timeout->month != 0 || timeout->day < 0 || timeout->time < 0 ||
-		(timeout->day == 0 && timeout->time == 0) || timeout->day > 1)
+		(timeout->day == 0 && timeout->time == 0) || timeout->day > 1 ||
+		timeout->time > USECS_PER_DAY - (int64) timeout->day * USECS_PER_DAY)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("timeout must be positive and at most one day")));

@@ -9,6 +9,8 @@
  * everything before changing anything (the trigger's arguments with the
  * same code the trigger runs when it fires, CaptureCheckArgs()), build the
  * DDL with every identifier and literal quoted, and run it through SPI.
+ * The extension's own tables (schemas outbox and saga, members of the
+ * extension) are refused (0A000).
  *
  * LOCKS
  *	capture_table() takes SHARE ROW EXCLUSIVE on the table (and on every
@@ -28,10 +30,12 @@
 #include "compat.h"
 
 #include "access/relation.h"
+#include "catalog/dependency.h"
 #include "catalog/namespace.h"
 #include "catalog/objectaddress.h"
 #include "catalog/pg_inherits.h"
 #include "catalog/pg_type.h"
+#include "commands/extension.h"
 #include "commands/trigger.h"
 #include "executor/spi.h"
 #include "lib/stringinfo.h"
@@ -174,6 +178,31 @@ check_relkind(Oid relid)
 				(errcode(ERRCODE_WRONG_OBJECT_TYPE),
 				 errmsg("\"%s\" is not a table", get_rel_name(relid)),
 				 errdetail("Only tables, partitioned tables and foreign tables can be captured.")));
+}
+
+/*
+ * check_not_extension_table
+ *		The extension's own tables (anything in the schemas outbox and saga,
+ *		or a member of the extension) are never captured: capturing the log
+ *		or the state tables feeds events back into themselves and copies
+ *		unmasked destination configs into payloads.
+ */
+static void
+check_not_extension_table(Oid relid)
+{
+	Oid			nsp = get_rel_namespace(relid);
+	char	   *nspname = get_namespace_name(nsp);
+	Oid			ext = get_extension_oid("outbox_saga", true);
+
+	if ((nspname != NULL &&
+		 (strcmp(nspname, "outbox") == 0 || strcmp(nspname, "saga") == 0)) ||
+		(OidIsValid(ext) &&
+		 getExtensionOfObject(RelationRelationId, relid) == ext))
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("table \"%s\" belongs to outbox_saga and cannot be captured",
+						get_rel_name(relid)),
+				 errdetail("The tables of the schemas outbox and saga, and every table of the extension, are its own state.")));
 }
 
 /*
@@ -367,6 +396,7 @@ outbox_saga_capture_table(PG_FUNCTION_ARGS)
 
 	/* Privilege first, so that nobody else can lock the table. */
 	check_relkind(relid);
+	check_not_extension_table(relid);
 	aclresult = pg_class_aclcheck(relid, GetUserId(), ACL_TRIGGER);
 	if (aclresult != ACLCHECK_OK)
 		aclcheck_error(aclresult, get_relkind_objtype(get_rel_relkind(relid)),

@@ -16,15 +16,19 @@
  * ADDRESSES are checked on every connection the HTTP client opens, after
  * DNS resolution: http_socket.c's CURLOPT_OPENSOCKETFUNCTION callback asks
  * HttpGuardRefusesAddress before it opens a socket.  An address in one of
- * the networks of outbox_saga.http_deny_networks (default: the link-local
- * 169.254.0.0/16 and fe80::/10, where cloud metadata services answer) is
+ * the networks of outbox_saga.http_deny_networks (default: every internal
+ * network, HTTP_DEFAULT_DENY_NETWORKS: loopback, private, CGNAT,
+ * link-local where cloud metadata services answer, unique-local) is
  * refused before any packet is sent, so a host name that resolves - or is
- * rebound - to such an address is refused too.  IPv4 addresses mapped into
- * IPv6 (::ffff:a.b.c.d) are checked as IPv4.  The client never uses a
- * proxy, so the address checked is always the destination's.  Loopback is
- * allowed unless the setting says otherwise.  A setting that cannot be
- * parsed denies every address (fail closed) and says so once in the
- * server log.
+ * rebound - to such an address is refused too.  0.0.0.0/8 and :: (which
+ * connect() takes as this host) are refused whatever the setting says.
+ * IPv4 addresses inside IPv6 (mapped ::ffff:a.b.c.d, compatible ::a.b.c.d,
+ * NAT64 64:ff9b::a.b.c.d) are checked as IPv4 too.  The client never uses
+ * a proxy, so the address checked is always the destination's.  The policy
+ * is one for every owner: only a superuser can change the setting
+ * (postgresql.conf, reload), e.g. to let webhooks reach an internal
+ * network.  A setting that cannot be parsed denies every address (fail
+ * closed) and says so once in the server log.
  *
  * This file is a predicate: it calls nothing in the client or its sockets.  The parsed
  * list lives in TopMemoryContext and is replaced (HttpGuardRefresh) only
@@ -48,6 +52,16 @@
 #include "utils/varlena.h"
 
 #include "http/http_guard.h"
+
+/*
+ * The default of outbox_saga.http_deny_networks: every internal network
+ * (Standard Webhooks: deny internal addresses by default).  Loopback,
+ * RFC 1918 private, shared address space (CGNAT), link-local (cloud
+ * metadata services), IPv6 loopback, unique-local and link-local.
+ */
+#define HTTP_DEFAULT_DENY_NETWORKS \
+	"127.0.0.0/8,10.0.0.0/8,172.16.0.0/12,192.168.0.0/16,100.64.0.0/10," \
+	"169.254.0.0/16,::1/128,fc00::/7,fe80::/10"
 
 /* One network of the deny list. */
 typedef struct DenyNetwork
@@ -205,9 +219,9 @@ HttpGuardInit(void)
 {
 	DefineCustomStringVariable("outbox_saga.http_deny_networks",
 							   "Networks (CIDR, comma-separated) HTTP destinations may not reach, checked on the resolved address.",
-							   "The default refuses link-local addresses, where cloud metadata services live.",
+							   "The default refuses loopback, private, shared (CGNAT), link-local and unique-local networks; 0.0.0.0/8 and :: are refused whatever the setting.",
 							   &http_deny_networks,
-							   "169.254.0.0/16,fe80::/10",
+							   HTTP_DEFAULT_DENY_NETWORKS,
 							   PGC_SIGHUP,
 							   GUC_LIST_INPUT,
 							   check_deny_networks, NULL, NULL);
@@ -275,19 +289,68 @@ prefix_matches(const unsigned char *a, const unsigned char *b, int bits)
 }
 
 /*
+ * always_denied
+ *		Whether an address is one no setting can allow: 0.0.0.0/8 and ::
+ *		("this host", which connect() takes as the local machine).  IPv4
+ *		forms inside IPv6 are checked by the caller.
+ */
+static bool
+always_denied(int family, const unsigned char *addr)
+{
+	static const unsigned char zero[16] = {0};
+
+	if (family == AF_INET)
+		return addr[0] == 0;
+	return memcmp(addr, zero, 16) == 0;
+}
+
+/*
+ * embedded_ipv4
+ *		The IPv4 address an IPv6 address stands for, or NULL: IPv4-mapped
+ *		(::ffff:a.b.c.d), IPv4-compatible (::a.b.c.d, deprecated but still
+ *		routed to a.b.c.d by some stacks) and the NAT64 well-known prefix
+ *		(64:ff9b::a.b.c.d).  :: and ::1 are IPv6 addresses, not embedded.
+ */
+static const unsigned char *
+embedded_ipv4(const unsigned char *addr)
+{
+	static const unsigned char v4_mapped[12] =
+	{0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xFF, 0xFF};
+	static const unsigned char v4_compat[12] = {0};
+	static const unsigned char nat64[12] =
+	{0, 0x64, 0xFF, 0x9B, 0, 0, 0, 0, 0, 0, 0, 0};
+
+	if (memcmp(addr, v4_mapped, 12) == 0 || memcmp(addr, nat64, 12) == 0)
+		return addr + 12;
+	if (memcmp(addr, v4_compat, 12) == 0 &&
+		(addr[12] | addr[13] | addr[14]) != 0)
+		return addr + 12;
+	return NULL;
+}
+
+/*
  * address_denied
- *		Whether an address of 'family' (4 or 16 bytes at 'addr') is in the
- *		deny list, or the list is unparsable.  No allocation, no error.
+ *		Whether an address of 'family' (4 or 16 bytes at 'addr') is always
+ *		denied, in the deny list, or the list is unparsable.  An IPv6 form
+ *		of an IPv4 address (embedded_ipv4) is checked as that IPv4 address
+ *		as well.  No allocation, no error.
  */
 static bool
 address_denied(int family, const unsigned char *addr)
 {
-	static const unsigned char v4_mapped[12] =
-	{0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xFF, 0xFF};
+	const unsigned char *v4 = NULL;
 	int			i;
 
 	if (deny_invalid)
 		return true;
+	if (always_denied(family, addr))
+		return true;
+	if (family == AF_INET6)
+	{
+		v4 = embedded_ipv4(addr);
+		if (v4 != NULL && always_denied(AF_INET, v4))
+			return true;
+	}
 	for (i = 0; i < deny_count; i++)
 	{
 		const DenyNetwork *net = &deny_list[i];
@@ -295,10 +358,8 @@ address_denied(int family, const unsigned char *addr)
 		if (net->family == family &&
 			prefix_matches(addr, net->addr, net->bits))
 			return true;
-		/* ::ffff:a.b.c.d is a.b.c.d */
-		if (family == AF_INET6 && net->family == AF_INET &&
-			memcmp(addr, v4_mapped, sizeof(v4_mapped)) == 0 &&
-			prefix_matches(addr + 12, net->addr, net->bits))
+		if (v4 != NULL && net->family == AF_INET &&
+			prefix_matches(v4, net->addr, net->bits))
 			return true;
 	}
 	return false;
@@ -443,6 +504,15 @@ HttpGuardCheckUrl(const char *url)
 
 	if (family != 0)
 	{
+		const unsigned char *v4 = family == AF_INET6 ? embedded_ipv4(addr) : NULL;
+
+		if (always_denied(family, addr) ||
+			(v4 != NULL && always_denied(AF_INET, v4)))
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("configuration key \"url\" names an unspecified address"),
+					 errdetail("0.0.0.0/8 and :: stand for this host and are never allowed."),
+					 errhint("Use the address of the receiver.")));
 		(void) HttpGuardRefresh();
 		if (address_denied(family, addr))
 			ereport(ERROR,

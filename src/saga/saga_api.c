@@ -15,8 +15,12 @@
  * PRIVILEGES
  *	The functions are SECURITY INVOKER: EXECUTE decides who may call them
  *	(nothing is granted to PUBLIC).  A role allowed to call saga.start may
- *	start any definition; saga.complete_step, saga.cancel and saga.retry
- *	likewise act on any saga.  saga.register_compensation additionally
+ *	start any definition; the saga records its starter (started_by).
+ *	saga.complete_step, saga.cancel and saga.retry act only on sagas whose
+ *	definition owner or starter the caller has the privileges of
+ *	(check_may_act: a member, or a superuser); a saga started before 0.2.0
+ *	has no starter recorded.  saga.start's input and complete_step's result
+ *	are at most SAGA_MAX_INPUT_BYTES (54000).  saga.register_compensation additionally
  *	requires the privileges of the definition's owner, since the call runs
  *	as that owner.  Permission checks run as the caller; then each fixed
  *	statement (parameters only) runs as the bootstrap superuser with
@@ -64,6 +68,12 @@ PG_FUNCTION_INFO_V1(outbox_saga_saga_retry);
 /* The longest idempotency key, in bytes. */
 #define SAGA_MAX_KEY_BYTES		512
 
+/*
+ * The largest saga input and step result (complete_step), in bytes of
+ * jsonb: a saga's input travels in every step's ctx, so it stays small.
+ */
+#define SAGA_MAX_INPUT_BYTES	(1024 * 1024)
+
 /* A saga's row as locked by lock_saga(); strings live in SPI memory. */
 typedef struct SagaRow
 {
@@ -71,12 +81,28 @@ typedef struct SagaRow
 	char	   *definition;
 	char	   *status;
 	Oid			owner;
+	Oid			started_by;		/* InvalidOid: started before 0.2.0 */
 	Jsonb	   *steps;
 	Jsonb	   *options;
 	bool		deadline_passed;
 } SagaRow;
 
 
+
+/*
+ * check_size
+ *		Refuse a jsonb argument larger than SAGA_MAX_INPUT_BYTES (54000).
+ */
+static void
+check_size(Jsonb *value, const char *what)
+{
+	if (VARSIZE(value) > SAGA_MAX_INPUT_BYTES)
+		ereport(ERROR,
+				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+				 errmsg("%s is too large", what),
+				 errdetail("It has %zu bytes as jsonb; the limit is %d.",
+						   (size_t) VARSIZE(value), SAGA_MAX_INPUT_BYTES)));
+}
 
 /* ------------------------------------------------------------------------
  * saga.start
@@ -93,8 +119,8 @@ outbox_saga_saga_start(PG_FUNCTION_ARGS)
 	Jsonb	   *input;
 	text	   *key = NULL;
 	pg_uuid_t  *id = palloc(sizeof(pg_uuid_t));
-	Datum		values[4];
-	char		nulls[4] = {' ', ' ', ' ', ' '};
+	Datum		values[5];
+	char		nulls[5] = {' ', ' ', ' ', ' ', ' '};
 	bool		isnull;
 	int32		definition_id;
 	int			tries;
@@ -103,6 +129,7 @@ outbox_saga_saga_start(PG_FUNCTION_ARGS)
 	SqlRequireArg(fcinfo, 1, "input");
 	definition = PG_GETARG_TEXT_PP(0);
 	input = PG_GETARG_JSONB_P(1);
+	check_size(input, "saga input");
 	if (!PG_ARGISNULL(2))
 	{
 		key = PG_GETARG_TEXT_PP(2);
@@ -137,6 +164,7 @@ outbox_saga_saga_start(PG_FUNCTION_ARGS)
 		values[2] = JsonbPGetDatum(input);
 		values[3] = key ? PointerGetDatum(key) : (Datum) 0;
 		nulls[3] = key ? ' ' : 'n';
+		values[4] = ObjectIdGetDatum(GetUserId());
 		(void) SagaRunAsExtension(SAGA_Q_START_INSERT, values, nulls, SPI_OK_INSERT);
 		if (SPI_processed == 1)
 		{
@@ -194,7 +222,35 @@ lock_saga(const pg_uuid_t *id, SagaRow *row)
 	row->deadline_passed = DatumGetBool(SagaColumn(SPI_tuptable, 0, 6, &isnull));
 	if (isnull)
 		row->deadline_passed = false;
+	row->started_by = DatumGetObjectId(SagaColumn(SPI_tuptable, 0, 7, &isnull));
+	if (isnull)
+		row->started_by = InvalidOid;
 }
+
+/*
+ * check_may_act
+ *		Only a role with the privileges of the definition's owner or of the
+ *		role that started the saga (a member of either: GRANT owner TO x,
+ *		or a superuser) may complete a step of it, cancel it or retry it.
+ *		EXECUTE on the function alone is not enough.
+ */
+static void
+check_may_act(const SagaRow *row, const char *verb)
+{
+	Oid			me = GetUserId();
+
+	if (has_privs_of_role(me, row->owner))
+		return;
+	if (OidIsValid(row->started_by) && has_privs_of_role(me, row->started_by))
+		return;
+	ereport(ERROR,
+			(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+			 errmsg("permission denied to %s a saga of definition \"%s\"",
+					verb, row->definition),
+			 errdetail("Saga %s: only the definition's owner, the role that started the saga, members of either, and superusers may.",
+					   SagaIdString(&row->id))));
+}
+
 
 /*
  * lock_saga_in_status
@@ -213,6 +269,7 @@ lock_saga_in_status(FunctionCallInfo fcinfo, SagaRow *row, const char *status,
 
 	SpiConnect();
 	lock_saga(id, row);
+	check_may_act(row, verb);
 	if (strcmp(row->status, status) != 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
@@ -254,10 +311,14 @@ outbox_saga_saga_complete_step(PG_FUNCTION_ARGS)
 	step = text_to_cstring(PG_GETARG_TEXT_PP(1));
 	success = PG_GETARG_BOOL(2);
 	if (!PG_ARGISNULL(3))
+	{
 		result = PG_GETARG_JSONB_P(3);
+		check_size(result, "step result");
+	}
 
 	SpiConnect();
 	lock_saga(id, &row);
+	check_may_act(&row, "complete a step of");
 
 	values[0] = UUIDPGetDatum(id);
 	values[1] = CStringGetTextDatum(step);

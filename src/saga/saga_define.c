@@ -1,8 +1,8 @@
 /*-------------------------------------------------------------------------
  *
  * saga_define.c
- *		saga.define, and the validation of definitions and of calls (also
- *		used by saga.register_compensation).
+ *		saga.define and saga.drop_definition, and the validation of
+ *		definitions and of calls (also used by saga.register_compensation).
  *
  * DEFINITIONS
  *	saga.define() validates everything before writing (unknown keys and
@@ -26,6 +26,11 @@
  *	extension's rights.  The statement may carry secrets (http headers):
  *	errors keep it out of the server log.
  *
+ * NAMES are owned: the role that first defines a name owns it until
+ *	saga.drop_definition (owner, member or superuser; no saga of it
+ *	running, compensating or failed) deletes it with its versions and
+ *	finished sagas, so a name cannot be squatted forever.
+ *
  *-------------------------------------------------------------------------
  */
 #include "compat.h"
@@ -47,6 +52,7 @@
 #include "utils/timestamp.h"
 
 #include "base/jsonb_util.h"
+#include "base/run_as.h"
 #include "base/spi_util.h"
 #include "base/sql_args.h"
 #include "events/eventlog.h"
@@ -54,6 +60,7 @@
 #include "saga/saga.h"
 
 PG_FUNCTION_INFO_V1(outbox_saga_saga_define);
+PG_FUNCTION_INFO_V1(outbox_saga_saga_drop_definition);
 
 /* Limits. */
 #define SAGA_MAX_STEPS			1000
@@ -622,3 +629,96 @@ SagaDefinitionHasStep(Jsonb *steps, const char *step)
 	return false;
 }
 
+
+
+/* ------------------------------------------------------------------------
+ * saga.drop_definition
+ * ------------------------------------------------------------------------
+ */
+
+/*
+ * Statements of saga.drop_definition, run with the extension's rights.
+ * $1 is the definition's name in each.
+ */
+static SpiStatement drop_lock_instances = {"saga.drop_definition: lock out saga.start",
+	"LOCK TABLE saga.instance IN SHARE ROW EXCLUSIVE MODE",
+{0}};
+
+static SpiStatement drop_in_flight = {"saga.drop_definition: sagas not finished",
+	"SELECT count(*) FROM saga.instance"
+	" WHERE definition = $1 AND status IN ('running', 'compensating', 'failed')",
+{TEXTOID, 0}};
+
+static SpiStatement drop_runs = {"saga.drop_definition: delete step runs",
+	"DELETE FROM saga.step_run r USING saga.instance i"
+	" WHERE i.definition = $1 AND r.saga_id = i.id",
+{TEXTOID, 0}};
+
+static SpiStatement drop_instances = {"saga.drop_definition: delete sagas",
+	"DELETE FROM saga.instance WHERE definition = $1",
+{TEXTOID, 0}};
+
+static SpiStatement drop_versions = {"saga.drop_definition: delete versions",
+	"DELETE FROM saga.definition WHERE name = $1",
+{TEXTOID, 0}};
+
+static SpiStatement drop_name = {"saga.drop_definition: delete the name",
+	"DELETE FROM saga.definition_name WHERE name = $1",
+{TEXTOID, 0}};
+
+/*
+ * saga.drop_definition(name text) RETURNS void
+ *
+ * Deletes every version of a definition, its finished sagas (completed,
+ * compensated, cancelled) with their step runs, and its name, which anyone
+ * with EXECUTE on saga.define may then define anew.  Only a role with the
+ * privileges of the name's owner (the role that first defined it: a
+ * member, or a superuser) may (42501); refused while a saga of it is
+ * running, compensating or failed (55006).  Takes the name's row lock,
+ * then SHARE ROW EXCLUSIVE on saga.instance until the transaction ends, so
+ * that no saga.start of it can commit a saga in between.
+ */
+Datum
+outbox_saga_saga_drop_definition(PG_FUNCTION_ARGS)
+{
+	char	   *name;
+	Datum		values[1];
+	bool		isnull;
+	Oid			owner;
+	int64		in_flight;
+
+	SqlRequireArg(fcinfo, 0, "name");
+	name = SqlNameText(PG_GETARG_TEXT_PP(0), "saga name",
+					   SAGA_MAX_NAME_BYTES, NULL);
+	values[0] = CStringGetTextDatum(name);
+
+	SpiConnect();
+	(void) SagaRunAsExtension(SAGA_Q_HEAD_LOCK, values, NULL, SPI_OK_SELECT);
+	if (SPI_processed != 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("saga definition \"%s\" does not exist", name)));
+	owner = DatumGetObjectId(SagaColumn(SPI_tuptable, 0, 1, &isnull));
+	if (!has_privs_of_role(GetUserId(), owner))
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("must be owner of saga definition \"%s\"", name),
+				 errdetail("Only the role that first defined a saga, a member of it, or a superuser may drop it.")));
+
+	(void) RunAsExtensionRun(&drop_lock_instances, NULL, NULL, SPI_OK_UTILITY);
+	(void) RunAsExtensionRun(&drop_in_flight, values, NULL, SPI_OK_SELECT);
+	in_flight = DatumGetInt64(SagaColumn(SPI_tuptable, 0, 1, &isnull));
+	if (in_flight > 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_IN_USE),
+				 errmsg("saga definition \"%s\" has %lld sagas that are not finished",
+						name, (long long) in_flight),
+				 errhint("Let them finish, or cancel them (saga.cancel) and retry failed ones (saga.retry) first.")));
+
+	(void) RunAsExtensionRun(&drop_runs, values, NULL, SPI_OK_DELETE);
+	(void) RunAsExtensionRun(&drop_instances, values, NULL, SPI_OK_DELETE);
+	(void) RunAsExtensionRun(&drop_versions, values, NULL, SPI_OK_DELETE);
+	(void) RunAsExtensionRun(&drop_name, values, NULL, SPI_OK_DELETE);
+	SpiFinish();
+	PG_RETURN_VOID();
+}

@@ -150,16 +150,17 @@ static SpiStatement statements[SAGA_Q_COUNT] = {
 	},
 
 	/*
-	 * $1 id, $2 definition id, $3 input, $4 key
+	 * $1 id, $2 definition id, $3 input, $4 key, $5 the starting role
 	 * Touches: saga.instance, saga.step_run (insert); saga.definition.
 	 */
 	[SAGA_Q_START_INSERT] = {
 		"saga.start: insert the saga and its first run",
 		"WITH ins AS ("
 		"  INSERT INTO saga.instance (id, definition, definition_id, version, status, input,"
-		"                             current_step, idempotency_key, deadline)"
+		"                             current_step, idempotency_key, deadline, started_by)"
 		"  SELECT $1, d.name, d.id, d.version, 'running', $3, d.steps->0->>'name', $4,"
-		"         pg_catalog.now() + pg_catalog.make_interval(secs => (d.options->>'deadline')::float8)"
+		"         pg_catalog.now() + pg_catalog.make_interval(secs => (d.options->>'deadline')::float8),"
+		"         $5"
 		"    FROM saga.definition d WHERE d.id = $2"
 		"  ON CONFLICT (definition, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING"
 		"  RETURNING id, definition_id"
@@ -170,7 +171,7 @@ static SpiStatement statements[SAGA_Q_COUNT] = {
 		"       'pending', pg_catalog.now(), " POLICY_VALUES("s", "max_attempts")
 		"  FROM ins JOIN saga.definition d ON d.id = ins.definition_id,"
 		"       LATERAL (SELECT d.steps->0 AS s) first",
-		{UUIDOID, INT4OID, JSONBOID, TEXTOID, 0}
+		{UUIDOID, INT4OID, JSONBOID, TEXTOID, OIDOID, 0}
 	},
 
 	/* Touches: saga.instance, saga.definition. */
@@ -185,7 +186,8 @@ static SpiStatement statements[SAGA_Q_COUNT] = {
 	[SAGA_Q_LOCK_SAGA] = {
 		"lock a saga",
 		"SELECT i.definition, i.status, d.owner, d.steps, d.options,"
-		"       i.status = 'running' AND i.deadline <= pg_catalog.clock_timestamp()"
+		"       i.status = 'running' AND i.deadline <= pg_catalog.clock_timestamp(),"
+		"       i.started_by"
 		"  FROM saga.instance i JOIN saga.definition d ON d.id = i.definition_id"
 		" WHERE i.id = $1"
 		"   FOR NO KEY UPDATE OF i",

@@ -14,8 +14,11 @@
  *	create_destination: an unknown one is error 22023 naming it; the value
  *	of a secret-looking property is never quoted.  outbox_saga owns
  *	bootstrap.servers, enable.idempotence (always true) and acks (all);
- *	properties that load code or run commands are refused, and those that
- *	name server files (*.location, keytabs) need a superuser owner.
+ *	properties that load code or run commands are refused, and a
+ *	non-superuser owner may set only the properties of allowed_properties
+ *	(an allow-list: files, providers, Kerberos, OIDC, logging and anything
+ *	unreviewed are superuser-only).  The owner is checked at
+ *	create_destination and alter_destination.
  *
  * WIRE FORMAT (SPEC 3.2)
  *	Key: aggregate_id (none if NULL).  Value: the payload as JSON text.
@@ -107,10 +110,69 @@ static const char *const owned_properties[] = {
 	NULL
 };
 
-/* Properties that load code or run commands in the server process. */
+/*
+ * Properties that load code or run commands in the server process: refused
+ * for every owner (a superuser has LOAD and COPY ... PROGRAM for that).
+ */
 static const char *const refused_properties[] = {
 	"plugin.library.paths", "sasl.kerberos.kinit.cmd", "ssl.engine.location",
 	"ssl_engine_location", "interceptors", NULL
+};
+
+/*
+ * The allow-list: the only properties a destination of a non-superuser
+ * owner may set.  Reviewed against every global and topic property of
+ * librdkafka 2.x (CONFIGURATION.md): producer tuning, timeouts, sockets,
+ * compression, TLS and SASL with inline material.  Left out, hence
+ * superuser-only, is everything that names a file or directory
+ * (*.location, sasl.kerberos.keytab, ssl.ca.certificate.stores), loads an
+ * OpenSSL provider or engine (ssl.providers, ssl.engine.id), runs Kerberos
+ * (sasl.kerberos.*), makes librdkafka itself send HTTP requests
+ * (sasl.oauthbearer.method=oidc and its token endpoint), writes the server
+ * log (debug, log_level, log.*), signals threads
+ * (internal.termination.signal), changes the producer's semantics
+ * (transactional.id, delivery.report.only.error, partitioner), and every
+ * consumer property.  A property librdkafka adds later is superuser-only
+ * until it is reviewed and listed here.
+ */
+static const char *const allowed_properties[] = {
+	/* identity and protocol */
+	"client.id", "client.rack", "api.version.request",
+	"api.version.request.timeout.ms", "api.version.fallback.ms",
+	"broker.version.fallback",
+	/* sizes and in-flight limits */
+	"message.max.bytes", "message.copy.max.bytes", "receive.message.max.bytes",
+	"max.in.flight.requests.per.connection", "max.in.flight",
+	/* metadata */
+	"topic.metadata.refresh.interval.ms", "metadata.max.age.ms",
+	"topic.metadata.refresh.fast.interval.ms", "topic.metadata.refresh.sparse",
+	"topic.metadata.propagation.max.ms",
+	/* sockets and reconnects */
+	"socket.timeout.ms", "socket.send.buffer.bytes",
+	"socket.receive.buffer.bytes", "socket.keepalive.enable",
+	"socket.nagle.disable", "socket.max.fails", "broker.address.ttl",
+	"broker.address.family", "socket.connection.setup.timeout.ms",
+	"connections.max.idle.ms", "reconnect.backoff.ms",
+	"reconnect.backoff.max.ms",
+	/* TLS with inline PEM */
+	"security.protocol", "ssl.cipher.suites", "ssl.curves.list",
+	"ssl.sigalgs.list", "ssl.key.pem", "ssl.key.password",
+	"ssl.certificate.pem", "ssl.ca.pem",
+	"enable.ssl.certificate.verification",
+	"ssl.endpoint.identification.algorithm",
+	/* SASL with inline credentials */
+	"sasl.mechanisms", "sasl.mechanism", "sasl.username", "sasl.password",
+	"sasl.oauthbearer.config", "enable.sasl.oauthbearer.unsecure.jwt",
+	/* producer */
+	"enable.gapless.guarantee", "queue.buffering.max.messages",
+	"queue.buffering.max.kbytes", "queue.buffering.max.ms", "linger.ms",
+	"message.send.max.retries", "retries", "retry.backoff.ms",
+	"retry.backoff.max.ms", "queue.buffering.backpressure.threshold",
+	"compression.codec", "compression.type", "compression.level",
+	"batch.num.messages", "batch.size", "sticky.partitioning.linger.ms",
+	"request.required.acks", "acks", "request.timeout.ms",
+	"message.timeout.ms", "delivery.timeout.ms",
+	NULL
 };
 
 /* Parts of property names whose values are secrets (never quoted). */
@@ -254,8 +316,8 @@ property_value(JsonbValue *v)
 
 /*
  * check_property
- *		Refuse a property outbox_saga owns, one that runs code, one naming
- *		server files for a non-superuser owner, or acks other than all.
+ *		Refuse a property outbox_saga owns, one that runs code, one not on
+ *		the allow-list for a non-superuser owner, or acks other than all.
  */
 static void
 check_property(const char *name, const char *value, Oid owner)
@@ -270,12 +332,12 @@ check_property(const char *name, const char *value, Oid owner)
 				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
 				 errmsg("Kafka property \"%s\" is not allowed", name),
 				 errdetail("It would load code or run a command inside the database server.")));
-	if ((strstr(name, "location") != NULL || strstr(name, "keytab") != NULL) &&
+	if (!in_list(name, allowed_properties) &&
 		OidIsValid(owner) && !superuser_arg(owner))
 		ereport(ERROR,
 				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
 				 errmsg("only a superuser may set Kafka property \"%s\"", name),
-				 errdetail("It names a file on the database server."),
+				 errdetail("Other roles' destinations may set only the properties of the README's allow-list; the others may name server files, load code or make requests."),
 				 errhint("Pass certificates and keys inline, e.g. \"ssl.ca.pem\" and \"ssl.key.pem\".")));
 	if ((strcmp(name, "acks") == 0 || strcmp(name, "request.required.acks") == 0) &&
 		strcmp(value, "all") != 0 && strcmp(value, "-1") != 0)

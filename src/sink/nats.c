@@ -16,6 +16,12 @@
  *	another stream (Nats-Expected-Stream).  Credentials are write-only:
  *	outbox.mask_config masks password, token and tls_private_key (and
  *	user:password@ in URLs); no message of this file quotes them.
+ *	nats_keys is an allow-list (dest_config.c refuses any other key), the
+ *	same for every owner: TLS material is inline PEM only and checked to be
+ *	PEM, so no key can name a server file.  cnats's file-reading options
+ *	(natsOptions_LoadCATrustedCertificates, LoadCertificatesChain,
+ *	SetUserCredentialsFromFiles, nkey seed files), its callbacks and its
+ *	custom dialers are never used.
  *
  * WIRE FORMAT (SPEC 3.2)
  *	Data: the payload as JSON text.  Headers: Nats-Msg-Id = event_id (the

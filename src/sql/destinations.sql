@@ -83,7 +83,7 @@ AS 'MODULE_PATHNAME', 'outbox_saga_mask_config'
 LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
 
 COMMENT ON FUNCTION outbox.mask_config(jsonb) IS
-	'A destination config with its secrets replaced by "********": values of keys that look secret (secret, password, token, ...), credential headers, and credentials in URLs. Used by the view outbox.destinations.';
+	'A config with its secrets replaced by "********": the value of every key or header whose name suggests a credential (auth, token, secret, password, key, signature, cookie, session, ...), and in URLs the user information, every query parameter''s value and the fragment. Used by the views outbox.destinations and saga.definitions.';
 
 -- Rows: the destinations whose owner the current role has the privileges
 -- of (every one for a superuser or a member of pg_read_all_settings).

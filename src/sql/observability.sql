@@ -68,7 +68,10 @@ COMMENT ON VIEW outbox.dead_letters IS
 -- is never counted; "pending" in the log is the distance in ids between the
 -- destination's position and the newest committed event (an upper bound: it
 -- includes events of topics the destination does not subscribe to).
-CREATE VIEW outbox.stats AS
+-- Rows: the destinations whose owner the current role has the privileges
+-- of; every one for superusers and members of pg_read_all_stats (so of
+-- pg_monitor).  last_error texts of other roles' destinations stay hidden.
+CREATE VIEW outbox.stats WITH (security_barrier) AS
 	SELECT d.name AS destination,
 	       d.kind,
 	       d.paused,
@@ -98,6 +101,8 @@ CREATE VIEW outbox.stats AS
 	       SELECT count(*) AS dead FROM outbox.dead_letter x WHERE x.destination_id = d.id) dl ON true
 	  LEFT JOIN LATERAL (
 	       SELECT e.created_at FROM outbox.events e
-	        WHERE e.id > d.done_id ORDER BY e.id LIMIT 1) head ON true;
+	        WHERE e.id > d.done_id ORDER BY e.id LIMIT 1) head ON true
+	 WHERE pg_catalog.pg_has_role(d.owner, 'USAGE')
+	    OR pg_catalog.pg_has_role('pg_read_all_stats', 'USAGE');
 COMMENT ON VIEW outbox.stats IS
-	'One row per destination: backlog, retries, dead letters, counters and the last error.';
+	'One row per destination the current role owns (every one for superusers and pg_monitor / pg_read_all_stats): backlog, retries, dead letters, counters and the last error.';

@@ -41,6 +41,8 @@ ALTER SEQUENCE saga.definition_id_seq OWNED BY saga.definition.id;
 -- cancel, deadline); compensation_error: why it is failed (a compensation
 -- that gave up), cleared by saga.retry().  cancelled: saga.cancel() was
 -- called, so the saga ends cancelled rather than compensated.
+-- started_by: the role that called saga.start (NULL: started before 0.2.0);
+-- it, the definition's owner and their members may complete, cancel, retry.
 -- fillfactor 70: the per-step update (results, current_step) stays HOT.
 CREATE TABLE saga.instance (
 	id                  uuid        PRIMARY KEY,
@@ -58,6 +60,7 @@ CREATE TABLE saga.instance (
 	deadline            timestamptz,
 	created_at          timestamptz NOT NULL DEFAULT now(),
 	updated_at          timestamptz NOT NULL DEFAULT now(),
+	started_by          oid,
 	CONSTRAINT instance_status_check CHECK (status IN
 		('running', 'completed', 'compensating', 'compensated', 'failed', 'cancelled'))
 ) WITH (fillfactor = 70);
@@ -166,6 +169,14 @@ LANGUAGE C VOLATILE PARALLEL UNSAFE;
 
 COMMENT ON FUNCTION saga.define(text, jsonb, jsonb) IS
 	'Create or replace a saga definition and return its version (the latest version again if nothing changed). Steps: [{"name", "action": CALL, "compensation": CALL|null, "timeout", "max_attempts", "backoff_base", "backoff_max", "compensation_max_attempts"}]; a CALL is {"function": "schema.name"}, {"emit": {"topic", "event_type", "await", "headers"}} or {"http": {"url", "method", "headers"}}. Options: deadline and defaults for the step keys. The steps run as the definition''s owner (the role that first defined it); only the owner, a member of it or a superuser may redefine it. Running sagas keep their version.';
+
+CREATE FUNCTION saga.drop_definition(name text)
+RETURNS void
+AS 'MODULE_PATHNAME', 'outbox_saga_saga_drop_definition'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+
+COMMENT ON FUNCTION saga.drop_definition(text) IS
+	'Delete a saga definition (every version), its finished sagas and its name, which can then be defined anew by anyone allowed to call saga.define. Only the owner of the name, a member of it or a superuser (42501); refused while a saga of it is running, compensating or failed (55006).';
 
 CREATE FUNCTION saga.start(
 	definition      text,

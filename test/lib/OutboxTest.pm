@@ -7,6 +7,9 @@
 # attempts); the pool of dispatchers is tested by the files that ask for
 # more (045-047), and the pg_regress and isolation suites run with the
 # default.
+# Test receivers listen on loopback, which outbox_saga.http_deny_networks
+# denies by default: new_node allows it (link-local stays denied) unless
+# default_deny => 1 asks for the default.
 #
 # Waiting (never bare sleeps):
 #   wait_for_dispatcher(NODE, DB)     pid of DB's dispatcher once it runs
@@ -43,6 +46,8 @@ sub new_node
 		($preload ? "shared_preload_libraries = 'outbox_saga'\n" : '')
 		  . "max_worker_processes = 16\n"
 		  . "outbox_saga.workers_per_database = " . ($opts{workers} // 1) . "\n"
+		  . ($opts{default_deny} ? ''
+			: "outbox_saga.http_deny_networks = '169.254.0.0/16, fe80::/10'\n")
 		  . ($opts{conf} // ''));
 	return $node;
 }
