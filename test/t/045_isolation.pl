@@ -105,9 +105,11 @@ ok(wait_until($node, 'postgres',
 is(pump_hung(), 1, 'while the hung request is still open');
 is(scalar(grep { $_->{closed} } @held), 0, 'and the dispatcher has not given up on it');
 
-like(sql(q{SELECT string_agg(worker || ':' || coalesce(destination, '-'), ',' ORDER BY worker)
-             FROM outbox.workers WHERE kind = 'dispatcher'}),
-	qr/^0:-,1:hung$/, 'outbox.workers: worker 1 serves the hung destination, worker 0 is free');
+# Worker 0 claims the function destination for a moment at every pass, so
+# only the hung destination's worker is stable.
+is(sql(q{SELECT string_agg(worker::text, ',') FROM outbox.workers
+          WHERE kind = 'dispatcher' AND destination = 'hung'}),
+	'1', 'outbox.workers: worker 1 serves the hung destination, and no other worker does');
 is(sql(q{SELECT doing FROM outbox.workers WHERE kind = 'dispatcher' AND worker = 1}),
 	'delivering', 'outbox.workers says what worker 1 does');
 
