@@ -37,6 +37,7 @@ OBJS = \
 	src/events/wakeup.o \
 	src/events/capture.o \
 	src/events/capture_table.o \
+	src/events/topic_acl.o \
 	src/http/http_guard.o \
 	src/http/http_client.o \
 	src/http/http_socket.o \
@@ -73,6 +74,7 @@ SQL_PARTS = \
 	src/sql/capture.sql \
 	src/sql/idempotency.sql \
 	src/sql/dispatch.sql \
+	src/sql/topics.sql \
 	src/sql/destinations.sql \
 	src/sql/observability.sql \
 	src/sql/saga.sql \

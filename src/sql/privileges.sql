@@ -16,6 +16,10 @@ REVOKE ALL ON ALL SEQUENCES IN SCHEMA outbox FROM PUBLIC;
 -- reading role.
 GRANT EXECUTE ON FUNCTION outbox.mask_config(jsonb) TO PUBLIC;
 
+-- Like has_table_privilege(): about the caller only; the view
+-- outbox.dead_letters calls it as the reading role.
+GRANT EXECUTE ON FUNCTION outbox.has_topic_privilege(text, text) TO PUBLIC;
+
 -- Wake the launcher when this CREATE EXTENSION commits: this database now
 -- needs a dispatcher.
 SELECT outbox.extension_changed();
