@@ -86,7 +86,7 @@ DATA_built = $(EXTENSION)--$(EXTVERSION).sql
 DATA = $(EXTENSION)--0.1.0.sql $(EXTENSION)--0.1.0--0.2.0.sql
 
 # pg_regress: one file per concept, in dependency order.
-REGRESS = emit capture capture_types idempotency destinations dispatch_function \
+REGRESS = emit capture capture_types idempotency destinations topics dispatch_function \
 	dispatch_retry http_config broker_config saga_define saga_run
 REGRESS_OPTS = --temp-instance=./tmp_check_regress \
 	--temp-config=$(srcdir)/test/outbox_saga.conf \

@@ -929,6 +929,7 @@ static void
 deny_unreadable(Batch *b, List *items)
 {
 	ListCell   *lc;
+	char	   *owner = NULL;
 
 	foreach(lc, items)
 	{
@@ -936,12 +937,17 @@ deny_unreadable(Batch *b, List *items)
 
 		if (TopicAclCheck(b->dest->owner, item->ev.topic, TOPIC_READ, false))
 			continue;
+		if (owner == NULL)
+			owner = GetUserNameFromId(b->dest->owner, true);
 		item->action = ACT_DENIED;
 		item->outcome.status = SINK_DEAD;
-		item->outcome.error = psprintf("42501: permission denied for topic \"%s\": role \"%s\" may not read it",
-									   text_to_cstring(item->ev.topic),
-									   GetUserNameFromId(b->dest->owner, true) ?
-									   GetUserNameFromId(b->dest->owner, true) : "?");
+		if (owner == NULL)		/* the words of RunAsOwner() */
+			item->outcome.error = psprintf("42704: the owner (role OID %u) no longer exists; "
+										   "drop and re-create the destination or saga definition "
+										   "as an existing role", b->dest->owner);
+		else
+			item->outcome.error = psprintf("42501: permission denied for topic \"%s\": role \"%s\" may not read it",
+										   text_to_cstring(item->ev.topic), owner);
 		b->last_error = item->outcome.error;
 	}
 }
