@@ -5,6 +5,8 @@
 #   make test       install Debian dependencies if missing, build with -Werror,
 #                   install, run every suite (pg_regress, isolation, TAP) in
 #                   throwaway clusters, print "N passed, N failed"
+#   make installcheck  the pg_regress suite against a running server that
+#                   preloads the library (what Debian's pg_buildext runs)
 #   make demo       a throwaway cluster with the extension preloaded and a
 #                   worked example
 #   make bench      the benchmark (ratios measured in one run)
@@ -50,8 +52,6 @@ OBJS = \
 	src/sink/notify.o \
 	src/sink/http.o \
 	src/sink/http_sign.o \
-	src/sink/kafka.o \
-	src/sink/nats.o \
 	src/sink/template.o \
 	src/dispatch/destination.o \
 	src/dispatch/mask.o \
@@ -106,7 +106,7 @@ PROVE_TESTS ?= test/t/*.pl
 EXTRA_CLEAN = $(DATA_built) output_iso tmp_check_regress tmp_check_iso tmp_check \
 	test/bench/results
 
-SHLIB_LINK = -lcurl -lcrypto -lrdkafka -lnats
+SHLIB_LINK = -lcurl -lcrypto
 
 PG_CONFIG ?= pg_config
 PG_CPPFLAGS = -I$(srcdir)/src -DOUTBOX_SAGA_VERSION='"$(EXTVERSION)"'
@@ -114,8 +114,63 @@ PG_CPPFLAGS = -I$(srcdir)/src -DOUTBOX_SAGA_VERSION='"$(EXTVERSION)"'
 PG_CFLAGS = -Wall -Wextra -Wno-unused-parameter -Wno-sign-compare \
 	-Wno-missing-field-initializers $(if $(WERROR),-Werror)
 
+# --- Build options ----------------------------------------------------------
+# WITH_KAFKA=0 / WITH_NATS=0 build the module without librdkafka / cnats
+# (no link dependency, no header needed): src/sink/kafka.c / nats.c are left
+# out and src/sink/sink.c answers the kind with feature_not_supported.  Both
+# default to 1.  The options are recorded in .build_options, so that changing
+# them rebuilds what depends on them.
+WITH_KAFKA ?= 1
+WITH_NATS ?= 1
+$(foreach o,WITH_KAFKA WITH_NATS,$(if $(filter-out 0 1,$($(o))),$(error $(o) must be 0 or 1, not "$($(o))")))
+ifeq ($(WITH_KAFKA),1)
+OBJS += src/sink/kafka.o
+SHLIB_LINK += -lrdkafka
+PG_CPPFLAGS += -DOUTBOX_SAGA_WITH_KAFKA
+endif
+ifeq ($(WITH_NATS),1)
+OBJS += src/sink/nats.o
+SHLIB_LINK += -lnats
+PG_CPPFLAGS += -DOUTBOX_SAGA_WITH_NATS
+endif
+BUILD_OPTIONS := kafka=$(WITH_KAFKA) nats=$(WITH_NATS)
+ifneq ($(BUILD_OPTIONS),$(shell cat .build_options 2>/dev/null))
+$(shell echo '$(BUILD_OPTIONS)' > .build_options)
+endif
+EXTRA_CLEAN += .build_options
+
+# A build in another directory (make -f SRC/Makefile VPATH=SRC, as Debian's
+# pg_buildext does in build-<version>) needs the object folders there.
+ifdef VPATH
+$(shell mkdir -p $(sort $(dir $(OBJS))))
+endif
+
+# --- make installcheck -----------------------------------------------------
+# The pg_regress suite against a running server (PGHOST, PGPORT, PGUSER as
+# libpq reads them; a superuser), which must preload the library
+# (shared_preload_libraries = 'outbox_saga').  This is what Debian's
+# `pg_buildext installcheck` runs inside pg_virtualenv (debian/rules).  The
+# suite leaves its database (contrib_regression) behind, as
+# pg_regress does.  `make check-regress` runs the same suite in a temporary
+# instance instead.  A build without Kafka or NATS leaves out broker_config,
+# whose cases need both kinds.
+NO_INSTALLCHECK = 1
+INSTALLCHECK_OPTS = --load-extension=$(EXTENSION) --dbname=$(CONTRIB_TESTDB)
+INSTALLCHECK_REGRESS = $(if $(filter 0,$(WITH_KAFKA) $(WITH_NATS)),$(filter-out broker_config,$(REGRESS)),$(REGRESS))
+
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
+
+src/sink/sink.o src/sink/sink.bc: .build_options
+
+.PHONY: installcheck
+installcheck:
+	@preload=$$('$(bindir)/psql' -XAtq -d postgres -c 'SHOW shared_preload_libraries') || { \
+		echo "installcheck: cannot reach a server (set PGHOST, PGPORT, PGUSER)" >&2; exit 1; }; \
+	case ",$$(echo "$$preload" | tr -d ' \"')," in *,outbox_saga,*) ;; *) \
+		echo "installcheck: the server must have shared_preload_libraries = 'outbox_saga' (it has '$$preload')" >&2; \
+		exit 1;; esac
+	$(pg_regress_installcheck) $(INSTALLCHECK_OPTS) $(INSTALLCHECK_REGRESS)
 
 # After PGXS, which resets it.
 PROVE_FLAGS = -I $(srcdir)/test/lib

@@ -36,6 +36,19 @@ make_workdir() {
 	fi
 }
 
+# copy_tree DEST: the source tree into DEST (made if missing), without the
+# git directory and without build and test outputs, for a build that must
+# leave the checkout as it is.
+copy_tree() {
+	mkdir -p "$1"
+	# A file edited meanwhile is copied as it is (tar exits 1 then).
+	{ tar -C "$SRC_DIR" --exclude=.git --exclude='tmp_check*' --exclude='*.o' \
+		--exclude='*.so' --exclude='*.bc' --exclude=./results --exclude=./output_iso \
+		--exclude='./build-*' --exclude=./.build_options \
+		--warning=no-file-changed -cf - . || [ $? -eq 1 ]; } |
+		tar -C "$1" -xf -
+}
+
 # as_cluster_user CMD...: run CMD as the unprivileged cluster user.
 as_cluster_user() {
 	if [ -n "${RUN_AS:-}" ]; then

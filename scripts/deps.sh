@@ -7,6 +7,10 @@ set -euo pipefail
 
 packages=(
 	build-essential          # gcc, make
+	debhelper                # the Debian package (dh --with pgxs)
+	dpkg-dev                 # dpkg-buildpackage, dpkg-parsechangelog
+	fakeroot                 # dpkg-buildpackage as a user other than root
+	postgresql-server-dev-all # pg_buildext, pg_virtualenv, dh pgxs sequence
 	postgresql-15            # server, pg_regress, isolation tester, pgbench
 	postgresql-server-dev-15 # PGXS, headers, PostgreSQL::Test::Cluster
 	libipc-run-perl          # TAP tests

@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
 # make test: dependencies, a -Werror build, install, then every suite
 # (pg_regress, isolation, TAP) against throwaway clusters the suites start
-# themselves.  It never touches a cluster it did not start.  It goes on after
-# a failing suite, prints regression.diffs and TAP logs of failures, and ends
-# with one line: "N passed, N failed".  Exit status 0 only if all passed.
+# themselves, and the release suites (META.json, the Debian package, the
+# build without Kafka and NATS), each of which counts as one test.  It never
+# touches a cluster it did not start.  It goes on after a failing suite,
+# prints regression.diffs and TAP logs of failures, and ends with one line:
+# "N passed, N failed".  Exit status 0 only if all passed.
 #
 # While working on one part, two variables narrow the run (CI sets neither):
-#   SUITES="regress tap"            which suites (default: all four:
-#                                   symbols regress isolation tap)
+#   SUITES="regress tap"            which suites (default: all:
+#                                   symbols regress isolation tap
+#                                   meta package buildopts)
 #   PROVE_TESTS="test/t/020_*.pl"   which TAP files (default: all)
 set -uo pipefail
 SRC_DIR=$(cd "$(dirname "$0")/.." && pwd)
@@ -59,9 +62,25 @@ run_suite() {
 	failed=$((failed + bad))
 }
 
-SUITES=${SUITES:-symbols regress isolation tap}
+# run_script NAME SCRIPT TIMEOUT: a suite that is one script, one test.
+run_script() {
+	echo "=== $1"
+	if timeout "$3" bash "$SRC_DIR/scripts/$2"; then
+		passed=$((passed + 1))
+	else
+		echo "$1: FAILED"
+		failed=$((failed + 1))
+	fi
+}
+
+SUITES=${SUITES:-symbols regress isolation tap meta package buildopts}
 for suite in $SUITES; do
 	case $suite in
+	# Release: META.json and versions; dpkg-buildpackage (with installcheck)
+	# in a scratch copy; the module built without Kafka and NATS.
+	meta) run_script meta check_meta.sh 60 ;;
+	package) run_script package package.sh 900 ;;
+	buildopts) run_script buildopts build_options.sh 600 ;;
 	symbols)
 		# Released scripts keep naming their C symbols (none is ever removed).
 		echo "=== symbols"

@@ -18,7 +18,7 @@
 #endif
 
 /*
- * Ownership and privilege checks of databases and tablespaces; PostgreSQL
+ * Ownership and privilege checks of databases, tablespaces and extensions; PostgreSQL
  * 16 replaced the per-kind functions by generic ones.  The caller includes
  * utils/acl.h and the catalog headers that name the relation ids.
  */
@@ -27,11 +27,15 @@
 	object_ownercheck(DatabaseRelationId, (db), (role))
 #define CompatTablespaceAclcheck(spc, role, mode) \
 	object_aclcheck(TableSpaceRelationId, (spc), (role), (mode))
+#define CompatExtensionOwnercheck(ext, role) \
+	object_ownercheck(ExtensionRelationId, (ext), (role))
 #else
 #define CompatDatabaseOwnercheck(db, role) \
 	pg_database_ownercheck((db), (role))
 #define CompatTablespaceAclcheck(spc, role, mode) \
 	pg_tablespace_aclcheck((spc), (role), (mode))
+#define CompatExtensionOwnercheck(ext, role) \
+	pg_extension_ownercheck((ext), (role))
 #endif
 
 #endif							/* OUTBOX_SAGA_COMPAT_H */

@@ -33,6 +33,7 @@ int			OutboxPollInterval = 1000;
 int			OutboxBatchSize = 1000;
 int			OutboxRetention = 0;
 int			OutboxMaxDatabases = 32;
+int			OutboxWorkersPerDatabase = 2;
 int			OutboxMaxInflight = 64;
 int			OutboxHttpTimeout = 30000;
 
@@ -115,6 +116,20 @@ GucInit(void)
 							INT_MAX,
 							PGC_SIGHUP,
 							GUC_UNIT_S,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("outbox_saga.workers_per_database",
+							"Dispatcher processes per database.",
+							"Worker 0 drives sagas, housekeeping and in-database destinations; "
+							"the others serve any destination.  A destination is served by one "
+							"worker at a time, so a slow one occupies one worker.  Each needs a "
+							"slot of max_worker_processes.",
+							&OutboxWorkersPerDatabase,
+							2,
+							1,
+							OUTBOX_MAX_WORKERS_PER_DATABASE,
+							PGC_SIGHUP,
+							0,
 							NULL, NULL, NULL);
 
 	DefineCustomIntVariable("outbox_saga.max_inflight",

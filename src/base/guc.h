@@ -23,6 +23,10 @@ extern int	OutboxPollInterval;		/* ms */
 extern int	OutboxBatchSize;
 extern int	OutboxRetention;		/* s */
 extern int	OutboxMaxDatabases;		/* postmaster start only */
+extern int	OutboxWorkersPerDatabase;
+
+/* The most dispatcher processes one database can have (shared memory). */
+#define OUTBOX_MAX_WORKERS_PER_DATABASE	16
 
 /* Network destinations. */
 extern int	OutboxMaxInflight;		/* requests in flight per dispatcher */

@@ -9,10 +9,16 @@
  * OutboxShared stays NULL and everything that would wake a worker does
  * nothing (events are still written; dispatch waits for preloading).
  *
- * Only atomics live here: process numbers (to reach latches), pids, flags
- * and counters.  The launcher is the only writer of a slot's dboid; a
- * dispatcher writes its own pid/procno and counters; committing backends
- * only read slots and set wake_pending.
+ * One slot per served database, with one DispatcherWorker per dispatcher
+ * process of it (outbox_saga.workers_per_database of them, at most
+ * OUTBOX_MAX_WORKERS_PER_DATABASE).  Atomics almost everywhere: process
+ * numbers (to reach latches), pids, flags and counters.  The launcher is
+ * the only writer of a slot's dboid; a dispatcher writes its own worker's
+ * pid/procno, counters and state; committing backends only read slots and
+ * set wake_pending.  The exception is the workers' claims (which
+ * destination each one serves now): read and written under the slot's
+ * spinlock, a few instructions at a time, so that a check-and-claim is
+ * atomic.
  *
  * Nothing here outlives the postmaster's shared memory: after a crash
  * restart every slot starts empty and the launcher starts the dispatchers
@@ -27,6 +33,7 @@
 #include "storage/latch.h"
 #include "storage/proc.h"
 #include "storage/shmem.h"
+#include "utils/timestamp.h"
 
 #include "base/guc.h"
 #include "base/shmem.h"
@@ -71,16 +78,27 @@ outbox_shmem_startup(void)
 		for (i = 0; i < OutboxMaxDatabases; i++)
 		{
 			DispatcherSlot *slot = &OutboxShared->slots[i];
+			int			w;
 
 			pg_atomic_init_u32(&slot->dboid, InvalidOid);
-			pg_atomic_init_u32(&slot->pid, 0);
-			pg_atomic_init_u32(&slot->procno, 0);
-			pg_atomic_init_u32(&slot->wake_pending, 0);
-			pg_atomic_init_u32(&slot->exit_reason, DISPATCHER_EXIT_UNKNOWN);
+			pg_atomic_init_u32(&slot->ready, 0);
 			pg_atomic_init_u32(&slot->version_mismatch, 0);
 			pg_atomic_init_u64(&slot->blocked_until, 0);
-			pg_atomic_init_u64(&slot->passes, 0);
-			pg_atomic_init_u64(&slot->idle_pass, 0);
+			SpinLockInit(&slot->mutex);
+			for (w = 0; w < OUTBOX_MAX_WORKERS_PER_DATABASE; w++)
+			{
+				DispatcherWorker *wk = &slot->workers[w];
+
+				pg_atomic_init_u32(&wk->pid, 0);
+				pg_atomic_init_u32(&wk->procno, 0);
+				pg_atomic_init_u32(&wk->wake_pending, 0);
+				pg_atomic_init_u32(&wk->exit_reason, DISPATCHER_EXIT_UNKNOWN);
+				pg_atomic_init_u32(&wk->doing, DOING_STARTING);
+				pg_atomic_init_u64(&wk->doing_since, 0);
+				pg_atomic_init_u64(&wk->passes, 0);
+				pg_atomic_init_u64(&wk->idle_pass, 0);
+				wk->claim = CLAIM_NONE;
+			}
 		}
 	}
 	LWLockRelease(AddinShmemInitLock);
@@ -131,19 +149,122 @@ ShmemSetLatchOf(pg_atomic_uint32 *procno)
 
 /*
  * ShmemWakeDispatcher
- *		Ask the dispatcher of 'dboid' for a pass.  Many commits between two
- *		passes set the latch once: wake_pending is cleared by the dispatcher
- *		when it starts a pass.
+ *		Ask every dispatcher of 'dboid' for a pass.  Many commits between two
+ *		passes set a worker's latch once: wake_pending is cleared by the
+ *		worker when it starts a pass.
  */
 void
 ShmemWakeDispatcher(Oid dboid)
 {
 	DispatcherSlot *slot = ShmemFindSlot(dboid);
+	int			w;
 
 	if (slot == NULL)
 		return;
-	if (pg_atomic_exchange_u32(&slot->wake_pending, 1) == 0)
-		ShmemSetLatchOf(&slot->procno);
+	for (w = 0; w < OUTBOX_MAX_WORKERS_PER_DATABASE; w++)
+	{
+		DispatcherWorker *wk = &slot->workers[w];
+
+		if (pg_atomic_read_u32(&wk->procno) != 0 &&
+			pg_atomic_exchange_u32(&wk->wake_pending, 1) == 0)
+			ShmemSetLatchOf(&wk->procno);
+	}
+}
+
+/*
+ * ShmemResetWorker
+ *		Forget what a worker's previous process left (the launcher, before
+ *		it starts one).
+ */
+void
+ShmemResetWorker(DispatcherWorker *w)
+{
+	pg_atomic_write_u32(&w->exit_reason, DISPATCHER_EXIT_UNKNOWN);
+	pg_atomic_write_u32(&w->doing, DOING_STARTING);
+	pg_atomic_write_u64(&w->doing_since, 0);
+	pg_atomic_write_u64(&w->passes, 0);
+	pg_atomic_write_u64(&w->idle_pass, 0);
+}
+
+/*
+ * ShmemSlotRunning
+ *		Whether any dispatcher process of 'slot' is running.
+ */
+bool
+ShmemSlotRunning(DispatcherSlot *slot)
+{
+	int			w;
+
+	for (w = 0; w < OUTBOX_MAX_WORKERS_PER_DATABASE; w++)
+		if (pg_atomic_read_u32(&slot->workers[w].pid) != 0)
+			return true;
+	return false;
+}
+
+/*
+ * ShmemClaim
+ *		Let worker 'worker' of 'slot' claim destination 'claim' (replacing
+ *		its previous claim), unless another worker of the slot has it.
+ *		Returns whether it got it.  The claim is what keeps two workers
+ *		from delivering one destination at once (G3, G4): it spans the
+ *		transactions of a batch and the network I/O between them.  It lives
+ *		in shared memory, not in a lock a handler could release, and dies
+ *		with the process (dispatcher.c releases it on exit).
+ */
+bool
+ShmemClaim(DispatcherSlot *slot, int worker, int32 claim)
+{
+	int			w;
+	bool		got = true;
+
+	SpinLockAcquire(&slot->mutex);
+	for (w = 0; w < OUTBOX_MAX_WORKERS_PER_DATABASE; w++)
+		if (w != worker && slot->workers[w].claim == claim)
+			got = false;
+	if (got)
+		slot->workers[worker].claim = claim;
+	SpinLockRelease(&slot->mutex);
+	return got;
+}
+
+/*
+ * ShmemRelease
+ *		Drop worker 'worker''s claim.
+ */
+void
+ShmemRelease(DispatcherSlot *slot, int worker)
+{
+	SpinLockAcquire(&slot->mutex);
+	slot->workers[worker].claim = CLAIM_NONE;
+	SpinLockRelease(&slot->mutex);
+}
+
+/*
+ * ShmemClaimOf
+ *		What worker 'worker' of 'slot' claims now (CLAIM_NONE: nothing).
+ */
+int32
+ShmemClaimOf(DispatcherSlot *slot, int worker)
+{
+	int32		claim;
+
+	SpinLockAcquire(&slot->mutex);
+	claim = slot->workers[worker].claim;
+	SpinLockRelease(&slot->mutex);
+	return claim;
+}
+
+/*
+ * ShmemSetDoing
+ *		Record what a worker does now, and since when.
+ */
+void
+ShmemSetDoing(DispatcherWorker *w, WorkerDoing doing)
+{
+	if (pg_atomic_read_u32(&w->doing) == (uint32) doing)
+		return;
+	pg_atomic_write_u32(&w->doing, (uint32) doing);
+	pg_atomic_write_u64(&w->doing_since, (uint64) GetCurrentTimestamp());
 }
 
 /*

@@ -122,11 +122,16 @@ enum
 
 /* Every statement a batch runs, kept (see base/spi_util.c). */
 static SpiStatement statements[Q_COUNT] = {
-	/* outbox.destination: the batch's row, locked unless somebody has it */
+	/*
+	 * outbox.destination: the batch's row, locked unless somebody has it,
+	 * and still ready (another worker may have backed it off since this
+	 * one read the destinations)
+	 */
 	[Q_LOCK_DEST] = {
 		"the lock of a destination for a batch",
 		"SELECT tick_from, tick_to, last_id, done_id, consecutive_failures"
 		"  FROM outbox.destination WHERE id = $1 AND NOT paused"
+		"   AND (retry_at IS NULL OR retry_at <= pg_catalog.now())"
 		"   FOR UPDATE SKIP LOCKED",
 		{INT4OID, 0}
 	},

@@ -5,8 +5,9 @@
  *		outbox.wait_idle(), the rows of outbox.workers, the dispatch status
  *		shown by outbox.stats, outbox.replay_dead() and outbox.discard_dead().
  *
- * wait_idle() waits on the dispatcher's pass counters in shared memory: it
- * returns true once a pass that began after the call found nothing ready.
+ * wait_idle() waits on the dispatchers' pass counters in shared memory: it
+ * returns true once, for every worker of the database, a pass that began
+ * after the call found nothing ready.
  * Events written by the caller's own open transaction are not visible to
  * the dispatcher, so call it after committing them.
  *
@@ -33,11 +34,13 @@
 #include "pgstat.h"
 #include "storage/latch.h"
 #include "storage/proc.h"
+#include "storage/procarray.h"
 #include "utils/acl.h"
 #include "utils/array.h"
 #include "utils/backend_status.h"
 #include "utils/builtins.h"
 #include "utils/timestamp.h"
+#include "utils/wait_event.h"
 
 #include "base/guc.h"
 #include "base/run_as.h"
@@ -65,7 +68,7 @@ dispatch_off_reason(void)
 	if (!OutboxEnabled)
 		return "dispatch is off: outbox_saga.enabled is off";
 	slot = ShmemFindSlot(MyDatabaseId);
-	if (slot == NULL || pg_atomic_read_u32(&slot->pid) == 0)
+	if (slot == NULL || !ShmemSlotRunning(slot))
 		return "dispatch is off: no dispatcher is running for this database (see outbox_saga.databases and the server log)";
 	if (pg_atomic_read_u32(&slot->version_mismatch))
 		return "dispatch waits: the extension's SQL version differs from the library's (run ALTER EXTENSION outbox_saga UPDATE)";
@@ -87,6 +90,38 @@ outbox_saga_dispatch_status(PG_FUNCTION_ARGS)
 }
 
 /*
+ * all_workers_idle
+ *		Whether every worker of 'slot' that ran when wait_idle started (same
+ *		pid) has since completed a whole pass that found nothing ready (the
+ *		first pass counted may have begun before the call); a worker that
+ *		stopped or was replaced since does not hold it up, and one that
+ *		started since must have had such a pass too.
+ */
+static bool
+all_workers_idle(DispatcherSlot *slot, const uint32 *start_pid,
+				 const uint64 *start_pass)
+{
+	int			w;
+
+	for (w = 0; w < OUTBOX_MAX_WORKERS_PER_DATABASE; w++)
+	{
+		DispatcherWorker *wk = &slot->workers[w];
+		uint32		pid = pg_atomic_read_u32(&wk->pid);
+
+		if (pid == 0)
+			continue;
+		if (pid == start_pid[w])
+		{
+			if (pg_atomic_read_u64(&wk->idle_pass) < start_pass[w] + 2)
+				return false;
+		}
+		else if (pg_atomic_read_u64(&wk->idle_pass) == 0)
+			return false;
+	}
+	return true;
+}
+
+/*
  * outbox.wait_idle(timeout interval) RETURNS boolean
  *		Wait until a dispatcher pass that began after the call found nothing
  *		ready to deliver in this database; false on timeout or without a
@@ -98,7 +133,8 @@ outbox_saga_wait_idle(PG_FUNCTION_ARGS)
 	Interval   *timeout;
 	TimestampTz deadline;
 	DispatcherSlot *slot = NULL;
-	uint64		start_pass = 0;
+	uint32		start_pid[OUTBOX_MAX_WORKERS_PER_DATABASE];
+	uint64		start_pass[OUTBOX_MAX_WORKERS_PER_DATABASE];
 	bool		started = false;
 
 	if (PG_ARGISNULL(0))
@@ -125,9 +161,15 @@ outbox_saga_wait_idle(PG_FUNCTION_ARGS)
 		if (!started)
 		{
 			slot = ShmemFindSlot(MyDatabaseId);
-			if (slot != NULL && pg_atomic_read_u32(&slot->pid) != 0)
+			if (slot != NULL && ShmemSlotRunning(slot))
 			{
-				start_pass = pg_atomic_read_u64(&slot->passes);
+				int			w;
+
+				for (w = 0; w < OUTBOX_MAX_WORKERS_PER_DATABASE; w++)
+				{
+					start_pid[w] = pg_atomic_read_u32(&slot->workers[w].pid);
+					start_pass[w] = pg_atomic_read_u64(&slot->workers[w].passes);
+				}
 				started = true;
 			}
 		}
@@ -141,7 +183,7 @@ outbox_saga_wait_idle(PG_FUNCTION_ARGS)
 		{
 			if (pg_atomic_read_u32(&slot->dboid) != MyDatabaseId)
 				started = false;	/* the slot was reassigned: start over */
-			else if (pg_atomic_read_u64(&slot->idle_pass) >= start_pass + 2)
+			else if (all_workers_idle(slot, start_pid, start_pass))
 				PG_RETURN_BOOL(true);
 			else
 				ShmemWakeDispatcher(MyDatabaseId);
@@ -175,17 +217,33 @@ find_backend(int pid)
 	return NULL;
 }
 
+/* Columns of outbox.worker_status(). */
+#define WORKER_STATUS_COLUMNS	11
+
+/* What DispatcherWorker.doing means, for outbox.workers. */
+static const char *const doing_names[] = {
+	[DOING_STARTING] = "starting",
+	[DOING_WAITING] = "waiting for work",
+	[DOING_PASS] = "starting a pass",
+	[DOING_DELIVERING] = "delivering",
+	[DOING_SAGAS] = "driving sagas",
+	[DOING_HOUSEKEEPING] = "housekeeping",
+};
+
 /*
  * add_worker_row
- *		One row of outbox.worker_status().
+ *		One row of outbox.worker_status(): the launcher (wk NULL) or worker
+ *		'worker_no' of a database.
  */
 static void
-add_worker_row(ReturnSetInfo *rsinfo, const char *kind, Oid dboid, int pid)
+add_worker_row(ReturnSetInfo *rsinfo, const char *kind, Oid dboid, int pid,
+			   DispatcherSlot *slot, int worker_no)
 {
-	Datum		values[6];
-	bool		nulls[6] = {false};
+	Datum		values[WORKER_STATUS_COLUMNS];
+	bool		nulls[WORKER_STATUS_COLUMNS] = {false};
 	PgBackendStatus *be = find_backend(pid);
 	char	   *dbname = OidIsValid(dboid) ? get_database_name(dboid) : NULL;
+	PGPROC	   *proc = BackendPidGetProc(pid);
 
 	values[0] = dbname ? CStringGetTextDatum(dbname) : (Datum) 0;
 	nulls[0] = (dbname == NULL);
@@ -207,12 +265,46 @@ add_worker_row(ReturnSetInfo *rsinfo, const char *kind, Oid dboid, int pid)
 		nulls[4] = (be->st_state_start_timestamp == 0);
 	}
 	values[5] = CStringGetTextDatum(kind);
+	nulls[6] = nulls[7] = nulls[8] = nulls[9] = true;
+	if (slot != NULL)
+	{
+		DispatcherWorker *wk = &slot->workers[worker_no];
+		uint32		doing = pg_atomic_read_u32(&wk->doing);
+		TimestampTz since = (TimestampTz) pg_atomic_read_u64(&wk->doing_since);
+		int32		claim = ShmemClaimOf(slot, worker_no);
+
+		values[6] = Int32GetDatum(worker_no);
+		nulls[6] = false;
+		if (doing < lengthof(doing_names))
+		{
+			values[7] = CStringGetTextDatum(doing_names[doing]);
+			nulls[7] = false;
+		}
+		values[8] = TimestampTzGetDatum(since);
+		nulls[8] = (since == 0);
+		values[9] = Int32GetDatum(claim);
+		nulls[9] = (claim == CLAIM_NONE);
+	}
+	/* What it waits on now, as pg_stat_activity's wait_event_type:wait_event. */
+	nulls[10] = true;
+	if (proc != NULL && proc->wait_event_info != 0)
+	{
+		const char *type = pgstat_get_wait_event_type(proc->wait_event_info);
+		const char *event = pgstat_get_wait_event(proc->wait_event_info);
+
+		if (type != NULL && event != NULL)
+		{
+			values[10] = CStringGetTextDatum(psprintf("%s:%s", type, event));
+			nulls[10] = false;
+		}
+	}
 	tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 }
 
 /*
  * outbox.worker_status() RETURNS SETOF (database, pid, state, started_at,
- *		last_activity, kind): the launcher and every running dispatcher.
+ *		last_activity, kind, worker, doing, doing_since, destination_id,
+ *		wait_event): the launcher and every running dispatcher.
  */
 Datum
 outbox_saga_worker_status(PG_FUNCTION_ARGS)
@@ -226,16 +318,24 @@ outbox_saga_worker_status(PG_FUNCTION_ARGS)
 
 	i = pg_atomic_read_u32(&OutboxShared->launcher_procno);
 	if (i > 0 && i <= ProcGlobal->allProcCount && ProcGlobal->allProcs[i - 1].pid != 0)
-		add_worker_row(rsinfo, "launcher", InvalidOid, ProcGlobal->allProcs[i - 1].pid);
+		add_worker_row(rsinfo, "launcher", InvalidOid, ProcGlobal->allProcs[i - 1].pid,
+					   NULL, 0);
 
 	for (i = 0; i < OutboxShared->max_databases; i++)
 	{
 		DispatcherSlot *slot = &OutboxShared->slots[i];
 		Oid			dboid = pg_atomic_read_u32(&slot->dboid);
-		uint32		pid = pg_atomic_read_u32(&slot->pid);
+		int			w;
 
-		if (OidIsValid(dboid) && pid != 0)
-			add_worker_row(rsinfo, "dispatcher", dboid, (int) pid);
+		if (!OidIsValid(dboid))
+			continue;
+		for (w = 0; w < OUTBOX_MAX_WORKERS_PER_DATABASE; w++)
+		{
+			uint32		pid = pg_atomic_read_u32(&slot->workers[w].pid);
+
+			if (pid != 0)
+				add_worker_row(rsinfo, "dispatcher", dboid, (int) pid, slot, w);
+		}
 	}
 	return (Datum) 0;
 }

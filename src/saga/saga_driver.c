@@ -59,9 +59,10 @@
  *	A crash (or SIGTERM) during a round rolls back that round: the runs it
  *	was running stay 'running' (claimed in the previous, committed round),
  *	and their effects are gone.  The first pass of a new dispatcher process
- *	finds every 'running' run (no other process claims runs: one dispatcher
- *	per database) and puts it back to pending at once: the attempt is not
- *	counted, the run's error says it was interrupted, and it runs again
+ *	finds every 'running' run (no other process claims runs: dispatcher 0
+ *	of a database alone drives sagas) and puts it back to pending at once:
+ *	the attempt is not counted, the run's error says it was interrupted,
+ *	and it runs again
  *	with the same idempotency key.  A run interrupted SAGA_MAX_INTERRUPTIONS
  *	times (a step that crashes the server) counts that attempt as failed, so
  *	a crash loop ends.  Timeouts (timeout_at) and deadlines are columns, so

@@ -20,17 +20,22 @@ COMMENT ON FUNCTION outbox.wait_idle(interval) IS
 
 CREATE FUNCTION outbox.worker_status(
 	OUT database text, OUT pid integer, OUT state text,
-	OUT started_at timestamptz, OUT last_activity timestamptz, OUT kind text)
+	OUT started_at timestamptz, OUT last_activity timestamptz, OUT kind text,
+	OUT worker integer, OUT doing text, OUT doing_since timestamptz,
+	OUT destination_id integer, OUT wait_event text)
 RETURNS SETOF record
 AS 'MODULE_PATHNAME', 'outbox_saga_worker_status' LANGUAGE C VOLATILE;
 COMMENT ON FUNCTION outbox.worker_status() IS
 	'The launcher and the running dispatchers (backs the view outbox.workers).';
 
 CREATE VIEW outbox.workers AS
-	SELECT database, pid, state, started_at, last_activity, kind
-	  FROM outbox.worker_status();
+	SELECT w.database, w.pid, w.state, w.started_at, w.last_activity, w.kind,
+	       w.worker, w.doing, w.doing_since, d.name AS destination, w.wait_event
+	  FROM outbox.worker_status() w
+	  LEFT JOIN outbox.destination d
+	    ON d.id = w.destination_id AND w.database = pg_catalog.current_database();
 COMMENT ON VIEW outbox.workers IS
-	'The outbox_saga background workers: the launcher and one dispatcher per served database.';
+	'The outbox_saga background workers: the launcher and the dispatchers of every served database (outbox_saga.workers_per_database each), what each does, the destination it serves now (named for the current database) and what it waits on.';
 
 CREATE FUNCTION outbox.replay_dead(destination text DEFAULT NULL, event_ids uuid[] DEFAULT NULL)
 RETURNS bigint

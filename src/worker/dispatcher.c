@@ -1,13 +1,38 @@
 /*-------------------------------------------------------------------------
  *
  * dispatcher.c
- *		The dispatcher: one background worker per database, delivering
- *		committed events to destinations.
+ *		The dispatchers: a pool of background workers per database,
+ *		delivering committed events to destinations and driving sagas.
  *
- * Started by the launcher (launcher.c) with its slot number and database.
- * It connects as the bootstrap superuser and holds a session advisory lock
- * so that never two dispatchers serve one database.  Each handler runs as
- * its destination's owner (delivery.c), never as the superuser (G10).
+ * THE POOL (isolation, G3, G4, G8)
+ *	The launcher starts outbox_saga.workers_per_database dispatchers per
+ *	database (worker 0, 1, ...; main_arg says which, DISPATCHER_ARG).  Each
+ *	connects as the bootstrap superuser; each handler runs as its
+ *	destination's owner (delivery.c), never as the superuser (G10).  A
+ *	destination is served by one worker at a time: before a destination's
+ *	batches a worker claims it in shared memory (ShmemClaim: a spinlock
+ *	check-and-set over the slot's workers), and other workers skip it while
+ *	the claim lasts.  The claim spans the batch's two transactions and the
+ *	network I/O between them, so one destination's batches never overlap
+ *	and its per-aggregate order (G4) is exactly that of one process.  It
+ *	dies with the process (dispatcher_detach), and every position lives in
+ *	tables, so a worker killed in the middle of a batch leaves that batch
+ *	undelivered, not half-recorded: another worker, or its successor,
+ *	delivers it again (G3).  The claim is not a lock a handler could take
+ *	or release.
+ *	What a slow destination costs: the one worker serving it, and nothing
+ *	else.  Worker 0 alone drives sagas and keeps house, and while any other
+ *	worker runs it leaves network destinations (http, kafka, nats) to them:
+ *	a hung endpoint or a broker outage never delays sagas, housekeeping or
+ *	in-database destinations (function, notify), whose handlers are bounded
+ *	by their timeouts.  Workers 1.. serve every kind; with N workers, N-1
+ *	destinations can hang at once before the others wait.  Each worker
+ *	starts its round of destinations at another place, so the drain of busy
+ *	destinations spreads over the workers and the cores (item 3 of issue
+ *	11); one destination uses one core.
+ *	Ticks (eventlog.c) are taken by every worker, one at a time (a
+ *	transaction advisory lock, DS_TICK_LOCK), so that tick ids and
+ *	snapshots keep the same order.
  *
  * THE LOOP (OutboxDispatcherMain), one pass per iteration:
  *	  begin_pass	interrupts, SIGHUP, clear wake_pending, reset the loop
@@ -34,18 +59,23 @@
  * TRANSACTIONS: every transaction this file opens goes through
  *	run_transaction (the worker_spi skeleton: statement timestamp, start,
  *	SPI, snapshot, ..., commit); delivery.c and the saga driver run their
- *	own.  Nothing is held across passes but the advisory lock.
+ *	own.  Nothing is held across passes.
  *
- * LOCKS: the session advisory lock (DISPATCHER_LOCK_KEY1, KEY2), taken at
- *	start and held for the life of the process.  A function handler may
- *	leave session advisory locks of its own; after such a batch every
- *	session advisory lock is released and the dispatcher's taken again
- *	(drop_handler_session_locks).  If another process got it meanwhile,
- *	this one exits.
+ * LOCKS: the dispatcher holds no lock of its own across transactions:
+ *	"one process per worker" is the compare-and-swap of the worker's pid in
+ *	shared memory (dispatcher_attach), and "one worker per destination" the
+ *	claim.  A function handler or saga step may leave session advisory
+ *	locks of its own; after such a batch or saga pass every session
+ *	advisory lock is released (drop_handler_session_locks), and
+ *	pg_advisory_unlock_all() in user code releases nothing the dispatcher
+ *	relies on.
  *
  * MEMORY: one loop context, reset at every pass; per batch, delivery.c uses
  *	the transaction's contexts.  What must outlive a pass (the destinations
  *	seen last, the version complained of) is in TopMemoryContext.
+ *
+ * STATE for outbox.workers: each step records what the worker does and
+ *	since when (ShmemSetDoing), and the claim names the destination.
  *
  * ERRORS: an error while delivering to one destination is reported as a
  *	WARNING with the contexts "while delivering event ... to destination
@@ -68,9 +98,9 @@
  *	SIGTERM ends the process at the next CHECK_FOR_INTERRUPTS (die), also
  *	in the middle of a handler (the batch's transaction is rolled back).
  *	DROP DATABASE and the other commands that need the database to
- *	themselves stop the dispatcher that way (utility_hook.c); on exit the
- *	slot's pid is cleared (dispatcher_detach), which is what they wait
- *	for.  pg_cancel_backend() cancels the handler or batch running (an
+ *	themselves stop every dispatcher of it that way (utility_hook.c); on
+ *	exit the worker's pid and claim are cleared (dispatcher_detach), which
+ *	is what they wait for.  pg_cancel_backend() cancels the handler or batch running (an
  *	error, as above), never the dispatcher.
  *
  *-------------------------------------------------------------------------
@@ -116,9 +146,9 @@
  */
 #define MIN_PASS_INTERVAL_MS	1
 #define BATCHES_PER_PASS		8
-/* Advisory lock key (two int4) held by the dispatcher of a database. */
+/* Advisory lock keys (two int4): the tick lock of a database. */
 #define DISPATCHER_LOCK_KEY1	1869968482	/* "outb" in ASCII */
-#define DISPATCHER_LOCK_KEY2	1
+#define TICK_LOCK_KEY2			2
 
 typedef enum ExtensionState
 {
@@ -168,8 +198,8 @@ typedef struct BatchError
  */
 enum
 {
-	DS_LOCK,
 	DS_EXTVERSION,
+	DS_TICK_LOCK,
 	DS_TICK,
 	DS_DESTINATIONS,
 	DS_NEXT_DUE,
@@ -178,15 +208,19 @@ enum
 };
 
 static SpiStatement dispatcher_stmts[DS_COUNT] = {
-	/* no table: the session advisory lock, in a transaction of its own */
-	[DS_LOCK] = {"taking the dispatcher lock",
-		"SELECT pg_catalog.pg_try_advisory_lock(" CppAsString2(DISPATCHER_LOCK_KEY1)
-		", " CppAsString2(DISPATCHER_LOCK_KEY2) ")",
-	{0}},
 	/* pg_extension: the installed SQL version */
 	[DS_EXTVERSION] = {"the extension version check",
 		"SELECT extversion FROM pg_catalog.pg_extension"
 		" WHERE extname = 'outbox_saga'",
+	{0}},
+	/*
+	 * no table: the workers of a database take ticks one at a time (a
+	 * transaction advisory lock, so that the next tick's id and snapshot
+	 * are read after the previous tick committed)
+	 */
+	[DS_TICK_LOCK] = {"waiting for the tick lock",
+		"SELECT pg_catalog.pg_advisory_xact_lock(" CppAsString2(DISPATCHER_LOCK_KEY1)
+		", " CppAsString2(TICK_LOCK_KEY2) ")",
 	{0}},
 	/* outbox.tick: a new tick if the snapshot moved */
 	[DS_TICK] = {"taking a tick",
@@ -232,6 +266,8 @@ static SpiStatement dispatcher_stmts[DS_COUNT] = {
 };
 
 static DispatcherSlot *my_slot = NULL;
+static int	my_worker_no = 0;
+static DispatcherWorker *my_worker = NULL;
 static char my_database[NAMEDATALEN];
 static MemoryContext loop_cxt = NULL;
 static long sleep_ms = 1000;	/* from next_due_ms() of the last pass */
@@ -348,44 +384,31 @@ run_caught(const char *context, void (*fn) (void *), void *arg)
 static void
 dispatcher_detach(int code, Datum arg)
 {
-	if (my_slot != NULL)
+	if (my_worker != NULL)
 	{
-		pg_atomic_write_u32(&my_slot->procno, 0);
-		pg_atomic_write_u32(&my_slot->pid, 0);
+		ShmemRelease(my_slot, my_worker_no);
+		pg_atomic_write_u32(&my_worker->procno, 0);
+		pg_atomic_write_u32(&my_worker->pid, 0);
 	}
 }
 
-/* Body of take_dispatcher_lock. */
+/* Body of read_database_name. */
 static void
-take_dispatcher_lock_body(void *arg)
+read_database_name_body(void *arg)
 {
-	bool		isnull;
-
-	SpiRun(&dispatcher_stmts[DS_LOCK], NULL, NULL, SPI_OK_SELECT);
-	*(bool *) arg = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0],
-											   SPI_tuptable->tupdesc, 1, &isnull));
 	strlcpy(my_database, get_database_name(MyDatabaseId), NAMEDATALEN);
 }
 
 /*
- * take_dispatcher_lock
- *		Take the session advisory lock that makes this the only dispatcher
- *		of the database, or exit if another process has it.
+ * read_database_name
+ *		my_database, for messages.
  */
 static void
-take_dispatcher_lock(void)
+read_database_name(void)
 {
-	bool		got = false;
-	TransactionStep step = {NULL, NULL, take_dispatcher_lock_body, &got};
+	TransactionStep step = {NULL, NULL, read_database_name_body, NULL};
 
 	run_transaction(&step);
-	if (!got)
-	{
-		ereport(LOG,
-				(errmsg("outbox_saga dispatcher exits: another dispatcher serves database \"%s\"",
-						my_database)));
-		proc_exit(0);
-	}
 }
 
 /*
@@ -411,6 +434,12 @@ check_extension(void)
 												&isnull));
 	pg_atomic_write_u32(&my_slot->version_mismatch,
 						strcmp(version, OUTBOX_SAGA_VERSION) != 0);
+	if (my_worker_no == 0 && !pg_atomic_read_u32(&my_slot->ready))
+	{
+		/* The launcher starts the other workers now. */
+		pg_atomic_write_u32(&my_slot->ready, 1);
+		ShmemWakeLauncher(false);
+	}
 	if (strcmp(version, OUTBOX_SAGA_VERSION) == 0)
 	{
 		if (version_seen != NULL)
@@ -570,9 +599,13 @@ start_pass_body(void *arg)
 		return;
 	/* Nobody consumes ticks without destinations: housekeeping ticks. */
 	start->dests = load_destinations(start->cxt);
-	if (start->dests != NIL)
-		SpiRun(&dispatcher_stmts[DS_TICK], NULL, NULL, SPI_OK_INSERT);
 	sleep_ms = next_due_ms();
+	/* Last: the tick lock is held until this transaction commits. */
+	if (start->dests != NIL)
+	{
+		SpiRun(&dispatcher_stmts[DS_TICK_LOCK], NULL, NULL, SPI_OK_SELECT);
+		SpiRun(&dispatcher_stmts[DS_TICK], NULL, NULL, SPI_OK_INSERT);
+	}
 }
 
 /*
@@ -595,7 +628,7 @@ start_pass(void)
 	{
 		ereport(LOG,
 				(errmsg("outbox_saga dispatcher stops: the extension is not installed in this database")));
-		pg_atomic_write_u32(&my_slot->exit_reason, DISPATCHER_EXIT_NO_EXTENSION);
+		pg_atomic_write_u32(&my_worker->exit_reason, DISPATCHER_EXIT_NO_EXTENSION);
 		proc_exit(0);
 	}
 	extension_ready = (start.state == EXTENSION_READY);
@@ -630,15 +663,16 @@ record_batch_error(DestinationConfig *dest, const char *message)
 
 /*
  * drop_handler_session_locks
- *		Session-level advisory locks a handler took stay with this session
- *		after its transaction; release every one and take the dispatcher's
- *		own lock again.
+ *		Session-level advisory locks a handler or saga step took stay with
+ *		this session after its transaction: release every one.  The
+ *		dispatcher holds none of its own (its claims are in shared memory),
+ *		so user code can neither keep a lock held by the dispatcher nor
+ *		release one the dispatcher relies on.
  */
 static void
 drop_handler_session_locks(void)
 {
 	LockReleaseSession(USER_LOCKMETHOD);
-	take_dispatcher_lock();
 }
 
 /* One batch: the arguments of DeliveryRunBatch, for run_caught. */
@@ -702,20 +736,52 @@ deliver_to(DestinationConfig *dest, int64 *activity)
 }
 
 /*
+ * other_workers_running
+ *		Whether a dispatcher of this database other than this one runs.
+ */
+static bool
+other_workers_running(void)
+{
+	int			w;
+
+	for (w = 0; w < OUTBOX_MAX_WORKERS_PER_DATABASE; w++)
+		if (w != my_worker_no && pg_atomic_read_u32(&my_slot->workers[w].pid) != 0)
+			return true;
+	return false;
+}
+
+/*
  * deliver
- *		Step "deliver" of the file header: every ready destination in turn.
- *		Returns whether one has more ready work.
+ *		Step "deliver" of the file header: every ready destination that no
+ *		other worker serves now, in turn, each under this worker's claim.
+ *		Worker 0 leaves network destinations to the others while any runs,
+ *		so that a slow endpoint never delays sagas, housekeeping or the
+ *		in-database destinations.  Each worker starts at another place in
+ *		the list, so that busy destinations spread over the workers.
+ *		Returns whether a destination this worker served has more ready
+ *		work.
  */
 static bool
 deliver(List *dests, int64 *activity)
 {
-	ListCell   *lc;
 	bool		more = false;
+	bool		in_database_only = (my_worker_no == 0 && other_workers_running());
+	int			n = list_length(dests);
+	int			k;
 
-	foreach(lc, dests)
+	for (k = 0; k < n; k++)
 	{
-		if (deliver_to(lfirst(lc), activity))
+		DestinationConfig *dest = list_nth(dests, (k + my_worker_no) % n);
+
+		if (in_database_only && SinkLookup(dest->kind, false)->deliver == NULL)
+			continue;
+		if (!ShmemClaim(my_slot, my_worker_no, dest->id))
+			continue;			/* another worker serves it now */
+		ShmemSetDoing(my_worker, DOING_DELIVERING);
+		if (deliver_to(dest, activity))
 			more = true;
+		ShmemRelease(my_slot, my_worker_no);
+		ShmemSetDoing(my_worker, DOING_PASS);
 	}
 	return more;
 }
@@ -731,9 +797,13 @@ drive_sagas(int64 *activity)
 	MemoryContext old = CurrentMemoryContext;
 	bool		more;
 
+	ShmemSetDoing(my_worker, DOING_SAGAS);
 	pgstat_report_activity(STATE_RUNNING, "outbox_saga: driving sagas");
 	more = SagaRunPass(activity);
 	MemoryContextSwitchTo(old);
+	/* A step's session advisory locks go with its pass (like a handler's). */
+	drop_handler_session_locks();
+	ShmemSetDoing(my_worker, DOING_PASS);
 	return more;
 }
 
@@ -763,9 +833,11 @@ housekeeping(TimestampTz now, int64 activity)
 		  (activity == 0 && last_housekeeping == 0)))
 		return;
 	/* The context names the round; the transaction's own has none. */
+	ShmemSetDoing(my_worker, DOING_HOUSEKEEPING);
 	edata = run_caught("while running housekeeping", run_transaction, &step);
 	if (edata != NULL)
 		FreeErrorData(edata);
+	ShmemSetDoing(my_worker, DOING_PASS);
 	last_housekeeping = now;
 }
 
@@ -793,7 +865,8 @@ begin_pass(void)
 	 * From here on a commit that wrote events sets wake_pending again: this
 	 * pass may or may not see its events, the next one will.
 	 */
-	pg_atomic_write_u32(&my_slot->wake_pending, 0);
+	pg_atomic_write_u32(&my_worker->wake_pending, 0);
+	ShmemSetDoing(my_worker, DOING_PASS);
 	MemoryContextReset(loop_cxt);
 }
 
@@ -805,10 +878,10 @@ begin_pass(void)
 static void
 end_pass(int64 activity, bool more)
 {
-	uint64		pass = pg_atomic_add_fetch_u64(&my_slot->passes, 1);
+	uint64		pass = pg_atomic_add_fetch_u64(&my_worker->passes, 1);
 
 	if (activity == 0 && !more)
-		pg_atomic_write_u64(&my_slot->idle_pass, pass);
+		pg_atomic_write_u64(&my_worker->idle_pass, pass);
 	pgstat_report_stat(false);
 	pgstat_report_activity(STATE_IDLE, NULL);
 }
@@ -827,8 +900,9 @@ wait_for_work(TimestampTz pass_time)
 	 * driver) may have consumed the latch.  wake_pending still says so: do
 	 * not sleep then.
 	 */
-	if (pg_atomic_read_u32(&my_slot->wake_pending) == 0)
+	if (pg_atomic_read_u32(&my_worker->wake_pending) == 0)
 	{
+		ShmemSetDoing(my_worker, DOING_WAITING);
 		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
 						 sleep_ms, PG_WAIT_EXTENSION);
 		ResetLatch(MyLatch);
@@ -840,22 +914,37 @@ wait_for_work(TimestampTz pass_time)
 
 /*
  * dispatcher_attach
- *		Set up the process: signals, the shared memory slot (cleared again
- *		on exit), the database connection, the settings of this process
- *		and the dispatcher lock.
+ *		Set up the process: signals, its worker in the shared memory slot
+ *		(cleared again on exit; if another process has it, this one exits:
+ *		never two processes per worker), the database connection and the
+ *		settings of this process.
  */
 static void
-dispatcher_attach(int slotno, Oid dboid)
+dispatcher_attach(int arg, Oid dboid)
 {
+	int			slotno = DISPATCHER_ARG_SLOT(arg);
+	uint32		expected = 0;
+
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
 	pqsignal(SIGTERM, die);
 	BackgroundWorkerUnblockSignals();
 
-	if (OutboxShared == NULL || slotno < 0 || slotno >= OutboxShared->max_databases)
+	my_worker_no = DISPATCHER_ARG_WORKER(arg);
+	if (OutboxShared == NULL || slotno < 0 || slotno >= OutboxShared->max_databases ||
+		my_worker_no >= OUTBOX_MAX_WORKERS_PER_DATABASE ||
+		pg_atomic_read_u32(&OutboxShared->slots[slotno].dboid) != dboid)
 		elog(ERROR, "outbox_saga dispatcher started without its shared memory slot");
 	my_slot = &OutboxShared->slots[slotno];
-	pg_atomic_write_u32(&my_slot->pid, MyProcPid);
-	pg_atomic_write_u32(&my_slot->procno, MyProc->pgprocno + 1);
+	if (!pg_atomic_compare_exchange_u32(&my_slot->workers[my_worker_no].pid,
+										&expected, (uint32) MyProcPid))
+	{
+		ereport(LOG,
+				(errmsg("outbox_saga dispatcher exits: process %u is dispatcher %d of this database",
+						expected, my_worker_no)));
+		proc_exit(0);
+	}
+	my_worker = &my_slot->workers[my_worker_no];
+	pg_atomic_write_u32(&my_worker->procno, MyProc->pgprocno + 1);
 	before_shmem_exit(dispatcher_detach, (Datum) 0);
 
 	BackgroundWorkerInitializeConnectionByOid(dboid, InvalidOid, 0);
@@ -863,10 +952,10 @@ dispatcher_attach(int slotno, Oid dboid)
 	SetConfigOption("synchronous_commit", "off", PGC_SUSET, PGC_S_OVERRIDE);
 	SetConfigOption("search_path", "pg_catalog, pg_temp", PGC_SUSET, PGC_S_OVERRIDE);
 
-	take_dispatcher_lock();
+	read_database_name();
 	ereport(LOG,
-			(errmsg("outbox_saga dispatcher started for database \"%s\"",
-					my_database)));
+			(errmsg("outbox_saga dispatcher %d started for database \"%s\"",
+					my_worker_no, my_database)));
 }
 
 /*
@@ -892,10 +981,12 @@ OutboxDispatcherMain(Datum main_arg)
 		MemoryContextSwitchTo(loop_cxt);
 
 		more = deliver(start_pass(), &activity);
-		if (extension_ready && drive_sagas(&activity))
+		/* Worker 0 alone drives sagas and keeps house. */
+		if (my_worker_no == 0 && extension_ready && drive_sagas(&activity))
 			more = true;
 		now = GetCurrentTimestamp();
-		housekeeping(now, activity);
+		if (my_worker_no == 0)
+			housekeeping(now, activity);
 		end_pass(activity, more);
 
 		MemoryContextSwitchTo(TopMemoryContext);

@@ -1,7 +1,8 @@
 /*-------------------------------------------------------------------------
  *
  * launcher.c
- *		The launcher: starts, restarts and stops one dispatcher per database.
+ *		The launcher: starts, restarts and stops the dispatchers of every
+ *		database (outbox_saga.workers_per_database processes each).
  *
  * A static background worker, registered from _PG_init when preloaded and
  * started only once recovery has finished: nothing dispatches on a hot
@@ -10,14 +11,17 @@
  * promoted database.
  *
  * The launcher connects to no database; it reads the shared catalog
- * pg_database and starts a dispatcher (a dynamic background worker, slot
- * number in main_arg, database OID in bgw_extra) for every database that
- * accepts connections and is allowed by outbox_saga.databases.  A
- * dispatcher that finds no extension in its database exits with
- * DISPATCHER_EXIT_NO_EXTENSION; the launcher then leaves that database
- * alone until CREATE or ALTER EXTENSION anywhere asks for a rescan.  A
- * dispatcher that exits otherwise (crash, pg_terminate_backend) is started
- * again after a second.  A database whose dispatcher was stopped by DROP
+ * pg_database and starts dispatcher 0 (a dynamic background worker, slot
+ * and worker number in main_arg, database OID in bgw_extra) for every
+ * database that accepts connections and is allowed by
+ * outbox_saga.databases.  Dispatcher 0 of a database probes it: if it
+ * finds no extension it exits with DISPATCHER_EXIT_NO_EXTENSION, and the
+ * launcher leaves that database alone until CREATE or ALTER EXTENSION
+ * anywhere asks for a rescan; if it finds the extension it sets the
+ * slot's 'ready', and only then does the launcher start workers 1 .. N-1
+ * (N = outbox_saga.workers_per_database, reloadable: workers at N and
+ * above are stopped).  A dispatcher that exits otherwise (crash,
+ * pg_terminate_backend) is started again after a second.  A database whose dispatcher was stopped by DROP
  * DATABASE & co (utility_hook.c) is not restarted while blocked_until is in
  * the future.
  *
@@ -78,12 +82,19 @@ typedef struct KnownDatabase
 	char		name[NAMEDATALEN];
 } KnownDatabase;
 
-typedef struct LauncherSlot
+/* What the launcher knows of one dispatcher process it started. */
+typedef struct LauncherWorker
 {
 	BackgroundWorkerHandle *handle; /* NULL: not started by us */
 	TimestampTz restart_at;
 	uint32		started_generation; /* rescan generation when started */
+} LauncherWorker;
+
+typedef struct LauncherSlot
+{
+	LauncherWorker workers[OUTBOX_MAX_WORKERS_PER_DATABASE];
 } LauncherSlot;
+
 
 static LauncherSlot *lslots;
 static Oid *no_extension;		/* databases probed without the extension */
@@ -202,12 +213,13 @@ find_database(List *dbs, Oid dboid)
 
 /*
  * start_dispatcher
- *		Register the dynamic worker of slot 'i' for database 'db'.
+ *		Register dispatcher 'w' of slot 'i' for database 'db'.
  */
 static void
-start_dispatcher(int i, KnownDatabase *db, TimestampTz now)
+start_dispatcher(int i, int w, KnownDatabase *db, TimestampTz now)
 {
 	BackgroundWorker bgw;
+	LauncherWorker *lw = &lslots[i].workers[w];
 	MemoryContext old;
 	bool		ok;
 
@@ -217,29 +229,57 @@ start_dispatcher(int i, KnownDatabase *db, TimestampTz now)
 	bgw.bgw_restart_time = BGW_NEVER_RESTART;
 	snprintf(bgw.bgw_library_name, BGW_MAXLEN, "outbox_saga");
 	snprintf(bgw.bgw_function_name, BGW_MAXLEN, "OutboxDispatcherMain");
-	snprintf(bgw.bgw_name, BGW_MAXLEN, "outbox_saga dispatcher for database \"%s\"",
-			 db->name);
+	snprintf(bgw.bgw_name, BGW_MAXLEN, "outbox_saga dispatcher %d for database \"%s\"",
+			 w, db->name);
 	snprintf(bgw.bgw_type, BGW_MAXLEN, "outbox_saga dispatcher");
-	bgw.bgw_main_arg = Int32GetDatum(i);
+	bgw.bgw_main_arg = Int32GetDatum(DISPATCHER_ARG(i, w));
 	memcpy(bgw.bgw_extra, &db->oid, sizeof(Oid));
 	bgw.bgw_notify_pid = MyProcPid;
 
-	pg_atomic_write_u32(&OutboxShared->slots[i].exit_reason, DISPATCHER_EXIT_UNKNOWN);
-	pg_atomic_write_u32(&OutboxShared->slots[i].version_mismatch, 0);
-	lslots[i].started_generation = pg_atomic_read_u32(&OutboxShared->rescan_generation);
+	ShmemResetWorker(&OutboxShared->slots[i].workers[w]);
+	if (w == 0)
+	{
+		pg_atomic_write_u32(&OutboxShared->slots[i].ready, 0);
+		pg_atomic_write_u32(&OutboxShared->slots[i].version_mismatch, 0);
+	}
+	lw->started_generation = pg_atomic_read_u32(&OutboxShared->rescan_generation);
 	old = MemoryContextSwitchTo(TopMemoryContext);
-	ok = RegisterDynamicBackgroundWorker(&bgw, &lslots[i].handle);
+	ok = RegisterDynamicBackgroundWorker(&bgw, &lw->handle);
 	MemoryContextSwitchTo(old);
 	if (!ok)
 	{
-		lslots[i].handle = NULL;
-		lslots[i].restart_at = TimestampTzPlusMilliseconds(now, RESCAN_INTERVAL_MS);
+		lw->handle = NULL;
+		lw->restart_at = TimestampTzPlusMilliseconds(now, RESCAN_INTERVAL_MS);
 		ereport(WARNING,
 				(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
-				 errmsg("outbox_saga could not start a dispatcher for database \"%s\"",
-						db->name),
-				 errhint("Raise max_worker_processes.")));
+				 errmsg("outbox_saga could not start dispatcher %d for database \"%s\"",
+						w, db->name),
+				 errhint("Raise max_worker_processes, or lower outbox_saga.workers_per_database.")));
 	}
+}
+
+/*
+ * stop_worker
+ *		Stop a dispatcher we started (it notifies us when it is gone), or
+ *		forget its handle if it has stopped.  Returns whether it is gone.
+ */
+static bool
+stop_worker(LauncherWorker *lw)
+{
+	pid_t		pid;
+	BgwHandleStatus status;
+
+	if (lw->handle == NULL)
+		return true;
+	status = GetBackgroundWorkerPid(lw->handle, &pid);
+	if (status == BGWH_STARTED || status == BGWH_NOT_YET_STARTED)
+	{
+		TerminateBackgroundWorker(lw->handle);
+		return false;
+	}
+	pfree(lw->handle);
+	lw->handle = NULL;
+	return true;
 }
 
 /*
@@ -254,14 +294,19 @@ stop_orphans(void)
 
 	for (i = 0; i < OutboxShared->max_databases; i++)
 	{
-		uint32		pid = pg_atomic_read_u32(&OutboxShared->slots[i].pid);
+		int			w;
 
-		if (pid != 0)
-			kill((pid_t) pid, SIGTERM);
+		for (w = 0; w < OUTBOX_MAX_WORKERS_PER_DATABASE; w++)
+		{
+			uint32		pid = pg_atomic_read_u32(&OutboxShared->slots[i].workers[w].pid);
+
+			if (pid != 0)
+				kill((pid_t) pid, SIGTERM);
+		}
 	}
 	for (i = 0; i < OutboxShared->max_databases; i++)
 	{
-		while (pg_atomic_read_u32(&OutboxShared->slots[i].pid) != 0 && waited < 10000)
+		while (ShmemSlotRunning(&OutboxShared->slots[i]) && waited < 10000)
 		{
 			(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
 							 10, PG_WAIT_EXTENSION);
@@ -274,11 +319,42 @@ stop_orphans(void)
 }
 
 /*
+ * reap_worker
+ *		Notice that dispatcher 'w' of slot 'i' stopped, and set when to start
+ *		it again.  Returns false if the database has no extension (worker 0
+ *		found none since the last rescan): leave it alone then.
+ */
+static bool
+reap_worker(int i, int w, TimestampTz now)
+{
+	DispatcherWorker *wk = &OutboxShared->slots[i].workers[w];
+	LauncherWorker *lw = &lslots[i].workers[w];
+	bool		no_ext = (pg_atomic_read_u32(&wk->exit_reason) == DISPATCHER_EXIT_NO_EXTENSION);
+
+	pfree(lw->handle);
+	lw->handle = NULL;
+
+	/*
+	 * No extension - unless CREATE EXTENSION happened since the probe
+	 * started, which it may have missed: then probe again at once.
+	 */
+	if (w == 0 && no_ext &&
+		lw->started_generation == pg_atomic_read_u32(&OutboxShared->rescan_generation))
+		return false;
+	if (no_ext)
+		lw->restart_at = now;
+	else
+		lw->restart_at = TimestampTzPlusMilliseconds(now, RESTART_DELAY_MS);
+	return true;
+}
+
+/*
  * reap_dispatchers
  *		First half of a round: stop the dispatchers that should not run
- *		(database gone, not allowed, outbox_saga.enabled off), and notice
- *		those that stopped: set when to start them again, or, if they found
- *		no extension, leave their database alone until a rescan.
+ *		(database gone, not allowed, outbox_saga.enabled off, worker number
+ *		at or above outbox_saga.workers_per_database), and notice those that
+ *		stopped: set when to start them again, or, if worker 0 found no
+ *		extension, leave their database alone until a rescan.
  */
 static void
 reap_dispatchers(List *dbs, TimestampTz now)
@@ -290,48 +366,51 @@ reap_dispatchers(List *dbs, TimestampTz now)
 		DispatcherSlot *slot = &OutboxShared->slots[i];
 		Oid			dboid = pg_atomic_read_u32(&slot->dboid);
 		KnownDatabase *db;
-		pid_t		pid;
-		BgwHandleStatus status;
+		bool		all_gone = true;
+		bool		no_extension_found = false;
+		int			w;
 
 		if (!OidIsValid(dboid))
 			continue;
 		db = find_database(dbs, dboid);
-		status = lslots[i].handle ?
-			GetBackgroundWorkerPid(lslots[i].handle, &pid) : BGWH_STOPPED;
-
 		if (db == NULL || !OutboxEnabled || !database_allowed(db->name))
 		{
-			if (status == BGWH_STARTED || status == BGWH_NOT_YET_STARTED)
-				TerminateBackgroundWorker(lslots[i].handle);
-			else
-			{
-				if (lslots[i].handle)
-					pfree(lslots[i].handle);
-				lslots[i].handle = NULL;
+			for (w = 0; w < OUTBOX_MAX_WORKERS_PER_DATABASE; w++)
+				if (!stop_worker(&lslots[i].workers[w]))
+					all_gone = false;
+			if (all_gone)
 				pg_atomic_write_u32(&slot->dboid, InvalidOid);
-			}
 			continue;
 		}
-		if (status == BGWH_STOPPED && lslots[i].handle != NULL)
+		for (w = 0; w < OUTBOX_MAX_WORKERS_PER_DATABASE; w++)
 		{
-			pfree(lslots[i].handle);
-			lslots[i].handle = NULL;
-			/*
-			 * No extension - unless CREATE EXTENSION happened since the probe
-			 * started, which it may have missed: then probe again at once.
-			 */
-			if (pg_atomic_read_u32(&slot->exit_reason) == DISPATCHER_EXIT_NO_EXTENSION &&
-				lslots[i].started_generation ==
-				pg_atomic_read_u32(&OutboxShared->rescan_generation))
+			LauncherWorker *lw = &lslots[i].workers[w];
+			pid_t		pid;
+
+			if (lw->handle == NULL)
+				continue;
+			if (w >= OutboxWorkersPerDatabase)
+			{
+				(void) stop_worker(lw);
+				continue;
+			}
+			if (GetBackgroundWorkerPid(lw->handle, &pid) != BGWH_STOPPED)
+				continue;
+			if (!reap_worker(i, w, now))
+				no_extension_found = true;
+		}
+		if (no_extension_found)
+		{
+			for (w = 1; w < OUTBOX_MAX_WORKERS_PER_DATABASE; w++)
+				if (!stop_worker(&lslots[i].workers[w]))
+					all_gone = false;
+			if (all_gone)
 			{
 				no_extension[n_no_extension++] = dboid;
 				pg_atomic_write_u32(&slot->dboid, InvalidOid);
-				continue;
 			}
-			if (pg_atomic_read_u32(&slot->exit_reason) == DISPATCHER_EXIT_NO_EXTENSION)
-				lslots[i].restart_at = now;
 			else
-				lslots[i].restart_at = TimestampTzPlusMilliseconds(now, RESTART_DELAY_MS);
+				lslots[i].workers[0].restart_at = 0;	/* decide next round */
 		}
 	}
 }
@@ -356,6 +435,7 @@ start_dispatchers(List *dbs, TimestampTz now)
 		DispatcherSlot *slot;
 		TimestampTz blocked;
 		int			free_slot = -1;
+		int			w;
 
 		if (!database_allowed(db->name) || lacks_extension(db->oid))
 			continue;
@@ -382,27 +462,36 @@ start_dispatchers(List *dbs, TimestampTz now)
 				continue;
 			}
 			i = free_slot;
-			lslots[i].handle = NULL;
-			lslots[i].restart_at = 0;
+			memset(&lslots[i], 0, sizeof(LauncherSlot));
 			pg_atomic_write_u64(&OutboxShared->slots[i].blocked_until, 0);
+			pg_atomic_write_u32(&OutboxShared->slots[i].ready, 0);
 			pg_atomic_write_u32(&OutboxShared->slots[i].dboid, db->oid);
 		}
 		slot = &OutboxShared->slots[i];
-		if (lslots[i].handle != NULL)
-			continue;
 		blocked = (TimestampTz) pg_atomic_read_u64(&slot->blocked_until);
 		if (blocked > now)
 		{
 			wait_ms = Min(wait_ms, TimestampDifferenceMilliseconds(now, blocked) + 1);
 			continue;
 		}
-		if (lslots[i].restart_at > now)
+		for (w = 0; w < OutboxWorkersPerDatabase; w++)
 		{
-			wait_ms = Min(wait_ms,
-						  TimestampDifferenceMilliseconds(now, lslots[i].restart_at) + 1);
-			continue;
+			LauncherWorker *lw = &lslots[i].workers[w];
+
+			if (lw->handle != NULL)
+				continue;
+			/* The others only once worker 0 has found the extension. */
+			if (w > 0 && (lslots[i].workers[0].handle == NULL ||
+						  !pg_atomic_read_u32(&slot->ready)))
+				break;
+			if (lw->restart_at > now)
+			{
+				wait_ms = Min(wait_ms,
+							  TimestampDifferenceMilliseconds(now, lw->restart_at) + 1);
+				continue;
+			}
+			start_dispatcher(i, w, db, now);
 		}
-		start_dispatcher(i, db, now);
 	}
 	return wait_ms;
 }

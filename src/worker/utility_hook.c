@@ -23,6 +23,16 @@
  *	that passes these checks and fails later (the database is in use by a
  *	session, say) lifts the block at once and wakes the launcher.
  *
+ * DROP EXTENSION outbox_saga and ALTER EXTENSION outbox_saga UPDATE (and
+ * ... SET SCHEMA, which fails anyway) in a database make its dispatchers
+ * step aside the same way, after the command's own privilege check
+ * (ownership of the extension, may_change_extension): a dispatcher in the
+ * middle of a batch holds locks on the extension's tables, which the
+ * command would otherwise deadlock with.  Here the block lasts until the
+ * command's transaction ends (extension_xact_callback), since the
+ * extension's tables stay locked until then; then the launcher starts the
+ * dispatchers again, which find the updated extension, or none.
+ *
  * It also wakes this database's dispatcher after COMMIT PREPARED: the
  * prepared transaction may have written events, and its commit does not
  * run the commit callback of wakeup.c; and before DROP ROLE it asks
@@ -33,8 +43,9 @@
  *	  transaction; it takes no lock and runs no SQL of its own (owner_guard.c
  *	  reads in the caller's transaction).
  *	- The block is lifted when the command ends, also by an error
- *	  (PG_FINALLY); if the backend dies first, the block expires after
- *	  BLOCK_MS and the launcher starts the dispatcher again.
+ *	  (PG_FINALLY), or for the extension's own DDL when its transaction
+ *	  ends; if the backend dies first, the block expires after BLOCK_MS
+ *	  and the launcher starts the dispatcher again.
  *	- A dispatcher that does not exit within STOP_WAIT_MS (a handler not
  *	  reaching CHECK_FOR_INTERRUPTS) is left running: the command then fails
  *	  as it would without the extension.
@@ -45,7 +56,10 @@
 
 #include <signal.h>
 
+#include "access/xact.h"
 #include "catalog/pg_database.h"
+#include "catalog/pg_extension.h"
+#include "commands/extension.h"
 #include "catalog/pg_tablespace_d.h"
 #include "commands/dbcommands.h"
 #include "commands/tablespace.h"
@@ -67,6 +81,10 @@
 #define BLOCK_MS		60000
 
 static ProcessUtility_hook_type prev_process_utility = NULL;
+
+/* The slot blocked for this transaction's extension DDL, or NULL. */
+static DispatcherSlot *extension_blocked_slot = NULL;
+static bool xact_callback_registered = false;
 
 static const char *option_string(List *options, const char *name);
 
@@ -173,8 +191,71 @@ may_run_on_database(Node *stmt, Oid dboid)
 }
 
 /*
+ * names_own_extension
+ *		Whether 'stmt' is DDL on the outbox_saga extension itself that locks
+ *		its tables: DROP EXTENSION (among others) or ALTER EXTENSION.
+ */
+static bool
+names_own_extension(Node *stmt)
+{
+	ListCell   *lc;
+
+	switch (nodeTag(stmt))
+	{
+		case T_DropStmt:
+			if (((DropStmt *) stmt)->removeType != OBJECT_EXTENSION)
+				return false;
+			foreach(lc, ((DropStmt *) stmt)->objects)
+				if (strcmp(strVal(lfirst(lc)), "outbox_saga") == 0)
+					return true;
+			return false;
+		case T_AlterExtensionStmt:
+			return strcmp(((AlterExtensionStmt *) stmt)->extname, "outbox_saga") == 0;
+		case T_AlterObjectSchemaStmt:
+			return ((AlterObjectSchemaStmt *) stmt)->objectType == OBJECT_EXTENSION &&
+				strcmp(strVal(((AlterObjectSchemaStmt *) stmt)->object), "outbox_saga") == 0;
+		default:
+			return false;
+	}
+}
+
+/*
+ * may_change_extension
+ *		Whether the current role passes PostgreSQL's own check for DROP or
+ *		ALTER EXTENSION outbox_saga in this database: ownership of the
+ *		extension (superusers own everything).  False if it is not here.
+ */
+static bool
+may_change_extension(void)
+{
+	Oid			ext = get_extension_oid("outbox_saga", true);
+
+	return OidIsValid(ext) && CompatExtensionOwnercheck(ext, GetUserId());
+}
+
+/*
+ * extension_xact_callback
+ *		At the end of the transaction that ran the extension's DDL: lift the
+ *		block, so that the launcher starts the dispatchers again.
+ */
+static void
+extension_xact_callback(XactEvent event, void *arg)
+{
+	if (extension_blocked_slot == NULL)
+		return;
+	if (event == XACT_EVENT_COMMIT || event == XACT_EVENT_ABORT ||
+		event == XACT_EVENT_PARALLEL_COMMIT || event == XACT_EVENT_PARALLEL_ABORT ||
+		event == XACT_EVENT_PREPARE)
+	{
+		pg_atomic_write_u64(&extension_blocked_slot->blocked_until, 0);
+		extension_blocked_slot = NULL;
+		ShmemWakeLauncher(true);
+	}
+}
+
+/*
  * stop_dispatcher
- *		Block the slot of database 'dboid' and wait for its dispatcher to
+ *		Block the slot of database 'dboid' and wait for its dispatchers to
  *		exit.  Returns the slot, or NULL if the database has none.
  */
 static DispatcherSlot *
@@ -188,9 +269,13 @@ stop_dispatcher(Oid dboid)
 		return NULL;
 	pg_atomic_write_u64(&slot->blocked_until,
 						(uint64) TimestampTzPlusMilliseconds(start, BLOCK_MS));
-	while ((pid = pg_atomic_read_u32(&slot->pid)) != 0)
+	while (ShmemSlotRunning(slot))
 	{
-		kill((pid_t) pid, SIGTERM);
+		int			w;
+
+		for (w = 0; w < OUTBOX_MAX_WORKERS_PER_DATABASE; w++)
+			if ((pid = pg_atomic_read_u32(&slot->workers[w].pid)) != 0)
+				kill((pid_t) pid, SIGTERM);
 		if (TimestampDifferenceExceeds(start, GetCurrentTimestamp(), STOP_WAIT_MS))
 			break;
 		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
@@ -226,6 +311,17 @@ outbox_process_utility(PlannedStmt *pstmt, const char *queryString,
 		if (OidIsValid(dboid) && dboid != MyDatabaseId &&
 			may_run_on_database(pstmt->utilityStmt, dboid))
 			slot = stop_dispatcher(dboid);
+	}
+	else if (OutboxShared != NULL && extension_blocked_slot == NULL &&
+			 names_own_extension(pstmt->utilityStmt) && may_change_extension())
+	{
+		if (!xact_callback_registered)
+		{
+			RegisterXactCallback(extension_xact_callback, NULL);
+			xact_callback_registered = true;
+		}
+		/* Lifted when this transaction ends, not when the command does. */
+		extension_blocked_slot = stop_dispatcher(MyDatabaseId);
 	}
 
 	PG_TRY();

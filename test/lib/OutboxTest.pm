@@ -2,6 +2,11 @@
 #
 # new_node(NAME, %opts) makes a PostgreSQL::Test::Cluster with the library
 # preloaded (unless preload => 0) and extra settings from conf => '...'.
+# It pins outbox_saga.workers_per_database to workers => N (default 1):
+# most files reason about one dispatcher process (kill it, count its
+# attempts); the pool of dispatchers is tested by the files that ask for
+# more (045-047), and the pg_regress and isolation suites run with the
+# default.
 #
 # Waiting (never bare sleeps):
 #   wait_for_dispatcher(NODE, DB)     pid of DB's dispatcher once it runs
@@ -37,6 +42,7 @@ sub new_node
 	$node->append_conf('postgresql.conf',
 		($preload ? "shared_preload_libraries = 'outbox_saga'\n" : '')
 		  . "max_worker_processes = 16\n"
+		  . "outbox_saga.workers_per_database = " . ($opts{workers} // 1) . "\n"
 		  . ($opts{conf} // ''));
 	return $node;
 }
@@ -61,15 +67,17 @@ sub dispatcher_pid
 		 WHERE backend_type = 'outbox_saga dispatcher' AND datname = '$db'});
 }
 
-# Wait until DB has exactly one dispatcher (other than $not_pid if given);
-# returns its pid, or '' on timeout.
+# Wait until DB has all its dispatchers (outbox_saga.workers_per_database,
+# none of them $not_pid if given); returns their pids ("a,b" when more than
+# one), or '' on timeout.
 sub wait_for_dispatcher
 {
 	my ($node, $db, $not_pid) = @_;
 	my $extra = defined $not_pid ? "AND pid <> $not_pid" : '';
 	return ''
 	  unless $node->poll_query_until('postgres', qq{
-		SELECT count(*) = 1 FROM pg_catalog.pg_stat_activity
+		SELECT count(*) = current_setting('outbox_saga.workers_per_database')::int
+		  FROM pg_catalog.pg_stat_activity
 		 WHERE backend_type = 'outbox_saga dispatcher' AND datname = '$db' $extra});
 	return dispatcher_pid($node, $db);
 }
