@@ -39,6 +39,7 @@ OBJS = \
 	src/events/wakeup.o \
 	src/events/capture.o \
 	src/events/capture_table.o \
+	src/events/topic_acl.o \
 	src/http/http_guard.o \
 	src/http/http_client.o \
 	src/http/http_socket.o \
@@ -74,6 +75,7 @@ SQL_PARTS = \
 	src/sql/capture.sql \
 	src/sql/idempotency.sql \
 	src/sql/dispatch.sql \
+	src/sql/topics.sql \
 	src/sql/destinations.sql \
 	src/sql/observability.sql \
 	src/sql/saga.sql \
@@ -86,7 +88,7 @@ DATA_built = $(EXTENSION)--$(EXTVERSION).sql
 DATA = $(EXTENSION)--0.1.0.sql $(EXTENSION)--0.1.0--0.2.0.sql
 
 # pg_regress: one file per concept, in dependency order.
-REGRESS = emit capture capture_types idempotency destinations dispatch_function \
+REGRESS = emit capture capture_types idempotency destinations topics dispatch_function \
 	dispatch_retry wait_delivered http_config broker_config saga_define saga_run \
 	privileges_kafka privileges_mask privileges_monitor privileges_guards privileges_saga
 REGRESS_OPTS = --temp-instance=./tmp_check_regress \

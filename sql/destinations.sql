@@ -253,6 +253,10 @@ SELECT outbox.pause_destination('dest_fn');
 SELECT outbox.subscribe('dest_fn', 'alice');
 SELECT outbox.unsubscribe(:sub_notify);
 RESET ROLE;
+-- Alice's subscription made her the owner of topic orders (G14): bob
+-- subscribes to it below with her grant.
+SELECT name, owner FROM outbox.topics WHERE name = 'orders';
+SELECT outbox.grant_topic('orders', 'regress_dest_bob', 'read');
 
 SET ROLE regress_dest_bob;
 SELECT name FROM outbox.destinations ORDER BY name;
@@ -348,6 +352,7 @@ SELECT destination, topic FROM outbox.subscriptions
 SELECT outbox.drop_destination(name) FROM outbox.destinations
  WHERE name LIKE 'dest\_%' ORDER BY name;
 SELECT count(*) AS left_over FROM outbox.destination WHERE name LIKE 'dest\_%';
+DELETE FROM outbox.topic WHERE owner IN ('regress_dest_alice', 'regress_dest_bob');
 DROP OWNED BY regress_dest_alice, regress_dest_bob, regress_dest_monitor;
 DROP ROLE regress_dest_alice, regress_dest_bob, regress_dest_monitor;
 DROP FUNCTION public.dest_noop_handler(outbox.events), public.dest_jsonb_handler(jsonb),

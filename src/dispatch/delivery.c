@@ -21,6 +21,10 @@
  *	   order, after last_id.  An event that is delayed (deliver_after in the
  *	   future), or whose aggregate has a retry row on an ordered destination,
  *	   is parked as a retry row (a copy of the event) instead of delivered.
+ *	Topics (G14): a '*' subscription matches only the topics the
+ *	destination's owner may read; any other event whose topic the owner may
+ *	not read (read revoked while it was pending) goes to the dead letters
+ *	with a 42501 error instead of being delivered (deny_unreadable).
  *	A failed event gets a retry row with attempts = 1 and a backoff
  *	(full jitter: a random delay up to min(backoff_max,
  *	backoff_base * 2^(attempts-1))), or goes to the dead letters when it has
@@ -94,6 +98,7 @@
 #include "dispatch/delivery.h"
 #include "events/eventlog.h"
 #include "events/logscan.h"
+#include "events/topic_acl.h"
 #include "sink/sink.h"
 
 #define FAILURES_BEFORE_BACKOFF	3
@@ -602,6 +607,7 @@ typedef enum ItemAction
 	ACT_SEND,					/* deliver it */
 	ACT_HELD,					/* its aggregate is held back: park it */
 	ACT_DELAYED,				/* deliver_after in the future: park it */
+	ACT_DENIED,					/* its owner may not read the topic: dead */
 } ItemAction;
 
 typedef struct BatchItem
@@ -768,6 +774,11 @@ subscribed(PageState *page, Datum *values)
 
 		if (sub->topic != NULL && !text_equal(sub->topic, values[2]))
 			continue;
+		/* '*': the topics the owner may read (G14, events/topic_acl.c) */
+		if (sub->topic == NULL &&
+			!TopicAclCheck(page->b->dest->owner, DatumGetTextPP(values[2]),
+						   TOPIC_READ, false))
+			continue;
 		if (sub->ntypes > 0)
 		{
 			int			k;
@@ -920,6 +931,42 @@ collect(Batch *b, Position *pos, int limit, MemoryContext cxt, bool *window_done
 	*window_done = (n < (uint64) limit);
 	items = page.items;
 	return items;
+}
+
+/*
+ * deny_unreadable
+ *		Items whose topic the destination's owner may not read (any more:
+ *		read was revoked after it subscribed, or after the event failed
+ *		once) are not delivered: they go to the dead letters with a 42501
+ *		last_error, from where outbox.replay_dead() can send them again once
+ *		the privilege is back.  TopicAclCheck caches per (owner, topic)
+ *		until a grant changes.
+ */
+static void
+deny_unreadable(Batch *b, List *items)
+{
+	ListCell   *lc;
+	char	   *owner = NULL;
+
+	foreach(lc, items)
+	{
+		BatchItem  *item = lfirst(lc);
+
+		if (TopicAclCheck(b->dest->owner, item->ev.topic, TOPIC_READ, false))
+			continue;
+		if (owner == NULL)
+			owner = GetUserNameFromId(b->dest->owner, true);
+		item->action = ACT_DENIED;
+		item->outcome.status = SINK_DEAD;
+		if (owner == NULL)		/* the words of RunAsOwner() */
+			item->outcome.error = psprintf("42704: the owner (role OID %u) no longer exists; "
+										   "drop and re-create the destination or saga definition "
+										   "as an existing role", b->dest->owner);
+		else
+			item->outcome.error = psprintf("42501: permission denied for topic \"%s\": role \"%s\" may not read it",
+										   text_to_cstring(item->ev.topic), owner);
+		b->last_error = item->outcome.error;
+	}
 }
 
 /*
@@ -1254,6 +1301,7 @@ run_batch(Batch *b, MemoryContext cxt, BatchResult *result)
 	if (b->sink->deliver == NULL && pos.consecutive > 0)
 		limit = Min(limit, FAILURES_BEFORE_BACKOFF);
 	items = collect(b, &pos, limit, cxt, &window_done, &more_retries);
+	deny_unreadable(b, items);
 
 	if (b->sink->deliver != NULL)
 	{

@@ -29,6 +29,10 @@
  *	role that created it (GetUserId(), i.e. current_user), and the kind's
  *	validate() checks the config against that role, as the caller.
  *
+ *	Topics (G14): subscribe() requires the owner's read privilege on the
+ *	topic (events/topic_acl.c), whoever calls it; delivery checks it again
+ *	for every event (delivery.c), so a revoke holds for pending events.
+ *
  * SECRETS
  *	A config may hold secrets (webhook secrets, passwords, tokens).  They
  *	are write-only: no error message, detail or log line of this file
@@ -76,6 +80,7 @@
 #include "base/spi_util.h"
 #include "base/sql_args.h"
 #include "events/eventlog.h"
+#include "events/topic_acl.h"
 #include "events/wakeup.h"
 #include "sink/dest_config.h"
 #include "sink/sink.h"
@@ -651,12 +656,28 @@ normalize_event_types(ArrayType *arr)
 }
 
 /*
+ * check_topic_readable
+ *		A destination's owner must have the read privilege on a topic it
+ *		subscribes to (topic_acl.c); a topic nobody owns yet becomes the
+ *		destination owner's.  '*' is not checked here: it stands for the
+ *		topics the owner may read when an event is delivered (delivery.c).
+ */
+static void
+check_topic_readable(Oid owner, text *topic)
+{
+	if (VARSIZE_ANY_EXHDR(topic) == 1 && *VARDATA_ANY(topic) == '*')
+		return;
+	TopicAclRequire(owner, topic, TOPIC_READ, NULL);
+}
+
+/*
  * outbox.subscribe(destination text, topic text, event_types text[])
  *		RETURNS bigint
  *
  * The destination receives the events of 'topic' ('*': every topic) whose
  * type is in 'event_types' (NULL: every type) and whose transactions commit
- * after this one took its snapshot.  Returns the subscription's id.
+ * after this one took its snapshot.  Returns the subscription's id.  The
+ * destination's owner needs the read privilege on the topic.
  */
 Datum
 outbox_saga_subscribe(PG_FUNCTION_ARGS)
@@ -682,6 +703,7 @@ outbox_saga_subscribe(PG_FUNCTION_ARGS)
 	SpiConnect();
 	lookup_destination(name, false, &row);
 	check_owner(name, row.owner);
+	check_topic_readable(row.owner, topic);
 
 	values[0] = Int32GetDatum(row.id);
 	values[1] = PointerGetDatum(topic);

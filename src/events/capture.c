@@ -23,6 +23,13 @@
  *	its id after the first has committed or aborted, and their events are
  *	delivered in commit order (G4, see eventlog.c).
  *
+ *	The topic: the table's owner must have the write privilege on it
+ *	(topic_acl.c).  That is checked when the capture is defined
+ *	(capture_table.c) and, so that a revoke takes effect and hand-made
+ *	triggers are covered, when the cached state is first used and after
+ *	every change of topic privileges (one integer comparison per row;
+ *	check_topic_write()).
+ *
  *	Crash: the event is a row of the log written in the changing
  *	transaction; after a crash it exists iff that transaction committed.
  *	The trigger keeps nothing but the per-backend cache below.
@@ -118,6 +125,7 @@
 #include "base/tojsonb.h"
 #include "events/capture.h"
 #include "events/eventlog.h"
+#include "events/topic_acl.h"
 
 PG_FUNCTION_INFO_V1(outbox_saga_capture);
 
@@ -192,6 +200,9 @@ typedef struct CaptureState
 	bool		has_ignore;		/* ignore= given: compare before emitting */
 	int			ncompare;
 	AttrNumber *compare;		/* the columns not ignored */
+	uint64		acl_generation; /* TopicAclGeneration under which the table
+								 * owner's write privilege on 'topic' was
+								 * last checked; 0: never */
 } CaptureState;
 
 /* Cache entry: one per (trigger, firing relation). */
@@ -1159,6 +1170,26 @@ update_is_captured(CaptureState *st, TupleDesc desc,
 }
 
 /*
+ * check_topic_write
+ *		The events of a captured table are written for its owner, who must
+ *		have the write privilege on the topic (topic_acl.c).  Checked when
+ *		the state is new and after every change of topics, grants or roles
+ *		(TopicAclGeneration), never per row otherwise: a revoke makes the
+ *		table's changes fail (42501) instead of filling a topic the owner may
+ *		no longer write.  A trigger made by hand, not by capture_table(),
+ *		is checked here first.
+ */
+static void
+check_topic_write(CaptureState *st, Relation rel)
+{
+	uint64		generation = TopicAclGeneration;
+
+	TopicAclRequire(rel->rd_rel->relowner, st->topic, TOPIC_WRITE,
+					"Changes of a captured table are written as events for the table's owner.");
+	st->acl_generation = generation;
+}
+
+/*
  * outbox.capture() RETURNS trigger
  *		AFTER INSERT OR UPDATE OR DELETE ... FOR EACH ROW: append one event
  *		describing the row change.  See the file header.
@@ -1226,6 +1257,8 @@ outbox_saga_capture(PG_FUNCTION_ARGS)
 				 errmsg("outbox.capture() must be fired by INSERT, UPDATE or DELETE")));
 
 	st = get_state(td);
+	if (st->acl_generation != TopicAclGeneration)
+		check_topic_write(st, td->tg_relation);
 
 	if (oldslot)
 		slot_getallattrs(oldslot);

@@ -12,6 +12,16 @@
  * The extension's own tables (schemas outbox and saga, members of the
  * extension) are refused (0A000).
  *
+ * TOPICS
+ *	capture_table() checks that the table's owner, whose events the trigger
+ *	writes, and the caller may write the topic (topic_acl.c), creating it
+ *	for the table's owner if nobody owns it yet; a topic that another role
+ *	owns is refused (42501), also when it is only the default (the table's
+ *	name).  The trigger checks the owner's write privilege again when it
+ *	first fires in a session and after every change of the topic grants
+ *	(capture.c), so a later revoke makes writes to the table fail rather
+ *	than go on filling the topic.
+ *
  * LOCKS
  *	capture_table() takes SHARE ROW EXCLUSIVE on the table (and on every
  *	partition of a partitioned table), the lock CREATE TRIGGER takes, after
@@ -50,6 +60,7 @@
 #include "base/spi_util.h"
 #include "base/sql_args.h"
 #include "events/capture.h"
+#include "events/topic_acl.h"
 
 PG_FUNCTION_INFO_V1(outbox_saga_capture_table);
 PG_FUNCTION_INFO_V1(outbox_saga_uncapture_table);
@@ -319,6 +330,31 @@ check_not_captured(Relation rel, Oid capture_oid)
 }
 
 /*
+ * check_topic_writable
+ *		The table's owner (the role whose events the trigger writes) and the
+ *		caller must both have the write privilege on the capture's topic:
+ *		'topic' (the topic= argument), or the table's name by default.  A
+ *		topic nobody owns yet becomes the table owner's.
+ */
+static void
+check_topic_writable(Relation rel, const char *topic)
+{
+	Oid			owner = rel->rd_rel->relowner;
+	const char *relname = RelationGetRelationName(rel);
+	text	   *t = cstring_to_text(topic ? topic : relname);
+	char	   *hint = NULL;
+
+	if (topic == NULL)
+		hint = psprintf("The topic defaults to the name of the table; pass another one "
+						"(e.g. topic => '%s.%s'), or ask the owner of topic \"%s\" to "
+						"grant write with outbox.grant_topic().",
+						get_namespace_name(RelationGetNamespace(rel)), relname, relname);
+	TopicAclRequire(owner, t, TOPIC_WRITE, hint);
+	if (GetUserId() != owner)
+		TopicAclRequire(GetUserId(), t, TOPIC_WRITE, hint);
+}
+
+/*
  * create_trigger_sql
  *		CREATE TRIGGER outbox_capture AFTER <ops> ON <rel> FOR EACH ROW
  *		EXECUTE FUNCTION outbox.capture(<args>), every name and argument
@@ -362,7 +398,8 @@ create_trigger_sql(Relation rel, const bool *ops, int nargs, char **args)
  * Every input is checked first, including the trigger arguments it builds
  * (with the same code the trigger runs when it fires), so a mistake is an
  * error and creates nothing.  Requires the TRIGGER privilege on the table
- * and EXECUTE on outbox.capture(), as CREATE TRIGGER does.
+ * and EXECUTE on outbox.capture(), as CREATE TRIGGER does, and the write
+ * privilege on the topic (check_topic_writable).
  */
 Datum
 outbox_saga_capture_table(PG_FUNCTION_ARGS)
@@ -408,6 +445,8 @@ outbox_saga_capture_table(PG_FUNCTION_ARGS)
 
 	/* Everything the trigger will check when it fires, checked now. */
 	CaptureCheckArgs(rel, CAPTURE_TRIGGER_NAME, nargs, args);
+	check_topic_writable(rel, PG_ARGISNULL(1) ? NULL :
+						 TextDatumGetCString(PG_GETARG_DATUM(1)));
 
 	sql = create_trigger_sql(rel, ops, nargs, args);
 	relation_close(rel, NoLock);

@@ -7,21 +7,26 @@
  * an error with an SQLSTATE, before anything is written) and appends the
  * event to the log through OutboxAppendEvent(); see eventlog.c for what that
  * guarantees.  It runs as the caller; who may call it is governed by
- * EXECUTE privilege (revoked from PUBLIC by the extension script).  Its
- * only lock is the one OutboxAppendEvent() takes (ROW EXCLUSIVE on one
- * partition of the log), and a crash leaves the event iff the caller's
- * transaction committed.
+ * EXECUTE privilege (revoked from PUBLIC by the extension script), and which
+ * topics it may write by the topic's write privilege (topic_acl.c: a cached
+ * check, one hash lookup per call; the first emit into a topic nobody owns
+ * yet makes the caller its owner).  Its only lock is the one
+ * OutboxAppendEvent() takes (ROW EXCLUSIVE on one partition of the log),
+ * plus, on a cache miss, ACCESS SHARE on the topic tables; a crash leaves
+ * the event iff the caller's transaction committed.
  *
  *-------------------------------------------------------------------------
  */
 #include "compat.h"
 
 #include "fmgr.h"
+#include "miscadmin.h"
 #include "utils/builtins.h"
 #include "utils/timestamp.h"
 
 #include "base/sql_args.h"
 #include "events/eventlog.h"
+#include "events/topic_acl.h"
 
 PG_FUNCTION_INFO_V1(outbox_saga_emit);
 
@@ -57,6 +62,7 @@ outbox_saga_emit(PG_FUNCTION_ARGS)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("deliver_after must be a finite timestamp")));
+	TopicAclRequire(GetUserId(), ev.topic, TOPIC_WRITE, NULL);
 
 	OutboxAppendEvent(&ev, event_id);
 	PG_RETURN_UUID_P(event_id);

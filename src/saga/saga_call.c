@@ -20,6 +20,8 @@
  *				outcome is recorded.  Result {"event_id": ...}; with await the
  *				run waits for saga.complete_step until timeout_at, and a
  *				timeout is a failed attempt (the command is emitted again).
+ *				The step's owner needs EXECUTE on outbox.emit and the write
+ *				privilege on the topic (topic_acl.c), checked at every run.
  *	  http		sent before the round that records it (saga_http.c).
  *
  * INVARIANTS
@@ -57,6 +59,7 @@
 
 #include "base/run_as.h"
 #include "events/eventlog.h"
+#include "events/topic_acl.h"
 #include "saga/saga.h"
 
 /* Resolved step functions, by owner and name; forgotten on pg_proc changes. */
@@ -261,6 +264,7 @@ call_emit(void *arg)
 	OutboxCheckEventType("event_type", ev.event_type);
 	OutboxCheckPayload(ev.payload);
 	OutboxCheckHeaders(ev.headers);
+	TopicAclRequire(run->owner, ev.topic, TOPIC_WRITE, NULL);
 	OutboxAppendEvent(&ev, &event_id);
 
 	id_text = SagaIdString(&event_id);

@@ -55,14 +55,17 @@ AS 'MODULE_PATHNAME', 'outbox_saga_discard_dead' LANGUAGE C VOLATILE;
 COMMENT ON FUNCTION outbox.discard_dead(text, uuid[]) IS
 	'Delete dead letters (of one destination, or every destination the caller owns; optionally only these event ids); returns how many.';
 
-CREATE VIEW outbox.dead_letters AS
+-- Rows: the dead letters of the topics the current role may read (G14);
+-- security_barrier: a caller's own functions in WHERE never see other rows.
+CREATE VIEW outbox.dead_letters WITH (security_barrier) AS
 	SELECT dl.event_id, d.name AS destination, dl.attempts, dl.last_error, dl.failed_at,
 	       dl.id, dl.topic, dl.aggregate_id, dl.event_type, dl.payload, dl.headers,
 	       dl.created_at, dl.deliver_after, dl.txid
 	  FROM outbox.dead_letter dl
-	  JOIN outbox.destination d ON d.id = dl.destination_id;
+	  JOIN outbox.destination d ON d.id = dl.destination_id
+	 WHERE outbox.has_topic_privilege(dl.topic, 'read');
 COMMENT ON VIEW outbox.dead_letters IS
-	'Events a destination gave up on, with their last error; see replay_dead() and discard_dead().';
+	'Events a destination gave up on, with their last error, of the topics the current role may read; see replay_dead() and discard_dead().';
 
 -- One row per destination.  Fast with millions of pending events: the log
 -- is never counted; "pending" in the log is the distance in ids between the

@@ -24,6 +24,10 @@ GRANT EXECUTE ON FUNCTION outbox.dispatch_status(), outbox.worker_status() TO PU
 -- outbox.stats sees the rows of its own destinations only.
 GRANT SELECT ON outbox.stats, outbox.workers TO pg_monitor;
 
+-- Like has_table_privilege(): about the caller only; the view
+-- outbox.dead_letters calls it as the reading role.
+GRANT EXECUTE ON FUNCTION outbox.has_topic_privilege(text, text) TO PUBLIC;
+
 -- Wake the launcher when this CREATE EXTENSION commits: this database now
 -- needs a dispatcher.
 SELECT outbox.extension_changed();
