@@ -91,9 +91,15 @@ CREATE VIEW outbox.stats WITH (security_barrier) AS
 	       d.failed_attempts_total,
 	       d.last_delivered_at,
 	       COALESCE(outbox.dispatch_status(), d.last_error) AS last_error,
-	       d.last_error_at
+	       d.last_error_at,
+	       w.worker AS served_by,
+	       w.wait_event
 	  FROM outbox.destination d
 	 CROSS JOIN (SELECT COALESCE(max(id), 0) AS last_value FROM outbox.events) seq
+	  LEFT JOIN (
+	       SELECT ws.destination_id, ws.worker, ws.wait_event FROM outbox.worker_status() ws
+	        WHERE ws.database = pg_catalog.current_database()
+	          AND ws.destination_id IS NOT NULL) w ON w.destination_id = d.id
 	  LEFT JOIN LATERAL (
 	       SELECT count(*) AS total,
 	              count(*) FILTER (WHERE rr.next_attempt_at <= pg_catalog.now()) AS due,
