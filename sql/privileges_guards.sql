@@ -38,7 +38,8 @@ SELECT t, pg_temp.error_text(format('SELECT outbox.capture_table(%L)', t)) AS re
                ('saga.instance'), ('saga.definition'), ('outbox.events')) v(t)
  ORDER BY t;
 SELECT count(*) AS capture_triggers FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid
- WHERE c.relnamespace IN ('outbox'::regnamespace, 'saga'::regnamespace) AND NOT t.tgisinternal;
+ WHERE c.relnamespace IN ('outbox'::regnamespace, 'saga'::regnamespace)
+   AND t.tgfoid = 'outbox.capture()'::regprocedure;
 -- an ordinary table still works
 CREATE TABLE public.guard_t (id int PRIMARY KEY);
 SELECT outbox.capture_table('public.guard_t');
