@@ -89,16 +89,39 @@ $node->safe_psql('old', q{
 	SELECT outbox.idempotency_complete('api', 'k1', '{"order": 42}');
 });
 # Sagas: one running (its first step pending), one failed (a compensation
-# gave up: the state the driver leaves, written as it would).
-my $running = $node->safe_psql('old', q{
+# gave up: the state the driver leaves, written as it would).  They are
+# started with SQL in the 0.1.0 layout, as saga.start of 0.1.0 writes them:
+# this library's saga.start writes the columns of its own version.
+$node->safe_psql('old', q{
 	SELECT saga.define('order', '[
 		{"name": "reserve", "action": {"function": "public.step_ok"}, "compensation": {"function": "public.step_ok"}},
 		{"name": "charge", "action": {"function": "public.step_ok"}, "compensation": null}]',
 		'{"backoff_base": "10 milliseconds"}');
-	SELECT saga.start('order', '{"n": 1}', 'run-1');
 });
-$running = (split /\n/, $running)[-1];
-my $failed = $node->safe_psql('old', q{SELECT saga.start('order', '{"n": 2}', 'fail-1')});
+sub start_saga_010
+{
+	my ($input, $key) = @_;
+	return $node->safe_psql('old', qq{
+		WITH ins AS (
+			INSERT INTO saga.instance (id, definition, definition_id, version, status, input,
+			                           current_step, idempotency_key)
+			SELECT gen_random_uuid(), d.name, d.id, d.version, 'running', '$input',
+			       d.steps->0->>'name', '$key'
+			  FROM saga.definition d WHERE d.name = 'order'
+			RETURNING id, definition_id)
+		INSERT INTO saga.step_run (saga_id, step, phase, step_index, seq, call, status,
+		                           next_attempt_at, max_attempts, timeout, backoff_base, backoff_max)
+		SELECT ins.id, s->>'name', 'action', 0, nextval('saga.run_seq'), s->'action', 'pending',
+		       now(), (s->>'max_attempts')::integer,
+		       make_interval(secs => (s->>'timeout')::float8),
+		       make_interval(secs => (s->>'backoff_base')::float8),
+		       make_interval(secs => (s->>'backoff_max')::float8)
+		  FROM ins JOIN saga.definition d ON d.id = ins.definition_id,
+		       LATERAL (SELECT d.steps->0 AS s) first
+		RETURNING saga_id});
+}
+my $running = start_saga_010('{"n": 1}', 'run-1');
+my $failed = start_saga_010('{"n": 2}', 'fail-1');
 $node->safe_psql('old', qq{
 	UPDATE saga.step_run SET status = 'succeeded', attempts = 1, started_at = now(),
 	       finished_at = now(), next_attempt_at = NULL, result = '{"step": "reserve"}'
