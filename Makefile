@@ -155,11 +155,11 @@ endif
 # `pg_buildext installcheck` runs inside pg_virtualenv (debian/rules).  The
 # suite leaves its database (contrib_regression) behind, as
 # pg_regress does.  `make check-regress` runs the same suite in a temporary
-# instance instead.  A build without Kafka or NATS leaves out broker_config,
-# whose cases need both kinds.
+# instance instead.  A build without Kafka or NATS leaves out broker_config
+# and privileges_kafka, whose cases need both kinds.
 NO_INSTALLCHECK = 1
 INSTALLCHECK_OPTS = --load-extension=$(EXTENSION) --dbname=$(CONTRIB_TESTDB)
-INSTALLCHECK_REGRESS = $(if $(filter 0,$(WITH_KAFKA) $(WITH_NATS)),$(filter-out broker_config,$(REGRESS)),$(REGRESS))
+INSTALLCHECK_REGRESS = $(if $(filter 0,$(WITH_KAFKA) $(WITH_NATS)),$(filter-out broker_config privileges_kafka,$(REGRESS)),$(REGRESS))
 
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
