@@ -339,6 +339,13 @@ REVOKE ALL ON SCHEMA public FROM regress_capture_owner;
 REVOKE ALL ON FUNCTION outbox.capture_table(regclass, text, text[], text[], text[]),
 	outbox.uncapture_table(regclass), outbox.capture()
 	FROM regress_capture_owner, regress_capture_writer;
+-- Topics the roles own or were granted name them by OID: give them back first.
+SELECT count(*) AS topics_given_back FROM (
+  SELECT outbox.alter_topic_owner(t.name, current_user::regrole) FROM outbox.topic t
+   WHERE t.owner::oid IN (SELECT oid FROM pg_roles WHERE rolname IN ('regress_capture_owner', 'regress_capture_writer'))) x;
+SELECT count(*) AS topic_privileges_revoked FROM (
+  SELECT outbox.revoke_topic(g.topic, g.grantee, g.privilege) FROM outbox.topic_grant g
+   WHERE g.grantee::oid IN (SELECT oid FROM pg_roles WHERE rolname IN ('regress_capture_owner', 'regress_capture_writer'))) x;
 DROP ROLE regress_capture_owner;
 DROP ROLE regress_capture_writer;
 DROP VIEW ev;

@@ -162,4 +162,11 @@ DROP SCHEMA app CASCADE;
 REVOKE ALL ON ALL FUNCTIONS IN SCHEMA outbox FROM dispatch_app;
 REVOKE ALL ON SCHEMA outbox FROM dispatch_app;
 REVOKE ALL ON outbox.stats FROM dispatch_app;
+-- Topics the roles own or were granted name them by OID: give them back first.
+SELECT count(*) AS topics_given_back FROM (
+  SELECT outbox.alter_topic_owner(t.name, current_user::regrole) FROM outbox.topic t
+   WHERE t.owner::oid IN (SELECT oid FROM pg_roles WHERE rolname IN ('dispatch_app'))) x;
+SELECT count(*) AS topic_privileges_revoked FROM (
+  SELECT outbox.revoke_topic(g.topic, g.grantee, g.privilege) FROM outbox.topic_grant g
+   WHERE g.grantee::oid IN (SELECT oid FROM pg_roles WHERE rolname IN ('dispatch_app'))) x;
 DROP ROLE dispatch_app;

@@ -142,6 +142,13 @@ SELECT count(*) FROM outbox.events_p0;
 RESET ROLE;
 SELECT count(*) AS granted_events FROM outbox.events WHERE topic = 'granted';
 DROP OWNED BY outbox_emit_app;
+-- Topics the roles own or were granted name them by OID: give them back first.
+SELECT count(*) AS topics_given_back FROM (
+  SELECT outbox.alter_topic_owner(t.name, current_user::regrole) FROM outbox.topic t
+   WHERE t.owner::oid IN (SELECT oid FROM pg_roles WHERE rolname IN ('outbox_emit_app'))) x;
+SELECT count(*) AS topic_privileges_revoked FROM (
+  SELECT outbox.revoke_topic(g.topic, g.grantee, g.privilege) FROM outbox.topic_grant g
+   WHERE g.grantee::oid IN (SELECT oid FROM pg_roles WHERE rolname IN ('outbox_emit_app'))) x;
 DROP ROLE outbox_emit_app;
 
 -- Indexes a user adds to the log are maintained by the C writer: a GIN index

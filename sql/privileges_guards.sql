@@ -32,6 +32,19 @@ SELECT outbox.drop_destination('guarded_secret_name');
 REVOKE ALL ON FUNCTION outbox.create_destination(text, text, jsonb) FROM regress_guard_owner;
 DROP ROLE regress_guard_owner, regress_guard_plain, regress_guard_admin;
 
+-- A topic's owner and grantees are role OIDs too: DROP ROLE is refused
+-- until the topic has another owner and the privilege is revoked.
+CREATE ROLE regress_topic_owner;
+CREATE ROLE regress_topic_reader;
+SELECT outbox.create_topic('guarded_topic');
+SELECT outbox.alter_topic_owner('guarded_topic', 'regress_topic_owner');
+SELECT outbox.grant_topic('guarded_topic', 'regress_topic_reader', 'read');
+SELECT pg_temp.error_text('DROP ROLE regress_topic_owner') AS topic_owner;
+SELECT pg_temp.error_text('DROP ROLE regress_topic_reader') AS topic_reader;
+SELECT outbox.revoke_topic('guarded_topic', 'regress_topic_reader', 'read');
+SELECT outbox.alter_topic_owner('guarded_topic', current_user::regrole);
+DROP ROLE regress_topic_owner, regress_topic_reader;
+
 -- capture_table refuses the extension's own tables, even for a superuser
 SELECT t, pg_temp.error_text(format('SELECT outbox.capture_table(%L)', t)) AS refused
   FROM (VALUES ('outbox.destination'), ('outbox.subscription'), ('outbox.dead_letter'),

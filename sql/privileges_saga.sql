@@ -92,4 +92,11 @@ REVOKE ALL ON FUNCTION saga.define(text, jsonb, jsonb), saga.drop_definition(tex
                        saga.start(text, jsonb, text), saga.complete_step(uuid, text, boolean, jsonb),
                        saga.cancel(uuid, text), saga.retry(uuid)
   FROM regress_sp_owner, regress_sp_starter, regress_sp_other;
+-- Topics the roles own or were granted name them by OID: give them back first.
+SELECT count(*) AS topics_given_back FROM (
+  SELECT outbox.alter_topic_owner(t.name, current_user::regrole) FROM outbox.topic t
+   WHERE t.owner::oid IN (SELECT oid FROM pg_roles WHERE rolname IN ('regress_sp_owner', 'regress_sp_starter', 'regress_sp_other'))) x;
+SELECT count(*) AS topic_privileges_revoked FROM (
+  SELECT outbox.revoke_topic(g.topic, g.grantee, g.privilege) FROM outbox.topic_grant g
+   WHERE g.grantee::oid IN (SELECT oid FROM pg_roles WHERE rolname IN ('regress_sp_owner', 'regress_sp_starter', 'regress_sp_other'))) x;
 DROP ROLE regress_sp_owner, regress_sp_starter, regress_sp_other;

@@ -470,4 +470,11 @@ SELECT definition, version, running, waiting, retrying, compensating, completed,
   FROM saga.stats ORDER BY definition;
 
 DROP OWNED BY regress_saga_shop, regress_saga_clerk;
+-- Topics the roles own or were granted name them by OID: give them back first.
+SELECT count(*) AS topics_given_back FROM (
+  SELECT outbox.alter_topic_owner(t.name, current_user::regrole) FROM outbox.topic t
+   WHERE t.owner::oid IN (SELECT oid FROM pg_roles WHERE rolname IN ('regress_saga_shop', 'regress_saga_clerk'))) x;
+SELECT count(*) AS topic_privileges_revoked FROM (
+  SELECT outbox.revoke_topic(g.topic, g.grantee, g.privilege) FROM outbox.topic_grant g
+   WHERE g.grantee::oid IN (SELECT oid FROM pg_roles WHERE rolname IN ('regress_saga_shop', 'regress_saga_clerk'))) x;
 DROP ROLE regress_saga_shop, regress_saga_clerk;

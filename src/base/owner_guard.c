@@ -2,7 +2,8 @@
  *
  * owner_guard.c
  *		Refuse DROP ROLE of a role that, in the current database, owns an
- *		outbox_saga destination or a saga still running.
+ *		outbox_saga destination, a saga still running or a topic, or holds
+ *		a privilege on a topic.
  *
  * Destinations and saga definitions record their owner as a role OID (the
  * role their handlers and steps run as, G10); PostgreSQL's own dependency
@@ -32,6 +33,7 @@
 #include "compat.h"
 
 #include "access/htup_details.h"
+#include "catalog/namespace.h"
 #include "catalog/pg_authid.h"
 #include "catalog/pg_type_d.h"
 #include "commands/dbcommands.h"
@@ -41,6 +43,7 @@
 #include "miscadmin.h"
 #include "utils/acl.h"
 #include "utils/builtins.h"
+#include "utils/lsyscache.h"
 #include "utils/syscache.h"
 
 #include "base/owner_guard.h"
@@ -50,21 +53,39 @@
 /* At most this many objects are named in the error. */
 #define OWNER_GUARD_MAX_NAMED	10
 
+/* What every version of the extension has: destinations and sagas. */
+#define OWNED_DESTINATIONS_AND_SAGAS \
+	"  SELECT pg_catalog.format('destination \"%s\"', d.name) AS what" \
+	"    FROM outbox.destination d WHERE d.owner = $1" \
+	"  UNION ALL" \
+	"  SELECT pg_catalog.format('sagas in flight of \"%s\" version %s'," \
+	"                           i.definition, i.version)" \
+	"    FROM saga.instance i" \
+	"    JOIN saga.definition def ON def.id = i.definition_id" \
+	"   WHERE def.owner = $1 AND i.status IN ('running', 'compensating')" \
+	"   GROUP BY i.definition, i.version"
+
 /*
- * outbox.destination, saga.instance, saga.definition: what role $1 owns
- * here, named, at most OWNER_GUARD_MAX_NAMED + 1 rows.
+ * outbox.destination, saga.instance, saga.definition (and, from 0.2.0,
+ * outbox.topic and outbox.topic_grant): what role $1 owns or was granted
+ * here, named, at most OWNER_GUARD_MAX_NAMED + 1 rows.  A topic's owner
+ * and grantees are role OIDs too: a dropped role's OID given to a new role
+ * would hand it the topic.
  */
 static SpiStatement owned_objects = {"reading the owners",
-	"SELECT what FROM ("
-	"  SELECT pg_catalog.format('destination \"%s\"', d.name) AS what"
-	"    FROM outbox.destination d WHERE d.owner = $1"
+	"SELECT what FROM (" OWNED_DESTINATIONS_AND_SAGAS
 	"  UNION ALL"
-	"  SELECT pg_catalog.format('sagas in flight of \"%s\" version %s',"
-	"                           i.definition, i.version)"
-	"    FROM saga.instance i"
-	"    JOIN saga.definition def ON def.id = i.definition_id"
-	"   WHERE def.owner = $1 AND i.status IN ('running', 'compensating')"
-	"   GROUP BY i.definition, i.version"
+	"  SELECT pg_catalog.format('topic \"%s\"', t.name)"
+	"    FROM outbox.topic t WHERE t.owner = $1"
+	"  UNION ALL"
+	"  SELECT pg_catalog.format('%s privilege on topic \"%s\"', g.privilege, g.topic)"
+	"    FROM outbox.topic_grant g WHERE g.grantee = $1"
+	") o ORDER BY what LIMIT " CppAsString2(OWNER_GUARD_MAX_NAMED + 1),
+{OIDOID, 0}};
+
+/* The same in a database whose extension predates topics (0.1.0). */
+static SpiStatement owned_objects_without_topics = {"reading the owners",
+	"SELECT what FROM (" OWNED_DESTINATIONS_AND_SAGAS
 	") o ORDER BY what LIMIT " CppAsString2(OWNER_GUARD_MAX_NAMED + 1),
 {OIDOID, 0}};
 
@@ -81,7 +102,10 @@ check_role(Oid roleid, const char *name)
 	uint64		i;
 
 	SpiConnect();
-	n = RunAsExtensionRun(&owned_objects, values, NULL, SPI_OK_SELECT);
+	n = RunAsExtensionRun(OidIsValid(get_relname_relid("topic_grant",
+													   get_namespace_oid("outbox", true))) ?
+						  &owned_objects : &owned_objects_without_topics,
+						  values, NULL, SPI_OK_SELECT);
 	if (n == 0)
 	{
 		SpiFinish();
@@ -101,8 +125,10 @@ check_role(Oid roleid, const char *name)
 			 errdetail("In database \"%s\": %s.",
 					   get_database_name(MyDatabaseId), list.data),
 			 errhint("Drop those destinations (outbox.drop_destination) or re-create them "
-					 "as another role, and let the sagas finish or cancel them "
-					 "(saga.cancel).")));
+					 "as another role, let the sagas finish or cancel them "
+					 "(saga.cancel), give the topics another owner "
+					 "(outbox.alter_topic_owner) and revoke the topic privileges "
+					 "(outbox.revoke_topic).")));
 }
 
 /*
