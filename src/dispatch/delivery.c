@@ -947,12 +947,23 @@ deny_unreadable(Batch *b, List *items)
 {
 	ListCell   *lc;
 	char	   *owner = NULL;
+	text	   *last_topic = NULL;	/* the topic checked last, and ... */
+	bool		last_readable = false;	/* ... its verdict */
 
 	foreach(lc, items)
 	{
 		BatchItem  *item = lfirst(lc);
 
-		if (TopicAclCheck(b->dest->owner, item->ev.topic, TOPIC_READ, false))
+		/* A batch is mostly runs of one topic: check each run once. */
+		if (last_topic == NULL ||
+			VARSIZE_ANY_EXHDR(last_topic) != VARSIZE_ANY_EXHDR(item->ev.topic) ||
+			memcmp(VARDATA_ANY(last_topic), VARDATA_ANY(item->ev.topic),
+				   VARSIZE_ANY_EXHDR(last_topic)) != 0)
+		{
+			last_topic = item->ev.topic;
+			last_readable = TopicAclCheck(b->dest->owner, last_topic, TOPIC_READ, false);
+		}
+		if (last_readable)
 			continue;
 		if (owner == NULL)
 			owner = GetUserNameFromId(b->dest->owner, true);

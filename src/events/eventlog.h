@@ -21,6 +21,16 @@
 #define OUTBOX_MAX_AGGREGATE_BYTES	1024	/* aggregate_id */
 
 /*
+ * Ticks are written one at a time: every statement that inserts into
+ * outbox.tick runs after this one, in the same transaction, so that the
+ * next tick's id and snapshot are read after the previous tick committed
+ * (the dispatchers of a pool and housekeeping all take ticks).  A
+ * transaction advisory lock: user code cannot hold or release it.
+ */
+#define OUTBOX_TICK_LOCK_SQL \
+	"SELECT pg_catalog.pg_advisory_xact_lock(1869968482, 2)"
+
+/*
  * Columns of outbox.events, in their declared order (the SPEC's contract):
  * indexes into a row's values[]; the attribute number is one more.
  */

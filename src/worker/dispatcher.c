@@ -30,9 +30,9 @@
  *	starts its round of destinations at another place, so the drain of busy
  *	destinations spreads over the workers and the cores (item 3 of issue
  *	11); one destination uses one core.
- *	Ticks (eventlog.c) are taken by every worker, one at a time (a
- *	transaction advisory lock, DS_TICK_LOCK), so that tick ids and
- *	snapshots keep the same order.
+ *	Ticks (eventlog.c) are taken by every worker and by housekeeping, one
+ *	at a time (OUTBOX_TICK_LOCK_SQL), so that tick ids and snapshots keep
+ *	the same order.
  *
  * THE LOOP (OutboxDispatcherMain), one pass per iteration:
  *	  begin_pass	interrupts, SIGHUP, clear wake_pending, reset the loop
@@ -130,6 +130,7 @@
 
 #include "sink/dest_config.h"
 #include "dispatch/delivery.h"
+#include "events/eventlog.h"
 #include "dispatch/restore.h"
 #include "worker/dispatcher.h"
 #include "worker/housekeeping.h"
@@ -147,9 +148,6 @@
  */
 #define MIN_PASS_INTERVAL_MS	1
 #define BATCHES_PER_PASS		8
-/* Advisory lock keys (two int4): the tick lock of a database. */
-#define DISPATCHER_LOCK_KEY1	1869968482	/* "outb" in ASCII */
-#define TICK_LOCK_KEY2			2
 
 typedef enum ExtensionState
 {
@@ -214,15 +212,8 @@ static SpiStatement dispatcher_stmts[DS_COUNT] = {
 		"SELECT extversion FROM pg_catalog.pg_extension"
 		" WHERE extname = 'outbox_saga'",
 	{0}},
-	/*
-	 * no table: the workers of a database take ticks one at a time (a
-	 * transaction advisory lock, so that the next tick's id and snapshot
-	 * are read after the previous tick committed)
-	 */
-	[DS_TICK_LOCK] = {"waiting for the tick lock",
-		"SELECT pg_catalog.pg_advisory_xact_lock(" CppAsString2(DISPATCHER_LOCK_KEY1)
-		", " CppAsString2(TICK_LOCK_KEY2) ")",
-	{0}},
+	/* no table: ticks are taken one at a time (eventlog.h) */
+	[DS_TICK_LOCK] = {"waiting for the tick lock", OUTBOX_TICK_LOCK_SQL, {0}},
 	/* outbox.tick: a new tick if the snapshot moved */
 	[DS_TICK] = {"taking a tick",
 		"INSERT INTO outbox.tick (id, snapshot)"
@@ -678,6 +669,21 @@ drop_handler_session_locks(void)
 	LockReleaseSession(USER_LOCKMETHOD);
 }
 
+/*
+ * delivers_in_transaction
+ *		Whether 'dest' is of an in-database kind (function, notify).  A kind
+ *		this build lacks counts as a network kind: its batches fail, and
+ *		record why, under run_caught like any other batch error - never
+ *		here, outside it, where an error would end the process.
+ */
+static bool
+delivers_in_transaction(const DestinationConfig *dest)
+{
+	const OutboxSink *sink = SinkLookup(dest->kind, true);
+
+	return sink != NULL && sink->deliver != NULL;
+}
+
 /* One batch: the arguments of DeliveryRunBatch, for run_caught. */
 typedef struct BatchCall
 {
@@ -732,7 +738,7 @@ deliver_to(DestinationConfig *dest, int64 *activity)
 		/* Parking counts: the next pass must see the new due times. */
 		*activity += call.result.delivered + call.result.failed + call.result.parked;
 		if (call.result.delivered + call.result.failed > 0 &&
-			SinkLookup(dest->kind, false)->deliver != NULL)
+			delivers_in_transaction(dest))
 			drop_handler_session_locks();
 		if (!call.result.more)
 			break;
@@ -780,7 +786,7 @@ deliver(List *dests, int64 *activity, bool *skipped)
 	{
 		DestinationConfig *dest = list_nth(dests, (k + my_worker_no) % n);
 
-		if (in_database_only && SinkLookup(dest->kind, false)->deliver == NULL)
+		if (in_database_only && !delivers_in_transaction(dest))
 			continue;
 		if (!ShmemClaim(my_slot, my_worker_no, dest->id))
 		{

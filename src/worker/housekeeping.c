@@ -71,6 +71,7 @@
 /* Statements of a round that name no partition. */
 enum
 {
+	HK_TICK_LOCK,
 	HK_TICK,
 	HK_LAST_VALUE,
 	HK_CLOSE_GENERATIONS,
@@ -82,6 +83,14 @@ enum
 };
 
 static SpiStatement round_stmts[HK_COUNT] = {
+	/*
+	 * no table: ticks are taken one at a time (eventlog.h); only when this
+	 * round may tick, so that the rest of the round never holds up the
+	 * dispatchers' ticks
+	 */
+	[HK_TICK_LOCK] = {"waiting for the tick lock",
+		OUTBOX_TICK_LOCK_SQL " WHERE NOT EXISTS (SELECT 1 FROM outbox.destination)",
+	{0}},
 	/* outbox.tick, outbox.destination: a tick when nobody else takes one */
 	[HK_TICK] = {"the housekeeping tick",
 		"INSERT INTO outbox.tick (id, snapshot)"
@@ -363,6 +372,7 @@ HousekeepingRun(void)
 	 * 0. Without destinations the dispatcher takes no ticks; retirement
 	 * measures "consumed" against the latest tick, so take one here.
 	 */
+	SpiRun(&round_stmts[HK_TICK_LOCK], NULL, NULL, SPI_OK_SELECT);
 	SpiRun(&round_stmts[HK_TICK], NULL, NULL, SPI_OK_INSERT);
 
 	/* 1. Close the generations the sequence has passed. */
