@@ -45,6 +45,7 @@ MAJORS=${MAJORS:-17 18}
 CACHE=${OUTBOX_SAGA_CHROOTS:-/var/cache/outbox_saga/chroots}
 MATRIX_SUITES=${MATRIX_SUITES:-symbols regress isolation tap readme buildopts}
 LOG_DIR=${LOG_DIR:-$(mktemp -d /tmp/outbox_saga-matrix.XXXXXX)}
+mkdir -p "$LOG_DIR"
 MAJOR_TIMEOUT=${MAJOR_TIMEOUT:-2400}
 
 # The Debian suite that ships a major, and the apt options its chroot needs.
