@@ -18,7 +18,10 @@
 # touched: apt options (Acquire::Check-Valid-Until=false, since unstable's
 # Release files expire within days and a mirror snapshot can be older) are
 # given to the chroot's own apt calls only.  Everything in a chroot runs
-# niced.
+# niced.  Two runs on one machine take turns per chroot (a lock file beside
+# it): a chroot's mounts and processes belong to one run at a time.  The
+# runs do not use the host's PostgreSQL installation, so they do not take
+# make test's lock.
 #
 # Clusters of the suites listen on unix sockets in their own directories
 # (no clash with the host's clusters); TCP listeners of the tests (HTTP
@@ -78,7 +81,7 @@ host_mirror() {
 # Mounts and processes of the chroot in use, undone by cleanup.
 ROOT=
 mount_root() {
-	ROOT=$1
+	ROOT=$(realpath "$1")	# as /proc/PID/root reads it
 	mount -t proc proc "$ROOT/proc" || return 1
 	mount --rbind /dev "$ROOT/dev" || return 1
 	# Unmounting the chroot's /dev must not unmount anything of the host's.
@@ -123,7 +126,10 @@ ensure_chroot() {
 	if [ ! -f "$dir/.outbox_saga-ready" ]; then
 		if ! command -v debootstrap >/dev/null; then
 			echo "installing debootstrap on the host"
-			DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends debootstrap >/dev/null ||
+			{ DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+				debootstrap debian-archive-keyring >/dev/null 2>&1 ||
+				{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+					--no-install-recommends debootstrap debian-archive-keyring >/dev/null; }; } ||
 				{ echo "debootstrap is missing and cannot be installed"; return 2; }
 		fi
 		mirror=$(host_mirror)
@@ -161,6 +167,13 @@ run_major() {
 	MAJOR_PASSED=0
 	MAJOR_FAILED=0
 	: >"$log"
+	# One run at a time per chroot (another make test-matrix waits here).
+	mkdir -p "$CACHE"
+	exec 9>"$CACHE/pg$major.lock"
+	if ! flock -n 9; then
+		echo "waiting for another make test-matrix using the chroot of $major"
+		flock 9
+	fi
 	ensure_chroot "$major" >>"$log" 2>&1
 	rc=$?
 	if [ $rc -ne 0 ]; then
@@ -190,6 +203,7 @@ run_major() {
 	rc=$?
 	version=$(in_root "/usr/lib/postgresql/$major/bin/pg_config" --version 2>/dev/null)
 	cleanup_root
+	exec 9>&-
 	counts=$(grep -E '^[0-9]+ passed, [0-9]+ failed$' "$log" | tail -n 1)
 	if [ -n "$counts" ]; then
 		MAJOR_PASSED=${counts%% passed*}
