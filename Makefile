@@ -5,6 +5,8 @@
 #   make test       install Debian dependencies if missing, build with -Werror,
 #                   install, run every suite (pg_regress, isolation, TAP) in
 #                   throwaway clusters, print "N passed, N failed"
+#   make test-matrix  the same suites on PostgreSQL 17 and 18, each in a
+#                   Debian chroot made on first use (root; scripts/matrix.sh)
 #   make installcheck  the pg_regress suite against a running server that
 #                   preloads the library (what Debian's pg_buildext runs)
 #   make demo       a throwaway cluster with the extension preloaded and a
@@ -183,7 +185,7 @@ $(EXTENSION)--$(EXTVERSION).sql: $(SQL_PARTS)
 
 # The suites one by one, so that the runner can go on after a failure and
 # count the results.  They run against the installed build.
-.PHONY: check-regress check-isolation check-tap test demo bench pgindent
+.PHONY: check-regress check-isolation check-tap test test-matrix demo bench pgindent
 
 check-regress:
 	$(pg_regress_installcheck) $(REGRESS_OPTS) $(REGRESS)
@@ -196,6 +198,9 @@ check-tap:
 
 test:
 	@bash $(srcdir)/scripts/test.sh
+
+test-matrix:
+	@bash $(srcdir)/scripts/matrix.sh
 
 demo:
 	@bash $(srcdir)/scripts/demo.sh

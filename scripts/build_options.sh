@@ -4,8 +4,9 @@
 # not touched), needs neither librdkafka nor cnats (readelf, ldd, nm) and
 # still exports every C symbol the released scripts name.  Installed into a
 # scratch DESTDIR and loaded from there by a throwaway cluster
-# (extension_destdir and dynamic_library_path, Debian's way to load an
-# extension that is not installed), it passes `make installcheck` (the
+# (dynamic_library_path, and extension_destdir, Debian's way to load an
+# extension that is not installed, or extension_control_path from
+# PostgreSQL 18), it passes `make installcheck` (the
 # pg_regress suite without broker_config), and create_destination of kind
 # kafka or nats fails with SQLSTATE 0A000 saying what the build lacks.
 set -uo pipefail
@@ -42,9 +43,17 @@ destdir="$BUILD_ROOT/dest"
 make -s -C "$tree" "${opts[@]}" install DESTDIR="$destdir" >/dev/null ||
 	fail "make install DESTDIR=... failed"
 pkglibdir=$("$PG_CONFIG" --pkglibdir)
-grep -q extension_destdir "$("$PG_CONFIG" --sharedir)/postgresql.conf.sample" ||
-	fail "this PostgreSQL has no extension_destdir (a Debian patch)"
-start_scratch_cluster buildopts "extension_destdir = '$destdir'
+sharedir=$("$PG_CONFIG" --sharedir)
+# Debian's extension_destdir (its patch up to 17), else the
+# extension_control_path of PostgreSQL 18 (which appends "extension").
+if grep -q extension_destdir "$sharedir/postgresql.conf.sample"; then
+	control="extension_destdir = '$destdir'"
+elif grep -q extension_control_path "$sharedir/postgresql.conf.sample"; then
+	control="extension_control_path = '$destdir$sharedir:\$system'"
+else
+	fail "this PostgreSQL has neither extension_destdir nor extension_control_path"
+fi
+start_scratch_cluster buildopts "$control
 dynamic_library_path = '$destdir$pkglibdir:\$libdir'" || fail "the scratch cluster did not start"
 
 # The suite as Debian's pg_buildext runs it: make installcheck against a

@@ -1,18 +1,31 @@
 #!/usr/bin/env bash
-# Install the Debian 12 packages that building, testing, the demo and the
-# benchmark need, when they are missing.  As root it runs apt-get itself
-# (one `apt-get update` first); as another user it names what is missing and
-# fails.  Idempotent: with everything present it does nothing.
+# Install the Debian packages that building, testing, the demo and the
+# benchmark need, when they are missing: on Debian 12 for PostgreSQL 15 (the
+# host of `make test`), and in the Debian 13 / unstable chroots of
+# `make test-matrix` for 17 and 18.  The major comes from PG_MAJOR, else from
+# a PG_CONFIG of Debian's layout (/usr/lib/postgresql/N/bin/pg_config), else
+# 15.  When SUITES (see scripts/test.sh) is set and leaves out the Debian
+# package or the client examples, their packages are not needed.  As root it
+# runs apt-get itself (one `apt-get update` first, with the options of
+# OUTBOX_SAGA_APT_OPTS, which the matrix sets for its own chroots only); as
+# another user it names what is missing and fails.  Idempotent: with
+# everything present it does nothing.
 set -euo pipefail
+
+major=${PG_MAJOR:-}
+if [ -z "$major" ] && [[ "${PG_CONFIG:-}" =~ /usr/lib/postgresql/([0-9]+)/bin/pg_config$ ]]; then
+	major=${BASH_REMATCH[1]}
+fi
+major=${major:-15}
+[[ "$major" =~ ^[0-9]+$ ]] || { echo "outbox_saga: PG_MAJOR must be a number, not '$major'" >&2; exit 1; }
+
+# wants SUITE: whether the run includes SUITE (all suites when SUITES is unset).
+wants() { [ -z "${SUITES:-}" ] || [[ " $SUITES " == *" $1 "* ]]; }
 
 packages=(
 	build-essential          # gcc, make
-	debhelper                # the Debian package (dh --with pgxs)
-	dpkg-dev                 # dpkg-buildpackage, dpkg-parsechangelog
-	fakeroot                 # dpkg-buildpackage as a user other than root
-	postgresql-server-dev-all # pg_buildext, pg_virtualenv, dh pgxs sequence
-	postgresql-15            # server, pg_regress, isolation tester, pgbench
-	postgresql-server-dev-15 # PGXS, headers, PostgreSQL::Test::Cluster
+	"postgresql-$major"      # server, pg_regress, isolation tester, pgbench
+	"postgresql-server-dev-$major" # PGXS, headers, PostgreSQL::Test::Cluster
 	libipc-run-perl          # TAP tests
 	libcurl4-openssl-dev     # http destinations
 	libssl-dev               # HMAC signatures
@@ -23,11 +36,23 @@ packages=(
 	procps                   # pkill: the demo and the benchmark stop what they started
 	python3                  # test helpers (HTTP receiver)
 	rsync
-	# the client examples (examples/, suite "examples" of make test)
-	python3-psycopg2         # Python example
-	golang-go                # Go example
-	golang-github-lib-pq-dev # Go example: lib/pq
 )
+if wants package; then
+	packages+=(
+		debhelper                # the Debian package (dh --with pgxs)
+		dpkg-dev                 # dpkg-buildpackage, dpkg-parsechangelog
+		fakeroot                 # dpkg-buildpackage as a user other than root
+		postgresql-server-dev-all # pg_buildext, pg_virtualenv, dh pgxs sequence
+	)
+fi
+if wants examples; then
+	# the client examples (examples/, suite "examples" of make test)
+	packages+=(
+		python3-psycopg2         # Python example
+		golang-go                # Go example
+		golang-github-lib-pq-dev # Go example: lib/pq
+	)
+fi
 
 missing=()
 for p in "${packages[@]}"; do
@@ -39,7 +64,7 @@ done
 # Node and npm for the Node example: Debian's, unless a node with npm is
 # installed already (for example NodeSource's nodejs, which bundles npm and
 # conflicts with Debian's npm package).
-if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+if wants examples && { ! command -v node >/dev/null || ! command -v npm >/dev/null; }; then
 	for p in nodejs npm; do
 		dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
 	done
@@ -55,5 +80,7 @@ fi
 
 echo "outbox_saga: installing ${missing[*]}"
 export DEBIAN_FRONTEND=noninteractive
-apt-get update -qq
-apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+# shellcheck disable=SC2086  # options are words
+apt-get ${OUTBOX_SAGA_APT_OPTS:-} update -qq
+# shellcheck disable=SC2086
+apt-get ${OUTBOX_SAGA_APT_OPTS:-} install -y -qq --no-install-recommends "${missing[@]}" >/dev/null

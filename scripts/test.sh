@@ -51,8 +51,10 @@ run_suite() {
 		fi
 		;;
 	*)
-		ok=$(grep -cE '^(test|    ) +[A-Za-z0-9_]+ +\.\.\. ok' "$log")
-		bad=$(grep -cE '\.\.\. FAILED' "$log")
+		# pg_regress up to 15 ("test emit ... ok", "... FAILED") and
+		# from 16 (TAP: "ok 1 - emit", "not ok 1 - emit", "+" in groups).
+		ok=$(grep -cE '^((test|    ) +[A-Za-z0-9_]+ +\.\.\. ok|ok [0-9]+ +[-+] +[A-Za-z0-9_]+)' "$log")
+		bad=$(grep -cE '\.\.\. FAILED|^not ok [0-9]+ +[-+] ' "$log")
 		for d in "$WORK_DIR/regression.diffs" "$WORK_DIR/output_iso/regression.diffs"; do
 			[ -s "$d" ] && { echo "--- $d"; cat "$d"; }
 		done

@@ -42,8 +42,10 @@ SELECT outbox.create_destination('kx', 'kafka', '{"brokers": "b:9092", "topic": 
 SELECT outbox.create_destination('kx', 'kafka', '{"brokers": "b:9092", "topic": "x.{aggregate}"}');
 SELECT outbox.create_destination('kx', 'kafka', '{"brokers": "b:9092", "topic": "t", "subject": "s"}');
 SELECT outbox.create_destination('kx', 'kafka', '{"brokers": "b:9092", "topic": "t", "properties": "linger.ms=5"}');
-SELECT pg_temp.error_text($$SELECT outbox.create_destination('kx', 'kafka',
-	'{"brokers": "b:9092", "topic": "t", "properties": {"no.such.property": "1"}}')$$);
+-- (the hint names the librdkafka version the module runs with)
+SELECT regexp_replace(pg_temp.error_text($$SELECT outbox.create_destination('kx', 'kafka',
+	'{"brokers": "b:9092", "topic": "t", "properties": {"no.such.property": "1"}}')$$),
+	'librdkafka [0-9][0-9.]*[0-9]', 'librdkafka N.N.N') AS error_text;
 SELECT pg_temp.error_text($$SELECT outbox.create_destination('kx', 'kafka',
 	'{"brokers": "b:9092", "topic": "t", "properties": {"linger.ms": "soon"}}')$$);
 -- an invalid value of a secret-looking property is never quoted

@@ -19,11 +19,15 @@ GRANT EXECUTE ON FUNCTION pg_temp.error_text(text) TO PUBLIC;
 CREATE ROLE regress_guard_owner;
 CREATE ROLE regress_guard_plain;
 CREATE ROLE regress_guard_admin CREATEROLE;
+-- From 16 a CREATEROLE role may drop only the roles it has ADMIN OPTION on.
+GRANT regress_guard_owner TO regress_guard_admin WITH ADMIN OPTION;
 GRANT EXECUTE ON FUNCTION outbox.create_destination(text, text, jsonb) TO regress_guard_owner;
 SET ROLE regress_guard_owner;
 SELECT outbox.create_destination('guarded_secret_name', 'notify', '{"channel": "g"}');
 SET ROLE regress_guard_plain;
-SELECT pg_temp.error_text('DROP ROLE regress_guard_owner') AS plain_role;
+-- (core's refusal, whose detail differs between majors: left out)
+SELECT regexp_replace(pg_temp.error_text('DROP ROLE regress_guard_owner'), ' \| [^|]*$', '')
+  AS plain_role;
 SET ROLE regress_guard_admin;
 SELECT pg_temp.error_text('DROP ROLE regress_guard_owner') AS createrole_role;
 RESET ROLE;

@@ -132,7 +132,7 @@ RunAsExtensionRun(SpiStatement *stmt, Datum *values, const char *nulls,
 void
 RunAsCheckExecute(Oid fn, Oid role, const char *what)
 {
-	if (pg_proc_aclcheck(fn, role, ACL_EXECUTE) != ACLCHECK_OK)
+	if (CompatProcAclcheck(fn, role, ACL_EXECUTE) != ACLCHECK_OK)
 		ereport(ERROR,
 				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
 				 errmsg("role \"%s\" may not execute %s",

@@ -348,7 +348,7 @@ find_backend(int pid)
 
 	for (i = 1; i <= n; i++)
 	{
-		LocalPgBackendStatus *local = pgstat_fetch_stat_local_beentry(i);
+		LocalPgBackendStatus *local = CompatLocalBeentryByIndex(i);
 
 		if (local != NULL && local->backendStatus.st_procpid == pid)
 			return &local->backendStatus;

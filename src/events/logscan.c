@@ -83,7 +83,7 @@ log_scan_begin(LogIndexScan *ls, Oid nspid, int part, const char *index_fmt,
 	ls->heap = table_open(log_relid(nspid, "events_p%d", part), AccessShareLock);
 	ls->index = index_open(log_relid(nspid, index_fmt, part), AccessShareLock);
 	ls->slot = table_slot_create(ls->heap, NULL);
-	ls->scan = index_beginscan(ls->heap, ls->index, GetActiveSnapshot(), 2, 0);
+	ls->scan = CompatIndexBeginscan(ls->heap, ls->index, GetActiveSnapshot(), 2, 0);
 	index_rescan(ls->scan, keys, 2, NULL, 0);
 }
 

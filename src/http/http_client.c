@@ -338,17 +338,17 @@ write_callback(char *ptr, size_t size, size_t nmemb, void *userdata)
 		 */
 		if (req->full.len + len + 1 > (size_t) req->full.maxlen)
 		{
-			size_t		size = Max((size_t) req->full.maxlen * 2, req->full.len + len + 1);
+			size_t		grown_size = Max((size_t) req->full.maxlen * 2, req->full.len + len + 1);
 			char	   *grown;
 
 			grown = MemoryContextAllocExtended(GetMemoryChunkContext(req->full.data),
-											   size, MCXT_ALLOC_NO_OOM);
+											   grown_size, MCXT_ALLOC_NO_OOM);
 			if (grown == NULL)
 				return 0;		/* CURLE_WRITE_ERROR */
 			memcpy(grown, req->full.data, req->full.len + 1);
 			pfree(req->full.data);
 			req->full.data = grown;
-			req->full.maxlen = (int) size;
+			req->full.maxlen = (int) grown_size;
 		}
 		memcpy(req->full.data + req->full.len, ptr, len);
 		req->full.len += (int) len;

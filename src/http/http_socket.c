@@ -317,7 +317,7 @@ HttpSocketSyncWaitSet(WaitEventSet *set, int *capacity)
 		if (set != NULL)
 			FreeWaitEventSet(set);
 		*capacity = 2 + socket_count * 2 + 8;
-		set = CreateWaitEventSet(CurrentMemoryContext, *capacity);
+		set = CompatCreateWaitEventSet(*capacity);
 		AddWaitEventToSet(set, WL_LATCH_SET, PGINVALID_SOCKET, MyLatch, NULL);
 		AddWaitEventToSet(set, WL_EXIT_ON_PM_DEATH, PGINVALID_SOCKET, NULL, NULL);
 		for (i = 0; i < socket_count; i++)

@@ -105,7 +105,7 @@ SagaLookupFunction(const char *name, Oid owner, const char *where)
 	bool		usable;
 	const char *named_in = where ? psprintf(" named in %s", where) : "";
 
-	fn = LookupFuncName(stringToQualifiedNameList(name), 1, &argtype, true);
+	fn = LookupFuncName(CompatStringToQualifiedNameList(name), 1, &argtype, true);
 	if (!OidIsValid(fn))
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_FUNCTION),

@@ -188,7 +188,7 @@ validate_function_call(JsonbValue *v, const char *where, Oid owner)
 				 errmsg("the function of %s must be a string", where),
 				 errhint("Write it as \"schema.name\".")));
 	name = pnstrdup(v->val.string.val, v->val.string.len);
-	if (list_length(stringToQualifiedNameList(name)) < 2)
+	if (list_length(CompatStringToQualifiedNameList(name)) < 2)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("function name \"%s\" in %s is not schema-qualified", name, where),
@@ -206,7 +206,7 @@ validate_function_call(JsonbValue *v, const char *where, Oid owner)
 static void
 check_may_emit(Oid owner, const char *where)
 {
-	if (pg_proc_aclcheck(SagaEmitFunction(), owner, ACL_EXECUTE) != ACLCHECK_OK)
+	if (CompatProcAclcheck(SagaEmitFunction(), owner, ACL_EXECUTE) != ACLCHECK_OK)
 		ereport(ERROR,
 				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
 				 errmsg("role \"%s\" may not execute outbox.emit(), which %s calls",

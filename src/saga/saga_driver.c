@@ -756,7 +756,8 @@ SagaRunPass(int64 *activity)
 	for (round = 0;; round++)
 	{
 		RoundResult res;
-		bool		last = (round + 1 >= SAGA_MAX_ROUNDS ||
+		/* volatile: read after PG_TRY (newer gcc warns of clobbering) */
+		volatile bool last = (round + 1 >= SAGA_MAX_ROUNDS ||
 							TimestampDifferenceExceeds(start, GetCurrentTimestamp(),
 													   SAGA_PASS_BUDGET_MS));
 

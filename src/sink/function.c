@@ -90,7 +90,7 @@ events_rowtype(void)
 static Oid
 resolve_handler(const char *name, Oid owner, bool *takes_jsonb)
 {
-	List	   *names = stringToQualifiedNameList(name);
+	List	   *names = CompatStringToQualifiedNameList(name);
 	Oid			argtype = events_rowtype();
 	Oid			fn;
 	HeapTuple	tup;

@@ -87,7 +87,7 @@ HttpSignDecodeSecret(const char *text, int len, MemoryContext cxt,
 
 	max_bytes = pg_b64_dec_len(padded_len);
 	key = MemoryContextAlloc(cxt, max_bytes + 1);
-	key_len = pg_b64_decode(padded, padded_len, (char *) key, max_bytes);
+	key_len = CompatB64Decode(padded, padded_len, key, max_bytes);
 	explicit_bzero(padded, padded_len);
 	pfree(padded);
 
@@ -195,8 +195,7 @@ HttpSignPayload(const HttpSecret *secrets, int nsecrets, const char *msg_id,
 		int			n;
 
 		hmac_sha256(&secrets[i], parts, lens, lengthof(parts), mac);
-		n = pg_b64_encode((const char *) mac, HMAC_SHA256_BYTES, encoded,
-						  sizeof(encoded));
+		n = CompatB64Encode(mac, HMAC_SHA256_BYTES, encoded, sizeof(encoded));
 		if (n < 0)
 			elog(ERROR, "outbox_saga: could not encode a signature");
 		appendStringInfo(out, "%sv1,%.*s", i > 0 ? " " : "", n, encoded);

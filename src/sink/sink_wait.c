@@ -99,7 +99,7 @@ SinkWaitBegin(SinkWait *w)
 {
 	SinkWaitEnsurePipe();
 	w->latch_seen = false;
-	w->set = CreateWaitEventSet(CurrentMemoryContext, 3);
+	w->set = CompatCreateWaitEventSet(3);
 	AddWaitEventToSet(w->set, WL_LATCH_SET, PGINVALID_SOCKET, MyLatch, NULL);
 	AddWaitEventToSet(w->set, WL_EXIT_ON_PM_DEATH, PGINVALID_SOCKET, NULL, NULL);
 	AddWaitEventToSet(w->set, WL_SOCKET_READABLE, wake_pipe[0], NULL, NULL);

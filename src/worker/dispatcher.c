@@ -963,7 +963,7 @@ dispatcher_attach(int arg, Oid dboid)
 		proc_exit(0);
 	}
 	my_worker = &my_slot->workers[my_worker_no];
-	pg_atomic_write_u32(&my_worker->procno, MyProc->pgprocno + 1);
+	pg_atomic_write_u32(&my_worker->procno, CompatProcNumberOf(MyProc) + 1);
 	before_shmem_exit(dispatcher_detach, (Datum) 0);
 
 	BackgroundWorkerInitializeConnectionByOid(dboid, InvalidOid, 0);

@@ -538,7 +538,7 @@ OutboxLauncherMain(Datum main_arg)
 									 ALLOCSET_DEFAULT_SIZES);
 
 	stop_orphans();
-	pg_atomic_write_u32(&OutboxShared->launcher_procno, MyProc->pgprocno + 1);
+	pg_atomic_write_u32(&OutboxShared->launcher_procno, CompatProcNumberOf(MyProc) + 1);
 	ereport(LOG, (errmsg("outbox_saga launcher started")));
 
 	for (;;)
