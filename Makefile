@@ -38,6 +38,7 @@ OBJS = \
 	src/events/emit.o \
 	src/events/wakeup.o \
 	src/events/capture.o \
+	src/events/capture_args.o \
 	src/events/capture_table.o \
 	src/events/topic_acl.o \
 	src/http/http_guard.o \
