@@ -80,6 +80,8 @@ SELECT outbox.create_destination('x', 'http', '{"url": "http://example.com/\n"}'
 SELECT outbox.create_destination('x', 'http', '{"url": "http://example.com\\@evil.example/"}');
 SELECT outbox.create_destination('x', 'http', '{"url": "http://user:pa55w0rd@example.com/"}');
 SELECT outbox.create_destination('x', 'http', '{"url": "http://good.example@evil.example/"}');
+SELECT outbox.create_destination('x', 'http', '{"url": "http://:@example.com/"}');
+SELECT outbox.create_destination('x', 'http', '{"url": "http://@example.com/"}');
 SELECT outbox.create_destination('x', 'http', '{"url": "http://[::1/"}');
 SELECT outbox.create_destination('x', 'http', jsonb_build_object('url', 'http://example.com/' || repeat('a', 4100)));
 SELECT outbox.create_destination('x', 'http', '{"url": "http://169.254.169.254/latest/meta-data/"}');

@@ -8,7 +8,9 @@
  * every http call (HttpGuardCheckUrl): an absolute http:// or https:// URL
  * with a host and without user name or password
  * ("http://good.example@evil.example/" is refused, credentials belong in
- * the "headers" key, where they are masked), without whitespace, control
+ * the "headers" key, where they are masked; so is any '@' before the path,
+ * even of an empty "http://@host/", which libcurl would send as empty
+ * Basic credentials), without whitespace, control
  * characters or backslashes, parsed by libcurl's own URL parser so that
  * what is checked is what will be requested.  Error messages never quote
  * the URL: its query string may carry a token.
@@ -370,6 +372,10 @@ address_denied(int family, const unsigned char *addr)
  * ------------------------------------------------------------------------
  */
 
+/* The detail of the error about userinfo in a URL. */
+static const char *const userinfo_detail =
+"The URL contains a user name or password (\"user:password@\"); put credentials in the \"headers\" key instead.";
+
 /*
  * url_error
  *		Error: the "url" key is unusable because of 'detail'.
@@ -450,6 +456,15 @@ HttpGuardCheckUrl(const char *url)
 		*authority == '#')
 		url_error("The URL has no host.");
 
+	/*
+	 * An '@' in the authority starts userinfo even when it is empty:
+	 * libcurl sends "http://@host/" and "http://:@host/" with an
+	 * "Authorization: Basic Og==" header, which its URL parser reports as
+	 * no user name and no password.
+	 */
+	if (memchr(authority, '@', strcspn(authority, "/?#")) != NULL)
+		url_error(userinfo_detail);
+
 	u = curl_url();
 	if (u == NULL)
 		elog(ERROR, "outbox_saga: out of memory in libcurl");
@@ -476,7 +491,7 @@ HttpGuardCheckUrl(const char *url)
 		has_part(u, CURLUPART_OPTIONS, NULL))
 	{
 		curl_url_cleanup(u);
-		url_error("The URL contains a user name or password (\"user:password@\"); put credentials in the \"headers\" key instead.");
+		url_error(userinfo_detail);
 	}
 	if (!has_part(u, CURLUPART_HOST, &host))
 	{
