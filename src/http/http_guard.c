@@ -151,9 +151,10 @@ parse_network(const char *item, DenyNetwork *net)
 
 /*
  * parse_networks
- *		Parse a comma-separated list of networks into a palloc'd array.
- *		Returns false, with *bad pointing to the first bad item, if an item
- *		is not a network.
+ *		Parse a comma-separated list of networks into an array allocated in
+ *		the current memory context (NULL for an empty list).  Returns false,
+ *		with *bad pointing to a copy of the first bad item, if an item is
+ *		not a network.  Frees its own temporaries.
  */
 static bool
 parse_networks(const char *value, DenyNetwork **nets, int *count, char **bad)
@@ -162,6 +163,7 @@ parse_networks(const char *value, DenyNetwork **nets, int *count, char **bad)
 	List	   *items;
 	ListCell   *lc;
 	int			n = 0;
+	bool		ok = true;
 
 	*nets = NULL;
 	*count = 0;
@@ -169,12 +171,12 @@ parse_networks(const char *value, DenyNetwork **nets, int *count, char **bad)
 	if (!SplitGUCList(raw, ',', &items))
 	{
 		*bad = pstrdup(value);
+		list_free(items);
+		pfree(raw);
 		return false;
 	}
-	if (items == NIL)
-		return true;
-
-	*nets = palloc0(sizeof(DenyNetwork) * list_length(items));
+	if (items != NIL)
+		*nets = palloc0(sizeof(DenyNetwork) * list_length(items));
 	foreach(lc, items)
 	{
 		char	   *item = lfirst(lc);
@@ -184,9 +186,18 @@ parse_networks(const char *value, DenyNetwork **nets, int *count, char **bad)
 		if (!parse_network(item, &(*nets)[n]))
 		{
 			*bad = pstrdup(item);
-			return false;
+			ok = false;
+			break;
 		}
 		n++;
+	}
+	list_free(items);
+	pfree(raw);
+	if (!ok)
+	{
+		pfree(*nets);
+		*nets = NULL;
+		return false;
 	}
 	*count = n;
 	return true;
@@ -207,8 +218,11 @@ check_deny_networks(char **newval, void **extra, GucSource source)
 	{
 		GUC_check_errdetail("\"%s\" is not an IPv4 or IPv6 network (such as 169.254.0.0/16 or fe80::/10).",
 							bad);
+		pfree(bad);
 		return false;
 	}
+	if (nets != NULL)
+		pfree(nets);
 	return true;
 }
 
@@ -237,31 +251,39 @@ uint64
 HttpGuardRefresh(void)
 {
 	const char *value = http_deny_networks != NULL ? http_deny_networks : "";
-	MemoryContext old;
 	DenyNetwork *nets;
 	int			count;
 	char	   *bad;
+	bool		ok;
 
 	if (deny_source != NULL && strcmp(deny_source, value) == 0)
 		return deny_generation;
 
-	old = MemoryContextSwitchTo(TopMemoryContext);
+	/*
+	 * Parse in the caller's context; only the list and its source are kept
+	 * in TopMemoryContext (the process lives as long as the setting may be
+	 * reloaded, so nothing else may be left there).
+	 */
+	ok = parse_networks(value, &nets, &count, &bad);
 	if (deny_source != NULL)
 		pfree(deny_source);
 	if (deny_list != NULL)
 		pfree(deny_list);
-	deny_source = pstrdup(value);
-	if (parse_networks(value, &nets, &count, &bad))
+	deny_source = MemoryContextStrdup(TopMemoryContext, value);
+	deny_list = NULL;
+	deny_count = 0;
+	deny_invalid = !ok;
+	if (ok && count > 0)
 	{
-		deny_list = nets;
+		deny_list = MemoryContextAlloc(TopMemoryContext,
+									   sizeof(DenyNetwork) * count);
+		memcpy(deny_list, nets, sizeof(DenyNetwork) * count);
 		deny_count = count;
-		deny_invalid = false;
 	}
-	else
+	if (nets != NULL)
+		pfree(nets);
+	if (!ok)
 	{
-		deny_list = NULL;
-		deny_count = 0;
-		deny_invalid = true;
 		ereport(WARNING,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("outbox_saga.http_deny_networks is invalid: every HTTP destination is refused"),
@@ -269,7 +291,6 @@ HttpGuardRefresh(void)
 				 errhint("Fix the setting and reload the configuration.")));
 		pfree(bad);
 	}
-	MemoryContextSwitchTo(old);
 	return ++deny_generation;
 }
 
