@@ -107,6 +107,7 @@ SELECT outbox.create_destination('x', 'http', '{"url": "http://localhost/", "sec
 SELECT outbox.create_destination('x', 'http', '{"url": "http://localhost/", "secret": "whsec_not base64!"}');
 SELECT outbox.create_destination('x', 'http', '{"url": "http://localhost/", "secret": "whsec_c2hvcnQ="}');
 SELECT outbox.create_destination('x', 'http', '{"url": "http://localhost/", "secret": "whsec_A"}');
+SELECT outbox.create_destination('x', 'http', '{"url": "http://localhost/", "secret": "whsec_AAAAAAAAAAAAAAAAAAAAAA==AAAA"}');
 SELECT outbox.create_destination('x', 'http', '{"url": "http://localhost/", "secret": []}');
 SELECT outbox.create_destination('x', 'http', '{"url": "http://localhost/", "secret": ["whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", 7]}');
 SELECT outbox.create_destination('x', 'http', '{"url": "http://localhost/", "secret": ["whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", "whsec_bad"]}');
