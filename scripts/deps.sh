@@ -22,6 +22,8 @@ packages=(
 	perl
 	procps                   # pkill: the demo and the benchmark stop what they started
 	python3                  # test helpers (HTTP receiver)
+	clang                    # fuzz targets (suite "fuzz", make fuzz)
+	libclang-rt-14-dev       # libFuzzer, ASan and UBSan runtimes of clang 14
 	rsync
 	# the client examples (examples/, suite "examples" of make test)
 	python3-psycopg2         # Python example
