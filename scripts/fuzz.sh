@@ -7,7 +7,7 @@
 #   scripts/fuzz.sh check   (suite "fuzz" of make test) every input of
 #                           test/fuzz/corpus/<target>/ (seeds and every
 #                           crash ever found: the regression tests), then
-#                           FUZZ_QUICK_SECONDS (default 3) of fuzzing per
+#                           FUZZ_QUICK_SECONDS (default 2) of fuzzing per
 #                           target from a scratch copy of the corpus
 #   scripts/fuzz.sh long    (make fuzz) FUZZ_SECONDS (default 300) per
 #                           target at nice 10, the corpus growing in
@@ -112,7 +112,7 @@ run_check() {
 		# 2. A few seconds of fuzzing from a scratch copy of the corpus.
 		mkdir -p "$work/corpus-$t" "$work/crash-$t"
 		cp "$FUZZ_DIR/corpus/$t"/* "$work/corpus-$t/"
-		if ! "$BUILD/fuzz_$t" $(fuzz_args "$t") -max_total_time="${FUZZ_QUICK_SECONDS:-3}" \
+		if ! "$BUILD/fuzz_$t" $(fuzz_args "$t") -max_total_time="${FUZZ_QUICK_SECONDS:-2}" \
 			-artifact_prefix="$work/crash-$t/" "$work/corpus-$t" >"$log" 2>&1; then
 			echo "fuzz $t: FAILED (a crash; the input is below)"
 			tail -n 40 "$log"
