@@ -132,9 +132,10 @@ scheme_length(const char *str, int len)
  *		it to 'out' with them masked and return true; else return false and
  *		leave 'out' alone.  Credentials are the userinfo of the authority
  *		(the password of "user:password@", or the whole "token@" if there is
- *		no password), the value of every query parameter (whatever its
- *		name: "?sig=...", "?X-Amz-Signature=...", "?t=...") and the
- *		fragment.
+ *		no password; for schemes other than http(s), up to the last '@' of
+ *		the URL, as cnats reads it), the value of every query parameter
+ *		(whatever its name: "?sig=...", "?X-Amz-Signature=...", "?t=...")
+ *		and the fragment.
  */
 static bool
 mask_one_url(const char *str, int len, StringInfo out)
@@ -157,6 +158,26 @@ mask_one_url(const char *str, int len, StringInfo out)
 			break;
 		if (c == '@')
 			at = auth_end;
+	}
+
+	/*
+	 * Only http(s) URLs are parsed by RFC 3986 (libcurl), where the user
+	 * information ends within the authority.  cnats (nats://, tls://) ends
+	 * it at the last '@' of the URL, wherever it is: it connects to
+	 * "nats://u:pa/ss@host" with the password "pa/ss".  For every scheme
+	 * but http(s) the user information therefore reaches the last '@'.
+	 */
+	if (!((auth_start == 7 && pg_strncasecmp(str, "http://", 7) == 0) ||
+		  (auth_start == 8 && pg_strncasecmp(str, "https://", 8) == 0)))
+	{
+		int			j;
+
+		for (j = len - 1; j >= auth_start; j--)
+			if (str[j] == '@')
+			{
+				at = j;
+				break;
+			}
 	}
 
 	initStringInfo(&buf);
