@@ -103,7 +103,8 @@ run_check() {
 	for t in $TARGETS; do
 		log=$work/$t.log
 		# 1. Every input of the corpus once (seeds and regressions).
-		if ! "$BUILD/fuzz_$t" $(fuzz_args "$t") -runs=0 "$FUZZ_DIR/corpus/$t" >"$log" 2>&1; then
+		if ! "$BUILD/fuzz_$t" $(fuzz_args "$t") -runs=0 -artifact_prefix="$work/" \
+			"$FUZZ_DIR/corpus/$t" >"$log" 2>&1; then
 			echo "fuzz $t: an input of test/fuzz/corpus/$t fails"
 			tail -n 40 "$log"
 			failed=1
