@@ -28,7 +28,7 @@ PG_CONFIG=${PG_CONFIG:-/usr/lib/postgresql/15/bin/pg_config}
 [ -x "$PG_CONFIG" ] || PG_CONFIG=$(command -v pg_config)
 CC=${FUZZ_CC:-clang}
 
-ALL_TARGETS="template url cidr capture_args secret"
+ALL_TARGETS="template url cidr capture_args secret mask"
 TARGETS=${FUZZ_TARGETS:-$ALL_TARGETS}
 
 # The project's source files and libraries each target is made of.
@@ -38,6 +38,7 @@ target_sources() {
 	url | cidr) echo src/http/http_guard.c ;;
 	capture_args) echo src/events/capture_args.c ;;
 	secret) echo src/sink/http_sign.c ;;
+	mask) echo src/dispatch/mask.c ;;
 	*) return 1 ;;
 	esac
 }

@@ -18,6 +18,8 @@
  *	nothing written; safe in any transaction and in a view.  The result is
  *	built in the caller's memory context.  The SQL symbol
  *	outbox_saga_mask_config keeps its name: released SQL scripts name it.
+ *	MaskUrl, the part that reads URLs, is exported so that test/fuzz can
+ *	feed it random strings outside the server.
  *
  *-------------------------------------------------------------------------
  */
@@ -243,15 +245,15 @@ mask_one_url(const char *str, int len, StringInfo out)
 }
 
 /*
- * mask_url
+ * MaskUrl
  *		mask_one_url() for a string that may hold several URLs separated by
  *		commas (NATS "url": "nats://u:p@h1,nats://u:p@h2"): each URL, that
  *		is each part starting at the beginning or after a comma (and blanks)
  *		with "scheme://", is masked on its own.  A comma inside a URL (in
  *		its query) does not split it.
  */
-static bool
-mask_url(const char *str, int len, StringInfo out)
+bool
+MaskUrl(const char *str, int len, StringInfo out)
 {
 	StringInfoData buf;
 	bool		changed = false;
@@ -304,7 +306,7 @@ mask_scalar(JsonbParseState **state, JsonbIteratorToken tok, JsonbValue *v)
 		StringInfoData buf;
 
 		initStringInfo(&buf);
-		if (mask_url(v->val.string.val, v->val.string.len, &buf))
+		if (MaskUrl(v->val.string.val, v->val.string.len, &buf))
 		{
 			JsonbValue	masked;
 
@@ -322,7 +324,7 @@ mask_scalar(JsonbParseState **state, JsonbIteratorToken tok, JsonbValue *v)
  *		'config' with every secret replaced by "********", at any depth: the
  *		value (whole, even an object or array) of every key (config key or
  *		header name alike) whose name is_secret_name; and credentials and
- *		query values in URL strings (mask_url).  A scalar is returned as it
+ *		query values in URL strings (MaskUrl).  A scalar is returned as it
  *		is.
  */
 Jsonb *

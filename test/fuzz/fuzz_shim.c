@@ -34,8 +34,8 @@
  *	  which call palloc and so use this shim's contexts).
  *
  * Anything else the compiled files reference but the targets never reach
- * is a stub that aborts, so that reaching it is a visible finding rather
- * than silent nonsense.
+ * (the jsonb functions of mask.c's MaskConfig) is a stub that aborts, so
+ * that reaching it is a visible finding rather than silent nonsense.
  *
  *-------------------------------------------------------------------------
  */
@@ -47,7 +47,9 @@
 #include "mb/pg_wchar.h"
 #include "nodes/memnodes.h"
 #include "nodes/pg_list.h"
+#include "fmgr.h"
 #include "utils/guc.h"
+#include "utils/jsonb.h"
 #include "utils/memutils.h"
 #include "utils/varlena.h"
 
@@ -792,4 +794,49 @@ FuzzSetStringGuc(const char *name, const char *value, bool force)
 	}
 	FuzzFail("no setting %s", name);
 	return false;
+}
+
+/* ------------------------------------------------------------------------
+ * Stubs: server functions the compiled files name but the targets never
+ * reach (jsonb building in mask.c's MaskConfig).  Reaching one aborts.
+ * ------------------------------------------------------------------------
+ */
+
+#define SHIM_STUB(name) \
+	FuzzFail("the server function %s is not part of the shim", name)
+
+JsonbIterator *
+JsonbIteratorInit(JsonbContainer *container)
+{
+	SHIM_STUB("JsonbIteratorInit");
+	return NULL;
+}
+
+JsonbIteratorToken
+JsonbIteratorNext(JsonbIterator **it, JsonbValue *val, bool skipNested)
+{
+	SHIM_STUB("JsonbIteratorNext");
+	return WJB_DONE;
+}
+
+JsonbValue *
+pushJsonbValue(JsonbParseState **pstate, JsonbIteratorToken seq,
+			   JsonbValue *jbval)
+{
+	SHIM_STUB("pushJsonbValue");
+	return NULL;
+}
+
+Jsonb *
+JsonbValueToJsonb(JsonbValue *val)
+{
+	SHIM_STUB("JsonbValueToJsonb");
+	return NULL;
+}
+
+struct varlena *
+pg_detoast_datum(struct varlena *datum)
+{
+	SHIM_STUB("pg_detoast_datum");
+	return NULL;
 }
