@@ -12,6 +12,9 @@
 #   make demo       a throwaway cluster with the extension preloaded and a
 #                   worked example
 #   make bench      the benchmark (ratios measured in one run)
+#   make fuzz       the libFuzzer targets of test/fuzz, FUZZ_SECONDS (default
+#                   300) each (scripts/fuzz.sh; a few seconds of each are
+#                   the suite "fuzz" of make test)
 #
 # Released extension scripts are committed and frozen: outbox_saga--0.1.0.sql
 # is the assembled script of release 0.1.0 and is never edited again.  Later
@@ -40,6 +43,7 @@ OBJS = \
 	src/events/emit.o \
 	src/events/wakeup.o \
 	src/events/capture.o \
+	src/events/capture_args.o \
 	src/events/capture_table.o \
 	src/events/topic_acl.o \
 	src/http/http_guard.o \
@@ -109,7 +113,7 @@ TAP_TESTS = 1
 PROVE_TESTS ?= test/t/*.pl
 
 EXTRA_CLEAN = $(DATA_built) output_iso tmp_check_regress tmp_check_iso tmp_check \
-	test/bench/results
+	test/bench/results test/fuzz/build
 
 SHLIB_LINK = -lcurl -lcrypto
 
@@ -185,7 +189,7 @@ $(EXTENSION)--$(EXTVERSION).sql: $(SQL_PARTS)
 
 # The suites one by one, so that the runner can go on after a failure and
 # count the results.  They run against the installed build.
-.PHONY: check-regress check-isolation check-tap test test-matrix demo bench pgindent
+.PHONY: check-regress check-isolation check-tap test test-matrix demo bench fuzz pgindent
 
 check-regress:
 	$(pg_regress_installcheck) $(REGRESS_OPTS) $(REGRESS)
@@ -207,6 +211,9 @@ demo:
 
 bench:
 	@bash $(srcdir)/test/bench/bench.sh
+
+fuzz:
+	@bash $(srcdir)/scripts/fuzz.sh long
 
 pgindent:
 	pgindent --typedefs=$(srcdir)/src/typedefs.list $(srcdir)/src/*.[ch] $(srcdir)/src/*/*.[ch]

@@ -26,7 +26,7 @@ make_workdir() {
 		RUN_AS=postgres
 		WORK_DIR=$(mktemp -d "/tmp/outbox_saga-$1.XXXXXX")
 		# A file edited meanwhile is copied as it is (tar exits 1 then).
-		{ tar -C "$SRC_DIR" --exclude=.git --exclude='tmp_check*' \
+		{ tar -C "$SRC_DIR" --exclude=.git --exclude='tmp_check*' --exclude=./test/fuzz/build \
 			--warning=no-file-changed -cf - . || [ $? -eq 1 ]; } |
 			tar -C "$WORK_DIR" -xf -
 		chown -R "$RUN_AS": "$WORK_DIR"
@@ -42,7 +42,7 @@ make_workdir() {
 copy_tree() {
 	mkdir -p "$1"
 	# A file edited meanwhile is copied as it is (tar exits 1 then).
-	{ tar -C "$SRC_DIR" --exclude=.git --exclude='tmp_check*' --exclude='*.o' \
+	{ tar -C "$SRC_DIR" --exclude=.git --exclude='tmp_check*' --exclude=./test/fuzz/build --exclude='*.o' \
 		--exclude='*.so' --exclude='*.bc' --exclude=./results --exclude=./output_iso \
 		--exclude='./build-*' --exclude=./.build_options \
 		--warning=no-file-changed -cf - . || [ $? -eq 1 ]; } |

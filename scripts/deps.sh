@@ -35,6 +35,8 @@ packages=(
 	perl
 	procps                   # pkill: the demo and the benchmark stop what they started
 	python3                  # test helpers (HTTP receiver)
+	clang                    # fuzz targets (suite "fuzz", make fuzz)
+	libclang-rt-14-dev       # libFuzzer, ASan and UBSan runtimes of clang 14
 	rsync
 )
 if wants package; then

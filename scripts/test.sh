@@ -3,7 +3,9 @@
 # (pg_regress, isolation, TAP) against throwaway clusters the suites start
 # themselves, the documentation suites (the README's Getting started, the
 # client examples), and the release suites (META.json, the Debian package, the
-# build without Kafka and NATS), each of which counts as one test.  It never
+# build without Kafka and NATS), each of which counts as one test, and the
+# fuzz suite (scripts/fuzz.sh check: the regression inputs and a few seconds
+# of each libFuzzer target), which counts as one test too.  It never
 # touches a cluster it did not start.  It goes on after a failing suite,
 # prints regression.diffs and TAP logs of failures, and ends with one line:
 # "N passed, N failed".  Exit status 0 only if all passed.
@@ -11,7 +13,7 @@
 # While working on one part, two variables narrow the run (CI sets neither):
 #   SUITES="regress tap"            which suites (default: all:
 #                                   symbols regress isolation tap
-#                                   readme examples
+#                                   fuzz readme examples
 #                                   meta package buildopts)
 #   PROVE_TESTS="test/t/020_*.pl"   which TAP files (default: all)
 set -uo pipefail
@@ -77,7 +79,7 @@ run_script() {
 	fi
 }
 
-SUITES=${SUITES:-symbols regress isolation tap readme examples meta package buildopts}
+SUITES=${SUITES:-symbols regress isolation tap fuzz readme examples meta package buildopts}
 for suite in $SUITES; do
 	case $suite in
 	# Release: META.json and versions; dpkg-buildpackage (with installcheck)
@@ -97,6 +99,9 @@ for suite in $SUITES; do
 	regress) run_suite regress check-regress 600 ;;
 	isolation) run_suite isolation check-isolation 600 ;;
 	tap) run_suite tap check-tap 900 ;;
+	# The libFuzzer targets of test/fuzz: every regression input, then a
+	# few seconds of fuzzing each (outside the server; no cluster).
+	fuzz) run_script fuzz fuzz.sh 180 ;;
 	# Documentation: the README's Getting started pasted into psql, and the
 	# client programs of examples/, each against a throwaway cluster.
 	readme) run_script readme check_readme.sh 120 ;;

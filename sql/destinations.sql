@@ -204,6 +204,8 @@ SELECT key, value FROM jsonb_each(outbox.mask_config($${
 -- inside a query does not split a URL.
 SELECT outbox.mask_config($${"url": "nats://u:p1@h1:4222,nats://u:p2@h2:4222, tls://tok@h3",
                             "hook": "https://h/x?ids=1,2&token=t"}$$) AS url_lists;
+SELECT outbox.mask_config($${"url": "nats://u:pa/ss@h1:4222,nats://u:p?w#x@h2, tls://tok/en@h3",
+                            "hook": "https://h/users/@me?x=1"}$$) AS userinfo_past_the_authority;
 SELECT outbox.mask_config('{}') AS empty, outbox.mask_config('[{"token": 1}]') AS array_root,
        outbox.mask_config('"password"') AS scalar_root, outbox.mask_config(NULL) AS null_in;
 

@@ -80,6 +80,8 @@ SELECT outbox.create_destination('x', 'http', '{"url": "http://example.com/\n"}'
 SELECT outbox.create_destination('x', 'http', '{"url": "http://example.com\\@evil.example/"}');
 SELECT outbox.create_destination('x', 'http', '{"url": "http://user:pa55w0rd@example.com/"}');
 SELECT outbox.create_destination('x', 'http', '{"url": "http://good.example@evil.example/"}');
+SELECT outbox.create_destination('x', 'http', '{"url": "http://:@example.com/"}');
+SELECT outbox.create_destination('x', 'http', '{"url": "http://@example.com/"}');
 SELECT outbox.create_destination('x', 'http', '{"url": "http://[::1/"}');
 SELECT outbox.create_destination('x', 'http', jsonb_build_object('url', 'http://example.com/' || repeat('a', 4100)));
 SELECT outbox.create_destination('x', 'http', '{"url": "http://169.254.169.254/latest/meta-data/"}');
@@ -105,6 +107,7 @@ SELECT outbox.create_destination('x', 'http', '{"url": "http://localhost/", "sec
 SELECT outbox.create_destination('x', 'http', '{"url": "http://localhost/", "secret": "whsec_not base64!"}');
 SELECT outbox.create_destination('x', 'http', '{"url": "http://localhost/", "secret": "whsec_c2hvcnQ="}');
 SELECT outbox.create_destination('x', 'http', '{"url": "http://localhost/", "secret": "whsec_A"}');
+SELECT outbox.create_destination('x', 'http', '{"url": "http://localhost/", "secret": "whsec_AAAAAAAAAAAAAAAAAAAAAA==AAAA"}');
 SELECT outbox.create_destination('x', 'http', '{"url": "http://localhost/", "secret": []}');
 SELECT outbox.create_destination('x', 'http', '{"url": "http://localhost/", "secret": ["whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", 7]}');
 SELECT outbox.create_destination('x', 'http', '{"url": "http://localhost/", "secret": ["whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", "whsec_bad"]}');

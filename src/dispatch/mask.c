@@ -18,6 +18,8 @@
  *	nothing written; safe in any transaction and in a view.  The result is
  *	built in the caller's memory context.  The SQL symbol
  *	outbox_saga_mask_config keeps its name: released SQL scripts name it.
+ *	MaskUrl, the part that reads URLs, is exported so that test/fuzz can
+ *	feed it random strings outside the server.
  *
  *-------------------------------------------------------------------------
  */
@@ -132,9 +134,10 @@ scheme_length(const char *str, int len)
  *		it to 'out' with them masked and return true; else return false and
  *		leave 'out' alone.  Credentials are the userinfo of the authority
  *		(the password of "user:password@", or the whole "token@" if there is
- *		no password), the value of every query parameter (whatever its
- *		name: "?sig=...", "?X-Amz-Signature=...", "?t=...") and the
- *		fragment.
+ *		no password; for schemes other than http(s), up to the last '@' of
+ *		the URL, as cnats reads it), the value of every query parameter
+ *		(whatever its name: "?sig=...", "?X-Amz-Signature=...", "?t=...")
+ *		and the fragment.
  */
 static bool
 mask_one_url(const char *str, int len, StringInfo out)
@@ -157,6 +160,26 @@ mask_one_url(const char *str, int len, StringInfo out)
 			break;
 		if (c == '@')
 			at = auth_end;
+	}
+
+	/*
+	 * Only http(s) URLs are parsed by RFC 3986 (libcurl), where the user
+	 * information ends within the authority.  cnats (nats://, tls://) ends
+	 * it at the last '@' of the URL, wherever it is: it connects to
+	 * "nats://u:pa/ss@host" with the password "pa/ss".  For every scheme
+	 * but http(s) the user information therefore reaches the last '@'.
+	 */
+	if (!((auth_start == 7 && pg_strncasecmp(str, "http://", 7) == 0) ||
+		  (auth_start == 8 && pg_strncasecmp(str, "https://", 8) == 0)))
+	{
+		int			j;
+
+		for (j = len - 1; j >= auth_start; j--)
+			if (str[j] == '@')
+			{
+				at = j;
+				break;
+			}
 	}
 
 	initStringInfo(&buf);
@@ -222,15 +245,15 @@ mask_one_url(const char *str, int len, StringInfo out)
 }
 
 /*
- * mask_url
+ * MaskUrl
  *		mask_one_url() for a string that may hold several URLs separated by
  *		commas (NATS "url": "nats://u:p@h1,nats://u:p@h2"): each URL, that
  *		is each part starting at the beginning or after a comma (and blanks)
  *		with "scheme://", is masked on its own.  A comma inside a URL (in
  *		its query) does not split it.
  */
-static bool
-mask_url(const char *str, int len, StringInfo out)
+bool
+MaskUrl(const char *str, int len, StringInfo out)
 {
 	StringInfoData buf;
 	bool		changed = false;
@@ -283,7 +306,7 @@ mask_scalar(JsonbParseState **state, JsonbIteratorToken tok, JsonbValue *v)
 		StringInfoData buf;
 
 		initStringInfo(&buf);
-		if (mask_url(v->val.string.val, v->val.string.len, &buf))
+		if (MaskUrl(v->val.string.val, v->val.string.len, &buf))
 		{
 			JsonbValue	masked;
 
@@ -301,7 +324,7 @@ mask_scalar(JsonbParseState **state, JsonbIteratorToken tok, JsonbValue *v)
  *		'config' with every secret replaced by "********", at any depth: the
  *		value (whole, even an object or array) of every key (config key or
  *		header name alike) whose name is_secret_name; and credentials and
- *		query values in URL strings (mask_url).  A scalar is returned as it
+ *		query values in URL strings (MaskUrl).  A scalar is returned as it
  *		is.
  */
 Jsonb *

@@ -34,8 +34,8 @@
  *	transaction; after a crash it exists iff that transaction committed.
  *	The trigger keeps nothing but the per-backend cache below.
  *
- *	Its arguments are "name=value" strings (see parse_args()).  The payload
- *	is {"op", "schema", "table", "new", "old"}; "new" and "old" hold the
+ *	Its arguments are "name=value" strings, split by capture_args.c.  The
+ *	payload is {"op", "schema", "table", "new", "old"}; "new" and "old" hold the
  *	row's columns typed exactly as to_jsonb() types them.  "schema",
  *	"table", the default topic, the default event types and the default key
  *	(the primary key) come from the table the trigger was created on: for a
@@ -120,32 +120,14 @@
 #include "utils/numeric.h"
 #include "utils/rel.h"
 #include "utils/syscache.h"
-#include "utils/varlena.h"
 
 #include "base/tojsonb.h"
 #include "events/capture.h"
+#include "events/capture_args.h"
 #include "events/eventlog.h"
 #include "events/topic_acl.h"
 
 PG_FUNCTION_INFO_V1(outbox_saga_capture);
-
-/* The trigger's arguments, in the order of arg_names[]. */
-typedef enum CaptureArg
-{
-	ARG_TOPIC,
-	ARG_KEY,
-	ARG_IGNORE,
-	ARG_COLUMNS,
-	ARG_TYPE_INSERT,
-	ARG_TYPE_UPDATE,
-	ARG_TYPE_DELETE,
-	ARG_COUNT
-} CaptureArg;
-
-static const char *const arg_names[ARG_COUNT] = {
-	"topic", "key", "ignore", "columns",
-	"type_insert", "type_update", "type_delete"
-};
 
 /* How the value of one payload column becomes JSON. */
 typedef enum CaptureValueKind
@@ -326,9 +308,9 @@ static const char *
 arg_label(BuildContext *bc, CaptureArg arg)
 {
 	if (bc->for_table)
-		return arg == ARG_KEY ? "key_columns" :
-			arg == ARG_IGNORE ? "ignore_columns" : arg_names[arg];
-	return psprintf("%s=", arg_names[arg]);
+		return arg == CAPTURE_ARG_KEY ? "key_columns" :
+			arg == CAPTURE_ARG_IGNORE ? "ignore_columns" : CaptureArgNames[arg];
+	return psprintf("%s=", CaptureArgNames[arg]);
 }
 
 /*
@@ -369,22 +351,9 @@ static int
 parse_column_list(BuildContext *bc, TupleDesc desc, const char *value,
 				  CaptureArg arg, AttrNumber **attnums)
 {
-	char	   *raw = pstrdup(value);
-	List	   *names;
+	List	   *names = CaptureSplitColumnList(value, arg_label(bc, arg));
 	ListCell   *lc;
 	int			n = 0;
-
-	if (!SplitIdentifierString(raw, ',', &names))
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("invalid column list in %s", arg_label(bc, arg)),
-				 errdetail("The list \"%s\" is not a comma-separated list of column names.",
-						   value),
-				 errhint("Quote names that contain commas, spaces or capitals with double quotes.")));
-	if (names == NIL)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("%s must name at least one column", arg_label(bc, arg))));
 
 	*attnums = palloc(sizeof(AttrNumber) * list_length(names));
 	foreach(lc, names)
@@ -585,51 +554,6 @@ column_key_cmp(const void *a, const void *b)
 }
 
 /*
- * parse_args
- *		Split the trigger's "name=value" arguments into values[], indexed by
- *		CaptureArg (NULL when not given).  An argument without '=', an
- *		unknown name and a name given twice are errors.
- */
-static void
-parse_args(int nargs, char **args, const char **values)
-{
-	int			i;
-
-	for (i = 0; i < ARG_COUNT; i++)
-		values[i] = NULL;
-	for (i = 0; i < nargs; i++)
-	{
-		const char *eq = strchr(args[i], '=');
-		int			namelen;
-		int			a;
-
-		if (eq == NULL)
-			ereport(ERROR,
-					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-					 errmsg("invalid argument \"%s\" of outbox.capture()", args[i]),
-					 errdetail("Arguments have the form name=value."),
-					 errhint("Valid names are topic, key, ignore, columns, type_insert, type_update and type_delete.")));
-		namelen = eq - args[i];
-		for (a = 0; a < ARG_COUNT; a++)
-			if (strlen(arg_names[a]) == namelen &&
-				strncmp(arg_names[a], args[i], namelen) == 0)
-				break;
-		if (a == ARG_COUNT)
-			ereport(ERROR,
-					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-					 errmsg("unknown argument \"%.*s\" of outbox.capture()",
-							namelen, args[i]),
-					 errhint("Valid names are topic, key, ignore, columns, type_insert, type_update and type_delete.")));
-		if (values[a] != NULL)
-			ereport(ERROR,
-					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-					 errmsg("argument \"%s\" of outbox.capture() is given more than once",
-							arg_names[a])));
-		values[a] = eq + 1;
-	}
-}
-
-/*
  * init_keys
  *		The aggregate key of 'st': the columns of key= ('value'), or of the
  *		captured table's primary key when it is NULL, with their output
@@ -643,7 +567,7 @@ init_keys(CaptureState *st, BuildContext *bc, TupleDesc desc, const char *value)
 	int			i;
 
 	if (value != NULL)
-		n = parse_column_list(bc, desc, value, ARG_KEY, &attnums);
+		n = parse_column_list(bc, desc, value, CAPTURE_ARG_KEY, &attnums);
 	else
 	{
 		List	   *pk = primary_key_names(st->rootid);
@@ -661,7 +585,7 @@ init_keys(CaptureState *st, BuildContext *bc, TupleDesc desc, const char *value)
 		attnums = palloc(sizeof(AttrNumber) * list_length(pk));
 		n = 0;
 		foreach(lc, pk)
-			attnums[n++] = find_column(bc, desc, (char *) lfirst(lc), ARG_KEY);
+			attnums[n++] = find_column(bc, desc, (char *) lfirst(lc), CAPTURE_ARG_KEY);
 	}
 	st->nkeys = n;
 	st->keys = palloc0(sizeof(CaptureKeyColumn) * n);
@@ -687,7 +611,7 @@ init_compare(CaptureState *st, BuildContext *bc, TupleDesc desc,
 			 const char *value)
 {
 	AttrNumber *attnums;
-	int			n = parse_column_list(bc, desc, value, ARG_IGNORE, &attnums);
+	int			n = parse_column_list(bc, desc, value, CAPTURE_ARG_IGNORE, &attnums);
 	int			i;
 
 	st->has_ignore = true;
@@ -726,7 +650,7 @@ build_state(Relation rel, Oid rootid, const char *trigname,
 	MemoryContext oldcxt;
 	CaptureState *st;
 	TupleDesc	desc = RelationGetDescr(rel);
-	const char *values[ARG_COUNT];
+	const char *values[CAPTURE_ARG_COUNT];
 	BuildContext bc;
 	ErrorContextCallback errcb;
 	char	   *rootname;
@@ -763,11 +687,11 @@ build_state(Relation rel, Oid rootid, const char *trigname,
 	errcb.previous = error_context_stack;
 	error_context_stack = &errcb;
 
-	parse_args(nargs, args, values);
+	CaptureParseArgs(nargs, args, values);
 
 	/* Topic and event types. */
-	if (values[ARG_TOPIC] != NULL)
-		st->topic = cstring_to_text(values[ARG_TOPIC]);
+	if (values[CAPTURE_ARG_TOPIC] != NULL)
+		st->topic = cstring_to_text(values[CAPTURE_ARG_TOPIC]);
 	else
 	{
 		st->topic = cstring_to_text(rootname);
@@ -777,24 +701,24 @@ build_state(Relation rel, Oid rootid, const char *trigname,
 	bc.default_topic = false;
 	for (op = 0; op < 3; op++)
 	{
-		const char *v = values[ARG_TYPE_INSERT + op];
+		const char *v = values[CAPTURE_ARG_TYPE_INSERT + op];
 
 		if (v != NULL)
 			st->event_type[op] = cstring_to_text(v);
 		else
 			st->event_type[op] = cstring_to_text(psprintf("%s%s", rootname,
 														  op_suffixes[op]));
-		OutboxCheckEventType(arg_names[ARG_TYPE_INSERT + op],
+		OutboxCheckEventType(CaptureArgNames[CAPTURE_ARG_TYPE_INSERT + op],
 							 st->event_type[op]);
 	}
 
 	/* Aggregate key: key= or the captured table's primary key. */
-	init_keys(st, &bc, desc, values[ARG_KEY]);
+	init_keys(st, &bc, desc, values[CAPTURE_ARG_KEY]);
 
 	/* Columns of the payload: columns= or every live column. */
-	if (values[ARG_COLUMNS] != NULL)
+	if (values[CAPTURE_ARG_COLUMNS] != NULL)
 	{
-		n = parse_column_list(&bc, desc, values[ARG_COLUMNS], ARG_COLUMNS,
+		n = parse_column_list(&bc, desc, values[CAPTURE_ARG_COLUMNS], CAPTURE_ARG_COLUMNS,
 							  &attnums);
 		st->columns = palloc0(sizeof(CaptureColumn) * n);
 		for (i = 0; i < n; i++)
@@ -816,8 +740,8 @@ build_state(Relation rel, Oid rootid, const char *trigname,
 	qsort(st->columns, st->ncolumns, sizeof(CaptureColumn), column_key_cmp);
 
 	/* ignore=: the columns an UPDATE must change to be captured. */
-	if (values[ARG_IGNORE] != NULL)
-		init_compare(st, &bc, desc, values[ARG_IGNORE]);
+	if (values[CAPTURE_ARG_IGNORE] != NULL)
+		init_compare(st, &bc, desc, values[CAPTURE_ARG_IGNORE]);
 
 	error_context_stack = errcb.previous;
 	MemoryContextSwitchTo(oldcxt);

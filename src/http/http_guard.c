@@ -8,7 +8,9 @@
  * every http call (HttpGuardCheckUrl): an absolute http:// or https:// URL
  * with a host and without user name or password
  * ("http://good.example@evil.example/" is refused, credentials belong in
- * the "headers" key, where they are masked), without whitespace, control
+ * the "headers" key, where they are masked; so is any '@' before the path,
+ * even of an empty "http://@host/", which libcurl would send as empty
+ * Basic credentials), without whitespace, control
  * characters or backslashes, parsed by libcurl's own URL parser so that
  * what is checked is what will be requested.  Error messages never quote
  * the URL: its query string may carry a token.
@@ -149,9 +151,10 @@ parse_network(const char *item, DenyNetwork *net)
 
 /*
  * parse_networks
- *		Parse a comma-separated list of networks into a palloc'd array.
- *		Returns false, with *bad pointing to the first bad item, if an item
- *		is not a network.
+ *		Parse a comma-separated list of networks into an array allocated in
+ *		the current memory context (NULL for an empty list).  Returns false,
+ *		with *bad pointing to a copy of the first bad item, if an item is
+ *		not a network.  Frees its own temporaries.
  */
 static bool
 parse_networks(const char *value, DenyNetwork **nets, int *count, char **bad)
@@ -160,6 +163,7 @@ parse_networks(const char *value, DenyNetwork **nets, int *count, char **bad)
 	List	   *items;
 	ListCell   *lc;
 	int			n = 0;
+	bool		ok = true;
 
 	*nets = NULL;
 	*count = 0;
@@ -167,12 +171,12 @@ parse_networks(const char *value, DenyNetwork **nets, int *count, char **bad)
 	if (!SplitGUCList(raw, ',', &items))
 	{
 		*bad = pstrdup(value);
+		list_free(items);
+		pfree(raw);
 		return false;
 	}
-	if (items == NIL)
-		return true;
-
-	*nets = palloc0(sizeof(DenyNetwork) * list_length(items));
+	if (items != NIL)
+		*nets = palloc0(sizeof(DenyNetwork) * list_length(items));
 	foreach(lc, items)
 	{
 		char	   *item = lfirst(lc);
@@ -182,9 +186,18 @@ parse_networks(const char *value, DenyNetwork **nets, int *count, char **bad)
 		if (!parse_network(item, &(*nets)[n]))
 		{
 			*bad = pstrdup(item);
-			return false;
+			ok = false;
+			break;
 		}
 		n++;
+	}
+	list_free(items);
+	pfree(raw);
+	if (!ok)
+	{
+		pfree(*nets);
+		*nets = NULL;
+		return false;
 	}
 	*count = n;
 	return true;
@@ -205,8 +218,11 @@ check_deny_networks(char **newval, void **extra, GucSource source)
 	{
 		GUC_check_errdetail("\"%s\" is not an IPv4 or IPv6 network (such as 169.254.0.0/16 or fe80::/10).",
 							bad);
+		pfree(bad);
 		return false;
 	}
+	if (nets != NULL)
+		pfree(nets);
 	return true;
 }
 
@@ -235,31 +251,39 @@ uint64
 HttpGuardRefresh(void)
 {
 	const char *value = http_deny_networks != NULL ? http_deny_networks : "";
-	MemoryContext old;
 	DenyNetwork *nets;
 	int			count;
 	char	   *bad;
+	bool		ok;
 
 	if (deny_source != NULL && strcmp(deny_source, value) == 0)
 		return deny_generation;
 
-	old = MemoryContextSwitchTo(TopMemoryContext);
+	/*
+	 * Parse in the caller's context; only the list and its source are kept
+	 * in TopMemoryContext (the process lives as long as the setting may be
+	 * reloaded, so nothing else may be left there).
+	 */
+	ok = parse_networks(value, &nets, &count, &bad);
 	if (deny_source != NULL)
 		pfree(deny_source);
 	if (deny_list != NULL)
 		pfree(deny_list);
-	deny_source = pstrdup(value);
-	if (parse_networks(value, &nets, &count, &bad))
+	deny_source = MemoryContextStrdup(TopMemoryContext, value);
+	deny_list = NULL;
+	deny_count = 0;
+	deny_invalid = !ok;
+	if (ok && count > 0)
 	{
-		deny_list = nets;
+		deny_list = MemoryContextAlloc(TopMemoryContext,
+									   sizeof(DenyNetwork) * count);
+		memcpy(deny_list, nets, sizeof(DenyNetwork) * count);
 		deny_count = count;
-		deny_invalid = false;
 	}
-	else
+	if (nets != NULL)
+		pfree(nets);
+	if (!ok)
 	{
-		deny_list = NULL;
-		deny_count = 0;
-		deny_invalid = true;
 		ereport(WARNING,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("outbox_saga.http_deny_networks is invalid: every HTTP destination is refused"),
@@ -267,7 +291,6 @@ HttpGuardRefresh(void)
 				 errhint("Fix the setting and reload the configuration.")));
 		pfree(bad);
 	}
-	MemoryContextSwitchTo(old);
 	return ++deny_generation;
 }
 
@@ -370,6 +393,10 @@ address_denied(int family, const unsigned char *addr)
  * ------------------------------------------------------------------------
  */
 
+/* The detail of the error about userinfo in a URL. */
+static const char *const userinfo_detail =
+"The URL contains a user name or password (\"user:password@\"); put credentials in the \"headers\" key instead.";
+
 /*
  * url_error
  *		Error: the "url" key is unusable because of 'detail'.
@@ -450,6 +477,15 @@ HttpGuardCheckUrl(const char *url)
 		*authority == '#')
 		url_error("The URL has no host.");
 
+	/*
+	 * An '@' in the authority starts userinfo even when it is empty:
+	 * libcurl sends "http://@host/" and "http://:@host/" with an
+	 * "Authorization: Basic Og==" header, which its URL parser reports as
+	 * no user name and no password.
+	 */
+	if (memchr(authority, '@', strcspn(authority, "/?#")) != NULL)
+		url_error(userinfo_detail);
+
 	u = curl_url();
 	if (u == NULL)
 		elog(ERROR, "outbox_saga: out of memory in libcurl");
@@ -476,7 +512,7 @@ HttpGuardCheckUrl(const char *url)
 		has_part(u, CURLUPART_OPTIONS, NULL))
 	{
 		curl_url_cleanup(u);
-		url_error("The URL contains a user name or password (\"user:password@\"); put credentials in the \"headers\" key instead.");
+		url_error(userinfo_detail);
 	}
 	if (!has_part(u, CURLUPART_HOST, &host))
 	{

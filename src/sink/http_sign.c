@@ -47,7 +47,8 @@ static EVP_MAC *hmac_algorithm = NULL;
 /*
  * HttpSignDecodeSecret
  *		Decode "whsec_<base64>" into *out; see http_sign.h.  Unpadded base64 is
- *		accepted (some providers strip the '=').
+ *		accepted (some providers strip the '='); an '=' anywhere but in the
+ *		padding at the end is not.
  */
 const char *
 HttpSignDecodeSecret(const char *text, int len, MemoryContext cxt,
@@ -59,6 +60,7 @@ HttpSignDecodeSecret(const char *text, int len, MemoryContext cxt,
 	int			max_bytes;
 	unsigned char *key;
 	int			key_len;
+	int			pad;
 	int			i;
 
 	out->len = 0;
@@ -67,12 +69,20 @@ HttpSignDecodeSecret(const char *text, int len, MemoryContext cxt,
 		return "it does not start with \"whsec_\"";
 	if (b64_len == 0)
 		return "it has no key after \"whsec_\"";
-	for (i = WHSEC_PREFIX_LEN; i < len; i++)
+	/*
+	 * '=' only as padding at the very end: PostgreSQL's decoder goes on
+	 * after an inner '=' and makes a key no receiver's base64 gives.
+	 */
+	for (pad = 0; pad < b64_len && text[len - 1 - pad] == '='; pad++)
+		;
+	if (pad > 2)
+		return "the key after \"whsec_\" is not base64";
+	for (i = WHSEC_PREFIX_LEN; i < len - pad; i++)
 	{
 		unsigned char c = (unsigned char) text[i];
 
 		if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') ||
-			  (c >= '0' && c <= '9') || c == '+' || c == '/' || c == '='))
+			  (c >= '0' && c <= '9') || c == '+' || c == '/'))
 			return "the key after \"whsec_\" is not base64";
 	}
 	if (b64_len % 4 == 1 || b64_len > 4 * HTTP_SECRET_MAX_BYTES)
