@@ -177,6 +177,7 @@ typedef struct SagaStepRun
 	pg_uuid_t	saga_id;
 	char	   *saga_status;
 	Oid			owner;
+	char	   *search_path;	/* the definition's (run_as.c) */
 	char	   *step;
 	char	   *phase;
 	char	   *kind;			/* function, emit, http; NULL: unknown */

@@ -198,6 +198,7 @@ lock_claimed(const pg_uuid_t *ids, int n, SagaStepRun **runs,
 		run->timeout_ms = isnull ? 0 : DatumGetInt64(d);
 		d = SagaColumn(rows, i, 13, &isnull);
 		run->ctx = DatumGetJsonbPCopy(d);
+		run->search_path = SagaColumnText(rows, i, 14);
 		nruns++;
 	}
 	SPI_freetuptable(rows);

@@ -128,16 +128,17 @@ static SpiStatement statements[SAGA_Q_COUNT] = {
 		"saga.define: compare with the latest version",
 		"SELECT d.version FROM saga.definition d JOIN saga.definition_name n"
 		"    ON n.name = d.name AND n.latest_version = d.version"
-		" WHERE d.name = $1 AND d.steps = $2 AND d.options = $3",
-		{TEXTOID, JSONBOID, JSONBOID, 0}
+		" WHERE d.name = $1 AND d.steps = $2 AND d.options = $3"
+		"   AND d.search_path = $4",
+		{TEXTOID, JSONBOID, JSONBOID, TEXTOID, 0}
 	},
 
 	/* Touches: saga.definition (insert). */
 	[SAGA_Q_DEFINITION_INSERT] = {
 		"saga.define: insert the version",
-		"INSERT INTO saga.definition (name, version, steps, options, owner)"
-		" VALUES ($1, $2, $3, $4, $5)",
-		{TEXTOID, INT4OID, JSONBOID, JSONBOID, OIDOID, 0}
+		"INSERT INTO saga.definition (name, version, steps, options, owner, search_path)"
+		" VALUES ($1, $2, $3, $4, $5, $6)",
+		{TEXTOID, INT4OID, JSONBOID, JSONBOID, OIDOID, TEXTOID, 0}
 	},
 
 	/* Touches: saga.definition_name, saga.definition. */
@@ -505,7 +506,8 @@ static SpiStatement statements[SAGA_Q_COUNT] = {
 		"                 'idempotency_key', " IDEMPOTENCY_KEY_SQL ")"
 		"       END,"
 		"       (pg_catalog.date_part('epoch', r.timeout) * 1000)::bigint,"
-		"       " CTX_SQL
+		"       " CTX_SQL ","
+		"       d.search_path"
 		"  FROM pg_catalog.unnest($1::uuid[]) WITH ORDINALITY AS u(id, n)"
 		"  JOIN saga.instance i ON i.id = u.id"
 		"  JOIN saga.definition d ON d.id = i.definition_id"
