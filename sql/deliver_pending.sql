@@ -128,6 +128,7 @@ SELECT pg_temp.error_text($$SELECT outbox.deliver_pending('no_such_destination')
 RESET ROLE;
 SELECT n FROM public.dp_log WHERE n >= 100 ORDER BY n;
 SELECT outbox.create_destination('dp_http', 'http', '{"url": "http://127.0.0.1:9/hook"}');
+SELECT outbox.pause_destination('dp_http');
 SELECT pg_temp.error_text($$SELECT outbox.deliver_pending('dp_http')$$);
 
 -- Bad input.

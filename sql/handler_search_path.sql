@@ -55,6 +55,7 @@ SELECT outbox.wait_delivered('30 seconds', 'sp_plain'), outbox.wait_delivered('3
 SELECT 'public' AS log, n, path FROM public.im_log
 UNION ALL SELECT 'sp_other', n, path FROM sp_other.im_log ORDER BY 1, 2;
 SELECT destination, retrying, dead FROM outbox.stats WHERE destination LIKE 'sp\_%' ORDER BY 1;
+SELECT outbox.drop_destination('sp_pinned');
 
 -- A handler that sets search_path: the next event of its batch, and the
 -- next destination, still get their recorded path (delivered in this

@@ -596,8 +596,13 @@ start_pass_body(void *arg)
 	/* Nobody consumes ticks without destinations: housekeeping ticks. */
 	start->dests = load_destinations(start->cxt);
 	sleep_ms = next_due_ms();
-	/* Last: the tick lock is held until this transaction commits. */
-	if (start->dests != NIL)
+
+	/*
+	 * Last: the tick lock is held until this transaction commits.  Paused
+	 * and backing-off destinations count: outbox.deliver_pending() of a
+	 * paused one waits for this tick (dispatch/sync_delivery.c).
+	 */
+	if (n_known > 0)
 	{
 		SpiRun(&dispatcher_stmts[DS_TICK_LOCK], NULL, NULL, SPI_OK_SELECT);
 		SpiRun(&dispatcher_stmts[DS_TICK], NULL, NULL, SPI_OK_INSERT);
