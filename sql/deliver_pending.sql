@@ -121,7 +121,6 @@ SELECT count(*) AS pending FROM outbox.pending('dp_mine');
 SELECT outbox.deliver_pending('dp_mine');
 SELECT pg_temp.error_text($$SELECT outbox.deliver_pending('dp_ok')$$);
 SET ROLE regress_dp_other;
-SELECT count(outbox.emit('dpx', 'job', '{"n": 101}'));
 SELECT pg_temp.error_text($$SELECT outbox.deliver_pending('dp_mine')$$);
 SELECT pg_temp.error_text($$SELECT count(*) FROM outbox.pending('dp_mine')$$);
 SELECT pg_temp.error_text($$SELECT outbox.deliver_pending('no_such_destination')$$);
