@@ -122,7 +122,9 @@ enum
 	Q_LOOKUP_FOR_UPDATE,
 	Q_LOOKUP_FOR_NO_KEY_UPDATE,
 	Q_INSERT_DESTINATION,
+	Q_INSERT_DESTINATION_010,
 	Q_SET_CONFIG,
+	Q_SET_CONFIG_010,
 	Q_DELETE_DESTINATION,
 	Q_SET_PAUSED,
 	Q_INSERT_SUBSCRIPTION,
@@ -155,12 +157,30 @@ static SpiStatement statements[Q_COUNT] = {
 		" ON CONFLICT (name) DO NOTHING",
 		{TEXTOID, TEXTOID, JSONBOID, OIDOID, INT8OID, TEXTOID, 0}
 	},
+	/*
+	 * outbox.destination of a database whose SQL is still 0.1.0's (no
+	 * search_path column until ALTER EXTENSION UPDATE, which gives the row
+	 * 0.1.0's pg_catalog, pg_temp): Q_INSERT_DESTINATION without the path
+	 */
+	[Q_INSERT_DESTINATION_010] = {
+		"the insert of a destination",
+		"INSERT INTO outbox.destination (name, kind, config, owner, tick_from)"
+		" VALUES ($1, $2, $3, $4, $5)"
+		" ON CONFLICT (name) DO NOTHING",
+		{TEXTOID, TEXTOID, JSONBOID, OIDOID, INT8OID, 0}
+	},
 	/* outbox.destination: alter_destination's merged config (and path) */
 	[Q_SET_CONFIG] = {
 		"the update of a destination's config",
 		"UPDATE outbox.destination SET config = $2,"
 		" search_path = COALESCE($3, search_path) WHERE id = $1",
 		{INT4OID, JSONBOID, TEXTOID, 0}
+	},
+	/* outbox.destination of a 0.1.0 database: Q_SET_CONFIG without the path */
+	[Q_SET_CONFIG_010] = {
+		"the update of a destination's config",
+		"UPDATE outbox.destination SET config = $2 WHERE id = $1",
+		{INT4OID, JSONBOID, 0}
 	},
 	/*
 	 * outbox.destination, and by ON DELETE CASCADE subscription,
@@ -361,6 +381,18 @@ strip_null_keys(Jsonb *config)
 }
 
 /*
+ * rows_have_search_path
+ *		Whether outbox.destination has its search_path column: not in a
+ *		database whose extension SQL is still 0.1.0's, where this library's
+ *		API goes on working until ALTER EXTENSION UPDATE.
+ */
+static bool
+rows_have_search_path(void)
+{
+	return SpiColumnExists("outbox", "destination", "search_path");
+}
+
+/*
  * take_search_path
  *		The config key "search_path" of create_destination /
  *		alter_destination: removed from *config (it is stored in a column of
@@ -475,7 +507,9 @@ create_destination(PG_FUNCTION_ARGS)
 	values[3] = ObjectIdGetDatum(owner);
 	values[4] = Int64GetDatum(latest_tick_locked());
 	values[5] = CStringGetTextDatum(search_path);
-	if (RunAsExtensionRun(&statements[Q_INSERT_DESTINATION], values, NULL, SPI_OK_INSERT) == 0)
+	if (RunAsExtensionRun(&statements[rows_have_search_path() ? Q_INSERT_DESTINATION :
+									  Q_INSERT_DESTINATION_010],
+						  values, NULL, SPI_OK_INSERT) == 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_DUPLICATE_OBJECT),
 				 errmsg("destination \"%s\" already exists", name),
@@ -533,7 +567,8 @@ alter_destination(PG_FUNCTION_ARGS)
 	values[1] = JsonbPGetDatum(merged);
 	values[2] = search_path ? CStringGetTextDatum(search_path) : (Datum) 0;
 	nulls[2] = search_path ? ' ' : 'n';
-	if (RunAsExtensionRun(&statements[Q_SET_CONFIG], values, nulls, SPI_OK_UPDATE) != 1)
+	if (RunAsExtensionRun(&statements[rows_have_search_path() ? Q_SET_CONFIG : Q_SET_CONFIG_010],
+						  values, nulls, SPI_OK_UPDATE) != 1)
 		elog(ERROR, "outbox_saga: destination row %d vanished under lock", row.id);
 	SpiFinish();
 

@@ -555,6 +555,7 @@ saga_define(PG_FUNCTION_ARGS)
 	Oid			owner = GetUserId();
 	StepPolicy	defaults;
 	char	   *search_path;
+	bool		has_path;
 	Datum		values[6];
 	bool		isnull;
 	int32		version = 0;
@@ -569,6 +570,8 @@ saga_define(PG_FUNCTION_ARGS)
 	steps = PG_GETARG_JSONB_P(1);
 	options = PG_GETARG_JSONB_P(2);
 	search_path = take_search_path(&options);
+	/* A database still at 0.1.0's SQL has no column for it (yet). */
+	has_path = SpiColumnExists("saga", "definition", "search_path");
 
 	SpiConnect();
 
@@ -609,7 +612,8 @@ saga_define(PG_FUNCTION_ARGS)
 		values[1] = JsonbPGetDatum(steps);
 		values[2] = JsonbPGetDatum(options);
 		values[3] = CStringGetTextDatum(search_path);
-		(void) SagaRunAsExtension(SAGA_Q_LATEST_SAME, values, NULL, SPI_OK_SELECT);
+		(void) SagaRunAsExtension(has_path ? SAGA_Q_LATEST_SAME : SAGA_Q_LATEST_SAME_010,
+								  values, NULL, SPI_OK_SELECT);
 		if (SPI_processed == 1)
 		{
 			version = DatumGetInt32(SagaColumn(SPI_tuptable, 0, 1, &isnull));
@@ -627,7 +631,9 @@ saga_define(PG_FUNCTION_ARGS)
 	values[3] = JsonbPGetDatum(options);
 	values[4] = ObjectIdGetDatum(owner);
 	values[5] = CStringGetTextDatum(search_path);
-	(void) SagaRunAsExtension(SAGA_Q_DEFINITION_INSERT, values, NULL, SPI_OK_INSERT);
+	(void) SagaRunAsExtension(has_path ? SAGA_Q_DEFINITION_INSERT :
+							  SAGA_Q_DEFINITION_INSERT_010,
+							  values, NULL, SPI_OK_INSERT);
 	SpiFinish();
 	PG_RETURN_INT32(version);
 }
