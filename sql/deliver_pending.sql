@@ -102,6 +102,18 @@ SELECT outbox.pause_destination('dp_notify');
 SELECT count(outbox.emit('dp', 'job', '{"n": 12}'));
 SELECT outbox.deliver_pending('dp_notify');
 
+-- A handler may not deliver synchronously: it runs inside a batch.
+CREATE FUNCTION public.dp_nested(e outbox.events) RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+	PERFORM outbox.deliver_pending('dp_ok');
+END $$;
+SELECT outbox.create_destination('dp_nest', 'function', '{"function": "public.dp_nested"}');
+SELECT outbox.subscribe('dp_nest', 'dpn') > 0 AS subscribed;
+SELECT outbox.pause_destination('dp_nest');
+SELECT count(outbox.emit('dpn', 'job', '{"n": 1}'));
+SELECT outbox.deliver_pending('dp_nest');
+SELECT last_error FROM outbox.pending('dp_nest');
+
 -- A role that owns its destination may; another may not (42501, before
 -- anything else); network kinds are refused (0A000).
 CREATE ROLE regress_dp_owner;
@@ -148,4 +160,5 @@ REVOKE ALL ON ALL FUNCTIONS IN SCHEMA outbox FROM regress_dp_owner, regress_dp_o
 REVOKE ALL ON public.dp_log FROM regress_dp_owner;
 DROP ROLE regress_dp_owner, regress_dp_other;
 DROP TABLE public.dp_log;
-DROP FUNCTION public.dp_record(outbox.events), public.dp_fail(outbox.events);
+DROP FUNCTION public.dp_record(outbox.events), public.dp_fail(outbox.events),
+	public.dp_nested(outbox.events);

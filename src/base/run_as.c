@@ -87,6 +87,9 @@
 static TimeoutId owner_timeout_id = MAX_TIMEOUTS;
 static bool owner_timeout_registered = false;
 
+/* How many RunAsOwner calls are running (user code calling in again). */
+static int	owner_call_depth = 0;
+
 /* Set by the timeout's handler: the running call passed its deadline. */
 static volatile sig_atomic_t owner_call_overran = false;
 
@@ -226,6 +229,17 @@ RunAsCurrentSearchPath(void)
 	return RunAsCheckSearchPath(current ? current : "", "the current search_path");
 }
 
+/*
+ * RunAsInOwnerCall
+ *		Whether user code run by RunAsOwner is running now (and calls us
+ *		back, e.g. a handler calling outbox.deliver_pending).
+ */
+bool
+RunAsInOwnerCall(void)
+{
+	return owner_call_depth > 0;
+}
+
 typedef struct OwnerCall
 {
 	Oid			role;
@@ -325,16 +339,19 @@ run_as_owner_body(void *arg)
 							 GUC_ACTION_SAVE, true, 0, false);
 
 	owner_timeout_arm(c);
+	owner_call_depth++;
 	PG_TRY();
 	{
 		c->fn(c->arg);
 	}
 	PG_CATCH();
 	{
+		owner_call_depth--;
 		owner_timeout_disarm(c);
 		PG_RE_THROW();
 	}
 	PG_END_TRY();
+	owner_call_depth--;
 	owner_timeout_disarm(c);
 
 	/* Returned after its deadline: a failure all the same (RunAsOwner). */

@@ -45,5 +45,6 @@ extern RunAsResult RunAsOwner(Oid role, const char *search_path,
 extern char *RunAsSearchPathWithTemp(const char *path);
 extern char *RunAsCheckSearchPath(const char *value, const char *what);
 extern char *RunAsCurrentSearchPath(void);
+extern bool RunAsInOwnerCall(void);
 
 #endif							/* OUTBOX_SAGA_RUN_AS_H */

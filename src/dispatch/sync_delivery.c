@@ -41,6 +41,9 @@
  *	The tick must be visible to the batch's statements: the call needs READ
  *	COMMITTED (0A000 otherwise).
  *
+ * A handler or saga step may not call it (0A000): it runs inside a batch
+ * (RunAsInOwnerCall) that holds its own destination's row.
+ *
  * TRANSACTION
  *	Everything happens in the caller's transaction: if it rolls back, the
  *	deliveries, the handlers' writes, retry rows and dead letters roll back
@@ -352,6 +355,16 @@ outbox_saga_deliver_pending(PG_FUNCTION_ARGS)
 
 	SpiConnect();
 	read_own_destination(name, &dest);
+
+	/*
+	 * A handler or saga step runs inside a batch that holds its
+	 * destination's row: a batch in it would deliver and record that
+	 * batch's events a second time.
+	 */
+	if (RunAsInOwnerCall())
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("outbox.deliver_pending() cannot be called by a handler or a saga step")));
 
 	sink = SinkLookup(dest.kind, true);
 	if (sink == NULL || sink->deliver == NULL)
