@@ -62,6 +62,7 @@ OBJS = \
 	src/dispatch/destination.o \
 	src/dispatch/mask.o \
 	src/dispatch/delivery.o \
+	src/dispatch/sync_delivery.o \
 	src/dispatch/observability.o \
 	src/dispatch/restore.o \
 	src/saga/saga_state.o \
@@ -96,7 +97,8 @@ DATA = $(EXTENSION)--0.1.0.sql $(EXTENSION)--0.1.0--0.2.0.sql
 # pg_regress: one file per concept, in dependency order.
 REGRESS = emit capture capture_types idempotency destinations topics dispatch_function \
 	dispatch_retry wait_delivered http_config broker_config saga_define saga_run \
-	privileges_kafka privileges_mask privileges_monitor privileges_guards privileges_saga
+	privileges_kafka privileges_mask privileges_monitor privileges_guards privileges_saga \
+	handler_search_path deliver_pending
 REGRESS_OPTS = --temp-instance=./tmp_check_regress \
 	--temp-config=$(srcdir)/test/outbox_saga.conf \
 	--load-extension=$(EXTENSION)

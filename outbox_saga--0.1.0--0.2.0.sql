@@ -807,3 +807,72 @@ SELECT DISTINCT g.topic, g.grantee::pg_catalog.regrole, g.privilege, t.owner
    AND EXISTS (SELECT 1 FROM pg_catalog.pg_roles r
                 WHERE r.oid = g.grantee AND NOT r.rolsuper)
     ON CONFLICT DO NOTHING;
+
+-- issue 15 items 1 and 3: handlers and saga steps run with the search_path
+-- recorded for them (their creator's, or the config key / option
+-- search_path); destinations and definitions of 0.1.0 keep 0.1.0's
+-- pg_catalog, pg_temp.  outbox.deliver_pending() and outbox.pending(), test
+-- helpers that deliver and list what a destination owes in the calling
+-- session.
+ALTER TABLE outbox.destination ADD COLUMN search_path text NOT NULL DEFAULT 'pg_catalog, pg_temp';
+ALTER TABLE saga.definition ADD COLUMN search_path text NOT NULL DEFAULT 'pg_catalog, pg_temp';
+
+CREATE OR REPLACE VIEW outbox.destinations WITH (security_barrier) AS
+SELECT d.name,
+       d.kind,
+       outbox.mask_config(d.config) AS config,
+       d.paused,
+       d.owner::pg_catalog.regrole AS owner,
+       d.created_at,
+       d.search_path
+  FROM outbox.destination d
+ WHERE pg_catalog.pg_has_role(d.owner, 'USAGE')
+    OR pg_catalog.pg_has_role('pg_read_all_settings', 'USAGE');
+
+COMMENT ON VIEW outbox.destinations IS
+	'Destinations visible to the current role (its own, or all for superusers and pg_read_all_settings), secrets in config masked; search_path is the one its handler runs with.';
+
+CREATE OR REPLACE VIEW saga.definitions AS
+SELECT d.name,
+       d.version,
+       d.version = n.latest_version AS latest,
+       outbox.mask_config(d.steps) AS steps,
+       d.options,
+       d.owner::pg_catalog.regrole AS owner,
+       d.created_at,
+       d.search_path
+  FROM saga.definition d
+  JOIN saga.definition_name n ON n.name = d.name;
+
+COMMENT ON VIEW saga.definitions IS
+	'Every version of every saga definition, normalized: each step with all its keys, durations in seconds; credentials in http calls (Authorization and similar headers, user:password in URLs) masked as in outbox.destinations.';
+
+COMMENT ON FUNCTION outbox.create_destination(text, text, jsonb) IS
+	'Create a destination of a kind (function, notify, ...) owned by the current role; its handler runs with that role''s privileges and the current search_path (pg_temp last), or the config key search_path. Config keys: those of the kind plus max_attempts, backoff_base, backoff_max, batch_size, ordered, timeout, search_path.';
+
+COMMENT ON FUNCTION outbox.alter_destination(text, jsonb) IS
+	'Merge keys into a destination''s config (a key set to null is removed) and check the result as a whole; the key search_path replaces the handler''s search_path. Owner or superuser only.';
+
+COMMENT ON FUNCTION saga.define(text, jsonb, jsonb) IS
+	'Create or replace a saga definition and return its version (the latest version again if nothing changed). Steps: [{"name", "action": CALL, "compensation": CALL|null, "timeout", "max_attempts", "backoff_base", "backoff_max", "compensation_max_attempts"}]; a CALL is {"function": "schema.name"}, {"emit": {"topic", "event_type", "await", "headers"}} or {"http": {"url", "method", "headers"}}. Options: deadline, defaults for the step keys, and search_path (default: the current one, pg_temp last). The steps run as the definition''s owner (the role that first defined it) with that search_path; only the owner, a member of it or a superuser may redefine it. Running sagas keep their version.';
+
+-- Test helpers (issue 15 item 3, src/dispatch/sync_delivery.c).
+CREATE FUNCTION outbox.deliver_pending(destination text,
+	include_backoff boolean DEFAULT false, max_events integer DEFAULT 1000)
+RETURNS bigint
+AS 'MODULE_PATHNAME', 'outbox_saga_deliver_pending' LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION outbox.deliver_pending(text, boolean, integer) IS
+	'Deliver what a function or notify destination owes now, in the calling transaction, as the dispatcher would (attempts, backoff, dead letters, the handler''s owner and search_path), and return how many events were delivered; paused destinations too. include_backoff: also events whose retry backoff has not ended. For tests; owner or superuser only.';
+
+CREATE FUNCTION outbox.pending(destination text,
+	OUT id bigint, OUT event_id uuid, OUT topic text, OUT aggregate_id text,
+	OUT event_type text, OUT payload jsonb, OUT headers jsonb,
+	OUT created_at timestamptz, OUT deliver_after timestamptz,
+	OUT attempts integer, OUT next_attempt_at timestamptz, OUT last_error text)
+RETURNS SETOF record
+AS 'MODULE_PATHNAME', 'outbox_saga_pending' LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION outbox.pending(text) IS
+	'The events a destination still owes, in id order: its retry rows (attempts, next_attempt_at, last_error) and the committed events of its subscriptions it has not reached yet (attempts 0). For tests; owner or superuser only.';
+
+REVOKE ALL ON FUNCTION outbox.deliver_pending(text, boolean, integer) FROM PUBLIC;
+REVOKE ALL ON FUNCTION outbox.pending(text) FROM PUBLIC;

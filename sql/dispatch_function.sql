@@ -55,7 +55,8 @@ SELECT outbox.create_destination('app_handler', 'function', '{"function": "app.o
 SELECT outbox.subscribe('app_handler', 'orders') > 0 AS subscribed;
 RESET ROLE;
 
--- A destination's handler runs as the role that created the destination.
+-- A destination's handler runs as the role that created the destination, with
+-- its search_path (pg_temp last).
 SELECT count(outbox.emit('orders', 'order.created', jsonb_build_object('n', n), 'o-' || (n % 2)))
   FROM generate_series(1, 6) n;
 SELECT outbox.emit('payments', 'payment.done', '{}', 'p-1') IS NOT NULL AS other_topic;

@@ -440,7 +440,8 @@ SELECT * FROM pg_temp.timeline('o13');
 SELECT timed_out_at IS NOT NULL AS timed_out FROM saga.step_run
  WHERE saga_id = pg_temp.saga_of('o13') AND step = 'quote';
 
--- G10: every call ran as the definition's owner with search_path pinned.
+-- G10: every call ran as the definition's owner with the search_path of its
+-- definer (pg_temp last).
 SELECT run_as, search_path, count(*) > 0 AS calls FROM public.shop_journal GROUP BY 1, 2;
 SELECT order_id, count(*) AS duplicate_calls FROM public.shop_journal
  GROUP BY order_id, call HAVING count(*) > 1;

@@ -16,12 +16,29 @@
  * OWNER RIGHTS
  *	RunAsOwner runs user code - a function destination's handler, a saga's
  *	function or emit step - as the role that owns it, in a subtransaction,
- *	with SECURITY_RESTRICTED_OPERATION, search_path = pg_catalog, pg_temp
- *	and a hard timeout.  Whatever the code does to settings is undone when
- *	it returns, and its error becomes a return value: the caller's
+ *	with SECURITY_RESTRICTED_OPERATION, the search_path recorded for it and
+ *	a hard timeout.  Whatever the code does to settings is undone when it
+ *	returns, and its error becomes a return value: the caller's
  *	transaction, resource owner, memory context and identity are unchanged
  *	either way.  A role that no longer exists fails the call (42704), so
  *	nothing ever runs under a stale OID.
+ *
+ * SEARCH PATHS OF USER CODE
+ *	A destination or saga definition records the search_path of the role
+ *	that created it (RunAsCurrentSearchPath: the setting's value at that
+ *	moment, as SET search_path FROM CURRENT takes it), or one given
+ *	explicitly (RunAsCheckSearchPath: it must parse as a list of
+ *	identifiers, 22023 otherwise).  Both end in pg_temp: a path that does
+ *	not name pg_temp gets ", pg_temp" appended (RunAsSearchPathWithTemp),
+ *	because PostgreSQL otherwise searches the session's temporary schema
+ *	FIRST, and a temporary object of whatever session runs the code (a
+ *	dispatcher, or a caller of outbox.deliver_pending) must never capture
+ *	an unqualified name.  RunAsOwner applies the path inside the call's
+ *	own GUC nest level - set at entry, undone at exit - so a function's own
+ *	SET search_path clause still wins (it is applied when the function is
+ *	entered) and nothing a handler sets reaches the next one.  Rows written
+ *	by other paths than the SQL API (0.1.0's destinations and definitions,
+ *	restored rows of old dumps) have the column default pg_catalog, pg_temp.
  *
  * HARD TIMEOUT
  *	A call that overruns its timeout fails and is rolled back, whatever the
@@ -51,12 +68,17 @@
 #include "miscadmin.h"
 #include "storage/ipc.h"
 #include "utils/acl.h"
+#include "utils/builtins.h"
 #include "utils/guc.h"
+#include "utils/varlena.h"
 #include "utils/syscache.h"
 #include "utils/timeout.h"
 
 #include "base/run_as.h"
 #include "base/spi_util.h"
+
+/* The search_path of user code whose row records none. */
+#define RUN_AS_DEFAULT_SEARCH_PATH	"pg_catalog, pg_temp"
 
 /* After the deadline, the cancel is repeated this often until the call ends. */
 #define OWNER_CANCEL_REPEAT_MS	100
@@ -64,6 +86,9 @@
 /* The timeout of RunAsOwner calls (registered on first use). */
 static TimeoutId owner_timeout_id = MAX_TIMEOUTS;
 static bool owner_timeout_registered = false;
+
+/* How many RunAsOwner calls are running (user code calling in again). */
+static int	owner_call_depth = 0;
 
 /* Set by the timeout's handler: the running call passed its deadline. */
 static volatile sig_atomic_t owner_call_overran = false;
@@ -139,9 +164,86 @@ RunAsCheckExecute(Oid fn, Oid role, const char *what)
 						GetUserNameFromId(role, false), what)));
 }
 
+/*
+ * RunAsSearchPathWithTemp
+ *		'path' (a search_path value) with ", pg_temp" appended unless it
+ *		names pg_temp already; NULL if it does not parse as a list of
+ *		identifiers.  An empty list becomes "pg_temp".
+ */
+char *
+RunAsSearchPathWithTemp(const char *path)
+{
+	char	   *raw = pstrdup(path);
+	List	   *names;
+	ListCell   *lc;
+
+	if (!SplitIdentifierString(raw, ',', &names))
+		return NULL;
+	foreach(lc, names)
+	{
+		if (strcmp((const char *) lfirst(lc), "pg_temp") == 0)
+			return pstrdup(path);
+	}
+	if (names == NIL)
+		return pstrdup("pg_temp");
+	return psprintf("%s, pg_temp", path);
+}
+
+/*
+ * RunAsCheckSearchPath
+ *		A search_path given by a user for user code ('what' names it in
+ *		messages): at most RUN_AS_MAX_SEARCH_PATH bytes, a list of
+ *		identifiers as the search_path setting takes it.  Returns it with
+ *		pg_temp last if it did not name pg_temp; errors 22023.
+ */
+char *
+RunAsCheckSearchPath(const char *value, const char *what)
+{
+	char	   *path;
+
+	if (strlen(value) > RUN_AS_MAX_SEARCH_PATH)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("%s is too long", what),
+				 errdetail("The limit is %d bytes.", RUN_AS_MAX_SEARCH_PATH)));
+	path = RunAsSearchPathWithTemp(value);
+	if (path == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("%s is not a valid search_path", what),
+				 errdetail("A search_path is a comma-separated list of schema names, for example 'app, public'.")));
+	return path;
+}
+
+/*
+ * RunAsCurrentSearchPath
+ *		The caller's search_path as it is now (as SET search_path FROM
+ *		CURRENT takes it), with pg_temp last unless it names pg_temp: what a
+ *		new destination or saga definition records for its handlers.
+ */
+char *
+RunAsCurrentSearchPath(void)
+{
+	const char *current = GetConfigOption("search_path", false, false);
+
+	return RunAsCheckSearchPath(current ? current : "", "the current search_path");
+}
+
+/*
+ * RunAsInOwnerCall
+ *		Whether user code run by RunAsOwner is running now (and calls us
+ *		back, e.g. a handler calling outbox.deliver_pending).
+ */
+bool
+RunAsInOwnerCall(void)
+{
+	return owner_call_depth > 0;
+}
+
 typedef struct OwnerCall
 {
 	Oid			role;
+	const char *search_path;
 	int64		timeout_ms;
 	bool		owns_timeout;	/* this call armed the timeout */
 	bool		armed;			/* ... and it is not disarmed yet */
@@ -230,22 +332,26 @@ run_as_owner_body(void *arg)
 	SetUserIdAndSecContext(c->role,
 						   save_sec | SECURITY_LOCAL_USERID_CHANGE |
 						   SECURITY_RESTRICTED_OPERATION);
+	/* The recorded path, undone with everything else at the end. */
 	nestlevel = NewGUCNestLevel();
-	(void) set_config_option("search_path", "pg_catalog, pg_temp",
+	(void) set_config_option("search_path", c->search_path,
 							 PGC_USERSET, PGC_S_SESSION,
 							 GUC_ACTION_SAVE, true, 0, false);
 
 	owner_timeout_arm(c);
+	owner_call_depth++;
 	PG_TRY();
 	{
 		c->fn(c->arg);
 	}
 	PG_CATCH();
 	{
+		owner_call_depth--;
 		owner_timeout_disarm(c);
 		PG_RE_THROW();
 	}
 	PG_END_TRY();
+	owner_call_depth--;
 	owner_timeout_disarm(c);
 
 	/* Returned after its deadline: a failure all the same (RunAsOwner). */
@@ -266,8 +372,9 @@ run_as_owner_body(void *arg)
 /*
  * RunAsOwner
  *		Run fn(arg) in a subtransaction as 'role', with
- *		SECURITY_RESTRICTED_OPERATION, search_path = pg_catalog, pg_temp and
- *		a hard timeout of 'timeout_ms' (0: none; see HARD TIMEOUT).  Every
+ *		SECURITY_RESTRICTED_OPERATION, 'search_path' (the one recorded for
+ *		the code; pg_temp is appended unless it is named, see SEARCH PATHS
+ *		OF USER CODE; NULL: pg_catalog, pg_temp) and a hard timeout of 'timeout_ms' (0: none; see HARD TIMEOUT).  Every
  *		setting it changes, even with SET SESSION / set_config(..., false),
  *		is undone when it returns.  Returns RUN_AS_OK if it returned in
  *		time.  Otherwise rolls the subtransaction back and sets *error (in
@@ -281,12 +388,27 @@ run_as_owner_body(void *arg)
  *		fails the call with 42704.
  */
 RunAsResult
-RunAsOwner(Oid role, int64 timeout_ms, const char *timeout_what,
-		   void (*fn) (void *), void *arg, char **error)
+RunAsOwner(Oid role, const char *search_path, int64 timeout_ms,
+		   const char *timeout_what, void (*fn) (void *), void *arg,
+		   char **error)
 {
-	OwnerCall	c = {role, timeout_ms, false, false, fn, arg};
+	OwnerCall	c = {role, NULL, timeout_ms, false, false, fn, arg};
 	ErrorData  *edata;
 	bool		ok;
+
+	/* A row written by SQL alone may lack pg_temp: it goes last all the same. */
+	c.search_path = search_path ? RunAsSearchPathWithTemp(search_path) : NULL;
+	if (c.search_path == NULL)
+	{
+		if (search_path != NULL)
+		{
+			*error = psprintf("22023: the recorded search_path \"%.*s\" is not valid; "
+							  "set another with outbox.alter_destination() or saga.define()",
+							  RUN_AS_MAX_ERROR_LENGTH / 2, search_path);
+			return RUN_AS_FAILED;
+		}
+		c.search_path = RUN_AS_DEFAULT_SEARCH_PATH;
+	}
 
 	if (!SearchSysCacheExists1(AUTHOID, ObjectIdGetDatum(role)))
 	{

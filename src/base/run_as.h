@@ -23,6 +23,9 @@ typedef struct SavedIdentity
 /* The longest error text RunAsOwner() hands back, in bytes. */
 #define RUN_AS_MAX_ERROR_LENGTH		1000
 
+/* The longest search_path recorded for user code, in bytes. */
+#define RUN_AS_MAX_SEARCH_PATH		4096
+
 /* How a RunAsOwner() call ended. */
 typedef enum RunAsResult
 {
@@ -36,8 +39,12 @@ extern void RunAsExtensionEnd(const SavedIdentity *saved);
 extern uint64 RunAsExtensionRun(SpiStatement *stmt, Datum *values,
 								 const char *nulls, int expect);
 extern void RunAsCheckExecute(Oid fn, Oid role, const char *what);
-extern RunAsResult RunAsOwner(Oid role, int64 timeout_ms,
-							  const char *timeout_what, void (*fn) (void *),
-							  void *arg, char **error);
+extern RunAsResult RunAsOwner(Oid role, const char *search_path,
+							  int64 timeout_ms, const char *timeout_what,
+							  void (*fn) (void *), void *arg, char **error);
+extern char *RunAsSearchPathWithTemp(const char *path);
+extern char *RunAsCheckSearchPath(const char *value, const char *what);
+extern char *RunAsCurrentSearchPath(void);
+extern bool RunAsInOwnerCall(void);
 
 #endif							/* OUTBOX_SAGA_RUN_AS_H */

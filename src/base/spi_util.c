@@ -27,9 +27,11 @@
 #include "compat.h"
 
 #include "access/xact.h"
+#include "catalog/namespace.h"
 #include "catalog/pg_authid_d.h"
 #include "miscadmin.h"
 #include "utils/builtins.h"
+#include "utils/lsyscache.h"
 #include "utils/guc.h"
 #include "utils/memutils.h"
 #include "utils/resowner.h"
@@ -203,4 +205,20 @@ SpiAbortKeepingError(MemoryContext cxt)
 	AbortCurrentTransaction();
 	MemoryContextSwitchTo(cxt);
 	return edata;
+}
+
+/*
+ * SpiColumnExists
+ *		Whether table schema.table has a column 'column' (a syscache
+ *		lookup, no SQL): for the SQL API of this library called in a
+ *		database whose extension SQL is still an older version's, before
+ *		ALTER EXTENSION UPDATE added the column.
+ */
+bool
+SpiColumnExists(const char *schema, const char *table, const char *column)
+{
+	Oid			nsp = get_namespace_oid(schema, true);
+	Oid			relid = OidIsValid(nsp) ? get_relname_relid(table, nsp) : InvalidOid;
+
+	return OidIsValid(relid) && get_attnum(relid, column) != InvalidAttrNumber;
 }

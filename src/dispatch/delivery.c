@@ -52,6 +52,20 @@
  *	commits: the deliveries that succeeded, and the drop, stand; the batch
  *	ends without an error and the destination is never served again.
  *
+ * IN THE CALLER'S TRANSACTION (outbox.deliver_pending, sync_delivery.c)
+ *	DeliveryRunBatchHere runs the same batch for an in-transaction kind in
+ *	the transaction of the session that calls it, without beginning or
+ *	committing one: its caller has connected SPI and switched to the
+ *	extension's rights.  It waits for the destination's row lock instead
+ *	of skipping it (so a dispatcher's batch of the destination ends first,
+ *	and a dispatcher skips the destination while the caller holds the
+ *	lock, until its transaction ends), delivers a paused destination too,
+ *	and - asked to include the backoff - also takes retry rows whose
+ *	backoff has not ended (never before their deliver_after) and ignores
+ *	the destination's backoff (retry_at).  Everything else - what a batch
+ *	takes, attempts, backoff, dead letters, the handler's identity and
+ *	search_path - is the dispatcher's code path.
+ *
  * LOCKS, IDENTITY, ERRORS
  *	Each transaction of a batch holds the destination row FOR UPDATE until
  *	it commits; a network sink delivers between two transactions with no
@@ -108,12 +122,14 @@
 enum
 {
 	Q_LOCK_DEST,
+	Q_LOCK_DEST_WAIT,
 	Q_LATEST_TICK,
 	Q_TICK_SNAPSHOT,
 	Q_MAX_ID,
 	Q_SUBSCRIPTIONS,
 	Q_BLOCKED,
 	Q_DUE_RETRIES,
+	Q_DUE_RETRIES_ALL,
 	Q_RETRY_DONE,
 	Q_RETRY_FAILED,
 	Q_RETRY_TO_DEAD,
@@ -145,6 +161,19 @@ static SpiStatement statements[Q_COUNT] = {
 		"   AND (retry_at IS NULL OR retry_at <= pg_catalog.now())"
 		"   FOR UPDATE SKIP LOCKED",
 		{INT4OID, 0}
+	},
+	/*
+	 * outbox.destination: the batch's row in the caller's transaction
+	 * (DeliveryRunBatchHere), waiting for the lock; paused or not, and
+	 * backing off or not ($2: include the backoff)
+	 */
+	[Q_LOCK_DEST_WAIT] = {
+		"the lock of a destination for a batch in the caller's transaction",
+		"SELECT tick_from, tick_to, last_id, done_id, consecutive_failures"
+		"  FROM outbox.destination WHERE id = $1"
+		"   AND ($2 OR retry_at IS NULL OR retry_at <= pg_catalog.now())"
+		"   FOR UPDATE",
+		{INT4OID, BOOLOID, 0}
 	},
 	/* outbox.tick: the upper end of a new window */
 	[Q_LATEST_TICK] = {
@@ -185,6 +214,27 @@ static SpiStatement statements[Q_COUNT] = {
 		"       r.headers, r.created_at, r.deliver_after, r.txid, r.attempts"
 		"  FROM outbox.delivery_retry r"
 		" WHERE r.destination_id = $1 AND r.next_attempt_at <= pg_catalog.now()"
+		"   AND (NOT $2 OR r.aggregate_id IS NULL"
+		"        OR NOT EXISTS (SELECT 1 FROM outbox.delivery_retry p"
+		"                        WHERE p.destination_id = r.destination_id"
+		"                          AND p.aggregate_id = r.aggregate_id AND p.id < r.id))"
+		" ORDER BY r.attempts > 0, r.id LIMIT $3",
+		{INT4OID, BOOLOID, INT4OID, 0}
+	},
+	/*
+	 * outbox.delivery_retry: as Q_DUE_RETRIES, and also the failed rows
+	 * still in their backoff, though never before their deliver_after
+	 * (DeliveryRunBatchHere, include_backoff)
+	 */
+	[Q_DUE_RETRIES_ALL] = {
+		"the read of the retry rows, backoff included",
+		"SELECT r.id, r.event_id, r.topic, r.aggregate_id, r.event_type, r.payload,"
+		"       r.headers, r.created_at, r.deliver_after, r.txid, r.attempts"
+		"  FROM outbox.delivery_retry r"
+		" WHERE r.destination_id = $1"
+		"   AND (r.next_attempt_at <= pg_catalog.now()"
+		"        OR (r.attempts > 0 AND (r.deliver_after IS NULL"
+		"                                OR r.deliver_after <= pg_catalog.now())))"
 		"   AND (NOT $2 OR r.aggregate_id IS NULL"
 		"        OR NOT EXISTS (SELECT 1 FROM outbox.delivery_retry p"
 		"                        WHERE p.destination_id = r.destination_id"
@@ -278,6 +328,11 @@ typedef struct Batch
 	bool		stop;			/* the outage rule stopped the batch */
 	const DispatchEvent *current;	/* the event being delivered or recorded,
 									 * for batch_error_callback; else NULL */
+	bool		here;			/* in the caller's transaction
+								 * (DeliveryRunBatchHere) */
+	bool		include_backoff;	/* ... taking what backs off too */
+	int			limit;			/* ... at most this many per read; 0: the
+								 * destination's batch size */
 } Batch;
 
 typedef struct BlockedKey
@@ -533,7 +588,7 @@ deliver_one(Batch *b, const DispatchEvent *ev, char **error)
 {
 	DeliverCall call = {b, ev};
 
-	return RunAsOwner(b->dest->owner, b->dest->timeout_ms,
+	return RunAsOwner(b->dest->owner, b->dest->search_path, b->dest->timeout_ms,
 					  "handler exceeded the destination's timeout",
 					  deliver_call, &call, error) == RUN_AS_OK;
 }
@@ -633,20 +688,28 @@ typedef struct Position
 /*
  * read_position
  *		Lock the destination's row and read its position.  With 'skip_locked'
- *		a row locked by somebody else (or a paused or dropped destination)
- *		returns false; otherwise only a paused or dropped one does.
+ *		a row locked by somebody else (or a paused, backing-off or dropped
+ *		destination) returns false; otherwise only a dropped one does.  In
+ *		the caller's transaction (b->here), 'skip_locked' waits for the lock
+ *		instead, and only a dropped destination, or one backing off unless
+ *		b->include_backoff, returns false.
  */
 static bool
-read_position(const DestinationConfig *dest, Position *pos, bool skip_locked)
+read_position(const Batch *b, Position *pos, bool skip_locked)
 {
-	Datum		values[1];
+	const DestinationConfig *dest = b->dest;
+	Datum		values[2];
 	bool		isnull;
 	HeapTuple	tup;
 	TupleDesc	desc;
+	SpiStatement *stmt = &statements[skip_locked ? Q_LOCK_DEST : Q_RELOCK_DEST];
 
+	/* In the caller's transaction: wait for the lock, paused or not. */
+	if (skip_locked && b->here)
+		stmt = &statements[Q_LOCK_DEST_WAIT];
 	values[0] = Int32GetDatum(dest->id);
-	if (SpiRun(&statements[skip_locked ? Q_LOCK_DEST : Q_RELOCK_DEST],
-			   values, NULL, SPI_OK_SELECT) != 1)
+	values[1] = BoolGetDatum(b->include_backoff);
+	if (SpiRun(stmt, values, NULL, SPI_OK_SELECT) != 1)
 		return false;
 	tup = SPI_tuptable->vals[0];
 	desc = SPI_tuptable->tupdesc;
@@ -866,7 +929,8 @@ collect(Batch *b, Position *pos, int limit, MemoryContext cxt, bool *window_done
 	values[0] = Int32GetDatum(b->dest->id);
 	values[1] = BoolGetDatum(b->dest->ordered);
 	values[2] = Int32GetDatum(limit);
-	SpiRun(&statements[Q_DUE_RETRIES], values, NULL, SPI_OK_SELECT);
+	SpiRun(&statements[b->include_backoff ? Q_DUE_RETRIES_ALL : Q_DUE_RETRIES],
+		   values, NULL, SPI_OK_SELECT);
 	n = SPI_processed;
 	*more = (n >= (uint64) limit);
 	for (i = 0; i < n; i++)
@@ -1178,8 +1242,9 @@ record_item(Batch *b, BatchItem *item)
  * record
  *		Phase 3: the outcome of every handled item, the new position, the
  *		counters and the destination's backoff, in the current transaction.
+ *		Returns whether the window was finished.
  */
-static void
+static bool
 record(Batch *b, List *items, Position *pos, bool window_done)
 {
 	Datum		values[10];
@@ -1260,18 +1325,22 @@ record(Batch *b, List *items, Position *pos, bool window_done)
 						b->dest->name),
 				 errdetail("%s", b->last_error ? b->last_error : "")));
 	}
+	return window_done;
+}
+
+/* A batch's transaction; none of its own in the caller's (b->here). */
+static void
+begin_batch_transaction(const Batch *b)
+{
+	if (!b->here)
+		SpiBeginWorkerTransaction();
 }
 
 static void
-begin_batch_transaction(void)
+end_batch_transaction(const Batch *b)
 {
-	SpiBeginWorkerTransaction();
-}
-
-static void
-end_batch_transaction(void)
-{
-	SpiCommitWorkerTransaction();
+	if (!b->here)
+		SpiCommitWorkerTransaction();
 }
 
 /*
@@ -1296,12 +1365,16 @@ run_batch(Batch *b, MemoryContext cxt, BatchResult *result)
 	bool		window_done;
 	bool		more_retries;
 	int			limit = dest->batch_size > 0 ? dest->batch_size : OutboxBatchSize;
+	bool		finished;
 
-	begin_batch_transaction();
-	if (!read_position(dest, &pos, true))
+	if (b->limit > 0)
+		limit = Min(limit, b->limit);
+
+	begin_batch_transaction(b);
+	if (!read_position(b, &pos, true))
 	{
 		/* Dropped, paused, or locked by a user right now. */
-		end_batch_transaction();
+		end_batch_transaction(b);
 		return;
 	}
 	orig = pos;
@@ -1324,72 +1397,105 @@ run_batch(Batch *b, MemoryContext cxt, BatchResult *result)
 		 * rows and dead letters would reference a deleted row).  Commit what
 		 * the handlers did, the drop included, and end the batch.
 		 */
-		if (!read_position(dest, &now_pos, false))
+		if (!read_position(b, &now_pos, false))
 		{
 			ereport(LOG,
 					(errmsg("outbox_saga: destination \"%s\" was dropped by its own handler; its batch ends",
 							dest->name)));
-			end_batch_transaction();
+			end_batch_transaction(b);
 			return;
 		}
 	}
 	else
 	{
-		end_batch_transaction();
+		end_batch_transaction(b);
 		MemoryContextSwitchTo(cxt);
 		deliver_over_network(b, items);
-		begin_batch_transaction();
+		begin_batch_transaction(b);
 		b->events_desc = events_tupdesc();
-		if (!read_position(dest, &now_pos, false) ||
+		if (!read_position(b, &now_pos, false) ||
 			now_pos.tick_from != orig.tick_from ||
 			now_pos.tick_to != orig.tick_to ||
 			now_pos.last_id != orig.last_id)
 		{
-			end_batch_transaction();
+			end_batch_transaction(b);
 			return;
 		}
 	}
 
-	record(b, items, &pos, window_done);
+	finished = record(b, items, &pos, window_done);
 	if (b->dead > 0)
 		ereport(LOG,
 				(errmsg("outbox_saga: %lld event(s) of destination \"%s\" moved to the dead letters",
 						(long long) b->dead, dest->name),
 				 errdetail("Last error: %s", b->last_error ? b->last_error : "none")));
-	end_batch_transaction();
+	end_batch_transaction(b);
 
 	result->delivered = b->delivered;
 	result->failed = b->failed;
 	result->parked = b->parked;
 	result->more = !b->stop && (more_retries || !window_done);
+	result->advanced = finished && pos.tick_to != orig.tick_from;
 }
 
 /*
- * DeliveryRunBatch
+ * run_batch_with_context / DeliveryRunBatch
  *		One batch of 'dest' (run_batch) under batch_error_callback, in a
  *		memory context of its own.  An error propagates to the dispatcher.
  */
-void
-DeliveryRunBatch(DestinationConfig *dest, BatchResult *result)
+static void
+run_batch_with_context(Batch *b, BatchResult *result)
 {
-	Batch		b;
 	ErrorContextCallback errcb;
 	MemoryContext caller = CurrentMemoryContext;
 	MemoryContext cxt = AllocSetContextCreate(caller, "outbox_saga batch",
 											  ALLOCSET_DEFAULT_SIZES);
 
-	memset(&b, 0, sizeof(b));
-	b.dest = dest;
-	b.sink = SinkLookup(dest->kind, false);
+	b->sink = SinkLookup(b->dest->kind, false);
 
 	errcb.callback = batch_error_callback;
-	errcb.arg = &b;
+	errcb.arg = b;
 	errcb.previous = error_context_stack;
 	error_context_stack = &errcb;
 
-	run_batch(&b, cxt, result);
+	run_batch(b, cxt, result);
 
 	error_context_stack = errcb.previous;
 	MemoryContextSwitchTo(caller);
 	MemoryContextDelete(cxt);
+}
+
+void
+DeliveryRunBatch(DestinationConfig *dest, BatchResult *result)
+{
+	Batch		b;
+
+	memset(&b, 0, sizeof(b));
+	b.dest = dest;
+	run_batch_with_context(&b, result);
+}
+
+/*
+ * DeliveryRunBatchHere
+ *		One batch of 'dest', an in-transaction kind, in the caller's
+ *		transaction (see IN THE CALLER'S TRANSACTION): at most 'limit'
+ *		events per read (0: the batch size), the backoff included if
+ *		'include_backoff'.  The caller has connected SPI and runs with the
+ *		extension's rights; an error propagates to it.
+ */
+void
+DeliveryRunBatchHere(DestinationConfig *dest, int limit, bool include_backoff,
+					 BatchResult *result)
+{
+	Batch		b;
+
+	memset(&b, 0, sizeof(b));
+	b.dest = dest;
+	b.here = true;
+	b.include_backoff = include_backoff;
+	b.limit = limit;
+	if (SinkLookup(dest->kind, false)->deliver == NULL)
+		elog(ERROR, "outbox_saga: destination \"%s\" is not delivered in a transaction",
+			 dest->name);
+	run_batch_with_context(&b, result);
 }

@@ -18,8 +18,12 @@ typedef struct BatchResult
 	int64		parked;			/* events parked as retry rows (delayed,
 								 * held back) */
 	bool		more;			/* a full batch: call again soon */
+	bool		advanced;		/* it finished a window that was not empty
+								 * of ticks: a newer window may follow */
 } BatchResult;
 
 extern void DeliveryRunBatch(DestinationConfig *dest, BatchResult *result);
+extern void DeliveryRunBatchHere(DestinationConfig *dest, int limit,
+								 bool include_backoff, BatchResult *result);
 
 #endif							/* OUTBOX_SAGA_DELIVERY_H */

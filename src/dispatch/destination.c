@@ -27,7 +27,12 @@
  *
  *	A destination's handler later runs as its owner (G10): the owner is the
  *	role that created it (GetUserId(), i.e. current_user), and the kind's
- *	validate() checks the config against that role, as the caller.
+ *	validate() checks the config against that role, as the caller.  It
+ *	runs with the search_path recorded in the row: the creator's current
+ *	one (as SET search_path FROM CURRENT takes it), or the config key
+ *	"search_path" of create_destination / alter_destination, which is
+ *	taken out of the config and stored in its own column; pg_temp always
+ *	comes last unless it is named (base/run_as.c).
  *
  *	Topics (G14): subscribe() requires the owner's read privilege on the
  *	topic (events/topic_acl.c), whoever calls it; delivery checks it again
@@ -117,7 +122,9 @@ enum
 	Q_LOOKUP_FOR_UPDATE,
 	Q_LOOKUP_FOR_NO_KEY_UPDATE,
 	Q_INSERT_DESTINATION,
+	Q_INSERT_DESTINATION_010,
 	Q_SET_CONFIG,
+	Q_SET_CONFIG_010,
 	Q_DELETE_DESTINATION,
 	Q_SET_PAUSED,
 	Q_INSERT_SUBSCRIPTION,
@@ -145,13 +152,32 @@ static SpiStatement statements[Q_COUNT] = {
 	/* outbox.destination: a new row; a taken name is no conflict error */
 	[Q_INSERT_DESTINATION] = {
 		"the insert of a destination",
+		"INSERT INTO outbox.destination (name, kind, config, owner, tick_from, search_path)"
+		" VALUES ($1, $2, $3, $4, $5, $6)"
+		" ON CONFLICT (name) DO NOTHING",
+		{TEXTOID, TEXTOID, JSONBOID, OIDOID, INT8OID, TEXTOID, 0}
+	},
+	/*
+	 * outbox.destination of a database whose SQL is still 0.1.0's (no
+	 * search_path column until ALTER EXTENSION UPDATE, which gives the row
+	 * 0.1.0's pg_catalog, pg_temp): Q_INSERT_DESTINATION without the path
+	 */
+	[Q_INSERT_DESTINATION_010] = {
+		"the insert of a destination",
 		"INSERT INTO outbox.destination (name, kind, config, owner, tick_from)"
 		" VALUES ($1, $2, $3, $4, $5)"
 		" ON CONFLICT (name) DO NOTHING",
 		{TEXTOID, TEXTOID, JSONBOID, OIDOID, INT8OID, 0}
 	},
-	/* outbox.destination: alter_destination's merged config */
+	/* outbox.destination: alter_destination's merged config (and path) */
 	[Q_SET_CONFIG] = {
+		"the update of a destination's config",
+		"UPDATE outbox.destination SET config = $2,"
+		" search_path = COALESCE($3, search_path) WHERE id = $1",
+		{INT4OID, JSONBOID, TEXTOID, 0}
+	},
+	/* outbox.destination of a 0.1.0 database: Q_SET_CONFIG without the path */
+	[Q_SET_CONFIG_010] = {
 		"the update of a destination's config",
 		"UPDATE outbox.destination SET config = $2 WHERE id = $1",
 		{INT4OID, JSONBOID, 0}
@@ -355,6 +381,46 @@ strip_null_keys(Jsonb *config)
 }
 
 /*
+ * rows_have_search_path
+ *		Whether outbox.destination has its search_path column: not in a
+ *		database whose extension SQL is still 0.1.0's, where this library's
+ *		API goes on working until ALTER EXTENSION UPDATE.
+ */
+static bool
+rows_have_search_path(void)
+{
+	return SpiColumnExists("outbox", "destination", "search_path");
+}
+
+/*
+ * take_search_path
+ *		The config key "search_path" of create_destination /
+ *		alter_destination: removed from *config (it is stored in a column of
+ *		its own, not in the config), checked (22023) and returned with
+ *		pg_temp last; NULL if the key is absent.  JSON null is refused: a
+ *		handler always has a search_path.
+ */
+static char *
+take_search_path(Jsonb **config)
+{
+	JsonbValue	v;
+
+	if (getKeyJsonValueFromContainer(&(*config)->root, "search_path",
+									 strlen("search_path"), &v) == NULL)
+		return NULL;
+	if (v.type != jbvString)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("configuration key \"search_path\" must be a string"),
+				 errhint("For example '{\"search_path\": \"app, public\"}'; a handler always has a search_path, so it cannot be removed.")));
+	*config = DatumGetJsonbP(DirectFunctionCall2(jsonb_delete,
+												 JsonbPGetDatum(*config),
+												 CStringGetTextDatum("search_path")));
+	return RunAsCheckSearchPath(pnstrdup(v.val.string.val, v.val.string.len),
+								"configuration key \"search_path\"");
+}
+
+/*
  * validate_config
  *		Check a whole config for 'sink', to run as 'owner': an object, known
  *		keys, common keys, then the kind's own check.  Runs as the caller.
@@ -401,7 +467,9 @@ lock_own_destination(FunctionCallInfo fcinfo, bool for_delete,
  *
  * The new destination belongs to the calling role and starts at the newest
  * tick; it receives nothing until it has subscriptions.  Top-level keys set
- * to JSON null are dropped (they mean "the default").
+ * to JSON null are dropped (they mean "the default").  Its handler's
+ * search_path is the config key "search_path", or else the caller's
+ * current search_path.
  */
 static Datum
 create_destination(PG_FUNCTION_ARGS)
@@ -411,7 +479,8 @@ create_destination(PG_FUNCTION_ARGS)
 	const OutboxSink *sink;
 	Jsonb	   *config;
 	Oid			owner = GetUserId();
-	Datum		values[5];
+	char	   *search_path;
+	Datum		values[6];
 
 	SqlRequireArg(fcinfo, 0, "name");
 	SqlRequireArg(fcinfo, 1, "kind");
@@ -425,6 +494,9 @@ create_destination(PG_FUNCTION_ARGS)
 
 	config = PG_GETARG_JSONB_P(2);
 	DestConfigCheckObject(config);
+	search_path = take_search_path(&config);
+	if (search_path == NULL)
+		search_path = RunAsCurrentSearchPath();
 	config = strip_null_keys(config);
 	validate_config(sink, config, owner);
 
@@ -434,7 +506,10 @@ create_destination(PG_FUNCTION_ARGS)
 	values[2] = JsonbPGetDatum(config);
 	values[3] = ObjectIdGetDatum(owner);
 	values[4] = Int64GetDatum(latest_tick_locked());
-	if (RunAsExtensionRun(&statements[Q_INSERT_DESTINATION], values, NULL, SPI_OK_INSERT) == 0)
+	values[5] = CStringGetTextDatum(search_path);
+	if (RunAsExtensionRun(&statements[rows_have_search_path() ? Q_INSERT_DESTINATION :
+									  Q_INSERT_DESTINATION_010],
+						  values, NULL, SPI_OK_INSERT) == 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_DUPLICATE_OBJECT),
 				 errmsg("destination \"%s\" already exists", name),
@@ -455,7 +530,9 @@ outbox_saga_create_destination(PG_FUNCTION_ARGS)
  *
  * Merges 'config' into the stored config (top-level keys: a new value
  * replaces the old one, JSON null removes the key) and checks the result as
- * a whole, as create_destination would for the destination's owner.
+ * a whole, as create_destination would for the destination's owner.  The
+ * key "search_path" replaces the handler's search_path instead (it is not
+ * kept in the config).
  */
 static Datum
 alter_destination(PG_FUNCTION_ARGS)
@@ -464,7 +541,9 @@ alter_destination(PG_FUNCTION_ARGS)
 	Jsonb	   *changes;
 	Jsonb	   *merged;
 	DestinationRow row;
-	Datum		values[2];
+	char	   *search_path;
+	Datum		values[3];
+	char		nulls[3] = {' ', ' ', ' '};
 
 	SqlRequireArg(fcinfo, 0, "name");
 	SqlRequireArg(fcinfo, 1, "config");
@@ -472,6 +551,7 @@ alter_destination(PG_FUNCTION_ARGS)
 	changes = PG_GETARG_JSONB_P(1);
 
 	DestConfigCheckObject(changes);
+	search_path = take_search_path(&changes);
 
 	SpiConnect();
 	lookup_destination(name, false, &row);
@@ -485,7 +565,10 @@ alter_destination(PG_FUNCTION_ARGS)
 
 	values[0] = Int32GetDatum(row.id);
 	values[1] = JsonbPGetDatum(merged);
-	if (RunAsExtensionRun(&statements[Q_SET_CONFIG], values, NULL, SPI_OK_UPDATE) != 1)
+	values[2] = search_path ? CStringGetTextDatum(search_path) : (Datum) 0;
+	nulls[2] = search_path ? ' ' : 'n';
+	if (RunAsExtensionRun(&statements[rows_have_search_path() ? Q_SET_CONFIG : Q_SET_CONFIG_010],
+						  values, nulls, SPI_OK_UPDATE) != 1)
 		elog(ERROR, "outbox_saga: destination row %d vanished under lock", row.id);
 	SpiFinish();
 

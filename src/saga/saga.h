@@ -81,7 +81,9 @@ typedef enum SagaStatementId
 	SAGA_Q_HEAD_INSERT,
 	SAGA_Q_HEAD_BUMP,
 	SAGA_Q_LATEST_SAME,
+	SAGA_Q_LATEST_SAME_010,
 	SAGA_Q_DEFINITION_INSERT,
+	SAGA_Q_DEFINITION_INSERT_010,
 	/* the SQL API on one saga */
 	SAGA_Q_START_LOOKUP,
 	SAGA_Q_START_INSERT,
@@ -177,6 +179,7 @@ typedef struct SagaStepRun
 	pg_uuid_t	saga_id;
 	char	   *saga_status;
 	Oid			owner;
+	char	   *search_path;	/* the definition's (run_as.c) */
 	char	   *step;
 	char	   *phase;
 	char	   *kind;			/* function, emit, http; NULL: unknown */

@@ -28,7 +28,8 @@
  *	SagaRunStep runs in the driver's round transaction, with the saga's
  *	instance row lock held (SAGA_Q_LOCK_CLAIMED) and the run committed as
  *	'running' by an earlier round.  A call runs as the definition's owner
- *	through RunAsOwner (SECURITY_RESTRICTED_OPERATION, pinned search_path,
+ *	through RunAsOwner (SECURITY_RESTRICTED_OPERATION, the definition's
+ *	search_path with pg_temp last,
  *	the step's timeout as a hard timeout) in a subtransaction: its error
  *	rolls back its effects and becomes the attempt's error text.  A crash
  *	rolls back the whole round; the run stays 'running' and is recovered
@@ -313,7 +314,7 @@ SagaRunStep(SagaStepRun *run, SagaOutcome *out)
 	{
 		RunAsResult res;
 
-		res = RunAsOwner(run->owner, run->timeout_ms,
+		res = RunAsOwner(run->owner, run->search_path, run->timeout_ms,
 						 is_function ? "step function exceeded the step's timeout" :
 						 "emit call exceeded the step's timeout",
 						 is_function ? call_function : call_emit, run, &error);

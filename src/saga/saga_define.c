@@ -15,7 +15,10 @@
  *	defined the name (current_user); its steps and compensations run as that
  *	role (G10), so every function is checked for EXECUTE by that role, and
  *	only a role with the owner's privileges (a member, or a superuser) may
- *	redefine it.
+ *	redefine it.  Each version records the search_path its calls run with:
+ *	the option "search_path" (taken out of the stored options), or else the
+ *	caller's current one, pg_temp last unless named (base/run_as.c); a
+ *	define that changes only the search_path writes a new version.
  *
  * INVARIANTS
  *	saga.define runs in the caller's transaction: a definition exists iff
@@ -512,6 +515,35 @@ validate_options(Jsonb *options, StepPolicy *policy)
  */
 
 /*
+ * take_search_path
+ *		The option "search_path" of saga.define: removed from *options (the
+ *		search_path is stored in a column of its own), checked (22023) and
+ *		returned with pg_temp last; without it, the caller's current
+ *		search_path.  *options must be an object (else validate_options
+ *		says so later).
+ */
+static char *
+take_search_path(Jsonb **options)
+{
+	JsonbValue	v;
+
+	if (JB_ROOT_IS_SCALAR(*options) || !JB_ROOT_IS_OBJECT(*options) ||
+		getKeyJsonValueFromContainer(&(*options)->root, "search_path",
+									 strlen("search_path"), &v) == NULL)
+		return RunAsCurrentSearchPath();
+	if (v.type != jbvString)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("\"search_path\" of the saga options must be a string"),
+				 errhint("For example '{\"search_path\": \"shop, public\"}'.")));
+	*options = DatumGetJsonbP(DirectFunctionCall2(jsonb_delete,
+												  JsonbPGetDatum(*options),
+												  CStringGetTextDatum("search_path")));
+	return RunAsCheckSearchPath(pnstrdup(v.val.string.val, v.val.string.len),
+								"\"search_path\" of the saga options");
+}
+
+/*
  * saga.define(name text, steps jsonb, options jsonb) RETURNS integer
  */
 static Datum
@@ -522,7 +554,9 @@ saga_define(PG_FUNCTION_ARGS)
 	Jsonb	   *options;
 	Oid			owner = GetUserId();
 	StepPolicy	defaults;
-	Datum		values[5];
+	char	   *search_path;
+	bool		has_path;
+	Datum		values[6];
 	bool		isnull;
 	int32		version = 0;
 	bool		exists = false;
@@ -535,6 +569,9 @@ saga_define(PG_FUNCTION_ARGS)
 					   SAGA_MAX_NAME_BYTES, NULL);
 	steps = PG_GETARG_JSONB_P(1);
 	options = PG_GETARG_JSONB_P(2);
+	search_path = take_search_path(&options);
+	/* A database still at 0.1.0's SQL has no column for it (yet). */
+	has_path = SpiColumnExists("saga", "definition", "search_path");
 
 	SpiConnect();
 
@@ -574,7 +611,9 @@ saga_define(PG_FUNCTION_ARGS)
 	{
 		values[1] = JsonbPGetDatum(steps);
 		values[2] = JsonbPGetDatum(options);
-		(void) SagaRunAsExtension(SAGA_Q_LATEST_SAME, values, NULL, SPI_OK_SELECT);
+		values[3] = CStringGetTextDatum(search_path);
+		(void) SagaRunAsExtension(has_path ? SAGA_Q_LATEST_SAME : SAGA_Q_LATEST_SAME_010,
+								  values, NULL, SPI_OK_SELECT);
 		if (SPI_processed == 1)
 		{
 			version = DatumGetInt32(SagaColumn(SPI_tuptable, 0, 1, &isnull));
@@ -591,7 +630,10 @@ saga_define(PG_FUNCTION_ARGS)
 	values[2] = JsonbPGetDatum(steps);
 	values[3] = JsonbPGetDatum(options);
 	values[4] = ObjectIdGetDatum(owner);
-	(void) SagaRunAsExtension(SAGA_Q_DEFINITION_INSERT, values, NULL, SPI_OK_INSERT);
+	values[5] = CStringGetTextDatum(search_path);
+	(void) SagaRunAsExtension(has_path ? SAGA_Q_DEFINITION_INSERT :
+							  SAGA_Q_DEFINITION_INSERT_010,
+							  values, NULL, SPI_OK_INSERT);
 	SpiFinish();
 	PG_RETURN_INT32(version);
 }

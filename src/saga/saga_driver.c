@@ -23,8 +23,9 @@
  *		 recovery below, so that a problem there never blocks the rest);
  *	  2. runs the runs claimed by the previous round (committed 'running'
  *		 there): each in its own subtransaction through RunAsOwner, as
- *		 the definition's owner with SECURITY_RESTRICTED_OPERATION, pinned
- *		 search_path and the step's timeout (a hard one, run_as.c);
+ *		 the definition's owner with SECURITY_RESTRICTED_OPERATION, the
+ *		 definition's search_path (pg_temp last) and the step's timeout
+ *		 (a hard one, run_as.c);
  *	  3. records their outcomes and advances the sagas (set-based
  *		 statements over the whole batch: SagaApplyOutcomes);
  *	  4. claims the next batch of due pending runs: status 'running',
@@ -198,6 +199,7 @@ lock_claimed(const pg_uuid_t *ids, int n, SagaStepRun **runs,
 		run->timeout_ms = isnull ? 0 : DatumGetInt64(d);
 		d = SagaColumn(rows, i, 13, &isnull);
 		run->ctx = DatumGetJsonbPCopy(d);
+		run->search_path = SagaColumnText(rows, i, 14);
 		nruns++;
 	}
 	SPI_freetuptable(rows);

@@ -128,12 +128,34 @@ static SpiStatement statements[SAGA_Q_COUNT] = {
 		"saga.define: compare with the latest version",
 		"SELECT d.version FROM saga.definition d JOIN saga.definition_name n"
 		"    ON n.name = d.name AND n.latest_version = d.version"
+		" WHERE d.name = $1 AND d.steps = $2 AND d.options = $3"
+		"   AND d.search_path = $4",
+		{TEXTOID, JSONBOID, JSONBOID, TEXTOID, 0}
+	},
+
+	/*
+	 * The same in a database whose SQL is still 0.1.0's (no search_path
+	 * column until ALTER EXTENSION UPDATE, which gives the rows 0.1.0's
+	 * pg_catalog, pg_temp): the path is not compared.
+	 */
+	[SAGA_Q_LATEST_SAME_010] = {
+		"saga.define: compare with the latest version",
+		"SELECT d.version FROM saga.definition d JOIN saga.definition_name n"
+		"    ON n.name = d.name AND n.latest_version = d.version"
 		" WHERE d.name = $1 AND d.steps = $2 AND d.options = $3",
 		{TEXTOID, JSONBOID, JSONBOID, 0}
 	},
 
 	/* Touches: saga.definition (insert). */
 	[SAGA_Q_DEFINITION_INSERT] = {
+		"saga.define: insert the version",
+		"INSERT INTO saga.definition (name, version, steps, options, owner, search_path)"
+		" VALUES ($1, $2, $3, $4, $5, $6)",
+		{TEXTOID, INT4OID, JSONBOID, JSONBOID, OIDOID, TEXTOID, 0}
+	},
+
+	/* The same in a 0.1.0 database, without the search_path. */
+	[SAGA_Q_DEFINITION_INSERT_010] = {
 		"saga.define: insert the version",
 		"INSERT INTO saga.definition (name, version, steps, options, owner)"
 		" VALUES ($1, $2, $3, $4, $5)",
@@ -505,7 +527,8 @@ static SpiStatement statements[SAGA_Q_COUNT] = {
 		"                 'idempotency_key', " IDEMPOTENCY_KEY_SQL ")"
 		"       END,"
 		"       (pg_catalog.date_part('epoch', r.timeout) * 1000)::bigint,"
-		"       " CTX_SQL
+		"       " CTX_SQL ","
+		"       d.search_path"
 		"  FROM pg_catalog.unnest($1::uuid[]) WITH ORDINALITY AS u(id, n)"
 		"  JOIN saga.instance i ON i.id = u.id"
 		"  JOIN saga.definition d ON d.id = i.definition_id"

@@ -28,6 +28,8 @@ typedef struct DestinationConfig
 	Oid			owner;
 	bool		paused;
 	Jsonb	   *config;			/* as stored, secrets included */
+	char	   *search_path;	/* of its handler (run_as.c); NULL: the
+								 * default, pg_catalog, pg_temp */
 
 	/* Common keys, defaults applied. */
 	int			max_attempts;

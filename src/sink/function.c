@@ -7,7 +7,8 @@
  * void or (jsonb) RETURNS void; the jsonb form gets to_jsonb() of the event
  * row.  The dispatcher calls deliver() inside the transaction that records
  * the delivery (G5), in a subtransaction, as the destination's owner with
- * SECURITY_RESTRICTED_OPERATION (G10); raising an error is a failed attempt,
+ * SECURITY_RESTRICTED_OPERATION and the destination's search_path (G10,
+ * base/run_as.c); raising an error is a failed attempt,
  * and so is overrunning the destination's timeout (RunAsOwner's hard
  * timeout: the handler is cancelled until it returns, and its writes are
  * rolled back even if it then returns normally).

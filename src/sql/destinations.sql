@@ -22,7 +22,7 @@ AS 'MODULE_PATHNAME', 'outbox_saga_create_destination'
 LANGUAGE C VOLATILE PARALLEL UNSAFE;
 
 COMMENT ON FUNCTION outbox.create_destination(text, text, jsonb) IS
-	'Create a destination of a kind (function, notify, ...) owned by the current role; its handler runs with that role''s privileges. Config keys: those of the kind plus max_attempts, backoff_base, backoff_max, batch_size, ordered, timeout.';
+	'Create a destination of a kind (function, notify, ...) owned by the current role; its handler runs with that role''s privileges and the current search_path (pg_temp last), or the config key search_path. Config keys: those of the kind plus max_attempts, backoff_base, backoff_max, batch_size, ordered, timeout, search_path.';
 
 CREATE FUNCTION outbox.alter_destination(
 	name   text,
@@ -32,7 +32,7 @@ AS 'MODULE_PATHNAME', 'outbox_saga_alter_destination'
 LANGUAGE C VOLATILE PARALLEL UNSAFE;
 
 COMMENT ON FUNCTION outbox.alter_destination(text, jsonb) IS
-	'Merge keys into a destination''s config (a key set to null is removed) and check the result as a whole. Owner or superuser only.';
+	'Merge keys into a destination''s config (a key set to null is removed) and check the result as a whole; the key search_path replaces the handler''s search_path. Owner or superuser only.';
 
 CREATE FUNCTION outbox.drop_destination(name text)
 RETURNS void
@@ -94,13 +94,14 @@ SELECT d.name,
        outbox.mask_config(d.config) AS config,
        d.paused,
        d.owner::pg_catalog.regrole AS owner,
-       d.created_at
+       d.created_at,
+       d.search_path
   FROM outbox.destination d
  WHERE pg_catalog.pg_has_role(d.owner, 'USAGE')
     OR pg_catalog.pg_has_role('pg_read_all_settings', 'USAGE');
 
 COMMENT ON VIEW outbox.destinations IS
-	'Destinations visible to the current role (its own, or all for superusers and pg_read_all_settings), secrets in config masked.';
+	'Destinations visible to the current role (its own, or all for superusers and pg_read_all_settings), secrets in config masked; search_path is the one its handler runs with.';
 
 CREATE VIEW outbox.subscriptions WITH (security_barrier) AS
 SELECT s.id,

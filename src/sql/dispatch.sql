@@ -24,6 +24,9 @@ INSERT INTO outbox.tick (id, snapshot) VALUES (0, pg_catalog.pg_current_snapshot
 -- owner is a regrole so that pg_dump keeps it by name (README, "Backups and
 -- upgrades").  restored_at: when the row came from a dump of another
 -- database; the destination waits paused until resumed (lifecycle.sql).
+-- search_path: the handler's (issue 15), recorded by create_destination
+-- from its caller's or given as the config key "search_path"; rows written
+-- otherwise (0.1.0's, old dumps) keep 0.1.0's pg_catalog, pg_temp.
 -- Ids come from a plain sequence, not an identity: pg_dump keeps a member
 -- sequence (lifecycle.sql), never an identity's.
 CREATE SEQUENCE outbox.destination_id_seq AS integer;
@@ -46,7 +49,8 @@ CREATE TABLE outbox.destination (
 	last_delivered_at     timestamptz,
 	last_error            text,
 	last_error_at         timestamptz,
-	restored_at           timestamptz
+	restored_at           timestamptz,
+	search_path           text        NOT NULL DEFAULT 'pg_catalog, pg_temp'
 );
 ALTER SEQUENCE outbox.destination_id_seq OWNED BY outbox.destination.id;
 

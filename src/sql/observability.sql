@@ -24,6 +24,24 @@ AS 'MODULE_PATHNAME', 'outbox_saga_wait_delivered' LANGUAGE C VOLATILE;
 COMMENT ON FUNCTION outbox.wait_delivered(interval, text) IS
 	'Wait until every committed event owed to the destination (NULL: every destination that is not paused) is delivered or dead-lettered, retries, backoffs and deliver_after included; false on timeout.';
 
+-- Test helpers (issue 15 item 3, src/dispatch/sync_delivery.c).
+CREATE FUNCTION outbox.deliver_pending(destination text,
+	include_backoff boolean DEFAULT false, max_events integer DEFAULT 1000)
+RETURNS bigint
+AS 'MODULE_PATHNAME', 'outbox_saga_deliver_pending' LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION outbox.deliver_pending(text, boolean, integer) IS
+	'Deliver what a function or notify destination owes now, in the calling transaction, as the dispatcher would (attempts, backoff, dead letters, the handler''s owner and search_path), and return how many events were delivered; paused destinations too. include_backoff: also events whose retry backoff has not ended. For tests; owner or superuser only.';
+
+CREATE FUNCTION outbox.pending(destination text,
+	OUT id bigint, OUT event_id uuid, OUT topic text, OUT aggregate_id text,
+	OUT event_type text, OUT payload jsonb, OUT headers jsonb,
+	OUT created_at timestamptz, OUT deliver_after timestamptz,
+	OUT attempts integer, OUT next_attempt_at timestamptz, OUT last_error text)
+RETURNS SETOF record
+AS 'MODULE_PATHNAME', 'outbox_saga_pending' LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION outbox.pending(text) IS
+	'The events a destination still owes, in id order: its retry rows (attempts, next_attempt_at, last_error) and the committed events of its subscriptions it has not reached yet (attempts 0). For tests; owner or superuser only.';
+
 CREATE FUNCTION outbox.worker_status(
 	OUT database text, OUT pid integer, OUT state text,
 	OUT started_at timestamptz, OUT last_activity timestamptz, OUT kind text,

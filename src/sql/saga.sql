@@ -24,6 +24,8 @@ CREATE TABLE saga.definition_name (
 -- function names resolved and quoted); options holds the saga options with
 -- their defaults.  owner: the role the steps run as (a regrole: pg_dump
 -- keeps it by name).  Ids from a member sequence, which pg_dump keeps.
+-- search_path: what its function and emit calls run with (issue 15), the
+-- definer's or the option search_path; 0.1.0's rows keep pg_catalog, pg_temp.
 CREATE SEQUENCE saga.definition_id_seq AS integer;
 CREATE TABLE saga.definition (
 	id          integer     NOT NULL DEFAULT pg_catalog.nextval('saga.definition_id_seq') PRIMARY KEY,
@@ -33,6 +35,7 @@ CREATE TABLE saga.definition (
 	options     jsonb       NOT NULL,
 	owner       regrole     NOT NULL,
 	created_at  timestamptz NOT NULL DEFAULT now(),
+	search_path text        NOT NULL DEFAULT 'pg_catalog, pg_temp',
 	UNIQUE (name, version)
 );
 ALTER SEQUENCE saga.definition_id_seq OWNED BY saga.definition.id;
@@ -168,7 +171,7 @@ AS 'MODULE_PATHNAME', 'outbox_saga_saga_define'
 LANGUAGE C VOLATILE PARALLEL UNSAFE;
 
 COMMENT ON FUNCTION saga.define(text, jsonb, jsonb) IS
-	'Create or replace a saga definition and return its version (the latest version again if nothing changed). Steps: [{"name", "action": CALL, "compensation": CALL|null, "timeout", "max_attempts", "backoff_base", "backoff_max", "compensation_max_attempts"}]; a CALL is {"function": "schema.name"}, {"emit": {"topic", "event_type", "await", "headers"}} or {"http": {"url", "method", "headers"}}. Options: deadline and defaults for the step keys. The steps run as the definition''s owner (the role that first defined it); only the owner, a member of it or a superuser may redefine it. Running sagas keep their version.';
+	'Create or replace a saga definition and return its version (the latest version again if nothing changed). Steps: [{"name", "action": CALL, "compensation": CALL|null, "timeout", "max_attempts", "backoff_base", "backoff_max", "compensation_max_attempts"}]; a CALL is {"function": "schema.name"}, {"emit": {"topic", "event_type", "await", "headers"}} or {"http": {"url", "method", "headers"}}. Options: deadline, defaults for the step keys, and search_path (default: the current one, pg_temp last). The steps run as the definition''s owner (the role that first defined it) with that search_path; only the owner, a member of it or a superuser may redefine it. Running sagas keep their version.';
 
 CREATE FUNCTION saga.drop_definition(name text)
 RETURNS void
@@ -242,7 +245,8 @@ SELECT d.name,
        outbox.mask_config(d.steps) AS steps,
        d.options,
        d.owner::pg_catalog.regrole AS owner,
-       d.created_at
+       d.created_at,
+       d.search_path
   FROM saga.definition d
   JOIN saga.definition_name n ON n.name = d.name;
 

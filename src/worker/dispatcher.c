@@ -225,7 +225,8 @@ static SpiStatement dispatcher_stmts[DS_COUNT] = {
 	/* outbox.destination: every destination, and whether it is ready */
 	[DS_DESTINATIONS] = {"reading the destinations",
 		"SELECT id, name, kind, config, owner,"
-		"       NOT paused AND (retry_at IS NULL OR retry_at <= pg_catalog.now())"
+		"       NOT paused AND (retry_at IS NULL OR retry_at <= pg_catalog.now()),"
+		"       search_path"
 		"  FROM outbox.destination"
 		" ORDER BY id",
 	{0}},
@@ -510,6 +511,7 @@ load_destinations(MemoryContext cxt)
 		dest->kind = TextDatumGetCString(SPI_getbinval(tup, desc, 3, &isnull));
 		dest->config = DatumGetJsonbPCopy(SPI_getbinval(tup, desc, 4, &isnull));
 		dest->owner = DatumGetObjectId(SPI_getbinval(tup, desc, 5, &isnull));
+		dest->search_path = SPI_getvalue(tup, desc, 7);
 		MemoryContextSwitchTo(old);
 
 		now[i].id = dest->id;
@@ -594,8 +596,13 @@ start_pass_body(void *arg)
 	/* Nobody consumes ticks without destinations: housekeeping ticks. */
 	start->dests = load_destinations(start->cxt);
 	sleep_ms = next_due_ms();
-	/* Last: the tick lock is held until this transaction commits. */
-	if (start->dests != NIL)
+
+	/*
+	 * Last: the tick lock is held until this transaction commits.  Paused
+	 * and backing-off destinations count: outbox.deliver_pending() of a
+	 * paused one waits for this tick (dispatch/sync_delivery.c).
+	 */
+	if (n_known > 0)
 	{
 		SpiRun(&dispatcher_stmts[DS_TICK_LOCK], NULL, NULL, SPI_OK_SELECT);
 		SpiRun(&dispatcher_stmts[DS_TICK], NULL, NULL, SPI_OK_INSERT);
@@ -969,7 +976,15 @@ dispatcher_attach(int arg, Oid dboid)
 	BackgroundWorkerInitializeConnectionByOid(dboid, InvalidOid, 0);
 	SetConfigOption("application_name", "outbox_saga dispatcher", PGC_SUSET, PGC_S_OVERRIDE);
 	SetConfigOption("synchronous_commit", "off", PGC_SUSET, PGC_S_OVERRIDE);
-	SetConfigOption("search_path", "pg_catalog, pg_temp", PGC_SUSET, PGC_S_OVERRIDE);
+
+	/*
+	 * A session value, not an override: an override would make PostgreSQL
+	 * ignore the search_path RunAsOwner sets for each handler and saga step
+	 * (and a handler function's own SET search_path clause), since a
+	 * setting of a lower-priority source never replaces it.  What user code
+	 * sets is undone when its call returns (run_as.c).
+	 */
+	SetConfigOption("search_path", "pg_catalog, pg_temp", PGC_SUSET, PGC_S_SESSION);
 
 	read_database_name();
 	ereport(LOG,

@@ -1,9 +1,10 @@
 # Privileges of handlers and destinations (G10, G11).
 #
 # A destination created by an unprivileged role runs its handler as that
-# role (also when a superuser created it under SET ROLE), with search_path
-# pinned to pg_catalog, pg_temp - so a function planted in public that
-# would capture an unqualified call is never called - and with no more
+# role (also when a superuser created it under SET ROLE), with the
+# search_path recorded for it (its creator's; pg_temp last) - so a function
+# planted in a schema outside that path (public here) that would capture an
+# unqualified call is never called - and with no more
 # rights than that role: reading a table it may not read fails with 42501,
 # the event ends in the dead letters and nothing leaks.  Another role can
 # neither change, pause, drop, (un)subscribe, replay nor discard that
@@ -63,6 +64,8 @@ as('alice', q{
 			        lower((e.payload->>'tag')::varchar));
 		END IF;
 	END $$;
+	-- The handler's search_path is alice's current one: her own schema only.
+	SET search_path = app;
 	SELECT outbox.create_destination('alice_dest', 'function',
 		'{"function": "app.handler", "max_attempts": 1}');
 	SELECT outbox.subscribe('alice_dest', 'greetings');
@@ -91,8 +94,8 @@ is($node->safe_psql('postgres', q{SELECT outbox.wait_idle('30 seconds')}), 't',
 
 is($node->safe_psql('postgres', q{
 	SELECT run_as || '|' || search || '|' || lowered FROM app.received WHERE tag = 'Hello-1'}),
-	'alice|pg_catalog, pg_temp|hello-1',
-	'the handler ran as alice, with search_path pg_catalog, pg_temp; the planted lower() was not called');
+	'alice|app, pg_temp|hello-1',
+	'the handler ran as alice, with her search_path (app, pg_temp last); the planted lower() was not called');
 
 # The peek: alice may not read public.secrets.
 is($node->safe_psql('postgres', q{
@@ -258,7 +261,9 @@ is($node->safe_psql('postgres',
 		q{SELECT count(*) FROM outbox.stats WHERE destination = 'eve_dest' AND delivered_total = 3}),
 	'1', "eve's handler ran");
 is($node->safe_psql('postgres', q{
-	SELECT count(*) FILTER (WHERE marker = 'left behind' OR search <> 'pg_catalog, pg_temp')
+	SELECT count(*) FILTER (WHERE marker = 'left behind'
+	                          OR search <> (SELECT search_path FROM outbox.destinations
+	                                         WHERE name = 'eve_dest'))
 	       || '/' || count(*) FROM eve.seen}),
 	'0/3', "a handler's session-level set_config() does not outlive its delivery");
 is($node->safe_psql('postgres', q{
