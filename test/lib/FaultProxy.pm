@@ -10,6 +10,8 @@
 #   $p->mode('reset')              RST (SO_LINGER 0) instead of answers
 #   $p->mode('pass')               heal: bytes flow (held ones too)
 #   $p->cut                        close every open connection (FIN)
+#   $p->freeze                     black-hole every open connection for
+#                                  good (new ones follow the mode)
 #   $p->stats                      a hash: accepted, open, stalled,
 #                                  dropped, reset, trickled, to_target,
 #                                  to_client, mode
@@ -82,6 +84,8 @@ sub mode
 }
 
 sub cut { return $_[0]->command('CUT'); }
+
+sub freeze { return $_[0]->command('FREEZE'); }
 
 sub stats { return JSON::PP->new->decode($_[0]->command('STATS')); }
 

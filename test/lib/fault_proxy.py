@@ -24,8 +24,13 @@ a line protocol on a second port (--control-port, same host):
 
     MODE pass | MODE stall | MODE drop 20 | MODE trickle 50 | MODE reset
     CUT                close every open connection now (FIN)
+    FREEZE             black-hole every connection open now, for good:
+                       nothing flows on it either way and the proxy never
+                       closes it, whatever the mode (as when a NAT or a
+                       firewall on the way forgets the connection); new
+                       connections follow the mode
     STATS              one JSON line: accepted, open, stalled (connections
-                       that held bytes), dropped, reset, trickled (bytes),
+                       that held bytes), frozen, dropped, reset, trickled (bytes),
                        to_target, to_client (bytes), mode
     QUIT               the proxy ends
 
@@ -56,7 +61,7 @@ class State:
         self.gen = 0            # bumped on every MODE command
         self.conns = set()
         self.stats = {"accepted": 0, "stalled": 0, "dropped": 0, "reset": 0,
-                      "trickled": 0, "to_target": 0, "to_client": 0}
+                      "trickled": 0, "frozen": 0, "to_target": 0, "to_client": 0}
 
     def set_mode(self, mode, arg):
         with self.cond:
@@ -90,6 +95,7 @@ class Conn:
         self.upstream = upstream
         self.closed = False
         self.stall_counted = False
+        self.frozen = False
         self.lock = threading.Lock()
 
     def close(self, rst=False):
@@ -117,7 +123,7 @@ class Conn:
         """Block while the mode is stall; False if the connection closed."""
         st = self.state
         with st.cond:
-            while st.mode == "stall" and not self.closed:
+            while (st.mode == "stall" or self.frozen) and not self.closed:
                 if not self.stall_counted:
                     self.stall_counted = True
                     st.stats["stalled"] += 1
@@ -197,7 +203,7 @@ class Conn:
                         if self.closed:
                             return
                         continue
-                    if mode == "stall":
+                    if mode == "stall" or self.frozen:
                         if not self.wait_not_stalled():
                             return
                         continue
@@ -255,6 +261,14 @@ def control(state, sock, stop):
             for c in conns:
                 c.close()
             reply = "ok cut %d" % len(conns)
+        elif cmd == "FREEZE":
+            with state.cond:
+                for c in state.conns:
+                    c.frozen = True
+                n = len(state.conns)
+                state.stats["frozen"] += n
+                state.cond.notify_all()
+            reply = "ok frozen %d" % n
         elif cmd == "STATS":
             with state.cond:
                 s = dict(state.stats, open=len(state.conns), mode=state.mode)
