@@ -68,7 +68,11 @@ sub unavailable
 	IPC::Run::run([ 'unshare', '--user', '--map-root-user', '--net', '--',
 			ip_bin(), 'link', 'add', 'probe0', 'type', 'veth', 'peer', 'name', 'probe1' ],
 		'<', \undef, '>', \$out, '2>', \$err)
-	  or return "cannot make a network namespace with a veth pair as an unprivileged user: $err";
+	  or do
+	{
+		chomp $err;
+		return "cannot make a network namespace with a veth pair as an unprivileged user ($err)";
+	};
 	return '';
 }
 

@@ -28,9 +28,11 @@ use NatsServer;
 use FaultProxy;
 use FaultCheck;
 
+# The http destination has no "timeout" key: outbox_saga.http_timeout is its
+# per-attempt timeout (the nats one sets its own).
 my $node = new_node('fault_proxy',
 	conf => "outbox_saga.poll_interval = '100ms'\nlog_min_messages = info\n"
-	  . "log_statement = none\n");
+	  . "log_statement = none\noutbox_saga.http_timeout = '2s'\n");
 $node->start;
 $node->safe_psql('postgres', q{CREATE EXTENSION outbox_saga});
 ok(wait_for_dispatcher($node, 'postgres'), 'a dispatcher runs');
@@ -78,7 +80,7 @@ sub answers_within
 my $receiver = WebhookReceiver->new;
 my $hproxy = FaultProxy->new(target => '127.0.0.1:' . $receiver->port);
 sql(sprintf(q{SELECT outbox.create_destination('hook', 'http', '{"url": "%s",
-                "timeout": "2 s", "backoff_base": "100 ms", "backoff_max": "500 ms",
+                "backoff_base": "100 ms", "backoff_max": "500 ms",
                 "max_attempts": 100000}');
               SELECT outbox.subscribe('hook', 'web')},
 	"http://127.0.0.1:" . $hproxy->port . "/hook"));
@@ -110,11 +112,15 @@ sub http_fault
 	emit_round('web', $tag, $naggs, 10);
 	ok($receiver->wait_for(sub { grep { ($_->{aggregate_id} // '') =~ /^$tag-/ } @_ }),
 		"$tag: events flow");
+	my $t0 = time();
 	$fault->();
 	emit_round('web', $tag, $naggs, 10);
 	ok(wait_until($node, 'postgres', qq{SELECT failed_attempts_total > $failed0
 	                   FROM outbox.stats WHERE destination = 'hook'}, 30),
 		"$tag: the fault makes attempts fail");
+	# A hung attempt ends at the 2 s timeout (a batch within twice that).
+	my $took = time() - $t0;
+	cmp_ok($took, '<', 10, sprintf('%s: ... within %.1fs', $tag, $took));
 	$during->() if $during;
 	emit_round('web', $tag, $naggs, 5);
 	$hproxy->mode('pass');
@@ -213,11 +219,15 @@ sub nats_fault
 	emit_round('bus', $tag, $naggs, 10);
 	cmp_ok(NatsServer::wait_count($url, 'FAULT', $stored + 1), '>', $stored,
 		"$tag: events flow");
+	my $t0 = time();
 	$fault->();
 	emit_round('bus', $tag, $naggs, 10);
 	ok(wait_until($node, 'postgres', qq{SELECT failed_attempts_total > $failed0
 	                   FROM outbox.stats WHERE destination = 'js'}, 30),
 		"$tag: the fault makes attempts fail");
+	# A publish waits at most its 2 s timeout (a batch: timeout + 1 s).
+	my $took = time() - $t0;
+	cmp_ok($took, '<', 10, sprintf('%s: ... within %.1fs', $tag, $took));
 	$during->() if $during;
 	emit_round('bus', $tag, $naggs, 5);
 	$nproxy->mode('pass');

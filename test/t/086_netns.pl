@@ -127,11 +127,15 @@ sub cut_link
 	ok(wait_until($node, 'postgres', qq{SELECT delivered_total > $done0
 	                 FROM outbox.stats WHERE destination = '$dest'}, 30),
 		"$tag: events flow");
+	my $t0 = time();
 	$ns->link($side, 'down');
 	emit_round($topic, $tag, $naggs, 10);
 	ok(wait_until($node, 'postgres', qq{SELECT failed_attempts_total > $failed0
 	                 FROM outbox.stats WHERE destination = '$dest'}, 30),
 		"$tag: the link is down, attempts fail");
+	# Nothing answers: the 2 s timeout ends the attempts (a batch within 4 s).
+	my $took = time() - $t0;
+	cmp_ok($took, '<', 10, sprintf('%s: ... within %.1fs', $tag, $took));
 	$during->() if $during;
 	emit_round($topic, $tag, $naggs, 5);
 	$ns->link($side, 'up');
