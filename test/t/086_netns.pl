@@ -70,7 +70,10 @@ sub expect_of
 
 my $receiver = WebhookReceiver->new(host => NetNs::PEER_ADDR, prefix => [ $ns->peer_prefix ]);
 my $nats = NatsServer->new(host => NetNs::PEER_ADDR, prefix => [ $ns->peer_prefix ]);
-@NatsServer::TOOL_PREFIX = $ns->peer_prefix;
+{
+	no warnings 'once';    # NatsServer is loaded at run time (require)
+	@NatsServer::TOOL_PREFIX = $ns->peer_prefix;
+}
 my $url = $nats->url;
 NatsServer::tool($url, 'add-stream', 'CUT', 'cut.>');
 
