@@ -32,6 +32,8 @@ packages=(
 	librdkafka-dev           # kafka destinations (and the mock cluster of the tests)
 	libnats-dev              # nats destinations
 	nats-server              # NATS JetStream server for the tests
+	iproute2                 # ip: veth pairs and links down/up of the network fault tests
+	util-linux               # unshare, nsenter: their (unprivileged) network namespaces
 	perl
 	procps                   # pkill: the demo and the benchmark stop what they started
 	python3                  # test helpers (HTTP receiver)

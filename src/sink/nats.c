@@ -45,7 +45,12 @@
  *	unused for NATS_IDLE_CLOSE_MS is closed).  cnats connects and
  *	reconnects in its own threads (RetryOnFailedConnect, endless
  *	reconnects), so the only blocking call is the first connect attempt,
- *	bounded by min(timeout, 2 s).  Acknowledgements arrive in a cnats
+ *	bounded by min(timeout, 2 s).  A connection that went dead without a
+ *	FIN or RST (a NAT or firewall on the way forgot it, a black hole) is
+ *	found by PINGs: one every clamp(timeout, 1 s, 10 s), stale after
+ *	NATS_MAX_PINGS_OUT unanswered, then reconnected; cnats's default (a
+ *	PING every 2 minutes) left such a destination failing every publish
+ *	for minutes while a new connection would have worked.  Acknowledgements arrive in a cnats
  *	thread: the handler (plain C, no PostgreSQL calls) appends them to a
  *	mutex-protected list and writes a byte to sink_wait.c's pipe.
  *	deliver_batch waits on that pipe, MyLatch and postmaster death
@@ -100,6 +105,15 @@
 
 /* Longest single wait (the loop rechecks the connection and deadline). */
 #define NATS_MAX_WAIT_MS			100
+
+/*
+ * Liveness of a connection (see THE LOOP): a PING every
+ * clamp(timeout, NATS_PING_MIN_MS, NATS_PING_MAX_MS); a connection with more
+ * than NATS_MAX_PINGS_OUT of them unanswered is stale and cnats reconnects.
+ */
+#define NATS_PING_MIN_MS			1000
+#define NATS_PING_MAX_MS			10000
+#define NATS_MAX_PINGS_OUT			2
 
 /* A connection unused this long is closed at the next batch of any. */
 #define NATS_IDLE_CLOSE_MS			(10 * 60 * 1000)
@@ -652,6 +666,12 @@ open_connection(NatsDest *nd, const DestinationConfig *dest)
 											 nd->conf.tls_private_key);
 	if (s == NATS_OK)
 		s = natsOptions_SetTimeout(opts, Min(dest->timeout_ms, 2000));
+	if (s == NATS_OK)
+		s = natsOptions_SetPingInterval(opts,
+										Max(NATS_PING_MIN_MS,
+											Min(dest->timeout_ms, NATS_PING_MAX_MS)));
+	if (s == NATS_OK)
+		s = natsOptions_SetMaxPingsOut(opts, NATS_MAX_PINGS_OUT);
 	if (s == NATS_OK)
 		s = natsOptions_SetMaxReconnect(opts, -1);
 	if (s == NATS_OK)

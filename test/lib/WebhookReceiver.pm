@@ -3,7 +3,12 @@
 # 127.0.0.1 and reads what it recorded.
 #
 #   my $r = WebhookReceiver->new(secrets => ['whsec_...'], port => 0);
-#   $r->url('/path?status=503')   http://127.0.0.1:PORT/path?status=503
+#                                 also host => ADDR (default 127.0.0.1) and
+#                                 prefix => [CMD...] (run it through CMD,
+#                                 e.g. nsenter into another network
+#                                 namespace: then the control calls below,
+#                                 which go over HTTP, are unavailable)
+#   $r->url('/path?status=503')   http://HOST:PORT/path?status=503
 #   $r->rules([{aggregate_id => 'slow', delay => 0.3}, ...])
 #                                 script the answers (see the .py)
 #   $r->secrets(['whsec_...'])    the keys signatures are checked with
@@ -39,6 +44,8 @@ sub new
 		dir => $dir,
 		log => "$dir/requests.jsonl",
 		port => $opts{port} // 0,
+		host => $opts{host} // '127.0.0.1',
+		prefix => $opts{prefix} // [],
 		secrets => $opts{secrets} // [],
 		lifetime => $opts{lifetime} // 600,
 		http => HTTP::Tiny->new(timeout => 10, keep_alive => 0),
@@ -54,7 +61,8 @@ sub start
 	my ($self) = @_;
 	my $port_file = "$self->{dir}/port";
 	unlink $port_file;
-	my @cmd = ('python3', $script, '--log', $self->{log},
+	my @cmd = (@{ $self->{prefix} }, 'python3', $script, '--log', $self->{log},
+		'--host', $self->{host},
 		'--port', $self->{port}, '--port-file', $port_file,
 		'--lifetime', $self->{lifetime},
 		map { ('--secret', $_) } @{ $self->{secrets} });
@@ -80,7 +88,8 @@ sub stop
 	$self->{proc}->signal('TERM');
 	$self->{proc}->finish;
 	delete $self->{proc};
-	# Wait until the port is free again.
+	# Wait until the port is free again (where this process can reach it).
+	return if @{ $self->{prefix} };
 	my $deadline = time() + 10;
 	while (time() < $deadline)
 	{
@@ -96,7 +105,7 @@ sub port { return $_[0]{port} }
 sub url
 {
 	my ($self, $path) = @_;
-	return "http://127.0.0.1:$self->{port}" . ($path // '/');
+	return "http://$self->{host}:$self->{port}" . ($path // '/');
 }
 
 sub control

@@ -1,11 +1,11 @@
 #!/usr/bin/env python3
 """A webhook receiver for the tests of outbox_saga's http destinations.
 
-Standard library only.  It listens on 127.0.0.1 (HTTP/1.1, keep-alive, one
+Standard library only.  It listens on 127.0.0.1 or --host (HTTP/1.1, keep-alive, one
 thread per connection), verifies Standard Webhooks signatures with its own
 HMAC code, answers as scripted, and records every request as one JSON line.
 
-    webhook_receiver.py --log FILE [--port N] [--port-file FILE]
+    webhook_receiver.py --log FILE [--host ADDR] [--port N] [--port-file FILE]
                         [--secret whsec_...]... [--lifetime SECONDS]
 
 --port 0 (the default) takes a free port; --port-file receives the port
@@ -268,13 +268,14 @@ class Server(ThreadingHTTPServer):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--log", required=True)
+    parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--port-file")
     parser.add_argument("--secret", action="append", default=[])
     parser.add_argument("--lifetime", type=float, default=600)
     args = parser.parse_args()
 
-    server = Server(("127.0.0.1", args.port), Handler)
+    server = Server((args.host, args.port), Handler)
     server.state = State(args.log, args.secret)
     port = server.server_address[1]
     if args.port_file:

@@ -5,6 +5,12 @@
 #
 #   my $ns = NatsServer->new;                 one server, a free port
 #   my @c = NatsServer->cluster(3);           a 3-node JetStream cluster
+#   NatsServer->new(host => ADDR, prefix => [CMD...])
+#                                             listen on ADDR, run through CMD
+#                                             (e.g. nsenter into another
+#                                             network namespace); set
+#                                             @NatsServer::TOOL_PREFIX to
+#                                             run js_tool there too
 #   $ns->url                                  nats://127.0.0.1:PORT
 #   $ns->stop / $ns->start                    same port, same store
 #   NatsServer::tool($urls, @args)            run js_tool, its stdout
@@ -26,6 +32,9 @@ use Time::HiRes qw(usleep time);
 
 my $tool_bin;
 
+# A command prefix for js_tool (e.g. nsenter into the server's namespace).
+our @TOOL_PREFIX;
+
 # new(%opts): start a server.  conf => TEXT (a config file body, with
 # __PORT__ and __STORE__ replaced) for cluster members.
 sub new
@@ -36,6 +45,8 @@ sub new
 		store => $opts{store} // PostgreSQL::Test::Utils::tempdir('nats'),
 		conf => $opts{conf},
 		name => $opts{name} // 'nats',
+		host => $opts{host} // '127.0.0.1',
+		prefix => $opts{prefix} // [],
 	}, $class;
 	$self->start unless $opts{no_start};
 	return $self;
@@ -68,7 +79,7 @@ cluster {
 	return @servers;
 }
 
-sub url { return 'nats://127.0.0.1:' . $_[0]->{port}; }
+sub url { return "nats://$_[0]->{host}:$_[0]->{port}"; }
 sub port { return $_[0]->{port}; }
 
 sub start
@@ -88,9 +99,10 @@ sub start
 	}
 	else
 	{
-		@cmd = ('nats-server', '-js', '-a', '127.0.0.1', '-p', $self->{port},
+		@cmd = ('nats-server', '-js', '-a', $self->{host}, '-p', $self->{port},
 			'-sd', $self->{store});
 	}
+	unshift @cmd, @{ $self->{prefix} };
 	my $log = "$PostgreSQL::Test::Utils::tmp_check/log/$self->{name}_$self->{port}.log";
 	$self->{harness} = IPC::Run::start(\@cmd, '<', \undef, '>>', $log, '2>>', $log);
 	$self->wait_ready unless $opts{no_wait};
@@ -102,9 +114,17 @@ sub wait_ready
 {
 	my ($self) = @_;
 	my $deadline = time() + 30;
+	while (@{ $self->{prefix} } && time() < $deadline)
+	{
+		# Probe from where the server runs.
+		return 1 if IPC::Run::run([ @{ $self->{prefix} }, 'python3', '-c',
+				'import socket, sys; socket.create_connection((sys.argv[1], int(sys.argv[2])), 1)',
+				$self->{host}, $self->{port} ], '<', \undef, '>', \my $o, '2>', \my $e);
+		usleep(50_000);
+	}
 	while (time() < $deadline)
 	{
-		my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1',
+		my $s = IO::Socket::INET->new(PeerAddr => $self->{host},
 			PeerPort => $self->{port}, Proto => 'tcp');
 		if ($s)
 		{
@@ -152,7 +172,7 @@ sub tool
 {
 	my ($urls, @args) = @_;
 	my ($out, $err) = ('', '');
-	IPC::Run::run([ tool_bin(), $urls, @args ], '<', \undef, '>', \$out,
+	IPC::Run::run([ @TOOL_PREFIX, tool_bin(), $urls, @args ], '<', \undef, '>', \$out,
 		'2>', \$err)
 	  or die "js_tool @args failed: $err";
 	return $out;
@@ -163,7 +183,7 @@ sub try_tool
 {
 	my ($urls, @args) = @_;
 	my ($out, $err) = ('', '');
-	IPC::Run::run([ tool_bin(), $urls, @args ], '<', \undef, '>', \$out,
+	IPC::Run::run([ @TOOL_PREFIX, tool_bin(), $urls, @args ], '<', \undef, '>', \$out,
 		'2>', \$err)
 	  or return undef;
 	return $out;
