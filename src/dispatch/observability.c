@@ -511,10 +511,10 @@ static SpiStatement statements[Q_COUNT] = {
 		" INSERT INTO outbox.delivery_retry"
 		"  (destination_id, id, event_id, topic, aggregate_id, event_type,"
 		"   payload, headers, created_at, deliver_after, txid,"
-		"   attempts, next_attempt_at, last_error)"
+		"   attempts, next_attempt_at, last_error, committed_at)"
 		" SELECT destination_id, id, event_id, topic, aggregate_id, event_type,"
 		"        payload, headers, created_at, deliver_after, txid,"
-		"        0, pg_catalog.now(), last_error FROM d"
+		"        0, pg_catalog.now(), last_error, committed_at FROM d"
 		" ON CONFLICT (destination_id, id) DO NOTHING",
 		{TEXTOID, UUIDARRAYOID, OIDOID, 0}
 	},
