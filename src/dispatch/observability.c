@@ -56,6 +56,7 @@
 #include "base/run_as.h"
 #include "base/shmem.h"
 #include "base/spi_util.h"
+#include "dispatch/delivery.h"
 #include "events/wakeup.h"
 
 PG_FUNCTION_INFO_V1(outbox_saga_wait_idle);
@@ -236,7 +237,7 @@ static SpiStatement owed_statement = {
 	"              LEFT JOIN outbox.tick tt ON tt.id = d.tick_to"
 	"             WHERE tf.id = d.tick_from"
 	"               AND NOT pg_catalog.pg_visible_in_snapshot(e.txid, tf.snapshot)"
-	"               AND NOT (tt.id IS NOT NULL AND e.id <= d.last_id"
+	"               AND NOT (tt.id IS NOT NULL AND " CURSOR_PASSED_SQL("e", "d")
 	"                        AND pg_catalog.pg_visible_in_snapshot(e.txid, tt.snapshot))))),"
 	" $1::text IS NULL OR EXISTS (SELECT 1 FROM outbox.destination WHERE name = $1)",
 	{TEXTOID, 0}
