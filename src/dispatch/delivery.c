@@ -156,7 +156,8 @@ static SpiStatement statements[Q_COUNT] = {
 	 */
 	[Q_LOCK_DEST] = {
 		"the lock of a destination for a batch",
-		"SELECT tick_from, tick_to, last_id, done_id, consecutive_failures, last_txid"
+		"SELECT tick_from, tick_to, last_id, done_id, consecutive_failures, last_txid,"
+		"       config, search_path"
 		"  FROM outbox.destination WHERE id = $1 AND NOT paused"
 		"   AND (retry_at IS NULL OR retry_at <= pg_catalog.now())"
 		"   FOR UPDATE SKIP LOCKED",
@@ -169,7 +170,8 @@ static SpiStatement statements[Q_COUNT] = {
 	 */
 	[Q_LOCK_DEST_WAIT] = {
 		"the lock of a destination for a batch in the caller's transaction",
-		"SELECT tick_from, tick_to, last_id, done_id, consecutive_failures"
+		"SELECT tick_from, tick_to, last_id, done_id, consecutive_failures, last_txid,"
+		"       config, search_path"
 		"  FROM outbox.destination WHERE id = $1"
 		"   AND ($2 OR retry_at IS NULL OR retry_at <= pg_catalog.now())"
 		"   FOR UPDATE",
@@ -704,6 +706,8 @@ typedef struct Position
 	int			consecutive;
 	bool		by_commit;		/* collect() reads this page in commit order */
 	CommitCursor page_end;		/* by_commit: the cursor after the page */
+	Jsonb	   *config;			/* first lock only: the config now ... */
+	char	   *search_path;	/* ... and the handler's search_path */
 } Position;
 
 /*
@@ -745,7 +749,47 @@ read_position(const Batch *b, Position *pos, bool skip_locked)
 	if (isnull)
 		pos->last_txid = 0;
 	pos->by_commit = false;
+	pos->config = NULL;
+	pos->search_path = NULL;
+	if (skip_locked)
+	{
+		pos->config = DatumGetJsonbPCopy(SPI_getbinval(tup, desc, 7, &isnull));
+		pos->search_path = SPI_getvalue(tup, desc, 8);
+	}
 	return true;
+}
+
+/*
+ * refresh_config
+ *		The destination as this batch must use it: b->dest, or, if its
+ *		config or search_path changed since the dispatcher's pass read it
+ *		(alter_destination meanwhile), a copy in 'cxt' with the new ones,
+ *		parsed.  So a change applies from the next batch on, however long
+ *		the pass.  A config that no longer parses raises, like any batch
+ *		error.
+ */
+static DestinationConfig *
+refresh_config(const DestinationConfig *dest, const Position *pos, MemoryContext cxt)
+{
+	DestinationConfig *fresh;
+	MemoryContext old;
+
+	if (pos->config == NULL ||
+		(VARSIZE(pos->config) == VARSIZE(dest->config) &&
+		 memcmp(pos->config, dest->config, VARSIZE(dest->config)) == 0 &&
+		 (pos->search_path == NULL) == (dest->search_path == NULL) &&
+		 (pos->search_path == NULL || strcmp(pos->search_path, dest->search_path) == 0)))
+		return (DestinationConfig *) dest;
+
+	old = MemoryContextSwitchTo(cxt);
+	fresh = palloc(sizeof(DestinationConfig));
+	*fresh = *dest;
+	fresh->config = palloc(VARSIZE(pos->config));
+	memcpy(fresh->config, pos->config, VARSIZE(pos->config));
+	fresh->search_path = pos->search_path ? pstrdup(pos->search_path) : NULL;
+	DestConfigParseCommon(fresh->config, fresh);
+	MemoryContextSwitchTo(old);
+	return fresh;
 }
 
 /*
@@ -1452,6 +1496,10 @@ run_batch(Batch *b, MemoryContext cxt, BatchResult *result)
 		return;
 	}
 	orig = pos;
+	b->dest = dest = refresh_config(dest, &pos, cxt);
+	limit = dest->batch_size > 0 ? dest->batch_size : OutboxBatchSize;
+	if (b->limit > 0)
+		limit = Min(limit, b->limit);
 	b->events_desc = events_tupdesc();
 	load_blocked(b);
 
