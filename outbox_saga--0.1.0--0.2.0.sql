@@ -303,12 +303,17 @@ BEGIN
 		INSERT INTO outbox.tick (id, snapshot) VALUES (0, pg_current_snapshot());
 		latest := 0;
 	END IF;
+	-- A window read in commit order (last_txid set) counts as not begun:
+	-- the commit times of the dumped transactions are not this server's,
+	-- so the window is owed again in full (at least once).
 	INSERT INTO outbox.restored_position (destination_id, tick_from, tick_to, last_id)
-	VALUES (NEW.id, NEW.tick_from, NEW.tick_to, NEW.last_id)
+	VALUES (NEW.id, NEW.tick_from, NEW.tick_to,
+	        CASE WHEN NEW.last_txid IS NULL THEN NEW.last_id ELSE 0 END)
 	ON CONFLICT (destination_id) DO NOTHING;
 	NEW.tick_from := latest;
 	NEW.tick_to := NULL;
 	NEW.last_id := 0;
+	NEW.last_txid := NULL;
 	NEW.consecutive_failures := 0;
 	NEW.retry_at := NULL;
 	NEW.paused := true;
@@ -876,3 +881,70 @@ COMMENT ON FUNCTION outbox.pending(text) IS
 
 REVOKE ALL ON FUNCTION outbox.deliver_pending(text, boolean, integer) FROM PUBLIC;
 REVOKE ALL ON FUNCTION outbox.pending(text) FROM PUBLIC;
+-- issue 14 item 1: commit order for concurrent writers of one aggregate
+-- (src/events/logscan.c): a destination's cursor within a window in commit
+-- order, and the commit time of the event a retry row or dead letter copies.
+ALTER TABLE outbox.destination ADD COLUMN last_txid xid8;
+ALTER TABLE outbox.delivery_retry ADD COLUMN committed_at timestamptz;
+ALTER TABLE outbox.dead_letter ADD COLUMN committed_at timestamptz;
+CREATE FUNCTION outbox.committed_at(txid xid8)
+RETURNS timestamptz
+AS 'MODULE_PATHNAME', 'outbox_saga_committed_at' LANGUAGE C STABLE STRICT PARALLEL SAFE;
+COMMENT ON FUNCTION outbox.committed_at(xid8) IS
+	'The commit time of a transaction that wrote events, or NULL if unknown (track_commit_timestamp off, not committed, or past the commit-time horizon); the first part of the commit-order key (committed_at, txid, id).';
+REVOKE ALL ON FUNCTION outbox.committed_at(xid8) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION outbox.committed_at(xid8) TO PUBLIC;
+CREATE OR REPLACE VIEW outbox.dead_letters WITH (security_barrier) AS
+	SELECT dl.event_id, d.name AS destination, dl.attempts, dl.last_error, dl.failed_at,
+	       dl.id, dl.topic, dl.aggregate_id, dl.event_type, dl.payload, dl.headers,
+	       dl.created_at, dl.deliver_after, dl.txid, dl.committed_at
+	  FROM outbox.dead_letter dl
+	  JOIN outbox.destination d ON d.id = dl.destination_id
+	 WHERE outbox.has_topic_privilege(dl.topic, 'read');
+COMMENT ON VIEW outbox.dead_letters IS
+	'Events a destination gave up on, with their last error, of the topics the current role may read; see replay_dead() and discard_dead().';
+CREATE OR REPLACE VIEW outbox.stats WITH (security_barrier) AS
+	SELECT d.name AS destination,
+	       d.kind,
+	       d.paused,
+	       GREATEST(seq.last_value - d.done_id, 0) + COALESCE(r.total, 0) AS pending,
+	       CASE WHEN d.paused OR d.retry_at > pg_catalog.now() THEN 0
+	            ELSE GREATEST(seq.last_value - d.done_id, 0) + COALESCE(r.due, 0)
+	       END AS ready,
+	       CASE WHEN d.paused THEN NULL
+	            ELSE pg_catalog.now() - LEAST(r.oldest_due, head.created_at)
+	       END AS oldest_ready_age,
+	       COALESCE(r.retrying, 0) AS retrying,
+	       COALESCE(dl.dead, 0) AS dead,
+	       d.delivered_total,
+	       d.failed_attempts_total,
+	       d.last_delivered_at,
+	       COALESCE(outbox.dispatch_status(), d.last_error) AS last_error,
+	       d.last_error_at,
+	       w.worker AS served_by,
+	       w.wait_event,
+	       CASE WHEN d.config -> 'ordered' = 'false'::jsonb THEN 'unordered'
+	            WHEN pg_catalog.current_setting('track_commit_timestamp')::boolean THEN 'commit'
+	            ELSE 'id'
+	       END AS delivery_order
+	  FROM outbox.destination d
+	 CROSS JOIN (SELECT COALESCE(max(id), 0) AS last_value FROM outbox.events) seq
+	  LEFT JOIN (
+	       SELECT ws.destination_id, ws.worker, ws.wait_event FROM outbox.worker_status() ws
+	        WHERE ws.database = pg_catalog.current_database()
+	          AND ws.destination_id IS NOT NULL) w ON w.destination_id = d.id
+	  LEFT JOIN LATERAL (
+	       SELECT count(*) AS total,
+	              count(*) FILTER (WHERE rr.next_attempt_at <= pg_catalog.now()) AS due,
+	              count(*) FILTER (WHERE rr.attempts > 0) AS retrying,
+	              min(rr.created_at) FILTER (WHERE rr.next_attempt_at <= pg_catalog.now()) AS oldest_due
+	         FROM outbox.delivery_retry rr WHERE rr.destination_id = d.id) r ON true
+	  LEFT JOIN LATERAL (
+	       SELECT count(*) AS dead FROM outbox.dead_letter x WHERE x.destination_id = d.id) dl ON true
+	  LEFT JOIN LATERAL (
+	       SELECT e.created_at FROM outbox.events e
+	        WHERE e.id > d.done_id ORDER BY e.id LIMIT 1) head ON true
+	 WHERE pg_catalog.pg_has_role(d.owner, 'USAGE')
+	    OR pg_catalog.pg_has_role('pg_read_all_stats', 'USAGE');
+COMMENT ON VIEW outbox.stats IS
+	'One row per destination the current role owns (every one for superusers and pg_monitor / pg_read_all_stats): backlog, retries, dead letters, counters and the last error.';

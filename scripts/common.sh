@@ -71,6 +71,7 @@ start_scratch_cluster() {
 listen_addresses = ''
 unix_socket_directories = '$SCRATCH'
 shared_preload_libraries = 'outbox_saga'
+track_commit_timestamp = on
 max_worker_processes = 16
 # Webhook receivers of the demo and the documentation suites listen on
 # loopback, which the default denies.

@@ -156,7 +156,8 @@ static SpiStatement statements[Q_COUNT] = {
 	 */
 	[Q_LOCK_DEST] = {
 		"the lock of a destination for a batch",
-		"SELECT tick_from, tick_to, last_id, done_id, consecutive_failures"
+		"SELECT tick_from, tick_to, last_id, done_id, consecutive_failures, last_txid,"
+		"       config, search_path"
 		"  FROM outbox.destination WHERE id = $1 AND NOT paused"
 		"   AND (retry_at IS NULL OR retry_at <= pg_catalog.now())"
 		"   FOR UPDATE SKIP LOCKED",
@@ -169,7 +170,8 @@ static SpiStatement statements[Q_COUNT] = {
 	 */
 	[Q_LOCK_DEST_WAIT] = {
 		"the lock of a destination for a batch in the caller's transaction",
-		"SELECT tick_from, tick_to, last_id, done_id, consecutive_failures"
+		"SELECT tick_from, tick_to, last_id, done_id, consecutive_failures, last_txid,"
+		"       config, search_path"
 		"  FROM outbox.destination WHERE id = $1"
 		"   AND ($2 OR retry_at IS NULL OR retry_at <= pg_catalog.now())"
 		"   FOR UPDATE",
@@ -211,13 +213,14 @@ static SpiStatement statements[Q_COUNT] = {
 	[Q_DUE_RETRIES] = {
 		"the read of the due retry rows",
 		"SELECT r.id, r.event_id, r.topic, r.aggregate_id, r.event_type, r.payload,"
-		"       r.headers, r.created_at, r.deliver_after, r.txid, r.attempts"
+		"       r.headers, r.created_at, r.deliver_after, r.txid, r.attempts, r.committed_at"
 		"  FROM outbox.delivery_retry r"
 		" WHERE r.destination_id = $1 AND r.next_attempt_at <= pg_catalog.now()"
 		"   AND (NOT $2 OR r.aggregate_id IS NULL"
 		"        OR NOT EXISTS (SELECT 1 FROM outbox.delivery_retry p"
 		"                        WHERE p.destination_id = r.destination_id"
-		"                          AND p.aggregate_id = r.aggregate_id AND p.id < r.id))"
+		"                          AND p.aggregate_id = r.aggregate_id"
+		"                          AND " RETRY_PRECEDES_SQL("p", "r") "))"
 		" ORDER BY r.attempts > 0, r.id LIMIT $3",
 		{INT4OID, BOOLOID, INT4OID, 0}
 	},
@@ -262,31 +265,33 @@ static SpiStatement statements[Q_COUNT] = {
 		"the move of a retry row to the dead letters",
 		"WITH r AS (DELETE FROM outbox.delivery_retry"
 		"            WHERE destination_id = $1 AND id = $2 RETURNING *)"
-		" INSERT INTO outbox.dead_letter (destination_id, " EVENT_COLS ", attempts, last_error)"
-		" SELECT destination_id, " EVENT_COLS ", $3, $4 FROM r",
+		" INSERT INTO outbox.dead_letter (destination_id, " EVENT_COLS ", attempts, last_error,"
+		"                                 committed_at)"
+		" SELECT destination_id, " EVENT_COLS ", $3, $4, committed_at FROM r",
 		{INT4OID, INT8OID, INT4OID, TEXTOID, 0}
 	},
 	/* outbox.delivery_retry: a window event parked as a retry row */
 	[Q_PARK] = {
 		"the insert of a retry row",
 		"INSERT INTO outbox.delivery_retry (destination_id, " EVENT_COLS ","
-		"       attempts, next_attempt_at, last_error, last_attempt_at)"
+		"       attempts, next_attempt_at, last_error, last_attempt_at, committed_at)"
 		" VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14,"
-		"         CASE WHEN $12 > 0 THEN pg_catalog.now() END)",
-		{INT4OID, EVENT_TYPES, INT4OID, TIMESTAMPTZOID, TEXTOID, 0}
+		"         CASE WHEN $12 > 0 THEN pg_catalog.now() END, $15)",
+		{INT4OID, EVENT_TYPES, INT4OID, TIMESTAMPTZOID, TEXTOID, TIMESTAMPTZOID, 0}
 	},
 	/* outbox.dead_letter: a window event that failed for good */
 	[Q_DEAD] = {
 		"the insert of a dead letter",
-		"INSERT INTO outbox.dead_letter (destination_id, " EVENT_COLS ", attempts, last_error)"
-		" VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
-		{INT4OID, EVENT_TYPES, INT4OID, TEXTOID, 0}
+		"INSERT INTO outbox.dead_letter (destination_id, " EVENT_COLS ", attempts, last_error,"
+		"                                 committed_at)"
+		" VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
+		{INT4OID, EVENT_TYPES, INT4OID, TEXTOID, TIMESTAMPTZOID, 0}
 	},
 	/* outbox.destination: the new position, counters and backoff */
 	[Q_UPDATE_DEST] = {
 		"the update of a destination after a batch",
 		"UPDATE outbox.destination"
-		"   SET tick_from = $2, tick_to = $3, last_id = $4, done_id = $5,"
+		"   SET tick_from = $2, tick_to = $3, last_id = $4, done_id = $5, last_txid = $11,"
 		"       delivered_total = delivered_total + $6,"
 		"       failed_attempts_total = failed_attempts_total + $7,"
 		"       last_delivered_at = CASE WHEN $6 > 0 THEN pg_catalog.now() ELSE last_delivered_at END,"
@@ -295,12 +300,12 @@ static SpiStatement statements[Q_COUNT] = {
 		"       consecutive_failures = $9, retry_at = $10"
 		" WHERE id = $1",
 		{INT4OID, INT8OID, INT8OID, INT8OID, INT8OID, INT8OID, INT8OID,
-		TEXTOID, INT4OID, TIMESTAMPTZOID, 0}
+		TEXTOID, INT4OID, TIMESTAMPTZOID, XID8OID, 0}
 	},
 	/* outbox.destination: the row again, after a network delivery */
 	[Q_RELOCK_DEST] = {
 		"the relock of a destination after a delivery",
-		"SELECT tick_from, tick_to, last_id, done_id, consecutive_failures"
+		"SELECT tick_from, tick_to, last_id, done_id, consecutive_failures, last_txid"
 		"  FROM outbox.destination WHERE id = $1 FOR UPDATE",
 		{INT4OID, 0}
 	},
@@ -405,6 +410,7 @@ read_event_values(Batch *b, Datum *values, bool *nulls, DispatchEvent *ev)
 	ev->has_deliver_after = !nulls[8];
 	ev->deliver_after = nulls[8] ? 0 : DatumGetTimestampTz(values[8]);
 	ev->txid = DatumGetUInt64(values[9]);
+	ev->committed_at = 0;
 	ev->attempts = 0;
 
 	/* The composite outbox.events value handlers receive. */
@@ -423,7 +429,7 @@ read_event_values(Batch *b, Datum *values, bool *nulls, DispatchEvent *ev)
  * read_event
  *		Fill 'ev' from row 'i' of the last SPI result, whose first
  *		EVENT_COLUMNS columns are those of outbox.events in order (and, for
- *		retry rows, attempts after them).  Copies into the current context.
+ *		retry rows, attempts and committed_at after them).  Copies into the current context.
  */
 static void
 read_event(Batch *b, uint64 i, DispatchEvent *ev, bool with_attempts)
@@ -441,7 +447,11 @@ read_event(Batch *b, uint64 i, DispatchEvent *ev, bool with_attempts)
 	{
 		bool		isnull;
 
+		Datum		d;
+
 		ev->attempts = DatumGetInt32(SPI_getbinval(tup, desc, EVENT_COLUMNS + 1, &isnull));
+		d = SPI_getbinval(tup, desc, EVENT_COLUMNS + 2, &isnull);
+		ev->committed_at = isnull ? 0 : DatumGetTimestampTz(d);
 	}
 }
 
@@ -602,8 +612,8 @@ static void
 park_event(Batch *b, const DispatchEvent *ev, int attempts, TimestampTz next,
 		   const char *error, bool dead)
 {
-	Datum		values[14];
-	char		nulls[14];
+	Datum		values[15];
+	char		nulls[15];
 
 	values[0] = Int32GetDatum(b->dest->id);
 	nulls[0] = ' ';
@@ -614,6 +624,8 @@ park_event(Batch *b, const DispatchEvent *ev, int attempts, TimestampTz next,
 	{
 		values[12] = error ? CStringGetTextDatum(error) : (Datum) 0;
 		nulls[12] = error ? ' ' : 'n';
+		values[13] = TimestampTzGetDatum(ev->committed_at);
+		nulls[13] = ev->committed_at ? ' ' : 'n';
 		SpiRun(&statements[Q_DEAD], values, nulls, SPI_OK_INSERT);
 		b->dead++;
 		return;
@@ -622,6 +634,8 @@ park_event(Batch *b, const DispatchEvent *ev, int attempts, TimestampTz next,
 	nulls[12] = ' ';
 	values[13] = error ? CStringGetTextDatum(error) : (Datum) 0;
 	nulls[13] = error ? ' ' : 'n';
+	values[14] = TimestampTzGetDatum(ev->committed_at);
+	nulls[14] = ev->committed_at ? ' ' : 'n';
 	SpiRun(&statements[Q_PARK], values, nulls, SPI_OK_INSERT);
 }
 
@@ -675,14 +689,25 @@ typedef struct BatchItem
 	SinkOutcome outcome;
 } BatchItem;
 
-/* The position of a destination, as read when the batch was collected. */
+/*
+ * The position of a destination, as read when the batch was collected.  A
+ * window is read in id order (last_txid 0: its events with id <= last_id
+ * are done; last_id 0: not begun) or, on an ordered destination whose
+ * window has commit times, in commit order (last_txid, last_id: a
+ * CommitCursor, see events/logscan.c).
+ */
 typedef struct Position
 {
 	int64		tick_from;
 	int64		tick_to;		/* 0: no window yet */
 	int64		last_id;
+	uint64		last_txid;		/* 0: none */
 	int64		done_id;
 	int			consecutive;
+	bool		by_commit;		/* collect() reads this page in commit order */
+	CommitCursor page_end;		/* by_commit: the cursor after the page */
+	Jsonb	   *config;			/* first lock only: the config now ... */
+	char	   *search_path;	/* ... and the handler's search_path */
 } Position;
 
 /*
@@ -720,7 +745,51 @@ read_position(const Batch *b, Position *pos, bool skip_locked)
 	pos->last_id = DatumGetInt64(SPI_getbinval(tup, desc, 3, &isnull));
 	pos->done_id = DatumGetInt64(SPI_getbinval(tup, desc, 4, &isnull));
 	pos->consecutive = DatumGetInt32(SPI_getbinval(tup, desc, 5, &isnull));
+	pos->last_txid = DatumGetUInt64(SPI_getbinval(tup, desc, 6, &isnull));
+	if (isnull)
+		pos->last_txid = 0;
+	pos->by_commit = false;
+	pos->config = NULL;
+	pos->search_path = NULL;
+	if (skip_locked)
+	{
+		pos->config = DatumGetJsonbPCopy(SPI_getbinval(tup, desc, 7, &isnull));
+		pos->search_path = SPI_getvalue(tup, desc, 8);
+	}
 	return true;
+}
+
+/*
+ * refresh_config
+ *		The destination as this batch must use it: b->dest, or, if its
+ *		config or search_path changed since the dispatcher's pass read it
+ *		(alter_destination meanwhile), a copy in 'cxt' with the new ones,
+ *		parsed.  So a change applies from the next batch on, however long
+ *		the pass.  A config that no longer parses raises, like any batch
+ *		error.
+ */
+static DestinationConfig *
+refresh_config(const DestinationConfig *dest, const Position *pos, MemoryContext cxt)
+{
+	DestinationConfig *fresh;
+	MemoryContext old;
+
+	if (pos->config == NULL ||
+		(VARSIZE(pos->config) == VARSIZE(dest->config) &&
+		 memcmp(pos->config, dest->config, VARSIZE(dest->config)) == 0 &&
+		 (pos->search_path == NULL) == (dest->search_path == NULL) &&
+		 (pos->search_path == NULL || strcmp(pos->search_path, dest->search_path) == 0)))
+		return (DestinationConfig *) dest;
+
+	old = MemoryContextSwitchTo(cxt);
+	fresh = palloc(sizeof(DestinationConfig));
+	*fresh = *dest;
+	fresh->config = palloc(VARSIZE(pos->config));
+	memcpy(fresh->config, pos->config, VARSIZE(pos->config));
+	fresh->search_path = pos->search_path ? pstrdup(pos->search_path) : NULL;
+	DestConfigParseCommon(fresh->config, fresh);
+	MemoryContextSwitchTo(old);
+	return fresh;
 }
 
 /*
@@ -862,10 +931,11 @@ subscribed(PageState *page, Datum *values)
 
 /*
  * accept_event
- *		LogWindowPage's callback: a subscribed event becomes an item.
+ *		LogWindowPage's and LogWindowCommitPage's callback: a subscribed
+ *		event becomes an item.
  */
 static bool
-accept_event(Datum *values, bool *nulls, void *arg)
+accept_event(Datum *values, bool *nulls, TimestampTz committed_at, void *arg)
 {
 	PageState  *page = arg;
 	Batch	   *b = page->b;
@@ -878,6 +948,7 @@ accept_event(Datum *values, bool *nulls, void *arg)
 	old = MemoryContextSwitchTo(page->cxt);
 	item = palloc0(sizeof(BatchItem));
 	read_event_values(b, values, nulls, &item->ev);
+	item->ev.committed_at = committed_at;
 	item->source = FROM_WINDOW;
 	item->lane = -1;
 	if (is_blocked(b, item->ev.aggregate_id))
@@ -901,8 +972,9 @@ accept_event(Datum *values, bool *nulls, void *arg)
  * collect
  *		Phase 1: the due retry rows, then the next page of the window, as
  *		items.  Events are copied into 'cxt'.  Advances *pos to the window
- *		and page read (last_id, done_id); sets *window_done when the window
- *		has no more events after this page.
+ *		and page read (last_id, done_id; by_commit and page_end when the page
+ *		is read in commit order); sets *window_done when the window has no
+ *		more events after this page.
  */
 static List *
 collect(Batch *b, Position *pos, int limit, MemoryContext cxt, bool *window_done,
@@ -972,29 +1044,59 @@ collect(Batch *b, Position *pos, int limit, MemoryContext cxt, bool *window_done
 	}
 	to_snap = tick_snapshot(pos->tick_to, &found);
 
+	window.from_tick = pos->tick_from;
+	window.to_tick = pos->tick_to;
 	window.from_snap = from_snap;
 	window.to_snap = to_snap;
-	if (pos->last_id == 0)
-	{
-		int64		first = LogWindowFirstId(&window);
 
-		pos->last_id = (first == 0) ? PG_INT64_MAX : first - 1;
-	}
-
-	SpiRun(&statements[Q_MAX_ID], NULL, NULL, SPI_OK_SELECT);
-	max_id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc,
-										 1, &isnull));
 	load_subscriptions(b, &page);
 	page.b = b;
 	page.cxt = cxt;
 	page.lanes = lanes;
 	page.now = now;
 	page.items = items;
+
+	/*
+	 * Commit order (G4, events/logscan.c) for an ordered destination, when
+	 * the window has commit times; a window begun in id order is finished
+	 * in id order.
+	 */
+	if (b->dest->ordered && (pos->last_id == 0 || pos->last_txid != 0))
+	{
+		if (LogWindowInCommitOrder(&window))
+		{
+			pos->by_commit = true;
+			pos->page_end.txid = pos->last_txid;
+			pos->page_end.id = pos->last_id;
+			LogWindowCommitPage(&window, &pos->page_end, limit, accept_event, &page,
+								window_done);
+			return page.items;
+		}
+		if (pos->last_txid != 0)
+		{
+			/* Commit times are gone (turned off): read it again, by id. */
+			ereport(LOG,
+					(errmsg("outbox_saga: destination \"%s\" reads its current window again in id order: commit timestamps are not available",
+							b->dest->name),
+					 errhint("Set track_commit_timestamp = on to deliver concurrent writers of one aggregate in commit order.")));
+			pos->last_txid = 0;
+			pos->last_id = 0;
+		}
+	}
+
+	if (pos->last_id == 0)
+	{
+		int64		first = LogWindowFirstId(&window);
+
+		pos->last_id = (first == 0) ? PG_INT64_MAX : first - 1;
+	}
+	SpiRun(&statements[Q_MAX_ID], NULL, NULL, SPI_OK_SELECT);
+	max_id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc,
+										 1, &isnull));
 	n = LogWindowPage(&window, pos->last_id, max_id, limit, accept_event, &page,
 					  &last_seen);
 	*window_done = (n < (uint64) limit);
-	items = page.items;
-	return items;
+	return page.items;
 }
 
 /*
@@ -1247,12 +1349,14 @@ record_item(Batch *b, BatchItem *item)
 static bool
 record(Batch *b, List *items, Position *pos, bool window_done)
 {
-	Datum		values[10];
-	char		nulls[10];
+	Datum		values[11];
+	char		nulls[11];
 	ListCell   *lc;
 	bool		pause = false;
 	int64		last_id = pos->last_id;
+	uint64		last_txid = pos->last_txid;
 	int64		done_id = pos->done_id;
+	bool		all_handled = true;
 	int			consecutive = pos->consecutive;
 	TimestampTz retry_at = 0;
 	TimestampTz asked = 0;		/* the latest not_before of the batch */
@@ -1264,6 +1368,7 @@ record(Batch *b, List *items, Position *pos, bool window_done)
 		if (!item->handled)
 		{
 			window_done = false;
+			all_handled = false;
 			break;
 		}
 		b->current = &item->ev;
@@ -1276,8 +1381,19 @@ record(Batch *b, List *items, Position *pos, bool window_done)
 		if (item->source == FROM_WINDOW)
 		{
 			last_id = item->ev.id;
+			last_txid = pos->by_commit ? item->ev.txid : 0;
 			done_id = Max(done_id, item->ev.id);
 		}
+	}
+
+	/*
+	 * In commit order the page may end past its last item (events of other
+	 * topics): the cursor moves there once every item is handled.
+	 */
+	if (pos->by_commit && all_handled)
+	{
+		last_txid = pos->page_end.txid;
+		last_id = pos->page_end.id;
 	}
 
 	/*
@@ -1307,6 +1423,8 @@ record(Batch *b, List *items, Position *pos, bool window_done)
 	nulls[2] = window_done ? 'n' : ' ';
 	values[3] = Int64GetDatum(window_done ? 0 : last_id);
 	values[4] = Int64GetDatum(done_id);
+	values[10] = UInt64GetDatum(last_txid);
+	nulls[10] = (window_done || last_txid == 0) ? 'n' : ' ';
 	values[5] = Int64GetDatum(b->delivered);
 	values[6] = Int64GetDatum(b->failed);
 	values[7] = b->last_error ? CStringGetTextDatum(b->last_error) : (Datum) 0;
@@ -1378,6 +1496,10 @@ run_batch(Batch *b, MemoryContext cxt, BatchResult *result)
 		return;
 	}
 	orig = pos;
+	b->dest = dest = refresh_config(dest, &pos, cxt);
+	limit = dest->batch_size > 0 ? dest->batch_size : OutboxBatchSize;
+	if (b->limit > 0)
+		limit = Min(limit, b->limit);
 	b->events_desc = events_tupdesc();
 	load_blocked(b);
 
@@ -1416,7 +1538,8 @@ run_batch(Batch *b, MemoryContext cxt, BatchResult *result)
 		if (!read_position(b, &now_pos, false) ||
 			now_pos.tick_from != orig.tick_from ||
 			now_pos.tick_to != orig.tick_to ||
-			now_pos.last_id != orig.last_id)
+			now_pos.last_id != orig.last_id ||
+			now_pos.last_txid != orig.last_txid)
 		{
 			end_batch_transaction(b);
 			return;

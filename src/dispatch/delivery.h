@@ -22,6 +22,27 @@ typedef struct BatchResult
 								 * of ticks: a newer window may follow */
 } BatchResult;
 
+/*
+ * SQL: whether retry row p comes before retry row r of the same aggregate
+ * in commit order (see events/logscan.c): by (committed_at, txid, id) when
+ * both commit times are known; a row whose commit time is unknown (read in
+ * id order, or restored from another database) comes first, and two such
+ * rows come in id order.
+ */
+#define RETRY_PRECEDES_SQL(p, r) \
+	"((" p ".committed_at IS NULL AND (" r ".committed_at IS NOT NULL OR " p ".id < " r ".id))" \
+	" OR (" p ".committed_at, " p ".txid, " p ".id) < (" r ".committed_at, " r ".txid, " r ".id))"
+
+/*
+ * SQL: whether event e, of the window of destination d (visible in its
+ * upper tick), is behind d's cursor: by id when the window is read in id
+ * order (last_txid NULL), by the commit-order key otherwise.
+ */
+#define CURSOR_PASSED_SQL(e, d) \
+	"(CASE WHEN " d ".last_txid IS NULL THEN " e ".id <= " d ".last_id" \
+	" ELSE (outbox.committed_at(" e ".txid), " e ".txid, " e ".id)" \
+	"      <= (outbox.committed_at(" d ".last_txid), " d ".last_txid, " d ".last_id) END)"
+
 extern void DeliveryRunBatch(DestinationConfig *dest, BatchResult *result);
 extern void DeliveryRunBatchHere(DestinationConfig *dest, int limit,
 								 bool include_backoff, BatchResult *result);

@@ -56,6 +56,7 @@
 #include "base/run_as.h"
 #include "base/shmem.h"
 #include "base/spi_util.h"
+#include "dispatch/delivery.h"
 #include "events/wakeup.h"
 
 PG_FUNCTION_INFO_V1(outbox_saga_wait_idle);
@@ -236,7 +237,7 @@ static SpiStatement owed_statement = {
 	"              LEFT JOIN outbox.tick tt ON tt.id = d.tick_to"
 	"             WHERE tf.id = d.tick_from"
 	"               AND NOT pg_catalog.pg_visible_in_snapshot(e.txid, tf.snapshot)"
-	"               AND NOT (tt.id IS NOT NULL AND e.id <= d.last_id"
+	"               AND NOT (tt.id IS NOT NULL AND " CURSOR_PASSED_SQL("e", "d")
 	"                        AND pg_catalog.pg_visible_in_snapshot(e.txid, tt.snapshot))))),"
 	" $1::text IS NULL OR EXISTS (SELECT 1 FROM outbox.destination WHERE name = $1)",
 	{TEXTOID, 0}
@@ -511,10 +512,10 @@ static SpiStatement statements[Q_COUNT] = {
 		" INSERT INTO outbox.delivery_retry"
 		"  (destination_id, id, event_id, topic, aggregate_id, event_type,"
 		"   payload, headers, created_at, deliver_after, txid,"
-		"   attempts, next_attempt_at, last_error)"
+		"   attempts, next_attempt_at, last_error, committed_at)"
 		" SELECT destination_id, id, event_id, topic, aggregate_id, event_type,"
 		"        payload, headers, created_at, deliver_after, txid,"
-		"        0, pg_catalog.now(), last_error FROM d"
+		"        0, pg_catalog.now(), last_error, committed_at FROM d"
 		" ON CONFLICT (destination_id, id) DO NOTHING",
 		{TEXTOID, UUIDARRAYOID, OIDOID, 0}
 	},

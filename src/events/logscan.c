@@ -1,14 +1,52 @@
 /*-------------------------------------------------------------------------
  *
  * logscan.c
- *		Reading a window of the log (see eventlog.c) with index scans.
+ *		Reading a window of the log (see eventlog.c) with index scans, in
+ *		commit order.
  *
- * The dispatcher's two reads of the log are done here with the index AM
+ * The dispatcher's reads of the log are done here with the index AM
  * directly, never through the planner: the log's partitions are truncated
  * and refilled all the time, so their statistics are usually wrong, and a
  * plan chosen on them (a sequential scan and a sort, or an id-ordered scan
  * from the start of the log) costs milliseconds per batch instead of
  * microseconds.
+ *
+ * THE ORDER TO DELIVER (G4)
+ *	Event A comes before event B when A's transaction committed, and was
+ *	visible, before B's transaction began to commit.  Commits that overlap
+ *	in time are unordered; they are put in a deterministic order by txid.
+ *	Within one transaction, events come in id order (the order the
+ *	transaction wrote them).  The key that realises this is
+ *		(commit time of the transaction, txid, id)
+ *	with the commit time of track_commit_timestamp.  PostgreSQL records it
+ *	just before the commit record is written, so it is taken after the
+ *	transaction began to commit and before it became visible: if A was
+ *	visible before B began to commit, A's time is below B's (a backwards
+ *	step of the wall clock between the two is the one exception).  Ids
+ *	alone are not this order: a transaction that drew its ids first can
+ *	commit last (two writers of one aggregate, or a capture trigger keyed
+ *	on a column that is not unique).
+ *
+ * WHY THE DISPATCHER DELIVERS IN THAT ORDER
+ *	Across windows: a window is (S_from, S_to] of two ticks, snapshots
+ *	taken one after the other (eventlog.c).  If A was visible before B
+ *	began to commit, every snapshot that sees B also sees A, so A's window
+ *	is B's or an earlier one; windows are consumed in tick order.
+ *	Within a window: LogWindowCommitPage hands out the window's events in
+ *	key order, page after page, from a cursor (CommitCursor: the key of the
+ *	last event handed out).  The transactions of the window and their keys
+ *	come from one scan of the txid index (window_order), sorted by key and
+ *	cached per window, so the pages of a large window cost one such scan,
+ *	not one each; a page then reads the id range of the next transactions
+ *	in key order and sorts what it read.  The batch keeps that order for
+ *	each aggregate (delivery.c), and a retry row carries its event's
+ *	commit time, so retried and held-back events keep it too.
+ *	Without commit times (track_commit_timestamp off, or a transaction
+ *	older than the commit-time horizon) a window is read in id order
+ *	(LogWindowPage): writers of one row are still in commit order (a
+ *	capture trigger draws its id holding the row's lock), concurrent
+ *	writers of one aggregate are not; outbox.stats says which order each
+ *	destination gets.
  *
  *	LogWindowFirstId: the lowest id of the window (S_from, S_to], by a range
  *		scan of each partition's txid index over [xmin(S_from), xmax(S_to)).
@@ -17,23 +55,31 @@
  *		after X in order are: the rest of X's generation in its partition,
  *		then the next generation in the next partition, and so on; each is a
  *		range scan of one partition's id index.
+ *	LogWindowCommitPage: the window's events after a cursor, in key order,
+ *		up to a limit.
  *
- * Both run in the caller's transaction with its active snapshot (a row
+ * All run in the caller's transaction with its active snapshot (a row
  * is seen if its transaction is visible to the scan's MVCC snapshot, and
  * belongs to the window if it is visible in S_to and not in S_from), and
  * take ACCESS SHARE locks on the partitions and indexes they read, held to
  * the end of the transaction.  They only read: nothing to recover after a
- * crash.
+ * crash.  The cache of window orders is per process, in TopMemoryContext, at
+ * most ORDER_CACHE_SIZE windows; a window's contents never change once its
+ * upper tick exists, so an entry never goes stale (a window whose events
+ * were retired under it only yields fewer events).
  *
  *-------------------------------------------------------------------------
  */
 #include "compat.h"
 
+#include "access/commit_ts.h"
 #include "access/genam.h"
+#include "access/htup_details.h"
 #include "access/relscan.h"
 #include "access/stratnum.h"
 #include "access/table.h"
 #include "access/tableam.h"
+#include "access/transam.h"
 #include "catalog/namespace.h"
 #include "executor/tuptable.h"
 #include "utils/builtins.h"
@@ -41,10 +87,14 @@
 #include "utils/fmgrprotos.h"
 #include "utils/lsyscache.h"
 #include "utils/rel.h"
+#include "utils/memutils.h"
 #include "utils/snapmgr.h"
+#include "utils/xid8.h"
 
 #include "events/eventlog.h"
 #include "events/logscan.h"
+
+PG_FUNCTION_INFO_V1(outbox_saga_committed_at);
 
 /*
  * log_relid
@@ -154,13 +204,13 @@ LogWindowFirstId(const LogWindow *w)
  *		Call accept(values, nulls, arg) for the window's events with id >
  *		'after', in id order, until it has accepted 'limit' of them or the
  *		log has no more (ids up to 'max_id').  accept() returns whether it
- *		took the event (a subscription filter may refuse it).  Returns how
+ *		took the event (a subscription filter may refuse it); it is given
+ *		no commit time.  Returns how
  *		many were taken; *last_seen is the id of the last event looked at.
  */
 int
 LogWindowPage(const LogWindow *w, int64 after, int64 max_id, int limit,
-			  bool (*accept) (Datum *values, bool *nulls, void *arg), void *arg,
-			  int64 *last_seen)
+			  LogAcceptFn accept, void *arg, int64 *last_seen)
 {
 	Oid			nspid = get_namespace_oid("outbox", false);
 	int			taken = 0;
@@ -192,10 +242,514 @@ LogWindowPage(const LogWindow *w, int64 after, int64 max_id, int limit,
 				continue;
 			slot_getallattrs(ls.slot);
 			*last_seen = DatumGetInt64(ls.slot->tts_values[EV_ID]);
-			if (accept(ls.slot->tts_values, ls.slot->tts_isnull, arg))
+			if (accept(ls.slot->tts_values, ls.slot->tts_isnull, 0, arg))
 				taken++;
 		}
 		log_scan_end(&ls);
 	}
 	return taken;
+}
+
+/* ------------------------------------------------------------------------
+ * Commit order
+ * ------------------------------------------------------------------------
+ */
+
+#define ORDER_CACHE_SIZE	8
+
+/* One transaction of a window: its commit key and where its events are. */
+typedef struct WindowTxn
+{
+	uint64		txid;
+	TimestampTz committed_at;	/* 0: unknown */
+	int64		min_id;
+	int64		max_id;
+	int64		count;
+} WindowTxn;
+
+/* A txid and its place in the window's commit order. */
+typedef struct TxnRank
+{
+	uint64		txid;
+	int			rank;
+} TxnRank;
+
+/* The transactions of a window, in commit order (cached). */
+typedef struct WindowOrder
+{
+	int64		from_tick;		/* the key: both tick ids ... */
+	int64		to_tick;
+	uint64		from_xmax;		/* ... and their snapshots' xmax */
+	uint64		to_xmax;
+	MemoryContext cxt;			/* holds this struct and its arrays */
+	uint64		used;			/* for LRU eviction */
+	bool		by_commit;		/* every commit time is known */
+	int			ntxns;
+	WindowTxn  *txns;			/* in key order */
+	TxnRank    *ranks;			/* in txid order */
+} WindowOrder;
+
+static WindowOrder *order_cache[ORDER_CACHE_SIZE];
+static uint64 order_clock;
+
+/*
+ * LogCommitOrderAvailable
+ *		Whether commit times are recorded (track_commit_timestamp).
+ */
+bool
+LogCommitOrderAvailable(void)
+{
+	return track_commit_timestamp;
+}
+
+/*
+ * LogCommittedAt
+ *		The commit time of transaction 'txid' (an xid8), or 0 if it is not
+ *		known: commit times are not recorded, the transaction is older than
+ *		the commit-time horizon or has not committed.
+ */
+TimestampTz
+LogCommittedAt(uint64 txid)
+{
+	FullTransactionId fxid = FullTransactionIdFromU64(txid);
+	FullTransactionId next;
+	TransactionId xid = XidFromFullTransactionId(fxid);
+	TimestampTz ts;
+
+	if (!track_commit_timestamp || !TransactionIdIsNormal(xid))
+		return 0;
+	/* A 32-bit xid names this transaction only within 2^31 of the next. */
+	next = ReadNextFullTransactionId();
+	if (!FullTransactionIdPrecedes(fxid, next) ||
+		U64FromFullTransactionId(next) - txid >= (UINT64CONST(1) << 31))
+		return 0;
+	if (!TransactionIdGetCommitTsData(xid, &ts, NULL))
+		return 0;
+	return ts;
+}
+
+static int
+cmp_txid(const void *a, const void *b)
+{
+	uint64		x = ((const WindowTxn *) a)->txid;
+	uint64		y = ((const WindowTxn *) b)->txid;
+
+	return (x > y) - (x < y);
+}
+
+static int
+cmp_commit_key(const void *a, const void *b)
+{
+	const WindowTxn *x = a;
+	const WindowTxn *y = b;
+
+	if (x->committed_at != y->committed_at)
+		return (x->committed_at > y->committed_at) - (x->committed_at < y->committed_at);
+	return (x->txid > y->txid) - (x->txid < y->txid);
+}
+
+static int
+cmp_rank_txid(const void *a, const void *b)
+{
+	uint64		x = ((const TxnRank *) a)->txid;
+	uint64		y = ((const TxnRank *) b)->txid;
+
+	return (x > y) - (x < y);
+}
+
+/*
+ * snapshot_xmax
+ *		The xmax of a pg_snapshot datum, as a uint64.
+ */
+static uint64
+snapshot_xmax(Datum snap)
+{
+	return DatumGetUInt64(DirectFunctionCall1(pg_snapshot_xmax, snap));
+}
+
+/*
+ * window_order_build
+ *		Scan the window's txid index entries (as LogWindowFirstId does) into
+ *		one WindowTxn per transaction, look up the commit times and sort by
+ *		key, in a new memory context that is a child of the current one.
+ */
+static WindowOrder *
+window_order_build(const LogWindow *w)
+{
+	MemoryContext cxt = AllocSetContextCreate(CurrentMemoryContext,
+											  "outbox_saga window order",
+											  ALLOCSET_DEFAULT_SIZES);
+	MemoryContext old = MemoryContextSwitchTo(cxt);
+	WindowOrder *o = palloc0(sizeof(WindowOrder));
+	Oid			nspid = get_namespace_oid("outbox", false);
+	Datum		lo = DirectFunctionCall1(pg_snapshot_xmin, w->from_snap);
+	Datum		hi = DirectFunctionCall1(pg_snapshot_xmax, w->to_snap);
+	int			cap = 64;
+	int			n = 0;
+	int			part;
+	int			i;
+	int			m;
+
+	o->cxt = cxt;
+	o->from_tick = w->from_tick;
+	o->to_tick = w->to_tick;
+	o->from_xmax = snapshot_xmax(w->from_snap);
+	o->to_xmax = snapshot_xmax(w->to_snap);
+	o->txns = palloc(sizeof(WindowTxn) * cap);
+
+	for (part = 0; part < OUTBOX_PARTITIONS; part++)
+	{
+		ScanKeyData keys[2];
+		LogIndexScan ls;
+
+		ScanKeyInit(&keys[0], 1, BTGreaterEqualStrategyNumber, F_XID8GE, lo);
+		ScanKeyInit(&keys[1], 1, BTLessStrategyNumber, F_XID8LT, hi);
+		log_scan_begin(&ls, nspid, part, "events_p%d_txid_idx", keys);
+		while (index_getnext_slot(ls.scan, ForwardScanDirection, ls.slot))
+		{
+			bool		isnull;
+			Datum		txid = slot_getattr(ls.slot, EV_TXID + 1, &isnull);
+			int64		id;
+			WindowTxn  *t;
+
+			/* Entries of one txid are adjacent in one partition's index. */
+			if (n > 0 && o->txns[n - 1].txid == DatumGetUInt64(txid))
+				t = &o->txns[n - 1];
+			else
+			{
+				if (!in_window(txid, w))
+					continue;
+				if (n == cap)
+				{
+					cap *= 2;
+					o->txns = repalloc_huge(o->txns, sizeof(WindowTxn) * cap);
+				}
+				t = &o->txns[n++];
+				t->txid = DatumGetUInt64(txid);
+				t->min_id = PG_INT64_MAX;
+				t->max_id = 0;
+				t->count = 0;
+			}
+			id = DatumGetInt64(slot_getattr(ls.slot, EV_ID + 1, &isnull));
+			t->min_id = Min(t->min_id, id);
+			t->max_id = Max(t->max_id, id);
+			t->count++;
+		}
+		log_scan_end(&ls);
+	}
+
+	/* A transaction that wrote into two partitions appears twice: merge. */
+	if (n > 1)
+		qsort(o->txns, n, sizeof(WindowTxn), cmp_txid);
+	for (i = 0, m = 0; i < n; i++)
+	{
+		if (m > 0 && o->txns[m - 1].txid == o->txns[i].txid)
+		{
+			o->txns[m - 1].min_id = Min(o->txns[m - 1].min_id, o->txns[i].min_id);
+			o->txns[m - 1].max_id = Max(o->txns[m - 1].max_id, o->txns[i].max_id);
+			o->txns[m - 1].count += o->txns[i].count;
+		}
+		else
+			o->txns[m++] = o->txns[i];
+	}
+	o->ntxns = m;
+
+	o->by_commit = LogCommitOrderAvailable();
+	for (i = 0; i < m && o->by_commit; i++)
+	{
+		o->txns[i].committed_at = LogCommittedAt(o->txns[i].txid);
+		if (o->txns[i].committed_at == 0)
+			o->by_commit = false;
+	}
+	if (o->by_commit && m > 1)
+		qsort(o->txns, m, sizeof(WindowTxn), cmp_commit_key);
+
+	o->ranks = palloc(sizeof(TxnRank) * (m + 1));
+	for (i = 0; i < m; i++)
+	{
+		o->ranks[i].txid = o->txns[i].txid;
+		o->ranks[i].rank = i;
+	}
+	if (m > 1)
+		qsort(o->ranks, m, sizeof(TxnRank), cmp_rank_txid);
+
+	MemoryContextSwitchTo(old);
+	return o;
+}
+
+/*
+ * window_order
+ *		The commit order of window 'w', from the cache or built (and then
+ *		cached, evicting the least recently used entry).
+ */
+static WindowOrder *
+window_order(const LogWindow *w)
+{
+	uint64		from_xmax = snapshot_xmax(w->from_snap);
+	uint64		to_xmax = snapshot_xmax(w->to_snap);
+	int			victim = 0;
+	int			i;
+	WindowOrder *o;
+
+	for (i = 0; i < ORDER_CACHE_SIZE; i++)
+	{
+		o = order_cache[i];
+		if (o == NULL)
+		{
+			victim = i;
+			continue;
+		}
+		if (o->from_tick == w->from_tick && o->to_tick == w->to_tick &&
+			o->from_xmax == from_xmax && o->to_xmax == to_xmax)
+		{
+			o->used = ++order_clock;
+			return o;
+		}
+		if (order_cache[victim] != NULL && o->used < order_cache[victim]->used)
+			victim = i;
+	}
+
+	o = window_order_build(w);
+	/* Only a complete build is cached. */
+	if (order_cache[victim] != NULL)
+		MemoryContextDelete(order_cache[victim]->cxt);
+	MemoryContextSetParent(o->cxt, TopMemoryContext);
+	o->used = ++order_clock;
+	order_cache[victim] = o;
+	return o;
+}
+
+/*
+ * rank_of
+ *		The place of 'txid' in the window's order, or -1 if it has no event
+ *		in the window.
+ */
+static int
+rank_of(const WindowOrder *o, uint64 txid)
+{
+	int			lo = 0;
+	int			hi = o->ntxns - 1;
+
+	while (lo <= hi)
+	{
+		int			mid = lo + (hi - lo) / 2;
+
+		if (o->ranks[mid].txid == txid)
+			return o->ranks[mid].rank;
+		if (o->ranks[mid].txid < txid)
+			lo = mid + 1;
+		else
+			hi = mid - 1;
+	}
+	return -1;
+}
+
+/*
+ * LogWindowInCommitOrder
+ *		Whether window 'w' can be read in commit order: commit times are
+ *		recorded and known for every transaction of the window.
+ */
+bool
+LogWindowInCommitOrder(const LogWindow *w)
+{
+	if (!LogCommitOrderAvailable())
+		return false;
+	return window_order(w)->by_commit;
+}
+
+/* An event read by LogWindowCommitPage, before it is sorted. */
+typedef struct ReadEvent
+{
+	int			rank;
+	int64		id;
+	int			part;
+	HeapTuple	tuple;
+} ReadEvent;
+
+static int
+cmp_read_event(const void *a, const void *b)
+{
+	const ReadEvent *x = a;
+	const ReadEvent *y = b;
+
+	if (x->rank != y->rank)
+		return (x->rank > y->rank) - (x->rank < y->rank);
+	return (x->id > y->id) - (x->id < y->id);
+}
+
+/*
+ * LogWindowCommitPage
+ *		Call accept() for the window's events after *cursor, in key order,
+ *		until it has taken 'limit' of them or the window has no more; moves
+ *		*cursor past every event looked at, and sets *window_end when the
+ *		window has nothing after it.  Returns how many were taken.  The
+ *		window must be LogWindowInCommitOrder.
+ *
+ *		A page reads the transactions after the cursor, in key order, until
+ *		their events add up to 'limit' (the last of them may be read in part:
+ *		its events with the lowest ids), with range scans of the id index
+ *		over the ids they span, and sorts what it read by key.
+ */
+int
+LogWindowCommitPage(const LogWindow *w, CommitCursor *cursor, int limit,
+					LogAcceptFn accept, void *arg, bool *window_end)
+{
+	WindowOrder *o = window_order(w);
+	Oid			nspid = get_namespace_oid("outbox", false);
+	TupleDesc	descs[OUTBOX_PARTITIONS] = {0};
+	ReadEvent  *read;
+	int			nread = 0;
+	int			cap = 64;
+	int			r0;
+	int			re;
+	int64		after = 0;		/* ids of rank r0 up to this one are behind */
+	int64		budget = 0;
+	int64		lo;
+	int64		hi;
+	int64		hi_full = 0;	/* the highest id of ranks r0 .. re-1 */
+	bool		cut = false;	/* the scan stopped inside rank re */
+	int64		gen;
+	int			taken = 0;
+	int			natts = EV_NATTS;
+	Datum	   *values;
+	bool	   *nulls;
+	int			i;
+
+	Assert(o->by_commit);
+	*window_end = false;
+	r0 = 0;
+	if (cursor->txid != 0)
+	{
+		r0 = rank_of(o, cursor->txid);
+		if (r0 < 0)
+		{
+			/* Cannot happen unless the window changed: read it again. */
+			ereport(LOG,
+					(errmsg("outbox_saga: a window position names a transaction the window does not have; the window is read again from its start")));
+			r0 = 0;
+		}
+		else
+		{
+			after = cursor->id;
+			if (after >= o->txns[r0].max_id)
+			{
+				r0++;
+				after = 0;
+			}
+		}
+	}
+	if (r0 >= o->ntxns)
+	{
+		*window_end = true;
+		return 0;
+	}
+
+	/* The transactions of this page: r0 .. re. */
+	for (re = r0; re < o->ntxns; re++)
+	{
+		budget += o->txns[re].count;
+		if (budget >= limit)
+			break;
+	}
+	if (re == o->ntxns)
+		re = o->ntxns - 1;
+	lo = PG_INT64_MAX;
+	hi = 0;
+	for (i = r0; i <= re; i++)
+	{
+		int64		first = (i == r0 && after > 0) ? after + 1 : o->txns[i].min_id;
+
+		lo = Min(lo, first);
+		hi = Max(hi, o->txns[i].max_id);
+		if (i < re)
+			hi_full = Max(hi_full, o->txns[i].max_id);
+	}
+
+	read = palloc(sizeof(ReadEvent) * cap);
+	for (gen = lo >> OUTBOX_GENERATION_BITS;
+		 !cut && (gen << OUTBOX_GENERATION_BITS) <= hi;
+		 gen++)
+	{
+		int			part = (int) (gen & (OUTBOX_PARTITIONS - 1));
+		int64		glo = Max(lo, gen << OUTBOX_GENERATION_BITS);
+		int64		ghi = Min(hi, ((gen + 1) << OUTBOX_GENERATION_BITS) - 1);
+		ScanKeyData keys[2];
+		LogIndexScan ls;
+
+		ScanKeyInit(&keys[0], 1, BTGreaterEqualStrategyNumber, F_INT8GE, Int64GetDatum(glo));
+		ScanKeyInit(&keys[1], 1, BTLessEqualStrategyNumber, F_INT8LE, Int64GetDatum(ghi));
+		log_scan_begin(&ls, nspid, part, "events_p%d_id_idx", keys);
+		if (descs[part] == NULL)
+			descs[part] = CreateTupleDescCopy(RelationGetDescr(ls.heap));
+		while (index_getnext_slot(ls.scan, ForwardScanDirection, ls.slot))
+		{
+			bool		isnull;
+			uint64		txid = DatumGetUInt64(slot_getattr(ls.slot, EV_TXID + 1, &isnull));
+			int64		id = DatumGetInt64(slot_getattr(ls.slot, EV_ID + 1, &isnull));
+			int			rank;
+
+			/* Past every id of r0 .. re-1 with a full page: rank re is cut. */
+			if (id > hi_full && nread >= limit)
+			{
+				cut = true;
+				break;
+			}
+			rank = rank_of(o, txid);
+			if (rank < r0 || rank > re || (rank == r0 && id <= after))
+				continue;
+			if (nread == cap)
+			{
+				cap *= 2;
+				read = repalloc_huge(read, sizeof(ReadEvent) * cap);
+			}
+			read[nread].rank = rank;
+			read[nread].id = id;
+			read[nread].part = part;
+			read[nread].tuple = ExecCopySlotHeapTuple(ls.slot);
+			nread++;
+		}
+		log_scan_end(&ls);
+	}
+	if (nread > 1)
+		qsort(read, nread, sizeof(ReadEvent), cmp_read_event);
+
+	for (i = 0; i < OUTBOX_PARTITIONS; i++)
+		if (descs[i] != NULL)
+			natts = Max(natts, descs[i]->natts);
+	values = palloc(sizeof(Datum) * natts);
+	nulls = palloc(sizeof(bool) * natts);
+	for (i = 0; i < nread; i++)
+	{
+		heap_deform_tuple(read[i].tuple, descs[read[i].part], values, nulls);
+		cursor->txid = o->txns[read[i].rank].txid;
+		cursor->id = read[i].id;
+		if (accept(values, nulls, o->txns[read[i].rank].committed_at, arg))
+			taken++;
+		if (taken >= limit && i + 1 < nread)
+			return taken;
+	}
+
+	/* Everything read was handed out. */
+	if (!cut)
+	{
+		/* ranks r0 .. re are done, whatever the scan found of them */
+		cursor->txid = o->txns[re].txid;
+		cursor->id = o->txns[re].max_id;
+		*window_end = (re == o->ntxns - 1);
+	}
+	return taken;
+}
+
+/*
+ * outbox.committed_at(txid xid8) RETURNS timestamptz
+ *		LogCommittedAt, NULL when unknown.
+ */
+Datum
+outbox_saga_committed_at(PG_FUNCTION_ARGS)
+{
+	TimestampTz ts = LogCommittedAt(U64FromFullTransactionId(PG_GETARG_FULLTRANSACTIONID(0)));
+
+	if (ts == 0)
+		PG_RETURN_NULL();
+	PG_RETURN_TIMESTAMPTZ(ts);
 }

@@ -9,17 +9,46 @@
 #define OUTBOX_SAGA_LOGSCAN_H
 
 #include "fmgr.h"
+#include "datatype/timestamp.h"
 
-/* The window (from, to] between two ticks: pg_snapshot datums. */
+/*
+ * The window (from, to] between two ticks: their ids (which, with the
+ * snapshots, key the cache of commit orders) and pg_snapshot datums.
+ */
 typedef struct LogWindow
 {
+	int64		from_tick;
+	int64		to_tick;
 	Datum		from_snap;
 	Datum		to_snap;
 } LogWindow;
 
+/*
+ * A position in the commit order of a window: every event whose key
+ * (commit time of its transaction, txid, id) is at most (txid's, txid, id)
+ * is behind it.  txid 0: before the window's first event.
+ */
+typedef struct CommitCursor
+{
+	uint64		txid;
+	int64		id;
+} CommitCursor;
+
+/*
+ * accept(values, nulls, committed_at, arg): an event of the window
+ * (outbox.events values), with the commit time of its transaction (0 if
+ * unknown); returns whether it was taken.
+ */
+typedef bool (*LogAcceptFn) (Datum *values, bool *nulls, TimestampTz committed_at,
+							 void *arg);
+
+extern bool LogCommitOrderAvailable(void);
+extern TimestampTz LogCommittedAt(uint64 txid);
 extern int64 LogWindowFirstId(const LogWindow *w);
 extern int	LogWindowPage(const LogWindow *w, int64 after, int64 max_id, int limit,
-						  bool (*accept) (Datum *values, bool *nulls, void *arg),
-						  void *arg, int64 *last_seen);
+						  LogAcceptFn accept, void *arg, int64 *last_seen);
+extern bool LogWindowInCommitOrder(const LogWindow *w);
+extern int	LogWindowCommitPage(const LogWindow *w, CommitCursor *cursor, int limit,
+								LogAcceptFn accept, void *arg, bool *window_end);
 
 #endif							/* OUTBOX_SAGA_LOGSCAN_H */

@@ -55,6 +55,7 @@ typedef struct DispatchEvent
 	bool		has_deliver_after;
 	TimestampTz deliver_after;
 	uint64		txid;
+	TimestampTz committed_at;	/* of its transaction; 0: unknown */
 	Datum		row;			/* the event as an outbox.events composite */
 	int			attempts;		/* failed attempts so far */
 } DispatchEvent;

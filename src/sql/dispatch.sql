@@ -17,8 +17,11 @@ INSERT INTO outbox.tick (id, snapshot) VALUES (0, pg_catalog.pg_current_snapshot
 -- Destinations: config (secrets included, never shown: see the view
 -- outbox.destinations), owner, and the dispatch position: every tick up to
 -- tick_from is consumed; the window (tick_from, tick_to] is being consumed
--- in id order and its events with id <= last_id are done.  done_id is the
--- highest id passed so far (for the pending estimate of outbox.stats).
+-- in id order and its events with id <= last_id are done, or, when
+-- last_txid is set, in commit order and its events up to the key
+-- (commit time of last_txid, last_txid, last_id) are done
+-- (src/events/logscan.c).  done_id is the highest id passed so far (for the
+-- pending estimate of outbox.stats).
 -- A batch with failures and no success backs the whole destination off:
 -- consecutive_failures counts such batches, retry_at is when to try again.
 -- owner is a regrole so that pg_dump keeps it by name (README, "Backups and
@@ -50,7 +53,8 @@ CREATE TABLE outbox.destination (
 	last_error            text,
 	last_error_at         timestamptz,
 	restored_at           timestamptz,
-	search_path           text        NOT NULL DEFAULT 'pg_catalog, pg_temp'
+	search_path           text        NOT NULL DEFAULT 'pg_catalog, pg_temp',
+	last_txid             xid8
 );
 ALTER SEQUENCE outbox.destination_id_seq OWNED BY outbox.destination.id;
 
@@ -70,8 +74,10 @@ ALTER SEQUENCE outbox.subscription_id_seq OWNED BY outbox.subscription.id;
 
 -- Events that failed at least once, or that wait: for their deliver_after
 -- time, or (ordered destinations) behind a failed event of their aggregate.
--- A copy of the event, so that retiring the log never depends on it.  Only
--- the lowest id of an aggregate is eligible.
+-- A copy of the event, so that retiring the log never depends on it, with
+-- the commit time of its transaction (NULL: unknown).  Only the first row of
+-- an aggregate in commit order is eligible (RETRY_PRECEDES_SQL in
+-- src/dispatch/delivery.h).
 CREATE TABLE outbox.delivery_retry (
 	destination_id   integer     NOT NULL REFERENCES outbox.destination ON DELETE CASCADE,
 	id               bigint      NOT NULL,
@@ -88,6 +94,7 @@ CREATE TABLE outbox.delivery_retry (
 	next_attempt_at  timestamptz NOT NULL,
 	last_error       text,
 	last_attempt_at  timestamptz,
+	committed_at     timestamptz,
 	PRIMARY KEY (destination_id, id)
 );
 CREATE INDEX delivery_retry_aggregate_idx ON outbox.delivery_retry (destination_id, aggregate_id, id);
@@ -110,6 +117,7 @@ CREATE TABLE outbox.dead_letter (
 	attempts         integer     NOT NULL,
 	last_error       text,
 	failed_at        timestamptz NOT NULL DEFAULT now(),
+	committed_at     timestamptz,
 	PRIMARY KEY (destination_id, id)
 );
 

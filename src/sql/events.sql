@@ -33,6 +33,14 @@ CREATE INDEX events_txid_idx ON outbox.events (txid);
 COMMENT ON TABLE outbox.events IS
 	'Committed, not yet retired events. Written only by outbox.emit() and outbox.capture().';
 
+-- The commit-order key of an event is (outbox.committed_at(txid), txid, id)
+-- (src/events/logscan.c): the order destinations receive one aggregate in.
+CREATE FUNCTION outbox.committed_at(txid xid8)
+RETURNS timestamptz
+AS 'MODULE_PATHNAME', 'outbox_saga_committed_at' LANGUAGE C STABLE STRICT PARALLEL SAFE;
+COMMENT ON FUNCTION outbox.committed_at(xid8) IS
+	'The commit time of a transaction that wrote events, or NULL if unknown (track_commit_timestamp off, not committed, or past the commit-time horizon); the first part of the commit-order key (committed_at, txid, id).';
+
 -- pg_dump keeps the events a destination may still owe; their txids mean
 -- nothing in another database, so a restore sets them aside until the
 -- destinations that owe them are resumed (lifecycle.sql; README, "Backups

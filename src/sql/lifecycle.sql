@@ -139,12 +139,17 @@ BEGIN
 		INSERT INTO outbox.tick (id, snapshot) VALUES (0, pg_current_snapshot());
 		latest := 0;
 	END IF;
+	-- A window read in commit order (last_txid set) counts as not begun:
+	-- the commit times of the dumped transactions are not this server's,
+	-- so the window is owed again in full (at least once).
 	INSERT INTO outbox.restored_position (destination_id, tick_from, tick_to, last_id)
-	VALUES (NEW.id, NEW.tick_from, NEW.tick_to, NEW.last_id)
+	VALUES (NEW.id, NEW.tick_from, NEW.tick_to,
+	        CASE WHEN NEW.last_txid IS NULL THEN NEW.last_id ELSE 0 END)
 	ON CONFLICT (destination_id) DO NOTHING;
 	NEW.tick_from := latest;
 	NEW.tick_to := NULL;
 	NEW.last_id := 0;
+	NEW.last_txid := NULL;
 	NEW.consecutive_failures := 0;
 	NEW.retry_at := NULL;
 	NEW.paused := true;

@@ -78,7 +78,7 @@ COMMENT ON FUNCTION outbox.discard_dead(text, uuid[]) IS
 CREATE VIEW outbox.dead_letters WITH (security_barrier) AS
 	SELECT dl.event_id, d.name AS destination, dl.attempts, dl.last_error, dl.failed_at,
 	       dl.id, dl.topic, dl.aggregate_id, dl.event_type, dl.payload, dl.headers,
-	       dl.created_at, dl.deliver_after, dl.txid
+	       dl.created_at, dl.deliver_after, dl.txid, dl.committed_at
 	  FROM outbox.dead_letter dl
 	  JOIN outbox.destination d ON d.id = dl.destination_id
 	 WHERE outbox.has_topic_privilege(dl.topic, 'read');
@@ -111,7 +111,11 @@ CREATE VIEW outbox.stats WITH (security_barrier) AS
 	       COALESCE(outbox.dispatch_status(), d.last_error) AS last_error,
 	       d.last_error_at,
 	       w.worker AS served_by,
-	       w.wait_event
+	       w.wait_event,
+	       CASE WHEN d.config -> 'ordered' = 'false'::jsonb THEN 'unordered'
+	            WHEN pg_catalog.current_setting('track_commit_timestamp')::boolean THEN 'commit'
+	            ELSE 'id'
+	       END AS delivery_order
 	  FROM outbox.destination d
 	 CROSS JOIN (SELECT COALESCE(max(id), 0) AS last_value FROM outbox.events) seq
 	  LEFT JOIN (

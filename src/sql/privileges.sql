@@ -24,6 +24,9 @@ GRANT EXECUTE ON FUNCTION outbox.dispatch_status(), outbox.worker_status() TO PU
 -- outbox.stats sees the rows of its own destinations only.
 GRANT SELECT ON outbox.stats, outbox.workers TO pg_monitor;
 
+-- Like pg_xact_commit_timestamp(): the commit-order key of the log.
+GRANT EXECUTE ON FUNCTION outbox.committed_at(xid8) TO PUBLIC;
+
 -- Like has_table_privilege(): about the caller only; the view
 -- outbox.dead_letters calls it as the reading role.
 GRANT EXECUTE ON FUNCTION outbox.has_topic_privilege(text, text) TO PUBLIC;

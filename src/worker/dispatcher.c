@@ -242,7 +242,7 @@ static SpiStatement dispatcher_stmts[DS_COUNT] = {
 		"           OR NOT EXISTS (SELECT 1 FROM outbox.delivery_retry p"
 		"                           WHERE p.destination_id = r.destination_id"
 		"                             AND p.aggregate_id = r.aggregate_id"
-		"                             AND p.id < r.id))),"
+		"                             AND " RETRY_PRECEDES_SQL("p", "r") "))),"
 		"  (SELECT pg_catalog.min(retry_at) FROM outbox.destination WHERE NOT paused))"
 		"  - pg_catalog.clock_timestamp()) * 1000)::bigint",
 	{0}},

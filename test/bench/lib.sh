@@ -66,6 +66,7 @@ cluster_start() {
 
 # --- outbox_saga benchmark ---
 shared_preload_libraries = 'outbox_saga'
+track_commit_timestamp = on
 max_worker_processes = 16
 # The receivers listen on loopback, which the default denies.
 outbox_saga.http_deny_networks = '169.254.0.0/16,fe80::/10'

@@ -46,6 +46,7 @@ sub new_node
 		($preload ? "shared_preload_libraries = 'outbox_saga'\n" : '')
 		  . "max_worker_processes = 16\n"
 		  . "outbox_saga.workers_per_database = " . ($opts{workers} // 1) . "\n"
+		  . "track_commit_timestamp = " . (($opts{commit_ts} // 1) ? 'on' : 'off') . "\n"
 		  . ($opts{default_deny} ? ''
 			: "outbox_saga.http_deny_networks = '169.254.0.0/16, fe80::/10'\n")
 		  . ($opts{conf} // ''));

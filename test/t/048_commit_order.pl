@@ -1,0 +1,215 @@
+# Commit order for concurrent writers of one aggregate (G4; issue 14 item 1).
+#
+# Event A comes before event B when A's transaction committed before B's
+# began to commit.  Ids do not say that: a transaction that drew its id
+# first can commit last.  Each case below makes exactly that happen while
+# the destinations are paused (so both transactions land in one window, the
+# case id order got wrong), then resumes them and checks what arrived:
+#   (a) two emit()s of one aggregate, the first one committed last;
+#   (b) a capture trigger keyed on a column that is not unique;
+#   (c) four transactions interleaving their events, committed in reverse,
+#       read in pages of three (batch_size), by a function destination and
+#       an http one, with events of another topic among them;
+#   (d) a retry: the event that committed first fails once; the one that
+#       drew the lower id waits behind it (retry rows follow commit order);
+#   (e) outbox.stats says which order each destination gets: 'commit',
+#       'unordered', and 'id' on a server without track_commit_timestamp,
+#       where (a) comes out in id order, as the README says.
+use strict;
+use warnings;
+
+use PostgreSQL::Test::Utils;
+use Test::More;
+use JSON::PP;
+use OutboxTest;
+use WebhookReceiver;
+
+my $receiver = WebhookReceiver->new;
+my $node = new_node('commit_order',
+	conf => "outbox_saga.poll_interval = '100ms'\nlog_statement = none\n");
+$node->start;
+
+sub sql { return $node->safe_psql('postgres', $_[0]); }
+
+sql(sprintf(q{
+	CREATE EXTENSION outbox_saga;
+	CREATE TABLE got (seq bigserial, dest text, agg text, n int);
+	CREATE TABLE fail_once (n int PRIMARY KEY);
+	CREATE FUNCTION handle(e outbox.events) RETURNS void LANGUAGE plpgsql AS $$
+	DECLARE
+	  v_n int := COALESCE(e.payload->>'n', e.payload->'new'->>'n')::int;
+	BEGIN
+	  IF EXISTS (SELECT 1 FROM public.fail_once f WHERE f.n = v_n) THEN
+	    RAISE EXCEPTION 'failing % while fail_once has it', v_n;
+	  END IF;
+	  INSERT INTO public.got (dest, agg, n) VALUES ('fn', e.aggregate_id, v_n);
+	END $$;
+	SELECT outbox.create_destination('fn', 'function',
+	  '{"function": "public.handle", "batch_size": 3,
+	    "backoff_base": "100ms", "backoff_max": "200ms"}');
+	SELECT outbox.subscribe('fn', 't');
+	SELECT outbox.create_destination('hook', 'http', '{"url": "%s", "batch_size": 3}');
+	SELECT outbox.subscribe('hook', 't');
+	SELECT outbox.create_destination('loose', 'function',
+	  '{"function": "public.handle", "ordered": false}');
+	CREATE TABLE orders (id serial PRIMARY KEY, customer text, n int);
+	SELECT outbox.capture_table('public.orders', topic => 't', key_columns => '{customer}');
+}, $receiver->url('/hook')));
+ok(wait_for_dispatcher($node, 'postgres'), 'a dispatcher runs');
+
+sub pause_all  { sql(q{SELECT outbox.pause_destination('fn'), outbox.pause_destination('hook')}); }
+sub resume_all { sql(q{SELECT outbox.resume_destination('fn'), outbox.resume_destination('hook')}); }
+
+# The n of one aggregate as the function destination got them, in order.
+sub fn_got
+{
+	my ($agg) = @_;
+	return sql(qq{SELECT string_agg(n::text, ',' ORDER BY seq) FROM got
+	               WHERE dest = 'fn' AND agg = '$agg'});
+}
+
+# The n of one aggregate as the webhook receiver got them, in order.
+sub hook_got
+{
+	my ($agg) = @_;
+	my @n;
+	for my $r (sort { $a->{seq} <=> $b->{seq} } $receiver->requests)
+	{
+		next unless $r->{path} eq '/hook';
+		my $body = JSON::PP->new->decode($r->{body});
+		push @n, $body->{data}{n} if ($body->{aggregate_id} // '') eq $agg;
+	}
+	return join(',', @n);
+}
+
+sub drained
+{
+	ok(sql(q{SELECT outbox.wait_delivered('60 seconds')}) eq 't', $_[0]);
+}
+
+# (a) Two emits of one aggregate: A draws the lower id, B commits first.
+pause_all();
+my $a = $node->background_psql('postgres');
+$a->query_safe(q{BEGIN; SELECT outbox.emit('t', 'OrderPaid', '{"n": 1}', 'order-1')});
+sql(q{SELECT outbox.emit('t', 'OrderShipped', '{"n": 2}', 'order-1')});
+$a->query_safe('COMMIT');
+is(sql(q{SELECT string_agg((payload->>'n'), ',' ORDER BY id) FROM outbox.events
+         WHERE aggregate_id = 'order-1'}), '1,2', '(a) A drew the lower id');
+resume_all();
+drained('(a) delivered');
+is(fn_got('order-1'), '2,1', '(a) function destination: commit order, not id order');
+ok($receiver->wait_for(sub { hook_got('order-1') eq '2,1' }, 30),
+	'(a) http destination: commit order') or diag(hook_got('order-1'));
+
+# (b) A capture trigger keyed on customer (not unique): two rows of one
+# customer, the first inserted committed last.
+pause_all();
+$a->query_safe(q{BEGIN; INSERT INTO orders (customer, n) VALUES ('cust-1', 1)});
+sql(q{INSERT INTO orders (customer, n) VALUES ('cust-1', 2)});
+$a->query_safe('COMMIT');
+resume_all();
+drained('(b) delivered');
+is(fn_got('cust-1'), '2,1', '(b) capture keyed on a column that is not unique: commit order');
+
+# (c) Four writers interleave two events each on aggregate 'multi', with
+# events of another topic and another aggregate among them, and commit in
+# reverse order of their first writes.  batch_size 3: several pages.
+pause_all();
+my @w = map { $node->background_psql('postgres') } 1 .. 4;
+$_->query_safe('BEGIN') for @w;
+for my $round (1 .. 2)
+{
+	for my $k (1 .. 4)
+	{
+		my $n = $k * 10 + $round;
+		$w[ $k - 1 ]->query_safe(qq{
+			SELECT outbox.emit('t', 'step', '{"n": $n}', 'multi');
+			SELECT outbox.emit('other', 'noise', '{"n": $n}', 'multi');
+			SELECT outbox.emit('t', 'step', '{"n": $n}', 'side-$k')});
+	}
+}
+$w[$_]->query_safe('COMMIT') for reverse 0 .. 3;
+$_->quit for @w;
+resume_all();
+drained('(c) delivered');
+is(fn_got('multi'), '41,42,31,32,21,22,11,12',
+	'(c) function destination, pages of three: writers in commit order, each in write order');
+ok($receiver->wait_for(sub { hook_got('multi') eq '41,42,31,32,21,22,11,12' }, 30),
+	'(c) http destination: the same') or diag(hook_got('multi'));
+is(sql(q{SELECT count(*) FROM got WHERE dest = 'fn' AND agg LIKE 'side-%'}), '8',
+	'(c) the other aggregates are all there');
+is(sql(q{SELECT count(*) FROM got WHERE dest = 'fn'}),
+	sql(q{SELECT count(DISTINCT (agg, n)) FROM got WHERE dest = 'fn'}),
+	'(c) nothing delivered twice');
+
+# (d) A retry: B (committed first) fails once; A (lower id) is held behind
+# it, and must still come after it once B succeeds.  The handler fails for
+# n = 102 while fail_once has it; the test removes it once B has failed.
+pause_all();
+sql(q{INSERT INTO fail_once VALUES (102)});
+$a->query_safe(q{BEGIN; SELECT outbox.emit('t', 'OrderPaid', '{"n": 101}', 'order-2')});
+sql(q{SELECT outbox.emit('t', 'OrderShipped', '{"n": 102}', 'order-2')});
+$a->query_safe('COMMIT');
+sql(q{SELECT outbox.resume_destination('fn')});
+ok($node->poll_query_until('postgres', q{
+	SELECT count(*) = 2 FROM outbox.delivery_retry r
+	  JOIN outbox.destination d ON d.id = r.destination_id
+	 WHERE d.name = 'fn' AND r.aggregate_id = 'order-2'}),
+	'(d) B failed, A is held behind it');
+is(sql(q{SELECT string_agg((payload->>'n') || ':' || (attempts > 0), ',' ORDER BY committed_at)
+           FROM outbox.delivery_retry WHERE aggregate_id = 'order-2'}),
+	'102:true,101:false', '(d) the retry rows carry the commit times');
+sql(q{DELETE FROM fail_once});
+ok($node->poll_query_until('postgres', q{
+	SELECT count(*) = 2 FROM got WHERE dest = 'fn' AND agg = 'order-2'}),
+	'(d) both delivered after the retry')
+  or diag(sql(q{SELECT string_agg(id || ':' || attempts || ':' || next_attempt_at || ':' || coalesce(last_error, ''), E'\n')
+                  FROM outbox.delivery_retry}) . "\n" . sql(q{SELECT * FROM outbox.stats}));
+is(fn_got('order-2'), '102,101', '(d) still in commit order after a retry');
+sql(q{SELECT outbox.resume_destination('hook')});
+drained('(d) the webhook caught up');
+
+# outbox.committed_at(): the first part of the commit-order key.
+sql(q{SELECT outbox.emit('u', 'x')});
+is(sql(q{SELECT outbox.committed_at(txid) BETWEEN now() - interval '1 minute' AND now()
+           FROM outbox.events WHERE topic = 'u'}),
+	't', 'outbox.committed_at() knows the commit times of the log');
+is(sql(q{SELECT outbox.committed_at(pg_current_xact_id())}), '',
+	'outbox.committed_at() of a transaction still open is NULL');
+
+# (e) What outbox.stats says.
+is(sql(q{SELECT string_agg(destination || '=' || delivery_order, ',' ORDER BY destination)
+           FROM outbox.stats}),
+	'fn=commit,hook=commit,loose=unordered', '(e) stats: commit order where ordered');
+$a->quit;
+$node->stop;
+
+# Without track_commit_timestamp: id order, and stats says so.
+my $off = new_node('commit_order_off', commit_ts => 0,
+	conf => "outbox_saga.poll_interval = '100ms'\n");
+$off->start;
+$off->safe_psql('postgres', q{
+	CREATE EXTENSION outbox_saga;
+	CREATE TABLE got (seq bigserial, n int);
+	CREATE FUNCTION handle(e outbox.events) RETURNS void LANGUAGE sql AS
+	  $$ INSERT INTO public.got (n) VALUES ((e.payload->>'n')::int) $$;
+	SELECT outbox.create_destination('fn', 'function', '{"function": "public.handle"}');
+	SELECT outbox.subscribe('fn', 't');
+	SELECT outbox.pause_destination('fn');});
+my $b = $off->background_psql('postgres');
+$b->query_safe(q{BEGIN; SELECT outbox.emit('t', 'OrderPaid', '{"n": 1}', 'order-1')});
+$off->safe_psql('postgres', q{SELECT outbox.emit('t', 'OrderShipped', '{"n": 2}', 'order-1')});
+$b->query_safe('COMMIT');
+$b->quit;
+$off->safe_psql('postgres', q{SELECT outbox.resume_destination('fn')});
+is($off->safe_psql('postgres', q{SELECT outbox.wait_delivered('60 seconds')}), 't',
+	'(e) delivered without commit times');
+is($off->safe_psql('postgres', q{SELECT string_agg(n::text, ',' ORDER BY seq) FROM got}),
+	'1,2', '(e) without track_commit_timestamp: id order');
+is($off->safe_psql('postgres', q{SELECT delivery_order FROM outbox.stats}), 'id',
+	'(e) and outbox.stats says so');
+is($off->safe_psql('postgres', q{SELECT outbox.committed_at(txid) FROM outbox.events LIMIT 1}),
+	'', '(e) outbox.committed_at() is NULL');
+$off->stop;
+
+done_testing();
