@@ -807,3 +807,74 @@ SELECT DISTINCT g.topic, g.grantee::pg_catalog.regrole, g.privilege, t.owner
    AND EXISTS (SELECT 1 FROM pg_catalog.pg_roles r
                 WHERE r.oid = g.grantee AND NOT r.rolsuper)
     ON CONFLICT DO NOTHING;
+
+-- issue 14 item 2: one paused or lagging destination no longer holds the
+-- log (outbox_saga.max_destination_lag, src/dispatch/skip.c); outbox.stats
+-- shows what each destination holds of it (new columns at the end:
+-- holds_log_since, pinned_events, pinned_bytes).
+CREATE OR REPLACE VIEW outbox.stats WITH (security_barrier) AS
+	WITH part AS MATERIALIZED (
+	       SELECT p.rel, p.max_txid,
+	              pg_catalog.pg_stat_get_live_tuples(p.rel) AS live,
+	              pg_catalog.pg_total_relation_size(p.rel) AS bytes
+	         FROM (VALUES ('outbox.events_p0'::pg_catalog.regclass,
+	                       (SELECT pg_catalog.max(txid) FROM outbox.events_p0)),
+	                      ('outbox.events_p1'::pg_catalog.regclass,
+	                       (SELECT pg_catalog.max(txid) FROM outbox.events_p1)),
+	                      ('outbox.events_p2'::pg_catalog.regclass,
+	                       (SELECT pg_catalog.max(txid) FROM outbox.events_p2)),
+	                      ('outbox.events_p3'::pg_catalog.regclass,
+	                       (SELECT pg_catalog.max(txid) FROM outbox.events_p3))) p(rel, max_txid)
+	        WHERE p.max_txid IS NOT NULL)
+	SELECT d.name AS destination,
+	       d.kind,
+	       d.paused,
+	       GREATEST(seq.last_value - d.done_id, 0) + COALESCE(r.total, 0) AS pending,
+	       CASE WHEN d.paused OR d.retry_at > pg_catalog.now() THEN 0
+	            ELSE GREATEST(seq.last_value - d.done_id, 0) + COALESCE(r.due, 0)
+	       END AS ready,
+	       CASE WHEN d.paused THEN NULL
+	            ELSE pg_catalog.now() - LEAST(r.oldest_due, head.created_at)
+	       END AS oldest_ready_age,
+	       COALESCE(r.retrying, 0) AS retrying,
+	       COALESCE(dl.dead, 0) AS dead,
+	       d.delivered_total,
+	       d.failed_attempts_total,
+	       d.last_delivered_at,
+	       COALESCE(outbox.dispatch_status(), d.last_error) AS last_error,
+	       d.last_error_at,
+	       w.worker AS served_by,
+	       w.wait_event,
+	       pin.since AS holds_log_since,
+	       pin.events AS pinned_events,
+	       pin.bytes AS pinned_bytes
+	  FROM outbox.destination d
+	 CROSS JOIN (SELECT COALESCE(max(id), 0) AS last_value FROM outbox.events) seq
+	  LEFT JOIN (
+	       SELECT ws.destination_id, ws.worker, ws.wait_event FROM outbox.worker_status() ws
+	        WHERE ws.database = pg_catalog.current_database()
+	          AND ws.destination_id IS NOT NULL) w ON w.destination_id = d.id
+	  LEFT JOIN LATERAL (
+	       SELECT count(*) AS total,
+	              count(*) FILTER (WHERE rr.next_attempt_at <= pg_catalog.now()) AS due,
+	              count(*) FILTER (WHERE rr.attempts > 0) AS retrying,
+	              min(rr.created_at) FILTER (WHERE rr.next_attempt_at <= pg_catalog.now()) AS oldest_due
+	         FROM outbox.delivery_retry rr WHERE rr.destination_id = d.id) r ON true
+	  LEFT JOIN LATERAL (
+	       SELECT count(*) AS dead FROM outbox.dead_letter x WHERE x.destination_id = d.id) dl ON true
+	  LEFT JOIN LATERAL (
+	       SELECT e.created_at FROM outbox.events e
+	        WHERE e.id > d.done_id ORDER BY e.id LIMIT 1) head ON true
+	  LEFT JOIN LATERAL (
+	       SELECT t.created_at AS since,
+	              COALESCE(sum(p.live), 0)::bigint AS events,
+	              COALESCE(sum(p.bytes), 0)::bigint AS bytes
+	         FROM outbox.tick t
+	         LEFT JOIN part p ON p.max_txid >= pg_catalog.pg_snapshot_xmin(t.snapshot)
+	        WHERE t.id = d.tick_from
+	        GROUP BY t.created_at) pin ON true
+	 WHERE pg_catalog.pg_has_role(d.owner, 'USAGE')
+	    OR pg_catalog.pg_has_role('pg_read_all_stats', 'USAGE');
+COMMENT ON VIEW outbox.stats IS
+	'One row per destination the current role owns (every one for superusers and pg_monitor / pg_read_all_stats): backlog, retries, dead letters, counters, the last error, and what it holds of the log (holds_log_since, pinned_events, pinned_bytes: estimates per partition).';
+-- end of issue 14 item 2

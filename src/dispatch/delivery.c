@@ -52,6 +52,13 @@
  *	commits: the deliveries that succeeded, and the drop, stand; the batch
  *	ends without an error and the destination is never served again.
  *
+ * MOVED ON WITHOUT DELIVERING
+ *	Housekeeping may move a paused or lagging destination's position on
+ *	(dispatch/skip.c) under the same row lock; it uses this file's
+ *	subscription filter and window position (DeliveryLoadFilter,
+ *	DeliveryWindowDone, at the end of the file), so an event it skips is
+ *	exactly one a batch would have taken.
+ *
  * LOCKS, IDENTITY, ERRORS
  *	Each transaction of a batch holds the destination row FOR UPDATE until
  *	it commits; a network sink delivers between two transactions with no
@@ -1392,4 +1399,65 @@ DeliveryRunBatch(DestinationConfig *dest, BatchResult *result)
 	error_context_stack = errcb.previous;
 	MemoryContextSwitchTo(caller);
 	MemoryContextDelete(cxt);
+}
+
+/* ------------------------------------------------------------------------
+ * What moving a destination on without delivering (skip.c) shares with a
+ * batch: which events the destination is owed, and where it stands in its
+ * current window.
+ * ------------------------------------------------------------------------
+ */
+
+/* The subscription filter of one destination (DeliveryLoadFilter). */
+struct DeliveryFilter
+{
+	DestinationConfig dest;
+	Batch		b;
+	PageState	page;
+};
+
+/*
+ * DeliveryLoadFilter
+ *		The subscriptions of destination 'dest_id' owned by 'owner', read in
+ *		the current transaction, allocated in the current memory context.
+ */
+DeliveryFilter *
+DeliveryLoadFilter(int32 dest_id, Oid owner)
+{
+	DeliveryFilter *f = palloc0(sizeof(DeliveryFilter));
+
+	f->dest.id = dest_id;
+	f->dest.owner = owner;
+	f->b.dest = &f->dest;
+	f->page.b = &f->b;
+	load_subscriptions(&f->b, &f->page);
+	return f;
+}
+
+/*
+ * DeliveryFilterMatch
+ *		Whether an event (outbox.events values) is owed to the filter's
+ *		destination: exactly the events a batch takes from its window
+ *		(subscribed: topic, '*' and the owner's read privilege, event types,
+ *		since).
+ */
+bool
+DeliveryFilterMatch(DeliveryFilter *f, Datum *values)
+{
+	return subscribed(&f->page, values);
+}
+
+/*
+ * DeliveryWindowDone
+ *		Whether an event (outbox.events values) of the window that ends at the
+ *		tick whose snapshot is 'to_snap' is already behind the position
+ *		'last_id' in that window.  Must agree with the order in which
+ *		collect() reads a window (id order: last_id is the last id done).
+ */
+bool
+DeliveryWindowDone(Datum to_snap, int64 last_id, Datum *values)
+{
+	return DatumGetInt64(values[EV_ID]) <= last_id &&
+		DatumGetBool(DirectFunctionCall2(pg_visible_in_snapshot, values[EV_TXID],
+										 to_snap));
 }

@@ -22,4 +22,11 @@ typedef struct BatchResult
 
 extern void DeliveryRunBatch(DestinationConfig *dest, BatchResult *result);
 
+/* What skip.c shares with a batch (see the end of delivery.c). */
+typedef struct DeliveryFilter DeliveryFilter;
+
+extern DeliveryFilter *DeliveryLoadFilter(int32 dest_id, Oid owner);
+extern bool DeliveryFilterMatch(DeliveryFilter *f, Datum *values);
+extern bool DeliveryWindowDone(Datum to_snap, int64 last_id, Datum *values);
+
 #endif							/* OUTBOX_SAGA_DELIVERY_H */
