@@ -287,7 +287,7 @@ SkipDestination(int32 dest_id, int64 target, bool to_dead, int64 *moved)
 		ereport(LOG,
 				(errmsg("outbox_saga: destination \"%s\" lagged past outbox_saga.max_destination_lag: %lld event(s) it was owed moved to its dead letters",
 						name, (long long) s.dead),
-				 errdetail("The part of the log that held them is retired; the destination goes on with the events after it."),
+				 errdetail("They were in a part of the log being retired; the destination goes on with the events after it."),
 				 errhint("outbox.replay_dead('%s') delivers them again; replaying before outbox.resume_destination() keeps each aggregate's order.",
 						 name)));
 	return SKIP_MOVED;
