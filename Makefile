@@ -65,6 +65,7 @@ OBJS = \
 	src/dispatch/sync_delivery.o \
 	src/dispatch/observability.o \
 	src/dispatch/restore.o \
+	src/dispatch/skip.o \
 	src/saga/saga_state.o \
 	src/saga/saga_define.o \
 	src/saga/saga_api.o \

@@ -32,6 +32,7 @@ char	   *OutboxDatabases = NULL;
 int			OutboxPollInterval = 1000;
 int			OutboxBatchSize = 1000;
 int			OutboxRetention = 0;
+int			OutboxMaxDestinationLag = 3600;
 int			OutboxMaxDatabases = 32;
 int			OutboxWorkersPerDatabase = 2;
 int			OutboxMaxInflight = 64;
@@ -112,6 +113,18 @@ GucInit(void)
 							"0 retires them as soon as every destination has consumed them.",
 							&OutboxRetention,
 							0,
+							0,
+							INT_MAX,
+							PGC_SIGHUP,
+							GUC_UNIT_S,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("outbox_saga.max_destination_lag",
+							"How long the log's retirement waits for one paused or lagging destination.",
+							"Past it, the events the destination is owed in the part of the log to retire "
+							"move to its dead letters and its position moves on; 0 waits forever.",
+							&OutboxMaxDestinationLag,
+							3600,
 							0,
 							INT_MAX,
 							PGC_SIGHUP,

@@ -22,6 +22,7 @@ extern char *OutboxDatabases;
 extern int	OutboxPollInterval;		/* ms */
 extern int	OutboxBatchSize;
 extern int	OutboxRetention;		/* s */
+extern int	OutboxMaxDestinationLag;	/* s, 0: no limit */
 extern int	OutboxMaxDatabases;		/* postmaster start only */
 extern int	OutboxWorkersPerDatabase;
 

@@ -65,6 +65,12 @@
  *	the destination's backoff (retry_at).  Everything else - what a batch
  *	takes, attempts, backoff, dead letters, the handler's identity and
  *	search_path - is the dispatcher's code path.
+ * MOVED ON WITHOUT DELIVERING
+ *	Housekeeping may move a paused or lagging destination's position on
+ *	(dispatch/skip.c) under the same row lock; it uses this file's
+ *	subscription filter and window position (DeliveryLoadFilter,
+ *	DeliveryWindowDone, at the end of the file), so an event it skips is
+ *	exactly one a batch would have taken.
  *
  * LOCKS, IDENTITY, ERRORS
  *	Each transaction of a batch holds the destination row FOR UPDATE until
@@ -1621,4 +1627,82 @@ DeliveryRunBatchHere(DestinationConfig *dest, int limit, bool include_backoff,
 		elog(ERROR, "outbox_saga: destination \"%s\" is not delivered in a transaction",
 			 dest->name);
 	run_batch_with_context(&b, result);
+}
+
+/* ------------------------------------------------------------------------
+ * What moving a destination on without delivering (skip.c) shares with a
+ * batch: which events the destination is owed, and where it stands in its
+ * current window.
+ * ------------------------------------------------------------------------
+ */
+
+/* The subscription filter of one destination (DeliveryLoadFilter). */
+struct DeliveryFilter
+{
+	DestinationConfig dest;
+	Batch		b;
+	PageState	page;
+};
+
+/*
+ * DeliveryLoadFilter
+ *		The subscriptions of destination 'dest_id' owned by 'owner', read in
+ *		the current transaction, allocated in the current memory context.
+ */
+DeliveryFilter *
+DeliveryLoadFilter(int32 dest_id, Oid owner)
+{
+	DeliveryFilter *f = palloc0(sizeof(DeliveryFilter));
+
+	f->dest.id = dest_id;
+	f->dest.owner = owner;
+	f->b.dest = &f->dest;
+	f->page.b = &f->b;
+	load_subscriptions(&f->b, &f->page);
+	return f;
+}
+
+/*
+ * DeliveryFilterMatch
+ *		Whether an event (outbox.events values) is owed to the filter's
+ *		destination: exactly the events a batch takes from its window
+ *		(subscribed: topic, '*' and the owner's read privilege, event types,
+ *		since).
+ */
+bool
+DeliveryFilterMatch(DeliveryFilter *f, Datum *values)
+{
+	return subscribed(&f->page, values);
+}
+
+/*
+ * DeliveryWindowDone
+ *		Whether an event (outbox.events values) of the window that ends at the
+ *		tick whose snapshot is 'to_snap' is already behind the position
+ *		(last_id, last_txid) in that window.  Agrees with the order in which
+ *		collect() reads a window: id order (last_txid 0: last_id is the last
+ *		id done) or commit order (the key of the last event done, as
+ *		CURSOR_PASSED_SQL).
+ */
+bool
+DeliveryWindowDone(Datum to_snap, int64 last_id, uint64 last_txid, Datum *values)
+{
+	int64		id = DatumGetInt64(values[EV_ID]);
+	uint64		txid = DatumGetUInt64(values[EV_TXID]);
+
+	if (!DatumGetBool(DirectFunctionCall2(pg_visible_in_snapshot, values[EV_TXID],
+										  to_snap)))
+		return false;
+	if (last_txid == 0)
+		return id <= last_id;
+	if (txid != last_txid)
+	{
+		TimestampTz ts = LogCommittedAt(txid);
+		TimestampTz last_ts = LogCommittedAt(last_txid);
+
+		if (ts != last_ts)
+			return ts < last_ts;
+		return txid < last_txid;
+	}
+	return id <= last_id;
 }

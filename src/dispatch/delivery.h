@@ -47,4 +47,12 @@ extern void DeliveryRunBatch(DestinationConfig *dest, BatchResult *result);
 extern void DeliveryRunBatchHere(DestinationConfig *dest, int limit,
 								 bool include_backoff, BatchResult *result);
 
+/* What skip.c shares with a batch (see the end of delivery.c). */
+typedef struct DeliveryFilter DeliveryFilter;
+
+extern DeliveryFilter *DeliveryLoadFilter(int32 dest_id, Oid owner);
+extern bool DeliveryFilterMatch(DeliveryFilter *f, Datum *values);
+extern bool DeliveryWindowDone(Datum to_snap, int64 last_id, uint64 last_txid,
+							   Datum *values);
+
 #endif							/* OUTBOX_SAGA_DELIVERY_H */

@@ -63,7 +63,10 @@
  *	new, unconsumed one, the old generation goes by DELETE once it is closed
  *	(the sequence is past it: every writer still holding one of its ids has
  *	an xid below the xmax of a snapshot taken after that - "xid before id")
- *	and that closing xmax is consumed.
+ *	and that closing xmax is consumed.  No destination holds a part of the
+ *	log for long: housekeeping moves on the positions that hold one, at
+ *	once if they are owed nothing in it, past outbox_saga.max_destination_lag
+ *	with what they are owed going to their dead letters (dispatch/skip.c).
  *
  * CRASH
  *	The log is an ordinary WAL-logged table written in the writer's

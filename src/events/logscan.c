@@ -57,6 +57,9 @@
  *		range scan of one partition's id index.
  *	LogWindowCommitPage: the window's events after a cursor, in key order,
  *		up to a limit.
+ *	LogWindowScan: every event of the window, partition by partition, each
+ *		in txid order (the range scan of LogWindowFirstId), for work that
+ *		needs no order: moving a lagging destination on (dispatch/skip.c).
  *
  * All run in the caller's transaction with its active snapshot (a row
  * is seen if its transaction is visible to the scan's MVCC snapshot, and
@@ -248,6 +251,46 @@ LogWindowPage(const LogWindow *w, int64 after, int64 max_id, int limit,
 		log_scan_end(&ls);
 	}
 	return taken;
+}
+
+/*
+ * LogWindowScan
+ *		Call visit(values, nulls, arg) for every event of the window, in no
+ *		particular order (partition by partition, each in txid order), until
+ *		visit returns false.  Returns false if visit stopped the scan.  The
+ *		values are valid during the call only.
+ */
+bool
+LogWindowScan(const LogWindow *w,
+			  bool (*visit) (Datum *values, bool *nulls, void *arg), void *arg)
+{
+	Oid			nspid = get_namespace_oid("outbox", false);
+	Datum		lo = DirectFunctionCall1(pg_snapshot_xmin, w->from_snap);
+	Datum		hi = DirectFunctionCall1(pg_snapshot_xmax, w->to_snap);
+	bool		go_on = true;
+	int			part;
+
+	for (part = 0; go_on && part < OUTBOX_PARTITIONS; part++)
+	{
+		ScanKeyData keys[2];
+		LogIndexScan ls;
+
+		ScanKeyInit(&keys[0], 1, BTGreaterEqualStrategyNumber, F_XID8GE, lo);
+		ScanKeyInit(&keys[1], 1, BTLessStrategyNumber, F_XID8LT, hi);
+		log_scan_begin(&ls, nspid, part, "events_p%d_txid_idx", keys);
+		while (go_on && index_getnext_slot(ls.scan, ForwardScanDirection, ls.slot))
+		{
+			bool		isnull;
+			Datum		txid = slot_getattr(ls.slot, EV_TXID + 1, &isnull);
+
+			if (!in_window(txid, w))
+				continue;
+			slot_getallattrs(ls.slot);
+			go_on = visit(ls.slot->tts_values, ls.slot->tts_isnull, arg);
+		}
+		log_scan_end(&ls);
+	}
+	return go_on;
 }
 
 /* ------------------------------------------------------------------------

@@ -50,5 +50,8 @@ extern int	LogWindowPage(const LogWindow *w, int64 after, int64 max_id, int limi
 extern bool LogWindowInCommitOrder(const LogWindow *w);
 extern int	LogWindowCommitPage(const LogWindow *w, CommitCursor *cursor, int limit,
 								LogAcceptFn accept, void *arg, bool *window_end);
+extern bool LogWindowScan(const LogWindow *w,
+						  bool (*visit) (Datum *values, bool *nulls, void *arg),
+						  void *arg);
 
 #endif							/* OUTBOX_SAGA_LOGSCAN_H */

@@ -92,7 +92,25 @@ COMMENT ON VIEW outbox.dead_letters IS
 -- Rows: the destinations whose owner the current role has the privileges
 -- of; every one for superusers and members of pg_read_all_stats (so of
 -- pg_monitor).  last_error texts of other roles' destinations stay hidden.
+-- What a destination holds of the log (holds_log_since, pinned_events,
+-- pinned_bytes) is counted a partition at a time, as the log is retired:
+-- the partitions whose newest transaction is not below the xmin of the
+-- destination's position, their size and their live-row estimate from the
+-- statistics system (no scan of the log; max(txid) is one index probe).
 CREATE VIEW outbox.stats WITH (security_barrier) AS
+	WITH part AS MATERIALIZED (
+	       SELECT p.rel, p.max_txid,
+	              pg_catalog.pg_stat_get_live_tuples(p.rel) AS live,
+	              pg_catalog.pg_total_relation_size(p.rel) AS bytes
+	         FROM (VALUES ('outbox.events_p0'::pg_catalog.regclass,
+	                       (SELECT pg_catalog.max(txid) FROM outbox.events_p0)),
+	                      ('outbox.events_p1'::pg_catalog.regclass,
+	                       (SELECT pg_catalog.max(txid) FROM outbox.events_p1)),
+	                      ('outbox.events_p2'::pg_catalog.regclass,
+	                       (SELECT pg_catalog.max(txid) FROM outbox.events_p2)),
+	                      ('outbox.events_p3'::pg_catalog.regclass,
+	                       (SELECT pg_catalog.max(txid) FROM outbox.events_p3))) p(rel, max_txid)
+	        WHERE p.max_txid IS NOT NULL)
 	SELECT d.name AS destination,
 	       d.kind,
 	       d.paused,
@@ -115,7 +133,10 @@ CREATE VIEW outbox.stats WITH (security_barrier) AS
 	       CASE WHEN d.config -> 'ordered' = 'false'::jsonb THEN 'unordered'
 	            WHEN pg_catalog.current_setting('track_commit_timestamp')::boolean THEN 'commit'
 	            ELSE 'id'
-	       END AS delivery_order
+	       END AS delivery_order,
+	       pin.since AS holds_log_since,
+	       pin.events AS pinned_events,
+	       pin.bytes AS pinned_bytes
 	  FROM outbox.destination d
 	 CROSS JOIN (SELECT COALESCE(max(id), 0) AS last_value FROM outbox.events) seq
 	  LEFT JOIN (
@@ -133,7 +154,15 @@ CREATE VIEW outbox.stats WITH (security_barrier) AS
 	  LEFT JOIN LATERAL (
 	       SELECT e.created_at FROM outbox.events e
 	        WHERE e.id > d.done_id ORDER BY e.id LIMIT 1) head ON true
+	  LEFT JOIN LATERAL (
+	       SELECT t.created_at AS since,
+	              COALESCE(sum(p.live), 0)::bigint AS events,
+	              COALESCE(sum(p.bytes), 0)::bigint AS bytes
+	         FROM outbox.tick t
+	         LEFT JOIN part p ON p.max_txid >= pg_catalog.pg_snapshot_xmin(t.snapshot)
+	        WHERE t.id = d.tick_from
+	        GROUP BY t.created_at) pin ON true
 	 WHERE pg_catalog.pg_has_role(d.owner, 'USAGE')
 	    OR pg_catalog.pg_has_role('pg_read_all_stats', 'USAGE');
 COMMENT ON VIEW outbox.stats IS
-	'One row per destination the current role owns (every one for superusers and pg_monitor / pg_read_all_stats): backlog, retries, dead letters, counters and the last error.';
+	'One row per destination the current role owns (every one for superusers and pg_monitor / pg_read_all_stats): backlog, retries, dead letters, counters, the last error, and what it holds of the log (holds_log_since, pinned_events, pinned_bytes: estimates per partition).';

@@ -20,6 +20,16 @@
  *	   that also holds a later, unconsumed generation (a destination lagged
  *	   by more than three generations) loses its old generation by DELETE
  *	   once that generation is closed and consumed.
+ *	   Destinations never hold a part of the log (a partition, or the
+ *	   oldest generation of one) for long: when the part is past retention
+ *	   and a tick past it exists, but destinations' positions hold it,
+ *	   release_pins moves them on to that tick (dispatch/skip.c, in this
+ *	   transaction): one that is owed nothing up to there (its topics are
+ *	   not in it) as soon as it is paused or the tick is SETTLED_SECONDS
+ *	   old; any of them, its owed events going to its dead letters, once
+ *	   the tick is outbox_saga.max_destination_lag old.  The usual round,
+ *	   where no destination is paused or behind by SETTLED_SECONDS, looks
+ *	   at nothing but the destinations' ticks (HK_ANY_BEHIND).
  *	3. Delete ticks no destination needs any more (only under a ShareLock
  *	   on outbox.tick taken without waiting, which a create_destination in
  *	   progress holds off: its starting tick must survive until it is
@@ -49,11 +59,19 @@
 #include "storage/lmgr.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
+#include "utils/xid8.h"
 
 #include "worker/housekeeping.h"
+#include "dispatch/skip.h"
 #include "events/eventlog.h"
 #include "base/guc.h"
 #include "base/spi_util.h"
+
+/*
+ * A destination that is not paused and has not consumed a tick this many
+ * seconds old is behind: if it is owed nothing up to there, it is moved on.
+ */
+#define SETTLED_SECONDS		10
 
 /*
  * The xmin of the oldest tick a destination still starts from (the latest
@@ -79,6 +97,9 @@ enum
 	HK_DELETE_TICKS,
 	HK_DELETE_GENERATIONS,
 	HK_PURGE_KEYS,
+	HK_ANY_BEHIND,
+	HK_TARGET_TICK,
+	HK_PINS,
 	HK_COUNT
 };
 
@@ -133,6 +154,32 @@ static SpiStatement round_stmts[HK_COUNT] = {
 	[HK_PURGE_KEYS] = {"purging idempotency keys",
 		"SELECT outbox.purge_idempotency_keys(10000)",
 	{0}},
+	/* outbox.destination, outbox.tick: anyone paused or $1 seconds behind */
+	[HK_ANY_BEHIND] = {"looking for destinations that are behind",
+		"SELECT 1 FROM outbox.destination d JOIN outbox.tick t ON t.id = d.tick_from"
+		" WHERE d.paused OR t.created_at <= pg_catalog.now() - pg_catalog.make_interval(secs => $1)"
+		" LIMIT 1",
+	{INT4OID, 0}},
+
+	/*
+	 * outbox.tick: the first tick whose xmin is at least $1 (an xid8; every
+	 * transaction below it has ended), whether it is older than the lag
+	 * limit ($2 seconds, 0: none) and than SETTLED_SECONDS ($3)
+	 */
+	[HK_TARGET_TICK] = {"looking for the tick past a part of the log",
+		"SELECT id,"
+		"       $2 > 0 AND created_at <= pg_catalog.now() - pg_catalog.make_interval(secs => $2),"
+		"       created_at <= pg_catalog.now() - pg_catalog.make_interval(secs => $3)"
+		"  FROM outbox.tick WHERE pg_catalog.pg_snapshot_xmin(snapshot) >= $1"
+		" ORDER BY id LIMIT 1",
+	{XID8OID, INT4OID, INT4OID, 0}},
+	/* outbox.destination, outbox.tick: the positions below xmin $1 */
+	[HK_PINS] = {"looking for the destinations that hold a part of the log",
+		"SELECT d.id, d.paused"
+		"  FROM outbox.destination d JOIN outbox.tick t ON t.id = d.tick_from"
+		" WHERE pg_catalog.pg_snapshot_xmin(t.snapshot) < $1"
+		" ORDER BY d.id",
+	{XID8OID, 0}},
 };
 
 /*
@@ -147,6 +194,8 @@ enum
 	HP_TRUNCATE,
 	HP_GEN_CONSUMED,
 	HP_DELETE_GEN,
+	HP_MAX_TXID,
+	HP_GEN_XMAX,
 	HP_COUNT
 };
 
@@ -195,6 +244,28 @@ static const SpiStatement partition_templates[HP_COUNT] = {
 	[HP_DELETE_GEN] = {"deleting a retired generation",
 		"DELETE FROM outbox.events_p%1$d WHERE id < $1",
 	{INT8OID, 0}},
+
+	/*
+	 * The newest transaction that wrote into the partition, if its newest
+	 * event is past retention ($1 seconds)
+	 */
+	[HP_MAX_TXID] = {"reading a partition's newest transaction",
+		"SELECT pg_catalog.max(txid) FROM outbox.events_p%1$d"
+		" HAVING (SELECT created_at FROM outbox.events_p%1$d ORDER BY id DESC LIMIT 1)"
+		"        <= pg_catalog.now() - pg_catalog.make_interval(secs => $1)",
+	{INT4OID, 0}},
+
+	/*
+	 * The closing xmax of generation $1, whose events are the partition's
+	 * below id $2, if it is closed and past retention ($3 seconds)
+	 */
+	[HP_GEN_XMAX] = {"reading a generation's closing xmax",
+		"SELECT g.closed_xmax FROM outbox.generation g"
+		" WHERE g.gen = $1"
+		"   AND (SELECT created_at FROM outbox.events_p%1$d"
+		"         WHERE id < $2 ORDER BY id DESC LIMIT 1)"
+		"       <= pg_catalog.now() - pg_catalog.make_interval(secs => $3)",
+	{INT8OID, INT8OID, INT4OID, 0}},
 };
 
 static SpiStatement partition_stmt_table[OUTBOX_PARTITIONS][HP_COUNT];
@@ -283,6 +354,113 @@ truncate_partition(int part)
 	return false;
 }
 
+/* Whether some destination is paused or behind (HK_ANY_BEHIND), per round. */
+static bool any_behind;
+
+/*
+ * release_pins
+ *		Move on the destinations whose positions hold a part of the log that
+ *		is consumed once every position's xmin is at least 'bound' (an xid8
+ *		datum), as the file header says (step 2).  Returns whether none
+ *		holds it any more.
+ */
+static bool
+release_pins(Datum bound)
+{
+	Datum		values[3];
+	bool		isnull;
+	int64		target;
+	bool		lagging;
+	bool		settled;
+	int			n;
+	int			i;
+	int32	   *ids;
+	bool	   *paused;
+	bool		released = true;
+
+	if (!any_behind)
+		return false;
+	values[0] = bound;
+	values[1] = Int32GetDatum(OutboxMaxDestinationLag);
+	values[2] = Int32GetDatum(SETTLED_SECONDS);
+	if (SpiRun(&round_stmts[HK_TARGET_TICK], values, NULL, SPI_OK_SELECT) != 1)
+		return false;			/* no tick past it yet */
+	target = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
+										 SPI_tuptable->tupdesc, 1, &isnull));
+	lagging = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0],
+										 SPI_tuptable->tupdesc, 2, &isnull));
+	settled = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0],
+										 SPI_tuptable->tupdesc, 3, &isnull));
+
+	n = (int) SpiRun(&round_stmts[HK_PINS], values, NULL, SPI_OK_SELECT);
+	ids = palloc(sizeof(int32) * (n + 1));
+	paused = palloc(sizeof(bool) * (n + 1));
+	for (i = 0; i < n; i++)
+	{
+		ids[i] = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[i],
+											 SPI_tuptable->tupdesc, 1, &isnull));
+		paused[i] = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[i],
+											   SPI_tuptable->tupdesc, 2, &isnull));
+		/* A destination catching up by itself: leave them all be. */
+		if (!lagging && !settled && !paused[i])
+			return false;
+	}
+
+	for (i = 0; i < n; i++)
+	{
+		int64		moved;
+
+		if (SkipDestination(ids[i], target, lagging, &moved) != SKIP_MOVED)
+			released = false;
+	}
+	return released;
+}
+
+/*
+ * release_partition
+ *		release_pins for all of partition 'part', if it is past retention.
+ */
+static bool
+release_partition(int part)
+{
+	Datum		value = Int32GetDatum(OutboxRetention);
+	bool		isnull;
+	Datum		max_txid;
+
+	if (!any_behind ||
+		SpiRun(&partition_stmts(part)[HP_MAX_TXID], &value, NULL, SPI_OK_SELECT) != 1)
+		return false;
+	max_txid = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+	if (isnull)
+		return false;
+	/* consumed once every position's xmin is above it */
+	return release_pins(FullTransactionIdGetDatum(
+		FullTransactionIdFromU64(U64FromFullTransactionId(DatumGetFullTransactionId(max_txid)) + 1)));
+}
+
+/*
+ * release_generation
+ *		release_pins for generation 'gen', the events of partition 'part'
+ *		below id 'bound', if it is closed and past retention.
+ */
+static bool
+release_generation(int part, int64 gen, int64 bound)
+{
+	Datum		values[3];
+	bool		isnull;
+	Datum		closed_xmax;
+
+	if (!any_behind)
+		return false;
+	values[0] = Int64GetDatum(gen);
+	values[1] = Int64GetDatum(bound);
+	values[2] = Int32GetDatum(OutboxRetention);
+	if (SpiRun(&partition_stmts(part)[HP_GEN_XMAX], values, NULL, SPI_OK_SELECT) != 1)
+		return false;
+	closed_xmax = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+	return release_pins(closed_xmax);
+}
+
 /*
  * retire_partition
  *		Step 2 of the file header for partition 'part'.
@@ -310,6 +488,10 @@ retire_partition(int part)
 	/* Every event in the partition consumed: empty it. */
 	if (partition_all_consumed(part) && truncate_partition(part))
 		return;
+	/* Or once the destinations that hold it are moved on. */
+	if (release_partition(part) && partition_all_consumed(part) &&
+		truncate_partition(part))
+		return;
 	if (lo_gen == hi_gen)
 		return;
 
@@ -322,7 +504,9 @@ retire_partition(int part)
 	values[0] = Int64GetDatum(lo_gen);
 	values[1] = Int64GetDatum(bound);
 	values[2] = Int32GetDatum(OutboxRetention);
-	if (SpiRun(&stmts[HP_GEN_CONSUMED], values, NULL, SPI_OK_SELECT) == 1)
+	if (SpiRun(&stmts[HP_GEN_CONSUMED], values, NULL, SPI_OK_SELECT) == 1 ||
+		(release_generation(part, lo_gen, bound) &&
+		 SpiRun(&stmts[HP_GEN_CONSUMED], values, NULL, SPI_OK_SELECT) == 1))
 		SpiRun(&stmts[HP_DELETE_GEN], values + 1, NULL, SPI_OK_DELETE);
 }
 
@@ -366,6 +550,7 @@ void
 HousekeepingRun(void)
 {
 	Datum		current_gen;
+	Datum		behind_secs;
 	int			part;
 
 	/*
@@ -380,6 +565,11 @@ HousekeepingRun(void)
 	SpiRun(&round_stmts[HK_CLOSE_GENERATIONS], &current_gen, NULL, SPI_OK_INSERT);
 
 	/* 2. Retire what every destination has consumed. */
+	behind_secs = Int32GetDatum(OutboxMaxDestinationLag > 0 ?
+								Min(OutboxMaxDestinationLag, SETTLED_SECONDS) :
+								SETTLED_SECONDS);
+	any_behind = SpiRun(&round_stmts[HK_ANY_BEHIND], &behind_secs, NULL,
+						SPI_OK_SELECT) > 0;
 	for (part = 0; part < OUTBOX_PARTITIONS; part++)
 		retire_partition(part);
 
