@@ -10,6 +10,8 @@
 #   make demo       a throwaway cluster with the extension preloaded and a
 #                   worked example
 #   make bench      the benchmark (ratios measured in one run)
+#   make soak       SOAK_MINUTES (default 30) of mixed load with crashes and
+#                   outages, then checks (scripts/soak.sh; not in make test)
 #
 # Released extension scripts are committed and frozen: outbox_saga--0.1.0.sql
 # is the assembled script of release 0.1.0 and is never edited again.  Later
@@ -107,7 +109,7 @@ TAP_TESTS = 1
 PROVE_TESTS ?= test/t/*.pl
 
 EXTRA_CLEAN = $(DATA_built) output_iso tmp_check_regress tmp_check_iso tmp_check \
-	test/bench/results
+	test/bench/results test/soak/results
 
 SHLIB_LINK = -lcurl -lcrypto
 
@@ -183,7 +185,7 @@ $(EXTENSION)--$(EXTVERSION).sql: $(SQL_PARTS)
 
 # The suites one by one, so that the runner can go on after a failure and
 # count the results.  They run against the installed build.
-.PHONY: check-regress check-isolation check-tap test demo bench pgindent
+.PHONY: check-regress check-isolation check-tap test demo bench soak pgindent
 
 check-regress:
 	$(pg_regress_installcheck) $(REGRESS_OPTS) $(REGRESS)
@@ -202,6 +204,9 @@ demo:
 
 bench:
 	@bash $(srcdir)/test/bench/bench.sh
+
+soak:
+	@bash $(srcdir)/scripts/soak.sh
 
 pgindent:
 	pgindent --typedefs=$(srcdir)/src/typedefs.list $(srcdir)/src/*.[ch] $(srcdir)/src/*/*.[ch]
