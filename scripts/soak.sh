@@ -51,12 +51,12 @@ RESULTS=$SRC_DIR/test/soak/results
 mkdir -p "$RESULTS"
 STAMP=$(date -u +%Y%m%d-%H%M%S)
 STARTED=$WORK_DIR/soak.started
-PGXS_DIR=$(dirname "$("$PG_CONFIG" --pgxs)")/..
+PGXS_DIR=$(cd "$(dirname "$("$PG_CONFIG" --pgxs)")/../.." && pwd)
 rm -f "$STARTED"
 
 (
 	cd "$WORK_DIR" || exit 1
-	as_cluster_user env TESTDIR="$WORK_DIR" \
+	as_cluster_user env TESTDIR="$WORK_DIR" PG_REGRESS="$PGXS_DIR/src/test/regress/pg_regress" \
 		PERL5LIB="$PGXS_DIR/src/test/perl:$WORK_DIR/test/lib:$WORK_DIR/test/kafka:$WORK_DIR/test/nats" \
 		SOAK_STARTED_FILE="$STARTED" SOAK_REPORT="$WORK_DIR/soak-report.txt" \
 		SOAK_MINUTES="${SOAK_MINUTES:-30}" ${SOAK_RATE:+SOAK_RATE=$SOAK_RATE} \

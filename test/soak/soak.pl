@@ -76,7 +76,7 @@ use lib dirname(__FILE__) . '/../nats';
 use IPC::Run;
 use JSON::PP;
 use List::Util qw(max min sum0 shuffle);
-use POSIX qw(strftime);
+use POSIX qw(strftime WNOHANG);
 use PostgreSQL::Test::Utils;
 use Test::More;
 use Time::HiRes qw(usleep time);
@@ -92,6 +92,8 @@ my $outage = int($period / 9) || 1;
 my $sample_every = $ENV{SOAK_SAMPLE} // 30;
 my $rate = $ENV{SOAK_RATE} // 40;
 my $report_file = $ENV{SOAK_REPORT};
+my $do_kills = $ENV{SOAK_KILLS} // 1;
+my $do_outages = $ENV{SOAK_OUTAGES} // 1;
 my @dbs = qw(soak_a soak_b);
 my @dests = qw(fn flaky ntf wh kf nt);
 my $json = JSON::PP->new->utf8->canonical;
@@ -257,7 +259,7 @@ while (my ($f, $text) = each %scripts)
 	close $fh;
 }
 
-my %bench;    # db -> harness
+my %bench;    # db -> pid of its pgbench
 my $bench_runs = 0;
 my $bench_log = "$PostgreSQL::Test::Utils::tmp_check/log/soak_pgbench.log";
 
@@ -268,8 +270,26 @@ sub bench_start
 		'-R', $rate, '-T', $seconds,
 		'-f', "$bench_dir/emit.sql\@4", '-f', "$bench_dir/capture.sql\@3",
 		'-f', "$bench_dir/mixed.sql\@1", '-f', "$bench_dir/saga.sql\@1", $db);
-	$bench{$db} = IPC::Run::start(\@cmd, '<', \undef, '>>', $bench_log, '2>>', $bench_log);
+	my $pid = fork() // die "fork: $!";
+	if ($pid == 0)
+	{
+		open STDIN, '<', '/dev/null';
+		open STDOUT, '>>', $bench_log;
+		open STDERR, '>&', \*STDOUT;
+		exec(@cmd) or POSIX::_exit(127);
+	}
+	$bench{$db} = $pid;
 	$bench_runs++;
+}
+
+# Whether DB's pgbench still runs (reaps it once it ended).
+sub bench_running
+{
+	my ($db) = @_;
+	return 0 unless $bench{$db};
+	return 1 if waitpid($bench{$db}, WNOHANG) == 0;
+	delete $bench{$db};
+	return 0;
 }
 
 # --- NOTIFY listeners: psql reading notifications after each SELECT 1 ---------
@@ -280,7 +300,7 @@ my $crash_epoch = 0;
 sub listener_start
 {
 	my ($db) = @_;
-	my $l = { in => "LISTEN soak_ch;\n", out => '', err => '' };
+	my $l = { in => "LISTEN soak_ch;\nSELECT 'listening';\n", out => '', err => '' };
 	$l->{h} = IPC::Run::start([ 'psql', '-XAtq', '-h', $host, '-p', $port, '-d', $db, '-f', '-' ],
 		'<', \$l->{in}, '>', \$l->{out}, '2>', \$l->{err});
 	$listen{$db} = $l;
@@ -344,7 +364,7 @@ sub emitted_sql
 sub take_sample
 {
 	my %s = (t => int(time() - $t0), rss => {}, rel => {}, emitted => 0);
-	my $w = try_sql('postgres', q{SELECT coalesce(database, 'launcher') || '/' || coalesce(worker::text, ''), pid
+	my $w = try_sql('soak_a', q{SELECT coalesce(database, 'launcher') || '/' || coalesce(worker::text, ''), pid
 	                                FROM outbox.workers ORDER BY 1});
 	return unless defined $w;
 	for my $line (split /\n/, $w)
@@ -391,7 +411,7 @@ sub kill_one
 	my $q = $what eq 'dispatcher'
 	  ? q{SELECT pid FROM outbox.workers WHERE kind = 'dispatcher'}
 	  : q{SELECT pid FROM pg_stat_activity WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()};
-	my $out = try_sql('postgres', $q);
+	my $out = try_sql('soak_a', $q);
 	my @pids = grep { /^\d+$/ } split /\n/, $out // '';
 	unless (@pids)
 	{
@@ -402,7 +422,7 @@ sub kill_one
 	say_("kill -9 $what $pid");
 	kill 'KILL', $pid;
 	$crash_epoch++;
-	push @kills, [ int(time() - $t0), $what, $pid ];
+	push @kills, [ int(time() - $t0), $what, $pid, strftime('%H:%M:%S', gmtime) ];
 	# The postmaster restarts everything; wait until it serves again.
 	$node->poll_query_until('postgres', 'SELECT true') or die 'the server did not come back';
 	wait_back();
@@ -422,6 +442,17 @@ my @plan = ([ 1 / 6, 'kill dispatcher' ], [ 2 / 6, 'down webhook' ], [ 3 / 6, 'd
 my %fired;
 
 # --- The run ------------------------------------------------------------------------
+for my $db (@dbs)
+{
+	listener_start($db);
+	my $deadline = time() + 60;
+	until ($listen{$db}{out} =~ /^listening$/m || time() > $deadline)
+	{
+		eval { $listen{$db}{h}->pump_nb };
+		usleep(50_000);
+	}
+	ok($listen{$db}{out} =~ /^listening$/m, "$db: a session LISTENs on the notify destination's channel");
+}
 $t0 = time();
 say_("load for $minutes min: rate $rate tx/s per database, period $period s, outages $outage s, samples every $sample_every s");
 my $next_sample = 0;
@@ -433,9 +464,8 @@ while (1)
 
 	for my $db (@dbs)
 	{
-		if (!$bench{$db} || !$bench{$db}->pumpable)
+		if (!bench_running($db))
 		{
-			eval { $bench{$db}->finish } if $bench{$db};
 			my $left = int($duration - $now);
 			bench_start($db, min(60, $left)) if $left >= 2;
 		}
@@ -450,9 +480,9 @@ while (1)
 		$fired{"$p $action"} = 1;
 		if ($action =~ /^kill (\w+)/)
 		{
-			kill_one($1) if $now < 2 * $duration / 3;
+			kill_one($1) if $do_kills && $now < 2 * $duration / 3;
 		}
-		elsif ($action =~ /^down (\w+)/ && !$down{$1} && $now + $outage < $duration)
+		elsif ($do_outages && $action =~ /^down (\w+)/ && !$down{$1} && $now + $outage < $duration)
 		{
 			say_("$1 down for $outage s");
 			$outage_fn{$1}[0]->();
@@ -482,7 +512,7 @@ while (1)
 say_('load over: stopping the producers, every peer up');
 for my $db (@dbs)
 {
-	eval { $bench{$db}->finish } if $bench{$db};
+	waitpid($bench{$db}, 0) if $bench{$db};
 }
 $outage_fn{$_}[1]->() for keys %down;
 %down = ();
@@ -508,6 +538,16 @@ my $elapsed = int(time() - $t0);
 # check_dest(db, dest, arrivals, %opts): arrivals are [event_id, topic, agg,
 # seq, epoch] in arrival order.
 my %figures;    # "db dest" -> {...}
+my %id_of;      # "db topic agg seq" -> event_id, from any destination
+
+# The time in a UUIDv7 (its first 48 bits: Unix milliseconds).
+sub uuid_time
+{
+	my ($id) = @_;
+	return '?' unless $id && $id =~ /^([0-9a-f]{8})-([0-9a-f]{4})/;
+	my $ms = hex($1 . $2);
+	return strftime('%H:%M:%S', gmtime(int($ms / 1000))) . sprintf('.%03d', $ms % 1000);
+}
 
 sub check_dest
 {
@@ -522,6 +562,7 @@ sub check_dest
 	{
 		my ($id, $topic, $agg, $seq, $epoch) = @$a;
 		my $key = "$topic $agg $seq";
+		$id_of{"$db $key"} //= $id;
 		if ($seen{$key}++)
 		{
 			$dups++;
@@ -557,7 +598,9 @@ sub check_dest
 			elsif (!$seen{$k})
 			{
 				$missing++;
-				push @examples, "missing $k" if @examples < 5;
+				my $id = $id_of{"$db $k"};
+				push @examples, "missing $k (" . ($id // '?') . ' written ' . uuid_time($id) . ')'
+				  if @examples < 10;
 			}
 		}
 	}
@@ -604,42 +647,44 @@ for my $db (@dbs)
 	my %stats = map { my @f = split /\|/; ($f[0] => [ $f[1], $f[2] ]) }
 	  split /\n/, sql($db, q{SELECT destination, delivered_total, dead FROM outbox.stats});
 
+	# Every destination's arrivals, [event_id, topic, aggregate, seq(, crash
+	# epoch)] in arrival order.
+	my %arr;
 	for my $dest (qw(fn flaky))
 	{
-		my @arr = map { [ split /\|/ ] } split /\n/,
-		  sql($db, qq{SELECT event_id, topic, agg, seq FROM sink WHERE dest = '$dest' ORDER BY pos});
-		check_dest($db, $dest, \@arr, expect => \%expect, dead => $dead{$dest}, exactly_once => 1);
+		$arr{$dest} = [ map { [ split /\|/ ] } split /\n/,
+		  sql($db, qq{SELECT event_id, topic, agg, seq FROM sink WHERE dest = '$dest' ORDER BY pos}) ];
 	}
-	check_dest($db, 'ntf', $notes{$db} // [], expect => \%expect, dead => $dead{ntf}, at_most_once => 1);
-
-	my @wh;
+	$arr{ntf} = $notes{$db} // [];
 	for my $r ($wh->requests)
 	{
 		next unless $r->{path} eq "/$db";
 		my $b = $json->decode($r->{body});
 		my $seq = $b->{topic} eq 'orders' ? $b->{data}{s} : $b->{data}{new}{v};
-		push @wh, [ $b->{id}, $b->{topic}, $b->{aggregate_id}, $seq ];
+		push @{ $arr{wh} }, [ $b->{id}, $b->{topic}, $b->{aggregate_id}, $seq ];
 	}
-	check_dest($db, 'wh', \@wh, expect => \%expect, dead => $dead{wh});
-
-	my @kf;
 	for my $m (sort { $a->{partition} <=> $b->{partition} || $a->{offset} <=> $b->{offset} }
 		$kafka->consume("$db.events", 0, 120))
 	{
 		my $topic = $m->{headers}{topic};
 		my $seq = $topic eq 'orders' ? $m->{value}{s} : $m->{value}{new}{v};
-		push @kf, [ $m->{headers}{id}, $topic, $m->{key}, $seq ];
+		push @{ $arr{kf} }, [ $m->{headers}{id}, $topic, $m->{key}, $seq ];
 	}
-	check_dest($db, 'kf', \@kf, expect => \%expect, dead => $dead{kf});
-
-	my @nt;
 	for my $m (NatsServer::dump($nats_url, uc($db)))
 	{
 		my $topic = $m->{headers}{topic};
 		my $seq = $topic eq 'orders' ? $m->{data}{s} : $m->{data}{new}{v};
-		push @nt, [ $m->{headers}{id}, $topic, $m->{headers}{aggregate_id}, $seq ];
+		push @{ $arr{nt} }, [ $m->{headers}{id}, $topic, $m->{headers}{aggregate_id}, $seq ];
 	}
-	check_dest($db, 'nt', \@nt, expect => \%expect, dead => $dead{nt});
+	for my $dest (@dests)
+	{
+		$id_of{"$db $_->[1] $_->[2] $_->[3]"} //= $_->[0] for @{ $arr{$dest} // [] };
+	}
+	for my $dest (@dests)
+	{
+		check_dest($db, $dest, $arr{$dest} // [], expect => \%expect, dead => $dead{$dest},
+			exactly_once => ($dest =~ /^(fn|flaky)$/ ? 1 : 0), at_most_once => ($dest eq 'ntf' ? 1 : 0));
+	}
 
 	for my $dest (@dests)
 	{
@@ -714,7 +759,7 @@ for my $db (@dbs)
 # --- The figures ----------------------------------------------------------------------------------
 out(sprintf('soak: %d min of load (%d s in all with the drain), %d pgbench runs, rate %d tx/s per database',
 	$minutes, $elapsed, $bench_runs, $rate));
-out('kills: ' . join(', ', map { "+$_->[0]s $_->[1]" } @kills));
+out('kills: ' . join(', ', map { "+$_->[0]s ($_->[3]) $_->[1]" } @kills));
 out('outages: ' . join(', ', map { "+$_->[0]s $_->[1]" } @outages) . " ($outage s each)");
 out('');
 out('Deliveries per destination (both databases):');
