@@ -5,26 +5,20 @@
 # if every check passed).  The figures go to stdout and to
 # test/soak/results/<timestamp>-report.txt.
 #
-# THE SHARED INSTALLATION.  The module is installed into the one global
-# PostgreSQL installation, which other `make test` runs reinstall
-# (`flock /tmp/outbox_saga-test.lock make test`).  Holding that lock for the
-# whole soak would block them for half an hour, so this script takes the
-# lock itself, only for the build, the install and the start of the soak's
-# cluster (up to CREATE EXTENSION in both databases: soak.pl then writes
-# SOAK_STARTED_FILE), and releases it for the load.  Do not wrap `make soak`
-# in flock (it would wait for itself).  A reinstall during the load does not
-# reach the soak's cluster:
-#   - shared_preload_libraries is loaded once, by the postmaster, at start;
-#     every process is forked from it, crash restarts included (a kill -9
-#     makes the postmaster reset shared memory and fork new processes, not
-#     reload libraries), and `install` replaces the file (a new inode), so
-#     the mapped library stays the one installed under the lock;
-#   - C functions and background workers name '$libdir/outbox_saga', which
-#     dfmgr.c finds among the loaded libraries by file name, so no process
-#     ever loads the new file;
-#   - the extension scripts are read only by CREATE EXTENSION, done under
-#     the lock.
-# What a reinstall could change is nothing the soak runs after the lock.
+# A PRIVATE INSTALLATION.  The module is built and installed into a copy of
+# the PostgreSQL installation in a scratch directory, never into the shared
+# one that `make test` runs (flock /tmp/outbox_saga-test.lock) install into:
+# so the soak needs no lock (holding it for half an hour would block every
+# other test run) and nobody's reinstall can reach it.  A PostgreSQL
+# installation is relocatable: pg_config, initdb and the server find their
+# library, share and include directories relative to their own binary, so
+# the copy keeps the same layout under the scratch directory (include files
+# are a symlink to the real ones), and its pg_config answers with the copy's
+# directories (checked below).  The alternative - install into the shared
+# installation under the lock, start the cluster, release the lock - works
+# too, since the postmaster maps shared_preload_libraries once and every
+# process (crash restarts included) is forked from it, but the lock is often
+# queued behind several test runs, and a copy is simpler to reason about.
 #
 #   SOAK_MINUTES=30   length of the load (the checks and the drain add a few
 #                     minutes)
@@ -37,44 +31,51 @@ set -uo pipefail
 SRC_DIR=$(cd "$(dirname "$0")/.." && pwd)
 . "$SRC_DIR/scripts/common.sh"
 
-LOCK=/tmp/outbox_saga-test.lock
-exec 9>>"$LOCK"
-if ! flock -n 9; then
-	echo "soak: waiting for $LOCK (a make test is installing or running)" >&2
-	flock 9
-fi
-build_and_install || { echo "soak: build failed"; exit 1; }
+# The private installation.
+PRIV=$(mktemp -d /tmp/outbox_saga-soak-pg.XXXXXX)
 make_workdir soak
-if [ -n "${RUN_AS:-}" ]; then trap 'rm -rf "$WORK_DIR"' EXIT; fi
+cleanup() {
+	rm -rf "$PRIV"
+	if [ -n "${RUN_AS:-}" ]; then rm -rf "$WORK_DIR"; fi
+}
+trap cleanup EXIT
+BINDIR=$("$PG_CONFIG" --bindir)
+PKGLIBDIR=$("$PG_CONFIG" --pkglibdir)
+SHAREDIR=$("$PG_CONFIG" --sharedir)
+INCLUDEDIR=$("$PG_CONFIG" --includedir-server)
+for d in "$BINDIR" "$PKGLIBDIR" "$SHAREDIR"; do
+	mkdir -p "$PRIV$(dirname "$d")"
+	[ -e "$PRIV$d" ] || cp -a "$d" "$PRIV$d"
+done
+mkdir -p "$PRIV$(dirname "$INCLUDEDIR")"
+ln -s "$INCLUDEDIR" "$PRIV$INCLUDEDIR"
+PRIV_PG_CONFIG=$PRIV$BINDIR/pg_config
+if [ "$("$PRIV_PG_CONFIG" --pkglibdir)" != "$PRIV$PKGLIBDIR" ] ||
+	[ "$("$PRIV_PG_CONFIG" --sharedir)" != "$PRIV$SHAREDIR" ]; then
+	echo "soak: the copy of the installation in $PRIV is not relocatable" >&2
+	exit 1
+fi
+chmod -R a+rX "$PRIV"
+{ make -s -C "$WORK_DIR" PG_CONFIG="$PRIV_PG_CONFIG" WERROR=1 &&
+	make -s -C "$WORK_DIR" PG_CONFIG="$PRIV_PG_CONFIG" install; } >"$PRIV/build.log" 2>&1 ||
+	{ cat "$PRIV/build.log"; echo "soak: build failed"; exit 1; }
+PGXS_DIR=$(cd "$(dirname "$("$PRIV_PG_CONFIG" --pgxs)")/../.." && pwd)
 
 RESULTS=$SRC_DIR/test/soak/results
 mkdir -p "$RESULTS"
 STAMP=$(date -u +%Y%m%d-%H%M%S)
-STARTED=$WORK_DIR/soak.started
-PGXS_DIR=$(cd "$(dirname "$("$PG_CONFIG" --pgxs)")/../.." && pwd)
-rm -f "$STARTED"
 
 (
 	cd "$WORK_DIR" || exit 1
-	as_cluster_user env TESTDIR="$WORK_DIR" PG_REGRESS="$PGXS_DIR/src/test/regress/pg_regress" \
+	RUN_AS=${RUN_AS:-} PG_BINDIR=$PRIV$BINDIR as_cluster_user env TESTDIR="$WORK_DIR" \
+		PG_REGRESS="$PGXS_DIR/src/test/regress/pg_regress" \
 		PERL5LIB="$PGXS_DIR/src/test/perl:$WORK_DIR/test/lib:$WORK_DIR/test/kafka:$WORK_DIR/test/nats" \
-		SOAK_STARTED_FILE="$STARTED" SOAK_REPORT="$WORK_DIR/soak-report.txt" \
+		SOAK_REPORT="$WORK_DIR/soak-report.txt" \
 		SOAK_MINUTES="${SOAK_MINUTES:-30}" ${SOAK_RATE:+SOAK_RATE=$SOAK_RATE} \
 		${SOAK_PERIOD:+SOAK_PERIOD=$SOAK_PERIOD} ${SOAK_SAMPLE:+SOAK_SAMPLE=$SOAK_SAMPLE} \
-		perl test/soak/soak.pl 9>&-
-) &
-soak_pid=$!
-
-# Hold the lock until the cluster runs with the module loaded, or soak.pl
-# ended early.
-while [ ! -e "$STARTED" ] && kill -0 "$soak_pid" 2>/dev/null; do
-	sleep 1
-done
-flock -u 9
-exec 9>&-
-[ -e "$STARTED" ] && echo "soak: cluster started, $LOCK released" >&2
-
-wait "$soak_pid"
+		${SOAK_KILLS:+SOAK_KILLS=$SOAK_KILLS} ${SOAK_OUTAGES:+SOAK_OUTAGES=$SOAK_OUTAGES} \
+		perl test/soak/soak.pl
+)
 rc=$?
 if [ -s "$WORK_DIR/soak-report.txt" ]; then
 	cp "$WORK_DIR/soak-report.txt" "$RESULTS/$STAMP-report.txt"

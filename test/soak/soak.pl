@@ -1,9 +1,10 @@
 # make soak: SOAK_MINUTES (default 30) of mixed load against one throwaway
 # cluster, with faults, then checks.  Not part of make test or CI; run by
-# scripts/soak.sh (which installs the module and starts this script as the
-# cluster user).  A TAP script: "ok"/"not ok" lines, exit status nonzero on
-# any failed check; the figures are printed as notes and written to
-# $SOAK_REPORT.
+# scripts/soak.sh as the cluster user.  A TAP script: "ok"/"not ok" lines,
+# exit status nonzero on any failed check; the figures are printed as notes
+# and written to $SOAK_REPORT.  scripts/soak.sh builds the module into a private copy of
+# the PostgreSQL installation and runs this script with that copy first in
+# PATH.
 #
 # LOAD (both databases soak_a and soak_b, the same setup in each)
 #   pgbench (-R SOAK_RATE transactions/s per database, 3 clients, rerun in
@@ -223,15 +224,6 @@ for my $db (@dbs)
 	ok(wait_for_dispatcher($node, $db), "$db: its dispatchers run");
 }
 
-# Other helpers may reinstall the module from now on: this postmaster has
-# the library mapped since it started, and every process (crash restarts
-# included) is forked from it (scripts/soak.sh).
-if ($ENV{SOAK_STARTED_FILE})
-{
-	open my $fh, '>', $ENV{SOAK_STARTED_FILE} or die "cannot write $ENV{SOAK_STARTED_FILE}: $!";
-	close $fh;
-}
-
 # --- Producers: pgbench, rerun in chunks ---------------------------------------
 my $bench_dir = PostgreSQL::Test::Utils::tempdir('pgbench');
 my %scripts = (
@@ -316,7 +308,14 @@ sub listener_pump
 		return;
 	}
 	$l->{in} .= "SELECT 1;\n" if $send;
-	eval { $l->{h}->pump_nb };
+	# Read whatever psql has printed (several reads: a busy second fills
+	# more than one pipe buffer).
+	for (1 .. 50)
+	{
+		my $before = length($l->{out});
+		eval { $l->{h}->pump_nb };
+		last if length($l->{out}) == $before;
+	}
 	while ($l->{out} =~ s/^([^\n]*)\n//)
 	{
 		my $line = $1;
@@ -330,6 +329,34 @@ sub listener_pump
 		eval { $l->{h}->finish };
 		delete $listen{$db};
 	}
+}
+
+# (Re)start DB's listener and wait until it listens; true if it does.  After
+# a crash restart its psql has lost its connection.
+sub listener_restart
+{
+	my ($db) = @_;
+	if (my $old = delete $listen{$db})
+	{
+		eval { $old->{h}->kill_kill };
+	}
+	listener_start($db);
+	my $l = $listen{$db};
+	my $deadline = time() + 60;
+	until ($l->{out} =~ /^listening$/m || time() > $deadline)
+	{
+		eval { $l->{h}->pump_nb };
+		unless ($l->{h}->pumpable)
+		{
+			# Not connected yet (the server is still recovering): again.
+			eval { $l->{h}->finish };
+			usleep(200_000);
+			listener_start($db);
+			$l = $listen{$db};
+		}
+		usleep(50_000);
+	}
+	return $l->{out} =~ /^listening$/m;
 }
 
 # --- Samples --------------------------------------------------------------------
@@ -426,6 +453,12 @@ sub kill_one
 	# The postmaster restarts everything; wait until it serves again.
 	$node->poll_query_until('postgres', 'SELECT true') or die 'the server did not come back';
 	wait_back();
+	# What the listeners had read before the crash, then new sessions.
+	for my $db (@dbs)
+	{
+		listener_pump($db, 0);
+		listener_restart($db) or say_("$db: the listener did not come back");
+	}
 }
 
 my %outage_fn = (
@@ -444,14 +477,7 @@ my %fired;
 # --- The run ------------------------------------------------------------------------
 for my $db (@dbs)
 {
-	listener_start($db);
-	my $deadline = time() + 60;
-	until ($listen{$db}{out} =~ /^listening$/m || time() > $deadline)
-	{
-		eval { $listen{$db}{h}->pump_nb };
-		usleep(50_000);
-	}
-	ok($listen{$db}{out} =~ /^listening$/m, "$db: a session LISTENs on the notify destination's channel");
+	ok(listener_restart($db), "$db: a session LISTENs on the notify destination's channel");
 }
 $t0 = time();
 say_("load for $minutes min: rate $rate tx/s per database, period $period s, outages $outage s, samples every $sample_every s");
@@ -469,7 +495,7 @@ while (1)
 			my $left = int($duration - $now);
 			bench_start($db, min(60, $left)) if $left >= 2;
 		}
-		listener_pump($db, $tick % 2 == 0);
+		listener_pump($db, 1);
 	}
 
 	my $p = int($now / $period);
@@ -526,10 +552,19 @@ for my $db (@dbs)
 	ok(wait_until($node, $db, q{SELECT count(*) = 0 FROM saga.instances WHERE status IN ('running', 'compensating')}, 300),
 		"$db: every saga finished");
 }
-for (1 .. 4)
+# The listeners read what is still on their way: until three rounds of
+# SELECT 1 bring nothing new (at most two minutes).
 {
-	listener_pump($_, 1) for @dbs;
-	usleep(500_000);
+	my ($quiet, $deadline) = (0, time() + 120);
+	while ($quiet < 3 && time() < $deadline)
+	{
+		my $before = sum0(map { scalar(@{ $notes{$_} // [] }) } @dbs);
+		listener_pump($_, 1) for @dbs;
+		usleep(500_000);
+		listener_pump($_, 0) for @dbs;
+		my $after = sum0(map { scalar(@{ $notes{$_} // [] }) } @dbs);
+		$quiet = $after == $before ? $quiet + 1 : 0;
+	}
 }
 take_sample();
 my $elapsed = int(time() - $t0);
@@ -627,6 +662,16 @@ sub check_dest
 	}
 }
 
+# The webhook receiver's log, read once (it holds both databases).
+my %wh_arrivals;
+for my $r ($wh->requests)
+{
+	next unless $r->{path} =~ m{^/(soak_[ab])$};
+	my $b = $json->decode($r->{body});
+	my $seq = $b->{topic} eq 'orders' ? $b->{data}{s} : $b->{data}{new}{v};
+	push @{ $wh_arrivals{$1} }, [ $b->{id}, $b->{topic}, $b->{aggregate_id}, $seq ];
+}
+
 for my $db (@dbs)
 {
 	my %expect;
@@ -656,13 +701,7 @@ for my $db (@dbs)
 		  sql($db, qq{SELECT event_id, topic, agg, seq FROM sink WHERE dest = '$dest' ORDER BY pos}) ];
 	}
 	$arr{ntf} = $notes{$db} // [];
-	for my $r ($wh->requests)
-	{
-		next unless $r->{path} eq "/$db";
-		my $b = $json->decode($r->{body});
-		my $seq = $b->{topic} eq 'orders' ? $b->{data}{s} : $b->{data}{new}{v};
-		push @{ $arr{wh} }, [ $b->{id}, $b->{topic}, $b->{aggregate_id}, $seq ];
-	}
+	$arr{wh} = $wh_arrivals{$db} // [];
 	for my $m (sort { $a->{partition} <=> $b->{partition} || $a->{offset} <=> $b->{offset} }
 		$kafka->consume("$db.events", 0, 120))
 	{
