@@ -367,8 +367,9 @@ my %rel_sql = (
 	dead => q{SELECT pg_total_relation_size('outbox.dead_letter')},
 	tick => q{SELECT pg_total_relation_size('outbox.tick') + pg_total_relation_size('outbox.generation')},
 	saga => q{SELECT pg_total_relation_size('saga.instance') + pg_total_relation_size('saga.step_run')},
+	ticks => q{SELECT count(*) FROM outbox.tick},
 );
-my @rel_names = qw(events retry tick dead saga);
+my @rel_names = qw(events retry tick dead saga);    # sizes; ticks is a row count
 
 sub proc_status
 {
@@ -403,7 +404,7 @@ sub take_sample
 	}
 	for my $db (@dbs)
 	{
-		my $q = join(' UNION ALL ', map { "SELECT '$_', ($rel_sql{$_})" } @rel_names)
+		my $q = join(' UNION ALL ', map { "SELECT '$_', ($rel_sql{$_})" } @rel_names, 'ticks')
 		  . ' UNION ALL SELECT \'emitted\', (' . emitted_sql() . ')';
 		my $out = try_sql($db, $q);
 		return unless defined $out;
@@ -416,8 +417,8 @@ sub take_sample
 	}
 	push @samples, \%s;
 	my $a = $s{rel}{soak_a};
-	say_(sprintf('sample: emitted %d, soak_a events %d kB, retry %d kB; dispatchers %s', $s{emitted},
-		$a->{events} / 1024, $a->{retry} / 1024,
+	say_(sprintf('sample: emitted %d, soak_a events %d kB, retry %d kB, tick %d kB (%d rows); dispatchers %s',
+		$s{emitted}, $a->{events} / 1024, $a->{retry} / 1024, $a->{tick} / 1024, $a->{ticks},
 		join(' ', map { "$_=" . int($s{rss}{$_}[1] / 1024) . 'MB' } sort keys %{ $s{rss} })));
 }
 
@@ -826,14 +827,14 @@ for my $s (@samples)
 }
 out('');
 out('Storage: kB, soak_a / soak_b (events = the four outbox.events partitions; tick = tick + generation; saga = instance + step_run):');
-out('| t (s) | emitted | ' . join(' | ', @rel_names) . ' |');
-out('|---' x (2 + @rel_names) . '|');
+out('| t (s) | emitted | ' . join(' | ', @rel_names) . ' | tick rows |');
+out('|---' x (3 + @rel_names) . '|');
 for my $s (@samples)
 {
-	out(sprintf('| %d | %d | %s |', $s->{t}, $s->{emitted}, join(' | ', map {
+	out(sprintf('| %d | %d | %s | %s |', $s->{t}, $s->{emitted}, join(' | ', map {
 		my $r = $_;
 		join(' / ', map { int(($s->{rel}{$_}{$r} // 0) / 1024) } @dbs)
-	} @rel_names)));
+	} @rel_names), join(' / ', map { $s->{rel}{$_}{ticks} // 0 } @dbs)));
 }
 
 if ($report_file)
