@@ -15,6 +15,8 @@
 #   make fuzz       the libFuzzer targets of test/fuzz, FUZZ_SECONDS (default
 #                   300) each (scripts/fuzz.sh; a few seconds of each are
 #                   the suite "fuzz" of make test)
+#   make soak       SOAK_MINUTES (default 30) of mixed load with crashes and
+#                   outages, then checks (scripts/soak.sh; not in make test)
 #
 # Released extension scripts are committed and frozen: outbox_saga--0.1.0.sql
 # is the assembled script of release 0.1.0 and is never edited again.  Later
@@ -116,7 +118,7 @@ TAP_TESTS = 1
 PROVE_TESTS ?= test/t/*.pl
 
 EXTRA_CLEAN = $(DATA_built) output_iso tmp_check_regress tmp_check_iso tmp_check \
-	test/bench/results test/fuzz/build
+	test/bench/results test/fuzz/build test/soak/results
 
 SHLIB_LINK = -lcurl -lcrypto
 
@@ -192,7 +194,7 @@ $(EXTENSION)--$(EXTVERSION).sql: $(SQL_PARTS)
 
 # The suites one by one, so that the runner can go on after a failure and
 # count the results.  They run against the installed build.
-.PHONY: check-regress check-isolation check-tap test test-matrix demo bench fuzz pgindent
+.PHONY: check-regress check-isolation check-tap test test-matrix demo bench fuzz soak pgindent
 
 check-regress:
 	$(pg_regress_installcheck) $(REGRESS_OPTS) $(REGRESS)
@@ -217,6 +219,9 @@ bench:
 
 fuzz:
 	@bash $(srcdir)/scripts/fuzz.sh long
+
+soak:
+	@bash $(srcdir)/scripts/soak.sh
 
 pgindent:
 	pgindent --typedefs=$(srcdir)/src/typedefs.list $(srcdir)/src/*.[ch] $(srcdir)/src/*/*.[ch]

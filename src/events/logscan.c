@@ -61,15 +61,24 @@
  *		in txid order (the range scan of LogWindowFirstId), for work that
  *		needs no order: moving a lagging destination on (dispatch/skip.c).
  *
- * All run in the caller's transaction with its active snapshot (a row
- * is seen if its transaction is visible to the scan's MVCC snapshot, and
- * belongs to the window if it is visible in S_to and not in S_from), and
- * take ACCESS SHARE locks on the partitions and indexes they read, held to
- * the end of the transaction.  They only read: nothing to recover after a
- * crash.  The cache of window orders is per process, in TopMemoryContext, at
- * most ORDER_CACHE_SIZE windows; a window's contents never change once its
- * upper tick exists, so an entry never goes stale (a window whose events
- * were retired under it only yields fewer events).
+ * All run in the caller's transaction, and take ACCESS SHARE locks on the
+ * partitions and indexes they read, held to the end of the transaction.  A
+ * row is seen if its transaction is visible to the scan's MVCC snapshot, and
+ * belongs to the window if it is visible in S_to and not in S_from.  So the
+ * scan's snapshot must see every transaction that S_to sees as ended: each
+ * scan takes a snapshot of its own, after its caller read S_to (a committed
+ * tick row), never the caller's active snapshot - a batch's transaction
+ * takes that when it begins, and the upper tick of a new window may have
+ * been taken after it by another process (the other dispatchers of the pool,
+ * housekeeping): a transaction that committed in between would be in the
+ * window but invisible to the scan, and its events skipped for good (found
+ * by make soak; test/t/098_window_snapshot.pl).  Later transactions the
+ * fresh snapshot sees are outside the window (not visible in S_to).  They
+ * only read: nothing to recover after a crash.  The cache of window orders
+ * is per process, in TopMemoryContext, at most ORDER_CACHE_SIZE windows; a
+ * window's contents never change once its upper tick exists, so an entry
+ * never goes stale (a window whose events were retired under it only yields
+ * fewer events).
  *
  *-------------------------------------------------------------------------
  */
@@ -120,14 +129,15 @@ typedef struct LogIndexScan
 	Relation	index;
 	IndexScanDesc scan;
 	TupleTableSlot *slot;
+	Snapshot	snapshot;
 } LogIndexScan;
 
 /*
  * log_scan_begin
  *		Start a scan of partition 'part' through its index named by
  *		'index_fmt' (a format with one %d, the partition), with the two
- *		bounds 'keys', under the active snapshot.  Takes ACCESS SHARE on the
- *		partition and the index.
+ *		bounds 'keys', under a snapshot taken now (see the file header).
+ *		Takes ACCESS SHARE on the partition and the index.
  */
 static void
 log_scan_begin(LogIndexScan *ls, Oid nspid, int part, const char *index_fmt,
@@ -136,7 +146,8 @@ log_scan_begin(LogIndexScan *ls, Oid nspid, int part, const char *index_fmt,
 	ls->heap = table_open(log_relid(nspid, "events_p%d", part), AccessShareLock);
 	ls->index = index_open(log_relid(nspid, index_fmt, part), AccessShareLock);
 	ls->slot = table_slot_create(ls->heap, NULL);
-	ls->scan = CompatIndexBeginscan(ls->heap, ls->index, GetActiveSnapshot(), 2, 0);
+	ls->snapshot = RegisterSnapshot(GetLatestSnapshot());
+	ls->scan = CompatIndexBeginscan(ls->heap, ls->index, ls->snapshot, 2, 0);
 	index_rescan(ls->scan, keys, 2, NULL, 0);
 }
 
@@ -148,6 +159,7 @@ static void
 log_scan_end(LogIndexScan *ls)
 {
 	index_endscan(ls->scan);
+	UnregisterSnapshot(ls->snapshot);
 	ExecDropSingleTupleTableSlot(ls->slot);
 	index_close(ls->index, AccessShareLock);
 	table_close(ls->heap, AccessShareLock);
