@@ -175,6 +175,14 @@ INSTALLCHECK_REGRESS = $(if $(filter 0,$(WITH_KAFKA) $(WITH_NATS)),$(filter-out 
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
 
+# Header dependencies (Debian's PGXS has autodepend off): each object writes
+# the headers it included into a .d file next to it, so an object is rebuilt
+# when one of them changes.  Without this, an incremental build after a
+# change of a struct in a header mixes old and new layouts.
+override CPPFLAGS += -MMD -MP
+-include $(OBJS:.o=.d)
+EXTRA_CLEAN += $(OBJS:.o=.d)
+
 src/sink/sink.o src/sink/sink.bc: .build_options
 
 .PHONY: installcheck

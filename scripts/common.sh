@@ -43,7 +43,7 @@ copy_tree() {
 	mkdir -p "$1"
 	# A file edited meanwhile is copied as it is (tar exits 1 then).
 	{ tar -C "$SRC_DIR" --exclude=.git --exclude='tmp_check*' --exclude=./test/fuzz/build --exclude='*.o' \
-		--exclude='*.so' --exclude='*.bc' --exclude=./results --exclude=./output_iso \
+		--exclude='*.so' --exclude='*.bc' --exclude='*.d' --exclude=./results --exclude=./output_iso \
 		--exclude='./build-*' --exclude=./.build_options \
 		--warning=no-file-changed -cf - . || [ $? -eq 1 ]; } |
 		tar -C "$1" -xf -
