@@ -10,6 +10,12 @@
 #   make demo       a throwaway cluster with the extension preloaded and a
 #                   worked example
 #   make bench      the benchmark (ratios measured in one run)
+#   make test SANITIZE=address
+#                   the same with the module built with AddressSanitizer and
+#                   UndefinedBehaviorSanitizer, loaded into the stock server
+#                   (scripts/sanitize.sh); fails on any sanitizer report
+#   make valgrind   the pg_regress suite with the server under valgrind
+#                   (slow; not part of make test)
 #
 # Released extension scripts are committed and frozen: outbox_saga--0.1.0.sql
 # is the assembled script of release 0.1.0 and is never edited again.  Later
@@ -106,7 +112,7 @@ ISOLATION_OPTS = --inputdir=$(srcdir)/test --outputdir=output_iso \
 TAP_TESTS = 1
 PROVE_TESTS ?= test/t/*.pl
 
-EXTRA_CLEAN = $(DATA_built) output_iso tmp_check_regress tmp_check_iso tmp_check \
+EXTRA_CLEAN = $(DATA_built) output_iso tmp_check_regress tmp_check_iso tmp_check sanitizer \
 	test/bench/results
 
 SHLIB_LINK = -lcurl -lcrypto
@@ -142,6 +148,26 @@ $(shell echo '$(BUILD_OPTIONS)' > .build_options)
 endif
 EXTRA_CLEAN += .build_options
 
+# SANITIZE=address builds the module with AddressSanitizer and
+# UndefinedBehaviorSanitizer (gcc; the library then needs libasan, which the
+# stock server gets through LD_PRELOAD: `make test SANITIZE=address` sets
+# that up, see scripts/sanitize.sh).  UBSan recovers, so that one run shows
+# every report; the run fails on any report file.  Recorded in
+# .build_sanitize, so that switching rebuilds every object.
+SANITIZE ?=
+$(if $(filter-out address,$(SANITIZE)),$(error SANITIZE must be empty or address, not "$(SANITIZE)"))
+# The instrumentation changes register allocation, and gcc's -Wclobbered
+# (of -Wextra) then warns of variables that are set before a PG_TRY and
+# never changed inside it, which C defines; the ordinary build keeps it.
+ifeq ($(SANITIZE),address)
+PG_CFLAGS += -fsanitize=address,undefined -fno-omit-frame-pointer -Wno-clobbered
+SHLIB_LINK += -fsanitize=address,undefined
+endif
+ifneq (sanitize=$(SANITIZE),$(shell cat .build_sanitize 2>/dev/null))
+$(shell echo 'sanitize=$(SANITIZE)' > .build_sanitize)
+endif
+EXTRA_CLEAN += .build_sanitize
+
 # A build in another directory (make -f SRC/Makefile VPATH=SRC, as Debian's
 # pg_buildext does in build-<version>) needs the object folders there.
 ifdef VPATH
@@ -165,6 +191,7 @@ PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
 
 src/sink/sink.o src/sink/sink.bc: .build_options
+$(OBJS): .build_sanitize
 
 .PHONY: installcheck
 installcheck:
@@ -183,7 +210,7 @@ $(EXTENSION)--$(EXTVERSION).sql: $(SQL_PARTS)
 
 # The suites one by one, so that the runner can go on after a failure and
 # count the results.  They run against the installed build.
-.PHONY: check-regress check-isolation check-tap test demo bench pgindent
+.PHONY: check-regress check-isolation check-tap test demo bench pgindent valgrind
 
 check-regress:
 	$(pg_regress_installcheck) $(REGRESS_OPTS) $(REGRESS)
@@ -199,6 +226,10 @@ test:
 
 demo:
 	@bash $(srcdir)/scripts/demo.sh
+
+# Installs, like make test: run it under the same lock.
+valgrind:
+	@bash $(srcdir)/scripts/valgrind.sh
 
 bench:
 	@bash $(srcdir)/test/bench/bench.sh

@@ -1,0 +1,105 @@
+#!/usr/bin/env bash
+# make valgrind: the pg_regress suite with the server under valgrind
+# (memcheck), not part of make test (slow: expect 20-40 minutes on two
+# cores).  It builds and installs the ordinary module (so it runs under the
+# same lock as make test: flock /tmp/outbox_saga-test.lock make valgrind),
+# then runs `check-regress` with pg_regress's --bindir pointing at a
+# directory whose `postgres` is a script that execs the real server under
+#   valgrind --trace-children=yes --track-origins=yes
+#            --suppressions=test/valgrind.supp --log-file=.../vg.%p
+# (every other program there is a link to the real one).  The postmaster and
+# every process it forks (backends, dispatchers) write their own log.
+#
+# Verdict: each error valgrind reports is ours when a frame of its stack
+# (or of the origin of an uninitialised value) lies in the module
+# (outbox_saga.so or a file of src/); the others are the stock server's noise
+# (it is not built with USE_VALGRIND, so for instance the padding bytes of
+# WAL records and statistics messages are reported as uninitialised) and are
+# counted, not failed; test/valgrind.supp silences the known ones.  Exit
+# status 1 when any error is ours (each printed) or when the suite could not
+# run; test failures alone (timeouts of a slowed server) are printed but do
+# not fail the target.  Figures: the suite's result, processes, errors (ours,
+# the server's, suppressed), the time taken.
+#
+# What valgrind cannot see with a stock server: palloc chunks are carved out
+# of larger malloc'd blocks of a memory context and are not marked
+# (VALGRIND_MAKE_MEM_NOACCESS) on pfree or at their end, so a use after pfree
+# or an overrun inside a live context is invisible; see README, Contributing.
+set -uo pipefail
+SRC_DIR=$(cd "$(dirname "$0")/.." && pwd)
+. "$SRC_DIR/scripts/common.sh"
+
+command -v valgrind >/dev/null || { echo "valgrind: not installed (apt-get install valgrind)"; exit 1; }
+bash "$SRC_DIR/scripts/deps.sh" || exit 1
+build_and_install SANITIZE= || { echo "valgrind: build failed"; exit 1; }
+make_workdir valgrind
+if [ -n "${RUN_AS:-}" ] && [ -z "${KEEP_WORKDIR:-}" ]; then
+	trap 'rm -rf "$WORK_DIR"' EXIT
+else
+	echo "valgrind: the suite runs in $WORK_DIR"
+fi
+
+VG_DIR="$WORK_DIR/valgrind"
+rm -rf "$VG_DIR"
+mkdir -p "$VG_DIR/bin" "$VG_DIR/logs"
+for name in "$PG_BINDIR"/*; do
+	ln -s "$name" "$VG_DIR/bin/$(basename "$name")"
+done
+rm "$VG_DIR/bin/postgres"
+cat >"$VG_DIR/bin/postgres" <<WRAPPER
+#!/bin/sh
+# scripts/valgrind.sh: the real postgres under valgrind.
+exec valgrind --quiet --trace-children=yes --track-origins=yes \\
+	--num-callers=30 --fullpath-after= --error-limit=no \\
+	--suppressions="$WORK_DIR/test/valgrind.supp" \\
+	--log-file="$VG_DIR/logs/vg.%p" "$PG_BINDIR/postgres" "\$@"
+WRAPPER
+chmod 755 "$VG_DIR/bin/postgres"
+[ -n "${RUN_AS:-}" ] && chown -R "$RUN_AS": "$VG_DIR"
+
+start=$(date +%s)
+# The slowed server needs longer to start; the suite's own waits
+# (wait_idle's timeout) may still time out, which fails a test, not this run.
+as_cluster_user env PGCTLTIMEOUT=600 timeout 5400 make -C "$WORK_DIR" -s check-regress \
+	EXTRA_REGRESS_OPTS="--bindir=$VG_DIR/bin" >"$VG_DIR/suite.log" 2>&1
+suite_rc=$?
+elapsed=$(( $(date +%s) - start ))
+cat "$VG_DIR/suite.log"
+[ -s "$WORK_DIR/regression.diffs" ] && { echo "--- regression.diffs (first 100 lines)"; head -n 100 "$WORK_DIR/regression.diffs"; }
+ok=$(grep -cE '^(test|    ) +[A-Za-z0-9_]+ +\.\.\. ok' "$VG_DIR/suite.log")
+bad=$(grep -cE '\.\.\. FAILED' "$VG_DIR/suite.log")
+
+# Split every log into error blocks (from an error's first line to the blank
+# line that ends it) and classify them.
+ours_pat="outbox_saga\\.so|$SRC_DIR/src/|$WORK_DIR/src/"
+read -r nlogs nours nserver < <(
+	awk -v pat="$ours_pat" -v out="$VG_DIR/ours.txt" '
+		FNR == 1 { nlogs++ }
+		/^==[0-9]+== [A-Z]/ && !inblock && $0 !~ /^==[0-9]+== (HEAP|LEAK|ERROR|For lists|Memcheck|Copyright|Using|Command|Parent)/ {
+			inblock = 1; block = ""; mine = 0
+		}
+		inblock {
+			block = block FILENAME ": " $0 "\n"
+			if ($0 ~ pat) mine = 1
+			if ($0 ~ /^==[0-9]+== *$/) {
+				inblock = 0
+				if (mine) { nours++; printf "%s\n", block > out } else nserver++
+			}
+		}
+		END { print nlogs + 0, nours + 0, nserver + 0 }' "$VG_DIR"/logs/vg.* /dev/null)
+suppressed=$(grep -h 'ERROR SUMMARY' "$VG_DIR"/logs/vg.* 2>/dev/null |
+	sed -E 's/.*suppressed: [0-9,]+ from ([0-9,]+).*/\1/' | tr -d , | awk '{ s += $1 } END { print s + 0 }')
+
+status=0
+if [ "$nours" -gt 0 ]; then
+	echo "--- valgrind errors in outbox_saga"
+	cat "$VG_DIR/ours.txt"
+	status=1
+fi
+if [ "$nlogs" -eq 0 ] || [ "$ok" -eq 0 ]; then
+	echo "valgrind: the suite did not run under valgrind (see above)"
+	status=1
+fi
+echo "valgrind: pg_regress $ok passed, $bad failed (exit $suite_rc) in ${elapsed}s;" \
+	"$nlogs processes; errors: $nours in outbox_saga, $nserver in the server, $suppressed suppressed"
+exit $status
