@@ -90,5 +90,8 @@ CONF
 stop_scratch_cluster() {
 	[ -n "${SCRATCH:-}" ] && [ -d "$SCRATCH" ] || return 0
 	as_cluster_user pg_ctl -D "$PGDATA" -m fast -w stop >/dev/null 2>&1 || true
+	# make test SANITIZE=address reads the log for reports (sanitize.sh).
+	[ -n "${OUTBOX_SANITIZER_BIN:-}" ] &&
+		cp "$SCRATCH/server.log" "$OUTBOX_SANITIZER_BIN/../logs/${SCRATCH##*/}.log" 2>/dev/null
 	rm -rf "$SCRATCH"
 }

@@ -21,10 +21,14 @@
 #
 # A backend that trips ASan aborts (abort_on_error=1: the postmaster logs
 # "terminated by signal 6" and restarts the cluster); UBSan reports and goes
-# on.  Either way the report goes to a file under $SANITIZER_DIR/reports
-# (log_path), because a crash-restart may go unnoticed by a test:
-# sanitize_verdict fails the run when any report file exists and prints
-# them.  detect_leaks=0: the server never frees its memory contexts at exit.
+# on.  A crash-restart may go unnoticed by a test, so sanitize_verdict reads
+# every server log the suites leave (pg_regress's and isolation's
+# postmaster.log, the TAP nodes' logs, the scratch clusters' logs, which
+# stop_scratch_cluster copies to $SANITIZER_DIR/logs) and fails the run when
+# any holds a sanitizer report, printing each.  Reports go to the server's
+# stderr, its log: the sanitizers' log_path is not honoured in the server's
+# processes (the files never appear), so it is not used.  detect_leaks=0:
+# the server never frees its memory contexts at exit.
 
 # sanitize_setup: the wrappers and the report directory under $WORK_DIR
 # (owned by the cluster user); exports OUTBOX_SANITIZER_BIN and
@@ -37,7 +41,7 @@ sanitize_setup() {
 	SANITIZER_DIR="$WORK_DIR/sanitizer"
 	OUTBOX_SANITIZER_BIN="$SANITIZER_DIR/bin"
 	rm -rf "$SANITIZER_DIR"
-	mkdir -p "$OUTBOX_SANITIZER_BIN" "$SANITIZER_DIR/reports"
+	mkdir -p "$OUTBOX_SANITIZER_BIN" "$SANITIZER_DIR/logs"
 	gcc -shared -fPIC -Wl,-z,initfirst -o "$SANITIZER_DIR/asan_initfirst.so" \
 		"$SRC_DIR/scripts/asan_initfirst.c" || return 1
 	for name in "$PG_BINDIR"/*; do
@@ -49,8 +53,8 @@ sanitize_setup() {
 #!/bin/sh
 # scripts/sanitize.sh: the real $name with the sanitizer runtimes preloaded.
 LD_PRELOAD="$asan $ubsan $SANITIZER_DIR/asan_initfirst.so\${LD_PRELOAD:+ \$LD_PRELOAD}"
-ASAN_OPTIONS="detect_leaks=0:abort_on_error=1:log_path=$SANITIZER_DIR/reports/asan"
-UBSAN_OPTIONS="print_stacktrace=1:log_path=$SANITIZER_DIR/reports/ubsan"
+ASAN_OPTIONS="detect_leaks=0:abort_on_error=1"
+UBSAN_OPTIONS="print_stacktrace=1"
 export LD_PRELOAD ASAN_OPTIONS UBSAN_OPTIONS
 exec "$PG_BINDIR/$name" "\$@"
 WRAPPER
@@ -64,22 +68,29 @@ WRAPPER
 	fi
 	EXTRA_REGRESS_OPTS="--bindir=$OUTBOX_SANITIZER_BIN"
 	export OUTBOX_SANITIZER_BIN EXTRA_REGRESS_OPTS
-	echo "sanitize: ASan+UBSan module; reports go to $SANITIZER_DIR/reports"
+	echo "sanitize: ASan+UBSan module; the server logs are checked for reports at the end"
 }
 
-# sanitize_verdict: one line; false (and every report printed) when the run
-# left any sanitizer report.
+# sanitize_verdict: one line; false (and every report printed) when a
+# server log of the run holds a sanitizer report.
 sanitize_verdict() {
-	local reports f
-	reports=$(find "$SANITIZER_DIR/reports" -type f | sort)
-	if [ -z "$reports" ]; then
-		echo "sanitizer: clean (ASan+UBSan, 0 reports)"
+	local logs=() f found=() pat
+	pat='^==[0-9]+==ERROR: [A-Za-z]+Sanitizer|runtime error: |^SUMMARY: [A-Za-z]+Sanitizer|Sanitizer:DEADLYSIGNAL'
+	for f in "$WORK_DIR"/log/*.log "$WORK_DIR"/output_iso/log/*.log \
+		"$WORK_DIR"/tmp_check/log/* "$SANITIZER_DIR"/logs/*; do
+		[ -f "$f" ] && logs+=("$f")
+	done
+	for f in "${logs[@]}"; do
+		if grep -qE "$pat" "$f"; then
+			found+=("$f")
+			echo "--- $f"
+			grep -nE -A40 "$pat" "$f" | head -n 120
+		fi
+	done
+	if [ ${#found[@]} -eq 0 ]; then
+		echo "sanitizer: clean (ASan+UBSan, ${#logs[@]} server logs, 0 reports)"
 		return 0
 	fi
-	for f in $reports; do
-		echo "--- $f"
-		head -n 60 "$f"
-	done
-	echo "sanitizer: $(echo "$reports" | wc -l) reports: $(echo "$reports" | xargs -n1 basename | tr '\n' ' ')"
+	echo "sanitizer: reports in ${#found[@]} of ${#logs[@]} server logs: ${found[*]##*/}"
 	return 1
 }
