@@ -227,7 +227,8 @@ test:
 demo:
 	@bash $(srcdir)/scripts/demo.sh
 
-# Installs, like make test: run it under the same lock.
+# Builds and installs into a scratch directory: the shared installation is
+# not touched (scripts/valgrind.sh).
 valgrind:
 	@bash $(srcdir)/scripts/valgrind.sh
 

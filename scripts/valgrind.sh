@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # make valgrind: the pg_regress suite with the server under valgrind
-# (memcheck), not part of make test (slow: expect 20-40 minutes on two
-# cores).  It builds and installs the ordinary module (so it runs under the
-# same lock as make test: flock /tmp/outbox_saga-test.lock make valgrind),
-# then runs `check-regress` with pg_regress's --bindir pointing at a
-# directory whose `postgres` is a script that execs the real server under
+# (memcheck), not part of make test (slow).  It builds the ordinary module in
+# a scratch copy of the tree and installs it into a scratch DESTDIR, loaded
+# from there (extension_destdir and dynamic_library_path, as the buildopts
+# suite does), so the shared installation is not touched and no lock is
+# needed.  `check-regress` then runs with pg_regress's --bindir pointing at
+# a directory whose `postgres` is a script that execs the real server under
 #   valgrind --trace-children=yes --track-origins=yes
 #            --suppressions=test/valgrind.supp --log-file=.../vg.%p
 # (every other program there is a link to the real one).  The postmaster and
@@ -31,17 +32,32 @@ SRC_DIR=$(cd "$(dirname "$0")/.." && pwd)
 
 command -v valgrind >/dev/null || { echo "valgrind: not installed (apt-get install valgrind)"; exit 1; }
 bash "$SRC_DIR/scripts/deps.sh" || exit 1
-build_and_install SANITIZE= || { echo "valgrind: build failed"; exit 1; }
-make_workdir valgrind
-if [ -n "${RUN_AS:-}" ] && [ -z "${KEEP_WORKDIR:-}" ]; then
-	trap 'rm -rf "$WORK_DIR"' EXIT
-else
-	echo "valgrind: the suite runs in $WORK_DIR"
-fi
+grep -q extension_destdir "$("$PG_CONFIG" --sharedir)/postgresql.conf.sample" ||
+	{ echo "valgrind: this PostgreSQL has no extension_destdir (a Debian patch)"; exit 1; }
 
-VG_DIR="$WORK_DIR/valgrind"
-rm -rf "$VG_DIR"
+BUILD_ROOT=$(mktemp -d /tmp/outbox_saga-valgrind.XXXXXX)
+chmod 755 "$BUILD_ROOT"		# the cluster user loads the library from here
+if [ -z "${KEEP_WORKDIR:-}" ]; then
+	trap 'rm -rf "$BUILD_ROOT"' EXIT
+else
+	echo "valgrind: the suite runs in $BUILD_ROOT"
+fi
+WORK_DIR="$BUILD_ROOT/src"
+copy_tree "$WORK_DIR"
+make -s -C "$WORK_DIR" -j2 PG_CONFIG="$PG_CONFIG" WERROR=1 SANITIZE= >"$BUILD_ROOT/build.log" 2>&1 ||
+	{ cat "$BUILD_ROOT/build.log"; echo "valgrind: build failed"; exit 1; }
+destdir="$BUILD_ROOT/dest"
+make -s -C "$WORK_DIR" PG_CONFIG="$PG_CONFIG" SANITIZE= install DESTDIR="$destdir" >/dev/null ||
+	{ echo "valgrind: make install DESTDIR=... failed"; exit 1; }
+if [ "$(id -u)" -eq 0 ]; then RUN_AS=postgres; else RUN_AS=; fi
+
+VG_DIR="$BUILD_ROOT/valgrind"
 mkdir -p "$VG_DIR/bin" "$VG_DIR/logs"
+cat >"$VG_DIR/destdir.conf" <<CONF
+# The scratch build, not the shared installation.
+extension_destdir = '$destdir'
+dynamic_library_path = '$destdir$("$PG_CONFIG" --pkglibdir):\$libdir'
+CONF
 for name in "$PG_BINDIR"/*; do
 	ln -s "$name" "$VG_DIR/bin/$(basename "$name")"
 done
@@ -55,13 +71,13 @@ exec valgrind --trace-children=yes --track-origins=yes --leak-check=no \\
 	--log-file="$VG_DIR/logs/vg.%p" "$PG_BINDIR/postgres" "\$@"
 WRAPPER
 chmod 755 "$VG_DIR/bin/postgres"
-[ -n "${RUN_AS:-}" ] && chown -R "$RUN_AS": "$VG_DIR"
+[ -n "${RUN_AS:-}" ] && chown -R "$RUN_AS": "$BUILD_ROOT"
 
 start=$(date +%s)
 # The slowed server needs longer to start; the suite's own waits
 # (wait_idle's timeout) may still time out, which fails a test, not this run.
 as_cluster_user env PGCTLTIMEOUT=600 timeout 5400 make -C "$WORK_DIR" -s check-regress \
-	EXTRA_REGRESS_OPTS="--bindir=$VG_DIR/bin" >"$VG_DIR/suite.log" 2>&1
+	EXTRA_REGRESS_OPTS="--bindir=$VG_DIR/bin --temp-config=$VG_DIR/destdir.conf" >"$VG_DIR/suite.log" 2>&1
 suite_rc=$?
 elapsed=$(( $(date +%s) - start ))
 cat "$VG_DIR/suite.log"
@@ -71,7 +87,7 @@ bad=$(grep -cE '\.\.\. FAILED' "$VG_DIR/suite.log")
 
 # Split every log into error blocks (from an error's first line to the blank
 # line that ends it) and classify them.
-ours_pat="outbox_saga\\.so|$SRC_DIR/src/|$WORK_DIR/src/"
+ours_pat="outbox_saga\\.so|$WORK_DIR/src/"
 read -r nlogs nours nserver < <(
 	awk -v pat="$ours_pat" -v out="$VG_DIR/ours.txt" '
 		FNR == 1 { nlogs++ }
