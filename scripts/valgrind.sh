@@ -11,9 +11,12 @@
 # (every other program there is a link to the real one).  The postmaster and
 # every process it forks (backends, dispatchers) write their own log.
 #
-# Verdict: each error valgrind reports is ours when a frame of its stack
-# (or of the origin of an uninitialised value) lies in the module
-# (outbox_saga.so or a file of src/); the others are the stock server's noise
+# Verdict: each error valgrind reports is ours when the first frame of one
+# of its stacks (where it happened, where an uninitialised value was
+# created, where the block was allocated or freed; valgrind's replacements
+# of memcpy and the like skipped) lies in the module (outbox_saga.so or a
+# file of src/): an error inside the server reached through a call of the
+# module is the server's.  The others are the stock server's noise
 # (it is not built with USE_VALGRIND, so for instance the padding bytes of
 # WAL records and statistics messages are reported as uninitialised) and are
 # counted, not failed; test/valgrind.supp silences the known ones.  Exit
@@ -96,7 +99,14 @@ read -r nlogs nours nserver < <(
 		}
 		inblock {
 			block = block FILENAME ": " $0 "\n"
-			if ($0 ~ pat) mine = 1
+			# The first frame of each stack (the error, the origin of an
+			# uninitialised value, where a block was allocated or freed),
+			# past valgrind'"'"'s own replacements (memcpy...): the code that did it.
+			if ($0 ~ /^==[0-9]+== +at 0x/) want = 1
+			if (want && $0 ~ /^==[0-9]+== +(at|by) 0x/ && $0 !~ /vgpreload/) {
+				want = 0
+				if ($0 ~ pat) mine = 1
+			}
 			if ($0 ~ /^==[0-9]+== *$/) {
 				inblock = 0
 				if (mine) { nours++; printf "%s\n", block > out } else nserver++
