@@ -152,7 +152,7 @@ EXTRA_CLEAN += .build_options
 # UndefinedBehaviorSanitizer (gcc; the library then needs libasan, which the
 # stock server gets through LD_PRELOAD: `make test SANITIZE=address` sets
 # that up, see scripts/sanitize.sh).  UBSan recovers, so that one run shows
-# every report; the run fails on any report file.  Recorded in
+# every report; the run fails on any report in a server log.  Recorded in
 # .build_sanitize, so that switching rebuilds every object.
 SANITIZE ?=
 $(if $(filter-out address,$(SANITIZE)),$(error SANITIZE must be empty or address, not "$(SANITIZE)"))
