@@ -17,6 +17,12 @@
 #                   the suite "fuzz" of make test)
 #   make soak       SOAK_MINUTES (default 30) of mixed load with crashes and
 #                   outages, then checks (scripts/soak.sh; not in make test)
+#   make test SANITIZE=address
+#                   the same with the module built with AddressSanitizer and
+#                   UndefinedBehaviorSanitizer, loaded into the stock server
+#                   (scripts/sanitize.sh); fails on any sanitizer report
+#   make valgrind   the pg_regress suite with the server under valgrind
+#                   (slow; not part of make test)
 #
 # Released extension scripts are committed and frozen: outbox_saga--0.1.0.sql
 # is the assembled script of release 0.1.0 and is never edited again.  Later
@@ -117,7 +123,7 @@ ISOLATION_OPTS = --inputdir=$(srcdir)/test --outputdir=output_iso \
 TAP_TESTS = 1
 PROVE_TESTS ?= test/t/*.pl
 
-EXTRA_CLEAN = $(DATA_built) output_iso tmp_check_regress tmp_check_iso tmp_check \
+EXTRA_CLEAN = $(DATA_built) output_iso tmp_check_regress tmp_check_iso tmp_check sanitizer \
 	test/bench/results test/fuzz/build test/soak/results
 
 SHLIB_LINK = -lcurl -lcrypto
@@ -153,6 +159,26 @@ $(shell echo '$(BUILD_OPTIONS)' > .build_options)
 endif
 EXTRA_CLEAN += .build_options
 
+# SANITIZE=address builds the module with AddressSanitizer and
+# UndefinedBehaviorSanitizer (gcc; the library then needs libasan, which the
+# stock server gets through LD_PRELOAD: `make test SANITIZE=address` sets
+# that up, see scripts/sanitize.sh).  UBSan recovers, so that one run shows
+# every report; the run fails on any report in a server log.  Recorded in
+# .build_sanitize, so that switching rebuilds every object.
+SANITIZE ?=
+$(if $(filter-out address,$(SANITIZE)),$(error SANITIZE must be empty or address, not "$(SANITIZE)"))
+# The instrumentation changes register allocation, and gcc's -Wclobbered
+# (of -Wextra) then warns of variables that are set before a PG_TRY and
+# never changed inside it, which C defines; the ordinary build keeps it.
+ifeq ($(SANITIZE),address)
+PG_CFLAGS += -fsanitize=address,undefined -fno-omit-frame-pointer -Wno-clobbered
+SHLIB_LINK += -fsanitize=address,undefined
+endif
+ifneq (sanitize=$(SANITIZE),$(shell cat .build_sanitize 2>/dev/null))
+$(shell echo 'sanitize=$(SANITIZE)' > .build_sanitize)
+endif
+EXTRA_CLEAN += .build_sanitize
+
 # A build in another directory (make -f SRC/Makefile VPATH=SRC, as Debian's
 # pg_buildext does in build-<version>) needs the object folders there.
 ifdef VPATH
@@ -184,6 +210,7 @@ override CPPFLAGS += -MMD -MP
 EXTRA_CLEAN += $(OBJS:.o=.d)
 
 src/sink/sink.o src/sink/sink.bc: .build_options
+$(OBJS): .build_sanitize
 
 .PHONY: installcheck
 installcheck:
@@ -202,7 +229,7 @@ $(EXTENSION)--$(EXTVERSION).sql: $(SQL_PARTS)
 
 # The suites one by one, so that the runner can go on after a failure and
 # count the results.  They run against the installed build.
-.PHONY: check-regress check-isolation check-tap test test-matrix demo bench fuzz soak pgindent
+.PHONY: check-regress check-isolation check-tap test test-matrix demo bench fuzz soak valgrind pgindent
 
 check-regress:
 	$(pg_regress_installcheck) $(REGRESS_OPTS) $(REGRESS)
@@ -221,6 +248,11 @@ test-matrix:
 
 demo:
 	@bash $(srcdir)/scripts/demo.sh
+
+# Builds and installs into a scratch directory: the shared installation is
+# not touched (scripts/valgrind.sh).
+valgrind:
+	@bash $(srcdir)/scripts/valgrind.sh
 
 bench:
 	@bash $(srcdir)/test/bench/bench.sh

@@ -14,9 +14,9 @@ PG_BINDIR=$("$PG_CONFIG" --bindir 2>/dev/null || true)
 build_and_install() {
 	make -s -C "$SRC_DIR" PG_CONFIG="$PG_CONFIG" WERROR=1 "$@" >/dev/null || return 1
 	if [ -w "$("$PG_CONFIG" --pkglibdir)" ]; then
-		make -s -C "$SRC_DIR" PG_CONFIG="$PG_CONFIG" install >/dev/null
+		make -s -C "$SRC_DIR" PG_CONFIG="$PG_CONFIG" "$@" install >/dev/null
 	else
-		sudo make -s -C "$SRC_DIR" PG_CONFIG="$PG_CONFIG" install >/dev/null
+		sudo make -s -C "$SRC_DIR" PG_CONFIG="$PG_CONFIG" "$@" install >/dev/null
 	fi
 }
 
@@ -50,11 +50,18 @@ copy_tree() {
 }
 
 # as_cluster_user CMD...: run CMD as the unprivileged cluster user.
+# Under make test SANITIZE=address the sanitizer wrappers come first in PATH
+# and reach the suites (scripts/sanitize.sh).
 as_cluster_user() {
+	local path="$PG_BINDIR:$PATH" san=()
+	if [ -n "${OUTBOX_SANITIZER_BIN:-}" ]; then
+		path="$OUTBOX_SANITIZER_BIN:$path"
+		san=(OUTBOX_SANITIZER_BIN="$OUTBOX_SANITIZER_BIN" EXTRA_REGRESS_OPTS="${EXTRA_REGRESS_OPTS:-}")
+	fi
 	if [ -n "${RUN_AS:-}" ]; then
-		runuser -u "$RUN_AS" -- env PATH="$PG_BINDIR:$PATH" PG_CONFIG="$PG_CONFIG" "$@"
+		runuser -u "$RUN_AS" -- env PATH="$path" PG_CONFIG="$PG_CONFIG" "${san[@]}" "$@"
 	else
-		env PATH="$PG_BINDIR:$PATH" "$@"
+		env PATH="$path" "${san[@]}" "$@"
 	fi
 }
 
@@ -84,5 +91,8 @@ CONF
 stop_scratch_cluster() {
 	[ -n "${SCRATCH:-}" ] && [ -d "$SCRATCH" ] || return 0
 	as_cluster_user pg_ctl -D "$PGDATA" -m fast -w stop >/dev/null 2>&1 || true
+	# make test SANITIZE=address reads the log for reports (sanitize.sh).
+	[ -n "${OUTBOX_SANITIZER_BIN:-}" ] &&
+		cp "$SCRATCH/server.log" "$OUTBOX_SANITIZER_BIN/../logs/${SCRATCH##*/}.log" 2>/dev/null
 	rm -rf "$SCRATCH"
 }

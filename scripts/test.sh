@@ -16,12 +16,23 @@
 #                                   fuzz readme examples
 #                                   meta package buildopts)
 #   PROVE_TESTS="test/t/020_*.pl"   which TAP files (default: all)
+#
+# SANITIZE=address (make test SANITIZE=address) builds the module with ASan
+# and UBSan and runs the suites that start a server (default: regress
+# isolation tap readme examples) with it loaded into the stock server (see
+# scripts/sanitize.sh); the sanitizer verdict counts as one more test, failed
+# when any sanitizer report was written.
 set -uo pipefail
 SRC_DIR=$(cd "$(dirname "$0")/.." && pwd)
 . "$SRC_DIR/scripts/common.sh"
 
 bash "$SRC_DIR/scripts/deps.sh" || exit 1
-build_and_install || { echo "build failed"; echo "0 passed, 1 failed"; exit 1; }
+SANITIZE=${SANITIZE:-}
+case $SANITIZE in
+'' | address) ;;
+*) echo "SANITIZE must be empty or address, not \"$SANITIZE\""; exit 1 ;;
+esac
+build_and_install SANITIZE="$SANITIZE" || { echo "build failed"; echo "0 passed, 1 failed"; exit 1; }
 make_workdir test
 # KEEP_WORKDIR=1 keeps the scratch copy (results/, logs) for inspection.
 if [ -n "${RUN_AS:-}" ] && [ -z "${KEEP_WORKDIR:-}" ]; then
@@ -32,6 +43,12 @@ fi
 
 passed=0
 failed=0
+
+if [ -n "$SANITIZE" ]; then
+	. "$SRC_DIR/scripts/sanitize.sh"
+	sanitize_setup || { echo "0 passed, 1 failed"; exit 1; }
+	SUITES=${SUITES:-regress isolation tap readme examples}
+fi
 
 # run_suite NAME TARGET TIMEOUT: run one suite, count its tests.
 run_suite() {
@@ -109,6 +126,15 @@ for suite in $SUITES; do
 	*) echo "unknown suite $suite"; failed=$((failed + 1)) ;;
 	esac
 done
+
+if [ -n "$SANITIZE" ]; then
+	echo "=== sanitizer"
+	if sanitize_verdict; then
+		passed=$((passed + 1))
+	else
+		failed=$((failed + 1))
+	fi
+fi
 
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]

@@ -20,6 +20,8 @@
 #   wait_for_log_match(NODE, RE, OFFSET, SECONDS)
 #                                     true once the server log after OFFSET
 #                                     matches RE (false on timeout, never dies)
+# Under make test SANITIZE=address, loading this module puts the sanitizer
+# wrappers first in PATH (scripts/sanitize.sh).
 # Errors:
 #   sqlstate_of(NODE, DB, SQL)        the SQLSTATE SQL fails with, or '' if
 #                                     it succeeds (psql with VERBOSITY verbose)
@@ -35,6 +37,12 @@ use Exporter 'import';
 
 our @EXPORT = qw(new_node sqlstate_of dispatcher_pid wait_for_dispatcher
   wait_no_dispatcher wait_until wait_for_log_match);
+
+# make test SANITIZE=address: the wrappers of scripts/sanitize.sh come first
+# in PATH, so that every cluster's pg_ctl starts the server with the
+# sanitizer runtimes preloaded (prove's PATH begins with the real bindir).
+$ENV{PATH} = "$ENV{OUTBOX_SANITIZER_BIN}:$ENV{PATH}"
+  if $ENV{OUTBOX_SANITIZER_BIN};
 
 sub new_node
 {
