@@ -24,12 +24,12 @@ order_drain() {
 	if [ "$variant" = commit ]; then ordered=true; else ordered=false; fi
 	bench_psql -c "SELECT outbox.alter_destination('order_fn', '{\"ordered\": $ordered}')" \
 		-c "SELECT outbox.pause_destination('order_fn')" >/dev/null
-	echo "SELECT outbox.emit('order', 'order.created', jsonb_build_object('n', :client_id), 'agg-' || (random() * 100)::int);" >"$script"
+	echo "SELECT outbox.emit('order', 'order.created', jsonb_build_object('n', :client_id::int), 'agg-' || (random() * 100)::int);" >"$script"
 	chmod 644 "$script"
 	as_cluster_user env PGOPTIONS="-c synchronous_commit=off" pgbench -n -M prepared \
 		-c "$BENCH_CLIENTS" -j "$BENCH_JOBS" -t $((ORDER_DRAIN_EVENTS / BENCH_CLIENTS)) -f "$script" \
 		-h "$SOCK_DIR" -p "$PORT" -U postgres bench >"$CLUSTER_DIR/order_emit.log" 2>&1 ||
-		{ FAILED[order|$variant]=$(pgbench_error "$CLUSTER_DIR/order_emit.log"); return 0; }
+		{ FAILED[order|$variant]=$(pgbench_error "$CLUSTER_DIR/order_emit.log"); say "order: ${FAILED[order|$variant]}"; return 0; }
 	bench_psql -c "CHECKPOINT" >/dev/null
 	secs=$(bench_psql -At <<SQL | tail -n 1
 SELECT clock_timestamp() AS t0 \gset
