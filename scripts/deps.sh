@@ -37,10 +37,16 @@ packages=(
 	perl
 	procps                   # pkill: the demo and the benchmark stop what they started
 	python3                  # test helpers (HTTP receiver)
-	clang                    # fuzz targets (suite "fuzz", make fuzz)
-	libclang-rt-14-dev       # libFuzzer, ASan and UBSan runtimes of clang 14
 	rsync
 )
+if wants fuzz; then
+	# the fuzz targets (suite "fuzz", make fuzz; on the host only: Debian 12's
+	# clang 14 and its runtimes, which later releases name differently)
+	packages+=(
+		clang                    # the compiler of the fuzz targets
+		libclang-rt-14-dev       # libFuzzer, ASan and UBSan runtimes of clang 14
+	)
+fi
 if wants package; then
 	packages+=(
 		debhelper                # the Debian package (dh --with pgxs)

@@ -27,6 +27,10 @@ MODE=${1:-check}
 PG_CONFIG=${PG_CONFIG:-/usr/lib/postgresql/15/bin/pg_config}
 [ -x "$PG_CONFIG" ] || PG_CONFIG=$(command -v pg_config)
 CC=${FUZZ_CC:-clang}
+# make fuzz on its own: the compiler and runtimes (make test installed them).
+if [ "$MODE" = long ] && [ -z "${FUZZ_CC:-}" ]; then
+	SUITES=fuzz bash "$(dirname "$0")/deps.sh" || exit 1
+fi
 
 ALL_TARGETS="template url cidr capture_args secret mask"
 TARGETS=${FUZZ_TARGETS:-$ALL_TARGETS}
