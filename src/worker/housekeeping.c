@@ -357,6 +357,49 @@ truncate_partition(int part)
 /* Whether some destination is paused or behind (HK_ANY_BEHIND), per round. */
 static bool any_behind;
 
+/* One call of SkipDestination, run in a subtransaction by skip_one. */
+typedef struct SkipAttempt
+{
+	int32		dest_id;
+	int64		target;
+	bool		to_dead;
+	SkipOutcome outcome;
+} SkipAttempt;
+
+static void
+try_skip(void *arg)
+{
+	SkipAttempt *a = arg;
+	int64		moved;
+
+	SpiRun(&round_stmts[HK_LOCK_TIMEOUT], NULL, NULL, SPI_OK_UTILITY);
+	a->outcome = SkipDestination(a->dest_id, a->target, a->to_dead, &moved);
+}
+
+/*
+ * skip_one
+ *		SkipDestination in a subtransaction whose locks are only tried
+ *		(lock_timeout, like a partition's): somebody holding
+ *		outbox.destination (LOCK TABLE, a DDL) only delays the move, and
+ *		never holds up the worker that runs housekeeping - worker 0, which
+ *		also delivers and drives sagas.  Any other error is a WARNING.
+ */
+static SkipOutcome
+skip_one(int32 dest_id, int64 target, bool to_dead)
+{
+	SkipAttempt a = {dest_id, target, to_dead, SKIP_BUSY};
+	ErrorData  *edata;
+
+	if (SpiTryInSubtransaction(try_skip, &a, &edata))
+		return a.outcome;
+	if (edata->sqlerrcode != ERRCODE_LOCK_NOT_AVAILABLE)
+		ereport(WARNING,
+				(errmsg("outbox_saga: could not move destination %d on: %s",
+						dest_id, edata->message)));
+	FreeErrorData(edata);
+	return SKIP_BUSY;
+}
+
 /*
  * release_pins
  *		Move on the destinations whose positions hold a part of the log that
@@ -408,9 +451,7 @@ release_pins(Datum bound)
 
 	for (i = 0; i < n; i++)
 	{
-		int64		moved;
-
-		if (SkipDestination(ids[i], target, lagging, &moved) != SKIP_MOVED)
+		if (skip_one(ids[i], target, lagging) != SKIP_MOVED)
 			released = false;
 	}
 	return released;
