@@ -1695,14 +1695,5 @@ DeliveryWindowDone(Datum to_snap, int64 last_id, uint64 last_txid, Datum *values
 		return false;
 	if (last_txid == 0)
 		return id <= last_id;
-	if (txid != last_txid)
-	{
-		TimestampTz ts = LogCommittedAt(txid);
-		TimestampTz last_ts = LogCommittedAt(last_txid);
-
-		if (ts != last_ts)
-			return ts < last_ts;
-		return txid < last_txid;
-	}
-	return id <= last_id;
+	return LogCommitKeyCompare(txid, id, last_txid, last_id) <= 0;
 }

@@ -403,6 +403,27 @@ cmp_commit_key(const void *a, const void *b)
 	return (x->txid > y->txid) - (x->txid < y->txid);
 }
 
+/*
+ * LogCommitKeyCompare
+ *		<0, 0 or >0 as event (txid_a, id_a) comes before, is, or comes after
+ *		event (txid_b, id_b) in commit order (the key of the file header).
+ *		Both transactions' commit times must be known.
+ */
+int
+LogCommitKeyCompare(uint64 txid_a, int64 id_a, uint64 txid_b, int64 id_b)
+{
+	WindowTxn	a = {0};
+	WindowTxn	b = {0};
+
+	if (txid_a == txid_b)
+		return (id_a > id_b) - (id_a < id_b);
+	a.txid = txid_a;
+	a.committed_at = LogCommittedAt(txid_a);
+	b.txid = txid_b;
+	b.committed_at = LogCommittedAt(txid_b);
+	return cmp_commit_key(&a, &b);
+}
+
 static int
 cmp_rank_txid(const void *a, const void *b)
 {
