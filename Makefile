@@ -38,6 +38,7 @@ OBJS = \
 	src/outbox_saga.o \
 	src/idempotency.o \
 	src/base/guc.o \
+	src/base/trace_context.o \
 	src/base/shmem.o \
 	src/base/uuidv7.o \
 	src/base/tojsonb.o \

@@ -18,7 +18,10 @@
  *	"headers": the event's headers}.  HTTP headers: content-type
  *	application/json, webhook-id (the event_id, the same on every attempt),
  *	webhook-timestamp (Unix seconds of the attempt), webhook-signature
- *	(http_sign.c) when a secret is set, and the config's "headers".
+ *	(http_sign.c) when a secret is set, the config's "headers", and the
+ *	event's W3C trace context, traceparent and tracestate (valid ones only:
+ *	dispatch/delivery.c drops invalid ones; base/trace_context.c), which
+ *	then replaces a traceparent or tracestate of the config's headers.
  *	Redirects are never followed; proxies are never used (http_client.c).
  *
  * OUTCOMES
@@ -66,6 +69,7 @@
 #include "utils/timestamp.h"
 
 #include "base/guc.h"
+#include "base/trace_context.h"
 #include "http/http_client.h"
 #include "http/http_guard.h"
 #include "sink/dest_cache.h"
@@ -492,6 +496,9 @@ webhook_start(void *arg, int i, HttpClientRequest *req)
 	char		line[128];
 	int64		now = (int64) time(NULL);
 	int			h;
+	bool		has_trace;
+	char	   *traceparent;
+	char	   *tracestate;
 
 	SinkFormatUuid(&ev->event_id, event_id);
 	build_body(ev, event_id, body);
@@ -511,8 +518,21 @@ webhook_start(void *arg, int i, HttpClientRequest *req)
 		HttpClientAddHeader(req, sig.data);
 		pfree(sig.data);
 	}
+	has_trace = TraceGet(ev->headers, &traceparent, &tracestate);
 	for (h = 0; h < conf->nheaders; h++)
+	{
+		if (has_trace &&
+			(pg_strncasecmp(conf->headers[h], TRACE_PARENT_KEY ":", strlen(TRACE_PARENT_KEY) + 1) == 0 ||
+			 pg_strncasecmp(conf->headers[h], TRACE_STATE_KEY ":", strlen(TRACE_STATE_KEY) + 1) == 0))
+			continue;
 		HttpClientAddHeader(req, conf->headers[h]);
+	}
+	if (has_trace)
+	{
+		HttpClientAddHeader(req, psprintf(TRACE_PARENT_KEY ": %s", traceparent));
+		if (tracestate != NULL)
+			HttpClientAddHeader(req, psprintf(TRACE_STATE_KEY ": %s", tracestate));
+	}
 
 	HttpClientSetTarget(req, conf->url, conf->method, b->timeout_ms);
 }
