@@ -201,7 +201,11 @@ lock_claimed(const pg_uuid_t *ids, int n, SagaStepRun **runs,
 		d = SagaColumn(rows, i, 13, &isnull);
 		run->ctx = DatumGetJsonbPCopy(d);
 		run->search_path = SagaColumnText(rows, i, 14);
-		/* The saga's trace context: in ctx, and the headers of an emit. */
+		/*
+		 * The saga's trace context: in ctx, and the headers of an emit
+		 * (whose own trace keys, stored by 0.1.0 unchecked, are checked).
+		 */
+		run->headers = TraceSanitize(run->headers);
 		d = SagaColumn(rows, i, 15, &isnull);
 		if (!isnull)
 		{

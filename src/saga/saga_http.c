@@ -365,7 +365,7 @@ SagaHttpPrepare(const pg_uuid_t *ids, int n, MemoryContext next_cxt)
 		trace = isnull ? NULL : TraceSanitize(DatumGetJsonbPCopy(d));
 		/* Every header (HttpClientSend refuses too many). */
 		d = SagaColumn(rows, i, 6, &isnull);
-		headers = isnull ? NULL : DatumGetJsonbP(d);
+		headers = isnull ? NULL : TraceSanitize(DatumGetJsonbP(d));
 		headers = TraceMerge(headers, trace, true);
 		if (headers != NULL)
 			nheaders = JsonbObjectStrings(headers, &names, &hvalues);
