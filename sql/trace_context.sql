@@ -32,10 +32,14 @@ SET ROLE trace_app;
 CREATE TABLE trace.got (
 	n       bigint GENERATED ALWAYS AS IDENTITY,
 	tag     text,
-	headers jsonb
+	headers jsonb,
+	setting text
 );
+-- The handler runs with the event's trace context as its setting, so what
+-- it writes carries it on.
 CREATE FUNCTION trace.on_event(e outbox.events) RETURNS void LANGUAGE sql AS $$
-	INSERT INTO trace.got (tag, headers) VALUES (e.event_type, e.headers)
+	INSERT INTO trace.got (tag, headers, setting)
+	VALUES (e.event_type, e.headers, current_setting('outbox_saga.traceparent'))
 $$;
 SELECT outbox.create_destination('trace_fn', 'function', '{"function": "trace.on_event"}');
 SELECT outbox.subscribe('trace_fn', 'traced') > 0 AS subscribed;
@@ -72,7 +76,8 @@ COMMIT;
 RESET ROLE;
 
 SELECT pg_temp.wait_for('SELECT count(*) = 9 FROM trace.got');
-SELECT tag, headers FROM trace.got ORDER BY n;
+SELECT tag, headers, setting = headers->>'traceparent' OR (setting = '' AND NOT headers ? 'traceparent') AS handler_setting
+  FROM trace.got ORDER BY n;
 
 -- Invalid traceparent settings, one rule each (22023; the value is not taken).
 \set VERBOSITY sqlstate
@@ -136,9 +141,10 @@ SELECT tag, headers FROM trace.got WHERE tag LIKE 'old.%' ORDER BY n;
 -- Sagas: started in a transaction with a trace context, its steps see it in
 -- ctx and its emit calls carry it; saga.timeline() lists the runs.
 SET ROLE trace_app;
-CREATE TABLE trace.ctx (step text, phase text, traceparent text, tracestate text);
+CREATE TABLE trace.ctx (step text, phase text, traceparent text, tracestate text, setting text);
 CREATE FUNCTION trace.step(ctx jsonb) RETURNS jsonb LANGUAGE sql AS $$
-	INSERT INTO trace.ctx VALUES (ctx->>'step', ctx->>'phase', ctx->>'traceparent', ctx->>'tracestate')
+	INSERT INTO trace.ctx VALUES (ctx->>'step', ctx->>'phase', ctx->>'traceparent', ctx->>'tracestate',
+	                              current_setting('outbox_saga.tracestate'))
 	RETURNING jsonb_build_object('ok', true)
 $$;
 CREATE FUNCTION trace.boom(ctx jsonb) RETURNS jsonb LANGUAGE plpgsql AS $$
@@ -160,7 +166,8 @@ SELECT saga.start('traced_saga', '{"order": 2}') AS plain_saga \gset
 RESET ROLE;
 SELECT pg_temp.wait_for(format('SELECT status = %L FROM saga.instances WHERE id = %L', 'compensated', :'traced_saga'));
 SELECT pg_temp.wait_for(format('SELECT status = %L FROM saga.instances WHERE id = %L', 'compensated', :'plain_saga'));
-SELECT step, phase, traceparent, tracestate FROM trace.ctx ORDER BY traceparent NULLS LAST, phase;
+-- A step function runs with the saga's trace context as its setting.
+SELECT step, phase, traceparent, tracestate, setting FROM trace.ctx ORDER BY traceparent NULLS LAST, phase;
 -- The emit step: the saga's context replaces the one in the definition.
 SELECT pg_temp.wait_for('SELECT count(*) = 14 FROM trace.got');
 SELECT headers->>'traceparent' AS traceparent, headers->>'tracestate' AS tracestate

@@ -38,7 +38,9 @@
  *	TraceCurrentIsSet() is one pointer and one byte.  When one is set, the
  *	headers object of the capture trigger is built once per value and
  *	cached (TraceCurrentHeaders: two string comparisons per row).
- *	Pure functions otherwise: no transaction, catalog or lock.
+ *	Pure functions otherwise: no transaction, catalog or lock, except
+ *	TraceSetForCall, which sets the two settings for a handler's or step
+ *	function's call (inside RunAsOwner, which undoes them).
  *
  *-------------------------------------------------------------------------
  */
@@ -634,4 +636,34 @@ TraceGet(Jsonb *object, char **traceparent, char **tracestate)
 		TraceStateInvalid(v->val.string.val, v->val.string.len) == NULL)
 		*tracestate = pnstrdup(v->val.string.val, v->val.string.len);
 	return true;
+}
+
+/*
+ * TraceSetForCall
+ *		Make the trace context of 'object' (an event's headers, a saga's
+ *		ctx) the current one, so that what a handler or step function
+ *		writes (emit, capture, saga.start) carries it: both settings are
+ *		set (GUC_ACTION_SAVE), to '' when 'object' has none and some are
+ *		set.  Only a valid context is ever set.  The caller runs inside a
+ *		GUC nest level that is undone when the call ends (RunAsOwner).
+ */
+void
+TraceSetForCall(Jsonb *object)
+{
+	char	   *traceparent;
+	char	   *tracestate;
+
+	if (!TraceGet(object, &traceparent, &tracestate))
+	{
+		if (!TraceCurrentIsSet() &&
+			(OutboxTracestate == NULL || OutboxTracestate[0] == '\0'))
+			return;
+		traceparent = "";
+	}
+	(void) set_config_option("outbox_saga.traceparent", traceparent,
+							 PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, 0, false);
+	(void) set_config_option("outbox_saga.tracestate", tracestate ? tracestate : "",
+							 PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, 0, false);
 }

@@ -36,6 +36,7 @@ extern Jsonb *TraceCurrentHeaders(void);
 extern Jsonb *TraceSanitize(Jsonb *object);
 extern Jsonb *TraceMerge(Jsonb *object, Jsonb *trace, bool replace);
 extern bool TraceGet(Jsonb *object, char **traceparent, char **tracestate);
+extern void TraceSetForCall(Jsonb *object);
 
 /*
  * Is a trace context set for this transaction?  The capture trigger's only

@@ -13,7 +13,9 @@
  *	idempotency_key is
  *	saga_id:step:phase, the same for every attempt and after a crash (both
  *	built by the statements in saga_state.c).
- *	  function  fn(ctx) in a subtransaction (RunAsOwner); its result is
+ *	  function  fn(ctx) in a subtransaction (RunAsOwner), with the saga's
+ *				trace context as outbox_saga.traceparent/.tracestate (so
+ *				what it emits or captures carries it); its result is
  *				stored.  An error is a failed attempt; overrunning the
  *				step's timeout (RunAsOwner's hard timeout: interrupted
  *				until it returns, rolled back even if it returns) is a
@@ -64,6 +66,7 @@
 #include "utils/syscache.h"
 
 #include "base/run_as.h"
+#include "base/trace_context.h"
 #include "events/eventlog.h"
 #include "events/topic_acl.h"
 #include "saga/saga.h"
@@ -212,6 +215,9 @@ call_function(void *arg)
 	StepFunction *sf = step_function(run->function, run->owner);
 	LOCAL_FCINFO(fcinfo, 1);
 	Datum		d;
+
+	/* What the step writes carries the saga's trace context. */
+	TraceSetForCall(run->ctx);
 
 	InitFunctionCallInfoData(*fcinfo, &sf->flinfo, 1, InvalidOid, NULL, NULL);
 	fcinfo->args[0].value = JsonbPGetDatum(run->ctx);
