@@ -21,7 +21,8 @@
  *	(http_sign.c) when a secret is set, the config's "headers", and the
  *	event's W3C trace context, traceparent and tracestate (valid ones only:
  *	dispatch/delivery.c drops invalid ones; base/trace_context.c), which
- *	then replaces a traceparent or tracestate of the config's headers.
+ *	then replaces a traceparent or tracestate of the config's headers (an
+ *	invalid one of those is never sent).
  *	Redirects are never followed; proxies are never used (http_client.c).
  *
  * OUTCOMES
@@ -480,6 +481,30 @@ webhook_next(void *arg, int inflight)
 }
 
 /*
+ * config_header_sent
+ *		Is the config's header 'line' ("Name: value") sent?  A traceparent
+ *		or tracestate is not when the event has a trace context (which
+ *		replaces it), nor when its value is invalid.
+ */
+static bool
+config_header_sent(const char *line, bool event_has_trace)
+{
+	const char *value;
+
+	if (pg_strncasecmp(line, TRACE_PARENT_KEY ": ", strlen(TRACE_PARENT_KEY) + 2) == 0)
+	{
+		value = line + strlen(TRACE_PARENT_KEY) + 2;
+		return !event_has_trace && TraceParentInvalid(value, strlen(value)) == NULL;
+	}
+	if (pg_strncasecmp(line, TRACE_STATE_KEY ": ", strlen(TRACE_STATE_KEY) + 2) == 0)
+	{
+		value = line + strlen(TRACE_STATE_KEY) + 2;
+		return !event_has_trace && TraceStateInvalid(value, strlen(value)) == NULL;
+	}
+	return true;
+}
+
+/*
  * webhook_start
  *		Client callback: the request of event 'i': body, webhook headers
  *		(and signature), the config's headers (the client adds Content-Type
@@ -521,9 +546,7 @@ webhook_start(void *arg, int i, HttpClientRequest *req)
 	has_trace = TraceGet(ev->headers, &traceparent, &tracestate);
 	for (h = 0; h < conf->nheaders; h++)
 	{
-		if (has_trace &&
-			(pg_strncasecmp(conf->headers[h], TRACE_PARENT_KEY ":", strlen(TRACE_PARENT_KEY) + 1) == 0 ||
-			 pg_strncasecmp(conf->headers[h], TRACE_STATE_KEY ":", strlen(TRACE_STATE_KEY) + 1) == 0))
+		if (!config_header_sent(conf->headers[h], has_trace))
 			continue;
 		HttpClientAddHeader(req, conf->headers[h]);
 	}

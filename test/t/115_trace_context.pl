@@ -46,10 +46,14 @@ ok(wait_for_dispatcher($node, 'postgres'), 'a dispatcher runs');
 sub sql { return $node->safe_psql('postgres', $_[0]); }
 
 my $hook = $receiver->url('/hook');
+my $hook2 = $receiver->url('/hook2');
 my $brokers = $k->bootstrap;
 sql(qq{
 	SELECT outbox.create_destination('hook', 'http', '{"url": "$hook", "headers": {"X-Tenant": "7"}}');
 	SELECT outbox.subscribe('hook', 'traced');
+	SELECT outbox.create_destination('hook2', 'http',
+		'{"url": "$hook2", "headers": {"traceparent": "$tp3", "tracestate": "Not Valid"}}');
+	SELECT outbox.subscribe('hook2', 'traced');
 	SELECT outbox.create_destination('kafka', 'kafka',
 		'{"brokers": "$brokers", "topic": "traced", "timeout": "5s", "backoff_base": "100ms",
 		  "properties": {"linger.ms": 2}}');
@@ -105,6 +109,15 @@ for my $peer ([ 'HTTP', \%http ], [ 'Kafka', \%kafka ], [ 'NATS', \%nats ])
 	ok(!defined $got->{d}[0] && !defined $got->{d}[1], "$name: an invalid traceparent (and its tracestate) is not passed on");
 	ok(!defined $got->{e}[0], "$name: version ff is not passed on");
 }
+my %hook2;
+for my $r (grep { $_->{path} eq '/hook2' } $receiver->requests)
+{
+	my $body = $json->decode($r->{body});
+	$hook2{ $body->{type} } = [ $r->{headers}{traceparent}, $r->{headers}{tracestate} ];
+}
+is_deeply($hook2{a}, [ $tp1, $ts1 ], "HTTP: the event's trace context replaces the config's headers");
+is($hook2{c}[0], $tp3, "HTTP: without one, the config's valid traceparent is sent");
+ok(!defined $hook2{c}[1], "HTTP: the config's invalid tracestate is never sent");
 is($http{a}[2]{traceparent}, $tp1, 'HTTP: the body has the event headers with the trace context');
 is_deeply($http{d}[2], {}, 'HTTP: the body has no invalid trace context either');
 ok(!exists $http{e}[2]{Traceparent}, 'HTTP: a trace key spelled in another case is dropped');
