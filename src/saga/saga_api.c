@@ -15,7 +15,9 @@
  * PRIVILEGES
  *	The functions are SECURITY INVOKER: EXECUTE decides who may call them
  *	(nothing is granted to PUBLIC).  A role allowed to call saga.start may
- *	start any definition; the saga records its starter (started_by).
+ *	start any definition; the saga records its starter (started_by) and
+ *	the caller's trace context (outbox_saga.traceparent/.tracestate,
+ *	checked when set; saga.instance.trace), which its steps pass on.
  *	saga.complete_step, saga.cancel and saga.retry act only on sagas whose
  *	definition owner or starter the caller has the privileges of
  *	(check_may_act: a member, or a superuser); a saga started before 0.2.0
