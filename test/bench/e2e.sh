@@ -135,7 +135,7 @@ SQL
 	# call (0: no batch ready).
 	if ! bench_psql >/dev/null 2>"$CLUSTER_DIR/pgq.err" <<'SQL'
 SET client_min_messages = warning;
-CREATE EXTENSION pgq;
+CREATE EXTENSION IF NOT EXISTS pgq;
 SELECT pgq.create_queue('e2e');
 SELECT pgq.set_queue_config('e2e', 'ticker_max_lag', '0.1 seconds');
 SELECT pgq.register_consumer('e2e', 'e2e');
