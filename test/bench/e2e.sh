@@ -350,7 +350,7 @@ e2e_added() {
 }
 
 section_e2e() {
-	local r i k n v load vs=($E2E_VARIANTS) cells best bestv a o pg p50 p99
+	local r i k n v load vs=($E2E_VARIANTS) cells best bestv a o pg p50 p99 short
 	say "e2e: setting up"
 	e2e_setup
 	for ((r = 0; r < E2E_ROUNDS; r++)); do
@@ -403,6 +403,20 @@ section_e2e() {
 	for v in $E2E_VARIANTS; do
 		[ "${FAILED[e2e|$v]:-}" ] && report "   $v failed: ${FAILED[e2e|$v]}"
 	done
+	# The fixed rate is the same for all only if every variant kept it.
+	o=
+	short=
+	for v in $E2E_VARIANTS; do
+		a=$(median_tps e2e rate "$v")
+		[ -n "$a" ] || continue
+		o+="${o:+, }$v $(printf '%.0f' "$a")"
+		awk -v a="$a" -v r="$E2E_RATE" 'BEGIN { exit !(a < 0.9 * r) }' && short=yes
+	done
+	report "   events/s written at the fixed rate (median): $o"
+	if [ -n "$short" ]; then
+		report "   NOTE: not every variant kept $E2E_RATE events/s (a busy machine, or the CPU"
+		report "   they cost): compare the rate column with care."
+	fi
 	report ""
 	report "   targets: the CPU outbox_saga adds over plain <= the best peer's (reported as"
 	report "   best peer's addition / outbox_saga's); latency at the fixed rate"
