@@ -221,7 +221,7 @@ child_pid() {
 # E2E_CONSUMER_JOB, E2E_PGQD_JOB (the background jobs: runuser's, or the
 # programs themselves) and E2E_PGQD_PID.
 e2e_start() {
-	local sql= channel=- idle=100 deadline
+	local sql='' channel=- idle=100
 	E2E_CONSUMER_JOB=
 	E2E_PGQD_JOB=
 	E2E_PGQD_PID=
@@ -255,7 +255,9 @@ e2e_stop() {
 		kill -TERM "$E2E_PGQD_PID" 2>/dev/null || true
 	fi
 	if [ -n "$E2E_CONSUMER_JOB" ]; then
-		c=$(child_pid "$E2E_CONSUMER_JOB") && kill -TERM "$c" 2>/dev/null || true
+		if c=$(child_pid "$E2E_CONSUMER_JOB"); then
+			kill -TERM "$c" 2>/dev/null || true
+		fi
 		wait "$E2E_CONSUMER_JOB" 2>/dev/null || true
 		c=$(tail -n 1 "$CLUSTER_DIR/consumer.out" 2>/dev/null)
 		[[ "$c" =~ ^[0-9]+$ ]] && E2E_CLIENT_US=$((E2E_CLIENT_US + c))
@@ -350,7 +352,8 @@ e2e_added() {
 }
 
 section_e2e() {
-	local r i k n v load vs=($E2E_VARIANTS) cells best bestv a o pg p50 p99 short
+	local r i k n v load vs cells best bestv a o pg p50 p99 short
+	read -ra vs <<<"$E2E_VARIANTS"
 	say "e2e: setting up"
 	e2e_setup
 	for ((r = 0; r < E2E_ROUNDS; r++)); do
