@@ -8,13 +8,18 @@
 # package or the client examples, their packages are not needed.  As root it
 # runs apt-get itself (one `apt-get update` first, with the options of
 # OUTBOX_SAGA_APT_OPTS, which the matrix sets for its own chroots only); as
-# another user it names what is missing and fails.  Idempotent: with
+# another user it names what is missing and fails.  With OUTBOX_SAGA_BENCH
+# set (make bench) it adds the benchmark's peers (PgQ).  Idempotent: with
 # everything present it does nothing.
 set -euo pipefail
 
 major=${PG_MAJOR:-}
 if [ -z "$major" ] && [[ "${PG_CONFIG:-}" =~ /usr/lib/postgresql/([0-9]+)/bin/pg_config$ ]]; then
 	major=${BASH_REMATCH[1]}
+fi
+if [ -z "$major" ] && [ -n "${PG_CONFIG:-}" ] && [ -x "$PG_CONFIG" ]; then
+	# Any other layout (a relocated copy, a source build): ask pg_config.
+	major=$("$PG_CONFIG" --version 2>/dev/null | sed -n 's/^PostgreSQL \([0-9][0-9]*\).*/\1/p')
 fi
 major=${major:-15}
 [[ "$major" =~ ^[0-9]+$ ]] || { echo "outbox_saga: PG_MAJOR must be a number, not '$major'" >&2; exit 1; }
@@ -45,6 +50,15 @@ if wants fuzz; then
 	packages+=(
 		clang                    # the compiler of the fuzz targets
 		libclang-rt-14-dev       # libFuzzer, ASan and UBSan runtimes of clang 14
+	)
+fi
+if [ -n "${OUTBOX_SAGA_BENCH:-}" ]; then
+	# make bench only (test/bench/bench.sh sets OUTBOX_SAGA_BENCH): PgQ, the
+	# peer of the drain, latency and end-to-end sections
+	packages+=(
+		"postgresql-$major-pgq3" # PgQ: the extension and its C triggers
+		pgqd                     # PgQ's ticker daemon
+		libpq-dev                # the benchmark's client consumer (test/bench/consumer.c)
 	)
 fi
 if wants package; then

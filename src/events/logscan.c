@@ -38,7 +38,10 @@
  *	come from one scan of the txid index (window_order), sorted by key and
  *	cached per window, so the pages of a large window cost one such scan,
  *	not one each; a page then reads the id range of the next transactions
- *	in key order and sorts what it read.  The batch keeps that order for
+ *	in key order and sorts what it read - unless their ids already ascend in
+ *	key order (writers that commit in the order they drew their ids, the
+ *	common case), when the id index yields the key order and the events are
+ *	handed out as read, without a copy or a sort.  The batch keeps that order for
  *	each aggregate (delivery.c), and a retry row carries its event's
  *	commit time, so retried and held-back events keep it too.
  *	Without commit times (track_commit_timestamp off, or a transaction
@@ -654,6 +657,66 @@ cmp_read_event(const void *a, const void *b)
 }
 
 /*
+ * commit_page_in_id_order
+ *		LogWindowCommitPage for a page in id order: ranks r0 .. re, whose
+ *		ids lie in [lo, hi], with the ids of rank r0 up to 'after' behind.
+ *		As their key order is their id order, every event is handed out
+ *		when the scan of the id index reaches it, with the slot's values
+ *		(valid during the call only, as LogWindowPage's).  The cursor moves
+ *		to each event handed out; once the range is done, to the end of
+ *		rank re.
+ */
+static int
+commit_page_in_id_order(const WindowOrder *o, CommitCursor *cursor,
+						int limit, int r0, int re, int64 after, int64 lo, int64 hi,
+						LogAcceptFn accept, void *arg, bool *window_end)
+{
+	Oid			nspid = get_namespace_oid("outbox", false);
+	int			taken = 0;
+	int64		gen;
+
+	for (gen = lo >> OUTBOX_GENERATION_BITS; (gen << OUTBOX_GENERATION_BITS) <= hi; gen++)
+	{
+		int			part = (int) (gen & (OUTBOX_PARTITIONS - 1));
+		int64		glo = Max(lo, gen << OUTBOX_GENERATION_BITS);
+		int64		ghi = Min(hi, ((gen + 1) << OUTBOX_GENERATION_BITS) - 1);
+		ScanKeyData keys[2];
+		LogIndexScan ls;
+
+		ScanKeyInit(&keys[0], 1, BTGreaterEqualStrategyNumber, F_INT8GE, Int64GetDatum(glo));
+		ScanKeyInit(&keys[1], 1, BTLessEqualStrategyNumber, F_INT8LE, Int64GetDatum(ghi));
+		log_scan_begin(&ls, nspid, part, "events_p%d_id_idx", keys);
+		while (index_getnext_slot(ls.scan, ForwardScanDirection, ls.slot))
+		{
+			bool		isnull;
+			uint64		txid = DatumGetUInt64(slot_getattr(ls.slot, EV_TXID + 1, &isnull));
+			int64		id = DatumGetInt64(slot_getattr(ls.slot, EV_ID + 1, &isnull));
+			int			rank = rank_of(o, txid);
+
+			if (rank < r0 || rank > re || (rank == r0 && id <= after))
+				continue;
+			slot_getallattrs(ls.slot);
+			cursor->txid = txid;
+			cursor->id = id;
+			if (accept(ls.slot->tts_values, ls.slot->tts_isnull, o->txns[rank].committed_at, arg))
+				taken++;
+			if (taken >= limit)
+			{
+				log_scan_end(&ls);
+				return taken;
+			}
+		}
+		log_scan_end(&ls);
+	}
+
+	/* ranks r0 .. re are done, whatever the scan found of them */
+	cursor->txid = o->txns[re].txid;
+	cursor->id = o->txns[re].max_id;
+	*window_end = (re == o->ntxns - 1);
+	return taken;
+}
+
+/*
  * LogWindowCommitPage
  *		Call accept() for the window's events after *cursor, in key order,
  *		until it has taken 'limit' of them or the window has no more; moves
@@ -664,7 +727,12 @@ cmp_read_event(const void *a, const void *b)
  *		A page reads the transactions after the cursor, in key order, until
  *		their events add up to 'limit' (the last of them may be read in part:
  *		its events with the lowest ids), with range scans of the id index
- *		over the ids they span, and sorts what it read by key.
+ *		over the ids they span, and sorts what it read by key.  When the
+ *		page's key order is its id order (each of its transactions' ids lie
+ *		above every id of the ones before it in key order: the common case
+ *		of writers that commit in the order they drew their ids), the scan
+ *		already yields the events in key order: they are handed out as they
+ *		are read, without copies or a sort (commit_page_in_id_order).
  */
 int
 LogWindowCommitPage(const LogWindow *w, CommitCursor *cursor, int limit,
@@ -684,6 +752,7 @@ LogWindowCommitPage(const LogWindow *w, CommitCursor *cursor, int limit,
 	int64		hi;
 	int64		hi_full = 0;	/* the highest id of ranks r0 .. re-1 */
 	bool		cut = false;	/* the scan stopped inside rank re */
+	bool		in_id_order = true; /* ranks r0 .. re have ascending ids */
 	int64		gen;
 	int			taken = 0;
 	int			natts = EV_NATTS;
@@ -737,9 +806,15 @@ LogWindowCommitPage(const LogWindow *w, CommitCursor *cursor, int limit,
 
 		lo = Min(lo, first);
 		hi = Max(hi, o->txns[i].max_id);
+		if (i > r0 && o->txns[i].min_id <= o->txns[i - 1].max_id)
+			in_id_order = false;
 		if (i < re)
 			hi_full = Max(hi_full, o->txns[i].max_id);
 	}
+
+	if (in_id_order)
+		return commit_page_in_id_order(o, cursor, limit, r0, re, after, lo, hi,
+									   accept, arg, window_end);
 
 	read = palloc(sizeof(ReadEvent) * cap);
 	for (gen = lo >> OUTBOX_GENERATION_BITS;

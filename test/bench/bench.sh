@@ -16,6 +16,14 @@
 #   order      Reading windows in commit order (G4): the drain of many small
 #              concurrent transactions, commit order against id order.  See
 #              order.sh.
+#   dispatch   The dispatcher: drain rate against a SQL consumer and a PgQ
+#              consumer calling the same handler, latency at 200 and 5,000
+#              events/s, bounded storage.  See dispatch.sh.
+#   e2e        End to end: producers write while a consumer delivers to a
+#              PL/pgSQL handler; CPU per event delivered (server + client
+#              consumers and tickers) at full speed and at a fixed rate,
+#              next to plain INSERT, a PL/pgSQL trigger + LISTEN/SKIP LOCKED
+#              consumer and PgQ (pgqd + consumer).  See e2e.sh.
 #   (Later sections: dispatcher drain rate, latency, storage.  A section is
 #   a file NAME.sh here defining section_NAME; add NAME to SECTIONS.)
 #
@@ -77,7 +85,7 @@ BENCH_WARMUP=${BENCH_WARMUP:-3}
 # ratio; more clients only add contention and context switches.
 BENCH_CLIENTS=${BENCH_CLIENTS:-$((2 * $(nproc)))}
 BENCH_JOBS=${BENCH_JOBS:-$(nproc)}
-SECTIONS=${BENCH_SECTIONS:-producer dispatch isolation order http saga broker}
+SECTIONS=${BENCH_SECTIONS:-producer dispatch e2e isolation order http saga broker}
 
 RESULTS_DIR=$BENCH_DIR/results
 RUN_ID=$(date +%Y%m%d-%H%M%S)
@@ -92,6 +100,8 @@ printf 'section\tcondition\tround\tposition\tvariant\ttps\ttransactions\tserver_
 cleanup() {
 	# A section's background helper (isolation.sh's hung listener).
 	if declare -F hung_stop >/dev/null && [ -n "${CLUSTER_DIR:-}" ]; then hung_stop; fi
+	# e2e.sh's client consumer and pgqd.
+	if declare -F e2e_stop >/dev/null && [ -n "${CLUSTER_DIR:-}" ]; then e2e_stop; fi
 	cluster_stop
 	if [ -n "${RUN_AS:-}" ] && [ -n "${WORK_DIR:-}" ]; then rm -rf "$WORK_DIR"; fi
 }
@@ -99,7 +109,7 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-bash "$SRC_DIR/scripts/deps.sh"
+OUTBOX_SAGA_BENCH=1 bash "$SRC_DIR/scripts/deps.sh"
 say "building and installing the extension"
 build_and_install
 make_workdir bench

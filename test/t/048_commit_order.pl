@@ -12,6 +12,8 @@
 #       an http one, with events of another topic among them;
 #   (d) a retry: the event that committed first fails once; the one that
 #       drew the lower id waits behind it (retry rows follow commit order);
+#   (f) writers that commit in id order (the fast path: the window is
+#       read in id order, without a sort), in pages of three;
 #   (e) outbox.stats says which order each destination gets: 'commit',
 #       'unordered', and 'id' on a server without track_commit_timestamp,
 #       where (a) comes out in id order, as the README says.
@@ -141,6 +143,29 @@ is(sql(q{SELECT count(*) FROM got WHERE dest = 'fn' AND agg LIKE 'side-%'}), '8'
 is(sql(q{SELECT count(*) FROM got WHERE dest = 'fn'}),
 	sql(q{SELECT count(DISTINCT (agg, n)) FROM got WHERE dest = 'fn'}),
 	'(c) nothing delivered twice');
+
+# (f) The common case: writers that commit in the order they drew their
+# ids.  The window's commit order is its id order, and its pages are read
+# in id order without a sort (logscan.c, commit_page_in_id_order): across
+# pages of three, a transaction cut by a page's end, events of another
+# topic and another aggregate among them, every event once, in order.
+pause_all();
+sql(q{SELECT outbox.emit('t', 'step', '{"n": 1}', 'mono'), outbox.emit('t', 'step', '{"n": 2}', 'mono'),
+             outbox.emit('other', 'noise', '{"n": 0}', 'mono')});
+sql(q{SELECT outbox.emit('t', 'step', '{"n": 3}', 'mono')});
+sql(q{SELECT outbox.emit('t', 'step', '{"n": 4}', 'mono'), outbox.emit('t', 'step', '{"n": 70}', 'side-m'),
+             outbox.emit('t', 'step', '{"n": 5}', 'mono'), outbox.emit('t', 'step', '{"n": 6}', 'mono'),
+             outbox.emit('t', 'step', '{"n": 7}', 'mono')});
+sql(q{SELECT outbox.emit('other', 'noise', '{"n": 0}', 'mono'), outbox.emit('t', 'step', '{"n": 8}', 'mono')});
+resume_all();
+drained('(f) delivered');
+is(fn_got('mono'), '1,2,3,4,5,6,7,8', '(f) function destination, pages of three: commit order = id order');
+ok($receiver->wait_for(sub { hook_got('mono') eq '1,2,3,4,5,6,7,8' }, 30),
+	'(f) http destination: the same') or diag(hook_got('mono'));
+is(fn_got('side-m'), '70', '(f) the other aggregate is there');
+is(sql(q{SELECT count(*) FROM got WHERE dest = 'fn'}),
+	sql(q{SELECT count(DISTINCT (agg, n)) FROM got WHERE dest = 'fn'}),
+	'(f) nothing delivered twice');
 
 # (d) A retry: B (committed first) fails once; A (lower id) is held behind
 # it, and must still come after it once B succeeds.  The handler fails for
