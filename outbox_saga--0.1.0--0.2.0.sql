@@ -1028,7 +1028,7 @@ CREATE OR REPLACE VIEW outbox.stats WITH (security_barrier) AS
 	       COALESCE(pg_catalog.date_part('epoch', ready_age.age), 0) AS oldest_ready_age_seconds,
 	       d.paused AND EXISTS (
 	           SELECT 1 FROM outbox.dead_letter x
-	            WHERE x.destination_id = d.id AND x.failed_at = d.last_error_at
+	            WHERE x.destination_id = d.id AND x.attempts > 0
 	              AND x.last_error LIKE 'HTTP 410%') AS paused_by_410
 	  FROM outbox.destination d
 	 CROSS JOIN (SELECT COALESCE(max(id), 0) AS last_value FROM outbox.events) seq

@@ -110,9 +110,11 @@ COMMENT ON VIEW outbox.dead_letters IS
 -- (no false backlog), and an open transaction elsewhere does not age it.
 -- Only a position without its tick (lost) falls back to the first event
 -- after done_id.  oldest_ready_age_seconds is the same in seconds (0 when
--- nothing is ready); paused_by_410: paused because an http endpoint
--- answered 410 Gone - a dead letter with that error was written by the
--- batch that set last_error_at (the pause is recorded with it).
+-- nothing is ready); paused_by_410: paused, and a dead letter that an http
+-- endpoint refused with 410 Gone (the refusal that pauses) is still there
+-- - not last_error, which a move past max_destination_lag overwrites.  The
+-- refused event comes before those skipped after it, so the scan of the
+-- destination's dead letters in id order stops early.
 CREATE VIEW outbox.stats WITH (security_barrier) AS
 	WITH part AS MATERIALIZED (
 	       SELECT p.rel, p.max_txid,
@@ -154,7 +156,7 @@ CREATE VIEW outbox.stats WITH (security_barrier) AS
 	       COALESCE(pg_catalog.date_part('epoch', ready_age.age), 0) AS oldest_ready_age_seconds,
 	       d.paused AND EXISTS (
 	           SELECT 1 FROM outbox.dead_letter x
-	            WHERE x.destination_id = d.id AND x.failed_at = d.last_error_at
+	            WHERE x.destination_id = d.id AND x.attempts > 0
 	              AND x.last_error LIKE 'HTTP 410%') AS paused_by_410
 	  FROM outbox.destination d
 	 CROSS JOIN (SELECT COALESCE(max(id), 0) AS last_value FROM outbox.events) seq
