@@ -61,6 +61,16 @@ if [ -n "${OUTBOX_SAGA_BENCH:-}" ]; then
 		libpq-dev                # the benchmark's client consumer (test/bench/consumer.c)
 	)
 fi
+if wants tap; then
+	# test/t/110_prometheus.pl: the exporter scraped over loopback with
+	# contrib/prometheus/queries.yaml, and promtool (from prometheus) checks
+	# and unit-tests contrib/prometheus/alerts.yaml.  Their daemons are not
+	# wanted: see stop_daemons below.
+	packages+=(
+		prometheus-postgres-exporter
+		prometheus               # promtool
+	)
+fi
 if wants package; then
 	packages+=(
 		debhelper                # the Debian package (dh --with pgxs)
@@ -108,3 +118,19 @@ export DEBIAN_FRONTEND=noninteractive
 apt-get ${OUTBOX_SAGA_APT_OPTS:-} update -qq
 # shellcheck disable=SC2086
 apt-get ${OUTBOX_SAGA_APT_OPTS:-} install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+
+# The packages of the Prometheus test start their services on install where
+# an init system runs (prometheus on :9090, the exporter on :9187): the tests
+# start their own on other ports, so stop and disable what was just installed.
+for p in "${missing[@]}"; do
+	case $p in
+	prometheus | prometheus-postgres-exporter)
+		if [ -d /run/systemd/system ]; then
+			systemctl disable --now "$p" >/dev/null 2>&1 || true
+		elif [ -x "/etc/init.d/$p" ]; then
+			"/etc/init.d/$p" stop >/dev/null 2>&1 || true
+			update-rc.d "$p" disable >/dev/null 2>&1 || true
+		fi
+		;;
+	esac
+done

@@ -88,7 +88,9 @@ COMMENT ON VIEW outbox.dead_letters IS
 -- One row per destination.  Fast with millions of pending events: the log
 -- is never counted; "pending" in the log is the distance in ids between the
 -- destination's position and the newest committed event (an upper bound: it
--- includes events of topics the destination does not subscribe to).
+-- includes events of topics the destination does not subscribe to), or 0
+-- when its position has consumed every transaction in the log (see owed
+-- below).
 -- Rows: the destinations whose owner the current role has the privileges
 -- of; every one for superusers and members of pg_read_all_stats (so of
 -- pg_monitor).  last_error texts of other roles' destinations stay hidden.
@@ -97,6 +99,22 @@ COMMENT ON VIEW outbox.dead_letters IS
 -- the partitions whose newest transaction is not below the xmin of the
 -- destination's position, their size and their live-row estimate from the
 -- statistics system (no scan of the log; max(txid) is one index probe).
+-- oldest_ready_age (issue 17 item 1): the age of the oldest event whose
+-- transaction the destination's position (tick_from) has not consumed -
+-- the first event at or past the xmax of that tick's snapshot, by the txid
+-- index, and one event of each transaction it saw running (its xip list;
+-- any event of a transaction is as old as the transaction, give or take
+-- its duration): a few index probes - or of its oldest due retry row,
+-- whichever is older.
+-- A destination whose topics are quiet while others are busy is not behind
+-- (no false backlog), and an open transaction elsewhere does not age it.
+-- Only a position without its tick (lost) falls back to the first event
+-- after done_id.  oldest_ready_age_seconds is the same in seconds (0 when
+-- nothing is ready); paused_by_410: paused, and a dead letter that an http
+-- endpoint refused with 410 Gone (the refusal that pauses) is still there
+-- - not last_error, which a move past max_destination_lag overwrites.  The
+-- refused event comes before those skipped after it, so the scan of the
+-- destination's dead letters in id order stops early.
 CREATE VIEW outbox.stats WITH (security_barrier) AS
 	WITH part AS MATERIALIZED (
 	       SELECT p.rel, p.max_txid,
@@ -114,13 +132,11 @@ CREATE VIEW outbox.stats WITH (security_barrier) AS
 	SELECT d.name AS destination,
 	       d.kind,
 	       d.paused,
-	       GREATEST(seq.last_value - d.done_id, 0) + COALESCE(r.total, 0) AS pending,
+	       log.n + COALESCE(r.total, 0) AS pending,
 	       CASE WHEN d.paused OR d.retry_at > pg_catalog.now() THEN 0
-	            ELSE GREATEST(seq.last_value - d.done_id, 0) + COALESCE(r.due, 0)
+	            ELSE log.n + COALESCE(r.due, 0)
 	       END AS ready,
-	       CASE WHEN d.paused THEN NULL
-	            ELSE pg_catalog.now() - LEAST(r.oldest_due, head.created_at)
-	       END AS oldest_ready_age,
+	       ready_age.age AS oldest_ready_age,
 	       COALESCE(r.retrying, 0) AS retrying,
 	       COALESCE(dl.dead, 0) AS dead,
 	       d.delivered_total,
@@ -136,7 +152,12 @@ CREATE VIEW outbox.stats WITH (security_barrier) AS
 	       END AS delivery_order,
 	       pin.since AS holds_log_since,
 	       pin.events AS pinned_events,
-	       pin.bytes AS pinned_bytes
+	       pin.bytes AS pinned_bytes,
+	       COALESCE(pg_catalog.date_part('epoch', ready_age.age), 0) AS oldest_ready_age_seconds,
+	       d.paused AND EXISTS (
+	           SELECT 1 FROM outbox.dead_letter x
+	            WHERE x.destination_id = d.id AND x.attempts > 0
+	              AND x.last_error LIKE 'HTTP 410%') AS paused_by_410
 	  FROM outbox.destination d
 	 CROSS JOIN (SELECT COALESCE(max(id), 0) AS last_value FROM outbox.events) seq
 	  LEFT JOIN (
@@ -152,8 +173,25 @@ CREATE VIEW outbox.stats WITH (security_barrier) AS
 	  LEFT JOIN LATERAL (
 	       SELECT count(*) AS dead FROM outbox.dead_letter x WHERE x.destination_id = d.id) dl ON true
 	  LEFT JOIN LATERAL (
+	       SELECT t.id AS tick,
+	              (SELECT pg_catalog.min(o.created_at) FROM (
+	                     (SELECT e.created_at FROM outbox.events e
+	                       WHERE e.txid >= pg_catalog.pg_snapshot_xmax(t.snapshot)
+	                       ORDER BY e.txid LIMIT 1)
+	                     UNION ALL
+	                     SELECT (SELECT e.created_at FROM outbox.events e
+	                              WHERE e.txid = x.txid LIMIT 1)
+	                       FROM pg_catalog.pg_snapshot_xip(t.snapshot) x(txid)) o)
+	                  AS created_at
+	         FROM outbox.tick t
+	        WHERE t.id = d.tick_from) owed ON true
+	  LEFT JOIN LATERAL (
 	       SELECT e.created_at FROM outbox.events e
-	        WHERE e.id > d.done_id ORDER BY e.id LIMIT 1) head ON true
+	        WHERE owed.tick IS NULL AND e.id > d.done_id ORDER BY e.id LIMIT 1) head ON true
+	  LEFT JOIN LATERAL (
+	       SELECT CASE WHEN owed.tick IS NOT NULL AND owed.created_at IS NULL THEN 0
+	                   ELSE GREATEST(seq.last_value - d.done_id, 0)
+	              END AS n) log ON true
 	  LEFT JOIN LATERAL (
 	       SELECT t.created_at AS since,
 	              COALESCE(sum(p.live), 0)::bigint AS events,
@@ -162,7 +200,47 @@ CREATE VIEW outbox.stats WITH (security_barrier) AS
 	         LEFT JOIN part p ON p.max_txid >= pg_catalog.pg_snapshot_xmin(t.snapshot)
 	        WHERE t.id = d.tick_from
 	        GROUP BY t.created_at) pin ON true
+	  LEFT JOIN LATERAL (
+	       SELECT CASE WHEN d.paused THEN NULL
+	                   ELSE pg_catalog.now() - LEAST(r.oldest_due, owed.created_at, head.created_at)
+	              END AS age) ready_age ON true
 	 WHERE pg_catalog.pg_has_role(d.owner, 'USAGE')
 	    OR pg_catalog.pg_has_role('pg_read_all_stats', 'USAGE');
 COMMENT ON VIEW outbox.stats IS
-	'One row per destination the current role owns (every one for superusers and pg_monitor / pg_read_all_stats): backlog, retries, dead letters, counters, the last error, and what it holds of the log (holds_log_since, pinned_events, pinned_bytes: estimates per partition).';
+	'One row per destination the current role owns (every one for superusers and pg_monitor / pg_read_all_stats): backlog, retries, dead letters, counters, the last error, what it holds of the log (holds_log_since, pinned_events, pinned_bytes: estimates per partition), the oldest ready age in seconds and whether an http 410 paused it (for contrib/prometheus/queries.yaml).';
+
+-- One row for this database (issue 17 item 1, contrib/prometheus): whether
+-- it is dispatched, how many dispatchers run, whether the SQL version
+-- differs from the library's (the dispatcher's check, read from
+-- dispatch_status(): it waits then; or from the installed control file's
+-- default_version, which comes with the library, when no dispatcher ran
+-- the check), and the log's size.  No scan of the
+-- log: the size and live-row estimate of its partitions come from the
+-- catalogs and the statistics system, the oldest event from the id index
+-- (one probe per partition).  Readable by pg_monitor.
+CREATE VIEW outbox.database_stats AS
+	SELECT pg_catalog.current_database()::text AS database,
+	       x.extversion::text AS extension_version,
+	       st.status AS dispatch_status,
+	       st.status IS NULL AS dispatching,
+	       COALESCE(st.status LIKE 'dispatch waits: the extension''s SQL version differs%', false)
+	           OR x.extversion <> (SELECT a.default_version FROM pg_catalog.pg_available_extensions a
+	                                WHERE a.name = 'outbox_saga') AS version_mismatch,
+	       (SELECT count(*) FROM outbox.worker_status() w
+	         WHERE w.database = pg_catalog.current_database()
+	           AND w.kind = 'dispatcher')::integer AS dispatchers,
+	       pg_catalog.current_setting('outbox_saga.workers_per_database', true)::integer
+	           AS dispatchers_configured,
+	       (SELECT COALESCE(sum(pg_catalog.pg_stat_get_live_tuples(p.relid)), 0)::bigint
+	          FROM pg_catalog.pg_partition_tree('outbox.events'::pg_catalog.regclass) p
+	         WHERE p.isleaf) AS log_events,
+	       (SELECT COALESCE(sum(pg_catalog.pg_total_relation_size(p.relid)), 0)::bigint
+	          FROM pg_catalog.pg_partition_tree('outbox.events'::pg_catalog.regclass) p) AS log_bytes,
+	       COALESCE(pg_catalog.date_part('epoch', pg_catalog.now() -
+	           (SELECT e.created_at FROM outbox.events e ORDER BY e.id LIMIT 1)), 0)
+	           AS oldest_event_age_seconds
+	  FROM pg_catalog.pg_extension x
+	 CROSS JOIN (SELECT outbox.dispatch_status() AS status) st
+	 WHERE x.extname = 'outbox_saga';
+COMMENT ON VIEW outbox.database_stats IS
+	'One row for this database: whether a dispatcher serves it (dispatching; dispatch_status says why not), how many run, whether the extension''s SQL version differs from the library''s, and the size of the log (live-row estimate, bytes, age of the oldest event); readable by pg_monitor (contrib/prometheus/queries.yaml).';

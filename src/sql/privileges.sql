@@ -23,6 +23,9 @@ GRANT EXECUTE ON FUNCTION outbox.dispatch_status(), outbox.worker_status() TO PU
 -- pg_monitor reads every row of both views; a role granted SELECT on
 -- outbox.stats sees the rows of its own destinations only.
 GRANT SELECT ON outbox.stats, outbox.workers TO pg_monitor;
+-- Prometheus metrics (issue 17 item 1, contrib/prometheus/queries.yaml):
+-- counts and ages only, no payload, input or error text of a saga.
+GRANT SELECT ON outbox.database_stats, saga.stats TO pg_monitor;
 
 -- Like pg_xact_commit_timestamp(): the commit-order key of the log.
 GRANT EXECUTE ON FUNCTION outbox.committed_at(xid8) TO PUBLIC;

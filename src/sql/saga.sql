@@ -322,6 +322,17 @@ END $$;
 COMMENT ON FUNCTION saga.timeline(uuid) IS
 	'A saga''s history, one row per step run and compensation in the order they were scheduled (seq): status (pending, running, waiting, succeeded, failed, cancelled), attempts, times, duration and last error. Compensation records that never had to run are left out. Reads saga.step_runs as the caller: needs SELECT on it.';
 
+-- saga.stats: counts by status from the rows (through the index
+-- instance_definition_status_idx).  completed, compensated and cancelled
+-- are final states and instances are deleted only by saga.drop_definition
+-- (with the definition itself), so those counts only grow:
+-- contrib/prometheus exports them as counters.  The columns at the end
+-- (issue 17 item 1) read only the sagas running or compensating, through
+-- the same index: the oldest running one, and the sagas past their
+-- deadline (overdue; oldest_overdue_seconds: how long past it the earliest
+-- one is, 0 when none).  The dispatcher moves a running saga past its
+-- deadline to compensating at once, so one that stays overdue is stuck
+-- half done.
 CREATE VIEW saga.stats AS
 SELECT n.name AS definition,
        n.latest_version AS version,
@@ -333,7 +344,14 @@ SELECT n.name AS definition,
        COALESCE(c.compensated, 0) AS compensated,
        COALESCE(c.cancelled, 0) AS cancelled,
        COALESCE(c.failed, 0) AS failed,
-       pg_catalog.now() - c.oldest_active AS oldest_active_age
+       pg_catalog.now() - c.oldest_active AS oldest_active_age,
+       COALESCE(pg_catalog.date_part('epoch', pg_catalog.now() - c.oldest_active), 0)
+           AS oldest_active_age_seconds,
+       COALESCE(pg_catalog.date_part('epoch', pg_catalog.now() - o.oldest_running), 0)
+           AS oldest_running_age_seconds,
+       COALESCE(o.overdue, 0) AS overdue,
+       COALESCE(pg_catalog.date_part('epoch', pg_catalog.now() - o.oldest_deadline), 0)
+           AS oldest_overdue_seconds
   FROM saga.definition_name n
   LEFT JOIN LATERAL (
        SELECT count(*) FILTER (WHERE i.status = 'running') AS running,
@@ -349,7 +367,13 @@ SELECT n.name AS definition,
               count(*) FILTER (WHERE r.status = 'pending' AND r.attempts > 0) AS retrying
          FROM saga.step_run r
          JOIN saga.instance i ON i.id = r.saga_id
-        WHERE i.definition = n.name AND r.status IN ('pending', 'waiting')) a ON true;
+        WHERE i.definition = n.name AND r.status IN ('pending', 'waiting')) a ON true
+  LEFT JOIN LATERAL (
+       SELECT min(i.created_at) FILTER (WHERE i.status = 'running') AS oldest_running,
+              count(*) FILTER (WHERE i.deadline < pg_catalog.now()) AS overdue,
+              min(i.deadline) FILTER (WHERE i.deadline < pg_catalog.now()) AS oldest_deadline
+         FROM saga.instance i
+        WHERE i.definition = n.name AND i.status IN ('running', 'compensating')) o ON true;
 
 COMMENT ON VIEW saga.stats IS
-	'One row per saga definition: sagas by status (failed ones need an operator: see saga.retry), steps waiting for saga.complete_step, steps retrying after a failed attempt, and the age of the oldest unfinished saga.';
+	'One row per saga definition: sagas by status (failed ones need an operator: see saga.retry), steps waiting for saga.complete_step, steps retrying after a failed attempt, the age of the oldest unfinished saga (also in seconds), of the oldest running one, and the sagas still running or compensating past their deadline (overdue, oldest_overdue_seconds: how long past it the earliest is). Readable by pg_monitor.';
