@@ -979,3 +979,22 @@ CREATE OR REPLACE VIEW outbox.stats WITH (security_barrier) AS
 COMMENT ON VIEW outbox.stats IS
 	'One row per destination the current role owns (every one for superusers and pg_monitor / pg_read_all_stats): backlog, retries, dead letters, counters, the last error, and what it holds of the log (holds_log_since, pinned_events, pinned_bytes: estimates per partition).';
 -- end of issue 14 item 2
+
+-- issue 18 item 1: outbox.workers counts each dispatcher's passes (a commit
+-- of a topic no destination wants wakes no dispatcher: no pass).
+CREATE FUNCTION outbox.worker_passes(pid integer) RETURNS bigint
+AS 'MODULE_PATHNAME', 'outbox_saga_worker_passes' LANGUAGE C VOLATILE STRICT;
+COMMENT ON FUNCTION outbox.worker_passes(integer) IS
+	'How many passes the dispatcher with this pid has completed since it started (NULL: no dispatcher); backs outbox.workers.passes.';
+REVOKE ALL ON FUNCTION outbox.worker_passes(integer) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION outbox.worker_passes(integer) TO PUBLIC;
+CREATE OR REPLACE VIEW outbox.workers AS
+	SELECT w.database, w.pid, w.state, w.started_at, w.last_activity, w.kind,
+	       w.worker, w.doing, w.doing_since, d.name AS destination, w.wait_event,
+	       outbox.worker_passes(w.pid) AS passes
+	  FROM outbox.worker_status() w
+	  LEFT JOIN outbox.destination d
+	    ON d.id = w.destination_id AND w.database = pg_catalog.current_database();
+COMMENT ON VIEW outbox.workers IS
+	'The outbox_saga background workers: the launcher and the dispatchers of every served database (outbox_saga.workers_per_database each), what each does, the destination it serves now (named for the current database), what it waits on and how many passes it has made (a commit no destination wants makes none).';
+-- end of issue 18 item 1
