@@ -15,13 +15,14 @@
  * writes nothing shared.  ABORT only clears the set.  Nothing is written
  * and no lock is taken on the write path.
  *
- * Other writers wake the dispatchers unconditionally
- * (WakeupNoteEventWritten: saga state, replayed dead letters, resumed
- * destinations), and the API that changes destinations and subscriptions
- * also invalidates the summary at commit (WakeupNoteDestinationsChanged),
+ * (The callback runs after ProcArrayEndTransaction: that order is what
+ * the protocol relies on.)  Other writers wake the dispatchers
+ * unconditionally (WakeupNoteEventWritten: saga state, replayed dead
+ * letters), and the API that changes destinations and subscriptions
+ * invalidates the summary at commit (WakeupNoteDestinationsChanged),
  * before it wakes them, so that the next pass reads it again.  A
- * savepoint rolled back after writing leaves the flag set: the dispatcher
- * then makes one pass that finds nothing, which is harmless.  A wakeup
+ * savepoint rolled back after writing leaves its topics noted: the
+ * dispatcher may then make one pass that finds nothing, which is harmless.  A wakeup
  * that is lost (a backend that dies between its commit and the callback)
  * only delays delivery until the dispatcher's next poll
  * (outbox_saga.poll_interval): the wakeup is a hint, the log is the truth.
