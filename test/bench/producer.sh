@@ -23,11 +23,10 @@
 #                    the CPU cost of writing the event
 #   sync_commit=on   durable commits, as most production runs
 #   off+dispatcher   sync_commit=off with outbox_saga's dispatcher running
-#                    and destinations, none of which wants "orders": one
-#                    active destination of another topic and two paused
-#                    ones of "orders" (producer/setup_dispatcher.sql).  A
-#                    commit no active destination wants must not wake the
-#                    dispatcher (issue 18): its CPU is counted here.
+#                    and no active destination of "orders", two paused ones
+#                    (producer/setup_dispatcher.sql).  A commit no active
+#                    destination wants must not wake the dispatcher (issue
+#                    18): its CPU is counted here.
 #   on+dispatcher    the same with sync_commit=on
 # In the first two the dispatcher is stopped (outbox_saga.enabled = off):
 # the hand-written outbox has no relay running either, so they compare the
@@ -167,8 +166,8 @@ section_producer() {
 	done
 	if [ -n "$dispatcher" ]; then
 		report "   sync_commit=off and =on: dispatcher stopped (outbox_saga.enabled = off);"
-		report "   off+dispatcher, on+dispatcher: the dispatcher running, with one active"
-		report "   destination of another topic and two paused ones of the topic written."
+		report "   off+dispatcher, on+dispatcher: the dispatcher running, no active destination"
+		report "   of the topic written, two paused ones."
 	else
 		report "   the dispatcher could not be stopped: every column ran with it ($DISPATCHER_ERROR)."
 	fi

@@ -4,6 +4,6 @@
 \set ON_ERROR_STOP 1
 SET client_min_messages = warning;
 SELECT outbox.drop_destination(name) FROM outbox.destinations
- WHERE name IN ('elsewhere', 'resting_1', 'resting_2');
+ WHERE name IN ('resting_1', 'resting_2');
 DROP TABLE IF EXISTS public.orders_pgq;
 DROP EXTENSION IF EXISTS pgq CASCADE;
