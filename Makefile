@@ -38,6 +38,7 @@ OBJS = \
 	src/outbox_saga.o \
 	src/idempotency.o \
 	src/base/guc.o \
+	src/base/trace_context.o \
 	src/base/shmem.o \
 	src/base/uuidv7.o \
 	src/base/tojsonb.o \
@@ -107,7 +108,7 @@ DATA = $(EXTENSION)--0.1.0.sql $(EXTENSION)--0.1.0--0.2.0.sql
 REGRESS = emit capture capture_types idempotency destinations topics dispatch_function \
 	dispatch_retry wait_delivered http_config broker_config saga_define saga_run \
 	privileges_kafka privileges_mask privileges_monitor privileges_guards privileges_saga \
-	handler_search_path deliver_pending
+	handler_search_path deliver_pending trace_context
 REGRESS_OPTS = --temp-instance=./tmp_check_regress \
 	--temp-config=$(srcdir)/test/outbox_saga.conf \
 	--load-extension=$(EXTENSION)

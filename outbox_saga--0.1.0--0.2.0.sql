@@ -980,6 +980,37 @@ COMMENT ON VIEW outbox.stats IS
 	'One row per destination the current role owns (every one for superusers and pg_monitor / pg_read_all_stats): backlog, retries, dead letters, counters, the last error, and what it holds of the log (holds_log_since, pinned_events, pinned_bytes: estimates per partition).';
 -- end of issue 14 item 2
 
+-- issue 17 items 4 and 5: W3C trace context (a saga keeps the one of the
+-- transaction that started it), saga.timeline()
+ALTER TABLE saga.instance ADD COLUMN trace jsonb;
+
+CREATE FUNCTION saga.timeline(saga_id uuid)
+RETURNS TABLE(seq bigint, step text, phase text, status text, attempts integer,
+              started_at timestamptz, finished_at timestamptz, duration interval,
+              error text)
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+#variable_conflict use_column
+BEGIN
+	IF timeline.saga_id IS NULL THEN
+		RAISE EXCEPTION 'saga_id must not be NULL' USING ERRCODE = 'null_value_not_allowed';
+	END IF;
+	RETURN QUERY
+	SELECT r.seq, r.step, r.phase, r.status, r.attempts, r.started_at, r.finished_at,
+	       r.finished_at - r.started_at, r.error
+	  FROM saga.step_runs r
+	 WHERE r.saga_id = timeline.saga_id AND r.status <> 'recorded'
+	 ORDER BY r.seq;
+	IF NOT FOUND THEN
+		RAISE EXCEPTION 'saga % does not exist', timeline.saga_id
+			USING ERRCODE = 'undefined_object';
+	END IF;
+END $$;
+REVOKE ALL ON FUNCTION saga.timeline(uuid) FROM PUBLIC;
+
+COMMENT ON FUNCTION saga.timeline(uuid) IS
+	'A saga''s history, one row per step run and compensation in the order they were scheduled (seq): status (pending, running, waiting, succeeded, failed, cancelled), attempts, times, duration and last error. Compensation records that never had to run are left out. Reads saga.step_runs as the caller: needs SELECT on it.';
+-- end of issue 17 items 4 and 5
+
 -- issue 18 item 1: outbox.workers counts each dispatcher's passes (a commit
 -- of a topic no destination wants wakes no dispatcher: no pass).
 CREATE FUNCTION outbox.worker_passes(pid integer) RETURNS bigint

@@ -160,11 +160,10 @@ BEGIN
 END $$;
 
 SELECT input->>'order_id' AS order_id, status, error FROM saga.instances ORDER BY created_at;
--- The timeline of each saga:
-SELECT i.input->>'order_id' AS order_id, r.step, r.phase, r.status, r.attempts, r.error
-  FROM saga.step_runs r JOIN saga.instances i ON i.id = r.saga_id
- WHERE r.status <> 'recorded'
- ORDER BY i.created_at, r.seq;
+-- The timeline of each saga (saga.timeline: every step run and compensation, in order):
+SELECT i.input->>'order_id' AS order_id, t.step, t.phase, t.status, t.attempts, t.error
+  FROM saga.instances i, saga.timeline(i.id) t
+ ORDER BY i.created_at, t.seq;
 -- Order A went through; order B was undone: stock back, order cancelled.
 SELECT * FROM shop_orders ORDER BY order_id;
 SELECT * FROM stock;

@@ -12,7 +12,9 @@
  *
  * Settings that protect the server (payload limits) are superuser-only;
  * settings that only change how the caller's own session behaves are
- * user-settable.
+ * user-settable.  outbox_saga.traceparent and outbox_saga.tracestate are
+ * meant for SET LOCAL: the trace context of the events the transaction
+ * writes (base/trace_context.c, whose check hooks refuse invalid values).
  *
  *-------------------------------------------------------------------------
  */
@@ -24,6 +26,7 @@
 #include "utils/guc.h"
 
 #include "base/guc.h"
+#include "base/trace_context.h"
 
 int			OutboxMaxPayloadSize = 1024 * 1024;
 int			OutboxIdempotencyLockTimeout = 300;
@@ -166,6 +169,24 @@ GucInit(void)
 							PGC_SIGHUP,
 							GUC_UNIT_MS,
 							NULL, NULL, NULL);
+
+	DefineCustomStringVariable("outbox_saga.traceparent",
+							   "W3C traceparent of the events this transaction writes (SET LOCAL).",
+							   "Used by outbox.emit() without a traceparent in its headers and by the capture trigger; empty: none.",
+							   &OutboxTraceparent,
+							   "",
+							   PGC_USERSET,
+							   GUC_NOT_IN_SAMPLE,
+							   TraceCheckParentSetting, NULL, NULL);
+
+	DefineCustomStringVariable("outbox_saga.tracestate",
+							   "W3C tracestate that goes with outbox_saga.traceparent (SET LOCAL).",
+							   "Ignored while outbox_saga.traceparent is empty.",
+							   &OutboxTracestate,
+							   "",
+							   PGC_USERSET,
+							   GUC_NOT_IN_SAMPLE,
+							   TraceCheckStateSetting, NULL, NULL);
 
 	/*
 	 * Shared memory is sized by this one; it can only exist when preloaded

@@ -115,6 +115,7 @@
 #include "base/guc.h"
 #include "base/run_as.h"
 #include "base/spi_util.h"
+#include "base/trace_context.h"
 #include "dispatch/delivery.h"
 #include "events/eventlog.h"
 #include "events/logscan.h"
@@ -411,7 +412,8 @@ read_event_values(Batch *b, Datum *values, bool *nulls, DispatchEvent *ev)
 	ev->aggregate_id = nulls[3] ? NULL : DatumGetTextPCopy(values[3]);
 	ev->event_type = DatumGetTextPCopy(values[4]);
 	ev->payload = DatumGetJsonbPCopy(values[5]);
-	ev->headers = DatumGetJsonbPCopy(values[6]);
+	/* Never pass on an invalid trace context (base/trace_context.c). */
+	ev->headers = TraceSanitize(DatumGetJsonbPCopy(values[6]));
 	ev->created_at = DatumGetTimestampTz(values[7]);
 	ev->has_deliver_after = !nulls[8];
 	ev->deliver_after = nulls[8] ? 0 : DatumGetTimestampTz(values[8]);

@@ -30,6 +30,12 @@
  *	every change of topic privileges (one integer comparison per row;
  *	check_topic_write()).
  *
+ *	Headers: {} (built once), plus "old_aggregate_id" for an UPDATE that
+ *	moved the row to another aggregate, plus the transaction's trace
+ *	context (outbox_saga.traceparent/.tracestate, checked when they were
+ *	set) when one is set; when none is, the only cost is one pointer and
+ *	one byte per row (TraceCurrentIsSet).
+ *
  *	Crash: the event is a row of the log written in the changing
  *	transaction; after a crash it exists iff that transaction committed.
  *	The trigger keeps nothing but the per-backend cache below.
@@ -122,6 +128,7 @@
 #include "utils/syscache.h"
 
 #include "base/tojsonb.h"
+#include "base/trace_context.h"
 #include "events/capture.h"
 #include "events/capture_args.h"
 #include "events/eventlog.h"
@@ -1216,7 +1223,13 @@ outbox_saga_capture(PG_FUNCTION_ARGS)
 	ev.event_type = st->event_type[op];
 	ev.payload = JsonbValueToJsonb(root);
 	ev.aggregate_id = agg ? cstring_to_text(agg) : NULL;
-	ev.headers = old_agg ? old_aggregate_headers(old_agg) : empty_headers();
+	/* The trace context: one pointer and one byte when none is set. */
+	if (old_agg != NULL)
+		ev.headers = TraceCurrentIsSet() ?
+			TraceMerge(old_aggregate_headers(old_agg), TraceCurrentHeaders(), true) :
+			old_aggregate_headers(old_agg);
+	else
+		ev.headers = TraceCurrentIsSet() ? TraceCurrentHeaders() : empty_headers();
 	ev.has_deliver_after = false;
 	ev.deliver_after = 0;
 

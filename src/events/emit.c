@@ -15,6 +15,10 @@
  * plus, on a cache miss, ACCESS SHARE on the topic tables; a crash leaves
  * the event iff the caller's transaction committed.
  *
+ * Trace context: headers with a traceparent are stored as given (checked);
+ * headers without one get the transaction's outbox_saga.traceparent and
+ * outbox_saga.tracestate, if set (base/trace_context.c).
+ *
  *-------------------------------------------------------------------------
  */
 #include "compat.h"
@@ -25,6 +29,7 @@
 #include "utils/timestamp.h"
 
 #include "base/sql_args.h"
+#include "base/trace_context.h"
 #include "events/eventlog.h"
 #include "events/topic_acl.h"
 
@@ -58,6 +63,16 @@ outbox_saga_emit(PG_FUNCTION_ARGS)
 	OutboxCheckAggregateId(ev.aggregate_id);
 	OutboxCheckPayload(ev.payload);
 	OutboxCheckHeaders(ev.headers);
+	if (TraceCurrentIsSet())
+	{
+		Jsonb	   *with_trace = TraceAddCurrent(ev.headers);
+
+		if (with_trace != ev.headers)
+		{
+			ev.headers = with_trace;
+			OutboxCheckHeaders(ev.headers);
+		}
+	}
 	if (ev.has_deliver_after && TIMESTAMP_NOT_FINITE(ev.deliver_after))
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),

@@ -100,6 +100,7 @@
 
 #include "base/guc.h"
 #include "base/sql_args.h"
+#include "base/trace_context.h"
 #include "base/uuidv7.h"
 #include "events/eventlog.h"
 #include "events/wakeup.h"
@@ -231,7 +232,8 @@ OutboxCheckPayload(Jsonb *payload)
 /*
  * OutboxCheckHeaders
  *		Headers are a JSON object whose values are strings (they become HTTP,
- *		Kafka and NATS headers), within the size limit.
+ *		Kafka and NATS headers), within the size limit; their W3C trace
+ *		context keys, if any, are valid (base/trace_context.c).
  */
 void
 OutboxCheckHeaders(Jsonb *headers)
@@ -263,6 +265,7 @@ OutboxCheckHeaders(Jsonb *headers)
 			is_key = true;
 		}
 	}
+	TraceCheckHeaders(headers);
 }
 
 /*

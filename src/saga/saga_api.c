@@ -15,7 +15,9 @@
  * PRIVILEGES
  *	The functions are SECURITY INVOKER: EXECUTE decides who may call them
  *	(nothing is granted to PUBLIC).  A role allowed to call saga.start may
- *	start any definition; the saga records its starter (started_by).
+ *	start any definition; the saga records its starter (started_by) and
+ *	the caller's trace context (outbox_saga.traceparent/.tracestate,
+ *	checked when set; saga.instance.trace), which its steps pass on.
  *	saga.complete_step, saga.cancel and saga.retry act only on sagas whose
  *	definition owner or starter the caller has the privileges of
  *	(check_may_act: a member, or a superuser); a saga started before 0.2.0
@@ -55,6 +57,7 @@
 #include "base/jsonb_util.h"
 #include "base/run_as.h"
 #include "base/sql_args.h"
+#include "base/trace_context.h"
 #include "base/uuidv7.h"
 #include "events/wakeup.h"
 #include "saga/saga.h"
@@ -119,11 +122,12 @@ outbox_saga_saga_start(PG_FUNCTION_ARGS)
 	Jsonb	   *input;
 	text	   *key = NULL;
 	pg_uuid_t  *id = palloc(sizeof(pg_uuid_t));
-	Datum		values[5];
-	char		nulls[5] = {' ', ' ', ' ', ' ', ' '};
+	Datum		values[6];
+	char		nulls[6] = {' ', ' ', ' ', ' ', ' ', ' '};
 	bool		isnull;
 	int32		definition_id;
 	int			tries;
+	Jsonb	   *trace = NULL;
 
 	SqlRequireArg(fcinfo, 0, "definition");
 	SqlRequireArg(fcinfo, 1, "input");
@@ -146,6 +150,15 @@ outbox_saga_saga_start(PG_FUNCTION_ARGS)
 							   (int) VARSIZE_ANY_EXHDR(key), SAGA_MAX_KEY_BYTES)));
 	}
 
+	/* The trace context of this transaction, which the saga keeps. */
+	if (TraceCurrentIsSet())
+	{
+		Jsonb	   *current = TraceCurrentHeaders();
+
+		trace = palloc(VARSIZE(current));
+		memcpy(trace, current, VARSIZE(current));
+	}
+
 	SpiConnect();
 	values[0] = PointerGetDatum(definition);
 	(void) SagaRunAsExtension(SAGA_Q_START_LOOKUP, values, NULL, SPI_OK_SELECT);
@@ -165,6 +178,8 @@ outbox_saga_saga_start(PG_FUNCTION_ARGS)
 		values[3] = key ? PointerGetDatum(key) : (Datum) 0;
 		nulls[3] = key ? ' ' : 'n';
 		values[4] = ObjectIdGetDatum(GetUserId());
+		values[5] = trace ? JsonbPGetDatum(trace) : (Datum) 0;
+		nulls[5] = trace ? ' ' : 'n';
 		(void) SagaRunAsExtension(SAGA_Q_START_INSERT, values, nulls, SPI_OK_INSERT);
 		if (SPI_processed == 1)
 		{

@@ -6,17 +6,24 @@
  *
  * CALLS
  *	The ctx passed to a call is {saga_id, definition, step, phase, attempt,
- *	idempotency_key, input, results}; idempotency_key is
+ *	idempotency_key, input, results}, plus traceparent and tracestate when
+ *	the saga was started with a trace context (outbox_saga.traceparent, set
+ *	in the transaction that called saga.start; kept in saga.instance.trace
+ *	and checked again before use: saga_driver.c, TraceSanitize);
+ *	idempotency_key is
  *	saga_id:step:phase, the same for every attempt and after a crash (both
  *	built by the statements in saga_state.c).
- *	  function  fn(ctx) in a subtransaction (RunAsOwner); its result is
+ *	  function  fn(ctx) in a subtransaction (RunAsOwner), with the saga's
+ *				trace context as outbox_saga.traceparent/.tracestate (so
+ *				what it emits or captures carries it); its result is
  *				stored.  An error is a failed attempt; overrunning the
  *				step's timeout (RunAsOwner's hard timeout: interrupted
  *				until it returns, rolled back even if it returns) is a
  *				timed-out one (SAGA_TIMEOUT).
  *	  emit		an event (OutboxAppendEvent) in the round's transaction:
  *				payload ctx, aggregate_id the saga, headers saga_id,
- *				saga_step, saga_phase, idempotency_key; it exists iff the
+ *				saga_step, saga_phase, idempotency_key and the saga's
+ *				trace context (replacing the call's own); it exists iff the
  *				outcome is recorded.  Result {"event_id": ...}; with await the
  *				run waits for saga.complete_step until timeout_at, and a
  *				timeout is a failed attempt (the command is emitted again).
@@ -59,6 +66,7 @@
 #include "utils/syscache.h"
 
 #include "base/run_as.h"
+#include "base/trace_context.h"
 #include "events/eventlog.h"
 #include "events/topic_acl.h"
 #include "saga/saga.h"
@@ -207,6 +215,9 @@ call_function(void *arg)
 	StepFunction *sf = step_function(run->function, run->owner);
 	LOCAL_FCINFO(fcinfo, 1);
 	Datum		d;
+
+	/* What the step writes carries the saga's trace context. */
+	TraceSetForCall(run->ctx);
 
 	InitFunctionCallInfoData(*fcinfo, &sf->flinfo, 1, InvalidOid, NULL, NULL);
 	fcinfo->args[0].value = JsonbPGetDatum(run->ctx);

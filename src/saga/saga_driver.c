@@ -96,6 +96,7 @@
 
 #include "base/guc.h"
 #include "base/spi_util.h"
+#include "base/trace_context.h"
 #include "saga/saga.h"
 
 /* A pass stops claiming after this many rounds or this much time. */
@@ -200,6 +201,20 @@ lock_claimed(const pg_uuid_t *ids, int n, SagaStepRun **runs,
 		d = SagaColumn(rows, i, 13, &isnull);
 		run->ctx = DatumGetJsonbPCopy(d);
 		run->search_path = SagaColumnText(rows, i, 14);
+		/*
+		 * The saga's trace context: in ctx, and the headers of an emit
+		 * (whose own trace keys, stored by 0.1.0 unchecked, are checked).
+		 */
+		run->headers = TraceSanitize(run->headers);
+		d = SagaColumn(rows, i, 15, &isnull);
+		if (!isnull)
+		{
+			Jsonb	   *trace = TraceSanitize(DatumGetJsonbPCopy(d));
+
+			run->ctx = TraceMerge(run->ctx, trace, true);
+			if (run->headers != NULL)
+				run->headers = TraceMerge(run->headers, trace, true);
+		}
 		nruns++;
 	}
 	SPI_freetuptable(rows);

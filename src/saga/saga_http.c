@@ -12,7 +12,10 @@
  *	on the resolved address), all the http runs of a round at once, between
  *	two rounds (TRANSACTIONS in saga_driver.c).  Method and headers from the
  *	call; body ctx (application/json, whatever the method); Idempotency-Key:
- *	the ctx's idempotency_key (a call may not set it itself); timeout: the
+ *	the ctx's idempotency_key (a call may not set it itself); traceparent
+ *	and tracestate: the saga's trace context (the one of the transaction
+ *	that started it, if valid; it replaces the call's own), also in the
+ *	ctx; timeout: the
  *	step's, for the whole request; redirects are not followed.  2xx
  *	succeeds: the body is the result - jsonb if it is JSON, else a JSON
  *	string (an empty body: null; at most 1 MB, a larger body is a failed
@@ -46,6 +49,7 @@
 
 #include "base/jsonb_util.h"
 #include "base/spi_util.h"
+#include "base/trace_context.h"
 #include "http/http_client.h"
 #include "saga/saga.h"
 
@@ -347,24 +351,33 @@ SagaHttpPrepare(const pg_uuid_t *ids, int n, MemoryContext next_cxt)
 		char	  **names = NULL;
 		char	  **hvalues = NULL;
 		int			nheaders = 0;
+		Jsonb	   *trace;
+		Jsonb	   *headers;
+		Jsonb	   *ctx;
 
 		SagaColumnUuid(rows, i, 1, &h->saga_id);
 		h->step = SagaColumnText(rows, i, 2);
 		h->phase = SagaColumnText(rows, i, 3);
 		h->call.url = SagaColumnText(rows, i, 4);
 		h->call.method = SagaColumnText(rows, i, 5);
+		/* The saga's trace context, if valid: in ctx and as headers. */
+		d = SagaColumn(rows, i, 10, &isnull);
+		trace = isnull ? NULL : TraceSanitize(DatumGetJsonbPCopy(d));
 		/* Every header (HttpClientSend refuses too many). */
 		d = SagaColumn(rows, i, 6, &isnull);
-		if (!isnull)
-			nheaders = JsonbObjectStrings(DatumGetJsonbP(d), &names, &hvalues);
+		headers = isnull ? NULL : TraceSanitize(DatumGetJsonbP(d));
+		headers = TraceMerge(headers, trace, true);
+		if (headers != NULL)
+			nheaders = JsonbObjectStrings(headers, &names, &hvalues);
 		h->call.nheaders = nheaders;
 		h->call.header_names = (const char *const *) names;
 		h->call.header_values = (const char *const *) hvalues;
 		d = SagaColumn(rows, i, 7, &isnull);
 		h->call.timeout_ms = isnull ? 0 : DatumGetInt64(d);
 		h->call.idempotency_key = SagaColumnText(rows, i, 8);
-		h->call.body = SagaColumnText(rows, i, 9);
-		h->call.body_len = h->call.body ? strlen(h->call.body) : 0;
+		ctx = TraceMerge(DatumGetJsonbP(SagaColumn(rows, i, 9, &isnull)), trace, true);
+		h->call.body = JsonbToCString(NULL, &ctx->root, VARSIZE(ctx));
+		h->call.body_len = strlen(h->call.body);
 	}
 	MemoryContextSwitchTo(old);
 	SPI_freetuptable(rows);

@@ -179,10 +179,10 @@ static SpiStatement statements[SAGA_Q_COUNT] = {
 		"saga.start: insert the saga and its first run",
 		"WITH ins AS ("
 		"  INSERT INTO saga.instance (id, definition, definition_id, version, status, input,"
-		"                             current_step, idempotency_key, deadline, started_by)"
+		"                             current_step, idempotency_key, deadline, started_by, trace)"
 		"  SELECT $1, d.name, d.id, d.version, 'running', $3, d.steps->0->>'name', $4,"
 		"         pg_catalog.now() + pg_catalog.make_interval(secs => (d.options->>'deadline')::float8),"
-		"         $5"
+		"         $5, $6"
 		"    FROM saga.definition d WHERE d.id = $2"
 		"  ON CONFLICT (definition, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING"
 		"  RETURNING id, definition_id"
@@ -193,7 +193,7 @@ static SpiStatement statements[SAGA_Q_COUNT] = {
 		"       'pending', pg_catalog.now(), " POLICY_VALUES("s", "max_attempts")
 		"  FROM ins JOIN saga.definition d ON d.id = ins.definition_id,"
 		"       LATERAL (SELECT d.steps->0 AS s) first",
-		{UUIDOID, INT4OID, JSONBOID, TEXTOID, OIDOID, 0}
+		{UUIDOID, INT4OID, JSONBOID, TEXTOID, OIDOID, JSONBOID, 0}
 	},
 
 	/* Touches: saga.instance, saga.definition. */
@@ -506,8 +506,10 @@ static SpiStatement statements[SAGA_Q_COUNT] = {
 
 	/*
 	 * $1 saga ids: lock these sagas (skipping those a user holds) and read
-	 * their running run, with the ctx to pass to it.  step is NULL for a
-	 * saga that has no running run any more.
+	 * their running run, with the ctx to pass to it and the saga's trace
+	 * context (merged into ctx and emit headers in C, after
+	 * TraceSanitize).  step is NULL for a saga that has no running run any
+	 * more.
 	 * Touches: saga.instance (lock), saga.definition, saga.step_run.
 	 */
 	[SAGA_Q_LOCK_CLAIMED] = {
@@ -528,7 +530,7 @@ static SpiStatement statements[SAGA_Q_COUNT] = {
 		"       END,"
 		"       (pg_catalog.date_part('epoch', r.timeout) * 1000)::bigint,"
 		"       " CTX_SQL ","
-		"       d.search_path"
+		"       d.search_path, i.trace"
 		"  FROM pg_catalog.unnest($1::uuid[]) WITH ORDINALITY AS u(id, n)"
 		"  JOIN saga.instance i ON i.id = u.id"
 		"  JOIN saga.definition d ON d.id = i.definition_id"
@@ -621,7 +623,7 @@ static SpiStatement statements[SAGA_Q_COUNT] = {
 	/*
 	 * $1 saga ids just claimed: their running http runs (not the actions
 	 * of sagas that stopped running: those are skipped), with what to send.
-	 * The ctx is built as in Q_LOCK_CLAIMED.
+	 * The ctx and the trace context as in Q_LOCK_CLAIMED.
 	 * Touches: saga.instance, saga.step_run.
 	 */
 	[SAGA_Q_HTTP_CALLS] = {
@@ -631,7 +633,7 @@ static SpiStatement statements[SAGA_Q_COUNT] = {
 		"       r.call->'http'->'headers',"
 		"       (pg_catalog.date_part('epoch', r.timeout) * 1000)::bigint,"
 		"       " IDEMPOTENCY_KEY_SQL ","
-		"       " CTX_SQL "::text"
+		"       " CTX_SQL ", i.trace"
 		"  FROM pg_catalog.unnest($1::uuid[]) AS u(id)"
 		"  JOIN saga.instance i ON i.id = u.id"
 		"  JOIN saga.step_run r ON r.saga_id = i.id AND r.status = 'running'"

@@ -11,7 +11,9 @@
  * base/run_as.c); raising an error is a failed attempt,
  * and so is overrunning the destination's timeout (RunAsOwner's hard
  * timeout: the handler is cancelled until it returns, and its writes are
- * rolled back even if it then returns normally).
+ * rolled back even if it then returns normally).  The handler runs with
+ * the event's trace context as outbox_saga.traceparent/.tracestate (undone
+ * with RunAsOwner's settings), so the events it writes carry it on.
  *
  * The resolved function is cached per destination and forgotten on any
  * change to pg_proc (a syscache callback), so a dropped or replaced handler
@@ -39,6 +41,7 @@
 
 #include "base/run_as.h"
 #include "base/tojsonb.h"
+#include "base/trace_context.h"
 #include "sink/sink.h"
 
 static const char *const function_keys[] = {"function", NULL};
@@ -196,6 +199,9 @@ function_deliver(const DestinationConfig *dest, const DispatchEvent *ev)
 
 	arg = handler_cache.takes_jsonb ?
 		ToJsonbInvoke(&handler_cache.to_jsonb, ev->row) : ev->row;
+
+	/* What the handler writes carries the event's trace context. */
+	TraceSetForCall(ev->headers);
 
 	InitFunctionCallInfoData(*fcinfo, &handler_cache.flinfo, 1, InvalidOid,
 							 NULL, NULL);

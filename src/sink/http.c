@@ -18,7 +18,11 @@
  *	"headers": the event's headers}.  HTTP headers: content-type
  *	application/json, webhook-id (the event_id, the same on every attempt),
  *	webhook-timestamp (Unix seconds of the attempt), webhook-signature
- *	(http_sign.c) when a secret is set, and the config's "headers".
+ *	(http_sign.c) when a secret is set, the config's "headers", and the
+ *	event's W3C trace context, traceparent and tracestate (valid ones only:
+ *	dispatch/delivery.c drops invalid ones; base/trace_context.c), which
+ *	then replaces a traceparent or tracestate of the config's headers (an
+ *	invalid one of those is never sent).
  *	Redirects are never followed; proxies are never used (http_client.c).
  *
  * OUTCOMES
@@ -66,6 +70,7 @@
 #include "utils/timestamp.h"
 
 #include "base/guc.h"
+#include "base/trace_context.h"
 #include "http/http_client.h"
 #include "http/http_guard.h"
 #include "sink/dest_cache.h"
@@ -476,6 +481,30 @@ webhook_next(void *arg, int inflight)
 }
 
 /*
+ * config_header_sent
+ *		Is the config's header 'line' ("Name: value") sent?  A traceparent
+ *		or tracestate is not when the event has a trace context (which
+ *		replaces it), nor when its value is invalid.
+ */
+static bool
+config_header_sent(const char *line, bool event_has_trace)
+{
+	const char *value;
+
+	if (pg_strncasecmp(line, TRACE_PARENT_KEY ": ", strlen(TRACE_PARENT_KEY) + 2) == 0)
+	{
+		value = line + strlen(TRACE_PARENT_KEY) + 2;
+		return !event_has_trace && TraceParentInvalid(value, strlen(value)) == NULL;
+	}
+	if (pg_strncasecmp(line, TRACE_STATE_KEY ": ", strlen(TRACE_STATE_KEY) + 2) == 0)
+	{
+		value = line + strlen(TRACE_STATE_KEY) + 2;
+		return !event_has_trace && TraceStateInvalid(value, strlen(value)) == NULL;
+	}
+	return true;
+}
+
+/*
  * webhook_start
  *		Client callback: the request of event 'i': body, webhook headers
  *		(and signature), the config's headers (the client adds Content-Type
@@ -492,6 +521,9 @@ webhook_start(void *arg, int i, HttpClientRequest *req)
 	char		line[128];
 	int64		now = (int64) time(NULL);
 	int			h;
+	bool		has_trace;
+	char	   *traceparent;
+	char	   *tracestate;
 
 	SinkFormatUuid(&ev->event_id, event_id);
 	build_body(ev, event_id, body);
@@ -511,8 +543,19 @@ webhook_start(void *arg, int i, HttpClientRequest *req)
 		HttpClientAddHeader(req, sig.data);
 		pfree(sig.data);
 	}
+	has_trace = TraceGet(ev->headers, &traceparent, &tracestate);
 	for (h = 0; h < conf->nheaders; h++)
+	{
+		if (!config_header_sent(conf->headers[h], has_trace))
+			continue;
 		HttpClientAddHeader(req, conf->headers[h]);
+	}
+	if (has_trace)
+	{
+		HttpClientAddHeader(req, psprintf(TRACE_PARENT_KEY ": %s", traceparent));
+		if (tracestate != NULL)
+			HttpClientAddHeader(req, psprintf(TRACE_STATE_KEY ": %s", tracestate));
+	}
 
 	HttpClientSetTarget(req, conf->url, conf->method, b->timeout_ms);
 }

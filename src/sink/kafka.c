@@ -22,7 +22,9 @@
  *
  * WIRE FORMAT (SPEC 3.2)
  *	Key: aggregate_id (none if NULL).  Value: the payload as JSON text.
- *	Headers: id (event_id), type, topic, then the event's own headers.
+ *	Headers: id (event_id), type, topic, then the event's own headers, among
+ *	them its W3C trace context (traceparent, tracestate) when it has a
+ *	valid one (invalid ones are dropped before: dispatch/delivery.c).
  *
  * OUTCOMES
  *	Delivery report without error = delivered.  Message too large, invalid

@@ -28,7 +28,9 @@
  *	stream drops a duplicate within its duplicate window), id, type, topic,
  *	aggregate_id (if any), then the event's own headers (names with ':',
  *	blanks or control characters, and names starting with "Nats-", are
- *	left out; control characters in values become blanks).
+ *	left out; control characters in values become blanks), among them its
+ *	W3C trace context (traceparent, tracestate) when it has a valid one
+ *	(invalid ones are dropped before: dispatch/delivery.c).
  *
  * OUTCOMES
  *	JetStream ack (also a duplicate ack) = delivered.  No responders = no

@@ -46,6 +46,9 @@ ALTER SEQUENCE saga.definition_id_seq OWNED BY saga.definition.id;
 -- called, so the saga ends cancelled rather than compensated.
 -- started_by: the role that called saga.start (NULL: started before 0.2.0);
 -- it, the definition's owner and their members may complete, cancel, retry.
+-- trace: the W3C trace context of the transaction that called saga.start
+-- ({"traceparent", "tracestate"}, from outbox_saga.traceparent; NULL: none),
+-- passed on in every step's ctx, emit headers and http headers (issue 17).
 -- fillfactor 70: the per-step update (results, current_step) stays HOT.
 CREATE TABLE saga.instance (
 	id                  uuid        PRIMARY KEY,
@@ -64,6 +67,7 @@ CREATE TABLE saga.instance (
 	created_at          timestamptz NOT NULL DEFAULT now(),
 	updated_at          timestamptz NOT NULL DEFAULT now(),
 	started_by          oid,
+	trace               jsonb,
 	CONSTRAINT instance_status_check CHECK (status IN
 		('running', 'completed', 'compensating', 'compensated', 'failed', 'cancelled'))
 ) WITH (fillfactor = 70);
@@ -289,6 +293,34 @@ SELECT r.saga_id,
 
 COMMENT ON VIEW saga.step_runs IS
 	'Actions and compensations of sagas: status (recorded, pending, running, waiting, succeeded, failed, cancelled), attempts, last error; seq orders the runs of a saga as they were scheduled.';
+
+-- A saga's history for people (issue 17 item 5).  SECURITY INVOKER over
+-- saga.step_runs: who may read that view may read every timeline, nobody
+-- else (42501).  plpgsql for the NULL and unknown-saga errors.
+CREATE FUNCTION saga.timeline(saga_id uuid)
+RETURNS TABLE(seq bigint, step text, phase text, status text, attempts integer,
+              started_at timestamptz, finished_at timestamptz, duration interval,
+              error text)
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+#variable_conflict use_column
+BEGIN
+	IF timeline.saga_id IS NULL THEN
+		RAISE EXCEPTION 'saga_id must not be NULL' USING ERRCODE = 'null_value_not_allowed';
+	END IF;
+	RETURN QUERY
+	SELECT r.seq, r.step, r.phase, r.status, r.attempts, r.started_at, r.finished_at,
+	       r.finished_at - r.started_at, r.error
+	  FROM saga.step_runs r
+	 WHERE r.saga_id = timeline.saga_id AND r.status <> 'recorded'
+	 ORDER BY r.seq;
+	IF NOT FOUND THEN
+		RAISE EXCEPTION 'saga % does not exist', timeline.saga_id
+			USING ERRCODE = 'undefined_object';
+	END IF;
+END $$;
+
+COMMENT ON FUNCTION saga.timeline(uuid) IS
+	'A saga''s history, one row per step run and compensation in the order they were scheduled (seq): status (pending, running, waiting, succeeded, failed, cancelled), attempts, times, duration and last error. Compensation records that never had to run are left out. Reads saga.step_runs as the caller: needs SELECT on it.';
 
 CREATE VIEW saga.stats AS
 SELECT n.name AS definition,
