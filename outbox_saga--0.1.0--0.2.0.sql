@@ -1184,3 +1184,22 @@ COMMENT ON VIEW saga.stats IS
 	'One row per saga definition: sagas by status (failed ones need an operator: see saga.retry), steps waiting for saga.complete_step, steps retrying after a failed attempt, the age of the oldest unfinished saga (also in seconds), of the oldest running one, and the sagas still running or compensating past their deadline (overdue, oldest_overdue_seconds: how long past it the earliest is). Readable by pg_monitor.';
 GRANT SELECT ON outbox.database_stats, saga.stats TO pg_monitor;
 -- end of issue 17 item 1
+
+-- issue 18 item 1: outbox.workers counts each dispatcher's passes (a commit
+-- of a topic no destination wants wakes no dispatcher: no pass).
+CREATE FUNCTION outbox.worker_passes(pid integer) RETURNS bigint
+AS 'MODULE_PATHNAME', 'outbox_saga_worker_passes' LANGUAGE C VOLATILE STRICT;
+COMMENT ON FUNCTION outbox.worker_passes(integer) IS
+	'How many passes the dispatcher with this pid has completed since it started (NULL: no dispatcher); backs outbox.workers.passes.';
+REVOKE ALL ON FUNCTION outbox.worker_passes(integer) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION outbox.worker_passes(integer) TO PUBLIC;
+CREATE OR REPLACE VIEW outbox.workers AS
+	SELECT w.database, w.pid, w.state, w.started_at, w.last_activity, w.kind,
+	       w.worker, w.doing, w.doing_since, d.name AS destination, w.wait_event,
+	       outbox.worker_passes(w.pid) AS passes
+	  FROM outbox.worker_status() w
+	  LEFT JOIN outbox.destination d
+	    ON d.id = w.destination_id AND w.database = pg_catalog.current_database();
+COMMENT ON VIEW outbox.workers IS
+	'The outbox_saga background workers: the launcher and the dispatchers of every served database (outbox_saga.workers_per_database each), what each does, the destination it serves now (named for the current database), what it waits on and how many passes it has made (a commit no destination wants makes none).';
+-- end of issue 18 item 1

@@ -79,6 +79,13 @@ if wants package; then
 		postgresql-server-dev-all # pg_buildext, pg_virtualenv, dh pgxs sequence
 	)
 fi
+if wants bench; then
+	# make bench: PgQ, a peer the producer section compares capture with
+	# (its C trigger pgq.jsontriga)
+	packages+=(
+		"postgresql-$major-pgq3"
+	)
+fi
 if wants examples; then
 	# the client examples (examples/, suite "examples" of make test)
 	packages+=(

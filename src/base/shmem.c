@@ -20,6 +20,40 @@
  * spinlock, a few instructions at a time, so that a check-and-claim is
  * atomic.
  *
+ * THE TOPIC SUMMARY (issue 18: no wasted dispatcher work)
+ *	Each slot holds a TopicSummary (shmem.h): the hashes of the topics that
+ *	destinations not paused subscribe to, so that a commit whose events no
+ *	such destination wants does not wake the dispatchers at all.  The log
+ *	stays the truth: a commit that does not wake anyone is still read by
+ *	the next pass, whatever wakes it (another commit, a timer, the poll).
+ *	What must never happen is that a commit an active destination wants
+ *	neither wakes a dispatcher nor is covered by a pass that starts after
+ *	it.  The protocol:
+ *	- Whatever may make a destination want a topic it did not want (a
+ *	  subscribe, resume, create, alter, a COMMIT PREPARED, a dispatcher's
+ *	  start) invalidates the summary AFTER its transaction has committed
+ *	  (ShmemTopicsInvalidate: generation + 1, all = 1, under the mutex), then
+ *	  wakes the dispatchers.
+ *	- A dispatcher computes a summary (dispatcher.c): it reads the
+ *	  generation, THEN reads the subscriptions with a new snapshot, and
+ *	  publishes only if the generation has not moved meanwhile
+ *	  (ShmemTopicsPublish); it publishes before it takes the tick of its
+ *	  pass.  So an accepted summary is never older than a change that was
+ *	  announced before it; a change announced later sets 'all' again.
+ *	- Backoffs end by time, not by a commit: their topics are published as
+ *	  'later' with the earliest end, and from then on a commit on them wakes
+ *	  the dispatchers until a pass moves them to 'now'.
+ *	- A committing backend checks its transaction's topics AFTER its commit
+ *	  is visible (wakeup.c's commit callback) against a consistent copy of
+ *	  the summary (a sequence lock: a summary being written counts as
+ *	  "wake").  If the summary it sees lacks a topic that an active
+ *	  destination wants, the change that made it want it was announced after
+ *	  this commit became visible, and the pass that change wakes takes its
+ *	  tick later: this commit is in that tick.
+ *	Pausing, a backoff starting, unsubscribing or dropping only ever make
+ *	the summary too wide until the next pass narrows it, which costs at most
+ *	a wake-up.  Paused and backing-off destinations cost nothing per commit.
+ *
  * Nothing here outlives the postmaster's shared memory: after a crash
  * restart every slot starts empty and the launcher starts the dispatchers
  * again; their positions live in tables, not here.
@@ -28,6 +62,7 @@
  */
 #include "compat.h"
 
+#include "common/hashfn.h"
 #include "miscadmin.h"
 #include "storage/ipc.h"
 #include "storage/latch.h"
@@ -85,6 +120,16 @@ outbox_shmem_startup(void)
 			pg_atomic_init_u32(&slot->version_mismatch, 0);
 			pg_atomic_init_u64(&slot->blocked_until, 0);
 			SpinLockInit(&slot->mutex);
+			pg_atomic_init_u32(&slot->topics.seq, 0);
+			pg_atomic_init_u32(&slot->topics.all, 1);
+			pg_atomic_init_u64(&slot->topics.later_from, 0);
+			for (w = 0; w < TOPIC_SUMMARY_WORDS; w++)
+			{
+				pg_atomic_init_u64(&slot->topics.now[w], 0);
+				pg_atomic_init_u64(&slot->topics.later[w], 0);
+			}
+			SpinLockInit(&slot->topics.mutex);
+			slot->topics.generation = 0;
 			for (w = 0; w < OUTBOX_MAX_WORKERS_PER_DATABASE; w++)
 			{
 				DispatcherWorker *wk = &slot->workers[w];
@@ -148,6 +193,28 @@ ShmemSetLatchOf(pg_atomic_uint32 *procno)
 }
 
 /*
+ * wake_slot
+ *		Set the latch of every dispatcher of 'slot' that has no pass asked
+ *		for yet.  Reads wake_pending first: under load most commits find it
+ *		set and write nothing shared.
+ */
+static void
+wake_slot(DispatcherSlot *slot)
+{
+	int			w;
+
+	for (w = 0; w < OUTBOX_MAX_WORKERS_PER_DATABASE; w++)
+	{
+		DispatcherWorker *wk = &slot->workers[w];
+
+		if (pg_atomic_read_u32(&wk->procno) != 0 &&
+			pg_atomic_read_u32(&wk->wake_pending) == 0 &&
+			pg_atomic_exchange_u32(&wk->wake_pending, 1) == 0)
+			ShmemSetLatchOf(&wk->procno);
+	}
+}
+
+/*
  * ShmemWakeDispatcher
  *		Ask every dispatcher of 'dboid' for a pass.  Many commits between two
  *		passes set a worker's latch once: wake_pending is cleared by the
@@ -157,18 +224,141 @@ void
 ShmemWakeDispatcher(Oid dboid)
 {
 	DispatcherSlot *slot = ShmemFindSlot(dboid);
-	int			w;
 
 	if (slot == NULL)
 		return;
-	for (w = 0; w < OUTBOX_MAX_WORKERS_PER_DATABASE; w++)
-	{
-		DispatcherWorker *wk = &slot->workers[w];
+	wake_slot(slot);
+}
 
-		if (pg_atomic_read_u32(&wk->procno) != 0 &&
-			pg_atomic_exchange_u32(&wk->wake_pending, 1) == 0)
-			ShmemSetLatchOf(&wk->procno);
+/*
+ * ShmemTopicBit
+ *		The bit of the topic summary that stands for a topic.
+ */
+int
+ShmemTopicBit(const char *topic, int len)
+{
+	return (int) (hash_bytes((const unsigned char *) topic, len) %
+				  TOPIC_SUMMARY_BITS);
+}
+
+/*
+ * ShmemTopicsInvalidate
+ *		The destinations of 'dboid' may want topics the summary lacks: wake
+ *		for every topic until a dispatcher has read them again.  Called
+ *		after the change is visible (committed).
+ */
+void
+ShmemTopicsInvalidate(Oid dboid)
+{
+	DispatcherSlot *slot = ShmemFindSlot(dboid);
+
+	if (slot == NULL)
+		return;
+	SpinLockAcquire(&slot->topics.mutex);
+	slot->topics.generation++;
+	pg_atomic_write_u32(&slot->topics.all, 1);
+	SpinLockRelease(&slot->topics.mutex);
+}
+
+/*
+ * ShmemTopicsGeneration
+ *		The summary's generation, read before the subscriptions are.
+ */
+uint64
+ShmemTopicsGeneration(DispatcherSlot *slot)
+{
+	uint64		g;
+
+	SpinLockAcquire(&slot->topics.mutex);
+	g = slot->topics.generation;
+	SpinLockRelease(&slot->topics.mutex);
+	return g;
+}
+
+/*
+ * ShmemTopicsPublish
+ *		Publish a summary read after the generation was 'generation';
+ *		refused (false) if an invalidation came in between.
+ */
+bool
+ShmemTopicsPublish(DispatcherSlot *slot, uint64 generation,
+				   const TopicSummaryDraft *draft)
+{
+	TopicSummary *ts = &slot->topics;
+	int			i;
+
+	SpinLockAcquire(&ts->mutex);
+	if (ts->generation != generation)
+	{
+		SpinLockRelease(&ts->mutex);
+		return false;
 	}
+	pg_atomic_fetch_add_u32(&ts->seq, 1);	/* odd: being written */
+	pg_write_barrier();
+	for (i = 0; i < TOPIC_SUMMARY_WORDS; i++)
+	{
+		pg_atomic_write_u64(&ts->now[i], draft->now[i]);
+		pg_atomic_write_u64(&ts->later[i], draft->later[i]);
+	}
+	pg_atomic_write_u64(&ts->later_from, (uint64) draft->later_from);
+	pg_atomic_write_u32(&ts->all, draft->all ? 1 : 0);
+	pg_write_barrier();
+	pg_atomic_fetch_add_u32(&ts->seq, 1);	/* even: done */
+	SpinLockRelease(&ts->mutex);
+	return true;
+}
+
+/*
+ * topics_wanted
+ *		Whether a transaction that wrote events of the topics 'bits' must
+ *		wake the dispatchers of 'slot'.  Lock-free: a summary being written
+ *		while it is read counts as "yes".
+ */
+static bool
+topics_wanted(DispatcherSlot *slot, const uint64 *bits)
+{
+	TopicSummary *ts = &slot->topics;
+	uint32		seq = pg_atomic_read_u32(&ts->seq);
+	bool		now = false;
+	bool		later = false;
+	TimestampTz later_from;
+	int			i;
+
+	if (seq & 1)
+		return true;
+	pg_read_barrier();
+	if (pg_atomic_read_u32(&ts->all) != 0)
+		return true;
+	for (i = 0; i < TOPIC_SUMMARY_WORDS; i++)
+	{
+		if (bits[i] == 0)
+			continue;
+		if (bits[i] & pg_atomic_read_u64(&ts->now[i]))
+			now = true;
+		if (bits[i] & pg_atomic_read_u64(&ts->later[i]))
+			later = true;
+	}
+	later_from = (TimestampTz) pg_atomic_read_u64(&ts->later_from);
+	pg_read_barrier();
+	if (pg_atomic_read_u32(&ts->seq) != seq)
+		return true;
+	if (now)
+		return true;
+	return later && later_from != 0 && GetCurrentTimestamp() >= later_from;
+}
+
+/*
+ * ShmemWakeDispatcherFor
+ *		ShmemWakeDispatcher, if a destination that is not paused wants one
+ *		of the topics 'topic_bits' (ShmemTopicBit) or may do so by now.
+ */
+void
+ShmemWakeDispatcherFor(Oid dboid, const uint64 *topic_bits)
+{
+	DispatcherSlot *slot = ShmemFindSlot(dboid);
+
+	if (slot != NULL && topics_wanted(slot, topic_bits))
+		wake_slot(slot);
 }
 
 /*

@@ -11,6 +11,7 @@
 #include "port/atomics.h"
 
 #include "storage/spin.h"
+#include "datatype/timestamp.h"
 
 #include "base/guc.h"
 
@@ -68,6 +69,42 @@ typedef struct DispatcherWorker
 } DispatcherWorker;
 
 /*
+ * Which topics a commit must wake a database's dispatchers for (issue 18):
+ * a Bloom-like summary of the topics that destinations not paused
+ * subscribe to, one bit per hash of a topic (TOPIC_SUMMARY_BITS of them).
+ * 'now' holds the topics of destinations that may be delivered to now,
+ * 'later' those of destinations backing off, which count from 'later_from'
+ * on (the earliest end of their backoffs).  'all' says "wake for every
+ * topic": the summary is not known (after a start, or a change of the
+ * destinations not yet read by a dispatcher) or a '*' subscription is
+ * active.  An over-approximation: a hash collision or a stale 'now' bit
+ * costs a wake-up, never an event.  See base/shmem.c (the protocol) and
+ * events/wakeup.c (the reader).
+ */
+#define TOPIC_SUMMARY_BITS		1024
+#define TOPIC_SUMMARY_WORDS		(TOPIC_SUMMARY_BITS / 64)
+
+typedef struct TopicSummary
+{
+	pg_atomic_uint32 seq;		/* odd while a dispatcher publishes */
+	pg_atomic_uint32 all;		/* 1: wake for every topic */
+	pg_atomic_uint64 later_from;	/* TimestampTz; 0: no 'later' bits */
+	pg_atomic_uint64 now[TOPIC_SUMMARY_WORDS];
+	pg_atomic_uint64 later[TOPIC_SUMMARY_WORDS];
+	slock_t		mutex;			/* serializes invalidations and publishing */
+	uint64		generation;		/* bumped by every invalidation */
+} TopicSummary;
+
+/* A summary being computed by a dispatcher (ShmemTopicsPublish). */
+typedef struct TopicSummaryDraft
+{
+	bool		all;
+	TimestampTz later_from;
+	uint64		now[TOPIC_SUMMARY_WORDS];
+	uint64		later[TOPIC_SUMMARY_WORDS];
+} TopicSummaryDraft;
+
+/*
  * One database's dispatchers.  Only the launcher assigns and frees slots
  * (writes dboid); everything but the claims is an atomic so that
  * committing backends can read it without a lock.
@@ -80,6 +117,7 @@ typedef struct DispatcherSlot
 	pg_atomic_uint32 version_mismatch;	/* waits for the SQL version to match */
 	pg_atomic_uint64 blocked_until; /* TimestampTz: do not (re)start before */
 	slock_t		mutex;			/* protects every worker's claim */
+	TopicSummary topics;		/* which commits wake the dispatchers */
 	DispatcherWorker workers[OUTBOX_MAX_WORKERS_PER_DATABASE];
 } DispatcherSlot;
 
@@ -105,5 +143,11 @@ extern bool ShmemClaim(DispatcherSlot *slot, int worker, int32 claim);
 extern void ShmemRelease(DispatcherSlot *slot, int worker);
 extern int32 ShmemClaimOf(DispatcherSlot *slot, int worker);
 extern void ShmemSetDoing(DispatcherWorker *w, WorkerDoing doing);
+extern int	ShmemTopicBit(const char *topic, int len);
+extern void ShmemTopicsInvalidate(Oid dboid);
+extern uint64 ShmemTopicsGeneration(DispatcherSlot *slot);
+extern bool ShmemTopicsPublish(DispatcherSlot *slot, uint64 generation,
+							   const TopicSummaryDraft *draft);
+extern void ShmemWakeDispatcherFor(Oid dboid, const uint64 *topic_bits);
 
 #endif							/* OUTBOX_SAGA_SHMEM_H */

@@ -515,6 +515,7 @@ create_destination(PG_FUNCTION_ARGS)
 				 errmsg("destination \"%s\" already exists", name),
 				 errhint("Change it with outbox.alter_destination(), or drop it first.")));
 	SpiFinish();
+	WakeupNoteDestinationsChanged();
 
 	PG_RETURN_VOID();
 }
@@ -571,6 +572,7 @@ alter_destination(PG_FUNCTION_ARGS)
 						  values, nulls, SPI_OK_UPDATE) != 1)
 		elog(ERROR, "outbox_saga: destination row %d vanished under lock", row.id);
 	SpiFinish();
+	WakeupNoteDestinationsChanged();
 
 	PG_RETURN_VOID();
 }
@@ -599,6 +601,7 @@ outbox_saga_drop_destination(PG_FUNCTION_ARGS)
 	if (RunAsExtensionRun(&statements[Q_DELETE_DESTINATION], values, NULL, SPI_OK_DELETE) != 1)
 		elog(ERROR, "outbox_saga: destination row %d vanished under lock", row.id);
 	SpiFinish();
+	WakeupNoteDestinationsChanged();
 
 	PG_RETURN_VOID();
 }
@@ -635,8 +638,8 @@ set_paused(FunctionCallInfo fcinfo, bool paused)
 		elog(ERROR, "outbox_saga: destination row %d vanished under lock", row.id);
 	SpiFinish();
 
-	if (!paused)
-		WakeupNoteEventWritten();
+	/* Either way the next pass reads the destinations again. */
+	WakeupNoteDestinationsChanged();
 	if (row.paused == paused)
 		return;					/* a running destination: only the backoff
 								 * ended */
@@ -811,6 +814,7 @@ outbox_saga_subscribe(PG_FUNCTION_ARGS)
 	id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
 									 SPI_tuptable->tupdesc, 1, &isnull));
 	SpiFinish();
+	WakeupNoteDestinationsChanged();
 
 	PG_RETURN_INT64(id);
 }
@@ -846,6 +850,7 @@ outbox_saga_unsubscribe(PG_FUNCTION_ARGS)
 		elog(ERROR, "outbox_saga: subscription %lld vanished under lock",
 			 (long long) id);
 	SpiFinish();
+	WakeupNoteDestinationsChanged();
 
 	PG_RETURN_VOID();
 }

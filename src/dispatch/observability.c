@@ -3,7 +3,7 @@
  * observability.c
  *		What operators and tests call to see and steer dispatch:
  *		outbox.wait_idle(), outbox.wait_delivered(), the rows of
- *		outbox.workers, the dispatch status shown by outbox.stats,
+ *		outbox.workers (and their pass counters), the dispatch status shown by outbox.stats,
  *		outbox.replay_dead() and outbox.discard_dead().
  *
  * wait_idle() waits on the dispatchers' pass counters in shared memory: it
@@ -478,6 +478,37 @@ outbox_saga_worker_status(PG_FUNCTION_ARGS)
 		}
 	}
 	return (Datum) 0;
+}
+
+PG_FUNCTION_INFO_V1(outbox_saga_worker_passes);
+
+/*
+ * outbox.worker_passes(pid integer) RETURNS bigint
+ *		How many passes the dispatcher with that pid has completed since it
+ *		started (the column passes of outbox.workers); NULL if 'pid' is no
+ *		dispatcher.  A commit that no destination wants wakes no dispatcher,
+ *		and so adds no pass (issue 18).
+ */
+Datum
+outbox_saga_worker_passes(PG_FUNCTION_ARGS)
+{
+	int32		pid = PG_GETARG_INT32(0);
+	int			i;
+	int			w;
+
+	if (OutboxShared == NULL || pid <= 0)
+		PG_RETURN_NULL();
+	for (i = 0; i < OutboxShared->max_databases; i++)
+	{
+		DispatcherSlot *slot = &OutboxShared->slots[i];
+
+		if (!OidIsValid(pg_atomic_read_u32(&slot->dboid)))
+			continue;
+		for (w = 0; w < OUTBOX_MAX_WORKERS_PER_DATABASE; w++)
+			if (pg_atomic_read_u32(&slot->workers[w].pid) == (uint32) pid)
+				PG_RETURN_INT64((int64) pg_atomic_read_u64(&slot->workers[w].passes));
+	}
+	PG_RETURN_NULL();
 }
 
 /* The dead letters dead_letter_action works on, deleted and returned. */

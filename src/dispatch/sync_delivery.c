@@ -77,6 +77,7 @@
 #include "base/sql_args.h"
 #include "dispatch/delivery.h"
 #include "events/eventlog.h"
+#include "events/wakeup.h"
 #include "sink/dest_config.h"
 #include "sink/sink.h"
 
@@ -399,6 +400,8 @@ outbox_saga_deliver_pending(PG_FUNCTION_ARGS)
 	}
 	RunAsExtensionEnd(&saved);
 	SpiFinish();
+	/* It may have ended the destination's backoff: the summary (shmem.c). */
+	WakeupNoteDestinationsChanged();
 
 	PG_RETURN_INT64(delivered);
 }

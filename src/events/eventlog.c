@@ -481,5 +481,5 @@ OutboxAppendEvent(const OutboxEventData *ev, pg_uuid_t *event_id)
 
 	heap_freetuple(tup);
 	table_close(rel, NoLock);
-	WakeupNoteEventWritten();
+	WakeupNoteEventTopic(ev->topic);
 }

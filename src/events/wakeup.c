@@ -3,13 +3,26 @@
  * wakeup.c
  *		Waking the dispatcher at commit, without pg_notify (G8).
  *
- * Writing an event sets a backend-local flag.  A transaction callback sees
- * the flag at COMMIT and sets the latch of this database's dispatcher
- * through shared memory (ShmemWakeDispatcher: an atomic exchange, so many
- * commits between two passes cost one SetLatch).  ABORT only clears the
- * flag.  Nothing is written and no lock is taken on the write path.  A
- * savepoint rolled back after writing leaves the flag set: the dispatcher
- * then makes one pass that finds nothing, which is harmless.  A wakeup
+ * Writing an event sets the bit of its topic in a backend-local set
+ * (WakeupNoteEventTopic).  A transaction callback sees the set at COMMIT,
+ * after the commit is visible to other transactions, and wakes this
+ * database's dispatchers through shared memory only if a destination that
+ * is not paused subscribes to one of those topics (or to '*'), by the
+ * topic summary of base/shmem.c (ShmemWakeDispatcherFor; its header has
+ * the protocol and why no wake-up an active destination needs is lost).
+ * A wake-up is a flag and a SetLatch per dispatcher: many commits between
+ * two passes cost one SetLatch, and a commit that finds the flag set
+ * writes nothing shared.  ABORT only clears the set.  Nothing is written
+ * and no lock is taken on the write path.
+ *
+ * (The callback runs after ProcArrayEndTransaction: that order is what
+ * the protocol relies on.)  Other writers wake the dispatchers
+ * unconditionally (WakeupNoteEventWritten: saga state, replayed dead
+ * letters), and the API that changes destinations and subscriptions
+ * invalidates the summary at commit (WakeupNoteDestinationsChanged),
+ * before it wakes them, so that the next pass reads it again.  A
+ * savepoint rolled back after writing leaves its topics noted: the
+ * dispatcher may then make one pass that finds nothing, which is harmless.  A wakeup
  * that is lost (a backend that dies between its commit and the callback)
  * only delays delivery until the dispatcher's next poll
  * (outbox_saga.poll_interval): the wakeup is a hint, the log is the truth.
@@ -30,7 +43,27 @@
 #include "events/wakeup.h"
 
 static bool events_written = false;
+static bool topics_noted = false;
+static bool destinations_changed = false;
 static bool extension_changed = false;
+
+/* The topics (ShmemTopicBit) of the events this transaction wrote. */
+static uint64 topic_bits[TOPIC_SUMMARY_WORDS];
+
+/*
+ * forget
+ *		The transaction ended: forget what it wrote.
+ */
+static void
+forget(void)
+{
+	if (topics_noted)
+		memset(topic_bits, 0, sizeof(topic_bits));
+	topics_noted = false;
+	events_written = false;
+	destinations_changed = false;
+	extension_changed = false;
+}
 
 /*
  * wakeup_xact_callback
@@ -43,19 +76,25 @@ wakeup_xact_callback(XactEvent event, void *arg)
 	{
 		case XACT_EVENT_COMMIT:
 		case XACT_EVENT_PARALLEL_COMMIT:
-			if (events_written)
+			/* The summary first: the wake-up's pass must read it again. */
+			if (destinations_changed)
+				ShmemTopicsInvalidate(MyDatabaseId);
+			if (events_written || destinations_changed)
 				ShmemWakeDispatcher(MyDatabaseId);
+			else if (topics_noted)
+				ShmemWakeDispatcherFor(MyDatabaseId, topic_bits);
 			if (extension_changed)
 				ShmemWakeLauncher(true);
-			events_written = false;
-			extension_changed = false;
+			forget();
 			break;
 		case XACT_EVENT_ABORT:
 		case XACT_EVENT_PARALLEL_ABORT:
 		case XACT_EVENT_PREPARE:
-			/* a prepared transaction wakes at COMMIT PREPARED (utility_hook.c) */
-			events_written = false;
-			extension_changed = false;
+			/*
+			 * A prepared transaction wakes at COMMIT PREPARED, and
+			 * invalidates the summary then (utility_hook.c).
+			 */
+			forget();
 			break;
 		default:
 			break;
@@ -73,8 +112,35 @@ WakeupInit(void)
 }
 
 /*
+ * WakeupNoteEventTopic
+ *		The current transaction wrote an event of 'topic': wake the
+ *		dispatchers at commit if a destination may want it.
+ */
+void
+WakeupNoteEventTopic(const text *topic)
+{
+	int			bit = ShmemTopicBit(VARDATA_ANY(topic), VARSIZE_ANY_EXHDR(topic));
+
+	topic_bits[bit / 64] |= UINT64CONST(1) << (bit % 64);
+	topics_noted = true;
+}
+
+/*
+ * WakeupNoteDestinationsChanged
+ *		The current transaction changed destinations or subscriptions: at
+ *		commit, make the dispatchers read them again, and wake them.
+ */
+void
+WakeupNoteDestinationsChanged(void)
+{
+	destinations_changed = true;
+}
+
+/*
  * WakeupNoteEventWritten
- *		The current transaction wrote an event.
+ *		The current transaction wrote something the dispatchers must see
+ *		whatever its topic (saga state, replayed dead letters): wake them
+ *		at commit.
  */
 void
 WakeupNoteEventWritten(void)

@@ -10,5 +10,7 @@
 
 extern void WakeupInit(void);
 extern void WakeupNoteEventWritten(void);
+extern void WakeupNoteEventTopic(const text *topic);
+extern void WakeupNoteDestinationsChanged(void);
 
 #endif							/* OUTBOX_SAGA_WAKEUP_H */

@@ -52,14 +52,20 @@ AS 'MODULE_PATHNAME', 'outbox_saga_worker_status' LANGUAGE C VOLATILE;
 COMMENT ON FUNCTION outbox.worker_status() IS
 	'The launcher and the running dispatchers (backs the view outbox.workers).';
 
+CREATE FUNCTION outbox.worker_passes(pid integer) RETURNS bigint
+AS 'MODULE_PATHNAME', 'outbox_saga_worker_passes' LANGUAGE C VOLATILE STRICT;
+COMMENT ON FUNCTION outbox.worker_passes(integer) IS
+	'How many passes the dispatcher with this pid has completed since it started (NULL: no dispatcher); backs outbox.workers.passes.';
+
 CREATE VIEW outbox.workers AS
 	SELECT w.database, w.pid, w.state, w.started_at, w.last_activity, w.kind,
-	       w.worker, w.doing, w.doing_since, d.name AS destination, w.wait_event
+	       w.worker, w.doing, w.doing_since, d.name AS destination, w.wait_event,
+	       outbox.worker_passes(w.pid) AS passes
 	  FROM outbox.worker_status() w
 	  LEFT JOIN outbox.destination d
 	    ON d.id = w.destination_id AND w.database = pg_catalog.current_database();
 COMMENT ON VIEW outbox.workers IS
-	'The outbox_saga background workers: the launcher and the dispatchers of every served database (outbox_saga.workers_per_database each), what each does, the destination it serves now (named for the current database) and what it waits on.';
+	'The outbox_saga background workers: the launcher and the dispatchers of every served database (outbox_saga.workers_per_database each), what each does, the destination it serves now (named for the current database), what it waits on and how many passes it has made (a commit no destination wants makes none).';
 
 CREATE FUNCTION outbox.replay_dead(destination text DEFAULT NULL, event_ids uuid[] DEFAULT NULL)
 RETURNS bigint

@@ -19,7 +19,8 @@ GRANT EXECUTE ON FUNCTION outbox.mask_config(jsonb) TO PUBLIC;
 -- Monitoring (issue 12 item 6).  The views outbox.stats and outbox.workers
 -- call these as the reading role; they show what pg_stat_activity shows
 -- every role (that the workers exist, their state) and why dispatch is off.
-GRANT EXECUTE ON FUNCTION outbox.dispatch_status(), outbox.worker_status() TO PUBLIC;
+GRANT EXECUTE ON FUNCTION outbox.dispatch_status(), outbox.worker_status(),
+	outbox.worker_passes(integer) TO PUBLIC;
 -- pg_monitor reads every row of both views; a role granted SELECT on
 -- outbox.stats sees the rows of its own destinations only.
 GRANT SELECT ON outbox.stats, outbox.workers TO pg_monitor;

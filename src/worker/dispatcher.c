@@ -41,20 +41,33 @@
  *					that its SQL version matches this library (otherwise wait
  *					and say why), take a tick (a snapshot, see eventlog.c) if
  *					anything committed since the last one, load the
- *					destinations, compute when the next retry falls due;
+ *					destinations, compute when the next retry falls due,
+ *					and, before the tick, publish which topics the
+ *					destinations not paused want when that may have changed
+ *					(refresh_topics: commits of other topics wake nobody,
+ *					base/shmem.c);
  *	  deliver		for each destination that is not paused and not backing
  *					off, a few batches, each in its own transaction
  *					(DeliveryRunBatch): claims are short and no network I/O
  *					ever happens inside a transaction;
  *	  drive_sagas	the saga driver's pass (SagaRunPass);
  *	  housekeeping	every HOUSEKEEPING_MS (housekeeping.c);
- *	  end_pass		count the pass, report statistics;
- *	  wait_for_work	unless the pass did something: sleep on the latch until
- *					a commit that wrote events sets it (wakeup.c), or until
- *					the next retry is due, at most poll_interval.
- *	A pass that delivered anything is followed at once by another; a pass
- *	that found nothing to do is counted as idle in shared memory, which is
- *	what outbox.wait_idle() waits for.
+ *	  end_pass		count the pass, report statistics, adapt the pass
+ *					interval to the delivery rate (adapt_pass_interval);
+ *	  wait_for_work	unless work is left or due times moved: sleep on the
+ *					latch until a commit that wrote events some destination
+ *					wants sets it (wakeup.c), or until the next retry is
+ *					due, at most poll_interval; then start the next pass no
+ *					sooner than the pass interval after this one started.
+ *	COALESCING: one pass serves every commit since the previous pass's tick.
+ *	A commit during a pass sets wake_pending, and the next pass follows
+ *	once the pass interval has passed: 1 ms at low rates, growing with the
+ *	delivery rate to MAX_PASS_INTERVAL_MS, so that under load a pass's fixed
+ *	cost is shared by the commits of a few milliseconds rather than paid per
+ *	commit.  A pass that only delivered is not followed by one at once
+ *	(nothing became due); one with failures, parked events or saga work is.
+ *	A pass that found nothing to do is counted as idle in shared memory,
+ *	which is what outbox.wait_idle() waits for (it wakes the workers).
  *
  * TRANSACTIONS: every transaction this file opens goes through
  *	run_transaction (the worker_spi skeleton: statement timestamp, start,
@@ -144,10 +157,16 @@
 /*
  * Passes start at least this far apart: commits that arrive meanwhile are
  * coalesced into the next pass instead of each costing one (latency: at
- * most this much more).
+ * most this much more).  Under load the interval grows with the rate of
+ * deliveries, COALESCE_EVENTS_PER_MS per millisecond of interval, up to
+ * MAX_PASS_INTERVAL_MS (see adapt_pass_interval).
  */
 #define MIN_PASS_INTERVAL_MS	1
+#define MAX_PASS_INTERVAL_MS	5
+#define COALESCE_EVENTS_PER_MS	1.0
 #define BATCHES_PER_PASS		8
+/* The topic summary is read again at least this often (base/shmem.c). */
+#define TOPICS_REFRESH_MS		5000
 
 typedef enum ExtensionState
 {
@@ -202,6 +221,7 @@ enum
 	DS_TICK,
 	DS_DESTINATIONS,
 	DS_NEXT_DUE,
+	DS_TOPICS,
 	DS_RECORD_ERROR,
 	DS_COUNT
 };
@@ -246,6 +266,13 @@ static SpiStatement dispatcher_stmts[DS_COUNT] = {
 		"  (SELECT pg_catalog.min(retry_at) FROM outbox.destination WHERE NOT paused))"
 		"  - pg_catalog.clock_timestamp()) * 1000)::bigint",
 	{0}},
+	/* outbox.subscription, outbox.destination: see refresh_topics */
+	[DS_TOPICS] = {"reading the subscribed topics",
+		"SELECT s.topic, d.retry_at > pg_catalog.now(), d.retry_at"
+		"  FROM outbox.subscription s"
+		"  JOIN outbox.destination d ON d.id = s.destination_id"
+		" WHERE NOT d.paused",
+	{0}},
 	/* outbox.destination: a failed batch, in a transaction of its own */
 	[DS_RECORD_ERROR] = {"recording a dispatch error",
 		"UPDATE outbox.destination"
@@ -281,6 +308,29 @@ static bool extension_ready = false;
  */
 static KnownDestination *known = NULL;
 static int	n_known = 0;
+
+/*
+ * The topic summary (refresh_topics): a hash of which destinations were
+ * ready to deliver to when this worker last read the subscriptions, the
+ * summary's generation then, and when.  ready_hash is this pass's.
+ */
+static uint32 ready_hash = 0;
+static uint32 topics_ready_hash = 0;
+static uint64 topics_generation = PG_UINT64_MAX;
+static TimestampTz topics_read_at = 0;
+
+/*
+ * Coalescing (adapt_pass_interval): when this pass and the previous one
+ * started, the deliveries of this pass, whether it did anything that moves
+ * due times (failures, parked events, saga work), the smoothed delivery
+ * rate (events/s) and the interval it gives.
+ */
+static TimestampTz pass_started = 0;
+static TimestampTz prev_pass_started = 0;
+static int64 pass_delivered = 0;
+static bool pass_retimed = false;
+static double delivery_rate = 0;
+static long pass_interval_ms = MIN_PASS_INTERVAL_MS;
 
 /*
  * step_error_context
@@ -497,6 +547,7 @@ load_destinations(MemoryContext cxt)
 	uint64		i;
 
 	n = SpiRun(&dispatcher_stmts[DS_DESTINATIONS], NULL, NULL, SPI_OK_SELECT);
+	ready_hash = (uint32) n;
 	now = MemoryContextAlloc(TopMemoryContext, sizeof(KnownDestination) * (n + 1));
 	for (i = 0; i < n; i++)
 	{
@@ -519,7 +570,11 @@ load_destinations(MemoryContext cxt)
 		now[i].config_hash = hash_bytes((unsigned char *) dest->config,
 										VARSIZE(dest->config));
 		if (!DatumGetBool(SPI_getbinval(tup, desc, 6, &isnull)))
+		{
+			ready_hash = hash_combine(ready_hash, (uint32) dest->id * 2);
 			continue;			/* paused or backing off */
+		}
+		ready_hash = hash_combine(ready_hash, (uint32) dest->id * 2 + 1);
 
 		PG_TRY();
 		{
@@ -577,6 +632,70 @@ next_due_ms(void)
 }
 
 /*
+ * refresh_topics
+ *		Read which topics the destinations not paused subscribe to, and
+ *		publish them as the summary that decides which commits wake the
+ *		dispatchers (base/shmem.c has the protocol): when the summary was
+ *		invalidated since this worker last read it (a change of destinations
+ *		or subscriptions), when the set of destinations ready to deliver to
+ *		changed (a backoff began or ended), and every TOPICS_REFRESH_MS (a
+ *		change made by other means than the API, e.g. a restore).  The
+ *		generation is read before the subscriptions' snapshot is taken; the
+ *		caller publishes before it takes its tick.  Runs in the pass's first
+ *		transaction (SPI connected).
+ */
+static void
+refresh_topics(void)
+{
+	uint64		generation = ShmemTopicsGeneration(my_slot);
+	TimestampTz now = GetCurrentTimestamp();
+	TopicSummaryDraft draft;
+	uint64		n;
+	uint64		i;
+
+	if (generation == topics_generation && ready_hash == topics_ready_hash &&
+		!TimestampDifferenceExceeds(topics_read_at, now, TOPICS_REFRESH_MS))
+		return;
+
+	memset(&draft, 0, sizeof(draft));
+	n = SpiRun(&dispatcher_stmts[DS_TOPICS], NULL, NULL, SPI_OK_SELECT);
+	for (i = 0; i < n; i++)
+	{
+		HeapTuple	tup = SPI_tuptable->vals[i];
+		TupleDesc	desc = SPI_tuptable->tupdesc;
+		bool		isnull;
+		bool		later_isnull;
+		text	   *topic = DatumGetTextPP(SPI_getbinval(tup, desc, 1, &isnull));
+		bool		later = DatumGetBool(SPI_getbinval(tup, desc, 2, &later_isnull));
+		int			bit;
+
+		if (isnull)
+			continue;
+		if (VARSIZE_ANY_EXHDR(topic) == 1 && *VARDATA_ANY(topic) == '*')
+		{
+			draft.all = true;
+			continue;
+		}
+		bit = ShmemTopicBit(VARDATA_ANY(topic), VARSIZE_ANY_EXHDR(topic));
+		if (!later_isnull && later)
+		{
+			TimestampTz retry_at = DatumGetTimestampTz(SPI_getbinval(tup, desc, 3, &isnull));
+
+			draft.later[bit / 64] |= UINT64CONST(1) << (bit % 64);
+			if (draft.later_from == 0 || retry_at < draft.later_from)
+				draft.later_from = retry_at;
+		}
+		else
+			draft.now[bit / 64] |= UINT64CONST(1) << (bit % 64);
+	}
+	/* Refused: an invalidation came in between; 'all' stays set. */
+	topics_generation = ShmemTopicsPublish(my_slot, generation, &draft) ?
+		generation : PG_UINT64_MAX;
+	topics_ready_hash = ready_hash;
+	topics_read_at = now;
+}
+
+/*
  * start_pass_body
  *		The pass's first transaction (a PassStart in 'arg'): the extension
  *		check, then, if it is ready, the destinations, a tick and the next
@@ -596,6 +715,8 @@ start_pass_body(void *arg)
 	/* Nobody consumes ticks without destinations: housekeeping ticks. */
 	start->dests = load_destinations(start->cxt);
 	sleep_ms = next_due_ms();
+	/* Before the tick: see base/shmem.c. */
+	refresh_topics();
 
 	/*
 	 * Last: the tick lock is held until this transaction commits.  Paused
@@ -735,6 +856,7 @@ deliver_to(DestinationConfig *dest, int64 *activity)
 		edata = run_caught("while dispatching", run_batch, &call);
 		if (edata != NULL)
 		{
+			pass_retimed = true;
 			/* Like a handler's error: "SQLSTATE: message". */
 			record_batch_error(dest, psprintf("%s: %s",
 											  unpack_sql_state(edata->sqlerrcode),
@@ -744,6 +866,9 @@ deliver_to(DestinationConfig *dest, int64 *activity)
 		}
 		/* Parking counts: the next pass must see the new due times. */
 		*activity += call.result.delivered + call.result.failed + call.result.parked;
+		pass_delivered += call.result.delivered;
+		if (call.result.failed + call.result.parked > 0)
+			pass_retimed = true;
 		if (call.result.delivered + call.result.failed > 0 &&
 			delivers_in_transaction(dest))
 			drop_handler_session_locks();
@@ -891,6 +1016,41 @@ begin_pass(void)
 	pg_atomic_write_u32(&my_worker->wake_pending, 0);
 	ShmemSetDoing(my_worker, DOING_PASS);
 	MemoryContextReset(loop_cxt);
+	prev_pass_started = pass_started;
+	pass_started = GetCurrentTimestamp();
+	pass_delivered = 0;
+	pass_retimed = false;
+}
+
+/*
+ * adapt_pass_interval
+ *		After a pass: how far apart the next passes start.  The delivery
+ *		rate is smoothed over passes (deliveries of this pass over the time
+ *		since the previous one started); the interval is 1 ms per
+ *		COALESCE_EVENTS_PER_MS thousand events/s, between
+ *		MIN_PASS_INTERVAL_MS and MAX_PASS_INTERVAL_MS.  At a low rate every
+ *		commit gets a pass of its own at once; under load a pass serves every
+ *		commit of the last few milliseconds, so that a pass's fixed cost (its
+ *		transactions, the tick, reading the destinations) is paid once for
+ *		many events instead of once per commit, at the price of at most
+ *		MAX_PASS_INTERVAL_MS of latency.
+ */
+static void
+adapt_pass_interval(void)
+{
+	long		secs;
+	int			usecs;
+	double		elapsed;
+
+	if (prev_pass_started == 0)
+		return;
+	TimestampDifference(prev_pass_started, pass_started, &secs, &usecs);
+	elapsed = secs + usecs / 1000000.0;
+	if (elapsed <= 0)
+		return;
+	delivery_rate = 0.7 * delivery_rate + 0.3 * (pass_delivered / elapsed);
+	pass_interval_ms = (long) (delivery_rate / (COALESCE_EVENTS_PER_MS * 1000.0));
+	pass_interval_ms = Max(MIN_PASS_INTERVAL_MS, Min(MAX_PASS_INTERVAL_MS, pass_interval_ms));
 }
 
 /*
@@ -914,12 +1074,18 @@ end_pass(int64 activity, bool more, bool skipped)
 
 /*
  * wait_for_work
- *		Step "wait_for_work" of the file header, after a pass that began
- *		its delivery at 'pass_time' and found nothing to do.
+ *		Step "wait_for_work" of the file header, after a pass that has no
+ *		more work ready: sleep until a commit wakes this worker (unless one
+ *		did during the pass) or the next due time, then let the next pass
+ *		start no sooner than pass_interval_ms after this one started, so
+ *		that the commits of that interval share it.
  */
 static void
-wait_for_work(TimestampTz pass_time)
+wait_for_work(void)
 {
+	TimestampTz next_pass;
+	TimestampTz now;
+
 	/*
 	 * A commit during the pass set wake_pending and the latch; code that
 	 * waited on the latch inside the pass (a lock wait, a sink, the saga
@@ -933,9 +1099,11 @@ wait_for_work(TimestampTz pass_time)
 						 sleep_ms, PG_WAIT_EXTENSION);
 		ResetLatch(MyLatch);
 	}
-	if (!TimestampDifferenceExceeds(pass_time, GetCurrentTimestamp(), MIN_PASS_INTERVAL_MS))
+	next_pass = TimestampTzPlusMilliseconds(pass_started, pass_interval_ms);
+	now = GetCurrentTimestamp();
+	if (now < next_pass)
 		(void) WaitLatch(MyLatch, WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-						 MIN_PASS_INTERVAL_MS, PG_WAIT_EXTENSION);
+						 (long) ((next_pass - now + 999) / 1000), PG_WAIT_EXTENSION);
 }
 
 /*
@@ -972,6 +1140,8 @@ dispatcher_attach(int arg, Oid dboid)
 	my_worker = &my_slot->workers[my_worker_no];
 	pg_atomic_write_u32(&my_worker->procno, CompatProcNumberOf(MyProc) + 1);
 	before_shmem_exit(dispatcher_detach, (Datum) 0);
+	/* Whatever the summary says is not this process's: read it again. */
+	ShmemTopicsInvalidate(dboid);
 
 	BackgroundWorkerInitializeConnectionByOid(dboid, InvalidOid, 0);
 	SetConfigOption("application_name", "outbox_saga dispatcher", PGC_SUSET, PGC_S_OVERRIDE);
@@ -1008,6 +1178,7 @@ OutboxDispatcherMain(Datum main_arg)
 	for (;;)
 	{
 		int64		activity = 0;
+		int64		saga_activity = 0;
 		bool		more;
 		bool		skipped = false;
 		TimestampTz now;
@@ -1017,15 +1188,24 @@ OutboxDispatcherMain(Datum main_arg)
 
 		more = deliver(start_pass(), &activity, &skipped);
 		/* Worker 0 alone drives sagas and keeps house. */
-		if (my_worker_no == 0 && extension_ready && drive_sagas(&activity))
+		if (my_worker_no == 0 && extension_ready && drive_sagas(&saga_activity))
 			more = true;
+		activity += saga_activity;
 		now = GetCurrentTimestamp();
 		if (my_worker_no == 0)
 			housekeeping(now, activity);
 		end_pass(activity, more, skipped);
+		adapt_pass_interval();
 
 		MemoryContextSwitchTo(TopMemoryContext);
-		if (!more && activity == 0)
-			wait_for_work(now);
+
+		/*
+		 * Deliveries alone do not call for another pass at once: the commits
+		 * since this one began woke this worker (wake_pending), and nothing
+		 * else became due.  Failures, parked events and saga work may have
+		 * moved the next due time: then a pass at once computes it again.
+		 */
+		if (!more && !pass_retimed && saga_activity == 0)
+			wait_for_work();
 	}
 }

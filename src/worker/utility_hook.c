@@ -345,7 +345,11 @@ outbox_process_utility(PlannedStmt *pstmt, const char *queryString,
 
 	if (OutboxShared != NULL && IsA(pstmt->utilityStmt, TransactionStmt) &&
 		((TransactionStmt *) pstmt->utilityStmt)->kind == TRANS_STMT_COMMIT_PREPARED)
+	{
+		/* It may have changed destinations: the summary too (shmem.c). */
+		ShmemTopicsInvalidate(MyDatabaseId);
 		ShmemWakeDispatcher(MyDatabaseId);
+	}
 }
 
 /*

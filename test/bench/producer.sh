@@ -15,30 +15,66 @@
 #             CTE): the cost of the emit itself, without the round trips
 #   plpgsql   orders_plpgsql + a naive PL/pgSQL AFTER trigger inserting
 #             to_jsonb(NEW) into a hand-written outbox table
+#   pgq       orders_pgq + PgQ's C trigger pgq.jsontriga into the queue
+#             "orders" (producer/setup_pgq.sql; Debian postgresql-15-pgq3)
 #
 # Conditions (columns):
 #   sync_commit=off  no WAL flush wait: TPS is bound by CPU, so the ratio is
 #                    the CPU cost of writing the event
 #   sync_commit=on   durable commits, as most production runs
 #   off+dispatcher   sync_commit=off with outbox_saga's dispatcher running
-#                    (no destinations): what the woken dispatcher costs the
-#                    producers on a machine with few cores
+#                    and no active destination of "orders", two paused ones
+#                    (producer/setup_dispatcher.sql).  A commit no active
+#                    destination wants must not wake the dispatcher (issue
+#                    18): its CPU is counted here.
+#   on+dispatcher    the same with sync_commit=on
 # In the first two the dispatcher is stopped (outbox_saga.enabled = off):
 # the hand-written outbox has no relay running either, so they compare the
 # write paths alone.
 #
 # Targets (sync_commit=off): capture >= 0.85 of plain; capture clearly
-# (>= 5%) faster than the PL/pgSQL trigger.
+# (>= 5%) faster than the PL/pgSQL trigger.  Issue 18 item 1: server CPU
+# per transaction of capture with the dispatcher running and no active
+# destination <= 1.05 x with it stopped (sync off and on); capture alone
+# (sync on, dispatcher stopped) <= the cheaper of the PL/pgSQL trigger and
+# PgQ's trigger.
 
 PRODUCER_DIR=$WORK_DIR/test/bench/producer
-PRODUCER_CONDS="sync_commit=off sync_commit=on off+dispatcher"
-PRODUCER_VARIANTS="plain capture emit emit_cte plpgsql"
+PRODUCER_CONDS="sync_commit=off sync_commit=on off+dispatcher on+dispatcher"
+PRODUCER_VARIANTS="plain capture emit emit_cte plpgsql pgq"
 # The dispatcher condition: the baseline, the trigger and the alternative.
 PRODUCER_DISPATCHER_VARIANTS="plain capture plpgsql"
 
 # producer_reset: empty every table, checkpoint (before every run).
 producer_reset() {
+	if [ -z "${FAILED[producer|pgq]:-}" ]; then
+		bench_psql -f "$PRODUCER_DIR/reset_pgq.sql"
+	fi
 	bench_psql -f "$PRODUCER_DIR/reset.sql"
+}
+
+# producer_cpu_of CONDITION VARIANT: median server CPU us/tx, or nothing.
+producer_cpu_of() {
+	local v=${CPU[producer|$1|$2]:-}
+	[ -n "$v" ] || return 0
+	# shellcheck disable=SC2086
+	median $v
+}
+
+# producer_target_max DESCRIPTION VALUE LIMIT: PASS if VALUE <= LIMIT (the
+# line of report_target, for an upper bound).
+producer_target_max() {
+	local verdict=MISS
+	if [ -n "$2" ] && awk -v v="$2" -v l="$3" 'BEGIN { exit !(v <= l) }'; then
+		verdict=PASS
+	fi
+	report "$(printf '%-4s  %s (measured %s, target <= %s)' "$verdict" "$1" "${2:-n/a}" "$3")"
+}
+
+# producer_quotient A B: A / B, two decimals, or nothing if either is missing.
+producer_quotient() {
+	[ -n "$1" ] && [ -n "$2" ] || return 0
+	awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f\n", a / b }'
 }
 
 # producer_variants NAME...: "name=script" for bench_round.
@@ -50,12 +86,13 @@ producer_variants() {
 }
 
 section_producer() {
-	local all=() disp=() v r spread dispatcher=yes
+	local all=() disp=() v r spread cheaper dispatcher=yes
 	LABEL[plain]="plain INSERT"
 	LABEL[capture]="INSERT + outbox.capture"
 	LABEL[emit]="INSERT + outbox.emit()"
 	LABEL[emit_cte]="  same, as one statement (CTE)"
 	LABEL[plpgsql]="INSERT + PL/pgSQL trigger"
+	LABEL[pgq]="INSERT + PgQ trigger (C)"
 	mapfile -t all < <(producer_variants $PRODUCER_VARIANTS)
 	mapfile -t disp < <(producer_variants $PRODUCER_DISPATCHER_VARIANTS)
 
@@ -64,6 +101,11 @@ section_producer() {
 		FAILED[producer|capture]="setup: $(head -n 1 "$CLUSTER_DIR/capture.err")"
 		say "capture variant unavailable: ${FAILED[producer|capture]}"
 	fi
+	if ! bench_psql -f "$PRODUCER_DIR/setup_pgq.sql" >/dev/null 2>"$CLUSTER_DIR/pgq.err"; then
+		FAILED[producer|pgq]="setup: $(head -n 1 "$CLUSTER_DIR/pgq.err")"
+		say "pgq variant unavailable: ${FAILED[producer|pgq]}"
+	fi
+	bench_psql -f "$PRODUCER_DIR/setup_dispatcher.sql" >/dev/null
 	if ! dispatcher_set off; then
 		say "producer: cannot stop the dispatcher ($DISPATCHER_ERROR); measuring with it running"
 		dispatcher=
@@ -92,6 +134,8 @@ section_producer() {
 		if [ -n "$dispatcher" ]; then
 			if dispatcher_set on; then
 				bench_round producer off+dispatcher "-c synchronous_commit=off" \
+					producer_reset "$r" "${disp[@]}"
+				bench_round producer on+dispatcher "-c synchronous_commit=on" \
 					producer_reset "$r" "${disp[@]}"
 			fi
 			dispatcher_set off || say "producer: cannot stop the dispatcher: $DISPATCHER_ERROR"
@@ -122,7 +166,8 @@ section_producer() {
 	done
 	if [ -n "$dispatcher" ]; then
 		report "   sync_commit=off and =on: dispatcher stopped (outbox_saga.enabled = off);"
-		report "   off+dispatcher: sync_commit=off, dispatcher running, no destinations."
+		report "   off+dispatcher, on+dispatcher: the dispatcher running, no active destination"
+		report "   of the topic written, two paused ones."
 	else
 		report "   the dispatcher could not be stopped: every column ran with it ($DISPATCHER_ERROR)."
 	fi
@@ -136,6 +181,19 @@ section_producer() {
 		"$(ratio_of producer sync_commit=off capture plpgsql)" ">=" 1.05
 	report_target "capture clearly faster than the PL/pgSQL trigger, CPU" \
 		"$(cpu_ratio_of producer sync_commit=off capture plpgsql)" ">=" 1.05
+	report ""
+	report "   targets (issue 18 item 1), by server CPU per transaction"
+	producer_target_max "capture, dispatcher running / stopped, no active destination, sync off" \
+		"$(producer_quotient "$(producer_cpu_of off+dispatcher capture)" \
+			"$(producer_cpu_of sync_commit=off capture)")" 1.05
+	producer_target_max "capture, dispatcher running / stopped, no active destination, sync on" \
+		"$(producer_quotient "$(producer_cpu_of on+dispatcher capture)" \
+			"$(producer_cpu_of sync_commit=on capture)")" 1.05
+	cheaper=$(printf '%s\n' "$(producer_cpu_of sync_commit=on plpgsql)" \
+		"$(producer_cpu_of sync_commit=on pgq)" | awk 'NF && (m == "" || $1 < m) { m = $1 } END { print m }')
+	producer_target_max "capture / the cheaper of PL/pgSQL and PgQ triggers, sync on, CPU" \
+		"$(producer_quotient "$(producer_cpu_of sync_commit=on capture)" "$cheaper")" 1.00
+	bench_psql -f "$PRODUCER_DIR/teardown.sql" >/dev/null
 	spread=$(paired_range producer sync_commit=off capture plain)
 	if [ -n "$spread" ] && awk -v r="$spread" 'BEGIN { split(r, a, "-"); exit !(a[2] - a[1] > 0.25) }'; then
 		report "   NOTE: a noisy run (capture/plain within one round ranged $spread):"
