@@ -139,7 +139,7 @@ SELECT pg_temp.error_text($$SELECT outbox.retry_event(1, NULL)$$);
 SELECT pg_temp.error_text($$SELECT outbox.retry_event(123456, '00000000-0000-0000-0000-000000000000')$$);
 SELECT batch_id AS open_batch FROM outbox.next_batch('pl', 1) LIMIT 1 \gset
 SELECT count(*) AS open_batches FROM outbox.pull_batch;
-SELECT pg_temp.error_text(format('SELECT outbox.retry_event(%s, '00000000-0000-0000-0000-000000000000')', :open_batch));
+SELECT pg_temp.error_text(format('SELECT outbox.retry_event(%s, %L)', :open_batch, '00000000-0000-0000-0000-000000000000'));
 SELECT pg_temp.error_text(format($$SELECT outbox.retry_event(%s, (SELECT (events[1]).event_id FROM outbox.pull_batch WHERE id = %s), '-1 second')$$, :open_batch, :open_batch));
 BEGIN ISOLATION LEVEL REPEATABLE READ;
 SELECT pg_temp.error_text($$SELECT * FROM outbox.next_batch('pl')$$);
@@ -153,7 +153,7 @@ GRANT EXECUTE ON FUNCTION outbox.next_batch(text, integer, interval),
 SET ROLE pl_other;
 SELECT pg_temp.error_text($$SELECT * FROM outbox.next_batch('pl')$$);
 SELECT pg_temp.error_text($$SELECT outbox.finish_batch($$ || :open_batch || $$)$$);
-SELECT pg_temp.error_text(format('SELECT outbox.retry_event(%s, '00000000-0000-0000-0000-000000000000')', :open_batch));
+SELECT pg_temp.error_text(format('SELECT outbox.retry_event(%s, %L)', :open_batch, '00000000-0000-0000-0000-000000000000'));
 RESET ROLE;
 SELECT count(*) AS open_batches FROM outbox.pull_batch;
 -- A member of the owner may.
