@@ -171,6 +171,13 @@ SELECT count(*) FROM outbox.next_batch('pl_own');
 RESET ROLE;
 SELECT outbox.finish_batch(:open_batch);
 
+-- wait_delivered() of every destination does not wait for pull
+-- destinations (the dispatcher cannot deliver them); of one, it waits for
+-- its unfinished batches.
+SELECT outbox.wait_delivered('10 seconds', NULL);
+SELECT outbox.wait_delivered('10 milliseconds', 'pl');
+SELECT count(*) AS owed FROM outbox.pending('pl');
+
 -- The dispatcher leaves pull destinations alone; drop removes the batches.
 SELECT outbox.drop_destination('pl');
 SELECT outbox.drop_destination('pl_lease');
