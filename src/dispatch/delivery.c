@@ -385,6 +385,7 @@ typedef struct Batch
 	DeliveryTakeFn take;		/* a pull batch (DeliveryTakeHere): hands
 								 * each event to take() instead of a sink */
 	void	   *take_arg;
+	HTAB	   *busy;			/* ... aggregates of unfinished pull batches */
 } Batch;
 
 typedef struct BlockedKey
@@ -619,19 +620,39 @@ load_blocked(Batch *b)
 
 		block(b, DatumGetTextPP(d));
 	}
-	/* A pull batch: the aggregates of unfinished batches wait too. */
+	/* A pull batch: the aggregates of unfinished batches (see ACT_BUSY). */
 	if (b->take == NULL)
 		return;
+	b->busy = aggregate_hash("outbox_saga busy aggregates", 0);
 	SpiRun(&statements[Q_PULL_BUSY], values, NULL, SPI_OK_SELECT);
 	for (i = 0; i < SPI_processed; i++)
 	{
 		bool		isnull;
 		Datum		d = SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc,
 									  1, &isnull);
+		BlockedKey	key;
 
-		if (!isnull)
-			block(b, DatumGetTextPP(d));
+		if (isnull)
+			continue;
+		blocked_key(DatumGetTextPP(d), &key);
+		(void) hash_search(b->busy, &key, HASH_ENTER, NULL);
 	}
+}
+
+/*
+ * is_busy
+ *		Whether an unfinished pull batch holds the aggregate (pull batches
+ *		only).
+ */
+static bool
+is_busy(Batch *b, text *aggregate_id)
+{
+	BlockedKey	key;
+
+	if (b->busy == NULL || aggregate_id == NULL)
+		return false;
+	blocked_key(aggregate_id, &key);
+	return hash_search(b->busy, &key, HASH_FIND, NULL) != NULL;
 }
 
 typedef struct DeliverCall
@@ -737,6 +758,8 @@ typedef enum ItemAction
 	ACT_HELD,					/* its aggregate is held back: park it */
 	ACT_DELAYED,				/* deliver_after in the future: park it */
 	ACT_DENIED,					/* its owner may not read the topic: dead */
+	ACT_BUSY,					/* a pull batch: an unfinished batch holds its
+								 * aggregate: the batch ends before it */
 } ItemAction;
 
 typedef struct BatchItem
@@ -1011,7 +1034,9 @@ accept_event(Datum *values, bool *nulls, TimestampTz committed_at, void *arg)
 	item->ev.committed_at = committed_at;
 	item->source = FROM_WINDOW;
 	item->lane = -1;
-	if (is_blocked(b, item->ev.aggregate_id))
+	if (is_busy(b, item->ev.aggregate_id))
+		item->action = ACT_BUSY;
+	else if (is_blocked(b, item->ev.aggregate_id))
 		item->action = ACT_HELD;
 	else if (item->ev.has_deliver_after && item->ev.deliver_after > page->now)
 	{
@@ -1268,6 +1293,10 @@ deliver_in_transaction(Batch *b, List *items)
  *		Phase 2 of a pull batch (DeliveryTakeHere): hand every item to send
  *		to b->take, in order; nothing fails.  The events are recorded as
  *		delivered: the pull batch holds them from now on (dispatch/pull.c).
+ *		The batch stops at the first window event whose aggregate an
+ *		unfinished pull batch holds (ACT_BUSY): the position stays before
+ *		it, so it and what follows are read again by a later batch, with no
+ *		write per event (parking it as a retry row would cost two).
  */
 static void
 deliver_taken(Batch *b, List *items)
@@ -1278,6 +1307,11 @@ deliver_taken(Batch *b, List *items)
 	{
 		BatchItem  *item = lfirst(lc);
 
+		if (item->action == ACT_BUSY)
+		{
+			b->stop = true;
+			break;
+		}
 		item->handled = true;
 		if (item->action != ACT_SEND)
 			continue;

@@ -22,20 +22,26 @@
  *	batch is finished; the log is retired under it as for any destination,
  *	and housekeeping, outbox.stats and the lag limit see an ordinary
  *	position.  Writes per batch: one INSERT, one DELETE (finish_batch), the
- *	destination row; none per event (G7) unless an aggregate is held (next).
+ *	destination row; none per event (G7) but for retry_event.
  *	The lanes alternative (hash(aggregate) mod N cursors) was not taken:
  *	every lane would read the whole window, hold the log on its own, and
  *	need a position of its own everywhere a destination's is read.
  *
  * INVARIANTS
- *	- An aggregate's events are never in two unfinished batches: the
- *	  aggregates of unfinished batches are held back like those with retry
- *	  rows (delivery.c, load_blocked): their window events are parked as
- *	  retry rows (attempts 0, due now) behind them, their retry rows are
- *	  not taken (Q_DUE_RETRIES_PULL) until the batch is finished.  A pull
+ *	- An aggregate's events are never in two unfinished batches: a new
+ *	  batch ends before the first window event whose aggregate an
+ *	  unfinished batch holds (delivery.c, ACT_BUSY), so the position stays
+ *	  before it, and it does not take the retry rows of such aggregates
+ *	  (Q_DUE_RETRIES_PULL) until that batch is finished.  Ending there,
+ *	  rather than parking the event as a retry row as the dispatcher does
+ *	  behind a failed event, keeps the hot path free of writes per event:
+ *	  parking all that a busy consumer holds costs two writes per event
+ *	  and was slower with two consumers than with one.  So a second
+ *	  consumer takes the events up to the first one the first consumer's
+ *	  batch holds, and nothing while the head of the log is held.  A pull
  *	  batch takes the whole due chain of an aggregate's retry rows in
- *	  commit order (RETRY_PRECEDES_SQL), not only its head, so a hot
- *	  aggregate never falls behind.
+ *	  commit order (RETRY_PRECEDES_SQL), not only its head, so a retried
+ *	  aggregate catches up in one batch.
  *	- Within a batch an aggregate's events are in commit order: retry rows
  *	  first (an aggregate with retry rows has its window events parked),
  *	  then the window in commit order.
@@ -97,6 +103,7 @@
 #include "utils/acl.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
+#include "utils/guc.h"
 #include "utils/jsonb.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
@@ -323,6 +330,21 @@ require_read_committed(const char *fn)
 				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
 				 errmsg("%s needs the READ COMMITTED isolation level", fn),
 				 errdetail("It reads what other consumers of the destination committed while it waited for the destination's lock.")));
+}
+
+/*
+ * begin_as_extension
+ *		RunAsExtensionBegin, and no JIT until RunAsExtensionEnd: the
+ *		statements here are short, but the statistics of the tables they
+ *		read (truncated and refilled all the time) can make a plan look
+ *		expensive enough to be compiled, which costs more than it runs.
+ */
+static void
+begin_as_extension(SavedIdentity *saved)
+{
+	RunAsExtensionBegin(saved);
+	(void) set_config_option("jit", "off", PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, 0, false);
 }
 
 /*
@@ -576,7 +598,7 @@ outbox_saga_next_batch(PG_FUNCTION_ARGS)
 				 errdetail("It is of kind %s, which the dispatcher delivers.", dest.kind),
 				 errhint("Create one with outbox.create_destination(name, 'pull').")));
 
-	RunAsExtensionBegin(&saved);
+	begin_as_extension(&saved);
 
 	/* The lock, and the config as it is now. */
 	values[0] = Int32GetDatum(dest.id);
@@ -689,7 +711,7 @@ outbox_saga_finish_batch(PG_FUNCTION_ARGS)
 
 	SpiConnect();
 	lookup_batch(batch_id, &dest);
-	RunAsExtensionBegin(&saved);
+	begin_as_extension(&saved);
 	lock_batch_dest(batch_id, &dest);
 	values[0] = Int64GetDatum(batch_id);
 	values[1] = Int32GetDatum(dest.id);
@@ -794,7 +816,7 @@ outbox_saga_retry_event(PG_FUNCTION_ARGS)
 
 	SpiConnect();
 	lookup_batch(batch_id, &dest);
-	RunAsExtensionBegin(&saved);
+	begin_as_extension(&saved);
 	lock_batch_dest(batch_id, &dest);
 	values[0] = Int64GetDatum(batch_id);
 	values[1] = Int32GetDatum(dest.id);

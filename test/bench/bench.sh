@@ -16,6 +16,9 @@
 #   order      Reading windows in commit order (G4): the drain of many small
 #              concurrent transactions, commit order against id order.  See
 #              order.sh.
+#   pull       Pull destinations: next_batch/finish_batch drain with one and
+#              two consumers, next to a function destination and a SKIP
+#              LOCKED + DELETE consumer on the same events.  See pull.sh.
 #   (Later sections: dispatcher drain rate, latency, storage.  A section is
 #   a file NAME.sh here defining section_NAME; add NAME to SECTIONS.)
 #
@@ -77,7 +80,7 @@ BENCH_WARMUP=${BENCH_WARMUP:-3}
 # ratio; more clients only add contention and context switches.
 BENCH_CLIENTS=${BENCH_CLIENTS:-$((2 * $(nproc)))}
 BENCH_JOBS=${BENCH_JOBS:-$(nproc)}
-SECTIONS=${BENCH_SECTIONS:-producer dispatch isolation order http saga broker}
+SECTIONS=${BENCH_SECTIONS:-producer dispatch isolation order http saga broker pull}
 
 RESULTS_DIR=$BENCH_DIR/results
 RUN_ID=$(date +%Y%m%d-%H%M%S)
