@@ -461,7 +461,11 @@ read_event_values(Batch *b, Datum *values, bool *nulls, DispatchEvent *ev)
 	ev->committed_at = 0;
 	ev->attempts = 0;
 
-	/* The composite outbox.events value handlers receive. */
+	/* The composite outbox.events value handlers receive (a pull batch has
+	 * no handler: dispatch/pull.c keeps its own). */
+	ev->row = (Datum) 0;
+	if (b->take != NULL)
+		return;
 	memcpy(row, values, sizeof(row));
 	row[1] = UUIDPGetDatum(&ev->event_id);
 	row[2] = PointerGetDatum(ev->topic);
@@ -878,7 +882,8 @@ refresh_config(const DestinationConfig *dest, const Position *pos, MemoryContext
 /*
  * lane_of
  *		The ordering lane of an aggregate within the batch (ordered
- *		destinations only): events of one aggregate share a lane.
+ *		destinations only, never for a pull batch): events of one aggregate
+ *		share a lane.
  */
 static int
 lane_of(Batch *b, HTAB *lanes, text *aggregate_id)
@@ -891,7 +896,7 @@ lane_of(Batch *b, HTAB *lanes, text *aggregate_id)
 	}		   *entry;
 	bool		found;
 
-	if (!b->dest->ordered || aggregate_id == NULL)
+	if (!b->dest->ordered || aggregate_id == NULL || b->take != NULL)
 		return -1;
 	blocked_key(aggregate_id, &key);
 	entry = hash_search(lanes, &key, HASH_ENTER, &found);
