@@ -507,12 +507,14 @@ put_rows(ReturnSetInfo *rsinfo, TupleDesc pe_desc, int64 batch_id,
 
 /*
  * take_tick
- *		Outside a transaction block: a tick (see LOCKS).  As the extension.
+ *		Outside a transaction block: a tick (see LOCKS).  Not in a handler
+ *		or saga step either: its transaction is a dispatcher's batch, which
+ *		must not hold the tick lock.  As the extension.
  */
 static void
 take_tick(void)
 {
-	if (IsTransactionBlock())
+	if (IsTransactionBlock() || RunAsInOwnerCall())
 		return;
 	(void) SpiRun(&statements[P_TICK_LOCK], NULL, NULL, SPI_OK_SELECT);
 	(void) SpiRun(&statements[P_TICK], NULL, NULL, SPI_OK_INSERT);
