@@ -5,8 +5,9 @@
 #           aggregates) are written, then consumed and timed.  Variants,
 #           alternated round by round, on the same number of events:
 #             pull1      one consumer: a procedure that repeats
-#                        next_batch(1000), a no-op PL/pgSQL function per
-#                        event, finish_batch, COMMIT
+#                        next_batch(1000), COMMIT, a no-op PL/pgSQL
+#                        function per event, finish_batch (committed with
+#                        the next next_batch)
 #             pull2      two such consumers at once (two sessions)
 #             function   a function destination with the same no-op
 #                        handler, drained by the dispatcher
@@ -58,8 +59,10 @@ BEGIN
 		EXIT WHEN n = 0;
 	END LOOP;
 END $$;
--- A pull consumer: until a batch comes back empty.  Each next_batch runs
--- in a transaction of its own (see outbox.next_batch).
+-- A pull consumer: until a batch comes back empty.  A batch is finished
+-- in the transaction that takes the next one (one commit per batch, as the
+-- reference); that transaction ends right after next_batch, which holds
+-- the destination until then (see outbox.next_batch).
 CREATE PROCEDURE public.pull_consume() LANGUAGE plpgsql AS $$
 DECLARE
 	r record;
@@ -76,7 +79,6 @@ BEGIN
 		COMMIT;
 		EXIT WHEN n = 0;
 		PERFORM outbox.finish_batch(b);
-		COMMIT;
 	END LOOP;
 END $$;
 SQL
