@@ -128,6 +128,9 @@ PG_FUNCTION_INFO_V1(outbox_saga_retry_event);
 /* The most events one batch may have. */
 #define PULL_MAX_EVENTS		100000
 
+/* The most windows one call of next_batch moves through. */
+#define PULL_MAX_ROUNDS		10000
+
 /* Columns of outbox.pull_event. */
 #define PE_COLUMNS			12
 #define PE_ATTEMPTS			10
@@ -646,19 +649,19 @@ outbox_saga_next_batch(PG_FUNCTION_ARGS)
 
 	/*
 	 * 2. A new batch: the dispatcher's batch, taking instead of delivering.
-	 * A window that ends with nothing for this destination moves it on; a
-	 * few such rounds run before the call returns empty-handed.
+	 * A window that ends with nothing for this destination moves it on to
+	 * the next one, until one has something or the latest tick is reached
+	 * (so no rows means nothing is ready); PULL_MAX_ROUNDS bounds a call.
 	 */
 	take_tick();
-	for (round = 0; round < 8 && taken.n == 0; round++)
+	for (round = 0; round < PULL_MAX_ROUNDS && taken.n == 0; round++)
 	{
 		BatchResult result;
 
+		CHECK_FOR_INTERRUPTS();
 		memset(&result, 0, sizeof(result));
 		DeliveryTakeHere(&dest, max_events, take_event, &taken, &result);
 		if (!result.advanced && !result.more)
-			break;
-		if (taken.n > 0)
 			break;
 	}
 	if (taken.n > 0)

@@ -140,10 +140,6 @@ SQL
 		awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f\n", b - a }'
 		;;
 	esac
-	case $1 in pull*)
-		[ "$(bench_psql -At -c "SELECT count(*) FROM outbox.pending('pull_drain')")" = 0 ] ||
-			FAILED[pull|$1]="events were left pending" ;;
-	esac
 }
 
 # pull_run ROUND: every variant once, order rotated by ROUND.
@@ -154,6 +150,10 @@ pull_run() {
 		v=${variants[$k]}
 		pull_fill "$v"
 		secs=$(pull_time "$v")
+		case $v in pull*)
+			[ "$(bench_psql -At -c "SELECT count(*) FROM outbox.pending('pull_drain')")" = 0 ] ||
+				{ FAILED[pull|$v]="events were left pending"; say "pull: $v left events pending"; } ;;
+		esac
 		rate=$(awk -v n="$PULL_EVENTS" -v s="$secs" 'BEGIN { printf "%.1f", n / s }')
 		TPS[pull|drain|$v]+="$rate "
 		printf '%s\t%s\t%d\t%d\t%s\t%s\n' pull drain $((round + 1)) $((i + 1)) "$v" "$rate" >>"$RAW_FILE"
