@@ -125,6 +125,15 @@ SELECT count(*) FROM outbox.next_batch('pl_lease');
 SELECT outbox.resume_destination('pl_lease');
 SELECT event_type FROM outbox.next_batch('pl_lease');
 
+-- Events of other topics before the next one of the destination's, many
+-- pages of them (a page reads max_events events): one call reads through
+-- all of them.
+SELECT count(outbox.emit('pl_other', 'x', '{}')) FROM generate_series(1, 60);
+SELECT outbox.emit('pl', 'after_others', '{}', 'k') IS NOT NULL AS emitted;
+CREATE TEMP TABLE t1 AS SELECT * FROM outbox.next_batch('pl_lease', 5);
+SELECT event_type FROM t1;
+SELECT outbox.finish_batch(batch_id) FROM t1 LIMIT 1;
+
 -- Errors: bad arguments, unknown destination, wrong kind, not a batch.
 SELECT outbox.create_destination('pl_fn', 'notify', '{"channel": "pl_fn"}');
 SELECT pg_temp.error_text($$SELECT * FROM outbox.next_batch(NULL)$$);
