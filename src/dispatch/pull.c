@@ -128,7 +128,7 @@ PG_FUNCTION_INFO_V1(outbox_saga_retry_event);
 /* The most events one batch may have. */
 #define PULL_MAX_EVENTS		100000
 
-/* The most windows one call of next_batch moves through. */
+/* The most pages and windows one call of next_batch reads. */
 #define PULL_MAX_ROUNDS		10000
 
 /* Columns of outbox.pull_event. */
@@ -648,19 +648,20 @@ outbox_saga_next_batch(PG_FUNCTION_ARGS)
 	}
 
 	/*
-	 * 2. A new batch: the dispatcher's batch, taking instead of delivering.
-	 * A window that ends with nothing for this destination moves it on to
-	 * the next one, until one has something or the latest tick is reached
+	 * 2. A new batch: the dispatcher's batch, taking instead of delivering,
+	 * page after page and window after window (in order: each one goes on
+	 * where the last one ended) until it has max_events events, ended
+	 * before an event an unfinished batch holds, or reached the latest tick
 	 * (so no rows means nothing is ready); PULL_MAX_ROUNDS bounds a call.
 	 */
 	take_tick();
-	for (round = 0; round < PULL_MAX_ROUNDS && taken.n == 0; round++)
+	for (round = 0; round < PULL_MAX_ROUNDS && taken.n < max_events; round++)
 	{
 		BatchResult result;
 
 		CHECK_FOR_INTERRUPTS();
 		memset(&result, 0, sizeof(result));
-		DeliveryTakeHere(&dest, max_events, take_event, &taken, &result);
+		DeliveryTakeHere(&dest, max_events - taken.n, take_event, &taken, &result);
 		if (!result.advanced && !result.more)
 			break;
 	}
