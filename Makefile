@@ -68,6 +68,7 @@ OBJS = \
 	src/sink/http.o \
 	src/sink/http_sign.o \
 	src/sink/template.o \
+	src/sink/pull.o \
 	src/dispatch/destination.o \
 	src/dispatch/mask.o \
 	src/dispatch/delivery.o \
@@ -75,6 +76,7 @@ OBJS = \
 	src/dispatch/observability.o \
 	src/dispatch/restore.o \
 	src/dispatch/skip.o \
+	src/dispatch/pull.o \
 	src/saga/saga_state.o \
 	src/saga/saga_define.o \
 	src/saga/saga_api.o \
@@ -95,6 +97,7 @@ SQL_PARTS = \
 	src/sql/topics.sql \
 	src/sql/destinations.sql \
 	src/sql/observability.sql \
+	src/sql/pull.sql \
 	src/sql/saga.sql \
 	src/sql/lifecycle.sql \
 	src/sql/privileges.sql
@@ -108,14 +111,14 @@ DATA = $(EXTENSION)--0.1.0.sql $(EXTENSION)--0.1.0--0.2.0.sql
 REGRESS = emit capture capture_types idempotency destinations topics dispatch_function \
 	dispatch_retry wait_delivered http_config broker_config saga_define saga_run \
 	privileges_kafka privileges_mask privileges_monitor privileges_guards privileges_saga \
-	handler_search_path deliver_pending trace_context
+	handler_search_path deliver_pending trace_context pull
 REGRESS_OPTS = --temp-instance=./tmp_check_regress \
 	--temp-config=$(srcdir)/test/outbox_saga.conf \
 	--load-extension=$(EXTENSION)
 
 # Isolation specs live in test/specs, their expected output in test/expected.
 ISOLATION = emit_visibility idempotency_same_key idempotency_rollback \
-	dispatch_late_commit destination_start_tick saga_complete_race saga_start_race
+	dispatch_late_commit destination_start_tick saga_complete_race saga_start_race pull_consumers
 ISOLATION_OPTS = --inputdir=$(srcdir)/test --outputdir=output_iso \
 	--temp-instance=./tmp_check_iso \
 	--temp-config=$(srcdir)/test/outbox_saga.conf \

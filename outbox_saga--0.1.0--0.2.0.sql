@@ -1203,3 +1203,80 @@ CREATE OR REPLACE VIEW outbox.workers AS
 COMMENT ON VIEW outbox.workers IS
 	'The outbox_saga background workers: the launcher and the dispatchers of every served database (outbox_saga.workers_per_database each), what each does, the destination it serves now (named for the current database), what it waits on and how many passes it has made (a commit no destination wants makes none).';
 -- end of issue 18 item 1
+
+-- issue 16 item 1: pull destinations (outbox.pull_event, outbox.pull_batch, next_batch, finish_batch, retry_event)
+-- One event of an unfinished batch: the columns of outbox.events, the
+-- failed attempts so far and the commit time of its transaction (NULL:
+-- unknown), as a retry row keeps them (src/dispatch/delivery.c).
+CREATE TYPE outbox.pull_event AS (
+	id             bigint,
+	event_id       uuid,
+	topic          text,
+	aggregate_id   text,
+	event_type     text,
+	payload        jsonb,
+	headers        jsonb,
+	created_at     timestamptz,
+	deliver_after  timestamptz,
+	txid           xid8,
+	attempts       integer,
+	committed_at   timestamptz
+);
+
+-- Unfinished batches: one row per batch, with a copy of its events (the
+-- destination's position has moved past them when the batch was handed
+-- out, so the log may be retired under it) and the aggregates it holds.
+-- A batch whose lease_until has passed is handed out again under a new id.
+CREATE SEQUENCE outbox.pull_batch_id_seq AS bigint;
+CREATE TABLE outbox.pull_batch (
+	id              bigint      NOT NULL DEFAULT pg_catalog.nextval('outbox.pull_batch_id_seq') PRIMARY KEY,
+	destination_id  integer     NOT NULL REFERENCES outbox.destination ON DELETE CASCADE,
+	lease_until     timestamptz NOT NULL,
+	handed_out      integer     NOT NULL DEFAULT 1,
+	aggregates      text[]      NOT NULL,
+	events          outbox.pull_event[] NOT NULL,
+	created_at      timestamptz NOT NULL DEFAULT now()
+);
+ALTER SEQUENCE outbox.pull_batch_id_seq OWNED BY outbox.pull_batch.id;
+CREATE INDEX pull_batch_destination_idx ON outbox.pull_batch (destination_id, lease_until);
+SELECT pg_catalog.pg_extension_config_dump('outbox.pull_batch', '');
+SELECT pg_catalog.pg_extension_config_dump('outbox.pull_batch_id_seq', '');
+
+CREATE FUNCTION outbox.next_batch(
+	destination text,
+	max_events  integer  DEFAULT 1000,
+	lease       interval DEFAULT NULL)
+RETURNS TABLE (batch_id bigint, id bigint, event_id uuid, topic text, aggregate_id text,
+               event_type text, payload jsonb, headers jsonb, created_at timestamptz,
+               deliver_after timestamptz, txid xid8, attempts integer)
+AS 'MODULE_PATHNAME', 'outbox_saga_next_batch'
+LANGUAGE C VOLATILE PARALLEL UNSAFE ROWS 1000;
+
+COMMENT ON FUNCTION outbox.next_batch(text, integer, interval) IS
+	'Take the next batch of a pull destination: at most max_events events, gap-free and in commit order per aggregate, every row with the batch id; no rows when nothing is ready. An aggregate''s events are never in two unfinished batches. Finish the batch with outbox.finish_batch() within the lease (NULL: the destination''s timeout, 30 seconds by default) or it is handed out again. Owner of the destination (or a member) only; call it in its own transaction.';
+
+CREATE FUNCTION outbox.finish_batch(batch_id bigint)
+RETURNS bigint
+AS 'MODULE_PATHNAME', 'outbox_saga_finish_batch'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+
+COMMENT ON FUNCTION outbox.finish_batch(bigint) IS
+	'Acknowledge an unfinished batch of a pull destination: its events (but those failed with outbox.retry_event()) are delivered. Returns their number. Owner of the destination (or a member) only.';
+
+CREATE FUNCTION outbox.retry_event(
+	batch_id bigint,
+	event_id uuid,
+	delay    interval DEFAULT NULL,
+	error    text     DEFAULT NULL)
+RETURNS void
+AS 'MODULE_PATHNAME', 'outbox_saga_retry_event'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+
+COMMENT ON FUNCTION outbox.retry_event(bigint, uuid, interval, text) IS
+	'Fail one event of an unfinished batch: a failed attempt, retried after delay (NULL: the destination''s backoff) or moved to the dead letters after max_attempts; the later events of its aggregate in the batch are taken out of it too and come again after it, other aggregates are not held. Owner of the destination (or a member) only.';
+REVOKE ALL ON TABLE outbox.pull_batch FROM PUBLIC;
+REVOKE ALL ON SEQUENCE outbox.pull_batch_id_seq FROM PUBLIC;
+REVOKE ALL ON FUNCTION outbox.next_batch(text, integer, interval),
+                       outbox.finish_batch(bigint),
+                       outbox.retry_event(bigint, uuid, interval, text) FROM PUBLIC;
+-- end of issue 16 item 1

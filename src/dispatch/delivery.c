@@ -137,6 +137,8 @@ enum
 	Q_BLOCKED,
 	Q_DUE_RETRIES,
 	Q_DUE_RETRIES_ALL,
+	Q_DUE_RETRIES_PULL,
+	Q_PULL_BUSY,
 	Q_RETRY_DONE,
 	Q_RETRY_FAILED,
 	Q_RETRY_TO_DEAD,
@@ -252,6 +254,42 @@ static SpiStatement statements[Q_COUNT] = {
 		" ORDER BY r.attempts > 0, r.id LIMIT $3",
 		{INT4OID, BOOLOID, INT4OID, 0}
 	},
+	/*
+	 * outbox.delivery_retry, outbox.pull_batch: the due retry rows of a pull
+	 * destination (DeliveryTakeHere): every due row of an aggregate that no
+	 * row not yet due precedes (the whole due chain, not only its head: a
+	 * pull batch holds the aggregate, so the chain cannot be overtaken),
+	 * of the aggregates no unfinished batch holds, in commit order
+	 * (RETRY_PRECEDES_SQL as a sort key).  $2 is unused.
+	 */
+	[Q_DUE_RETRIES_PULL] = {
+		"the read of the due retry rows of a pull destination",
+		"SELECT r.id, r.event_id, r.topic, r.aggregate_id, r.event_type, r.payload,"
+		"       r.headers, r.created_at, r.deliver_after, r.txid, r.attempts, r.committed_at"
+		"  FROM outbox.delivery_retry r"
+		" WHERE r.destination_id = $1 AND r.next_attempt_at <= pg_catalog.now()"
+		"   AND (r.aggregate_id IS NULL"
+		"        OR (NOT EXISTS (SELECT 1 FROM outbox.delivery_retry p"
+		"                         WHERE p.destination_id = r.destination_id"
+		"                           AND p.aggregate_id = r.aggregate_id"
+		"                           AND p.next_attempt_at > pg_catalog.now()"
+		"                           AND " RETRY_PRECEDES_SQL("p", "r") ")"
+		"            AND NOT EXISTS (SELECT 1 FROM outbox.pull_batch pb"
+		"                             WHERE pb.destination_id = r.destination_id"
+		"                               AND r.aggregate_id = ANY (pb.aggregates))))"
+		" ORDER BY r.committed_at IS NOT NULL,"
+		"          CASE WHEN r.committed_at IS NULL THEN r.id END,"
+		"          r.committed_at, r.txid, r.id"
+		" LIMIT $3",
+		{INT4OID, BOOLOID, INT4OID, 0}
+	},
+	/* outbox.pull_batch: the aggregates unfinished pull batches hold */
+	[Q_PULL_BUSY] = {
+		"the read of the aggregates of unfinished pull batches",
+		"SELECT DISTINCT a FROM outbox.pull_batch pb, pg_catalog.unnest(pb.aggregates) a"
+		" WHERE pb.destination_id = $1",
+		{INT4OID, 0}
+	},
 	/* outbox.delivery_retry: a row delivered at last */
 	[Q_RETRY_DONE] = {
 		"the delete of a delivered retry row",
@@ -345,6 +383,10 @@ typedef struct Batch
 	bool		include_backoff;	/* ... taking what backs off too */
 	int			limit;			/* ... at most this many per read; 0: the
 								 * destination's batch size */
+	DeliveryTakeFn take;		/* a pull batch (DeliveryTakeHere): hands
+								 * each event to take() instead of a sink */
+	void	   *take_arg;
+	HTAB	   *busy;			/* ... aggregates of unfinished pull batches */
 } Batch;
 
 typedef struct BlockedKey
@@ -421,7 +463,11 @@ read_event_values(Batch *b, Datum *values, bool *nulls, DispatchEvent *ev)
 	ev->committed_at = 0;
 	ev->attempts = 0;
 
-	/* The composite outbox.events value handlers receive. */
+	/* The composite outbox.events value handlers receive (a pull batch has
+	 * no handler: dispatch/pull.c keeps its own). */
+	ev->row = (Datum) 0;
+	if (b->take != NULL)
+		return;
 	memcpy(row, values, sizeof(row));
 	row[1] = UUIDPGetDatum(&ev->event_id);
 	row[2] = PointerGetDatum(ev->topic);
@@ -580,6 +626,39 @@ load_blocked(Batch *b)
 
 		block(b, DatumGetTextPP(d));
 	}
+	/* A pull batch: the aggregates of unfinished batches (see ACT_BUSY). */
+	if (b->take == NULL)
+		return;
+	b->busy = aggregate_hash("outbox_saga busy aggregates", 0);
+	SpiRun(&statements[Q_PULL_BUSY], values, NULL, SPI_OK_SELECT);
+	for (i = 0; i < SPI_processed; i++)
+	{
+		bool		isnull;
+		Datum		d = SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc,
+									  1, &isnull);
+		BlockedKey	key;
+
+		if (isnull)
+			continue;
+		blocked_key(DatumGetTextPP(d), &key);
+		(void) hash_search(b->busy, &key, HASH_ENTER, NULL);
+	}
+}
+
+/*
+ * is_busy
+ *		Whether an unfinished pull batch holds the aggregate (pull batches
+ *		only).
+ */
+static bool
+is_busy(Batch *b, text *aggregate_id)
+{
+	BlockedKey	key;
+
+	if (b->busy == NULL || aggregate_id == NULL)
+		return false;
+	blocked_key(aggregate_id, &key);
+	return hash_search(b->busy, &key, HASH_FIND, NULL) != NULL;
 }
 
 typedef struct DeliverCall
@@ -685,6 +764,8 @@ typedef enum ItemAction
 	ACT_HELD,					/* its aggregate is held back: park it */
 	ACT_DELAYED,				/* deliver_after in the future: park it */
 	ACT_DENIED,					/* its owner may not read the topic: dead */
+	ACT_BUSY,					/* a pull batch: an unfinished batch holds its
+								 * aggregate: the batch ends before it */
 } ItemAction;
 
 typedef struct BatchItem
@@ -803,7 +884,8 @@ refresh_config(const DestinationConfig *dest, const Position *pos, MemoryContext
 /*
  * lane_of
  *		The ordering lane of an aggregate within the batch (ordered
- *		destinations only): events of one aggregate share a lane.
+ *		destinations only, never for a pull batch): events of one aggregate
+ *		share a lane.
  */
 static int
 lane_of(Batch *b, HTAB *lanes, text *aggregate_id)
@@ -816,7 +898,7 @@ lane_of(Batch *b, HTAB *lanes, text *aggregate_id)
 	}		   *entry;
 	bool		found;
 
-	if (!b->dest->ordered || aggregate_id == NULL)
+	if (!b->dest->ordered || aggregate_id == NULL || b->take != NULL)
 		return -1;
 	blocked_key(aggregate_id, &key);
 	entry = hash_search(lanes, &key, HASH_ENTER, &found);
@@ -959,7 +1041,9 @@ accept_event(Datum *values, bool *nulls, TimestampTz committed_at, void *arg)
 	item->ev.committed_at = committed_at;
 	item->source = FROM_WINDOW;
 	item->lane = -1;
-	if (is_blocked(b, item->ev.aggregate_id))
+	if (is_busy(b, item->ev.aggregate_id))
+		item->action = ACT_BUSY;
+	else if (is_blocked(b, item->ev.aggregate_id))
 		item->action = ACT_HELD;
 	else if (item->ev.has_deliver_after && item->ev.deliver_after > page->now)
 	{
@@ -1009,7 +1093,8 @@ collect(Batch *b, Position *pos, int limit, MemoryContext cxt, bool *window_done
 	values[0] = Int32GetDatum(b->dest->id);
 	values[1] = BoolGetDatum(b->dest->ordered);
 	values[2] = Int32GetDatum(limit);
-	SpiRun(&statements[b->include_backoff ? Q_DUE_RETRIES_ALL : Q_DUE_RETRIES],
+	SpiRun(&statements[b->take != NULL ? Q_DUE_RETRIES_PULL :
+					   b->include_backoff ? Q_DUE_RETRIES_ALL : Q_DUE_RETRIES],
 		   values, NULL, SPI_OK_SELECT);
 	n = SPI_processed;
 	*more = (n >= (uint64) limit);
@@ -1049,6 +1134,14 @@ collect(Batch *b, Position *pos, int limit, MemoryContext cxt, bool *window_done
 	{
 		*window_done = true;
 		return items;
+	}
+
+	/* A pull batch has at most 'limit' events in all. */
+	if (b->take != NULL)
+	{
+		limit -= (int) n;
+		if (limit <= 0)
+			return items;
 	}
 	to_snap = tick_snapshot(pos->tick_to, &found);
 
@@ -1199,6 +1292,39 @@ deliver_in_transaction(Batch *b, List *items)
 		b->last_error = error;
 		if (b->delivered == 0 && b->fresh_failed >= FAILURES_BEFORE_BACKOFF)
 			b->stop = true;
+	}
+}
+
+/*
+ * deliver_taken
+ *		Phase 2 of a pull batch (DeliveryTakeHere): hand every item to send
+ *		to b->take, in order; nothing fails.  The events are recorded as
+ *		delivered: the pull batch holds them from now on (dispatch/pull.c).
+ *		The batch stops at the first window event whose aggregate an
+ *		unfinished pull batch holds (ACT_BUSY): the position stays before
+ *		it, so it and what follows are read again by a later batch, with no
+ *		write per event (parking it as a retry row would cost two).
+ */
+static void
+deliver_taken(Batch *b, List *items)
+{
+	ListCell   *lc;
+
+	foreach(lc, items)
+	{
+		BatchItem  *item = lfirst(lc);
+
+		if (item->action == ACT_BUSY)
+		{
+			b->stop = true;
+			break;
+		}
+		item->handled = true;
+		if (item->action != ACT_SEND)
+			continue;
+		b->take(&item->ev, b->take_arg);
+		item->outcome.status = SINK_OK;
+		b->delivered++;
 	}
 }
 
@@ -1433,7 +1559,8 @@ record(Batch *b, List *items, Position *pos, bool window_done)
 	values[4] = Int64GetDatum(done_id);
 	values[10] = UInt64GetDatum(last_txid);
 	nulls[10] = (window_done || last_txid == 0) ? 'n' : ' ';
-	values[5] = Int64GetDatum(b->delivered);
+	/* A pull batch's events count as delivered when it is finished. */
+	values[5] = Int64GetDatum(b->take != NULL ? 0 : b->delivered);
 	values[6] = Int64GetDatum(b->failed);
 	values[7] = b->last_error ? CStringGetTextDatum(b->last_error) : (Datum) 0;
 	nulls[7] = b->last_error ? ' ' : 'n';
@@ -1507,7 +1634,7 @@ run_batch(Batch *b, MemoryContext cxt, BatchResult *result)
 	b->dest = dest = refresh_config(dest, &pos, cxt);
 	limit = dest->batch_size > 0 ? dest->batch_size : OutboxBatchSize;
 	if (b->limit > 0)
-		limit = Min(limit, b->limit);
+		limit = (b->take != NULL) ? b->limit : Min(limit, b->limit);
 	b->events_desc = events_tupdesc();
 	load_blocked(b);
 
@@ -1517,7 +1644,9 @@ run_batch(Batch *b, MemoryContext cxt, BatchResult *result)
 	items = collect(b, &pos, limit, cxt, &window_done, &more_retries);
 	deny_unreadable(b, items);
 
-	if (b->sink->deliver != NULL)
+	if (b->take != NULL)
+		deliver_taken(b, items);
+	else if (b->sink->deliver != NULL)
 	{
 		deliver_in_transaction(b, items);
 
@@ -1629,6 +1758,72 @@ DeliveryRunBatchHere(DestinationConfig *dest, int limit, bool include_backoff,
 		elog(ERROR, "outbox_saga: destination \"%s\" is not delivered in a transaction",
 			 dest->name);
 	run_batch_with_context(&b, result);
+}
+
+/*
+ * DeliveryTakeHere
+ *		One batch of pull destination 'dest' in the caller's transaction (as
+ *		DeliveryRunBatchHere): at most 'limit' events in all, due retry rows
+ *		first, then the window, each handed to take(ev, arg) in order.  The
+ *		aggregates of unfinished pull batches are held back like those with
+ *		retry rows: their due retry rows are not taken, their window events
+ *		are parked.  The destination's position moves past what was taken;
+ *		the taken retry rows are deleted.  The caller keeps the events
+ *		(dispatch/pull.c).  'take' must not raise errors it does not mean
+ *		to end the transaction with.
+ */
+void
+DeliveryTakeHere(DestinationConfig *dest, int limit, DeliveryTakeFn take,
+				 void *arg, BatchResult *result)
+{
+	Batch		b;
+
+	memset(&b, 0, sizeof(b));
+	b.dest = dest;
+	b.here = true;
+	b.limit = limit;
+	b.take = take;
+	b.take_arg = arg;
+	run_batch_with_context(&b, result);
+}
+
+/*
+ * DeliveryFailTaken
+ *		A pull consumer failed 'ev' (outbox.retry_event): a failed attempt,
+ *		recorded exactly as a failed window event of a batch - a retry row
+ *		with attempts + 1 due at 'next' (0: the destination's backoff), or a
+ *		dead letter once max_attempts are used up; or, with 'hold', the
+ *		event was not attempted (a later event of a failed one's aggregate):
+ *		a retry row with its attempts unchanged, due now, behind the failed
+ *		one in commit order.  Returns whether it became a dead letter.  In
+ *		the caller's transaction, SPI connected, as the extension.
+ */
+bool
+DeliveryFailTaken(DestinationConfig *dest, const DispatchEvent *ev, bool hold,
+				  TimestampTz next, const char *error)
+{
+	Batch		b;
+	int			attempts = ev->attempts + 1;
+
+	memset(&b, 0, sizeof(b));
+	b.dest = dest;
+	if (hold)
+	{
+		park_event(&b, ev, ev->attempts, GetCurrentTransactionStartTimestamp(),
+				   NULL, false);
+		return false;
+	}
+	if (error == NULL)
+		error = "failed";
+	if (attempts >= dest->max_attempts)
+	{
+		park_event(&b, ev, attempts, 0, error, true);
+		return true;
+	}
+	if (next == 0)
+		next = backoff_until(dest, attempts);
+	park_event(&b, ev, attempts, next, error, false);
+	return false;
 }
 
 /* ------------------------------------------------------------------------

@@ -9,6 +9,7 @@
 #define OUTBOX_SAGA_DELIVERY_H
 
 #include "sink/dest_config.h"
+#include "sink/sink.h"
 
 /* What one call of DeliveryRunBatch did. */
 typedef struct BatchResult
@@ -44,6 +45,14 @@ typedef struct BatchResult
 	"      <= (outbox.committed_at(" d ".last_txid), " d ".last_txid, " d ".last_id) END)"
 
 extern void DeliveryRunBatch(DestinationConfig *dest, BatchResult *result);
+
+/* A pull batch (dispatch/pull.c): what takes each event handed out. */
+typedef void (*DeliveryTakeFn) (const DispatchEvent *ev, void *arg);
+
+extern void DeliveryTakeHere(DestinationConfig *dest, int limit,
+							 DeliveryTakeFn take, void *arg, BatchResult *result);
+extern bool DeliveryFailTaken(DestinationConfig *dest, const DispatchEvent *ev,
+							  bool hold, TimestampTz next, const char *error);
 extern void DeliveryRunBatchHere(DestinationConfig *dest, int limit,
 								 bool include_backoff, BatchResult *result);
 

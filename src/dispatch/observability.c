@@ -213,7 +213,9 @@ outbox_saga_wait_idle(PG_FUNCTION_ARGS)
 
 /*
  * Whether something committed is still owed to a destination: $1 names it,
- * or NULL for every destination that is not paused.  Owed: a retry row, or
+ * or NULL for every destination that is not paused and not pulled (the
+ * dispatcher cannot deliver those: sessions take them, pull.c).  Owed: a
+ * retry row, an unfinished pull batch, or
  * an event of one of its subscriptions whose transaction is neither
  * consumed by its lower tick nor done in its current window (see
  * eventlog.c, READING WITHOUT GAPS, and delivery.c).  The second column
@@ -223,8 +225,10 @@ static SpiStatement owed_statement = {
 	"the check for undelivered events",
 	"SELECT EXISTS ("
 	"  SELECT 1 FROM outbox.destination d"
-	"   WHERE (CASE WHEN $1::text IS NULL THEN NOT d.paused ELSE d.name = $1 END)"
+	"   WHERE (CASE WHEN $1::text IS NULL THEN NOT d.paused AND d.kind <> 'pull'"
+	"          ELSE d.name = $1 END)"
 	"     AND (EXISTS (SELECT 1 FROM outbox.delivery_retry r WHERE r.destination_id = d.id)"
+	"          OR EXISTS (SELECT 1 FROM outbox.pull_batch b WHERE b.destination_id = d.id)"
 	"          OR EXISTS ("
 	"            SELECT 1"
 	"              FROM outbox.tick tf"

@@ -160,10 +160,12 @@ static SpiStatement statements[Q_COUNT] = {
 	},
 
 	/*
-	 * outbox.delivery_retry, outbox.destination, outbox.tick,
-	 * outbox.subscription, outbox.events: what a destination owes - its
-	 * retry rows, and the events of its subscriptions that its position in
-	 * the log has not passed (as wait_delivered reads it, observability.c)
+	 * outbox.delivery_retry, outbox.pull_batch, outbox.destination,
+	 * outbox.tick, outbox.subscription, outbox.events: what a destination
+	 * owes - its retry rows, the events of its unfinished pull batches
+	 * (dispatch/pull.c), and the events of its subscriptions that its
+	 * position in the log has not passed (as wait_delivered reads it,
+	 * observability.c)
 	 */
 	[Q_PENDING] = {
 		"the read of the pending events",
@@ -171,6 +173,11 @@ static SpiStatement statements[Q_COUNT] = {
 		"       r.headers, r.created_at, r.deliver_after, r.attempts, r.next_attempt_at,"
 		"       r.last_error"
 		"  FROM outbox.delivery_retry r WHERE r.destination_id = $1"
+		" UNION ALL "
+		"SELECT (e).id, (e).event_id, (e).topic, (e).aggregate_id, (e).event_type, (e).payload,"
+		"       (e).headers, (e).created_at, (e).deliver_after, (e).attempts,"
+		"       NULL::timestamptz, NULL::text"
+		"  FROM outbox.pull_batch b, pg_catalog.unnest(b.events) e WHERE b.destination_id = $1"
 		" UNION ALL "
 		"SELECT e.id, e.event_id, e.topic, e.aggregate_id, e.event_type, e.payload,"
 		"       e.headers, e.created_at, e.deliver_after, 0, NULL::timestamptz, NULL::text"
@@ -411,8 +418,9 @@ outbox_saga_deliver_pending(PG_FUNCTION_ARGS)
  *
  * What a destination still owes, in id order: its retry rows (failed,
  * delayed, held behind their aggregate; attempts, next_attempt_at and
- * last_error say which) and the events of its subscriptions that its
- * position has not passed (attempts 0).  Events of the caller's own open
+ * last_error say which), the events of its unfinished pull batches, and
+ * the events of its subscriptions that its position has not passed
+ * (attempts 0).  Events of the caller's own open
  * transaction are listed too; they are delivered after it commits.
  */
 Datum

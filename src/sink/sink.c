@@ -30,6 +30,7 @@ static const OutboxSink *const sinks[] = {
 	&SinkFunction,
 	&SinkNotify,
 	&SinkHttp,
+	&SinkPull,
 #ifdef OUTBOX_SAGA_WITH_KAFKA
 	&SinkKafka,
 #endif

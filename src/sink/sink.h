@@ -24,6 +24,9 @@
  * call that ignores the latch, and return within the destination's timeout
  * plus a little.  It may not use SPI or the catalogs (no transaction).
  *
+ * Pull kinds (pull.c) implement neither: the dispatcher never delivers
+ * them (SinkIsPushed), sessions take their events over SQL.
+ *
  * Lanes: events[i] has lanes[i] >= 0 when it must be delivered strictly
  * after every earlier event of the batch with the same lane (same
  * aggregate on an ordered destination), -1 when it has no order
@@ -136,5 +139,8 @@ extern const OutboxSink SinkNotify;
 extern const OutboxSink SinkHttp;
 extern const OutboxSink SinkKafka;
 extern const OutboxSink SinkNats;
+extern const OutboxSink SinkPull;
+
+extern bool SinkIsPushed(const OutboxSink *sink);
 
 #endif							/* OUTBOX_SAGA_SINK_H */

@@ -256,7 +256,7 @@ static SpiStatement dispatcher_stmts[DS_COUNT] = {
 		"  (SELECT pg_catalog.min(GREATEST(r.next_attempt_at, d.retry_at))"
 		"     FROM outbox.delivery_retry r"
 		"     JOIN outbox.destination d ON d.id = r.destination_id"
-		"    WHERE NOT d.paused"
+		"    WHERE NOT d.paused AND d.kind <> 'pull'"
 		"      AND (r.aggregate_id IS NULL"
 		"           OR d.config -> 'ordered' = 'false'::jsonb"
 		"           OR NOT EXISTS (SELECT 1 FROM outbox.delivery_retry p"
@@ -533,7 +533,8 @@ forget_changed_destinations(KnownDestination *now, int n_now)
 
 /*
  * load_destinations
- *		Every destination that may be delivered to now, parsed, allocated in
+ *		Every destination that may be delivered to now (never a pull
+ *		destination: sessions take its events, dispatch/pull.c), parsed, allocated in
  *		'cxt'.  A destination whose config no longer parses is skipped with a
  *		WARNING (it stays visible in outbox.stats).  Reads paused and
  *		backing-off destinations too, for forget_changed_destinations.
@@ -575,6 +576,8 @@ load_destinations(MemoryContext cxt)
 			continue;			/* paused or backing off */
 		}
 		ready_hash = hash_combine(ready_hash, (uint32) dest->id * 2 + 1);
+		if (!SinkIsPushed(now[i].sink))
+			continue;			/* pulled by sessions (dispatch/pull.c) */
 
 		PG_TRY();
 		{

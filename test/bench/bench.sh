@@ -24,6 +24,9 @@
 #              consumers and tickers) at full speed and at a fixed rate,
 #              next to plain INSERT, a PL/pgSQL trigger + LISTEN/SKIP LOCKED
 #              consumer and PgQ (pgqd + consumer).  See e2e.sh.
+#   pull       Pull destinations: next_batch/finish_batch drain with one and
+#              two consumers, next to a function destination and a SKIP
+#              LOCKED + DELETE consumer on the same events.  See pull.sh.
 #   (Later sections: dispatcher drain rate, latency, storage.  A section is
 #   a file NAME.sh here defining section_NAME; add NAME to SECTIONS.)
 #
@@ -85,7 +88,7 @@ BENCH_WARMUP=${BENCH_WARMUP:-3}
 # ratio; more clients only add contention and context switches.
 BENCH_CLIENTS=${BENCH_CLIENTS:-$((2 * $(nproc)))}
 BENCH_JOBS=${BENCH_JOBS:-$(nproc)}
-SECTIONS=${BENCH_SECTIONS:-producer dispatch e2e isolation order http saga broker metrics}
+SECTIONS=${BENCH_SECTIONS:-producer dispatch e2e isolation order http saga broker metrics pull}
 
 RESULTS_DIR=$BENCH_DIR/results
 RUN_ID=$(date +%Y%m%d-%H%M%S)
