@@ -54,6 +54,7 @@ OBJS = \
 	src/events/capture_args.o \
 	src/events/capture_table.o \
 	src/events/topic_acl.o \
+	src/events/history.o \
 	src/http/http_guard.o \
 	src/http/http_client.o \
 	src/http/http_socket.o \
@@ -74,6 +75,7 @@ OBJS = \
 	src/dispatch/observability.o \
 	src/dispatch/restore.o \
 	src/dispatch/skip.o \
+	src/dispatch/replay.o \
 	src/saga/saga_state.o \
 	src/saga/saga_define.o \
 	src/saga/saga_api.o \
@@ -93,6 +95,7 @@ SQL_PARTS = \
 	src/sql/dispatch.sql \
 	src/sql/topics.sql \
 	src/sql/destinations.sql \
+	src/sql/history.sql \
 	src/sql/observability.sql \
 	src/sql/saga.sql \
 	src/sql/lifecycle.sql \
@@ -107,7 +110,7 @@ DATA = $(EXTENSION)--0.1.0.sql $(EXTENSION)--0.1.0--0.2.0.sql
 REGRESS = emit capture capture_types idempotency destinations topics dispatch_function \
 	dispatch_retry wait_delivered http_config broker_config saga_define saga_run \
 	privileges_kafka privileges_mask privileges_monitor privileges_guards privileges_saga \
-	handler_search_path deliver_pending
+	handler_search_path deliver_pending history rewind
 REGRESS_OPTS = --temp-instance=./tmp_check_regress \
 	--temp-config=$(srcdir)/test/outbox_saga.conf \
 	--load-extension=$(EXTENSION)

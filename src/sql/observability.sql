@@ -136,8 +136,11 @@ CREATE VIEW outbox.stats WITH (security_barrier) AS
 	       END AS delivery_order,
 	       pin.since AS holds_log_since,
 	       pin.events AS pinned_events,
-	       pin.bytes AS pinned_bytes
+	       pin.bytes AS pinned_bytes,
+	       COALESCE(r.replay, 0) AS replay_pending,
+	       CASE WHEN r.replay > 0 THEN rp.since END AS replay_since
 	  FROM outbox.destination d
+	  LEFT JOIN outbox.replay rp ON rp.destination_id = d.id
 	 CROSS JOIN (SELECT COALESCE(max(id), 0) AS last_value FROM outbox.events) seq
 	  LEFT JOIN (
 	       SELECT ws.destination_id, ws.worker, ws.wait_event FROM outbox.worker_status() ws
@@ -147,7 +150,8 @@ CREATE VIEW outbox.stats WITH (security_barrier) AS
 	       SELECT count(*) AS total,
 	              count(*) FILTER (WHERE rr.next_attempt_at <= pg_catalog.now()) AS due,
 	              count(*) FILTER (WHERE rr.attempts > 0) AS retrying,
-	              min(rr.created_at) FILTER (WHERE rr.next_attempt_at <= pg_catalog.now()) AS oldest_due
+	              min(rr.created_at) FILTER (WHERE rr.next_attempt_at <= pg_catalog.now()) AS oldest_due,
+	              count(*) FILTER (WHERE rr.replay) AS replay
 	         FROM outbox.delivery_retry rr WHERE rr.destination_id = d.id) r ON true
 	  LEFT JOIN LATERAL (
 	       SELECT count(*) AS dead FROM outbox.dead_letter x WHERE x.destination_id = d.id) dl ON true
@@ -165,4 +169,4 @@ CREATE VIEW outbox.stats WITH (security_barrier) AS
 	 WHERE pg_catalog.pg_has_role(d.owner, 'USAGE')
 	    OR pg_catalog.pg_has_role('pg_read_all_stats', 'USAGE');
 COMMENT ON VIEW outbox.stats IS
-	'One row per destination the current role owns (every one for superusers and pg_monitor / pg_read_all_stats): backlog, retries, dead letters, counters, the last error, and what it holds of the log (holds_log_since, pinned_events, pinned_bytes: estimates per partition).';
+	'One row per destination the current role owns (every one for superusers and pg_monitor / pg_read_all_stats): backlog, retries, dead letters, counters, the last error, what it holds of the log (holds_log_since, pinned_events, pinned_bytes: estimates per partition), and a replay in progress (replay_pending: events outbox.rewind queued and not yet delivered; replay_since: its since).';
