@@ -2,7 +2,7 @@
  *
  * replay.c
  *		Replay of retained history to a destination: outbox.rewind() and
- *		outbox.subscribe(..., since => ...) (issue 16).
+ *		outbox.subscribe_since() (issue 16).
  *
  * THE DESIGN: REPLAY AS RETRY ROWS
  *	A rewind works at the level of the destination's position and its retry
@@ -171,9 +171,10 @@ outbox_saga_rewind(PG_FUNCTION_ARGS)
 }
 
 /*
- * outbox.subscribe(destination text, topic text, event_types text[],
- *		since timestamptz) RETURNS bigint: outbox.subscribe(destination,
- *		topic, event_types), then the replay of that subscription.
+ * outbox.subscribe_since(destination text, since timestamptz, topic text
+ *		DEFAULT '*', event_types text[] DEFAULT NULL) RETURNS bigint:
+ *		outbox.subscribe(destination, topic, event_types), then the replay
+ *		of that subscription.
  */
 Datum
 outbox_saga_subscribe_since(PG_FUNCTION_ARGS)
@@ -184,13 +185,16 @@ outbox_saga_subscribe_since(PG_FUNCTION_ARGS)
 	int			i;
 
 	SqlRequireArg(fcinfo, 0, "destination");
-	since = since_arg(fcinfo, 3);
+	since = since_arg(fcinfo, 1);
 
+	/* subscribe(destination, topic, event_types): arguments 0, 2, 3 */
 	InitFunctionCallInfoData(*sub, NULL, 3, InvalidOid, NULL, NULL);
 	for (i = 0; i < 3; i++)
 	{
-		sub->args[i].value = PG_GETARG_DATUM(i);
-		sub->args[i].isnull = PG_ARGISNULL(i);
+		int			from = i == 0 ? 0 : i + 1;
+
+		sub->args[i].value = PG_GETARG_DATUM(from);
+		sub->args[i].isnull = PG_ARGISNULL(from);
 	}
 	id = outbox_saga_subscribe(sub);
 

@@ -335,15 +335,16 @@ LANGUAGE C VOLATILE PARALLEL UNSAFE;
 COMMENT ON FUNCTION outbox.rewind(text, timestamptz) IS
 	'Deliver again the retained events of a destination''s subscriptions committed at or after since (commit time), in commit order per aggregate, ahead of the live events of their aggregates; returns how many were queued. Owner or superuser only.';
 
--- No defaults for event_types and since, so that subscribe(d, t) and
--- subscribe(d, t, types) stay the three-argument function.
-CREATE FUNCTION outbox.subscribe(
+-- subscribe() with a since: a function of its own, since subscribe() is
+-- not overloaded (the Privileges table names functions without arguments,
+-- and replacing it would drop the grants on it at ALTER EXTENSION UPDATE).
+CREATE FUNCTION outbox.subscribe_since(
 	destination text,
-	topic       text,
-	event_types text[],
-	since       timestamptz)
+	since       timestamptz,
+	topic       text   DEFAULT '*',
+	event_types text[] DEFAULT NULL)
 RETURNS bigint
 AS 'MODULE_PATHNAME', 'outbox_saga_subscribe_since'
 LANGUAGE C VOLATILE PARALLEL UNSAFE;
-COMMENT ON FUNCTION outbox.subscribe(text, text, text[], timestamptz) IS
-	'Subscribe as outbox.subscribe(destination, topic, event_types) and deliver, ahead of the live ones, the retained events of that subscription committed at or after since (commit time). Owner or superuser only.';
+COMMENT ON FUNCTION outbox.subscribe_since(text, timestamptz, text, text[]) IS
+	'outbox.subscribe(destination, topic, event_types), and the delivery, ahead of the live events of their aggregates, of the retained events of that subscription committed at or after since (commit time). Returns the subscription id. Owner or superuser only.';
