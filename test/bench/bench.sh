@@ -16,6 +16,8 @@
 #   order      Reading windows in commit order (G4): the drain of many small
 #              concurrent transactions, commit order against id order.  See
 #              order.sh.
+#   history    Storage of retained history (issue 16): linear in the retained
+#              events, nothing for other topics.  See history.sh.
 #   (Later sections: dispatcher drain rate, latency, storage.  A section is
 #   a file NAME.sh here defining section_NAME; add NAME to SECTIONS.)
 #
@@ -77,7 +79,7 @@ BENCH_WARMUP=${BENCH_WARMUP:-3}
 # ratio; more clients only add contention and context switches.
 BENCH_CLIENTS=${BENCH_CLIENTS:-$((2 * $(nproc)))}
 BENCH_JOBS=${BENCH_JOBS:-$(nproc)}
-SECTIONS=${BENCH_SECTIONS:-producer dispatch isolation order http saga broker}
+SECTIONS=${BENCH_SECTIONS:-producer dispatch isolation order http saga broker history}
 
 RESULTS_DIR=$BENCH_DIR/results
 RUN_ID=$(date +%Y%m%d-%H%M%S)
