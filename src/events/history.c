@@ -250,6 +250,8 @@ outbox_saga_aggregate_events(PG_FUNCTION_ARGS)
 Datum
 outbox_saga_role_may_read_topic(PG_FUNCTION_ARGS)
 {
+	if (PG_ARGISNULL(0) || PG_ARGISNULL(1))
+		PG_RETURN_BOOL(false);
 	PG_RETURN_BOOL(TopicAclCheck(PG_GETARG_OID(0), PG_GETARG_TEXT_PP(1), TOPIC_READ,
 								 false));
 }

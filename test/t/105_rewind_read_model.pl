@@ -21,7 +21,7 @@ use PostgreSQL::Test::Utils;
 use Test::More;
 use OutboxTest;
 
-my $PER_PRODUCER = 600;
+my $PER_PRODUCER = 3000;
 my $ORDERS = 20;
 
 my $node = new_node('rewind_read_model',
@@ -83,7 +83,7 @@ for my $p (0, 1)
 # no batch of it runs until commit), then empty the model, in one
 # transaction.
 ok(wait_until($node, 'postgres',
-	"SELECT COALESCE(sum(cardinality(applied)), 0) >= $PER_PRODUCER / 2"
+	"SELECT COALESCE(sum(cardinality(applied)), 0) >= $PER_PRODUCER / 10"
 	  . " FROM public.orders_rm WHERE model = 'rebuilt'", 60),
 	'the read models fill while the producers write');
 my $queued = $node->safe_psql('postgres', q{
@@ -91,7 +91,8 @@ my $queued = $node->safe_psql('postgres', q{
 	SELECT outbox.rewind('rebuilt', '-infinity');
 	DELETE FROM public.orders_rm WHERE model = 'rebuilt';
 	COMMIT;});
-ok($queued > 0, "rewind queued $queued events while the producers write");
+ok($queued > 0 && $queued < 2 * $PER_PRODUCER,
+	"rewind queued $queued events while the producers write");
 
 ok($_->finish, 'a producer wrote all its events') for @producers;
 my $total = 2 * $PER_PRODUCER;
