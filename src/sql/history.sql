@@ -46,6 +46,14 @@ COMMENT ON TABLE outbox.history IS
 
 -- Retry rows queued by outbox.rewind() (outbox.stats: replay_pending).
 ALTER TABLE outbox.delivery_retry ADD COLUMN replay boolean NOT NULL DEFAULT false;
+-- The failed retry rows of a destination in id order: with the primary key,
+-- a batch reads the due heads by two index scans that stop at its limit
+-- (Q_DUE_RETRIES, src/dispatch/delivery.c), also with a large replay queued.
+CREATE INDEX delivery_retry_failed_idx ON outbox.delivery_retry (destination_id, id)
+	WHERE attempts > 0;
+-- A destination's retry rows in due order: the dispatcher's next due time
+-- stops at the first head (DS_NEXT_DUE, src/worker/dispatcher.c).
+CREATE INDEX delivery_retry_dest_due_idx ON outbox.delivery_retry (destination_id, next_attempt_at);
 
 -- The latest rewind of each destination.
 CREATE TABLE outbox.replay (
