@@ -117,7 +117,8 @@ REGRESS_OPTS = --temp-instance=./tmp_check_regress \
 
 # Isolation specs live in test/specs, their expected output in test/expected.
 ISOLATION = emit_visibility idempotency_same_key idempotency_rollback \
-	dispatch_late_commit destination_start_tick saga_complete_race saga_start_race
+	dispatch_late_commit destination_start_tick saga_complete_race saga_start_race \
+	append_expected_version
 ISOLATION_OPTS = --inputdir=$(srcdir)/test --outputdir=output_iso \
 	--temp-instance=./tmp_check_iso \
 	--temp-config=$(srcdir)/test/outbox_saga.conf \

@@ -36,6 +36,7 @@ CREATE ROLE hist_other;
 GRANT EXECUTE ON FUNCTION outbox.emit(text, text, jsonb, text, jsonb, timestamptz),
 	outbox.retain_topic(text, interval), outbox.unretain_topic(text),
 	outbox.aggregate_events(text, text, bigint), outbox.create_topic(text),
+	outbox.append(text, text, bigint, text, jsonb, jsonb),
 	outbox.grant_topic(text, regrole, text)
 	TO hist_app, hist_reader, hist_other;
 
@@ -153,3 +154,23 @@ SELECT pg_temp.error_text($$SELECT outbox.aggregate_events('h_orders', 'o1')$$);
 RESET ROLE;
 SELECT count(*) AS history_left FROM outbox.history;
 SELECT count(*) AS archiver_subscriptions FROM outbox.subscriptions WHERE destination = 'outbox.history';
+
+-- outbox.append: an expected-version check for event-sourced aggregates
+-- (concurrency: the isolation spec append_expected_version).
+SET ROLE hist_app;
+SELECT outbox.retain_topic('h_accounts');
+SELECT outbox.append('h_accounts', 'acct-1', 0, 'opened', '{"n": 1}') AS version;
+SELECT outbox.append('h_accounts', 'acct-1', 1, 'deposited', '{"n": 2}') AS version;
+SELECT pg_temp.error_text($$SELECT outbox.append('h_accounts', 'acct-1', 1, 'deposited', '{"n": 3}')$$);
+SELECT pg_temp.error_text($$SELECT outbox.append('h_accounts', 'acct-1', 0, 'opened', '{"n": 3}')$$);
+SELECT pg_temp.error_text($$SELECT outbox.append('h_accounts', 'acct-1', -1, 'x')$$);
+SELECT pg_temp.error_text($$SELECT outbox.append('h_accounts', NULL, 0, 'x')$$);
+SELECT pg_temp.error_text($$SELECT outbox.append('h_accounts', 'acct-1', NULL, 'x')$$);
+SELECT outbox.append('h_accounts', 'acct-1', 2, 'deposited', '{"n": 4}') AS version;
+SET ROLE hist_other;
+SELECT pg_temp.error_text($$SELECT outbox.append('h_accounts', 'acct-1', 3, 'deposited')$$);
+RESET ROLE;
+SELECT pg_temp.wait_for($$SELECT count(*) = 3 FROM outbox.history WHERE topic = 'h_accounts'$$);
+SELECT payload->>'n' AS n, event_type FROM outbox.aggregate_events('h_accounts', 'acct-1');
+SELECT topic, aggregate_id, version FROM outbox.aggregate_version;
+SELECT outbox.unretain_topic('h_accounts');

@@ -43,11 +43,26 @@
  *	order.  A caller that folds incrementally stops at the first NULL
  *	position and pages from the last non-NULL one.
  *
+ * EXPECTED VERSION (optimistic concurrency of event-sourced aggregates)
+ *	outbox.append(topic, aggregate_id, expected_version, ...) writes an
+ *	event as outbox.emit() does, and only if the aggregate's version - the
+ *	number of events appended to it with outbox.append(), kept in
+ *	outbox.aggregate_version - is expected_version; the version is then
+ *	one more, in the same transaction.  The check is one statement: an
+ *	UPDATE ... WHERE version = expected (or, for 0, an INSERT ... ON
+ *	CONFLICT DO NOTHING), so of two concurrent appends with the same
+ *	expected version the second waits for the first's row lock and, once
+ *	the first commits, matches no row: it fails with 40001
+ *	(serialization_failure; retry by reading the aggregate again).  If the
+ *	first rolls back, the second goes ahead.  A wrong expected version is
+ *	40001 too.  This is one row UPDATE per append, on the aggregate's row,
+ *	for the callers who ask for it; emit() is unchanged.
+ *
  * PRIVILEGES
  *	The functions are SECURITY INVOKER; the checks run as the caller:
  *	retain_topic and unretain_topic need the privileges of the topic's
  *	owner (a superuser for a topic with no owner); aggregate_events needs
- *	read on the topic (G14, TopicAclRequire).  The bodies then run with
+ *	read on the topic (G14, TopicAclRequire), append write on it.  The bodies then run with
  *	the extension's rights (RunAsExtensionRun) as the internal SQL
  *	functions of history.sql, which no role is granted.
  *
@@ -66,6 +81,8 @@
 #include "miscadmin.h"
 #include "utils/acl.h"
 #include "utils/builtins.h"
+#include "utils/jsonb.h"
+#include "utils/uuid.h"
 #include "utils/timestamp.h"
 #include "utils/tuplestore.h"
 
@@ -79,6 +96,7 @@ PG_FUNCTION_INFO_V1(outbox_saga_retain_topic);
 PG_FUNCTION_INFO_V1(outbox_saga_unretain_topic);
 PG_FUNCTION_INFO_V1(outbox_saga_aggregate_events);
 PG_FUNCTION_INFO_V1(outbox_saga_role_may_read_topic);
+PG_FUNCTION_INFO_V1(outbox_saga_append);
 
 enum
 {
@@ -86,6 +104,7 @@ enum
 	Q_RETAIN,
 	Q_UNRETAIN,
 	Q_AGGREGATE,
+	Q_NEXT_VERSION,
 	Q_COUNT
 };
 
@@ -112,6 +131,18 @@ static SpiStatement statements[Q_COUNT] = {
 	[Q_AGGREGATE] = {
 		"the read of an aggregate's history",
 		"SELECT * FROM outbox.history_aggregate($1, $2, $3)",
+		{TEXTOID, TEXTOID, INT8OID, 0}
+	},
+	/* outbox.aggregate_version: the check and the new version, or nothing */
+	[Q_NEXT_VERSION] = {
+		"the check of an aggregate's version",
+		"WITH up AS (UPDATE outbox.aggregate_version SET version = version + 1"
+		"             WHERE topic = $1 AND aggregate_id = $2 AND version = $3"
+		"               AND $3 > 0 RETURNING version),"
+		"     ins AS (INSERT INTO outbox.aggregate_version (topic, aggregate_id, version)"
+		"             SELECT $1, $2, 1 WHERE $3 = 0"
+		"             ON CONFLICT (topic, aggregate_id) DO NOTHING RETURNING version)"
+		" SELECT version FROM up UNION ALL SELECT version FROM ins",
 		{TEXTOID, TEXTOID, INT8OID, 0}
 	},
 };
@@ -254,4 +285,66 @@ outbox_saga_role_may_read_topic(PG_FUNCTION_ARGS)
 		PG_RETURN_BOOL(false);
 	PG_RETURN_BOOL(TopicAclCheck(PG_GETARG_OID(0), PG_GETARG_TEXT_PP(1), TOPIC_READ,
 								 false));
+}
+
+/*
+ * outbox.append(topic text, aggregate_id text, expected_version bigint,
+ *		event_type text, payload jsonb DEFAULT '{}', headers jsonb DEFAULT
+ *		'{}') RETURNS bigint: see EXPECTED VERSION in the file header.
+ *		Returns the aggregate's new version.
+ */
+Datum
+outbox_saga_append(PG_FUNCTION_ARGS)
+{
+	OutboxEventData ev;
+	pg_uuid_t  *event_id = palloc(sizeof(pg_uuid_t));
+	int64		expected;
+	int64		version;
+	Datum		values[3];
+	bool		isnull;
+
+	SqlRequireArg(fcinfo, 0, "topic");
+	SqlRequireArg(fcinfo, 1, "aggregate_id");
+	SqlRequireArg(fcinfo, 2, "expected_version");
+	SqlRequireArg(fcinfo, 3, "event_type");
+	SqlRequireArg(fcinfo, 4, "payload");
+	SqlRequireArg(fcinfo, 5, "headers");
+	expected = PG_GETARG_INT64(2);
+	if (expected < 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("expected_version must not be negative"),
+				 errhint("A new aggregate has version 0.")));
+
+	memset(&ev, 0, sizeof(ev));
+	ev.topic = PG_GETARG_TEXT_PP(0);
+	ev.aggregate_id = PG_GETARG_TEXT_PP(1);
+	ev.event_type = PG_GETARG_TEXT_PP(3);
+	ev.payload = PG_GETARG_JSONB_P(4);
+	ev.headers = PG_GETARG_JSONB_P(5);
+	ev.has_deliver_after = false;
+	OutboxCheckTopic("topic", ev.topic);
+	OutboxCheckEventType("event_type", ev.event_type);
+	OutboxCheckAggregateId(ev.aggregate_id);
+	OutboxCheckPayload(ev.payload);
+	OutboxCheckHeaders(ev.headers);
+	TopicAclRequire(GetUserId(), ev.topic, TOPIC_WRITE, NULL);
+
+	SpiConnect();
+	values[0] = PointerGetDatum(ev.topic);
+	values[1] = PointerGetDatum(ev.aggregate_id);
+	values[2] = Int64GetDatum(expected);
+	if (RunAsExtensionRun(&statements[Q_NEXT_VERSION], values, NULL, SPI_OK_SELECT) != 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_T_R_SERIALIZATION_FAILURE),
+				 errmsg("aggregate \"%s\" of topic \"%s\" is not at version %lld",
+						text_to_cstring(ev.aggregate_id), text_to_cstring(ev.topic),
+						(long long) expected),
+				 errhint("Another transaction appended to it: read it again and retry.")));
+	version = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1,
+										  &isnull));
+	SpiFinish();
+
+	OutboxAppendEvent(&ev, event_id);
+	PG_RETURN_INT64(version);
 }

@@ -312,6 +312,16 @@ END $$;
 COMMENT ON FUNCTION outbox.history_prune(integer) IS
 	'Internal: delete retained events older than their topic''s keep (housekeeping).';
 
+-- The version of event-sourced aggregates: the number of events appended
+-- to each with outbox.append() (src/events/history.c, EXPECTED VERSION).
+CREATE TABLE outbox.aggregate_version (
+	topic         text   NOT NULL,
+	aggregate_id  text   NOT NULL,
+	version       bigint NOT NULL,
+	PRIMARY KEY (topic, aggregate_id)
+);
+SELECT pg_catalog.pg_extension_config_dump('outbox.aggregate_version', '');
+
 -- The API (C: the checks as the caller, then the bodies above with the
 -- extension's rights).
 CREATE FUNCTION outbox.retain_topic(topic text, keep interval DEFAULT NULL)
@@ -357,3 +367,16 @@ AS 'MODULE_PATHNAME', 'outbox_saga_subscribe_since'
 LANGUAGE C VOLATILE PARALLEL UNSAFE;
 COMMENT ON FUNCTION outbox.subscribe_since(text, timestamptz, text, text[]) IS
 	'outbox.subscribe(destination, topic, event_types), and the delivery, ahead of the live events of their aggregates, of the retained events of that subscription committed at or after since (commit time). Returns the subscription id. Owner or superuser only.';
+
+CREATE FUNCTION outbox.append(
+	topic            text,
+	aggregate_id     text,
+	expected_version bigint,
+	event_type       text,
+	payload          jsonb DEFAULT '{}',
+	headers          jsonb DEFAULT '{}')
+RETURNS bigint
+AS 'MODULE_PATHNAME', 'outbox_saga_append'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION outbox.append(text, text, bigint, text, jsonb, jsonb) IS
+	'Write an event of an aggregate as outbox.emit() does, if the aggregate''s version (events appended with outbox.append) is expected_version (0: new); returns the new version. Otherwise, or when a concurrent append with the same expected version commits first, SQLSTATE 40001. Needs write on the topic.';
