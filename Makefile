@@ -55,6 +55,7 @@ OBJS = \
 	src/events/capture_args.o \
 	src/events/capture_table.o \
 	src/events/topic_acl.o \
+	src/events/history.o \
 	src/http/http_guard.o \
 	src/http/http_client.o \
 	src/http/http_socket.o \
@@ -77,6 +78,7 @@ OBJS = \
 	src/dispatch/restore.o \
 	src/dispatch/skip.o \
 	src/dispatch/pull.o \
+	src/dispatch/replay.o \
 	src/saga/saga_state.o \
 	src/saga/saga_define.o \
 	src/saga/saga_api.o \
@@ -96,6 +98,7 @@ SQL_PARTS = \
 	src/sql/dispatch.sql \
 	src/sql/topics.sql \
 	src/sql/destinations.sql \
+	src/sql/history.sql \
 	src/sql/observability.sql \
 	src/sql/pull.sql \
 	src/sql/saga.sql \
@@ -111,14 +114,15 @@ DATA = $(EXTENSION)--0.1.0.sql $(EXTENSION)--0.1.0--0.2.0.sql
 REGRESS = emit capture capture_types idempotency destinations topics dispatch_function \
 	dispatch_retry wait_delivered http_config broker_config saga_define saga_run \
 	privileges_kafka privileges_mask privileges_monitor privileges_guards privileges_saga \
-	handler_search_path deliver_pending trace_context pull
+	handler_search_path deliver_pending trace_context pull history rewind
 REGRESS_OPTS = --temp-instance=./tmp_check_regress \
 	--temp-config=$(srcdir)/test/outbox_saga.conf \
 	--load-extension=$(EXTENSION)
 
 # Isolation specs live in test/specs, their expected output in test/expected.
 ISOLATION = emit_visibility idempotency_same_key idempotency_rollback \
-	dispatch_late_commit destination_start_tick saga_complete_race saga_start_race pull_consumers
+	dispatch_late_commit destination_start_tick saga_complete_race saga_start_race pull_consumers \
+	append_expected_version
 ISOLATION_OPTS = --inputdir=$(srcdir)/test --outputdir=output_iso \
 	--temp-instance=./tmp_check_iso \
 	--temp-config=$(srcdir)/test/outbox_saga.conf \

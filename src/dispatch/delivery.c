@@ -152,6 +152,19 @@ enum
 
 #define EVENT_COLS "id, event_id, topic, aggregate_id, event_type, payload, headers, created_at, deliver_after, txid"
 
+/* Q_DUE_RETRIES: the due heads among the retry rows that match 'cond'. */
+#define DUE_RETRIES_PART_SQL(cond) \
+	"SELECT r.id, r.event_id, r.topic, r.aggregate_id, r.event_type, r.payload," \
+	"       r.headers, r.created_at, r.deliver_after, r.txid, r.attempts, r.committed_at" \
+	"  FROM outbox.delivery_retry r" \
+	" WHERE r.destination_id = $1 AND " cond " AND r.next_attempt_at <= pg_catalog.now()" \
+	"   AND (NOT $2 OR r.aggregate_id IS NULL" \
+	"        OR NOT EXISTS (SELECT 1 FROM outbox.delivery_retry p" \
+	"                        WHERE p.destination_id = r.destination_id" \
+	"                          AND p.aggregate_id = r.aggregate_id" \
+	"                          AND " RETRY_PRECEDES_SQL("p", "r") "))" \
+	" ORDER BY r.id LIMIT $3"
+
 /* Parameter types of the EVENT_COLS columns, in order. */
 #define EVENT_TYPES INT8OID, UUIDOID, TEXTOID, TEXTOID, TEXTOID, JSONBOID, JSONBOID, \
 	TIMESTAMPTZOID, TIMESTAMPTZOID, XID8OID
@@ -218,19 +231,20 @@ static SpiStatement statements[Q_COUNT] = {
 		" WHERE destination_id = $1 AND aggregate_id IS NOT NULL",
 		{INT4OID, 0}
 	},
-	/* outbox.delivery_retry: the due rows, heads of their aggregates */
+	/*
+	 * outbox.delivery_retry: the due rows, heads of their aggregates; never
+	 * tried first, then failed ones, each in id order.  Two index scans of
+	 * the primary key that stop at the limit (a partial index for the
+	 * failed ones), not one sort of every due row: a replay queues many
+	 * rows at once (dispatch/replay.c), and each row costs a probe.
+	 */
 	[Q_DUE_RETRIES] = {
 		"the read of the due retry rows",
-		"SELECT r.id, r.event_id, r.topic, r.aggregate_id, r.event_type, r.payload,"
-		"       r.headers, r.created_at, r.deliver_after, r.txid, r.attempts, r.committed_at"
-		"  FROM outbox.delivery_retry r"
-		" WHERE r.destination_id = $1 AND r.next_attempt_at <= pg_catalog.now()"
-		"   AND (NOT $2 OR r.aggregate_id IS NULL"
-		"        OR NOT EXISTS (SELECT 1 FROM outbox.delivery_retry p"
-		"                        WHERE p.destination_id = r.destination_id"
-		"                          AND p.aggregate_id = r.aggregate_id"
-		"                          AND " RETRY_PRECEDES_SQL("p", "r") "))"
-		" ORDER BY r.attempts > 0, r.id LIMIT $3",
+		"SELECT * FROM ("
+		" (" DUE_RETRIES_PART_SQL("NOT (r.attempts > 0)") ")"
+		" UNION ALL"
+		" (" DUE_RETRIES_PART_SQL("r.attempts > 0") ")) s"
+		" ORDER BY s.attempts > 0, s.id LIMIT $3",
 		{INT4OID, BOOLOID, INT4OID, 0}
 	},
 	/*

@@ -163,8 +163,11 @@ CREATE VIEW outbox.stats WITH (security_barrier) AS
 	       d.paused AND EXISTS (
 	           SELECT 1 FROM outbox.dead_letter x
 	            WHERE x.destination_id = d.id AND x.attempts > 0
-	              AND x.last_error LIKE 'HTTP 410%') AS paused_by_410
+	              AND x.last_error LIKE 'HTTP 410%') AS paused_by_410,
+	       COALESCE(r.replay, 0) AS replay_pending,
+	       CASE WHEN r.replay > 0 THEN rp.since END AS replay_since
 	  FROM outbox.destination d
+	  LEFT JOIN outbox.replay rp ON rp.destination_id = d.id
 	 CROSS JOIN (SELECT COALESCE(max(id), 0) AS last_value FROM outbox.events) seq
 	  LEFT JOIN (
 	       SELECT ws.destination_id, ws.worker, ws.wait_event FROM outbox.worker_status() ws
@@ -174,7 +177,8 @@ CREATE VIEW outbox.stats WITH (security_barrier) AS
 	       SELECT count(*) AS total,
 	              count(*) FILTER (WHERE rr.next_attempt_at <= pg_catalog.now()) AS due,
 	              count(*) FILTER (WHERE rr.attempts > 0) AS retrying,
-	              min(rr.created_at) FILTER (WHERE rr.next_attempt_at <= pg_catalog.now()) AS oldest_due
+	              min(rr.created_at) FILTER (WHERE rr.next_attempt_at <= pg_catalog.now()) AS oldest_due,
+	              count(*) FILTER (WHERE rr.replay) AS replay
 	         FROM outbox.delivery_retry rr WHERE rr.destination_id = d.id) r ON true
 	  LEFT JOIN LATERAL (
 	       SELECT count(*) AS dead FROM outbox.dead_letter x WHERE x.destination_id = d.id) dl ON true
@@ -213,7 +217,7 @@ CREATE VIEW outbox.stats WITH (security_barrier) AS
 	 WHERE pg_catalog.pg_has_role(d.owner, 'USAGE')
 	    OR pg_catalog.pg_has_role('pg_read_all_stats', 'USAGE');
 COMMENT ON VIEW outbox.stats IS
-	'One row per destination the current role owns (every one for superusers and pg_monitor / pg_read_all_stats): backlog, retries, dead letters, counters, the last error, what it holds of the log (holds_log_since, pinned_events, pinned_bytes: estimates per partition), the oldest ready age in seconds and whether an http 410 paused it (for contrib/prometheus/queries.yaml).';
+	'One row per destination the current role owns (every one for superusers and pg_monitor / pg_read_all_stats): backlog, retries, dead letters, counters, the last error, what it holds of the log (holds_log_since, pinned_events, pinned_bytes: estimates per partition), the oldest ready age in seconds and whether an http 410 paused it (for contrib/prometheus/queries.yaml), and a replay in progress (replay_pending: events outbox.rewind queued and not yet delivered; replay_since: its since).';
 
 -- One row for this database (issue 17 item 1, contrib/prometheus): whether
 -- it is dispatched, how many dispatchers run, whether the SQL version

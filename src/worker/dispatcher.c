@@ -250,19 +250,28 @@ static SpiStatement dispatcher_stmts[DS_COUNT] = {
 		"  FROM outbox.destination"
 		" ORDER BY id",
 	{0}},
-	/* outbox.delivery_retry, outbox.destination: see next_due_ms */
+	/*
+	 * outbox.delivery_retry, outbox.destination: see next_due_ms.  Per
+	 * destination, its earliest head in next_attempt_at order (a scan that
+	 * stops at the first head, not a probe of every retry row: a replay
+	 * queues many at once, dispatch/replay.c), then GREATEST with its
+	 * retry_at: the same as the minimum over its heads of GREATEST.
+	 */
 	[DS_NEXT_DUE] = {"computing the next due time",
 		"SELECT (extract(epoch FROM LEAST("
-		"  (SELECT pg_catalog.min(GREATEST(r.next_attempt_at, d.retry_at))"
-		"     FROM outbox.delivery_retry r"
-		"     JOIN outbox.destination d ON d.id = r.destination_id"
-		"    WHERE NOT d.paused AND d.kind <> 'pull'"
-		"      AND (r.aggregate_id IS NULL"
-		"           OR d.config -> 'ordered' = 'false'::jsonb"
-		"           OR NOT EXISTS (SELECT 1 FROM outbox.delivery_retry p"
-		"                           WHERE p.destination_id = r.destination_id"
-		"                             AND p.aggregate_id = r.aggregate_id"
-		"                             AND " RETRY_PRECEDES_SQL("p", "r") "))),"
+		"  (SELECT pg_catalog.min(GREATEST(h.due, d.retry_at))"
+		"     FROM outbox.destination d"
+		"     CROSS JOIN LATERAL ("
+		"          SELECT r.next_attempt_at AS due FROM outbox.delivery_retry r"
+		"           WHERE r.destination_id = d.id"
+		"             AND (r.aggregate_id IS NULL"
+		"                  OR d.config -> 'ordered' = 'false'::jsonb"
+		"                  OR NOT EXISTS (SELECT 1 FROM outbox.delivery_retry p"
+		"                                  WHERE p.destination_id = r.destination_id"
+		"                                    AND p.aggregate_id = r.aggregate_id"
+		"                                    AND " RETRY_PRECEDES_SQL("p", "r") "))"
+		"           ORDER BY r.next_attempt_at LIMIT 1) h"
+		"    WHERE NOT d.paused AND d.kind <> 'pull'),"
 		"  (SELECT pg_catalog.min(retry_at) FROM outbox.destination WHERE NOT paused))"
 		"  - pg_catalog.clock_timestamp()) * 1000)::bigint",
 	{0}},

@@ -35,6 +35,9 @@
  *	   progress holds off: its starting tick must survive until it is
  *	   visible), and generation records below the oldest event.
  *	4. Purge expired idempotency keys (outbox.purge_idempotency_keys).
+ *	5. Delete retained events older than their topic's keep, at most
+ *	   10000 a round (outbox.history_prune, events/history.c; only once
+ *	   the extension's SQL has outbox.history, i.e. is 0.2.0's).
  *
  * INVARIANTS
  *	- Everything runs in the caller's transaction; a crash or an error
@@ -100,6 +103,7 @@ enum
 	HK_ANY_BEHIND,
 	HK_TARGET_TICK,
 	HK_PINS,
+	HK_PRUNE_HISTORY,
 	HK_COUNT
 };
 
@@ -153,6 +157,10 @@ static SpiStatement round_stmts[HK_COUNT] = {
 	/* outbox.idempotency_key, through its SQL function */
 	[HK_PURGE_KEYS] = {"purging idempotency keys",
 		"SELECT outbox.purge_idempotency_keys(10000)",
+	{0}},
+	/* outbox.history, outbox.retained_topic (issue 16, history.sql) */
+	[HK_PRUNE_HISTORY] = {"pruning the retained history",
+		"SELECT outbox.history_prune(10000)",
 	{0}},
 	/* outbox.destination, outbox.tick: anyone paused or $1 seconds behind */
 	[HK_ANY_BEHIND] = {"looking for destinations that are behind",
@@ -627,4 +635,8 @@ HousekeepingRun(void)
 
 	/* 4. Expired idempotency keys. */
 	SpiRun(&round_stmts[HK_PURGE_KEYS], NULL, NULL, SPI_OK_SELECT);
+
+	/* 5. Retained events past their keep (none before the 0.2.0 SQL). */
+	if (OidIsValid(get_relname_relid("history", get_namespace_oid("outbox", false))))
+		SpiRun(&round_stmts[HK_PRUNE_HISTORY], NULL, NULL, SPI_OK_SELECT);
 }

@@ -27,6 +27,8 @@
 #   pull       Pull destinations: next_batch/finish_batch drain with one and
 #              two consumers, next to a function destination and a SKIP
 #              LOCKED + DELETE consumer on the same events.  See pull.sh.
+#   history    Storage of retained history (issue 16): linear in the retained
+#              events, nothing for other topics.  See history.sh.
 #   (Later sections: dispatcher drain rate, latency, storage.  A section is
 #   a file NAME.sh here defining section_NAME; add NAME to SECTIONS.)
 #
@@ -88,7 +90,7 @@ BENCH_WARMUP=${BENCH_WARMUP:-3}
 # ratio; more clients only add contention and context switches.
 BENCH_CLIENTS=${BENCH_CLIENTS:-$((2 * $(nproc)))}
 BENCH_JOBS=${BENCH_JOBS:-$(nproc)}
-SECTIONS=${BENCH_SECTIONS:-producer dispatch e2e isolation order http saga broker metrics pull}
+SECTIONS=${BENCH_SECTIONS:-producer dispatch e2e isolation order http saga broker metrics pull history}
 
 RESULTS_DIR=$BENCH_DIR/results
 RUN_ID=$(date +%Y%m%d-%H%M%S)
