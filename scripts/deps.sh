@@ -102,10 +102,11 @@ for p in "${packages[@]}"; do
 	fi
 done
 
-# Node and npm for the Node example: Debian's, unless a node with npm is
+# Node and npm for the Node example and the pull consumers of
+# test/t/100_pull_consumers.pl: Debian's, unless a node with npm is
 # installed already (for example NodeSource's nodejs, which bundles npm and
 # conflicts with Debian's npm package).
-if wants examples && { ! command -v node >/dev/null || ! command -v npm >/dev/null; }; then
+if { wants examples || wants tap; } && { ! command -v node >/dev/null || ! command -v npm >/dev/null; }; then
 	for p in nodejs npm; do
 		dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
 	done
