@@ -41,6 +41,10 @@ CREATE TABLE outbox.pull_batch (
 	created_at      timestamptz NOT NULL DEFAULT now()
 );
 ALTER SEQUENCE outbox.pull_batch_id_seq OWNED BY outbox.pull_batch.id;
+-- A batch row lives from next_batch to finish_batch: compressing its copy
+-- of the events would cost CPU on every batch and save nothing lasting.
+ALTER TABLE outbox.pull_batch ALTER COLUMN events SET STORAGE EXTERNAL,
+	ALTER COLUMN aggregates SET STORAGE EXTERNAL;
 CREATE INDEX pull_batch_destination_idx ON outbox.pull_batch (destination_id, lease_until);
 SELECT pg_catalog.pg_extension_config_dump('outbox.pull_batch', '');
 SELECT pg_catalog.pg_extension_config_dump('outbox.pull_batch_id_seq', '');
