@@ -25,6 +25,19 @@ BEGIN
 		PERFORM pg_sleep(0.01);
 	END LOOP;
 END $$;
+CREATE FUNCTION pg_temp.wait_step(id uuid, wanted text) RETURNS boolean LANGUAGE plpgsql AS $$
+DECLARE
+	deadline timestamptz := clock_timestamp() + interval '60 seconds';
+BEGIN
+	LOOP
+		IF EXISTS (SELECT 1 FROM saga.step_run r WHERE r.saga_id = wait_step.id
+		            AND r.phase = 'action' AND r.status = wanted) THEN
+			RETURN true;
+		END IF;
+		IF clock_timestamp() > deadline THEN RETURN false; END IF;
+		PERFORM pg_sleep(0.01);
+	END LOOP;
+END $$;
 
 CREATE ROLE regress_sp_owner;
 CREATE ROLE regress_sp_starter;
@@ -45,6 +58,11 @@ SELECT pg_temp.sqlstate_of($$SELECT saga.start('sp_flow',
 	jsonb_build_object('blob', repeat('x', 1100000)))$$) AS start_2mb;
 SELECT saga.start('sp_flow', jsonb_build_object('blob', repeat('x', 1100000)));
 SELECT saga.start('sp_flow', '{"n": 1}') AS s1 \gset
+-- its step has emitted (the topic "sp" is the definition owner's from
+-- now on) before the other roles try their hands on it
+RESET ROLE;
+SELECT pg_temp.wait_step(:'s1', 'waiting');
+SET ROLE regress_sp_starter;
 SELECT pg_temp.sqlstate_of(format($$SELECT saga.complete_step(%L, 'wait', true,
 	jsonb_build_object('blob', repeat('x', 1100000)))$$, :'s1')) AS result_2mb;
 

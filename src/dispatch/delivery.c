@@ -179,7 +179,7 @@ static SpiStatement statements[Q_COUNT] = {
 	[Q_LOCK_DEST] = {
 		"the lock of a destination for a batch",
 		"SELECT tick_from, tick_to, last_id, done_id, consecutive_failures, last_txid,"
-		"       config, search_path"
+		"       config, search_path, owner"
 		"  FROM outbox.destination WHERE id = $1 AND NOT paused"
 		"   AND (retry_at IS NULL OR retry_at <= pg_catalog.now())"
 		"   FOR UPDATE SKIP LOCKED",
@@ -193,7 +193,7 @@ static SpiStatement statements[Q_COUNT] = {
 	[Q_LOCK_DEST_WAIT] = {
 		"the lock of a destination for a batch in the caller's transaction",
 		"SELECT tick_from, tick_to, last_id, done_id, consecutive_failures, last_txid,"
-		"       config, search_path"
+		"       config, search_path, owner"
 		"  FROM outbox.destination WHERE id = $1"
 		"   AND ($2 OR retry_at IS NULL OR retry_at <= pg_catalog.now())"
 		"   FOR UPDATE",
@@ -810,7 +810,8 @@ typedef struct Position
 	bool		by_commit;		/* collect() reads this page in commit order */
 	CommitCursor page_end;		/* by_commit: the cursor after the page */
 	Jsonb	   *config;			/* first lock only: the config now ... */
-	char	   *search_path;	/* ... and the handler's search_path */
+	char	   *search_path;	/* ... the handler's search_path ... */
+	Oid			owner;			/* ... and the owner (InvalidOid: not read) */
 } Position;
 
 /*
@@ -854,10 +855,12 @@ read_position(const Batch *b, Position *pos, bool skip_locked)
 	pos->by_commit = false;
 	pos->config = NULL;
 	pos->search_path = NULL;
+	pos->owner = InvalidOid;
 	if (skip_locked)
 	{
 		pos->config = DatumGetJsonbPCopy(SPI_getbinval(tup, desc, 7, &isnull));
 		pos->search_path = SPI_getvalue(tup, desc, 8);
+		pos->owner = DatumGetObjectId(SPI_getbinval(tup, desc, 9, &isnull));
 	}
 	return true;
 }
@@ -865,11 +868,13 @@ read_position(const Batch *b, Position *pos, bool skip_locked)
 /*
  * refresh_config
  *		The destination as this batch must use it: b->dest, or, if its
- *		config or search_path changed since the dispatcher's pass read it
- *		(alter_destination meanwhile), a copy in 'cxt' with the new ones,
- *		parsed.  So a change applies from the next batch on, however long
- *		the pass.  A config that no longer parses raises, like any batch
- *		error.
+ *		config, search_path or owner changed since the dispatcher's pass
+ *		read it (alter_destination meanwhile), a copy in 'cxt' with the new
+ *		ones, parsed.  So a change applies from the next batch on, however
+ *		long the pass: a batch's window is read after its row lock, so an
+ *		event committed after the change is never delivered with what the
+ *		change replaced.  A config that no longer parses raises, like any
+ *		batch error.
  */
 static DestinationConfig *
 refresh_config(const DestinationConfig *dest, const Position *pos, MemoryContext cxt)
@@ -881,7 +886,8 @@ refresh_config(const DestinationConfig *dest, const Position *pos, MemoryContext
 		(VARSIZE(pos->config) == VARSIZE(dest->config) &&
 		 memcmp(pos->config, dest->config, VARSIZE(dest->config)) == 0 &&
 		 (pos->search_path == NULL) == (dest->search_path == NULL) &&
-		 (pos->search_path == NULL || strcmp(pos->search_path, dest->search_path) == 0)))
+		 (pos->search_path == NULL || strcmp(pos->search_path, dest->search_path) == 0) &&
+		 pos->owner == dest->owner))
 		return (DestinationConfig *) dest;
 
 	old = MemoryContextSwitchTo(cxt);
@@ -890,6 +896,7 @@ refresh_config(const DestinationConfig *dest, const Position *pos, MemoryContext
 	fresh->config = palloc(VARSIZE(pos->config));
 	memcpy(fresh->config, pos->config, VARSIZE(pos->config));
 	fresh->search_path = pos->search_path ? pstrdup(pos->search_path) : NULL;
+	fresh->owner = pos->owner;
 	DestConfigParseCommon(fresh->config, fresh);
 	MemoryContextSwitchTo(old);
 	return fresh;
