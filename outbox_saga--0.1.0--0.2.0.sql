@@ -1790,3 +1790,64 @@ REVOKE ALL ON outbox.retained_topic, outbox.history, outbox.replay, outbox.aggre
   FROM PUBLIC;
 REVOKE ALL ON SEQUENCE outbox.history_position_seq FROM PUBLIC;
 -- end of issue 16 items 2, 3, 4
+
+-- issue 16 item 3: a replay repeats the history's order (position), not the
+-- commit-order key, which can differ from it for overlapping commits of
+-- one aggregate (src/dispatch/delivery.h, RETRY_PRECEDES_SQL).
+ALTER TABLE outbox.delivery_retry ADD COLUMN "position" bigint;
+CREATE OR REPLACE FUNCTION outbox.history_rewind(dest_id integer, since timestamptz, only_subscription bigint)
+RETURNS bigint
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+	d outbox.destination;
+	n bigint;
+BEGIN
+	SELECT * INTO d FROM outbox.destination WHERE id = dest_id FOR UPDATE;
+	IF NOT FOUND THEN
+		RAISE EXCEPTION 'destination does not exist' USING ERRCODE = 'undefined_object';
+	END IF;
+	IF d.name = 'outbox.history' THEN
+		RAISE EXCEPTION 'the history archiver cannot be rewound'
+		      USING ERRCODE = 'wrong_object_type';
+	END IF;
+	WITH ev AS (
+	       SELECT h.id, h.event_id, h.topic, h.aggregate_id, h.event_type, h.payload, h.headers,
+	              h.created_at, h.deliver_after, h.txid, h.committed_at, h.position
+	         FROM outbox.history h
+	        WHERE h.committed_at >= since
+	       UNION ALL
+	       SELECT t.*, NULL::bigint FROM outbox.history_tail(NULL, NULL) t WHERE t.committed_at >= since)
+	INSERT INTO outbox.delivery_retry AS r (destination_id, id, event_id, topic, aggregate_id,
+	       event_type, payload, headers, created_at, deliver_after, txid, attempts,
+	       next_attempt_at, committed_at, replay, "position")
+	SELECT d.id, e.id, e.event_id, e.topic, e.aggregate_id, e.event_type, e.payload,
+	       e.headers, e.created_at, e.deliver_after, e.txid, 0,
+	       GREATEST(now(), COALESCE(e.deliver_after, now())), e.committed_at, true, e.position
+	  FROM ev e
+	 WHERE EXISTS (SELECT 1 FROM outbox.subscription s
+	                WHERE s.destination_id = d.id
+	                  AND (only_subscription IS NULL OR s.id = only_subscription)
+	                  AND (s.topic = '*' OR s.topic = e.topic)
+	                  AND (s.event_types IS NULL OR e.event_type = ANY (s.event_types)))
+	   -- not an event the destination will still take live
+	   AND (outbox.position_passed(d, e.txid, e.id)
+	        OR NOT EXISTS (SELECT 1 FROM outbox.subscription s
+	                        WHERE s.destination_id = d.id
+	                          AND (s.topic = '*' OR s.topic = e.topic)
+	                          AND (s.event_types IS NULL OR e.event_type = ANY (s.event_types))
+	                          AND NOT pg_visible_in_snapshot(e.txid, s.since)))
+	   AND NOT EXISTS (SELECT 1 FROM outbox.dead_letter x
+	                    WHERE x.destination_id = d.id AND x.id = e.id)
+	   AND outbox.role_may_read_topic(d.owner, e.topic)
+	ON CONFLICT (destination_id, id) DO NOTHING;
+	GET DIAGNOSTICS n = ROW_COUNT;
+
+	INSERT INTO outbox.replay (destination_id, since, started_at, events)
+	VALUES (d.id, since, now(), n)
+	ON CONFLICT (destination_id) DO UPDATE
+	   SET since = EXCLUDED.since, started_at = EXCLUDED.started_at, events = EXCLUDED.events;
+	-- a destination backing off after failures starts the replay now
+	UPDATE outbox.destination SET retry_at = NULL, consecutive_failures = 0 WHERE id = d.id AND n > 0;
+	RETURN n;
+END $$;
+-- end of issue 16 item 3 (replay order)

@@ -291,7 +291,7 @@ static SpiStatement statements[Q_COUNT] = {
 		"            AND NOT EXISTS (SELECT 1 FROM outbox.pull_batch pb"
 		"                             WHERE pb.destination_id = r.destination_id"
 		"                               AND r.aggregate_id = ANY (pb.aggregates))))"
-		" ORDER BY r.committed_at IS NOT NULL,"
+		" ORDER BY r.position IS NULL, r.position, r.committed_at IS NOT NULL,"
 		"          CASE WHEN r.committed_at IS NULL THEN r.id END,"
 		"          r.committed_at, r.txid, r.id"
 		" LIMIT $3",

@@ -24,15 +24,27 @@ typedef struct BatchResult
 } BatchResult;
 
 /*
- * SQL: whether retry row p comes before retry row r of the same aggregate
- * in commit order (see events/logscan.c): by (committed_at, txid, id) when
- * both commit times are known; a row whose commit time is unknown (read in
- * id order, or restored from another database) comes first, and two such
- * rows come in id order.
+ * SQL: whether retry row p comes before retry row r of the same aggregate.
+ * Replay rows from the history store (position not NULL) come first, in
+ * position order: the order the history's archiver was delivered, which
+ * is what a read model folded live saw, and what aggregate_events()
+ * returns.  (The commit-order key can differ from it for two transactions
+ * whose commits overlapped: one may become visible first although its
+ * commit time is later, and a window boundary between the two puts it
+ * first; see events/logscan.c.)  They precede every other row of the
+ * aggregate: those are events after the replayed ones (a live event
+ * parked behind them, one not archived yet) or a failed event whose
+ * earlier events the replay repeats.  The other rows are in commit order
+ * (events/logscan.c): by (committed_at, txid, id) when both commit times
+ * are known; a row whose commit time is unknown (read in id order, or
+ * restored from another database) comes first, and two such rows come in
+ * id order.  A total order, so every aggregate has a head.
  */
 #define RETRY_PRECEDES_SQL(p, r) \
-	"((" p ".committed_at IS NULL AND (" r ".committed_at IS NOT NULL OR " p ".id < " r ".id))" \
-	" OR (" p ".committed_at, " p ".txid, " p ".id) < (" r ".committed_at, " r ".txid, " r ".id))"
+	"(CASE WHEN " p ".position IS NOT NULL OR " r ".position IS NOT NULL" \
+	" THEN " p ".position < " r ".position OR " r ".position IS NULL" \
+	" ELSE (" p ".committed_at IS NULL AND (" r ".committed_at IS NOT NULL OR " p ".id < " r ".id))" \
+	"  OR (" p ".committed_at, " p ".txid, " p ".id) < (" r ".committed_at, " r ".txid, " r ".id) END)"
 
 /*
  * SQL: whether event e, of the window of destination d (visible in its

@@ -30,12 +30,15 @@
  *	seam), and none twice by this rewind.
  *
  * ORDER AT THE SEAM (G4)
- *	On an ordered destination only the first retry row of an aggregate in
- *	commit order (RETRY_PRECEDES_SQL, by the rows' commit times) is
- *	eligible, and a live event of an aggregate that has a retry row is
- *	parked behind it.  So an aggregate's replayed events come in commit
- *	order, and its live events, written during the replay or before it,
- *	after them: no reorder at the seam.  Other aggregates flow live.
+ *	On an ordered destination only the first retry row of an aggregate is
+ *	eligible (RETRY_PRECEDES_SQL: replay rows by their history position,
+ *	before every other row of the aggregate), and a live event of an
+ *	aggregate that has a retry row is parked behind it.  So an aggregate's
+ *	replayed events come in the history's order (the archiver's, which
+ *	aggregate_events() returns; the commit-order key alone can differ from
+ *	it for overlapping commits), and its live events, written during the
+ *	replay or before it, after them: no reorder at the seam.  Other
+ *	aggregates flow live.
  *
  * PRIVILEGES, LOCKS
  *	SECURITY INVOKER.  The caller must have the privileges of the

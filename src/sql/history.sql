@@ -46,6 +46,12 @@ COMMENT ON TABLE outbox.history IS
 
 -- Retry rows queued by outbox.rewind() (outbox.stats: replay_pending).
 ALTER TABLE outbox.delivery_retry ADD COLUMN replay boolean NOT NULL DEFAULT false;
+-- A replay row's place in the history (outbox.history.position; NULL: not
+-- replayed from the store).  Rows with a position come first and in
+-- position order, so a replay repeats the history's order, which is the
+-- order the archiver was delivered (RETRY_PRECEDES_SQL,
+-- src/dispatch/delivery.h).
+ALTER TABLE outbox.delivery_retry ADD COLUMN "position" bigint;
 -- The failed retry rows of a destination in id order: with the primary key,
 -- a batch reads the due heads by two index scans that stop at its limit
 -- (Q_DUE_RETRIES, src/dispatch/delivery.c), also with a large replay queued.
@@ -247,17 +253,17 @@ BEGIN
 	END IF;
 	WITH ev AS (
 	       SELECT h.id, h.event_id, h.topic, h.aggregate_id, h.event_type, h.payload, h.headers,
-	              h.created_at, h.deliver_after, h.txid, h.committed_at
+	              h.created_at, h.deliver_after, h.txid, h.committed_at, h.position
 	         FROM outbox.history h
 	        WHERE h.committed_at >= since
 	       UNION ALL
-	       SELECT t.* FROM outbox.history_tail(NULL, NULL) t WHERE t.committed_at >= since)
+	       SELECT t.*, NULL::bigint FROM outbox.history_tail(NULL, NULL) t WHERE t.committed_at >= since)
 	INSERT INTO outbox.delivery_retry AS r (destination_id, id, event_id, topic, aggregate_id,
 	       event_type, payload, headers, created_at, deliver_after, txid, attempts,
-	       next_attempt_at, committed_at, replay)
+	       next_attempt_at, committed_at, replay, "position")
 	SELECT d.id, e.id, e.event_id, e.topic, e.aggregate_id, e.event_type, e.payload,
 	       e.headers, e.created_at, e.deliver_after, e.txid, 0,
-	       GREATEST(now(), COALESCE(e.deliver_after, now())), e.committed_at, true
+	       GREATEST(now(), COALESCE(e.deliver_after, now())), e.committed_at, true, e.position
 	  FROM ev e
 	 WHERE EXISTS (SELECT 1 FROM outbox.subscription s
 	                WHERE s.destination_id = d.id
