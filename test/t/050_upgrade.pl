@@ -213,7 +213,7 @@ SELECT line FROM (
 	       || ' generated=' || a.attgenerated::text
 	       || ' default=' || coalesce(pg_get_expr(ad.adbin, ad.adrelid), '-')
 	       || ' collation=' || coalesce(nullif(a.attcollation, 0)::regcollation::text, '-')
-	       || ' storage=' || a.attstorage::text || ' acl=' || coalesce(a.attacl::text, '-')
+	       || ' storage=' || a.attstorage::text || ' compression=' || coalesce(nullif(a.attcompression, '')::text, '-') || ' acl=' || coalesce(a.attacl::text, '-')
 	       || ' comment=' || coalesce(col_description(r.oid, a.attnum), '-')
 	  FROM rels r JOIN pg_attribute a ON a.attrelid = r.oid AND a.attnum > 0 AND NOT a.attisdropped
 	  LEFT JOIN pg_attrdef ad ON ad.adrelid = r.oid AND ad.adnum = a.attnum
