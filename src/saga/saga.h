@@ -47,8 +47,8 @@ extern bool SagaRunPass(int64 *activity);
  * is none.  For the sleep of dispatcher 0 (the only process that drives
  * sagas): call it inside a transaction, with SPI connected, once per pass
  * before SagaRunPass, which uses it too.  Uses only partial indexes
- * (cheap), and is remembered until a round ran, the saga work counter
- * moved or the poll interval passed.
+ * (cheap), and is remembered until rounds had work, the saga work
+ * counter moved or the poll interval passed.
  */
 extern TimestampTz SagaNextDue(void);
 

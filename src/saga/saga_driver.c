@@ -91,8 +91,9 @@
  *		passed since rounds last ran: the safety net for changes nobody
  *		counted (an UPDATE of the saga tables by hand, a restore).
  *	Anything else changes saga state only through rounds of this process,
- *	which count as work.  SagaNextDue is remembered on the same terms, so
- *	a pass that skips runs no saga query at all.  Each pass logs at DEBUG1
+ *	which count as work.  SagaNextDue is remembered on the same terms
+ *	(computed again after a commit counted, rounds that had work, or the
+ *	poll interval), so a pass that skips runs no saga query at all.  Each pass logs at DEBUG1
  *	whether it ran rounds or skipped them, with running totals.
  *
  * ERRORS
@@ -172,7 +173,7 @@ static uint64 passes_skipped = 0;
 /*
  * SagaNextDue, remembered: its value (0: nothing due), the saga work
  * counter read before it was computed, and when.  Forgotten when rounds
- * run.
+ * had work.
  */
 static bool due_known = false;
 static TimestampTz due_at = 0;
@@ -946,10 +947,11 @@ SagaRunPass(int64 *activity)
 
 	work_served = work;
 	rounds_at = now;
-	/* Rounds change due times: compute it again in the next pass. */
-	due_known = false;
 	more = run_rounds(&ran, &had_work);
 	rounds_had_work = had_work || nclaimed > 0;
+	/* Rounds that did something moved due times: compute it again. */
+	if (rounds_had_work)
+		due_known = false;
 	*activity += ran;
 	passes_ran++;
 	elog(DEBUG1, "outbox_saga: saga rounds ran (%s): " INT64_FORMAT " steps run, %s (passes with rounds: " UINT64_FORMAT ", without: " UINT64_FORMAT ")",
