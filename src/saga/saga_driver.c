@@ -92,9 +92,10 @@
  *		counted (an UPDATE of the saga tables by hand, a restore).
  *	Anything else changes saga state only through rounds of this process,
  *	which count as work.  SagaNextDue is remembered on the same terms
- *	(computed again after a commit counted, rounds that had work, or the
- *	poll interval), so a pass that skips runs no saga query at all.  Each pass logs at DEBUG1
- *	whether it ran rounds or skipped them, with running totals.
+ *	(computed again after a counted commit, rounds that had work, or the
+ *	poll interval), so a pass that skips runs no saga query at all.  Each
+ *	pass logs at DEBUG1 whether it ran rounds or skipped them, with
+ *	running totals.
  *
  * ERRORS
  *	A step's error is a failed attempt (RunAsOwner rolls back its
@@ -954,7 +955,7 @@ SagaRunPass(int64 *activity)
 		due_known = false;
 	*activity += ran;
 	passes_ran++;
-	elog(DEBUG1, "outbox_saga: saga rounds ran (%s): " INT64_FORMAT " steps run, %s (passes with rounds: " UINT64_FORMAT ", without: " UINT64_FORMAT ")",
+	elog(DEBUG1, "outbox_saga: saga rounds ran (%s): " INT64_FORMAT " steps run or swept, %s (passes with rounds: " UINT64_FORMAT ", without: " UINT64_FORMAT ")",
 		 reason, ran, had_work ? "had work" : "no work",
 		 passes_ran, passes_skipped);
 	return more;
