@@ -214,6 +214,9 @@ include $(PGXS)
 # when one of them changes.  Without this, an incremental build after a
 # change of a struct in a header mixes old and new layouts.
 override CPPFLAGS += -MMD -MP
+# Not for the bitcode (with_llvm) of the same file: it would write the same
+# .d naming the .bc, and the .o would lose its header dependencies.
+%.bc: override CPPFLAGS := $(filter-out -MMD -MP,$(CPPFLAGS))
 -include $(OBJS:.o=.d)
 EXTRA_CLEAN += $(OBJS:.o=.d)
 

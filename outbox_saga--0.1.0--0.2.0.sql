@@ -1860,3 +1860,51 @@ BEGIN
 	RETURN n;
 END $$;
 -- end of issue 16 item 3 (replay order)
+
+-- issue 18: saga rounds (item 3: a pass's fixed cost).  Dispatcher 0 runs
+-- its saga round only when saga work was committed (a counter in shared
+-- memory that saga.start, complete_step, cancel, retry,
+-- register_compensation and saga.resume bump at commit), fell due or was
+-- left over, and at the poll interval (src/saga/saga_driver.c).
+-- saga.resume, written in SQL, counts its work through
+-- outbox.saga_work_changed().
+CREATE FUNCTION outbox.saga_work_changed()
+RETURNS void
+AS 'MODULE_PATHNAME', 'outbox_saga_saga_work_changed'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+
+COMMENT ON FUNCTION outbox.saga_work_changed() IS
+	'Internal: when the transaction commits, tells the dispatcher that saga state changed, so that its next saga round runs (called by saga.resume).';
+REVOKE ALL ON FUNCTION outbox.saga_work_changed() FROM PUBLIC;
+CREATE OR REPLACE FUNCTION saga.resume(saga_id uuid DEFAULT NULL) RETURNS bigint
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+	n bigint;
+BEGIN
+	IF saga_id IS NOT NULL AND NOT EXISTS (SELECT 1 FROM saga.instance i WHERE i.id = resume.saga_id) THEN
+		RAISE EXCEPTION 'saga % does not exist', saga_id USING ERRCODE = 'undefined_object';
+	END IF;
+	WITH h AS (
+		DELETE FROM saga.restored_hold h
+		 WHERE resume.saga_id IS NULL OR h.saga_id = resume.saga_id
+		RETURNING h.saga_id, h.deadline),
+	i AS (
+		UPDATE saga.instance i SET deadline = COALESCE(h.deadline, i.deadline), updated_at = now()
+		  FROM h WHERE i.id = h.saga_id
+		RETURNING i.id),
+	r AS (
+		UPDATE saga.step_run r
+		   SET next_attempt_at = CASE WHEN r.status = 'pending' THEN now() ELSE r.next_attempt_at END,
+		       timeout_at = CASE WHEN r.status = 'waiting' THEN now() + r.timeout ELSE r.timeout_at END
+		  FROM h
+		 WHERE r.saga_id = h.saga_id
+		   AND ((r.status = 'pending' AND r.next_attempt_at = 'infinity')
+		        OR (r.status = 'waiting' AND r.timeout_at = 'infinity')))
+	SELECT count(*) INTO n FROM i;
+	-- The dispatcher's next saga round runs at this commit.
+	IF n > 0 THEN
+		PERFORM outbox.saga_work_changed();
+	END IF;
+	RETURN n;
+END $$;
+-- end of issue 18: saga rounds

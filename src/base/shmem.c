@@ -14,11 +14,11 @@
  * OUTBOX_MAX_WORKERS_PER_DATABASE).  Atomics almost everywhere: process
  * numbers (to reach latches), pids, flags and counters.  The launcher is
  * the only writer of a slot's dboid; a dispatcher writes its own worker's
- * pid/procno, counters and state; committing backends only read slots and
- * set wake_pending.  The exception is the workers' claims (which
- * destination each one serves now): read and written under the slot's
- * spinlock, a few instructions at a time, so that a check-and-claim is
- * atomic.
+ * pid/procno, counters and state; committing backends only read slots,
+ * set wake_pending and bump the saga work counter.  The exception is the
+ * workers' claims (which destination each one serves now): read and
+ * written under the slot's spinlock, a few instructions at a time, so that
+ * a check-and-claim is atomic.
  *
  * THE TOPIC SUMMARY (issue 18: no wasted dispatcher work)
  *	Each slot holds a TopicSummary (shmem.h): the hashes of the topics that
@@ -53,6 +53,20 @@
  *	Pausing, a backoff starting, unsubscribing or dropping only ever make
  *	the summary too wide until the next pass narrows it, which costs at most
  *	a wake-up.  Paused and backing-off destinations cost nothing per commit.
+ *
+ * THE SAGA WORK COUNTER (issue 18 item 3)
+ *	Each slot counts the commits that changed saga state in ways the driver
+ *	must see (saga.start, complete_step, cancel, retry,
+ *	register_compensation, resume, COMMIT PREPARED): the committing backend
+ *	bumps it AFTER its commit is visible (wakeup.c's commit callback), then
+ *	wakes the dispatchers.  Worker 0 reads it BEFORE the snapshot of its
+ *	saga round (saga_driver.c): a count it has already served, with nothing
+ *	due and nothing left over from the last round, means the round would
+ *	find nothing, and it is skipped.  A bump it did not see came after that
+ *	read, and the wake-up that follows it asks for another pass.  The
+ *	counter only ever grows; a new dispatcher serves it from scratch (its
+ *	first round always runs), so a slot reassigned to another database, or
+ *	a bump that found no slot, costs nothing but that first round.
  *
  * Nothing here outlives the postmaster's shared memory: after a crash
  * restart every slot starts empty and the launcher starts the dispatchers
@@ -120,6 +134,7 @@ outbox_shmem_startup(void)
 			pg_atomic_init_u32(&slot->version_mismatch, 0);
 			pg_atomic_init_u64(&slot->blocked_until, 0);
 			SpinLockInit(&slot->mutex);
+			pg_atomic_init_u64(&slot->saga_work, 0);
 			pg_atomic_init_u32(&slot->topics.seq, 0);
 			pg_atomic_init_u32(&slot->topics.all, 1);
 			pg_atomic_init_u64(&slot->topics.later_from, 0);
@@ -470,4 +485,39 @@ ShmemWakeLauncher(bool rescan)
 	if (rescan)
 		pg_atomic_fetch_add_u32(&OutboxShared->rescan_generation, 1);
 	ShmemSetLatchOf(&OutboxShared->launcher_procno);
+}
+
+/*
+ * ShmemSagaWorkBump
+ *		After a commit that changed saga state in 'dboid': count it (see THE
+ *		SAGA WORK COUNTER in the file header).  The caller wakes the
+ *		dispatchers afterwards; the atomic add is a full barrier, so a
+ *		dispatcher that sees the wake-up sees the count.
+ */
+void
+ShmemSagaWorkBump(Oid dboid)
+{
+	DispatcherSlot *slot = ShmemFindSlot(dboid);
+
+	if (slot != NULL)
+		(void) pg_atomic_fetch_add_u64(&slot->saga_work, 1);
+}
+
+/*
+ * ShmemSagaWorkRead
+ *		The saga work counter of 'dboid' (0 if it has no slot).  The
+ *		barrier orders the read before whatever the caller does next (the
+ *		snapshot of a saga round).
+ */
+uint64
+ShmemSagaWorkRead(Oid dboid)
+{
+	DispatcherSlot *slot = ShmemFindSlot(dboid);
+	uint64		work;
+
+	if (slot == NULL)
+		return 0;
+	work = pg_atomic_read_u64(&slot->saga_work);
+	pg_memory_barrier();
+	return work;
 }

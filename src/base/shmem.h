@@ -117,6 +117,9 @@ typedef struct DispatcherSlot
 	pg_atomic_uint32 version_mismatch;	/* waits for the SQL version to match */
 	pg_atomic_uint64 blocked_until; /* TimestampTz: do not (re)start before */
 	slock_t		mutex;			/* protects every worker's claim */
+	pg_atomic_uint64 saga_work; /* bumped after every commit that changed
+								 * saga state (wakeup.c): worker 0 skips the
+								 * saga round while it stands still */
 	TopicSummary topics;		/* which commits wake the dispatchers */
 	DispatcherWorker workers[OUTBOX_MAX_WORKERS_PER_DATABASE];
 } DispatcherSlot;
@@ -149,5 +152,7 @@ extern uint64 ShmemTopicsGeneration(DispatcherSlot *slot);
 extern bool ShmemTopicsPublish(DispatcherSlot *slot, uint64 generation,
 							   const TopicSummaryDraft *draft);
 extern void ShmemWakeDispatcherFor(Oid dboid, const uint64 *topic_bits);
+extern void ShmemSagaWorkBump(Oid dboid);
+extern uint64 ShmemSagaWorkRead(Oid dboid);
 
 #endif							/* OUTBOX_SAGA_SHMEM_H */

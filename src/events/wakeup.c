@@ -17,8 +17,8 @@
  *
  * (The callback runs after ProcArrayEndTransaction: that order is what
  * the protocol relies on.)  Other writers wake the dispatchers
- * unconditionally (WakeupNoteEventWritten: saga state, replayed dead
- * letters), and the API that changes destinations and subscriptions
+ * unconditionally (WakeupNoteEventWritten: replayed dead letters), and
+ * the API that changes destinations and subscriptions
  * invalidates the summary at commit (WakeupNoteDestinationsChanged),
  * before it wakes them, so that the next pass reads it again.  A
  * savepoint rolled back after writing leaves its topics noted: the
@@ -26,6 +26,14 @@
  * that is lost (a backend that dies between its commit and the callback)
  * only delays delivery until the dispatcher's next poll
  * (outbox_saga.poll_interval): the wakeup is a hint, the log is the truth.
+ *
+ * Saga state (WakeupNoteSagaWork: saga.start, complete_step, cancel,
+ * retry, register_compensation, and saga.resume through
+ * outbox.saga_work_changed()) also bumps the database's saga work counter
+ * at commit, before the wake-up (base/shmem.c, THE SAGA WORK COUNTER):
+ * dispatcher 0 runs its saga round only when that counter moved, something
+ * fell due or the last round had work (saga_driver.c).  COMMIT PREPARED
+ * bumps it whatever the prepared transaction did (utility_hook.c).
  *
  * CREATE EXTENSION and ALTER EXTENSION UPDATE call
  * outbox.extension_changed(), which wakes the launcher at commit so that a
@@ -43,6 +51,7 @@
 #include "events/wakeup.h"
 
 static bool events_written = false;
+static bool saga_work = false;
 static bool topics_noted = false;
 static bool destinations_changed = false;
 static bool extension_changed = false;
@@ -61,6 +70,7 @@ forget(void)
 		memset(topic_bits, 0, sizeof(topic_bits));
 	topics_noted = false;
 	events_written = false;
+	saga_work = false;
 	destinations_changed = false;
 	extension_changed = false;
 }
@@ -79,7 +89,10 @@ wakeup_xact_callback(XactEvent event, void *arg)
 			/* The summary first: the wake-up's pass must read it again. */
 			if (destinations_changed)
 				ShmemTopicsInvalidate(MyDatabaseId);
-			if (events_written || destinations_changed)
+			/* The count first: the wake-up's pass must see it. */
+			if (saga_work)
+				ShmemSagaWorkBump(MyDatabaseId);
+			if (events_written || destinations_changed || saga_work)
 				ShmemWakeDispatcher(MyDatabaseId);
 			else if (topics_noted)
 				ShmemWakeDispatcherFor(MyDatabaseId, topic_bits);
@@ -139,8 +152,7 @@ WakeupNoteDestinationsChanged(void)
 /*
  * WakeupNoteEventWritten
  *		The current transaction wrote something the dispatchers must see
- *		whatever its topic (saga state, replayed dead letters): wake them
- *		at commit.
+ *		whatever its topic (replayed dead letters): wake them at commit.
  */
 void
 WakeupNoteEventWritten(void)
@@ -148,7 +160,21 @@ WakeupNoteEventWritten(void)
 	events_written = true;
 }
 
+/*
+ * WakeupNoteSagaWork
+ *		The current transaction changed saga state that the saga driver must
+ *		act on (a saga started, a step completed, cancelled, retried,
+ *		resumed, a compensation registered): at commit, bump the saga work
+ *		counter, then wake the dispatchers.  Never on abort.
+ */
+void
+WakeupNoteSagaWork(void)
+{
+	saga_work = true;
+}
+
 PG_FUNCTION_INFO_V1(outbox_saga_extension_changed);
+PG_FUNCTION_INFO_V1(outbox_saga_saga_work_changed);
 
 /*
  * outbox.extension_changed() RETURNS void
@@ -158,5 +184,17 @@ Datum
 outbox_saga_extension_changed(PG_FUNCTION_ARGS)
 {
 	extension_changed = true;
+	PG_RETURN_VOID();
+}
+
+/*
+ * outbox.saga_work_changed() RETURNS void
+ *		Internal, for saga functions written in SQL (saga.resume): this
+ *		transaction changed saga state; WakeupNoteSagaWork.
+ */
+Datum
+outbox_saga_saga_work_changed(PG_FUNCTION_ARGS)
+{
+	WakeupNoteSagaWork();
 	PG_RETURN_VOID();
 }

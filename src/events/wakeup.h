@@ -10,6 +10,7 @@
 
 extern void WakeupInit(void);
 extern void WakeupNoteEventWritten(void);
+extern void WakeupNoteSagaWork(void);
 extern void WakeupNoteEventTopic(const text *topic);
 extern void WakeupNoteDestinationsChanged(void);
 

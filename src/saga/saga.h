@@ -34,17 +34,21 @@
 
 /*
  * One round of saga work in this database, called by the dispatcher once
- * per pass with no transaction open.  Runs its own short transactions.
- * Adds the number of steps/compensations it ran to *activity; returns true
- * if more work is ready right away.
+ * per pass with no transaction open.  Runs its own short transactions, or
+ * none when the round can have no work (see WHEN A PASS RUNS ROUNDS in
+ * saga_driver.c).  Adds the number of steps/compensations it ran to
+ * *activity; returns true if more work is ready right away.
  */
 extern bool SagaRunPass(int64 *activity);
 
 /*
  * When saga work falls due next: the earliest next attempt of a pending
  * run, timeout of a waiting run or deadline of a running saga; 0 if there
- * is none.  For the dispatcher's sleep: call it inside a transaction, with
- * SPI connected.  Uses only partial indexes (cheap).
+ * is none.  For the sleep of dispatcher 0 (the only process that drives
+ * sagas): call it inside a transaction, with SPI connected, once per pass
+ * before SagaRunPass, which uses it too.  Uses only partial indexes
+ * (cheap), and is remembered until rounds had work, the saga work
+ * counter moved or the poll interval passed.
  */
 extern TimestampTz SagaNextDue(void);
 
@@ -118,6 +122,8 @@ typedef enum SagaStatementId
 
 extern uint64 SagaRun(SagaStatementId q, Datum *values, const char *nulls,
 					  int expect);
+extern uint64 SagaRunLatest(SagaStatementId q, Datum *values, const char *nulls,
+							 int expect);
 extern uint64 SagaRunAsExtension(SagaStatementId q, Datum *values,
 								 const char *nulls, int expect);
 extern Datum SagaUuidArray(const pg_uuid_t *ids, int n);

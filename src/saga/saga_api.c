@@ -7,10 +7,11 @@
  * Every function runs in the caller's transaction: nothing it writes is
  * visible to the dispatcher before that transaction commits (a saga starts
  * iff its starting transaction commits, G9), and an error changes nothing
- * (G11).  Functions that make work for the worker wake the dispatcher at
- * commit (WakeupNoteEventWritten).  The state machine they share with the
- * worker, and every statement they run, are in saga_state.c; saga.define
- * is in saga_define.c.
+ * (G11).  Functions that make work for the worker count it and wake the
+ * dispatcher at commit (WakeupNoteSagaWork): the driver's round runs only
+ * when such a count moved or something fell due (saga_driver.c).  The
+ * state machine they share with the worker, and every statement they run,
+ * are in saga_state.c; saga.define is in saga_define.c.
  *
  * PRIVILEGES
  *	The functions are SECURITY INVOKER: EXECUTE decides who may call them
@@ -183,7 +184,7 @@ outbox_saga_saga_start(PG_FUNCTION_ARGS)
 		(void) SagaRunAsExtension(SAGA_Q_START_INSERT, values, nulls, SPI_OK_INSERT);
 		if (SPI_processed == 1)
 		{
-			WakeupNoteEventWritten();
+			WakeupNoteSagaWork();
 			break;
 		}
 
@@ -400,7 +401,7 @@ outbox_saga_saga_complete_step(PG_FUNCTION_ARGS)
 	RunAsExtensionEnd(&saved);
 	SpiFinish();
 
-	WakeupNoteEventWritten();
+	WakeupNoteSagaWork();
 	PG_RETURN_VOID();
 }
 
@@ -473,6 +474,8 @@ saga_register_compensation(PG_FUNCTION_ARGS)
 	values[3] = JsonbPGetDatum(row.options);
 	(void) SagaRunAsExtension(SAGA_Q_COMP_INSERT, values, NULL, SPI_OK_INSERT);
 	SpiFinish();
+
+	WakeupNoteSagaWork();
 	PG_RETURN_VOID();
 }
 
@@ -539,7 +542,7 @@ outbox_saga_saga_cancel(PG_FUNCTION_ARGS)
 	RunAsExtensionEnd(&saved);
 	SpiFinish();
 
-	WakeupNoteEventWritten();
+	WakeupNoteSagaWork();
 	PG_RETURN_VOID();
 }
 
@@ -566,6 +569,6 @@ outbox_saga_saga_retry(PG_FUNCTION_ARGS)
 	(void) SagaRunAsExtension(SAGA_Q_RETRY_SAGA, values, NULL, SPI_OK_UPDATE);
 	SpiFinish();
 
-	WakeupNoteEventWritten();
+	WakeupNoteSagaWork();
 	PG_RETURN_VOID();
 }

@@ -69,6 +69,34 @@
  *	a crash loop ends.  Timeouts (timeout_at) and deadlines are columns, so
  *	they are enforced after a restart as before.
  *
+ * WHEN A PASS RUNS ROUNDS (issue 18 item 3: a pass's fixed cost)
+ *	The dispatcher calls SagaRunPass on every pass, also under a load of
+ *	events with no saga at all; the sweeps and the claim would cost a
+ *	transaction and a few queries each time.  So a pass runs its rounds
+ *	only when they can have work:
+ *	  - the saga work counter (base/shmem.c) moved since the last pass that
+ *		ran rounds: a user's commit changed saga state (saga.start,
+ *		complete_step, cancel, retry, register_compensation, resume; see
+ *		events/wakeup.c).  It is read before the first round's snapshot,
+ *		so a bump that the round may miss is seen by the next pass, which
+ *		its wake-up asks for: no wake-up is lost;
+ *	  - the earliest due time (SagaNextDue: a pending run's next attempt, a
+ *		waiting run's timeout, a deadline) has come: backoffs, timeouts and
+ *		deadlines fire on time with nobody's commit, since the dispatcher
+ *		sleeps no longer than until then;
+ *	  - the last pass had work (ran, claimed, swept or recovered something,
+ *		or found more due), claimed runs wait in the list (a user held
+ *		their saga), or recovery is pending (the first pass of a process);
+ *	  - the poll interval (outbox_saga.poll_interval, less a tenth) has
+ *		passed since rounds last ran: the safety net for changes nobody
+ *		counted (an UPDATE of the saga tables by hand, a restore).
+ *	Anything else changes saga state only through rounds of this process,
+ *	which count as work.  SagaNextDue is remembered on the same terms
+ *	(computed again after a counted commit, rounds that had work, or the
+ *	poll interval), so a pass that skips runs no saga query at all.  Each
+ *	pass logs at DEBUG1 whether it ran rounds or skipped them, with
+ *	running totals.
+ *
  * ERRORS
  *	A step's error is a failed attempt (RunAsOwner rolls back its
  *	subtransaction).  Any other error in a round aborts it; the claimed runs
@@ -95,6 +123,7 @@
 #include "utils/uuid.h"
 
 #include "base/guc.h"
+#include "base/shmem.h"
 #include "base/spi_util.h"
 #include "base/trace_context.h"
 #include "saga/saga.h"
@@ -129,6 +158,28 @@ static bool recovery_needed = true;
 /* After a failure, recovery and sweeps wait until then (0: no wait). */
 static TimestampTz recovery_retry_at = 0;
 static TimestampTz sweep_retry_at = 0;
+
+/*
+ * When a pass runs rounds (WHEN A PASS RUNS ROUNDS in the file header):
+ * the saga work counter as the last pass with rounds read it, when that
+ * pass began, whether it had work, and the passes with and without rounds
+ * in this process (for the DEBUG1 lines).
+ */
+static uint64 work_served = 0;
+static TimestampTz rounds_at = 0;
+static bool rounds_had_work = true;
+static uint64 passes_ran = 0;
+static uint64 passes_skipped = 0;
+
+/*
+ * SagaNextDue, remembered: its value (0: nothing due), the saga work
+ * counter read before it was computed, and when.  Forgotten when rounds
+ * had work.
+ */
+static bool due_known = false;
+static TimestampTz due_at = 0;
+static uint64 due_work = 0;
+static TimestampTz due_read_at = 0;
 
 /*
  * pin_search_path
@@ -730,46 +781,90 @@ fall_back(MemoryContext cxt)
 }
 
 /*
+ * poll_elapsed
+ *		Whether the poll interval has passed since 'since' (0: never), less
+ *		a tenth, so that the dispatcher's poll timer, which counts from the
+ *		end of a pass, always finds it passed.
+ */
+static bool
+poll_elapsed(TimestampTz since, TimestampTz now)
+{
+	return since == 0 ||
+		TimestampDifferenceExceeds(since, now,
+								   OutboxPollInterval - OutboxPollInterval / 10);
+}
+
+/*
  * SagaNextDue
- *		See saga.h.
+ *		See saga.h.  The counter is read before the statement's snapshot
+ *		(the latest one, whatever the isolation level), so a commit the
+ *		remembered value misses has moved the counter since.
  */
 TimestampTz
 SagaNextDue(void)
 {
 	bool		isnull;
 	Datum		d;
-	int			level = pin_search_path();
+	int			level;
+	TimestampTz now = GetCurrentTimestamp();
+	uint64		work = ShmemSagaWorkRead(MyDatabaseId);
 
-	(void) SagaRun(SAGA_Q_NEXT_DUE, NULL, NULL, SPI_OK_SELECT);
+	if (due_known && work == due_work && !poll_elapsed(due_read_at, now))
+		return due_at;
+
+	level = pin_search_path();
+	(void) SagaRunLatest(SAGA_Q_NEXT_DUE, NULL, NULL, SPI_OK_SELECT);
 	d = SagaColumn(SPI_tuptable, 0, 1, &isnull);
 	AtEOXact_GUC(true, level);
-	return isnull ? 0 : DatumGetTimestampTz(d);
+	due_at = isnull ? 0 : DatumGetTimestampTz(d);
+	due_work = work;
+	due_read_at = now;
+	due_known = true;
+	return due_at;
 }
 
 /*
- * SagaRunPass
- *		Rounds until nothing is claimed, SAGA_MAX_ROUNDS or the time budget;
- *		the last round claims nothing.  See saga.h.
+ * rounds_reason
+ *		Why this pass runs rounds (WHEN A PASS RUNS ROUNDS in the file
+ *		header), or NULL if it can skip them.  'work' is the saga work
+ *		counter, read just now.
  */
-bool
-SagaRunPass(int64 *activity)
+static const char *
+rounds_reason(uint64 work, TimestampTz now)
+{
+	if (recovery_needed)
+		return "recovery";
+	if (nclaimed > 0)
+		return "claimed runs wait";
+	if (rounds_had_work)
+		return "the last pass had work";
+	if (work != work_served)
+		return "saga work was committed";
+	if (!due_known)
+		return "the next due time is not known";
+	if (due_at != 0 && due_at <= now)
+		return "saga work fell due";
+	if (poll_elapsed(rounds_at, now))
+		return "poll";
+	return NULL;
+}
+
+/*
+ * run_rounds
+ *		Rounds until nothing is claimed, SAGA_MAX_ROUNDS or the time budget;
+ *		the last round claims nothing.  Adds what they ran to *activity and
+ *		sets *had_work if they did, claimed or found anything.  Returns
+ *		whether more is due at once.
+ */
+static bool
+run_rounds(int64 *activity, bool *had_work)
 {
 	MemoryContext cxt = CurrentMemoryContext;
 	TimestampTz start = GetCurrentTimestamp();
 	int			batch = Min(OutboxBatchSize, SAGA_MAX_BATCH);
 	int			round;
 
-	if (claimed_cxt == NULL)
-	{
-		claimed_cxt = AllocSetContextCreate(TopMemoryContext, "outbox_saga claimed runs",
-											ALLOCSET_SMALL_SIZES);
-		next_cxt = AllocSetContextCreate(TopMemoryContext, "outbox_saga claimed runs",
-										 ALLOCSET_SMALL_SIZES);
-		claimed = MemoryContextAlloc(claimed_cxt, sizeof(pg_uuid_t));
-		nclaimed = 0;
-		reset_next();
-	}
-
+	*had_work = false;
 	for (round = 0;; round++)
 	{
 		RoundResult res;
@@ -796,16 +891,72 @@ SagaRunPass(int64 *activity)
 			report_caught(edata, "The claimed steps run again one saga at a time.");
 			FreeErrorData(edata);
 			fall_back(cxt);
+			*had_work = true;
 			return false;
 		}
 		PG_END_TRY();
 		MemoryContextSwitchTo(cxt);
 
 		*activity += res.work;
+		if (res.work > 0 || res.claimed > 0 || res.ready)
+			*had_work = true;
 		if (last)
 			return res.ready;
 		if (res.claimed == 0)
 			return false;
 		CHECK_FOR_INTERRUPTS();
 	}
+}
+
+/*
+ * SagaRunPass
+ *		See saga.h: the rounds of this pass, if it can have work (WHEN A
+ *		PASS RUNS ROUNDS in the file header).
+ */
+bool
+SagaRunPass(int64 *activity)
+{
+	uint64		work;
+	TimestampTz now;
+	const char *reason;
+	int64		ran = 0;
+	bool		had_work;
+	bool		more;
+
+	if (claimed_cxt == NULL)
+	{
+		claimed_cxt = AllocSetContextCreate(TopMemoryContext, "outbox_saga claimed runs",
+											ALLOCSET_SMALL_SIZES);
+		next_cxt = AllocSetContextCreate(TopMemoryContext, "outbox_saga claimed runs",
+										 ALLOCSET_SMALL_SIZES);
+		claimed = MemoryContextAlloc(claimed_cxt, sizeof(pg_uuid_t));
+		nclaimed = 0;
+		reset_next();
+	}
+
+	/* Before the first round's snapshot: see the file header. */
+	work = ShmemSagaWorkRead(MyDatabaseId);
+	now = GetCurrentTimestamp();
+	reason = rounds_reason(work, now);
+	if (reason == NULL)
+	{
+		passes_skipped++;
+		elog(DEBUG1, "outbox_saga: saga rounds skipped (passes with rounds: " UINT64_FORMAT ", without: " UINT64_FORMAT ")",
+			 passes_ran, passes_skipped);
+		return false;
+	}
+
+	work_served = work;
+	rounds_at = now;
+	more = run_rounds(&ran, &had_work);
+	rounds_had_work = had_work || nclaimed > 0;
+	/* Rounds that did something moved due times: compute it again. */
+	if (rounds_had_work)
+		due_known = false;
+	*activity += ran;
+	passes_ran++;
+	elog(DEBUG1, "outbox_saga: saga rounds ran (%s): " INT64_FORMAT " steps run or swept, %s (passes with rounds: " UINT64_FORMAT ", without: " UINT64_FORMAT ")",
+		 reason, ran, had_work ? "had work" : "no work",
+		 passes_ran, passes_skipped);
+	return more;
 }

@@ -670,6 +670,19 @@ SagaRun(SagaStatementId q, Datum *values, const char *nulls, int expect)
 }
 
 /*
+ * SagaRunLatest
+ *		SagaRun of a read-only statement with the latest snapshot (see
+ *		SpiRunLatest): for a read that must see every commit that was
+ *		visible before it began, whatever the transaction's isolation.
+ */
+uint64
+SagaRunLatest(SagaStatementId q, Datum *values, const char *nulls, int expect)
+{
+	Assert(q >= 0 && q < SAGA_Q_COUNT);
+	return SpiRunLatest(&statements[q], values, nulls, expect);
+}
+
+/*
  * SagaRunAsExtension
  *		Execute statement 'q' with the extension's rights (RunAsExtension:
  *		bootstrap superuser, SECURITY_RESTRICTED_OPERATION, search_path

@@ -362,6 +362,10 @@ BEGIN
 		   AND ((r.status = 'pending' AND r.next_attempt_at = 'infinity')
 		        OR (r.status = 'waiting' AND r.timeout_at = 'infinity')))
 	SELECT count(*) INTO n FROM i;
+	-- The dispatcher's next saga round runs at this commit.
+	IF n > 0 THEN
+		PERFORM outbox.saga_work_changed();
+	END IF;
 	RETURN n;
 END $$;
 COMMENT ON FUNCTION saga.resume(uuid) IS

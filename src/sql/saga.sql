@@ -237,6 +237,17 @@ LANGUAGE C VOLATILE PARALLEL UNSAFE;
 COMMENT ON FUNCTION saga.retry(uuid) IS
 	'Resume a failed saga: the compensation that gave up is attempted again (attempts start over), then the remaining ones.';
 
+-- For saga functions written in SQL (saga.resume, lifecycle.sql): count the
+-- transaction's saga work at commit (src/events/wakeup.c), so that the
+-- dispatcher's next saga round runs (src/saga/saga_driver.c).
+CREATE FUNCTION outbox.saga_work_changed()
+RETURNS void
+AS 'MODULE_PATHNAME', 'outbox_saga_saga_work_changed'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+
+COMMENT ON FUNCTION outbox.saga_work_changed() IS
+	'Internal: when the transaction commits, tells the dispatcher that saga state changed, so that its next saga round runs (called by saga.resume).';
+
 -- ---------------------------------------------------------------------------
 -- Views.  Revoked from PUBLIC like everything else (privileges.sql): grant
 -- SELECT to whom may read every saga's input and results.

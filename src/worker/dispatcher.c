@@ -50,7 +50,9 @@
  *					off, a few batches, each in its own transaction
  *					(DeliveryRunBatch): claims are short and no network I/O
  *					ever happens inside a transaction;
- *	  drive_sagas	the saga driver's pass (SagaRunPass);
+ *	  drive_sagas	the saga driver's pass (SagaRunPass; worker 0 only), which
+ *					runs its rounds only when saga work was committed, fell
+ *					due or was left over, or at the poll interval;
  *	  housekeeping	every HOUSEKEEPING_MS (housekeeping.c);
  *	  end_pass		count the pass, report statistics, adapt the pass
  *					interval to the delivery rate (adapt_pass_interval);
@@ -613,8 +615,8 @@ load_destinations(MemoryContext cxt)
 
 /*
  * next_due_ms
- *		How long until the next retry row, destination backoff or saga step
- *		falls due, at most poll_interval.  Only retry rows that can be sent
+ *		How long until the next retry row, destination backoff or (worker 0)
+ *		saga step falls due, at most poll_interval.  Only retry rows that can be sent
  *		count: the heads of their aggregates (on ordered destinations), of
  *		destinations not paused, and not before the destination's own
  *		backoff; a row held behind a backing-off head would otherwise look
@@ -636,10 +638,17 @@ next_due_ms(void)
 		if (!isnull)
 			ms = Max(1, Min(ms, DatumGetInt64(d) + 1));
 	}
-	/* Saga retries, step timeouts and deadlines. */
-	due = SagaNextDue();
-	if (due != 0)
-		ms = Max(1, Min(ms, (long) ((due - GetCurrentTimestamp()) / 1000) + 1));
+	/*
+	 * Saga retries, step timeouts and deadlines: for worker 0 only, which
+	 * alone drives sagas (and whose saga round relies on this call, see
+	 * saga_driver.c); the others would only wake for nothing.
+	 */
+	if (my_worker_no == 0)
+	{
+		due = SagaNextDue();
+		if (due != 0)
+			ms = Max(1, Min(ms, (long) ((due - GetCurrentTimestamp()) / 1000) + 1));
+	}
 	return ms;
 }
 

@@ -34,8 +34,9 @@
  * dispatchers again, which find the updated extension, or none.
  *
  * It also wakes this database's dispatcher after COMMIT PREPARED: the
- * prepared transaction may have written events, and its commit does not
- * run the commit callback of wakeup.c; and before DROP ROLE it asks
+ * prepared transaction may have written events or changed saga state (so
+ * it bumps the saga work counter too), and its commit does not run the
+ * commit callback of wakeup.c; and before DROP ROLE it asks
  * owner_guard.c whether the role still owns work in this database.
  *
  * INVARIANTS
@@ -346,8 +347,12 @@ outbox_process_utility(PlannedStmt *pstmt, const char *queryString,
 	if (OutboxShared != NULL && IsA(pstmt->utilityStmt, TransactionStmt) &&
 		((TransactionStmt *) pstmt->utilityStmt)->kind == TRANS_STMT_COMMIT_PREPARED)
 	{
-		/* It may have changed destinations: the summary too (shmem.c). */
+		/*
+		 * It may have changed destinations: the summary too (shmem.c); and
+		 * saga state: count it for the saga driver (before the wake-up).
+		 */
 		ShmemTopicsInvalidate(MyDatabaseId);
+		ShmemSagaWorkBump(MyDatabaseId);
 		ShmemWakeDispatcher(MyDatabaseId);
 	}
 }
