@@ -191,6 +191,20 @@ SELECT outbox.wait_delivered('10 seconds', NULL);
 SELECT outbox.wait_delivered('10 milliseconds', 'pl');
 SELECT count(*) AS owed FROM outbox.pending('pl');
 
+-- A trace context stored without the checks of emit() (a 0.1.0 event, a
+-- restored row) is checked again before next_batch hands it out: invalid
+-- trace keys are dropped (issue 17 item 4, base/trace_context.c).
+SELECT outbox.create_destination('pl_trace', 'pull');
+SELECT outbox.subscribe('pl_trace', 'pl_traced') > 0 AS subscribed;
+WITH tx AS (SELECT pg_catalog.pg_current_xact_id() AS txid)
+INSERT INTO outbox.events (id, event_id, topic, aggregate_id, event_type, payload, headers, created_at, txid)
+SELECT nextval('outbox.events_id_seq'), gen_random_uuid(), 'pl_traced', NULL, v.type, '{}', v.headers, now(), tx.txid
+  FROM tx, (VALUES
+	('old.invalid', '{"traceparent": "00-zz", "tracestate": "congo=1", "tenant": "t1"}'::jsonb),
+	('old.valid', '{"traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"}')) v(type, headers);
+SELECT event_type, headers FROM outbox.next_batch('pl_trace', 10) ORDER BY id;
+SELECT outbox.drop_destination('pl_trace');
+
 -- The dispatcher leaves pull destinations alone; drop removes the batches.
 SELECT outbox.drop_destination('pl');
 SELECT outbox.drop_destination('pl_lease');
