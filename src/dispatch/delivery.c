@@ -179,7 +179,7 @@ static SpiStatement statements[Q_COUNT] = {
 	[Q_LOCK_DEST] = {
 		"the lock of a destination for a batch",
 		"SELECT tick_from, tick_to, last_id, done_id, consecutive_failures, last_txid,"
-		"       config, search_path, owner"
+		"       config, search_path, owner, kind"
 		"  FROM outbox.destination WHERE id = $1 AND NOT paused"
 		"   AND (retry_at IS NULL OR retry_at <= pg_catalog.now())"
 		"   FOR UPDATE SKIP LOCKED",
@@ -193,7 +193,7 @@ static SpiStatement statements[Q_COUNT] = {
 	[Q_LOCK_DEST_WAIT] = {
 		"the lock of a destination for a batch in the caller's transaction",
 		"SELECT tick_from, tick_to, last_id, done_id, consecutive_failures, last_txid,"
-		"       config, search_path, owner"
+		"       config, search_path, owner, kind"
 		"  FROM outbox.destination WHERE id = $1"
 		"   AND ($2 OR retry_at IS NULL OR retry_at <= pg_catalog.now())"
 		"   FOR UPDATE",
@@ -811,7 +811,8 @@ typedef struct Position
 	CommitCursor page_end;		/* by_commit: the cursor after the page */
 	Jsonb	   *config;			/* first lock only: the config now ... */
 	char	   *search_path;	/* ... the handler's search_path ... */
-	Oid			owner;			/* ... and the owner (InvalidOid: not read) */
+	Oid			owner;			/* ... the owner (InvalidOid: not read) ... */
+	char	   *kind;			/* ... and the kind (NULL: not read) */
 } Position;
 
 /*
@@ -856,11 +857,13 @@ read_position(const Batch *b, Position *pos, bool skip_locked)
 	pos->config = NULL;
 	pos->search_path = NULL;
 	pos->owner = InvalidOid;
+	pos->kind = NULL;
 	if (skip_locked)
 	{
 		pos->config = DatumGetJsonbPCopy(SPI_getbinval(tup, desc, 7, &isnull));
 		pos->search_path = SPI_getvalue(tup, desc, 8);
 		pos->owner = DatumGetObjectId(SPI_getbinval(tup, desc, 9, &isnull));
+		pos->kind = SPI_getvalue(tup, desc, 10);
 	}
 	return true;
 }
@@ -1648,6 +1651,16 @@ run_batch(Batch *b, MemoryContext cxt, BatchResult *result)
 	if (!read_position(b, &pos, true))
 	{
 		/* Dropped, paused, or locked by a user right now. */
+		end_batch_transaction(b);
+		return;
+	}
+	if (pos.kind != NULL && strcmp(pos.kind, dest->kind) != 0)
+	{
+		/*
+		 * Its kind changed since the pass read it (an UPDATE by hand, as
+		 * after a restore into a build without the kind): nothing with the
+		 * old sink and the new config; the next pass loads it anew.
+		 */
 		end_batch_transaction(b);
 		return;
 	}
