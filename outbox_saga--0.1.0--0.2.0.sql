@@ -526,6 +526,10 @@ BEGIN
 		   AND ((r.status = 'pending' AND r.next_attempt_at = 'infinity')
 		        OR (r.status = 'waiting' AND r.timeout_at = 'infinity')))
 	SELECT count(*) INTO n FROM i;
+	-- The dispatcher's next saga round runs at this commit.
+	IF n > 0 THEN
+		PERFORM outbox.saga_work_changed();
+	END IF;
 	RETURN n;
 END $$;
 COMMENT ON FUNCTION saga.resume(uuid) IS
@@ -1345,6 +1349,12 @@ COMMENT ON TABLE outbox.history IS
 
 -- Retry rows queued by outbox.rewind() (outbox.stats: replay_pending).
 ALTER TABLE outbox.delivery_retry ADD COLUMN replay boolean NOT NULL DEFAULT false;
+-- A replay row's place in the history (outbox.history.position; NULL: not
+-- replayed from the store).  Rows with a position come first and in
+-- position order, so a replay repeats the history's order, which is the
+-- order the archiver was delivered (RETRY_PRECEDES_SQL,
+-- src/dispatch/delivery.h).
+ALTER TABLE outbox.delivery_retry ADD COLUMN "position" bigint;
 -- The failed retry rows of a destination in id order: with the primary key,
 -- a batch reads the due heads by two index scans that stop at its limit
 -- (Q_DUE_RETRIES, src/dispatch/delivery.c), also with a large replay queued.
@@ -1546,17 +1556,17 @@ BEGIN
 	END IF;
 	WITH ev AS (
 	       SELECT h.id, h.event_id, h.topic, h.aggregate_id, h.event_type, h.payload, h.headers,
-	              h.created_at, h.deliver_after, h.txid, h.committed_at
+	              h.created_at, h.deliver_after, h.txid, h.committed_at, h.position
 	         FROM outbox.history h
 	        WHERE h.committed_at >= since
 	       UNION ALL
-	       SELECT t.* FROM outbox.history_tail(NULL, NULL) t WHERE t.committed_at >= since)
+	       SELECT t.*, NULL::bigint FROM outbox.history_tail(NULL, NULL) t WHERE t.committed_at >= since)
 	INSERT INTO outbox.delivery_retry AS r (destination_id, id, event_id, topic, aggregate_id,
 	       event_type, payload, headers, created_at, deliver_after, txid, attempts,
-	       next_attempt_at, committed_at, replay)
+	       next_attempt_at, committed_at, replay, "position")
 	SELECT d.id, e.id, e.event_id, e.topic, e.aggregate_id, e.event_type, e.payload,
 	       e.headers, e.created_at, e.deliver_after, e.txid, 0,
-	       GREATEST(now(), COALESCE(e.deliver_after, now())), e.committed_at, true
+	       GREATEST(now(), COALESCE(e.deliver_after, now())), e.committed_at, true, e.position
 	  FROM ev e
 	 WHERE EXISTS (SELECT 1 FROM outbox.subscription s
 	                WHERE s.destination_id = d.id
@@ -1800,74 +1810,13 @@ REVOKE ALL ON outbox.retained_topic, outbox.history, outbox.replay, outbox.aggre
 REVOKE ALL ON SEQUENCE outbox.history_position_seq FROM PUBLIC;
 -- end of issue 16 items 2, 3, 4
 
--- issue 16 item 3: a replay repeats the history's order (position), not the
--- commit-order key, which can differ from it for overlapping commits of
--- one aggregate (src/dispatch/delivery.h, RETRY_PRECEDES_SQL).
-ALTER TABLE outbox.delivery_retry ADD COLUMN "position" bigint;
-CREATE OR REPLACE FUNCTION outbox.history_rewind(dest_id integer, since timestamptz, only_subscription bigint)
-RETURNS bigint
-LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
-DECLARE
-	d outbox.destination;
-	n bigint;
-BEGIN
-	SELECT * INTO d FROM outbox.destination WHERE id = dest_id FOR UPDATE;
-	IF NOT FOUND THEN
-		RAISE EXCEPTION 'destination does not exist' USING ERRCODE = 'undefined_object';
-	END IF;
-	IF d.name = 'outbox.history' THEN
-		RAISE EXCEPTION 'the history archiver cannot be rewound'
-		      USING ERRCODE = 'wrong_object_type';
-	END IF;
-	WITH ev AS (
-	       SELECT h.id, h.event_id, h.topic, h.aggregate_id, h.event_type, h.payload, h.headers,
-	              h.created_at, h.deliver_after, h.txid, h.committed_at, h.position
-	         FROM outbox.history h
-	        WHERE h.committed_at >= since
-	       UNION ALL
-	       SELECT t.*, NULL::bigint FROM outbox.history_tail(NULL, NULL) t WHERE t.committed_at >= since)
-	INSERT INTO outbox.delivery_retry AS r (destination_id, id, event_id, topic, aggregate_id,
-	       event_type, payload, headers, created_at, deliver_after, txid, attempts,
-	       next_attempt_at, committed_at, replay, "position")
-	SELECT d.id, e.id, e.event_id, e.topic, e.aggregate_id, e.event_type, e.payload,
-	       e.headers, e.created_at, e.deliver_after, e.txid, 0,
-	       GREATEST(now(), COALESCE(e.deliver_after, now())), e.committed_at, true, e.position
-	  FROM ev e
-	 WHERE EXISTS (SELECT 1 FROM outbox.subscription s
-	                WHERE s.destination_id = d.id
-	                  AND (only_subscription IS NULL OR s.id = only_subscription)
-	                  AND (s.topic = '*' OR s.topic = e.topic)
-	                  AND (s.event_types IS NULL OR e.event_type = ANY (s.event_types)))
-	   -- not an event the destination will still take live
-	   AND (outbox.position_passed(d, e.txid, e.id)
-	        OR NOT EXISTS (SELECT 1 FROM outbox.subscription s
-	                        WHERE s.destination_id = d.id
-	                          AND (s.topic = '*' OR s.topic = e.topic)
-	                          AND (s.event_types IS NULL OR e.event_type = ANY (s.event_types))
-	                          AND NOT pg_visible_in_snapshot(e.txid, s.since)))
-	   AND NOT EXISTS (SELECT 1 FROM outbox.dead_letter x
-	                    WHERE x.destination_id = d.id AND x.id = e.id)
-	   AND outbox.role_may_read_topic(d.owner, e.topic)
-	ON CONFLICT (destination_id, id) DO NOTHING;
-	GET DIAGNOSTICS n = ROW_COUNT;
-
-	INSERT INTO outbox.replay (destination_id, since, started_at, events)
-	VALUES (d.id, since, now(), n)
-	ON CONFLICT (destination_id) DO UPDATE
-	   SET since = EXCLUDED.since, started_at = EXCLUDED.started_at, events = EXCLUDED.events;
-	-- a destination backing off after failures starts the replay now
-	UPDATE outbox.destination SET retry_at = NULL, consecutive_failures = 0 WHERE id = d.id AND n > 0;
-	RETURN n;
-END $$;
--- end of issue 16 item 3 (replay order)
-
 -- issue 18: saga rounds (item 3: a pass's fixed cost).  Dispatcher 0 runs
 -- its saga round only when saga work was committed (a counter in shared
 -- memory that saga.start, complete_step, cancel, retry,
 -- register_compensation and saga.resume bump at commit), fell due or was
 -- left over, and at the poll interval (src/saga/saga_driver.c).
--- saga.resume, written in SQL, counts its work through
--- outbox.saga_work_changed().
+-- saga.resume (issue 13 block above), written in SQL, counts its work
+-- through outbox.saga_work_changed().
 CREATE FUNCTION outbox.saga_work_changed()
 RETURNS void
 AS 'MODULE_PATHNAME', 'outbox_saga_saga_work_changed'
@@ -1876,35 +1825,4 @@ LANGUAGE C VOLATILE PARALLEL UNSAFE;
 COMMENT ON FUNCTION outbox.saga_work_changed() IS
 	'Internal: when the transaction commits, tells the dispatcher that saga state changed, so that its next saga round runs (called by saga.resume).';
 REVOKE ALL ON FUNCTION outbox.saga_work_changed() FROM PUBLIC;
-CREATE OR REPLACE FUNCTION saga.resume(saga_id uuid DEFAULT NULL) RETURNS bigint
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
-DECLARE
-	n bigint;
-BEGIN
-	IF saga_id IS NOT NULL AND NOT EXISTS (SELECT 1 FROM saga.instance i WHERE i.id = resume.saga_id) THEN
-		RAISE EXCEPTION 'saga % does not exist', saga_id USING ERRCODE = 'undefined_object';
-	END IF;
-	WITH h AS (
-		DELETE FROM saga.restored_hold h
-		 WHERE resume.saga_id IS NULL OR h.saga_id = resume.saga_id
-		RETURNING h.saga_id, h.deadline),
-	i AS (
-		UPDATE saga.instance i SET deadline = COALESCE(h.deadline, i.deadline), updated_at = now()
-		  FROM h WHERE i.id = h.saga_id
-		RETURNING i.id),
-	r AS (
-		UPDATE saga.step_run r
-		   SET next_attempt_at = CASE WHEN r.status = 'pending' THEN now() ELSE r.next_attempt_at END,
-		       timeout_at = CASE WHEN r.status = 'waiting' THEN now() + r.timeout ELSE r.timeout_at END
-		  FROM h
-		 WHERE r.saga_id = h.saga_id
-		   AND ((r.status = 'pending' AND r.next_attempt_at = 'infinity')
-		        OR (r.status = 'waiting' AND r.timeout_at = 'infinity')))
-	SELECT count(*) INTO n FROM i;
-	-- The dispatcher's next saga round runs at this commit.
-	IF n > 0 THEN
-		PERFORM outbox.saga_work_changed();
-	END IF;
-	RETURN n;
-END $$;
 -- end of issue 18: saga rounds

@@ -876,8 +876,10 @@ read_position(const Batch *b, Position *pos, bool skip_locked)
  *		ones, parsed.  So a change applies from the next batch on, however
  *		long the pass: a batch's window is read after its row lock, so an
  *		event committed after the change is never delivered with what the
- *		change replaced.  A config that no longer parses raises, like any
- *		batch error.
+ *		change replaced.  NULL if its kind changed (an UPDATE by hand, as
+ *		after a restore into a build without the kind): the batch's sink is
+ *		the pass's kind's, and must not get the new kind's config.  A
+ *		config that no longer parses raises, like any batch error.
  */
 static DestinationConfig *
 refresh_config(const DestinationConfig *dest, const Position *pos, MemoryContext cxt)
@@ -885,6 +887,8 @@ refresh_config(const DestinationConfig *dest, const Position *pos, MemoryContext
 	DestinationConfig *fresh;
 	MemoryContext old;
 
+	if (pos->kind != NULL && strcmp(pos->kind, dest->kind) != 0)
+		return NULL;
 	if (pos->config == NULL ||
 		(VARSIZE(pos->config) == VARSIZE(dest->config) &&
 		 memcmp(pos->config, dest->config, VARSIZE(dest->config)) == 0 &&
@@ -1654,18 +1658,15 @@ run_batch(Batch *b, MemoryContext cxt, BatchResult *result)
 		end_batch_transaction(b);
 		return;
 	}
-	if (pos.kind != NULL && strcmp(pos.kind, dest->kind) != 0)
+	orig = pos;
+	dest = refresh_config(dest, &pos, cxt);
+	if (dest == NULL)
 	{
-		/*
-		 * Its kind changed since the pass read it (an UPDATE by hand, as
-		 * after a restore into a build without the kind): nothing with the
-		 * old sink and the new config; the next pass loads it anew.
-		 */
+		/* Another kind now: the next pass loads it anew. */
 		end_batch_transaction(b);
 		return;
 	}
-	orig = pos;
-	b->dest = dest = refresh_config(dest, &pos, cxt);
+	b->dest = dest;
 	limit = dest->batch_size > 0 ? dest->batch_size : OutboxBatchSize;
 	if (b->limit > 0)
 		limit = (b->take != NULL) ? b->limit : Min(limit, b->limit);

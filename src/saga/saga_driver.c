@@ -834,9 +834,7 @@ rounds_reason(uint64 work, TimestampTz now)
 {
 	if (recovery_needed)
 		return "recovery";
-	if (nclaimed > 0)
-		return "claimed runs wait";
-	if (rounds_had_work)
+	if (rounds_had_work)		/* also: claimed runs wait (SagaRunPass) */
 		return "the last pass had work";
 	if (work != work_served)
 		return "saga work was committed";
