@@ -95,6 +95,37 @@ SELECT destination, attempts, last_error, payload FROM outbox.dead_letters
 SELECT destination, retrying, dead, failed_attempts_total, last_error FROM outbox.stats
  WHERE destination = 'dp_bad';
 
+-- Failures in the middle of one batch: each event's outcome is that of its
+-- own subtransaction - a failed event's writes are rolled back, the others'
+-- stay, once each - although the batch runs its handlers together and only
+-- runs again those before a failure (at least once: a handler may run twice).
+-- The failed aggregate's later event waits behind it (G4); settings a
+-- handler changes never reach the next event.
+CREATE SEQUENCE public.dp_calls;
+CREATE TABLE public.dp_mixed_log (n int, work_mem text);
+CREATE FUNCTION public.dp_mixed(e outbox.events) RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+	PERFORM nextval('public.dp_calls');
+	INSERT INTO public.dp_mixed_log VALUES ((e.payload->>'n')::int, current_setting('work_mem'));
+	PERFORM set_config('work_mem', '77MB', false);
+	IF (e.payload->>'n')::int IN (3, 7) THEN
+		RAISE EXCEPTION 'event % refused', e.payload->>'n' USING ERRCODE = 'P0001';
+	END IF;
+END $$;
+SELECT outbox.create_destination('dp_mixed', 'function',
+	'{"function": "public.dp_mixed", "backoff_base": "1 hour", "backoff_max": "1 hour"}');
+SELECT outbox.subscribe('dp_mixed', 'dpm') > 0 AS subscribed;
+SELECT outbox.pause_destination('dp_mixed');
+SELECT count(outbox.emit('dpm', 'job', jsonb_build_object('n', n),
+                         CASE WHEN n = 8 THEN 'm7' ELSE 'm' || n END))
+  FROM generate_series(1, 10) n;
+SELECT outbox.deliver_pending('dp_mixed');
+SELECT array_agg(n ORDER BY n) AS delivered_once, count(DISTINCT work_mem) AS work_mem_values
+  FROM public.dp_mixed_log;
+SELECT current_setting('work_mem') = (SELECT min(work_mem) FROM public.dp_mixed_log) AS settings_undone;
+SELECT nextval('public.dp_calls') - 1 BETWEEN 12 AND 20 AS handlers_ran_again_before_failures;
+SELECT aggregate_id, attempts, last_error FROM outbox.pending('dp_mixed') ORDER BY id;
+
 -- A notify destination.
 SELECT outbox.create_destination('dp_notify', 'notify', '{"channel": "dp_channel"}');
 SELECT outbox.subscribe('dp_notify', 'dp') > 0 AS subscribed;
@@ -159,6 +190,8 @@ SELECT count(*) AS topics_given_back FROM (
 REVOKE ALL ON ALL FUNCTIONS IN SCHEMA outbox FROM regress_dp_owner, regress_dp_other;
 REVOKE ALL ON public.dp_log FROM regress_dp_owner;
 DROP ROLE regress_dp_owner, regress_dp_other;
-DROP TABLE public.dp_log;
+DROP TABLE public.dp_log, public.dp_mixed_log;
+DROP SEQUENCE public.dp_calls;
+DROP FUNCTION public.dp_mixed(outbox.events);
 DROP FUNCTION public.dp_record(outbox.events), public.dp_fail(outbox.events),
 	public.dp_nested(outbox.events);

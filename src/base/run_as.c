@@ -22,6 +22,12 @@
  *	transaction, resource owner, memory context and identity are unchanged
  *	either way.  A role that no longer exists fails the call (42704), so
  *	nothing ever runs under a stale OID.
+ *	RunAsOwnerEach does the same for a run of calls (a batch's handler
+ *	calls) in ONE subtransaction, with one identity switch and one
+ *	search_path: each call still has its own timeout and its settings
+ *	undone before the next (a GUC nest level of its own), but a failed
+ *	call rolls back the whole run, and the caller runs again the calls
+ *	before it if their writes are to stay (dispatch/delivery.c).
  *
  * SEARCH PATHS OF USER CODE
  *	A destination or saga definition records the search_path of the role
@@ -240,16 +246,20 @@ RunAsInOwnerCall(void)
 	return owner_call_depth > 0;
 }
 
-typedef struct OwnerCall
+/* One RunAsOwnerEach() run: calls fn(arg, i) for i = from .. to - 1. */
+typedef struct OwnerRun
 {
 	Oid			role;
 	const char *search_path;
 	int64		timeout_ms;
-	bool		owns_timeout;	/* this call armed the timeout */
+	bool		owns_timeout;	/* the running call armed the timeout */
 	bool		armed;			/* ... and it is not disarmed yet */
-	void		(*fn) (void *);
+	void		(*fn) (void *arg, int i);
 	void	   *arg;
-} OwnerCall;
+	int			from;
+	int			to;
+	int			current;		/* the call running, or the one that failed */
+} OwnerRun;
 
 /*
  * owner_timeout_handler
@@ -272,9 +282,11 @@ owner_timeout_handler(void)
  * owner_timeout_arm
  *		Arm the hard timeout of a call: a cancel at now + timeout_ms, then
  *		every OWNER_CANCEL_REPEAT_MS.  Only the outermost call arms it.
+ *		Cheap enough per call: while PostgreSQL's alarm is pending at an
+ *		earlier time, re-arming makes no system call (timeout.c).
  */
 static void
-owner_timeout_arm(OwnerCall *c)
+owner_timeout_arm(OwnerRun *c)
 {
 	c->owns_timeout = false;
 	c->armed = false;
@@ -303,7 +315,7 @@ owner_timeout_arm(OwnerCall *c)
  *		Idempotent.
  */
 static void
-owner_timeout_disarm(OwnerCall *c)
+owner_timeout_disarm(OwnerRun *c)
 {
 	if (!c->armed)
 		return;
@@ -314,35 +326,19 @@ owner_timeout_disarm(OwnerCall *c)
 }
 
 /*
- * run_as_owner_body
- *		The body of RunAsOwner, in its subtransaction.  On an error the
- *		subtransaction's abort restores the identity and the settings; the
- *		timeout is disarmed before the error leaves.  A return after the
- *		deadline is an error, so the subtransaction is rolled back.
+ * run_one_call
+ *		Call i of a run, under its own hard timeout.  Returning after the
+ *		deadline is an error all the same (RunAsOwner).
  */
 static void
-run_as_owner_body(void *arg)
+run_one_call(OwnerRun *c, int i)
 {
-	OwnerCall  *c = arg;
-	Oid			save_userid;
-	int			save_sec;
-	int			nestlevel;
-
-	GetUserIdAndSecContext(&save_userid, &save_sec);
-	SetUserIdAndSecContext(c->role,
-						   save_sec | SECURITY_LOCAL_USERID_CHANGE |
-						   SECURITY_RESTRICTED_OPERATION);
-	/* The recorded path, undone with everything else at the end. */
-	nestlevel = NewGUCNestLevel();
-	(void) set_config_option("search_path", c->search_path,
-							 PGC_USERSET, PGC_S_SESSION,
-							 GUC_ACTION_SAVE, true, 0, false);
-
+	c->current = i;
 	owner_timeout_arm(c);
 	owner_call_depth++;
 	PG_TRY();
 	{
-		c->fn(c->arg);
+		c->fn(c->arg, i);
 	}
 	PG_CATCH();
 	{
@@ -354,47 +350,103 @@ run_as_owner_body(void *arg)
 	owner_call_depth--;
 	owner_timeout_disarm(c);
 
-	/* Returned after its deadline: a failure all the same (RunAsOwner). */
 	if (c->owns_timeout && owner_call_overran)
 		ereport(ERROR,
 				(errcode(ERRCODE_QUERY_CANCELED),
 				 errmsg("the call returned after its timeout")));
+}
+
+/*
+ * run_as_owner_body
+ *		The body of RunAsOwnerEach, in its subtransaction.  On an error the
+ *		subtransaction's abort restores the identity and the settings; the
+ *		timeout is disarmed before the error leaves.
+ */
+static void
+run_as_owner_body(void *arg)
+{
+	OwnerRun   *c = arg;
+	Oid			save_userid;
+	int			save_sec;
+	int			run_level;
+	int			i;
+
+	GetUserIdAndSecContext(&save_userid, &save_sec);
+	SetUserIdAndSecContext(c->role,
+						   save_sec | SECURITY_LOCAL_USERID_CHANGE |
+						   SECURITY_RESTRICTED_OPERATION);
+	/* The recorded path, undone with everything else at the end. */
+	run_level = NewGUCNestLevel();
+	(void) set_config_option("search_path", c->search_path,
+							 PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, 0, false);
+
+	if (c->to - c->from == 1)
+		run_one_call(c, c->from);
+	else
+	{
+		for (i = c->from; i < c->to; i++)
+		{
+			/*
+			 * Each call's settings are undone before the next, as if it had
+			 * failed, session-level ones included: the run's search_path is
+			 * what the next call starts with.
+			 */
+			int			call_level = NewGUCNestLevel();
+
+			run_one_call(c, i);
+			AtEOXact_GUC(false, call_level);
+		}
+	}
 
 	/*
-	 * Undo every setting the call changed, session-level ones included (as
-	 * if it had failed): a handler must not leave, say, a search_path behind
-	 * for the dispatcher's own statements, which run as superuser.
+	 * Undo every setting the calls changed (as if they had failed): user
+	 * code must not leave, say, a search_path behind for the dispatcher's
+	 * own statements, which run as superuser.
 	 */
-	AtEOXact_GUC(false, nestlevel);
+	AtEOXact_GUC(false, run_level);
 	SetUserIdAndSecContext(save_userid, save_sec);
 }
 
 /*
- * RunAsOwner
- *		Run fn(arg) in a subtransaction as 'role', with
- *		SECURITY_RESTRICTED_OPERATION, 'search_path' (the one recorded for
- *		the code; pg_temp is appended unless it is named, see SEARCH PATHS
- *		OF USER CODE; NULL: pg_catalog, pg_temp) and a hard timeout of 'timeout_ms' (0: none; see HARD TIMEOUT).  Every
- *		setting it changes, even with SET SESSION / set_config(..., false),
- *		is undone when it returns.  Returns RUN_AS_OK if it returned in
- *		time.  Otherwise rolls the subtransaction back and sets *error (in
- *		the caller's memory context): RUN_AS_TIMED_OUT if the deadline
- *		passed, *error = "57014: <timeout_what> of N ms" ('timeout_what'
- *		says whose timeout, e.g. "handler exceeded the destination's
- *		timeout"); else RUN_AS_FAILED, *error = "SQLSTATE: message" (at most
- *		RUN_AS_MAX_ERROR_LENGTH bytes of the message).  A role that no
- *		longer exists (dropped in another database, where the DROP ROLE
- *		guard of owner_guard.c could not see its destinations and sagas)
- *		fails the call with 42704.
+ * RunAsOwnerEach
+ *		Calls fn(arg, i) for i = from .. to - 1, in order, in ONE
+ *		subtransaction, as 'role' with SECURITY_RESTRICTED_OPERATION and
+ *		'search_path' (the one recorded for the code; pg_temp is appended
+ *		unless it is named, see SEARCH PATHS OF USER CODE; NULL: pg_catalog,
+ *		pg_temp).  Each call has its own hard timeout of 'timeout_ms' (0:
+ *		none; see HARD TIMEOUT), and every setting a call changes, even with
+ *		SET SESSION / set_config(..., false), is undone before the next call
+ *		and at the end; a call sees what the calls before it wrote.  Returns
+ *		RUN_AS_OK if every call returned in time.  Otherwise the run stops
+ *		at the first call that did not: the subtransaction is rolled back,
+ *		the writes of the calls before it too, *failed_at is that call's i
+ *		(from, if the run could not start: a role that no longer exists,
+ *		42704, or a recorded search_path that does not parse, 22023) and
+ *		*error says why (in the caller's memory context): RUN_AS_TIMED_OUT,
+ *		*error = "57014: <timeout_what> of N ms" ('timeout_what' says whose
+ *		timeout, e.g. "handler exceeded the destination's timeout"); else
+ *		RUN_AS_FAILED, *error = "SQLSTATE: message" (at most
+ *		RUN_AS_MAX_ERROR_LENGTH bytes of the message).  A role can be
+ *		missing when it was dropped in another database, where the DROP
+ *		ROLE guard of owner_guard.c could not see its destinations and
+ *		sagas.
+ *		One subtransaction, identity switch and search_path for many calls
+ *		is what makes a batch of handler calls cheap; a caller that needs
+ *		each call's writes kept or undone on their own runs again the calls
+ *		before a failed one (dispatch/delivery.c).
  */
 RunAsResult
-RunAsOwner(Oid role, const char *search_path, int64 timeout_ms,
-		   const char *timeout_what, void (*fn) (void *), void *arg,
-		   char **error)
+RunAsOwnerEach(Oid role, const char *search_path, int64 timeout_ms,
+			   const char *timeout_what, void (*fn) (void *arg, int i),
+			   void *arg, int from, int to, int *failed_at, char **error)
 {
-	OwnerCall	c = {role, NULL, timeout_ms, false, false, fn, arg};
+	OwnerRun	c = {role, NULL, timeout_ms, false, false, fn, arg, from, to, from};
 	ErrorData  *edata;
 	bool		ok;
+
+	Assert(from < to);
+	*failed_at = from;
 
 	/* A row written by SQL alone may lack pg_temp: it goes last all the same. */
 	c.search_path = search_path ? RunAsSearchPathWithTemp(search_path) : NULL;
@@ -422,6 +474,7 @@ RunAsOwner(Oid role, const char *search_path, int64 timeout_ms,
 	owner_timeout_disarm(&c);	/* already done by the body; be sure */
 	if (ok)
 		return RUN_AS_OK;
+	*failed_at = c.current;
 	if (c.owns_timeout && owner_call_overran)
 	{
 		*error = psprintf("57014: %s of " INT64_FORMAT " ms", timeout_what,
@@ -433,4 +486,39 @@ RunAsOwner(Oid role, const char *search_path, int64 timeout_ms,
 					  RUN_AS_MAX_ERROR_LENGTH, edata->message);
 	FreeErrorData(edata);
 	return RUN_AS_FAILED;
+}
+
+/* RunAsOwner's one call, as a call of a run. */
+typedef struct SingleCall
+{
+	void		(*fn) (void *);
+	void	   *arg;
+} SingleCall;
+
+static void
+single_call(void *arg, int i)
+{
+	SingleCall *call = arg;
+
+	call->fn(call->arg);
+}
+
+/*
+ * RunAsOwner
+ *		Run fn(arg) as RunAsOwnerEach runs one call: in a subtransaction as
+ *		'role', with the recorded 'search_path' and a hard timeout; every
+ *		setting it changes is undone when it returns.  Returns RUN_AS_OK if
+ *		it returned in time; otherwise it was rolled back and *error says
+ *		why (RunAsOwnerEach).
+ */
+RunAsResult
+RunAsOwner(Oid role, const char *search_path, int64 timeout_ms,
+		   const char *timeout_what, void (*fn) (void *), void *arg,
+		   char **error)
+{
+	SingleCall	call = {fn, arg};
+	int			failed_at;
+
+	return RunAsOwnerEach(role, search_path, timeout_ms, timeout_what,
+						  single_call, &call, 0, 1, &failed_at, error);
 }

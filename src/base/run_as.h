@@ -42,6 +42,11 @@ extern void RunAsCheckExecute(Oid fn, Oid role, const char *what);
 extern RunAsResult RunAsOwner(Oid role, const char *search_path,
 							  int64 timeout_ms, const char *timeout_what,
 							  void (*fn) (void *), void *arg, char **error);
+extern RunAsResult RunAsOwnerEach(Oid role, const char *search_path,
+								  int64 timeout_ms, const char *timeout_what,
+								  void (*fn) (void *arg, int i), void *arg,
+								  int from, int to, int *failed_at,
+								  char **error);
 extern char *RunAsSearchPathWithTemp(const char *path);
 extern char *RunAsCheckSearchPath(const char *value, const char *what);
 extern char *RunAsCurrentSearchPath(void);

@@ -8,9 +8,10 @@
  *	holds it in an open transaction only delays that destination), delivers
  *	events, and records the outcome - new position, retry rows, dead letters,
  *	counters - in the same transaction.  In-transaction kinds (function,
- *	notify) deliver inside it, each event in a subtransaction, so a handler's
- *	writes commit if and only if the delivery is recorded (G5); a crash
- *	before the commit delivers the whole batch again (G3).
+ *	notify) deliver inside it, with the outcome of a subtransaction per event
+ *	(deliver_in_transaction: one for the batch until an event fails), so a
+ *	handler's writes commit if and only if the delivery is recorded (G5); a
+ *	crash before the commit delivers the whole batch again (G3).
  *
  * WHAT A BATCH TAKES, IN ORDER
  *	1. Retry rows that are due, lowest id first; on an ordered destination
@@ -77,7 +78,7 @@
  *	it commits; a network sink delivers between two transactions with no
  *	lock held, and the second records nothing if the position moved.  The
  *	kept SpiStatements of 'statements' run as the dispatcher; a handler runs
- *	as the destination's owner (RunAsOwner).  A failed delivery is an
+ *	as the destination's owner (RunAsOwnerEach).  A failed delivery is an
  *	outcome: its message (for handlers "SQLSTATE: message", clipped at
  *	RUN_AS_MAX_ERROR_LENGTH) becomes last_error.  An error of the batch
  *	propagates to the dispatcher.  Every message raised meanwhile has the
@@ -675,35 +676,6 @@ is_busy(Batch *b, text *aggregate_id)
 	return hash_search(b->busy, &key, HASH_FIND, NULL) != NULL;
 }
 
-typedef struct DeliverCall
-{
-	Batch	   *b;
-	const DispatchEvent *ev;
-} DeliverCall;
-
-static void
-deliver_call(void *arg)
-{
-	DeliverCall *call = arg;
-
-	call->b->sink->deliver(call->b->dest, call->ev);
-}
-
-/*
- * deliver_one
- *		Deliver 'ev' through an in-transaction sink, as the destination's
- *		owner, with the destination's timeout.
- */
-static bool
-deliver_one(Batch *b, const DispatchEvent *ev, char **error)
-{
-	DeliverCall call = {b, ev};
-
-	return RunAsOwner(b->dest->owner, b->dest->search_path, b->dest->timeout_ms,
-					  "handler exceeded the destination's timeout",
-					  deliver_call, &call, error) == RUN_AS_OK;
-}
-
 /*
  * park_event
  *		Store a copy of 'ev' as a retry row (attempts, next attempt, error)
@@ -1276,41 +1248,144 @@ deny_unreadable(Batch *b, List *items)
 }
 
 /*
+ * Runs of handler calls (deliver_in_transaction): the items of a batch in
+ * list order, items[from .. to - 1] in one RunAsOwnerEach() run.
+ */
+typedef struct DeliverRun
+{
+	Batch	   *b;
+	List	   *items;
+} DeliverRun;
+
+/*
+ * sendable
+ *		Whether 'item' is to be delivered now: it is to be sent and, if it
+ *		comes from the window, its aggregate is not held back.  An item
+ *		whose aggregate is (an earlier failure of the batch, a retry row)
+ *		becomes ACT_HELD.  Blocks only grow, so the answer never changes
+ *		when a run is rolled back and run again.
+ */
+static bool
+sendable(Batch *b, BatchItem *item)
+{
+	if (item->action != ACT_SEND)
+		return false;
+	if (item->source == FROM_WINDOW && is_blocked(b, item->ev.aggregate_id))
+	{
+		item->action = ACT_HELD;
+		return false;
+	}
+	return true;
+}
+
+/* RunAsOwnerEach callback: deliver item i if it is sendable. */
+static void
+deliver_item(void *arg, int i)
+{
+	DeliverRun *run = arg;
+	BatchItem  *item = list_nth(run->items, i);
+
+	if (!sendable(run->b, item))
+		return;
+	run->b->current = &item->ev;
+	run->b->sink->deliver(run->b->dest, &item->ev);
+	run->b->current = NULL;
+}
+
+/*
+ * deliver_run
+ *		Deliver items[from .. to - 1] in one run (one subtransaction, as the
+ *		destination's owner, each call with the destination's timeout).
+ *		Returns true if every call succeeded; otherwise the run was rolled
+ *		back and *failed_at and *error say which item failed and why.
+ */
+static bool
+deliver_run(Batch *b, List *items, int from, int to, int *failed_at,
+			char **error)
+{
+	DeliverRun	run = {b, items};
+	RunAsResult result;
+
+	result = RunAsOwnerEach(b->dest->owner, b->dest->search_path,
+							b->dest->timeout_ms,
+							"handler exceeded the destination's timeout",
+							deliver_item, &run, from, to, failed_at, error);
+	b->current = NULL;
+	return result == RUN_AS_OK;
+}
+
+/*
+ * first_sendable
+ *		The index of the first sendable item at or after 'i' (the list's
+ *		length if none); the items passed over are handled.
+ */
+static int
+first_sendable(Batch *b, List *items, int i)
+{
+	for (; i < list_length(items); i++)
+	{
+		BatchItem  *item = list_nth(items, i);
+
+		if (sendable(b, item))
+			break;
+		item->handled = true;
+	}
+	return i;
+}
+
+/*
  * deliver_in_transaction
- *		Phase 2 for in-transaction sinks: deliver in order, each in its own
- *		subtransaction.  A failure holds back the aggregate's later items;
- *		FAILURES_BEFORE_BACKOFF failures before any success stop the batch
- *		(the items after the stop are not handled).
+ *		Phase 2 for in-transaction sinks: deliver in order, with the outcome
+ *		of one subtransaction per event: a failed event's writes are rolled
+ *		back, the others' stay.  A failure holds back the aggregate's later
+ *		items; FAILURES_BEFORE_BACKOFF failures before any success stop the
+ *		batch (the items after the stop are not handled).
+ *		Cheaply: the remaining items run as ONE run of calls (a single
+ *		subtransaction, identity switch and search_path; RunAsOwnerEach).
+ *		When an item fails, the run is rolled back, the items before it run
+ *		again as a run of their own (their writes stay) and it is recorded
+ *		as failed with its error, without a second attempt; the next run
+ *		starts after it.  So a batch without failures costs one
+ *		subtransaction, and each failure runs the handlers of the items
+ *		before it once more (at least once, G3: their first writes were
+ *		rolled back).  Should an item of that second run fail, it becomes
+ *		the failed one instead and the items after it are run later.
  */
 static void
 deliver_in_transaction(Batch *b, List *items)
 {
-	ListCell   *lc;
+	int			n = list_length(items);
+	int			start = first_sendable(b, items, 0);
 
-	foreach(lc, items)
+	while (start < n)
 	{
-		BatchItem  *item = lfirst(lc);
+		int			end = n;
+		int			failed_at;
 		char	   *error = NULL;
+		bool		failed = false;
+		BatchItem  *item;
+		int			i;
 
-		if (b->stop)
-			break;
-		item->handled = true;
-		if (item->action != ACT_SEND)
-			continue;
-		if (item->source == FROM_WINDOW && is_blocked(b, item->ev.aggregate_id))
+		/* Run start .. end - 1; on a failure, run again what preceded it. */
+		while (end > start && !deliver_run(b, items, start, end, &failed_at, &error))
 		{
-			item->action = ACT_HELD;
-			continue;
+			failed = true;
+			end = failed_at;
 		}
-		b->current = &item->ev;
-		if (deliver_one(b, &item->ev, &error))
+		for (i = start; i < end; i++)
 		{
-			b->current = NULL;
+			item = list_nth(items, i);
+			item->handled = true;
+			if (item->action != ACT_SEND)
+				continue;
 			item->outcome.status = SINK_OK;
 			b->delivered++;
-			continue;
 		}
-		b->current = NULL;
+		if (!failed)
+			break;
+
+		item = list_nth(items, end);
+		item->handled = true;
 		item->outcome.status = SINK_RETRY;
 		item->outcome.error = error;
 		block(b, item->ev.aggregate_id);
@@ -1319,7 +1394,11 @@ deliver_in_transaction(Batch *b, List *items)
 			b->fresh_failed++;
 		b->last_error = error;
 		if (b->delivered == 0 && b->fresh_failed >= FAILURES_BEFORE_BACKOFF)
+		{
 			b->stop = true;
+			break;
+		}
+		start = first_sendable(b, items, end + 1);
 	}
 }
 

@@ -15,11 +15,13 @@
  * the event's trace context as outbox_saga.traceparent/.tracestate (undone
  * with RunAsOwner's settings), so the events it writes carry it on.
  *
- * The resolved function is cached per destination and forgotten on any
- * change to pg_proc (a syscache callback), so a dropped or replaced handler
- * is noticed at the next event.  The owner's EXECUTE privilege is checked
- * at every delivery (G14: handlers run with the privileges current when
- * they run), since a revoked role membership does not touch pg_proc.
+ * The resolved function is cached per destination and owner, with the
+ * owner's EXECUTE privilege checked when it is resolved, and forgotten on
+ * any change to pg_proc, pg_authid or pg_auth_members (syscache callbacks):
+ * a dropped or replaced handler, a revoked EXECUTE or a revoked role
+ * membership is noticed at the next event (G14: handlers run with the
+ * privileges current when they run; invalidations are read at every
+ * transaction start and lock).
  *
  *-------------------------------------------------------------------------
  */
@@ -51,6 +53,7 @@ typedef struct HandlerCache
 {
 	bool		valid;
 	int32		dest_id;
+	Oid			owner;			/* checked for EXECUTE when resolved */
 	char		name[3 * NAMEDATALEN];
 	Oid			fn;
 	bool		takes_jsonb;
@@ -63,7 +66,10 @@ static bool callback_registered = false;
 
 /*
  * invalidate_handlers
- *		Syscache callback: any change to pg_proc forgets the cached handler.
+ *		Syscache callback: any change to pg_proc (a handler replaced,
+ *		dropped, its EXECUTE granted or revoked), to roles or to role
+ *		memberships forgets the cached handler, which is resolved and
+ *		checked again at its next event.
  */
 static void
 invalidate_handlers(Datum arg, int cacheid, uint32 hashvalue)
@@ -177,9 +183,12 @@ function_deliver(const DestinationConfig *dest, const DispatchEvent *ev)
 	if (!callback_registered)
 	{
 		CacheRegisterSyscacheCallback(PROCOID, invalidate_handlers, (Datum) 0);
+		CacheRegisterSyscacheCallback(AUTHOID, invalidate_handlers, (Datum) 0);
+		CacheRegisterSyscacheCallback(AUTHMEMROLEMEM, invalidate_handlers, (Datum) 0);
 		callback_registered = true;
 	}
 	if (!handler_cache.valid || handler_cache.dest_id != dest->id ||
+		handler_cache.owner != dest->owner ||
 		strcmp(handler_cache.name, name) != 0)
 	{
 		handler_cache.valid = false;
@@ -190,12 +199,10 @@ function_deliver(const DestinationConfig *dest, const DispatchEvent *ev)
 			ToJsonbPrepare(&handler_cache.to_jsonb, events_rowtype(),
 						   TopMemoryContext);
 		handler_cache.dest_id = dest->id;
+		handler_cache.owner = dest->owner;
 		strlcpy(handler_cache.name, name, sizeof(handler_cache.name));
 		handler_cache.valid = true;
 	}
-	else
-		RunAsCheckExecute(handler_cache.fn, dest->owner,
-						  psprintf("handler %s", name));
 
 	arg = handler_cache.takes_jsonb ?
 		ToJsonbInvoke(&handler_cache.to_jsonb, ev->row) : ev->row;
