@@ -254,11 +254,13 @@ COMMENT ON TABLE outbox.restored_event IS
 
 -- Whether the statement being run is a client's COPY or INSERT into a
 -- table of the extension: a restore (the extension writes its tables only
--- from its functions).  Inlined into the triggers' WHEN clauses.
+-- from its functions): the client's statement matches, ignoring case,
+-- ^\s*(copy|insert\s+into)\s+(only\s+)?"?(outbox|saga)"?\.  In C
+-- (dispatch/restore.c): the triggers' WHEN clauses are prepared at every
+-- INSERT, and a SQL function was planned there every time.
 CREATE FUNCTION outbox.restoring() RETURNS boolean
-LANGUAGE sql STABLE PARALLEL SAFE
-RETURN pg_catalog.current_query() OPERATOR(pg_catalog.~*)
-	'^\s*(copy|insert\s+into)\s+(only\s+)?"?(outbox|saga)"?\.';
+LANGUAGE C STABLE PARALLEL SAFE
+AS 'MODULE_PATHNAME', 'outbox_restoring';
 COMMENT ON FUNCTION outbox.restoring() IS
 	'Internal: true while a client restores rows into the extension''s tables (COPY or INSERT, as pg_restore does).';
 

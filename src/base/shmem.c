@@ -54,6 +54,22 @@
  *	the summary too wide until the next pass narrows it, which costs at most
  *	a wake-up.  Paused and backing-off destinations cost nothing per commit.
  *
+ * WHOM A COMMIT WAKES (issue 18: one pass per interval, not per worker)
+ *	A commit that wrote events some destination wants, or saga work, wakes
+ *	ONE dispatcher: the first running one, worker 0 (wake_one), or, while
+ *	it is stuck in one batch, saga or housekeeping round for more than
+ *	WORKER_STUCK_MS, the next one as well, and so on.  Waking every worker
+ *	made each of them run a pass (a transaction, destination loading, a
+ *	tick) per commit, although one destination is served by one worker at
+ *	a time.  What the woken worker cannot serve it hands on, so that no
+ *	wake-up is lost (G8): a destination another worker has claimed wakes
+ *	that worker (its batch may have read an older window; it runs another
+ *	pass after it, with a newer tick), network destinations that worker 0
+ *	leaves to the others wake the others, and a pass that leaves work
+ *	ready wakes the others to share it (dispatcher.c).  A change every
+ *	worker must see (destinations, subscriptions, wait_idle) still wakes
+ *	them all (ShmemWakeDispatcher), and every worker polls.
+ *
  * THE SAGA WORK COUNTER (issue 18 item 3)
  *	Each slot counts the commits that changed saga state in ways the driver
  *	must see (saga.start, complete_step, cancel, retry,
@@ -88,6 +104,12 @@
 #include "base/shmem.h"
 
 OutboxShmem *OutboxShared = NULL;
+
+/*
+ * A worker inside one batch or round for longer than this does not take the
+ * wake-up of a commit alone (wake_one): a normal batch takes a few ms.
+ */
+#define WORKER_STUCK_MS		20
 
 static shmem_request_hook_type prev_shmem_request_hook = NULL;
 static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
@@ -208,10 +230,42 @@ ShmemSetLatchOf(pg_atomic_uint32 *procno)
 }
 
 /*
- * wake_slot
- *		Set the latch of every dispatcher of 'slot' that has no pass asked
- *		for yet.  Reads wake_pending first: under load most commits find it
+ * wake_worker
+ *		Ask worker 'wk' for a pass: set its latch unless a pass is asked for
+ *		already.  Reads wake_pending first: under load most commits find it
  *		set and write nothing shared.
+ */
+static void
+wake_worker(DispatcherWorker *wk)
+{
+	if (pg_atomic_read_u32(&wk->procno) != 0 &&
+		pg_atomic_read_u32(&wk->wake_pending) == 0 &&
+		pg_atomic_exchange_u32(&wk->wake_pending, 1) == 0)
+		ShmemSetLatchOf(&wk->procno);
+}
+
+/*
+ * worker_stuck
+ *		Whether worker 'wk' has been inside one batch, saga round or
+ *		housekeeping round for more than WORKER_STUCK_MS: it will not start
+ *		the pass a commit asks for soon.
+ */
+static bool
+worker_stuck(DispatcherWorker *wk)
+{
+	uint32		doing = pg_atomic_read_u32(&wk->doing);
+	TimestampTz since;
+
+	if (doing != DOING_DELIVERING && doing != DOING_SAGAS &&
+		doing != DOING_HOUSEKEEPING)
+		return false;
+	since = (TimestampTz) pg_atomic_read_u64(&wk->doing_since);
+	return GetCurrentTimestamp() - since > WORKER_STUCK_MS * INT64CONST(1000);
+}
+
+/*
+ * wake_slot
+ *		Ask every dispatcher of 'slot' for a pass.
  */
 static void
 wake_slot(DispatcherSlot *slot)
@@ -219,21 +273,37 @@ wake_slot(DispatcherSlot *slot)
 	int			w;
 
 	for (w = 0; w < OUTBOX_MAX_WORKERS_PER_DATABASE; w++)
+		wake_worker(&slot->workers[w]);
+}
+
+/*
+ * wake_one
+ *		Ask the first running dispatcher of 'slot' that is not stuck for a
+ *		pass (see WHOM A COMMIT WAKES), and the stuck ones before it.
+ */
+static void
+wake_one(DispatcherSlot *slot)
+{
+	int			w;
+
+	for (w = 0; w < OUTBOX_MAX_WORKERS_PER_DATABASE; w++)
 	{
 		DispatcherWorker *wk = &slot->workers[w];
 
-		if (pg_atomic_read_u32(&wk->procno) != 0 &&
-			pg_atomic_read_u32(&wk->wake_pending) == 0 &&
-			pg_atomic_exchange_u32(&wk->wake_pending, 1) == 0)
-			ShmemSetLatchOf(&wk->procno);
+		if (pg_atomic_read_u32(&wk->procno) == 0)
+			continue;
+		wake_worker(wk);
+		if (!worker_stuck(wk))
+			return;
 	}
 }
 
 /*
  * ShmemWakeDispatcher
- *		Ask every dispatcher of 'dboid' for a pass.  Many commits between two
- *		passes set a worker's latch once: wake_pending is cleared by the
- *		worker when it starts a pass.
+ *		Ask every dispatcher of 'dboid' for a pass: for changes every worker
+ *		must see (destinations, subscriptions, outbox.wait_idle()).  Many
+ *		commits between two passes set a worker's latch once: wake_pending
+ *		is cleared by the worker when it starts a pass.
  */
 void
 ShmemWakeDispatcher(Oid dboid)
@@ -243,6 +313,46 @@ ShmemWakeDispatcher(Oid dboid)
 	if (slot == NULL)
 		return;
 	wake_slot(slot);
+}
+
+/*
+ * ShmemWakeDispatcherForWork
+ *		Ask one dispatcher of 'dboid' for a pass (WHOM A COMMIT WAKES): new
+ *		events, saga work.
+ */
+void
+ShmemWakeDispatcherForWork(Oid dboid)
+{
+	DispatcherSlot *slot = ShmemFindSlot(dboid);
+
+	if (slot == NULL)
+		return;
+	wake_one(slot);
+}
+
+/*
+ * ShmemWakeWorker
+ *		Ask worker 'worker' of 'slot' for a pass (a dispatcher handing on a
+ *		wake-up it cannot serve).
+ */
+void
+ShmemWakeWorker(DispatcherSlot *slot, int worker)
+{
+	wake_worker(&slot->workers[worker]);
+}
+
+/*
+ * ShmemWakeOtherWorkers
+ *		Ask every dispatcher of 'slot' but 'worker' for a pass.
+ */
+void
+ShmemWakeOtherWorkers(DispatcherSlot *slot, int worker)
+{
+	int			w;
+
+	for (w = 0; w < OUTBOX_MAX_WORKERS_PER_DATABASE; w++)
+		if (w != worker)
+			wake_worker(&slot->workers[w]);
 }
 
 /*
@@ -364,7 +474,7 @@ topics_wanted(DispatcherSlot *slot, const uint64 *bits)
 
 /*
  * ShmemWakeDispatcherFor
- *		ShmemWakeDispatcher, if a destination that is not paused wants one
+ *		ShmemWakeDispatcherForWork, if a destination that is not paused wants one
  *		of the topics 'topic_bits' (ShmemTopicBit) or may do so by now.
  */
 void
@@ -373,7 +483,7 @@ ShmemWakeDispatcherFor(Oid dboid, const uint64 *topic_bits)
 	DispatcherSlot *slot = ShmemFindSlot(dboid);
 
 	if (slot != NULL && topics_wanted(slot, topic_bits))
-		wake_slot(slot);
+		wake_one(slot);
 }
 
 /*
@@ -410,14 +520,15 @@ ShmemSlotRunning(DispatcherSlot *slot)
  * ShmemClaim
  *		Let worker 'worker' of 'slot' claim destination 'claim' (replacing
  *		its previous claim), unless another worker of the slot has it.
- *		Returns whether it got it.  The claim is what keeps two workers
+ *		Returns whether it got it; if not, *holder is the worker that has
+ *		it.  The claim is what keeps two workers
  *		from delivering one destination at once (G3, G4): it spans the
  *		transactions of a batch and the network I/O between them.  It lives
  *		in shared memory, not in a lock a handler could release, and dies
  *		with the process (dispatcher.c releases it on exit).
  */
 bool
-ShmemClaim(DispatcherSlot *slot, int worker, int32 claim)
+ShmemClaim(DispatcherSlot *slot, int worker, int32 claim, int *holder)
 {
 	int			w;
 	bool		got = true;
@@ -425,7 +536,10 @@ ShmemClaim(DispatcherSlot *slot, int worker, int32 claim)
 	SpinLockAcquire(&slot->mutex);
 	for (w = 0; w < OUTBOX_MAX_WORKERS_PER_DATABASE; w++)
 		if (w != worker && slot->workers[w].claim == claim)
+		{
 			got = false;
+			*holder = w;
+		}
 	if (got)
 		slot->workers[worker].claim = claim;
 	SpinLockRelease(&slot->mutex);

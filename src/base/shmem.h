@@ -138,11 +138,15 @@ extern OutboxShmem *OutboxShared;
 extern void ShmemInit(void);
 extern DispatcherSlot *ShmemFindSlot(Oid dboid);
 extern void ShmemWakeDispatcher(Oid dboid);
+extern void ShmemWakeDispatcherForWork(Oid dboid);
+extern void ShmemWakeWorker(DispatcherSlot *slot, int worker);
+extern void ShmemWakeOtherWorkers(DispatcherSlot *slot, int worker);
 extern void ShmemWakeLauncher(bool rescan);
 extern void ShmemSetLatchOf(pg_atomic_uint32 *procno);
 extern void ShmemResetWorker(DispatcherWorker *w);
 extern bool ShmemSlotRunning(DispatcherSlot *slot);
-extern bool ShmemClaim(DispatcherSlot *slot, int worker, int32 claim);
+extern bool ShmemClaim(DispatcherSlot *slot, int worker, int32 claim,
+					   int *holder);
 extern void ShmemRelease(DispatcherSlot *slot, int worker);
 extern int32 ShmemClaimOf(DispatcherSlot *slot, int worker);
 extern void ShmemSetDoing(DispatcherWorker *w, WorkerDoing doing);

@@ -17,6 +17,17 @@
  * holds every saga in flight, with a LOG line, then records the live
  * identity.
  *
+ * WHICH INSERTS ARE RESTORES
+ *	The triggers fire WHEN (pg_trigger_depth() = 0 AND outbox.restoring()):
+ *	outbox.restoring() (outbox_restoring below) is true while the client's
+ *	statement is a COPY or INSERT INTO a table of schema outbox or saga, as
+ *	pg_restore and a plain dump write them.  It is C, not SQL: the WHEN
+ *	clause is prepared at every execution of an INSERT into those tables,
+ *	and a SQL function was planned there each time (the dispatcher's tick,
+ *	every pass).  The extension's own writers never match: the dispatchers
+ *	have no client statement, and the SQL API's inserts run under a client
+ *	statement that calls a function (SELECT outbox.create_destination(...)).
+ *
  * INVARIANTS
  *	- Called by the dispatcher in its pass's first transaction (SPI
  *	  connected), before it reads the destinations, and only once the
@@ -32,6 +43,8 @@
 #include "compat.h"
 
 #include "executor/spi.h"
+#include "fmgr.h"
+#include "tcop/tcopprot.h"
 
 #include "base/spi_util.h"
 #include "dispatch/restore.h"
@@ -56,4 +69,67 @@ RestoreCheckIdentity(void)
 		return;
 	SpiRun(&check_identity, NULL, NULL, SPI_OK_SELECT);
 	identity_checked = true;
+}
+
+/*
+ * skip_space / skip_word
+ *		The matcher of outbox_restoring: white space as the regular
+ *		expression class \s takes it, and a keyword matched without regard
+ *		to case.  skip_word returns NULL if 'word' is not next.
+ */
+static const char *
+skip_space(const char *p)
+{
+	while (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r' ||
+		   *p == '\f' || *p == '\v')
+		p++;
+	return p;
+}
+
+static const char *
+skip_word(const char *p, const char *word)
+{
+	size_t		n = strlen(word);
+
+	return pg_strncasecmp(p, word, n) == 0 ? p + n : NULL;
+}
+
+/*
+ * outbox_restoring
+ *		outbox.restoring(): whether the client's statement (the top-level
+ *		query text) begins, ignoring case, as
+ *		^\s*(copy|insert\s+into)\s+(only\s+)?"?(outbox|saga)"?\.
+ *		NULL without a client statement (a background worker).
+ */
+PG_FUNCTION_INFO_V1(outbox_restoring);
+
+Datum
+outbox_restoring(PG_FUNCTION_ARGS)
+{
+	const char *p = debug_query_string;
+	const char *q;
+
+	if (p == NULL)
+		PG_RETURN_NULL();
+	p = skip_space(p);
+	if ((q = skip_word(p, "copy")) == NULL)
+	{
+		if ((q = skip_word(p, "insert")) == NULL || skip_space(q) == q)
+			PG_RETURN_BOOL(false);
+		if ((q = skip_word(skip_space(q), "into")) == NULL)
+			PG_RETURN_BOOL(false);
+	}
+	p = skip_space(q);
+	if (p == q)
+		PG_RETURN_BOOL(false);
+	/* (only\s+)? */
+	if ((q = skip_word(p, "only")) != NULL && skip_space(q) != q)
+		p = skip_space(q);
+	if (*p == '"')
+		p++;
+	if ((q = skip_word(p, "outbox")) == NULL && (q = skip_word(p, "saga")) == NULL)
+		PG_RETURN_BOOL(false);
+	if (*q == '"')
+		q++;
+	PG_RETURN_BOOL(*q == '.');
 }

@@ -10,9 +10,10 @@
  * is not paused subscribes to one of those topics (or to '*'), by the
  * topic summary of base/shmem.c (ShmemWakeDispatcherFor; its header has
  * the protocol and why no wake-up an active destination needs is lost).
- * A wake-up is a flag and a SetLatch per dispatcher: many commits between
- * two passes cost one SetLatch, and a commit that finds the flag set
- * writes nothing shared.  ABORT only clears the set.  Nothing is written
+ * A wake-up is a flag and a SetLatch of one dispatcher (base/shmem.c, WHOM
+ * A COMMIT WAKES; a change of destinations wakes them all): many commits
+ * between two passes cost one SetLatch, and a commit that finds the flag
+ * set writes nothing shared.  ABORT only clears the set.  Nothing is written
  * and no lock is taken on the write path.
  *
  * (The callback runs after ProcArrayEndTransaction: that order is what
@@ -92,8 +93,10 @@ wakeup_xact_callback(XactEvent event, void *arg)
 			/* The count first: the wake-up's pass must see it. */
 			if (saga_work)
 				ShmemSagaWorkBump(MyDatabaseId);
-			if (events_written || destinations_changed || saga_work)
+			if (destinations_changed)
 				ShmemWakeDispatcher(MyDatabaseId);
+			else if (events_written || saga_work)
+				ShmemWakeDispatcherForWork(MyDatabaseId);
 			else if (topics_noted)
 				ShmemWakeDispatcherFor(MyDatabaseId, topic_bits);
 			if (extension_changed)

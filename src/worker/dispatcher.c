@@ -30,6 +30,11 @@
  *	starts its round of destinations at another place, so the drain of busy
  *	destinations spreads over the workers and the cores (item 3 of issue
  *	11); one destination uses one core.
+ *	A commit wakes one worker, worker 0 unless it is stuck in a batch or
+ *	round (base/shmem.c, WHOM A COMMIT WAKES); a worker hands on what it
+ *	cannot serve: a destination claimed by another worker wakes that
+ *	worker, and network destinations left by worker 0, or work left ready
+ *	at the end of a pass, wake the others (deliver).
  *	Ticks (eventlog.c) are taken by every worker and by housekeeping, one
  *	at a time (OUTBOX_TICK_LOCK_SQL), so that tick ids and snapshots keep
  *	the same order.
@@ -164,8 +169,8 @@
  * MAX_PASS_INTERVAL_MS (see adapt_pass_interval).
  */
 #define MIN_PASS_INTERVAL_MS	1
-#define MAX_PASS_INTERVAL_MS	5
-#define COALESCE_EVENTS_PER_MS	1.0
+#define MAX_PASS_INTERVAL_MS	10
+#define COALESCE_EVENTS_PER_MS	0.4
 #define BATCHES_PER_PASS		8
 /* The topic summary is read again at least this often (base/shmem.c). */
 #define TOPICS_REFRESH_MS		5000
@@ -925,25 +930,36 @@ other_workers_running(void)
  *		the list, so that busy destinations spread over the workers.
  *		Returns whether a destination this worker served has more ready
  *		work; sets *skipped if it left a ready destination to another
- *		worker (which is serving it now: this pass was not idle).
+ *		worker (which is serving it now: this pass was not idle).  What it
+ *		leaves to others, it wakes them for.
  */
 static bool
 deliver(List *dests, int64 *activity, bool *skipped)
 {
 	bool		more = false;
 	bool		in_database_only = (my_worker_no == 0 && other_workers_running());
+	bool		left_to_others = false;
 	int			n = list_length(dests);
 	int			k;
 
 	for (k = 0; k < n; k++)
 	{
 		DestinationConfig *dest = list_nth(dests, (k + my_worker_no) % n);
+		int			holder;
 
 		if (in_database_only && !delivers_in_transaction(dest))
-			continue;
-		if (!ShmemClaim(my_slot, my_worker_no, dest->id))
 		{
-			*skipped = true;	/* another worker serves it now */
+			left_to_others = true;
+			continue;
+		}
+		if (!ShmemClaim(my_slot, my_worker_no, dest->id, &holder))
+		{
+			/*
+			 * Another worker serves it now, maybe from an older tick than
+			 * the commit that woke this one: it must make another pass.
+			 */
+			ShmemWakeWorker(my_slot, holder);
+			*skipped = true;
 			continue;
 		}
 		ShmemSetDoing(my_worker, DOING_DELIVERING);
@@ -952,6 +968,14 @@ deliver(List *dests, int64 *activity, bool *skipped)
 		ShmemRelease(my_slot, my_worker_no);
 		ShmemSetDoing(my_worker, DOING_PASS);
 	}
+
+	/*
+	 * A commit wakes one worker (base/shmem.c, WHOM A COMMIT WAKES): what
+	 * this one leaves to the others, and work it cannot finish in this pass,
+	 * is theirs to look at too.
+	 */
+	if (left_to_others || more)
+		ShmemWakeOtherWorkers(my_slot, my_worker_no);
 	return more;
 }
 
