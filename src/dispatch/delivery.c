@@ -93,6 +93,7 @@
 #include "access/htup_details.h"
 #include "access/xact.h"
 #include "catalog/namespace.h"
+#include "catalog/pg_class.h"
 #include "catalog/pg_type_d.h"
 #include "common/hashfn.h"
 #include "common/pg_prng.h"
@@ -713,22 +714,115 @@ park_event(Batch *b, const DispatchEvent *ev, int attempts, TimestampTz next,
 }
 
 /*
- * tick_snapshot
- *		The snapshot of tick 'id' (a pg_snapshot datum), or 0 if it is gone.
+ * Tick snapshots read lately (tick_snapshot): a tick never changes once
+ * committed, and a batch reads the two of its window, which the next
+ * batches read again.  Keyed by the tick table's storage as well (its OID
+ * and relfilenode), so that ids that start again in a new table (the
+ * extension dropped and created, TRUNCATE by hand) never find an old
+ * snapshot.
+ */
+#define TICK_CACHE_SIZE		4
+
+typedef struct CachedTick
+{
+	int64		id;
+	Oid			relid;
+	Oid			relfilenode;
+	Datum		snapshot;		/* in TopMemoryContext; 0: empty */
+} CachedTick;
+
+static CachedTick tick_cache[TICK_CACHE_SIZE];
+static int	tick_cache_next = 0;
+
+/*
+ * tick_storage
+ *		The OID and relfilenode of outbox.tick now.
+ */
+static void
+tick_storage(Oid *relid, Oid *relfilenode)
+{
+	HeapTuple	tup;
+
+	*relid = get_relname_relid("tick", get_namespace_oid("outbox", false));
+	*relfilenode = InvalidOid;
+	tup = SearchSysCache1(RELOID, ObjectIdGetDatum(*relid));
+	if (HeapTupleIsValid(tup))
+	{
+		*relfilenode = ((Form_pg_class) GETSTRUCT(tup))->relfilenode;
+		ReleaseSysCache(tup);
+	}
+}
+
+/*
+ * read_tick_snapshot
+ *		The snapshot of tick 'id' as the table has it now (in SPI's memory),
+ *		or 0 if it is gone.
  */
 static Datum
-tick_snapshot(int64 id, bool *found)
+read_tick_snapshot(int64 id, bool *found)
 {
 	Datum		values[1];
 	bool		isnull;
-	Datum		snap;
 
 	values[0] = Int64GetDatum(id);
 	SpiRun(&statements[Q_TICK_SNAPSHOT], values, NULL, SPI_OK_SELECT);
 	*found = (SPI_processed == 1);
 	if (!*found)
 		return (Datum) 0;
-	snap = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+	return SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+}
+
+/*
+ * tick_snapshot
+ *		The snapshot of tick 'id' (a pg_snapshot datum, in the current
+ *		memory context), or 0 if it is gone.  A tick pruned since it was
+ *		cached is still found: its snapshot is what it was.  Only the
+ *		dispatcher's batches use the cache: a batch in the caller's
+ *		transaction may read the tick that transaction took, which a
+ *		rollback takes back (and its id is given again).
+ */
+static Datum
+tick_snapshot(const Batch *b, int64 id, bool *found)
+{
+	Datum		snap;
+	Oid			relid;
+	Oid			relfilenode;
+	int			i;
+	CachedTick *slot;
+	MemoryContext old;
+
+	if (b->here)
+	{
+		snap = read_tick_snapshot(id, found);
+		return *found ? PointerGetDatum(PG_DETOAST_DATUM_COPY(snap)) : (Datum) 0;
+	}
+
+	tick_storage(&relid, &relfilenode);
+	for (i = 0; i < TICK_CACHE_SIZE; i++)
+	{
+		CachedTick *c = &tick_cache[i];
+
+		if (c->snapshot != 0 && c->id == id && c->relid == relid &&
+			c->relfilenode == relfilenode)
+		{
+			*found = true;
+			return PointerGetDatum(PG_DETOAST_DATUM_COPY(c->snapshot));
+		}
+	}
+
+	snap = read_tick_snapshot(id, found);
+	if (!*found)
+		return (Datum) 0;
+	slot = &tick_cache[tick_cache_next];
+	tick_cache_next = (tick_cache_next + 1) % TICK_CACHE_SIZE;
+	if (slot->snapshot != 0)
+		pfree(DatumGetPointer(slot->snapshot));
+	old = MemoryContextSwitchTo(TopMemoryContext);
+	slot->snapshot = PointerGetDatum(PG_DETOAST_DATUM_COPY(snap));
+	MemoryContextSwitchTo(old);
+	slot->id = id;
+	slot->relid = relid;
+	slot->relfilenode = relfilenode;
 	return PointerGetDatum(PG_DETOAST_DATUM_COPY(snap));
 }
 
@@ -1120,7 +1214,7 @@ collect(Batch *b, Position *pos, int limit, MemoryContext cxt, bool *window_done
 												   SPI_tuptable->tupdesc, 1, &isnull));
 		pos->last_id = 0;
 	}
-	from_snap = tick_snapshot(pos->tick_from, &found);
+	from_snap = tick_snapshot(b, pos->tick_from, &found);
 	if (!found)
 	{
 		/* Ticks are not dumped with the destination: start from now. */
@@ -1128,7 +1222,7 @@ collect(Batch *b, Position *pos, int limit, MemoryContext cxt, bool *window_done
 				(errmsg("outbox_saga: destination \"%s\" lost its position; it continues from the latest tick",
 						b->dest->name)));
 		pos->tick_from = pos->tick_to;
-		from_snap = tick_snapshot(pos->tick_from, &found);
+		from_snap = tick_snapshot(b, pos->tick_from, &found);
 	}
 	if (pos->tick_to == pos->tick_from)
 	{
@@ -1143,7 +1237,7 @@ collect(Batch *b, Position *pos, int limit, MemoryContext cxt, bool *window_done
 		if (limit <= 0)
 			return items;
 	}
-	to_snap = tick_snapshot(pos->tick_to, &found);
+	to_snap = tick_snapshot(b, pos->tick_to, &found);
 
 	window.from_tick = pos->tick_from;
 	window.to_tick = pos->tick_to;

@@ -127,7 +127,12 @@
  */
 #include "compat.h"
 
+#include "access/genam.h"
+#include "access/htup_details.h"
+#include "access/table.h"
 #include "access/xact.h"
+#include "catalog/indexing.h"
+#include "catalog/pg_extension.h"
 #include "catalog/pg_type_d.h"
 #include "common/hashfn.h"
 #include "commands/dbcommands.h"
@@ -143,8 +148,10 @@
 #include "storage/proc.h"
 #include "tcop/tcopprot.h"
 #include "utils/builtins.h"
+#include "utils/fmgroids.h"
 #include "utils/guc.h"
 #include "utils/memutils.h"
+#include "utils/rel.h"
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 
@@ -170,7 +177,7 @@
  */
 #define MIN_PASS_INTERVAL_MS	1
 #define MAX_PASS_INTERVAL_MS	10
-#define COALESCE_EVENTS_PER_MS	0.4
+#define COALESCE_EVENTS_PER_MS	0.3
 #define BATCHES_PER_PASS		8
 /* The topic summary is read again at least this often (base/shmem.c). */
 #define TOPICS_REFRESH_MS		5000
@@ -223,7 +230,6 @@ typedef struct BatchError
  */
 enum
 {
-	DS_EXTVERSION,
 	DS_TICK_LOCK,
 	DS_TICK,
 	DS_DESTINATIONS,
@@ -234,11 +240,6 @@ enum
 };
 
 static SpiStatement dispatcher_stmts[DS_COUNT] = {
-	/* pg_extension: the installed SQL version */
-	[DS_EXTVERSION] = {"the extension version check",
-		"SELECT extversion FROM pg_catalog.pg_extension"
-		" WHERE extname = 'outbox_saga'",
-	{0}},
 	/* no table: ticks are taken one at a time (eventlog.h) */
 	[DS_TICK_LOCK] = {"waiting for the tick lock", OUTBOX_TICK_LOCK_SQL, {0}},
 	/* outbox.tick: a new tick if the snapshot moved */
@@ -307,6 +308,10 @@ static DispatcherWorker *my_worker = NULL;
 static char my_database[NAMEDATALEN];
 static MemoryContext loop_cxt = NULL;
 static long sleep_ms = 1000;	/* from next_due_ms() of the last pass */
+/* next_due_ms(): the retries' and backoffs' due time, while it holds. */
+static bool delivery_due_known = false;
+static TimestampTz delivery_due_at = 0;
+static uint64 delivery_due_generation = 0;
 static char *version_seen = NULL;	/* SQL version we last complained of */
 
 /*
@@ -471,6 +476,39 @@ read_database_name(void)
 }
 
 /*
+ * installed_version
+ *		The extversion of outbox_saga in pg_extension (palloc'd), or NULL if
+ *		it is not installed: one index probe of the catalog, not a query.
+ */
+static char *
+installed_version(void)
+{
+	Relation	rel;
+	ScanKeyData key;
+	SysScanDesc scan;
+	HeapTuple	tup;
+	char	   *version = NULL;
+
+	rel = table_open(ExtensionRelationId, AccessShareLock);
+	ScanKeyInit(&key, Anum_pg_extension_extname, BTEqualStrategyNumber,
+				F_NAMEEQ, CStringGetDatum("outbox_saga"));
+	scan = systable_beginscan(rel, ExtensionNameIndexId, true, NULL, 1, &key);
+	tup = systable_getnext(scan);
+	if (HeapTupleIsValid(tup))
+	{
+		bool		isnull;
+		Datum		d = heap_getattr(tup, Anum_pg_extension_extversion,
+									 RelationGetDescr(rel), &isnull);
+
+		if (!isnull)
+			version = TextDatumGetCString(d);
+	}
+	systable_endscan(scan);
+	table_close(rel, AccessShareLock);
+	return version;
+}
+
+/*
  * check_extension
  *		Whether the extension is installed here, in the version this library
  *		implements.  Runs inside a transaction with SPI connected.
@@ -478,19 +516,13 @@ read_database_name(void)
 static ExtensionState
 check_extension(void)
 {
-	char	   *version;
-	bool		isnull;
+	char	   *version = installed_version();
 
-	if (!OidIsValid(get_extension_oid("outbox_saga", true)))
+	if (version == NULL)
 	{
 		pg_atomic_write_u32(&my_slot->version_mismatch, 0);
 		return EXTENSION_MISSING;
 	}
-	if (SpiRun(&dispatcher_stmts[DS_EXTVERSION], NULL, NULL, SPI_OK_SELECT) != 1)
-		return EXTENSION_MISSING;
-	version = TextDatumGetCString(SPI_getbinval(SPI_tuptable->vals[0],
-												SPI_tuptable->tupdesc, 1,
-												&isnull));
 	pg_atomic_write_u32(&my_slot->version_mismatch,
 						strcmp(version, OUTBOX_SAGA_VERSION) != 0);
 	if (my_worker_no == 0 && !pg_atomic_read_u32(&my_slot->ready))
@@ -627,7 +659,8 @@ load_destinations(MemoryContext cxt)
  *		backoff; a row held behind a backing-off head would otherwise look
  *		due at once and make the dispatcher spin.  Runs in the pass's first
  *		transaction (SPI connected); something that falls due during the
- *		pass is found by the next one.
+ *		pass is found by the next one.  The query runs only when its answer
+ *		may have moved (see below).
  */
 static long
 next_due_ms(void)
@@ -636,13 +669,34 @@ next_due_ms(void)
 	bool		isnull;
 	Datum		d;
 	TimestampTz due;
+	TimestampTz now = GetCurrentTimestamp();
+	uint64		generation = ShmemTopicsGeneration(my_slot);
 
-	if (SpiRun(&dispatcher_stmts[DS_NEXT_DUE], NULL, NULL, SPI_OK_SELECT) == 1)
+	/*
+	 * The retry rows' and backoffs' part is remembered while nothing that
+	 * can move it happened: no failure or parked event in this worker's
+	 * passes (pass_retimed), no change of destinations announced (the topic
+	 * summary's generation), its time not come.  It is at most a poll
+	 * interval ahead, so a change nobody announced (another worker's
+	 * failures, which that worker times itself, or an UPDATE by hand) is
+	 * seen by the poll as before.
+	 */
+	if (!delivery_due_known || generation != delivery_due_generation ||
+		now >= delivery_due_at)
 	{
-		d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
-		if (!isnull)
-			ms = Max(1, Min(ms, DatumGetInt64(d) + 1));
+		long		due_ms = OutboxPollInterval;
+
+		if (SpiRun(&dispatcher_stmts[DS_NEXT_DUE], NULL, NULL, SPI_OK_SELECT) == 1)
+		{
+			d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+			if (!isnull)
+				due_ms = Max(1, Min(due_ms, DatumGetInt64(d) + 1));
+		}
+		delivery_due_at = TimestampTzPlusMilliseconds(now, due_ms);
+		delivery_due_generation = generation;
+		delivery_due_known = true;
 	}
+	ms = Max(1, Min(ms, (long) ((delivery_due_at - now + 999) / 1000)));
 	/*
 	 * Saga retries, step timeouts and deadlines: for worker 0 only, which
 	 * alone drives sagas (and whose saga round relies on this call, see
@@ -883,6 +937,7 @@ deliver_to(DestinationConfig *dest, int64 *activity)
 		if (edata != NULL)
 		{
 			pass_retimed = true;
+			delivery_due_known = false;
 			/* Like a handler's error: "SQLSTATE: message". */
 			record_batch_error(dest, psprintf("%s: %s",
 											  unpack_sql_state(edata->sqlerrcode),
@@ -894,7 +949,10 @@ deliver_to(DestinationConfig *dest, int64 *activity)
 		*activity += call.result.delivered + call.result.failed + call.result.parked;
 		pass_delivered += call.result.delivered;
 		if (call.result.failed + call.result.parked > 0)
+		{
 			pass_retimed = true;
+			delivery_due_known = false;
+		}
 		if (call.result.delivered + call.result.failed > 0 &&
 			delivers_in_transaction(dest))
 			drop_handler_session_locks();
