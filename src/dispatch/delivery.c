@@ -586,7 +586,8 @@ is_blocked(Batch *b, text *aggregate_id)
 {
 	BlockedKey	key;
 
-	if (!b->dest->ordered || aggregate_id == NULL)
+	if (!b->dest->ordered || aggregate_id == NULL ||
+		hash_get_num_entries(b->blocked) == 0)
 		return false;
 	blocked_key(aggregate_id, &key);
 	return hash_search(b->blocked, &key, HASH_FIND, NULL) != NULL;
@@ -992,7 +993,9 @@ lane_of(Batch *b, HTAB *lanes, text *aggregate_id)
 	}		   *entry;
 	bool		found;
 
-	if (!b->dest->ordered || aggregate_id == NULL || b->take != NULL)
+	/* Only network sinks deliver by lanes (deliver_over_network). */
+	if (!b->dest->ordered || aggregate_id == NULL || b->take != NULL ||
+		b->sink->deliver != NULL)
 		return -1;
 	blocked_key(aggregate_id, &key);
 	entry = hash_search(lanes, &key, HASH_ENTER, &found);

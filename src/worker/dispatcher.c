@@ -46,8 +46,9 @@
  *					that its SQL version matches this library (otherwise wait
  *					and say why), take a tick (a snapshot, see eventlog.c) if
  *					anything committed since the last one, load the
- *					destinations, compute when the next retry falls due,
- *					and, before the tick, publish which topics the
+ *					destinations, compute when the next retry falls due
+ *					(when that may have moved: next_due_ms), and, before
+ *					the tick, publish which topics the
  *					destinations not paused want when that may have changed
  *					(refresh_topics: commits of other topics wake nobody,
  *					base/shmem.c);
