@@ -381,6 +381,7 @@ run_as_owner_body(void *arg)
 							 PGC_USERSET, PGC_S_SESSION,
 							 GUC_ACTION_SAVE, true, 0, false);
 
+	/* One call: the run's own level undoes what it sets. */
 	if (c->to - c->from == 1)
 		run_one_call(c, c->from);
 	else

@@ -58,7 +58,10 @@
  *	A commit that wrote events some destination wants, or saga work, wakes
  *	ONE dispatcher: the first running one, worker 0 (wake_one), or, while
  *	it is stuck in one batch, saga or housekeeping round for more than
- *	WORKER_STUCK_MS, the next one as well, and so on.  Waking every worker
+ *	WORKER_STUCK_MS, the next one as well, and so on.  A worker whose step
+ *	lasts WORKER_STUCK_MS wakes the others itself (a timeout of the
+ *	dispatcher), for the commits that woke only it before or early in
+ *	that step: a slow destination delays another by at most that (G12).  Waking every worker
  *	made each of them run a pass (a transaction, destination loading, a
  *	tick) per commit, although one destination is served by one worker at
  *	a time.  What the woken worker cannot serve it hands on, so that no
@@ -104,12 +107,6 @@
 #include "base/shmem.h"
 
 OutboxShmem *OutboxShared = NULL;
-
-/*
- * A worker inside one batch or round for longer than this does not take the
- * wake-up of a commit alone (wake_one): a normal batch takes a few ms.
- */
-#define WORKER_STUCK_MS		20
 
 static shmem_request_hook_type prev_shmem_request_hook = NULL;
 static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
@@ -253,27 +250,12 @@ wake_worker(DispatcherWorker *wk)
 static bool
 worker_stuck(DispatcherWorker *wk)
 {
-	uint32		doing = pg_atomic_read_u32(&wk->doing);
 	TimestampTz since;
 
-	if (doing != DOING_DELIVERING && doing != DOING_SAGAS &&
-		doing != DOING_HOUSEKEEPING)
+	if (!WorkerDoingIsBusy(pg_atomic_read_u32(&wk->doing)))
 		return false;
 	since = (TimestampTz) pg_atomic_read_u64(&wk->doing_since);
 	return GetCurrentTimestamp() - since > WORKER_STUCK_MS * INT64CONST(1000);
-}
-
-/*
- * wake_slot
- *		Ask every dispatcher of 'slot' for a pass.
- */
-static void
-wake_slot(DispatcherSlot *slot)
-{
-	int			w;
-
-	for (w = 0; w < OUTBOX_MAX_WORKERS_PER_DATABASE; w++)
-		wake_worker(&slot->workers[w]);
 }
 
 /*
@@ -312,7 +294,7 @@ ShmemWakeDispatcher(Oid dboid)
 
 	if (slot == NULL)
 		return;
-	wake_slot(slot);
+	ShmemWakeOtherWorkers(slot, -1);
 }
 
 /*
@@ -343,7 +325,9 @@ ShmemWakeWorker(DispatcherSlot *slot, int worker)
 
 /*
  * ShmemWakeOtherWorkers
- *		Ask every dispatcher of 'slot' but 'worker' for a pass.
+ *		Ask every dispatcher of 'slot' but 'worker' (-1: every one) for a
+ *		pass.  Only atomics and SetLatch: safe in a signal handler (the
+ *		dispatcher's stuck timeout).
  */
 void
 ShmemWakeOtherWorkers(DispatcherSlot *slot, int worker)

@@ -49,6 +49,21 @@ typedef enum WorkerDoing
 } WorkerDoing;
 
 /*
+ * A worker inside one batch, saga round or housekeeping round for longer
+ * than this hands a commit's wake-up on to the other workers (base/shmem.c,
+ * WHOM A COMMIT WAKES): a normal batch takes a few ms.
+ */
+#define WORKER_STUCK_MS		20
+
+/* Whether 'doing' is a step that can keep a worker from its next pass. */
+static inline bool
+WorkerDoingIsBusy(uint32 doing)
+{
+	return doing == DOING_DELIVERING || doing == DOING_SAGAS ||
+		doing == DOING_HOUSEKEEPING;
+}
+
+/*
  * One dispatcher process of a database: worker 0, 1, ... of its slot.
  * The process writes pid/procno on start and clears them on exit;
  * committing backends set wake_pending; 'claim' is read and written only

@@ -93,7 +93,6 @@
 #include "access/htup_details.h"
 #include "access/xact.h"
 #include "catalog/namespace.h"
-#include "catalog/pg_class.h"
 #include "catalog/pg_type_d.h"
 #include "common/hashfn.h"
 #include "common/pg_prng.h"
@@ -104,6 +103,7 @@
 #include "utils/fmgrprotos.h"
 #include "utils/guc.h"
 #include "utils/hsearch.h"
+#include "utils/inval.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
@@ -717,40 +717,40 @@ park_event(Batch *b, const DispatchEvent *ev, int attempts, TimestampTz next,
 /*
  * Tick snapshots read lately (tick_snapshot): a tick never changes once
  * committed, and a batch reads the two of its window, which the next
- * batches read again.  Keyed by the tick table's storage as well (its OID
- * and relfilenode), so that ids that start again in a new table (the
- * extension dropped and created, TRUNCATE by hand) never find an old
- * snapshot.
+ * batches read again.  Forgotten on any relcache invalidation of the tick
+ * table (dropped with the extension, TRUNCATE by hand: ids that start again
+ * in a new table never find an old snapshot); invalidations are read at
+ * every transaction start.
  */
 #define TICK_CACHE_SIZE		4
 
 typedef struct CachedTick
 {
 	int64		id;
-	Oid			relid;
-	Oid			relfilenode;
 	Datum		snapshot;		/* in TopMemoryContext; 0: empty */
 } CachedTick;
 
 static CachedTick tick_cache[TICK_CACHE_SIZE];
 static int	tick_cache_next = 0;
+static Oid	tick_cache_relid = InvalidOid;	/* outbox.tick when filled */
+static bool tick_cache_callback = false;
 
 /*
- * tick_storage
- *		The OID and relfilenode of outbox.tick now.
+ * tick_cache_forget
+ *		Relcache callback: the tick table changed (or everything did).
  */
 static void
-tick_storage(Oid *relid, Oid *relfilenode)
+tick_cache_forget(Datum arg, Oid relid)
 {
-	HeapTuple	tup;
+	int			i;
 
-	*relid = get_relname_relid("tick", get_namespace_oid("outbox", false));
-	*relfilenode = InvalidOid;
-	tup = SearchSysCache1(RELOID, ObjectIdGetDatum(*relid));
-	if (HeapTupleIsValid(tup))
+	if (OidIsValid(relid) && relid != tick_cache_relid)
+		return;
+	for (i = 0; i < TICK_CACHE_SIZE; i++)
 	{
-		*relfilenode = ((Form_pg_class) GETSTRUCT(tup))->relfilenode;
-		ReleaseSysCache(tup);
+		if (tick_cache[i].snapshot != 0)
+			pfree(DatumGetPointer(tick_cache[i].snapshot));
+		tick_cache[i].snapshot = 0;
 	}
 }
 
@@ -786,44 +786,42 @@ static Datum
 tick_snapshot(const Batch *b, int64 id, bool *found)
 {
 	Datum		snap;
-	Oid			relid;
-	Oid			relfilenode;
 	int			i;
 	CachedTick *slot;
 	MemoryContext old;
 
-	if (b->here)
+	if (!b->here)
 	{
-		snap = read_tick_snapshot(id, found);
-		return *found ? PointerGetDatum(PG_DETOAST_DATUM_COPY(snap)) : (Datum) 0;
-	}
-
-	tick_storage(&relid, &relfilenode);
-	for (i = 0; i < TICK_CACHE_SIZE; i++)
-	{
-		CachedTick *c = &tick_cache[i];
-
-		if (c->snapshot != 0 && c->id == id && c->relid == relid &&
-			c->relfilenode == relfilenode)
+		for (i = 0; i < TICK_CACHE_SIZE; i++)
 		{
-			*found = true;
-			return PointerGetDatum(PG_DETOAST_DATUM_COPY(c->snapshot));
+			if (tick_cache[i].snapshot != 0 && tick_cache[i].id == id)
+			{
+				*found = true;
+				return PointerGetDatum(PG_DETOAST_DATUM_COPY(tick_cache[i].snapshot));
+			}
 		}
 	}
 
 	snap = read_tick_snapshot(id, found);
 	if (!*found)
 		return (Datum) 0;
-	slot = &tick_cache[tick_cache_next];
-	tick_cache_next = (tick_cache_next + 1) % TICK_CACHE_SIZE;
-	if (slot->snapshot != 0)
-		pfree(DatumGetPointer(slot->snapshot));
-	old = MemoryContextSwitchTo(TopMemoryContext);
-	slot->snapshot = PointerGetDatum(PG_DETOAST_DATUM_COPY(snap));
-	MemoryContextSwitchTo(old);
-	slot->id = id;
-	slot->relid = relid;
-	slot->relfilenode = relfilenode;
+	if (!b->here)
+	{
+		if (!tick_cache_callback)
+		{
+			CacheRegisterRelcacheCallback(tick_cache_forget, (Datum) 0);
+			tick_cache_callback = true;
+		}
+		tick_cache_relid = get_relname_relid("tick", get_namespace_oid("outbox", false));
+		slot = &tick_cache[tick_cache_next];
+		tick_cache_next = (tick_cache_next + 1) % TICK_CACHE_SIZE;
+		if (slot->snapshot != 0)
+			pfree(DatumGetPointer(slot->snapshot));
+		old = MemoryContextSwitchTo(TopMemoryContext);
+		slot->snapshot = PointerGetDatum(PG_DETOAST_DATUM_COPY(snap));
+		MemoryContextSwitchTo(old);
+		slot->id = id;
+	}
 	return PointerGetDatum(PG_DETOAST_DATUM_COPY(snap));
 }
 

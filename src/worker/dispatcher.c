@@ -96,7 +96,10 @@
  *	seen last, the version complained of) is in TopMemoryContext.
  *
  * STATE for outbox.workers: each step records what the worker does and
- *	since when (ShmemSetDoing), and the claim names the destination.
+ *	since when (set_doing), and the claim names the destination.  A busy
+ *	step (a batch, a saga or housekeeping round) arms a timeout: once it
+ *	has lasted WORKER_STUCK_MS, the other workers are woken to serve what
+ *	commits woke this one for (stuck_timeout_handler).
  *
  * ERRORS: an error while delivering to one destination is reported as a
  *	WARNING with the contexts "while delivering event ... to destination
@@ -137,7 +140,6 @@
 #include "catalog/pg_type_d.h"
 #include "common/hashfn.h"
 #include "commands/dbcommands.h"
-#include "commands/extension.h"
 #include "executor/spi.h"
 #include "miscadmin.h"
 #include "pgstat.h"
@@ -154,6 +156,7 @@
 #include "utils/memutils.h"
 #include "utils/rel.h"
 #include "utils/snapmgr.h"
+#include "utils/timeout.h"
 #include "utils/timestamp.h"
 
 #include "sink/dest_config.h"
@@ -347,12 +350,46 @@ static TimestampTz topics_read_at = 0;
  * due times (failures, parked events, saga work), the smoothed delivery
  * rate (events/s) and the interval it gives.
  */
+static TimeoutId stuck_timeout_id = MAX_TIMEOUTS;	/* see set_doing */
 static TimestampTz pass_started = 0;
 static TimestampTz prev_pass_started = 0;
 static int64 pass_delivered = 0;
 static bool pass_retimed = false;
 static double delivery_rate = 0;
 static long pass_interval_ms = MIN_PASS_INTERVAL_MS;
+
+/*
+ * stuck_timeout_handler
+ *		In the SIGALRM handler, WORKER_STUCK_MS into a batch, saga round or
+ *		housekeeping round: commits that woke only this worker (base/shmem.c,
+ *		WHOM A COMMIT WAKES), before or during this step, may wait for other
+ *		destinations than the one it serves, and the step may last long:
+ *		wake the other workers to look.  Atomics and SetLatch only
+ *		(async-signal-safe).
+ */
+static void
+stuck_timeout_handler(void)
+{
+	if (my_slot != NULL)
+		ShmemWakeOtherWorkers(my_slot, my_worker_no);
+}
+
+/*
+ * set_doing
+ *		Record what this worker does (ShmemSetDoing); entering a busy step
+ *		(WorkerDoingIsBusy) arms the stuck timeout, leaving it disarms it.
+ */
+static void
+set_doing(WorkerDoing doing)
+{
+	bool		busy = WorkerDoingIsBusy(doing);
+
+	if (busy && !WorkerDoingIsBusy(pg_atomic_read_u32(&my_worker->doing)))
+		enable_timeout_after(stuck_timeout_id, WORKER_STUCK_MS);
+	else if (!busy && get_timeout_active(stuck_timeout_id))
+		disable_timeout(stuck_timeout_id, false);
+	ShmemSetDoing(my_worker, doing);
+}
 
 /*
  * step_error_context
@@ -911,6 +948,19 @@ run_batch(void *arg)
 }
 
 /*
+ * due_times_moved
+ *		A failure or parked event of this pass may have moved the next due
+ *		time: the next pass follows at once (pass_retimed) and queries it
+ *		again (next_due_ms).
+ */
+static void
+due_times_moved(void)
+{
+	pass_retimed = true;
+	delivery_due_known = false;
+}
+
+/*
  * deliver_to
  *		Up to BATCHES_PER_PASS batches for one destination.  Returns whether
  *		it has more ready work; adds deliveries, failures and parked events
@@ -937,8 +987,7 @@ deliver_to(DestinationConfig *dest, int64 *activity)
 		edata = run_caught("while dispatching", run_batch, &call);
 		if (edata != NULL)
 		{
-			pass_retimed = true;
-			delivery_due_known = false;
+			due_times_moved();
 			/* Like a handler's error: "SQLSTATE: message". */
 			record_batch_error(dest, psprintf("%s: %s",
 											  unpack_sql_state(edata->sqlerrcode),
@@ -950,10 +999,7 @@ deliver_to(DestinationConfig *dest, int64 *activity)
 		*activity += call.result.delivered + call.result.failed + call.result.parked;
 		pass_delivered += call.result.delivered;
 		if (call.result.failed + call.result.parked > 0)
-		{
-			pass_retimed = true;
-			delivery_due_known = false;
-		}
+			due_times_moved();
 		if (call.result.delivered + call.result.failed > 0 &&
 			delivers_in_transaction(dest))
 			drop_handler_session_locks();
@@ -1021,11 +1067,11 @@ deliver(List *dests, int64 *activity, bool *skipped)
 			*skipped = true;
 			continue;
 		}
-		ShmemSetDoing(my_worker, DOING_DELIVERING);
+		set_doing(DOING_DELIVERING);
 		if (deliver_to(dest, activity))
 			more = true;
 		ShmemRelease(my_slot, my_worker_no);
-		ShmemSetDoing(my_worker, DOING_PASS);
+		set_doing(DOING_PASS);
 	}
 
 	/*
@@ -1049,13 +1095,13 @@ drive_sagas(int64 *activity)
 	MemoryContext old = CurrentMemoryContext;
 	bool		more;
 
-	ShmemSetDoing(my_worker, DOING_SAGAS);
+	set_doing(DOING_SAGAS);
 	pgstat_report_activity(STATE_RUNNING, "outbox_saga: driving sagas");
 	more = SagaRunPass(activity);
 	MemoryContextSwitchTo(old);
 	/* A step's session advisory locks go with its pass (like a handler's). */
 	drop_handler_session_locks();
-	ShmemSetDoing(my_worker, DOING_PASS);
+	set_doing(DOING_PASS);
 	return more;
 }
 
@@ -1085,11 +1131,11 @@ housekeeping(TimestampTz now, int64 activity)
 		  (activity == 0 && last_housekeeping == 0)))
 		return;
 	/* The context names the round; the transaction's own has none. */
-	ShmemSetDoing(my_worker, DOING_HOUSEKEEPING);
+	set_doing(DOING_HOUSEKEEPING);
 	edata = run_caught("while running housekeeping", run_transaction, &step);
 	if (edata != NULL)
 		FreeErrorData(edata);
-	ShmemSetDoing(my_worker, DOING_PASS);
+	set_doing(DOING_PASS);
 	last_housekeeping = now;
 }
 
@@ -1118,7 +1164,7 @@ begin_pass(void)
 	 * pass may or may not see its events, the next one will.
 	 */
 	pg_atomic_write_u32(&my_worker->wake_pending, 0);
-	ShmemSetDoing(my_worker, DOING_PASS);
+	set_doing(DOING_PASS);
 	MemoryContextReset(loop_cxt);
 	prev_pass_started = pass_started;
 	pass_started = GetCurrentTimestamp();
@@ -1198,10 +1244,35 @@ wait_for_work(void)
 	 */
 	if (pg_atomic_read_u32(&my_worker->wake_pending) == 0)
 	{
-		ShmemSetDoing(my_worker, DOING_WAITING);
-		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-						 sleep_ms, PG_WAIT_EXTENSION);
-		ResetLatch(MyLatch);
+		TimestampTz until = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
+														sleep_ms);
+		long		wait_ms = sleep_ms;
+
+		set_doing(DOING_WAITING);
+
+		/*
+		 * Every wake-up sets wake_pending before the latch (base/shmem.c);
+		 * a latch set without it is not one: PostgreSQL's SIGALRM sets the
+		 * latch too, also for a timeout already disabled (the stuck timeout
+		 * of a short step, a handler's), and that is no reason for a pass.
+		 * A reload (SIGHUP) or a signal that ends the process is.
+		 */
+		for (;;)
+		{
+			long		left;
+
+			(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+							 wait_ms, PG_WAIT_EXTENSION);
+			ResetLatch(MyLatch);
+			CHECK_FOR_INTERRUPTS();
+			if (pg_atomic_read_u32(&my_worker->wake_pending) != 0 ||
+				ConfigReloadPending)
+				break;
+			left = (long) ((until - GetCurrentTimestamp()) / 1000);
+			if (left <= 0)
+				break;
+			wait_ms = left;
+		}
 	}
 	next_pass = TimestampTzPlusMilliseconds(pass_started, pass_interval_ms);
 	now = GetCurrentTimestamp();
@@ -1242,6 +1313,7 @@ dispatcher_attach(int arg, Oid dboid)
 		proc_exit(0);
 	}
 	my_worker = &my_slot->workers[my_worker_no];
+	stuck_timeout_id = RegisterTimeout(USER_TIMEOUT, stuck_timeout_handler);
 	pg_atomic_write_u32(&my_worker->procno, CompatProcNumberOf(MyProc) + 1);
 	before_shmem_exit(dispatcher_detach, (Datum) 0);
 	/* Whatever the summary says is not this process's: read it again. */
