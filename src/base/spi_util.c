@@ -20,7 +20,10 @@
  * SpiTryInSubtransaction runs a piece of work in an internal subtransaction
  * and turns an error into a return value, leaving the caller's memory
  * context and resource owner as they were; SpiAbortKeepingError is the
- * PG_CATCH half of the worker loops: keep the error, abort the transaction.
+ * PG_CATCH half of the worker loops: keep the error, abort the transaction;
+ * SpiWorkerInterruptsBetweenSteps is their CHECK_FOR_INTERRUPTS outside a
+ * step, where a cancel has nothing to cancel and an error would end the
+ * process.
  *
  *-------------------------------------------------------------------------
  */
@@ -205,6 +208,22 @@ SpiAbortKeepingError(MemoryContext cxt)
 	AbortCurrentTransaction();
 	MemoryContextSwitchTo(cxt);
 	return edata;
+}
+
+/*
+ * SpiWorkerInterruptsBetweenSteps
+ *		CHECK_FOR_INTERRUPTS of a worker loop outside its steps (outside the
+ *		PG_TRY that SpiAbortKeepingError ends), where an error would end the
+ *		process.  pg_cancel_backend() cancels what runs: a handler, a batch,
+ *		a saga round.  Between them there is nothing to cancel and the worker
+ *		must not exit for it: a pending cancel is dropped.  SIGTERM still
+ *		ends the process.
+ */
+void
+SpiWorkerInterruptsBetweenSteps(void)
+{
+	QueryCancelPending = false;
+	CHECK_FOR_INTERRUPTS();
 }
 
 /*

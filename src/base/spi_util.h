@@ -38,6 +38,7 @@ extern uint64 SpiRunLatest(SpiStatement *stmt, Datum *values, const char *nulls,
 						   int expect);
 extern bool SpiTryInSubtransaction(void (*fn) (void *), void *arg, ErrorData **edata);
 extern ErrorData *SpiAbortKeepingError(MemoryContext cxt);
+extern void SpiWorkerInterruptsBetweenSteps(void);
 extern bool SpiColumnExists(const char *schema, const char *table,
 							const char *column);
 

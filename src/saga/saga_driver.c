@@ -770,7 +770,7 @@ fall_back(MemoryContext cxt)
 	{
 		if (!run_one_alone(&ids[i], cxt))
 			ids[kept++] = ids[i];
-		CHECK_FOR_INTERRUPTS();
+		SpiWorkerInterruptsBetweenSteps();
 	}
 	reset_next();
 	next_claimed = MemoryContextAlloc(next_cxt, sizeof(pg_uuid_t) * (kept + 1));
@@ -902,7 +902,7 @@ run_rounds(int64 *activity, bool *had_work)
 			return res.ready;
 		if (res.claimed == 0)
 			return false;
-		CHECK_FOR_INTERRUPTS();
+		SpiWorkerInterruptsBetweenSteps();
 	}
 }
 

@@ -1005,7 +1005,7 @@ deliver_to(DestinationConfig *dest, int64 *activity)
 			drop_handler_session_locks();
 		if (!call.result.more)
 			break;
-		CHECK_FOR_INTERRUPTS();
+		SpiWorkerInterruptsBetweenSteps();
 	}
 	return call.result.more;
 }
@@ -1146,13 +1146,7 @@ housekeeping(TimestampTz now, int64 activity)
 static void
 begin_pass(void)
 {
-	/*
-	 * pg_cancel_backend() cancels what runs: a handler (a failed attempt) or
-	 * a batch (recorded as an error).  Between passes there is nothing to
-	 * cancel, and the dispatcher must not exit for it.
-	 */
-	QueryCancelPending = false;
-	CHECK_FOR_INTERRUPTS();
+	SpiWorkerInterruptsBetweenSteps();
 	if (ConfigReloadPending)
 	{
 		ConfigReloadPending = false;
@@ -1264,7 +1258,7 @@ wait_for_work(void)
 			(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
 							 wait_ms, PG_WAIT_EXTENSION);
 			ResetLatch(MyLatch);
-			CHECK_FOR_INTERRUPTS();
+			SpiWorkerInterruptsBetweenSteps();
 			if (pg_atomic_read_u32(&my_worker->wake_pending) != 0 ||
 				ConfigReloadPending)
 				break;

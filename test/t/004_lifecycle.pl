@@ -212,6 +212,21 @@ delivers('db1', 'one-after-terminate', 'delivery goes on after pg_terminate_back
 $node->safe_psql('postgres', "SELECT pg_cancel_backend($pid1)");
 delivers('db1', 'one-after-cancel', 'delivery goes on after pg_cancel_backend');
 is(dispatcher_pid($node, 'db1'), $pid1, 'pg_cancel_backend does not end the dispatcher');
+
+# ... nor while it works: thirty cancels, each right after a commit of an
+# event, land in handlers, batches, between batches and in its sleep alike.
+for my $round (1 .. 30)
+{
+	emit('db1', "one-cancel-storm-$round");
+	$node->safe_psql('postgres', "SELECT pg_cancel_backend($pid1)");
+}
+ok($node->poll_query_until('db1', q{
+	SELECT outbox.wait_idle('1 second')
+	   AND NOT EXISTS (SELECT FROM generate_series(1, 30) r
+	                    WHERE NOT EXISTS (SELECT FROM public.got
+	                                       WHERE tag = 'one-cancel-storm-' || r))}),
+	'thirty cancels while delivering: every event is delivered');
+is(dispatcher_pid($node, 'db1'), $pid1, 'and the dispatcher is the same process');
 $pid1 = dispatcher_pid($node, 'db1');
 
 # --- SIGHUP: outbox_saga.enabled.
