@@ -49,6 +49,7 @@ OBJS = \
 	src/base/owner_guard.o \
 	src/events/eventlog.o \
 	src/events/logscan.o \
+	src/events/tick.o \
 	src/events/emit.o \
 	src/events/wakeup.o \
 	src/events/capture.o \

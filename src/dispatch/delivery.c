@@ -167,6 +167,18 @@ enum
 	"                          AND " RETRY_PRECEDES_SQL("p", "r") "))" \
 	" ORDER BY r.id LIMIT $3"
 
+/*
+ * The last column of the lock queries: whether the destination has retry
+ * rows at all.  Most batches have none, and then skip the reads of the held
+ * back aggregates and of the due retry rows (two statements, a quarter of a
+ * pass's cost at one event per pass).  Retry rows are written by the batch
+ * that holds this lock, or committed by replays, dead-letter replays and
+ * resumes that wake the dispatcher afterwards: one committed after this
+ * read is the next batch's, as it would be if committed a moment later.
+ */
+#define HAS_RETRIES_SQL \
+	"EXISTS (SELECT FROM outbox.delivery_retry r WHERE r.destination_id = $1)"
+
 /* Parameter types of the EVENT_COLS columns, in order. */
 #define EVENT_TYPES INT8OID, UUIDOID, TEXTOID, TEXTOID, TEXTOID, JSONBOID, JSONBOID, \
 	TIMESTAMPTZOID, TIMESTAMPTZOID, XID8OID
@@ -181,7 +193,7 @@ static SpiStatement statements[Q_COUNT] = {
 	[Q_LOCK_DEST] = {
 		"the lock of a destination for a batch",
 		"SELECT tick_from, tick_to, last_id, done_id, consecutive_failures, last_txid,"
-		"       config, search_path, owner, kind"
+		"       config, search_path, owner, kind, " HAS_RETRIES_SQL
 		"  FROM outbox.destination WHERE id = $1 AND NOT paused"
 		"   AND (retry_at IS NULL OR retry_at <= pg_catalog.now())"
 		"   FOR UPDATE SKIP LOCKED",
@@ -195,7 +207,7 @@ static SpiStatement statements[Q_COUNT] = {
 	[Q_LOCK_DEST_WAIT] = {
 		"the lock of a destination for a batch in the caller's transaction",
 		"SELECT tick_from, tick_to, last_id, done_id, consecutive_failures, last_txid,"
-		"       config, search_path, owner, kind"
+		"       config, search_path, owner, kind, " HAS_RETRIES_SQL
 		"  FROM outbox.destination WHERE id = $1"
 		"   AND ($2 OR retry_at IS NULL OR retry_at <= pg_catalog.now())"
 		"   FOR UPDATE",
@@ -403,6 +415,7 @@ typedef struct Batch
 								 * each event to take() instead of a sink */
 	void	   *take_arg;
 	HTAB	   *busy;			/* ... aggregates of unfinished pull batches */
+	int64		latest_tick;	/* a committed tick (the pass's); 0: unknown */
 } Batch;
 
 typedef struct BlockedKey
@@ -622,10 +635,11 @@ aggregate_hash(const char *name, Size extra)
 
 /*
  * load_blocked
- *		The aggregates that have retry rows: their next events must wait.
+ *		The aggregates that have retry rows: their next events must wait
+ *		(none to read if the lock query found no retry rows).
  */
 static void
-load_blocked(Batch *b)
+load_blocked(Batch *b, bool has_retries)
 {
 	Datum		values[1];
 	uint64		i;
@@ -634,14 +648,17 @@ load_blocked(Batch *b)
 	if (!b->dest->ordered)
 		return;
 	values[0] = Int32GetDatum(b->dest->id);
-	SpiRun(&statements[Q_BLOCKED], values, NULL, SPI_OK_SELECT);
-	for (i = 0; i < SPI_processed; i++)
+	if (has_retries)
 	{
-		bool		isnull;
-		Datum		d = SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc,
-									  1, &isnull);
+		SpiRun(&statements[Q_BLOCKED], values, NULL, SPI_OK_SELECT);
+		for (i = 0; i < SPI_processed; i++)
+		{
+			bool		isnull;
+			Datum		d = SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc,
+										  1, &isnull);
 
-		block(b, DatumGetTextPP(d));
+			block(b, DatumGetTextPP(d));
+		}
 	}
 	/* A pull batch: the aggregates of unfinished batches (see ACT_BUSY). */
 	if (b->take == NULL)
@@ -878,6 +895,7 @@ typedef struct Position
 	char	   *search_path;	/* ... the handler's search_path ... */
 	Oid			owner;			/* ... the owner (InvalidOid: not read) ... */
 	char	   *kind;			/* ... and the kind (NULL: not read) */
+	bool		has_retries;	/* first lock: false if it has no retry rows */
 } Position;
 
 /*
@@ -923,12 +941,14 @@ read_position(const Batch *b, Position *pos, bool skip_locked)
 	pos->search_path = NULL;
 	pos->owner = InvalidOid;
 	pos->kind = NULL;
+	pos->has_retries = true;
 	if (skip_locked)
 	{
 		pos->config = DatumGetJsonbPCopy(SPI_getbinval(tup, desc, 7, &isnull));
 		pos->search_path = SPI_getvalue(tup, desc, 8);
 		pos->owner = DatumGetObjectId(SPI_getbinval(tup, desc, 9, &isnull));
 		pos->kind = SPI_getvalue(tup, desc, 10);
+		pos->has_retries = DatumGetBool(SPI_getbinval(tup, desc, 11, &isnull));
 	}
 	return true;
 }
@@ -1185,13 +1205,17 @@ collect(Batch *b, Position *pos, int limit, MemoryContext cxt, bool *window_done
 	lanes = aggregate_hash("outbox_saga lanes", sizeof(int));
 
 	/* 1. Due retry rows: heads of their aggregates. */
-	values[0] = Int32GetDatum(b->dest->id);
-	values[1] = BoolGetDatum(b->dest->ordered);
-	values[2] = Int32GetDatum(limit);
-	SpiRun(&statements[b->take != NULL ? Q_DUE_RETRIES_PULL :
-					   b->include_backoff ? Q_DUE_RETRIES_ALL : Q_DUE_RETRIES],
-		   values, NULL, SPI_OK_SELECT);
-	n = SPI_processed;
+	n = 0;
+	if (pos->has_retries)
+	{
+		values[0] = Int32GetDatum(b->dest->id);
+		values[1] = BoolGetDatum(b->dest->ordered);
+		values[2] = Int32GetDatum(limit);
+		SpiRun(&statements[b->take != NULL ? Q_DUE_RETRIES_PULL :
+						   b->include_backoff ? Q_DUE_RETRIES_ALL : Q_DUE_RETRIES],
+			   values, NULL, SPI_OK_SELECT);
+		n = SPI_processed;
+	}
 	*more = (n >= (uint64) limit);
 	for (i = 0; i < n; i++)
 	{
@@ -1210,9 +1234,19 @@ collect(Batch *b, Position *pos, int limit, MemoryContext cxt, bool *window_done
 	*window_done = false;
 	if (pos->tick_to == 0)
 	{
-		SpiRun(&statements[Q_LATEST_TICK], NULL, NULL, SPI_OK_SELECT);
-		pos->tick_to = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
-												   SPI_tuptable->tupdesc, 1, &isnull));
+		/*
+		 * Any committed tick past tick_from ends a window; the pass's own
+		 * saves a statement.  Not past it (another process moved the
+		 * position beyond, or the window of that tick is done): the latest.
+		 */
+		if (b->latest_tick > pos->tick_from)
+			pos->tick_to = b->latest_tick;
+		else
+		{
+			SpiRun(&statements[Q_LATEST_TICK], NULL, NULL, SPI_OK_SELECT);
+			pos->tick_to = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
+													   SPI_tuptable->tupdesc, 1, &isnull));
+		}
 		pos->last_id = 0;
 	}
 	from_snap = tick_snapshot(b, pos->tick_from, &found);
@@ -1845,7 +1879,7 @@ run_batch(Batch *b, MemoryContext cxt, BatchResult *result)
 	if (b->limit > 0)
 		limit = (b->take != NULL) ? b->limit : Min(limit, b->limit);
 	b->events_desc = events_tupdesc();
-	load_blocked(b);
+	load_blocked(b, pos.has_retries);
 
 	/* A destination that just failed sends a few events only. */
 	if (b->sink->deliver == NULL && pos.consecutive > 0)
@@ -1911,6 +1945,9 @@ run_batch(Batch *b, MemoryContext cxt, BatchResult *result)
  * run_batch_with_context / DeliveryRunBatch
  *		One batch of 'dest' (run_batch) under batch_error_callback, in a
  *		memory context of its own.  An error propagates to the dispatcher.
+ *		'latest_tick' is a committed tick (the dispatcher's pass took it) to
+ *		end a new window with if the position is not past it; 0: none, the
+ *		latest is read.
  */
 static void
 run_batch_with_context(Batch *b, BatchResult *result)
@@ -1935,12 +1972,13 @@ run_batch_with_context(Batch *b, BatchResult *result)
 }
 
 void
-DeliveryRunBatch(DestinationConfig *dest, BatchResult *result)
+DeliveryRunBatch(DestinationConfig *dest, int64 latest_tick, BatchResult *result)
 {
 	Batch		b;
 
 	memset(&b, 0, sizeof(b));
 	b.dest = dest;
+	b.latest_tick = latest_tick;
 	run_batch_with_context(&b, result);
 }
 

@@ -56,7 +56,8 @@ typedef struct BatchResult
 	" ELSE (outbox.committed_at(" e ".txid), " e ".txid, " e ".id)" \
 	"      <= (outbox.committed_at(" d ".last_txid), " d ".last_txid, " d ".last_id) END)"
 
-extern void DeliveryRunBatch(DestinationConfig *dest, BatchResult *result);
+extern void DeliveryRunBatch(DestinationConfig *dest, int64 latest_tick,
+							 BatchResult *result);
 
 /* A pull batch (dispatch/pull.c): what takes each event handed out. */
 typedef void (*DeliveryTakeFn) (const DispatchEvent *ev, void *arg);

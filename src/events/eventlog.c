@@ -115,9 +115,7 @@
 typedef struct LogPartition
 {
 	Oid			relid;
-	int			nindexes;
-	Oid		   *indexoids;
-	IndexInfo **indexinfos;
+	LogIndexes	indexes;
 } LogPartition;
 
 typedef struct LogCache
@@ -287,26 +285,24 @@ OutboxLogRelid(Oid nspid, const char *relname)
 }
 
 /*
- * load_partition
- *		Fill the cache entry of partition 'part' (relation 'relid'): its
- *		indexes and their IndexInfo, in the cache's memory context.
+ * LogIndexesLoad
+ *		The indexes of 'heap' that are ready for inserts, and their IndexInfo,
+ *		in 'cxt': what LogIndexesInsert maintains.
  *
- * The log's indexes are plain column indexes; an expression, partial or
- * exclusion index would need the executor, which this path avoids on
- * purpose, so such an index is refused with a clear error.
+ * The tables the extension writes directly (the log, the ticks) may only
+ * have plain column indexes; an expression, partial or exclusion index
+ * would need the executor, which these paths avoid on purpose, so such an
+ * index is refused with a clear error.
  */
-static void
-load_partition(int part, Oid relid)
+void
+LogIndexesLoad(Relation heap, MemoryContext cxt, LogIndexes *out)
 {
-	LogPartition *lp = &log_cache.parts[part];
-	Relation	heap = table_open(relid, AccessShareLock);
 	List	   *indexoids = RelationGetIndexList(heap);
 	ListCell   *lc;
 	int			n = 0;
 
-	lp->relid = relid;
-	lp->indexoids = MemoryContextAlloc(log_cache.cxt, sizeof(Oid) * (list_length(indexoids) + 1));
-	lp->indexinfos = MemoryContextAlloc(log_cache.cxt, sizeof(IndexInfo *) * (list_length(indexoids) + 1));
+	out->oids = MemoryContextAlloc(cxt, sizeof(Oid) * (list_length(indexoids) + 1));
+	out->infos = MemoryContextAlloc(cxt, sizeof(IndexInfo *) * (list_length(indexoids) + 1));
 	foreach(lc, indexoids)
 	{
 		Relation	irel = index_open(lfirst_oid(lc), AccessShareLock);
@@ -318,7 +314,7 @@ load_partition(int part, Oid relid)
 			index_close(irel, AccessShareLock);
 			continue;
 		}
-		old = MemoryContextSwitchTo(log_cache.cxt);
+		old = MemoryContextSwitchTo(cxt);
 		ii = BuildIndexInfo(irel);
 		MemoryContextSwitchTo(old);
 		if (ii->ii_Expressions != NIL || ii->ii_Predicate != NIL ||
@@ -329,13 +325,28 @@ load_partition(int part, Oid relid)
 							RelationGetRelationName(irel)),
 					 errdetail("outbox_saga writes the log directly and maintains only plain column indexes."),
 					 errhint("Drop the index, or replace it by an index on plain columns.")));
-		lp->indexoids[n] = lfirst_oid(lc);
-		lp->indexinfos[n] = ii;
+		out->oids[n] = lfirst_oid(lc);
+		out->infos[n] = ii;
 		n++;
 		index_close(irel, AccessShareLock);
 	}
-	lp->nindexes = n;
+	out->n = n;
 	list_free(indexoids);
+}
+
+/*
+ * load_partition
+ *		Fill the cache entry of partition 'part' (relation 'relid'): its
+ *		indexes and their IndexInfo, in the cache's memory context.
+ */
+static void
+load_partition(int part, Oid relid)
+{
+	LogPartition *lp = &log_cache.parts[part];
+	Relation	heap = table_open(relid, AccessShareLock);
+
+	lp->relid = relid;
+	LogIndexesLoad(heap, log_cache.cxt, &lp->indexes);
 	table_close(heap, AccessShareLock);
 }
 
@@ -371,19 +382,20 @@ load_log_cache(void)
 }
 
 /*
- * insert_index_entries
- *		Add the heap tuple 'tup' of partition 'lp' to every index of it.
+ * LogIndexesInsert
+ *		Add the heap tuple 'tup' of 'heap', whose columns are values/nulls,
+ *		to every index of 'ix' (LogIndexesLoad), under ROW EXCLUSIVE.
  */
-static void
-insert_index_entries(Relation heap, LogPartition *lp, HeapTuple tup,
-					 Datum *values, bool *nulls)
+void
+LogIndexesInsert(Relation heap, const LogIndexes *ix, HeapTuple tup,
+				 Datum *values, bool *nulls)
 {
 	int			n;
 
-	for (n = 0; n < lp->nindexes; n++)
+	for (n = 0; n < ix->n; n++)
 	{
-		Relation	irel = index_open(lp->indexoids[n], RowExclusiveLock);
-		IndexInfo  *ii = lp->indexinfos[n];
+		Relation	irel = index_open(ix->oids[n], RowExclusiveLock);
+		IndexInfo  *ii = ix->infos[n];
 		Datum		ivalues[INDEX_MAX_KEYS];
 		bool		inulls[INDEX_MAX_KEYS];
 		int			i;
@@ -392,12 +404,12 @@ insert_index_entries(Relation heap, LogPartition *lp, HeapTuple tup,
 		{
 			AttrNumber	attno = ii->ii_IndexAttrNumbers[i];
 
-			Assert(attno > 0 && attno <= EV_NATTS);
+			Assert(attno > 0 && attno <= RelationGetDescr(heap)->natts);
 			ivalues[i] = values[attno - 1];
 			inulls[i] = nulls[attno - 1];
 		}
 		/*
-		 * The IndexInfo is cached across statements, but its AM cache is
+		 * The IndexInfo may be cached across statements, but its AM cache is
 		 * per-statement state in core (GIN, GiST and BRIN keep pointers into
 		 * this Relation there): start it afresh, in the caller's context.
 		 */
@@ -477,7 +489,7 @@ OutboxAppendEvent(const OutboxEventData *ev, pg_uuid_t *event_id)
 
 	tup = heap_form_tuple(desc, values, nulls);
 	simple_heap_insert(rel, tup);
-	insert_index_entries(rel, lp, tup, values, nulls);
+	LogIndexesInsert(rel, &lp->indexes, tup, values, nulls);
 
 	heap_freetuple(tup);
 	table_close(rel, NoLock);

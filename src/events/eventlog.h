@@ -8,8 +8,11 @@
 #ifndef OUTBOX_SAGA_EVENTLOG_H
 #define OUTBOX_SAGA_EVENTLOG_H
 
+#include "access/htup.h"
 #include "datatype/timestamp.h"
+#include "nodes/execnodes.h"
 #include "utils/jsonb.h"
+#include "utils/relcache.h"
 #include "utils/uuid.h"
 
 /* Partitioning of the log; outbox.events is declared to match these. */
@@ -27,8 +30,11 @@
  * (the dispatchers of a pool and housekeeping all take ticks).  A
  * transaction advisory lock: user code cannot hold or release it.
  */
+#define OUTBOX_TICK_LOCK_CLASS	1869968482
+#define OUTBOX_TICK_LOCK_OBJECT	2
 #define OUTBOX_TICK_LOCK_SQL \
-	"SELECT pg_catalog.pg_advisory_xact_lock(1869968482, 2)"
+	"SELECT pg_catalog.pg_advisory_xact_lock(" \
+	CppAsString2(OUTBOX_TICK_LOCK_CLASS) ", " CppAsString2(OUTBOX_TICK_LOCK_OBJECT) ")"
 
 /*
  * Columns of outbox.events, in their declared order (the SPEC's contract):
@@ -68,5 +74,20 @@ extern void OutboxCheckHeaders(Jsonb *headers);
 extern void OutboxCheckPayload(Jsonb *payload);
 extern Oid	OutboxLogRelid(Oid nspid, const char *relname);
 extern void OutboxAppendEvent(const OutboxEventData *ev, pg_uuid_t *event_id);
+
+/*
+ * The plain column indexes of a table written without the executor (the
+ * log's partitions, outbox.tick: events/tick.c).
+ */
+typedef struct LogIndexes
+{
+	int			n;
+	Oid		   *oids;
+	IndexInfo **infos;
+} LogIndexes;
+
+extern void LogIndexesLoad(Relation heap, MemoryContext cxt, LogIndexes *out);
+extern void LogIndexesInsert(Relation heap, const LogIndexes *ix, HeapTuple tup,
+							 Datum *values, bool *nulls);
 
 #endif							/* OUTBOX_SAGA_EVENTLOG_H */

@@ -35,9 +35,11 @@
  *	cannot serve: a destination claimed by another worker wakes that
  *	worker, and network destinations left by worker 0, or work left ready
  *	at the end of a pass, wake the others (deliver).
- *	Ticks (eventlog.c) are taken by every worker and by housekeeping, one
- *	at a time (OUTBOX_TICK_LOCK_SQL), so that tick ids and snapshots keep
- *	the same order.
+ *	Ticks (eventlog.c) are taken by every worker (events/tick.c, at the
+ *	start of a pass) and by housekeeping, one at a time (the tick lock), so
+ *	that tick ids and snapshots keep the same order.  The pass's tick ends
+ *	the windows its batches begin (DeliveryRunBatch), unless a destination
+ *	is already past it.
  *
  * THE LOOP (OutboxDispatcherMain), one pass per iteration:
  *	  begin_pass	interrupts, SIGHUP, clear wake_pending, reset the loop
@@ -162,6 +164,7 @@
 #include "sink/dest_config.h"
 #include "dispatch/delivery.h"
 #include "events/eventlog.h"
+#include "events/tick.h"
 #include "dispatch/restore.h"
 #include "worker/dispatcher.h"
 #include "worker/housekeeping.h"
@@ -211,6 +214,7 @@ typedef struct PassStart
 	MemoryContext cxt;			/* where the destinations are allocated */
 	ExtensionState state;
 	List	   *dests;			/* DestinationConfig * ready to deliver */
+	int64		tick;			/* the latest tick, once committed; 0: none */
 } PassStart;
 
 /* What the previous pass read; see forget_changed_destinations. */
@@ -234,8 +238,6 @@ typedef struct BatchError
  */
 enum
 {
-	DS_TICK_LOCK,
-	DS_TICK,
 	DS_DESTINATIONS,
 	DS_NEXT_DUE,
 	DS_TOPICS,
@@ -244,16 +246,6 @@ enum
 };
 
 static SpiStatement dispatcher_stmts[DS_COUNT] = {
-	/* no table: ticks are taken one at a time (eventlog.h) */
-	[DS_TICK_LOCK] = {"waiting for the tick lock", OUTBOX_TICK_LOCK_SQL, {0}},
-	/* outbox.tick: a new tick if the snapshot moved */
-	[DS_TICK] = {"taking a tick",
-		"INSERT INTO outbox.tick (id, snapshot)"
-		" SELECT t.id + 1, pg_catalog.pg_current_snapshot()"
-		"   FROM (SELECT id, snapshot FROM outbox.tick"
-		"          ORDER BY id DESC LIMIT 1) t"
-		"  WHERE t.snapshot::text <> pg_catalog.pg_current_snapshot()::text",
-	{0}},
 	/* outbox.destination: every destination, and whether it is ready */
 	[DS_DESTINATIONS] = {"reading the destinations",
 		"SELECT id, name, kind, config, owner,"
@@ -317,6 +309,7 @@ static bool delivery_due_known = false;
 static TimestampTz delivery_due_at = 0;
 static uint64 delivery_due_generation = 0;
 static char *version_seen = NULL;	/* SQL version we last complained of */
+static int64 pass_tick = 0;		/* the tick this pass took or found; 0: none */
 
 /*
  * Whether the last pass found the extension's SQL matching this library:
@@ -842,10 +835,7 @@ start_pass_body(void *arg)
 	 * paused one waits for this tick (dispatch/sync_delivery.c).
 	 */
 	if (n_known > 0)
-	{
-		SpiRun(&dispatcher_stmts[DS_TICK_LOCK], NULL, NULL, SPI_OK_SELECT);
-		SpiRun(&dispatcher_stmts[DS_TICK], NULL, NULL, SPI_OK_INSERT);
-	}
+		start->tick = TickTake();
 }
 
 /*
@@ -856,7 +846,7 @@ start_pass_body(void *arg)
 static List *
 start_pass(void)
 {
-	PassStart	start = {loop_cxt, EXTENSION_MISSING, NIL};
+	PassStart	start = {loop_cxt, EXTENSION_MISSING, NIL, 0};
 	TransactionStep step;
 
 	step.activity = "outbox_saga: taking a tick";
@@ -872,6 +862,7 @@ start_pass(void)
 		proc_exit(0);
 	}
 	extension_ready = (start.state == EXTENSION_READY);
+	pass_tick = start.tick;
 	return start.dests;
 }
 
@@ -943,7 +934,7 @@ run_batch(void *arg)
 	BatchCall  *call = arg;
 	MemoryContext old = CurrentMemoryContext;
 
-	DeliveryRunBatch(call->dest, &call->result);
+	DeliveryRunBatch(call->dest, pass_tick, &call->result);
 	MemoryContextSwitchTo(old);
 }
 
