@@ -102,35 +102,50 @@ outbox_saga_dispatch_status(PG_FUNCTION_ARGS)
 }
 
 /*
- * all_workers_idle
- *		Whether every worker of 'slot' that ran when wait_idle started (same
- *		pid) has since completed a whole pass that found nothing ready (the
+ * worker_idle
+ *		Whether worker 'w' of 'slot', if it ran when wait_idle started (same
+ *		pid), has since completed a whole pass that found nothing ready (the
  *		first pass counted may have begun before the call); a worker that
  *		stopped or was replaced since does not hold it up, and one that
  *		started since must have had such a pass too.
+ */
+static bool
+worker_idle(DispatcherSlot *slot, int w, const uint32 *start_pid,
+			const uint64 *start_pass)
+{
+	DispatcherWorker *wk = &slot->workers[w];
+	uint32		pid = pg_atomic_read_u32(&wk->pid);
+
+	if (pid == 0)
+		return true;
+	if (pid == start_pid[w])
+		return pg_atomic_read_u64(&wk->idle_pass) >= start_pass[w] + 2;
+	return pg_atomic_read_u64(&wk->idle_pass) != 0;
+}
+
+/*
+ * all_workers_idle
+ *		Whether every worker of 'slot' is idle (worker_idle).  Wakes those
+ *		that are not and sleep; a busy one makes its next pass without being
+ *		asked, and waking it would cost it a pass it does not need (with a
+ *		tick: every 5 ms, during a drain that wait_idle times).
  */
 static bool
 all_workers_idle(DispatcherSlot *slot, const uint32 *start_pid,
 				 const uint64 *start_pass)
 {
 	int			w;
+	bool		idle = true;
 
 	for (w = 0; w < OUTBOX_MAX_WORKERS_PER_DATABASE; w++)
 	{
-		DispatcherWorker *wk = &slot->workers[w];
-		uint32		pid = pg_atomic_read_u32(&wk->pid);
-
-		if (pid == 0)
+		if (worker_idle(slot, w, start_pid, start_pass))
 			continue;
-		if (pid == start_pid[w])
-		{
-			if (pg_atomic_read_u64(&wk->idle_pass) < start_pass[w] + 2)
-				return false;
-		}
-		else if (pg_atomic_read_u64(&wk->idle_pass) == 0)
-			return false;
+		idle = false;
+		if (pg_atomic_read_u32(&slot->workers[w].doing) == DOING_WAITING)
+			ShmemWakeWorker(slot, w);
 	}
-	return true;
+	return idle;
 }
 
 /*
@@ -148,6 +163,7 @@ outbox_saga_wait_idle(PG_FUNCTION_ARGS)
 	uint32		start_pid[OUTBOX_MAX_WORKERS_PER_DATABASE];
 	uint64		start_pass[OUTBOX_MAX_WORKERS_PER_DATABASE];
 	bool		started = false;
+	bool		woken = false;
 
 	if (PG_ARGISNULL(0))
 		ereport(ERROR,
@@ -196,11 +212,15 @@ outbox_saga_wait_idle(PG_FUNCTION_ARGS)
 		if (started)
 		{
 			if (pg_atomic_read_u32(&slot->dboid) != MyDatabaseId)
-				started = false;	/* the slot was reassigned: start over */
+				started = woken = false;	/* the slot was reassigned: start over */
+			else if (!woken)
+			{
+				/* A pass must begin after the call: wake every worker once. */
+				ShmemWakeDispatcher(MyDatabaseId);
+				woken = true;
+			}
 			else if (all_workers_idle(slot, start_pid, start_pass))
 				PG_RETURN_BOOL(true);
-			else
-				ShmemWakeDispatcher(MyDatabaseId);
 		}
 		if (GetCurrentTimestamp() >= deadline)
 			PG_RETURN_BOOL(false);
