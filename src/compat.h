@@ -150,6 +150,17 @@
 #endif
 
 /*
+ * The primary key of a table: 18 asks whether a deferrable one counts (it
+ * does here: a table's own primary key, whatever its timing).  The caller
+ * includes utils/relcache.h.
+ */
+#if PG_VERSION_NUM >= 180000
+#define CompatRelationGetPrimaryKeyIndex(rel) RelationGetPrimaryKeyIndex((rel), true)
+#else
+#define CompatRelationGetPrimaryKeyIndex(rel) RelationGetPrimaryKeyIndex(rel)
+#endif
+
+/*
  * Base64 of common/base64.h: the binary side is uint8 from 18, char before.
  * The caller includes common/base64.h.
  */

@@ -56,6 +56,7 @@
 #include "utils/fmgroids.h"
 #include "utils/lsyscache.h"
 #include "utils/rel.h"
+#include "utils/relcache.h"
 #include "utils/snapmgr.h"
 
 #include "events/eventlog.h"
@@ -79,7 +80,7 @@ enum
 static bool
 latest_tick(Relation rel, Snapshot snap, int64 *id, Datum *snapshot)
 {
-	Oid			pk = RelationGetPrimaryKeyIndex(rel);
+	Oid			pk = CompatRelationGetPrimaryKeyIndex(rel);
 	Relation	irel;
 	IndexScanDesc scan;
 	TupleTableSlot *slot;
