@@ -1236,12 +1236,19 @@ collect(Batch *b, Position *pos, int limit, MemoryContext cxt, bool *window_done
 	{
 		/*
 		 * Any committed tick past tick_from ends a window; the pass's own
-		 * saves a statement.  Not past it (another process moved the
-		 * position beyond, or the window of that tick is done): the latest.
+		 * saves a statement (its snapshot is read now, and cached for
+		 * to_snap below).  Not past it (another process moved the position
+		 * beyond, or the window of that tick is done), or gone (the
+		 * extension was dropped and created again since the pass began):
+		 * the latest.
 		 */
 		if (b->latest_tick > pos->tick_from)
-			pos->tick_to = b->latest_tick;
-		else
+		{
+			(void) tick_snapshot(b, b->latest_tick, &found);
+			if (found)
+				pos->tick_to = b->latest_tick;
+		}
+		if (pos->tick_to == 0)
 		{
 			SpiRun(&statements[Q_LATEST_TICK], NULL, NULL, SPI_OK_SELECT);
 			pos->tick_to = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
