@@ -121,6 +121,7 @@
 #include "dispatch/delivery.h"
 #include "events/eventlog.h"
 #include "events/logscan.h"
+#include "events/tick.h"
 #include "events/topic_acl.h"
 #include "sink/sink.h"
 
@@ -133,7 +134,6 @@ enum
 	Q_LOCK_DEST,
 	Q_LOCK_DEST_WAIT,
 	Q_LATEST_TICK,
-	Q_TICK_SNAPSHOT,
 	Q_MAX_ID,
 	Q_SUBSCRIPTIONS,
 	Q_BLOCKED,
@@ -218,12 +218,6 @@ static SpiStatement statements[Q_COUNT] = {
 		"the read of the latest tick",
 		"SELECT max(id) FROM outbox.tick",
 		{0}
-	},
-	/* outbox.tick: the snapshot of one end of the window */
-	[Q_TICK_SNAPSHOT] = {
-		"the read of a tick's snapshot",
-		"SELECT snapshot FROM outbox.tick WHERE id = $1",
-		{INT8OID, 0}
 	},
 	/* outbox.events_id_seq: the highest event id given out */
 	[Q_MAX_ID] = {
@@ -732,114 +726,16 @@ park_event(Batch *b, const DispatchEvent *ev, int attempts, TimestampTz next,
 }
 
 /*
- * Tick snapshots read lately (tick_snapshot): a tick never changes once
- * committed, and a batch reads the two of its window, which the next
- * batches read again.  Forgotten on any relcache invalidation of the tick
- * table (dropped with the extension, TRUNCATE by hand: ids that start again
- * in a new table never find an old snapshot); invalidations are read at
- * every transaction start.
- */
-#define TICK_CACHE_SIZE		4
-
-typedef struct CachedTick
-{
-	int64		id;
-	Datum		snapshot;		/* in TopMemoryContext; 0: empty */
-} CachedTick;
-
-static CachedTick tick_cache[TICK_CACHE_SIZE];
-static int	tick_cache_next = 0;
-static Oid	tick_cache_relid = InvalidOid;	/* outbox.tick when filled */
-static bool tick_cache_callback = false;
-
-/*
- * tick_cache_forget
- *		Relcache callback: the tick table changed (or everything did).
- */
-static void
-tick_cache_forget(Datum arg, Oid relid)
-{
-	int			i;
-
-	if (OidIsValid(relid) && relid != tick_cache_relid)
-		return;
-	for (i = 0; i < TICK_CACHE_SIZE; i++)
-	{
-		if (tick_cache[i].snapshot != 0)
-			pfree(DatumGetPointer(tick_cache[i].snapshot));
-		tick_cache[i].snapshot = 0;
-	}
-}
-
-/*
- * read_tick_snapshot
- *		The snapshot of tick 'id' as the table has it now (in SPI's memory),
- *		or 0 if it is gone.
- */
-static Datum
-read_tick_snapshot(int64 id, bool *found)
-{
-	Datum		values[1];
-	bool		isnull;
-
-	values[0] = Int64GetDatum(id);
-	SpiRun(&statements[Q_TICK_SNAPSHOT], values, NULL, SPI_OK_SELECT);
-	*found = (SPI_processed == 1);
-	if (!*found)
-		return (Datum) 0;
-	return SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
-}
-
-/*
  * tick_snapshot
- *		The snapshot of tick 'id' (a pg_snapshot datum, in the current
- *		memory context), or 0 if it is gone.  A tick pruned since it was
- *		cached is still found: its snapshot is what it was.  Only the
- *		dispatcher's batches use the cache: a batch in the caller's
+ *		The snapshot of tick 'id', or 0 if it is gone (events/tick.c).  Only
+ *		the dispatcher's batches use the cache: a batch in the caller's
  *		transaction may read the tick that transaction took, which a
  *		rollback takes back (and its id is given again).
  */
 static Datum
 tick_snapshot(const Batch *b, int64 id, bool *found)
 {
-	Datum		snap;
-	int			i;
-	CachedTick *slot;
-	MemoryContext old;
-
-	if (!b->here)
-	{
-		for (i = 0; i < TICK_CACHE_SIZE; i++)
-		{
-			if (tick_cache[i].snapshot != 0 && tick_cache[i].id == id)
-			{
-				*found = true;
-				return PointerGetDatum(PG_DETOAST_DATUM_COPY(tick_cache[i].snapshot));
-			}
-		}
-	}
-
-	snap = read_tick_snapshot(id, found);
-	if (!*found)
-		return (Datum) 0;
-	if (!b->here)
-	{
-		if (!tick_cache_callback)
-		{
-			CacheRegisterRelcacheCallback(tick_cache_forget, (Datum) 0);
-			tick_cache_callback = true;
-		}
-		tick_cache_relid = get_relname_relid("tick", get_namespace_oid("outbox", false));
-		slot = &tick_cache[tick_cache_next];
-		tick_cache_next = (tick_cache_next + 1) % TICK_CACHE_SIZE;
-		if (slot->snapshot != 0)
-			pfree(DatumGetPointer(slot->snapshot));
-		old = MemoryContextSwitchTo(TopMemoryContext);
-		slot->snapshot = PointerGetDatum(PG_DETOAST_DATUM_COPY(snap));
-		MemoryContextSwitchTo(old);
-		slot->id = id;
-	}
-	return PointerGetDatum(PG_DETOAST_DATUM_COPY(snap));
+	return TickSnapshot(id, !b->here, found);
 }
 
 /* ------------------------------------------------------------------------

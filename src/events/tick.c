@@ -1,8 +1,9 @@
 /*-------------------------------------------------------------------------
  *
  * tick.c
- *		Taking a tick (outbox.tick) without the executor: the dispatcher's
- *		tick at the start of every pass.
+ *		Ticks (outbox.tick): taking one without the executor (the
+ *		dispatcher's tick at the start of every pass), and reading their
+ *		snapshots through a per-process cache.
  *
  * A tick is a snapshot (pg_current_snapshot()) with an id one above the
  * latest tick's; the windows of the log are the spans between two ticks
@@ -39,6 +40,9 @@
  *	  exist, and the table must still have the three columns of the
  *	  extension script.
  *	- It runs in the caller's transaction: a rollback takes the tick back.
+ *	- TickSnapshot caches only committed ticks (a tick never changes once
+ *	  committed), in TopMemoryContext, at most TICK_CACHE_SIZE; any
+ *	  relcache invalidation of outbox.tick empties the cache.
  *
  *-------------------------------------------------------------------------
  */
@@ -51,14 +55,19 @@
 #include "access/xact.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_am_d.h"
+#include "catalog/pg_type_d.h"
+#include "executor/spi.h"
 #include "executor/tuptable.h"
 #include "utils/builtins.h"
 #include "utils/fmgroids.h"
+#include "utils/inval.h"
 #include "utils/lsyscache.h"
+#include "utils/memutils.h"
 #include "utils/rel.h"
 #include "utils/relcache.h"
 #include "utils/snapmgr.h"
 
+#include "base/spi_util.h"
 #include "events/eventlog.h"
 #include "events/tick.h"
 
@@ -192,4 +201,128 @@ TickTake(void)
 	/* The caller's next statements see it, as after an INSERT. */
 	CommandCounterIncrement();
 	return latest_id + 1;
+}
+
+/* ------------------------------------------------------------------------
+ * Reading a tick's snapshot, with a cache.
+ * ------------------------------------------------------------------------
+ */
+
+/* outbox.tick: the snapshot of one tick */
+static SpiStatement tick_snapshot_statement = {
+	"the read of a tick's snapshot",
+	"SELECT snapshot FROM outbox.tick WHERE id = $1",
+	{INT8OID, 0}
+};
+
+/*
+ * Tick snapshots read lately (TickSnapshot): a tick never changes once
+ * committed, and a batch reads the two of its window, which the next
+ * batches read again.  Forgotten on any relcache invalidation of the tick
+ * table (dropped with the extension, TRUNCATE by hand: ids that start again
+ * in a new table never find an old snapshot); invalidations are read at
+ * every transaction start.
+ */
+#define TICK_CACHE_SIZE		4
+
+typedef struct CachedTick
+{
+	int64		id;
+	Datum		snapshot;		/* in TopMemoryContext; 0: empty */
+} CachedTick;
+
+static CachedTick tick_cache[TICK_CACHE_SIZE];
+static int	tick_cache_next = 0;
+static Oid	tick_cache_relid = InvalidOid;	/* outbox.tick when filled */
+static bool tick_cache_callback = false;
+
+/*
+ * tick_cache_forget
+ *		Relcache callback: the tick table changed (or everything did).
+ */
+static void
+tick_cache_forget(Datum arg, Oid relid)
+{
+	int			i;
+
+	if (OidIsValid(relid) && relid != tick_cache_relid)
+		return;
+	for (i = 0; i < TICK_CACHE_SIZE; i++)
+	{
+		if (tick_cache[i].snapshot != 0)
+			pfree(DatumGetPointer(tick_cache[i].snapshot));
+		tick_cache[i].snapshot = 0;
+	}
+}
+
+/*
+ * read_tick_snapshot
+ *		The snapshot of tick 'id' as the table has it now (in SPI's memory),
+ *		or 0 if it is gone.
+ */
+static Datum
+read_tick_snapshot(int64 id, bool *found)
+{
+	Datum		values[1];
+	bool		isnull;
+
+	values[0] = Int64GetDatum(id);
+	SpiRun(&tick_snapshot_statement, values, NULL, SPI_OK_SELECT);
+	*found = (SPI_processed == 1);
+	if (!*found)
+		return (Datum) 0;
+	return SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+}
+
+/*
+ * TickSnapshot
+ *		The snapshot of tick 'id' (a pg_snapshot datum, in the current
+ *		memory context), or 0 if it is gone; in the caller's transaction,
+ *		SPI connected.  With 'cached', a tick read lately comes from the
+ *		cache and a tick read now goes into it: only for ticks that are
+ *		committed (a tick of the caller's own transaction may be rolled
+ *		back, and its id given again).  A tick pruned since it was cached is
+ *		still found: its snapshot is what it was.
+ */
+Datum
+TickSnapshot(int64 id, bool cached, bool *found)
+{
+	Datum		snap;
+	int			i;
+	CachedTick *slot;
+	MemoryContext old;
+
+	if (cached)
+	{
+		for (i = 0; i < TICK_CACHE_SIZE; i++)
+		{
+			if (tick_cache[i].snapshot != 0 && tick_cache[i].id == id)
+			{
+				*found = true;
+				return PointerGetDatum(PG_DETOAST_DATUM_COPY(tick_cache[i].snapshot));
+			}
+		}
+	}
+
+	snap = read_tick_snapshot(id, found);
+	if (!*found)
+		return (Datum) 0;
+	if (cached)
+	{
+		if (!tick_cache_callback)
+		{
+			CacheRegisterRelcacheCallback(tick_cache_forget, (Datum) 0);
+			tick_cache_callback = true;
+		}
+		tick_cache_relid = get_relname_relid("tick", get_namespace_oid("outbox", false));
+		slot = &tick_cache[tick_cache_next];
+		tick_cache_next = (tick_cache_next + 1) % TICK_CACHE_SIZE;
+		if (slot->snapshot != 0)
+			pfree(DatumGetPointer(slot->snapshot));
+		old = MemoryContextSwitchTo(TopMemoryContext);
+		slot->snapshot = PointerGetDatum(PG_DETOAST_DATUM_COPY(snap));
+		MemoryContextSwitchTo(old);
+		slot->id = id;
+	}
+	return PointerGetDatum(PG_DETOAST_DATUM_COPY(snap));
 }

@@ -1,7 +1,7 @@
 /*-------------------------------------------------------------------------
  *
  * tick.h
- *		Taking a tick (outbox.tick) without the executor.
+ *		Ticks (outbox.tick): taking one, reading a snapshot.
  *
  *-------------------------------------------------------------------------
  */
@@ -9,5 +9,6 @@
 #define OUTBOX_SAGA_TICK_H
 
 extern int64 TickTake(void);
+extern Datum TickSnapshot(int64 id, bool cached, bool *found);
 
 #endif							/* OUTBOX_SAGA_TICK_H */
