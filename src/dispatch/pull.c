@@ -118,6 +118,7 @@
 #include "base/sql_args.h"
 #include "dispatch/delivery.h"
 #include "events/eventlog.h"
+#include "events/tick.h"
 #include "sink/dest_config.h"
 #include "sink/sink.h"
 
@@ -140,8 +141,6 @@ enum
 {
 	P_READ_DEST,
 	P_READ_BATCH,
-	P_TICK_LOCK,
-	P_TICK,
 	P_LOCK_DEST,
 	P_REHAND,
 	P_INSERT,
@@ -168,17 +167,6 @@ static SpiStatement statements[P_COUNT] = {
 		"  FROM outbox.pull_batch b JOIN outbox.destination d ON d.id = b.destination_id"
 		" WHERE b.id = $1",
 		{INT8OID, 0}
-	},
-	/* no table: ticks are taken one at a time (eventlog.h) */
-	[P_TICK_LOCK] = {"waiting for the tick lock", OUTBOX_TICK_LOCK_SQL, {0}},
-	/* outbox.tick: a new tick if the snapshot moved, as the dispatcher's */
-	[P_TICK] = {
-		"taking a tick",
-		"INSERT INTO outbox.tick (id, snapshot)"
-		" SELECT t.id + 1, pg_catalog.pg_current_snapshot()"
-		"   FROM (SELECT id, snapshot FROM outbox.tick ORDER BY id DESC LIMIT 1) t"
-		"  WHERE t.snapshot::text <> pg_catalog.pg_current_snapshot()::text",
-		{0}
 	},
 	/* outbox.destination: the row, locked (see LOCKS) */
 	[P_LOCK_DEST] = {
@@ -519,8 +507,7 @@ take_tick(void)
 {
 	if (IsTransactionBlock() || RunAsInOwnerCall())
 		return;
-	(void) SpiRun(&statements[P_TICK_LOCK], NULL, NULL, SPI_OK_SELECT);
-	(void) SpiRun(&statements[P_TICK], NULL, NULL, SPI_OK_INSERT);
+	(void) TickTake();
 }
 
 /*

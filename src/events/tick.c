@@ -2,7 +2,8 @@
  *
  * tick.c
  *		Ticks (outbox.tick): taking one without the executor (the
- *		dispatcher's tick at the start of every pass), and reading their
+ *		dispatcher's tick at the start of every pass, a pull consumer's
+ *		before its batch), and reading their
  *		snapshots through a per-process cache.
  *
  * A tick is a snapshot (pg_current_snapshot()) with an id one above the
@@ -23,8 +24,8 @@
  *	- Ticks are taken one at a time: TickTake takes the tick lock (the
  *	  transaction advisory lock of OUTBOX_TICK_LOCK_SQL, held to the end of
  *	  the caller's transaction) before it reads anything.  Every other
- *	  writer of ticks takes it too (housekeeping, outbox.deliver_pending,
- *	  pull consumers), so the latest tick is read after the one before it
+ *	  writer of ticks takes it too (housekeeping and outbox.deliver_pending,
+ *	  whose ticks have conditions of their own and stay SQL), so the latest tick is read after the one before it
  *	  committed, and its snapshot taken after that: each tick's snapshot
  *	  sees at least what the one before saw.
  *	- The latest tick is read with a snapshot taken after the lock, and the
