@@ -28,6 +28,15 @@
 #           from emit() to the handler, which includes the writer's commit.
 #           Once more at LATENCY_HIGH_RATE events/s.  Result: p50 and p99
 #           in ms.  (PgQ's latency, bound by its ticks, is in section e2e.)
+#           Each run, like each drain's fill, starts once housekeeping has
+#           retired the log (log_retired): the drains leave 1.2 million
+#           consumed events (about 500 MB), and retiring them - TRUNCATE,
+#           whose commit removes the files while readers and writers of the
+#           log wait for the partition's lock - would otherwise fall into the
+#           10 s measured (stalls of 15-45 ms in one or two housekeeping
+#           rounds: the p99 of 2,000 events).  In a steady state the log
+#           holds the few seconds of events since the last round; see the
+#           README's Performance section.
 # storage   STORAGE_ROUNDS rounds of STORAGE_EVENTS events each, written and
 #           delivered, with the log retired after each round (housekeeping
 #           runs every 5 s): the total size of every relation of schema
@@ -142,6 +151,7 @@ SQL
 
 # drain_fill VARIANT: write DRAIN_EVENTS events (or reference rows).
 drain_fill() {
+	log_retired "dispatch drain"
 	if [ "$1" = pgq ]; then
 		bench_psql -c "CALL public.pgq_fill($DRAIN_EVENTS, $PGQ_BATCH)" >/dev/null
 	elif [ "$1" = reference ]; then
@@ -208,6 +218,7 @@ SELECT outbox.subscribe('latency', 'latency');
 SQL
 	echo "SELECT outbox.emit('latency', 'tick', '{\"n\": 1}', NULL);" >"$script"
 	chmod 644 "$script"
+	log_retired "dispatch latency"
 	as_cluster_user env PGOPTIONS="-c synchronous_commit=off" pgbench -n -M prepared \
 		-c "$clients" -j "$clients" -R "$rate" -T "$LATENCY_SECONDS" -f "$script" \
 		-h "$SOCK_DIR" -p "$PORT" -U postgres bench >"$CLUSTER_DIR/latency.log" 2>&1 ||

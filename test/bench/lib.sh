@@ -134,6 +134,16 @@ wait_until() {
 	done
 }
 
+# log_retired WHAT: wait until housekeeping (every 5 s) has retired every
+# event of the log, so that a timed run does not pay for the TRUNCATE of
+# what an earlier run left (its commit removes the partition's files while
+# readers and writers of the log wait for its lock: tens of ms for the
+# hundreds of MB a drain leaves).  Says so if it takes over 120 s.
+log_retired() {
+	wait_until 120 "SELECT NOT EXISTS (SELECT FROM outbox.events)" ||
+		say "$1: the log was not retired within 120 s"
+}
+
 # dispatcher_set on|off: switch the dispatchers (outbox_saga.enabled) and
 # wait until the bench database has one, or none.  Fails (leaving the
 # reason in DISPATCHER_ERROR) if the setting cannot be changed.

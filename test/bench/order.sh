@@ -5,6 +5,7 @@
 #           clients, one event per transaction (many small concurrent
 #           transactions: the case commit order sorts), while a function
 #           destination is paused; resumed and timed until wait_idle().
+#           Each fill starts once the log is retired (log_retired, lib.sh).
 #           Two variants on one cluster with track_commit_timestamp = on:
 #           "commit", an ordered destination (windows read by commit time,
 #           events/logscan.c), and "id", the same destination with
@@ -24,6 +25,7 @@ order_drain() {
 	if [ "$variant" = commit ]; then ordered=true; else ordered=false; fi
 	bench_psql -c "SELECT outbox.alter_destination('order_fn', '{\"ordered\": $ordered}')" \
 		-c "SELECT outbox.pause_destination('order_fn')" >/dev/null
+	log_retired "order"
 	echo "SELECT outbox.emit('order', 'order.created', jsonb_build_object('n', :client_id::int), 'agg-' || (random() * 100)::int);" >"$script"
 	chmod 644 "$script"
 	as_cluster_user env PGOPTIONS="-c synchronous_commit=off" pgbench -n -M prepared \
