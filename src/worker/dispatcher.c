@@ -61,7 +61,8 @@
  *	  drive_sagas	the saga driver's pass (SagaRunPass; worker 0 only), which
  *					runs its rounds only when saga work was committed, fell
  *					due or was left over, or at the poll interval;
- *	  housekeeping	every HOUSEKEEPING_MS (housekeeping.c);
+ *	  housekeeping	every HOUSEKEEPING_MS (housekeeping.c): a round, then the
+ *					retirement of each partition, each in its own transaction;
  *	  end_pass		count the pass, report statistics, adapt the pass
  *					interval to the delivery rate (adapt_pass_interval);
  *	  wait_for_work	unless work is left or due times moved: sleep on the
@@ -1096,19 +1097,28 @@ drive_sagas(int64 *activity)
 	return more;
 }
 
-/* Body of housekeeping: HousekeepingRun has no argument. */
+/* Body of housekeeping's first transaction: HousekeepingRun has no argument. */
 static void
 housekeeping_body(void *arg)
 {
 	HousekeepingRun();
 }
 
+/* Body of the retirement of one partition: arg points to its number. */
+static void
+housekeeping_retire_body(void *arg)
+{
+	HousekeepingRetire(*(int *) arg);
+}
+
 /*
  * housekeeping
- *		Step "housekeeping" of the file header: a round in its own
- *		transaction when HOUSEKEEPING_MS have passed since the last one (or
- *		at the first idle pass).  An error is reported and the dispatcher
- *		goes on.
+ *		Step "housekeeping" of the file header: a round when
+ *		HOUSEKEEPING_MS have passed since the last one (or at the first idle
+ *		pass) - HousekeepingRun in a transaction of its own, then each
+ *		partition's retirement in one of its own, so that the readers and
+ *		writers a TRUNCATE holds up wait for one partition's commit only.
+ *		An error is reported and the dispatcher goes on.
  */
 static void
 housekeeping(TimestampTz now, int64 activity)
@@ -1116,6 +1126,7 @@ housekeeping(TimestampTz now, int64 activity)
 	static TimestampTz last_housekeeping = 0;
 	TransactionStep step = {"outbox_saga: housekeeping", NULL, housekeeping_body, NULL};
 	ErrorData  *edata;
+	int			part;
 
 	if (!extension_ready ||
 		!(TimestampDifferenceExceeds(last_housekeeping, now, HOUSEKEEPING_MS) ||
@@ -1126,6 +1137,16 @@ housekeeping(TimestampTz now, int64 activity)
 	edata = run_caught("while running housekeeping", run_transaction, &step);
 	if (edata != NULL)
 		FreeErrorData(edata);
+	for (part = 0; part < OUTBOX_PARTITIONS; part++)
+	{
+		TransactionStep retire = {"outbox_saga: housekeeping", NULL,
+		housekeeping_retire_body, &part};
+
+		SpiWorkerInterruptsBetweenSteps();
+		edata = run_caught("while retiring the log", run_transaction, &retire);
+		if (edata != NULL)
+			FreeErrorData(edata);
+	}
 	set_doing(DOING_PASS);
 	last_housekeeping = now;
 }

@@ -3,8 +3,10 @@
  * housekeeping.c
  *		Keeping the dispatcher's storage bounded (G7).
  *
- * One round, run by the dispatcher every few seconds (dispatcher.c runs it
- * in a short transaction of its own, SPI connected):
+ * One round, run by the dispatcher every few seconds: steps 0 - 4 are
+ * HousekeepingRun, in a short transaction of its own, then step 5 is
+ * HousekeepingRetire, once per partition, each in a transaction of its own
+ * (dispatcher.c opens them, SPI connected):
  *	0. Take a tick if there is no destination (the dispatcher only ticks for
  *	   destinations).
  *	1. Close generations: for every generation the id sequence has passed,
@@ -17,7 +19,7 @@
  *	4. Delete retained events older than their topic's keep, at most
  *	   10000 a round (outbox.history_prune, events/history.c; only once
  *	   the extension's SQL has outbox.history, i.e. is 0.2.0's).
- *	5. Retire partitions, last: a partition whose newest writing
+ *	5. Retire partitions, last, one per transaction: a partition whose newest writing
  *	   transaction is below the xmin of the oldest tick any destination
  *	   still needs (so every event in it is consumed), and whose newest
  *	   event is older than outbox_saga.retention, is emptied with TRUNCATE
@@ -38,22 +40,26 @@
  *	   the tick is outbox_saga.max_destination_lag old.  The usual round,
  *	   where no destination is paused or behind by SETTLED_SECONDS, looks
  *	   at nothing but the destinations' ticks (HK_ANY_BEHIND).
- *	   It comes last because every reader and writer of the log waits for
- *	   a partition's lock from the TRUNCATE to the round's commit, and the
- *	   commit is the slow part: it removes the old files (about 60 ms for
- *	   240 MB on ext4, most of it the truncation of the first segment), so
- *	   nothing else may stand between the two.  Ticks, generation records
- *	   and positions that retirement frees (release_pins) are deleted by
- *	   the next round's steps 2 - 4.
+ *	   It comes last, and each partition commits on its own, because every
+ *	   reader and writer of the log waits for a partition's lock from the
+ *	   TRUNCATE to the commit, and the commit is the slow part: it removes
+ *	   the old files (about 60 ms for 240 MB on ext4, most of it the
+ *	   truncation of the first segment), so nothing else - not another
+ *	   partition's files either - may stand between the two.  Ticks and
+ *	   generation records that retirement frees are deleted by the next
+ *	   round's step 2.
  *
  * INVARIANTS
- *	- Everything runs in the caller's transaction; a crash or an error
- *	  anywhere rolls the whole round back, and the next round does it again
- *	  (every step only removes what is provably consumed, so it is
- *	  idempotent).
- *	- Locks: the ACCESS EXCLUSIVE lock of a partition being emptied (tried,
- *	  never waited for more than 50 ms) and the ShareLock on outbox.tick
- *	  (never waited for), both until the caller commits.
+ *	- HousekeepingRun and each HousekeepingRetire run in the caller's
+ *	  transaction; a crash or an error rolls that transaction back, and
+ *	  the next round does it again (every step only removes what is
+ *	  provably consumed, so it is idempotent, and no step relies on another
+ *	  having committed: a partition's retirement reads the destinations'
+ *	  positions and the ticks itself).
+ *	- Locks: the ShareLock on outbox.tick (never waited for) until
+ *	  HousekeepingRun's caller commits; the ACCESS EXCLUSIVE lock of a
+ *	  partition being emptied (tried, never waited for more than 50 ms)
+ *	  until HousekeepingRetire's caller commits.
  *	- Every statement is a kept SpiStatement (spi_util.c); the statements
  *	  naming one partition are built once per partition, the partition
  *	  number being the only part of their text that varies.
@@ -369,7 +375,7 @@ truncate_partition(int part)
 	return false;
 }
 
-/* Whether some destination is paused or behind (HK_ANY_BEHIND), per round. */
+/* Whether some destination is paused or behind (HK_ANY_BEHIND), per retirement. */
 static bool any_behind;
 
 /* One call of SkipDestination, run in a subtransaction by skip_one. */
@@ -606,8 +612,6 @@ void
 HousekeepingRun(void)
 {
 	Datum		current_gen;
-	Datum		behind_secs;
-	int			part;
 
 	/*
 	 * 0. Without destinations the dispatcher takes no ticks; retirement
@@ -638,16 +642,31 @@ HousekeepingRun(void)
 	if (OidIsValid(get_relname_relid("history", get_namespace_oid("outbox", false))))
 		SpiRun(&round_stmts[HK_PRUNE_HISTORY], NULL, NULL, SPI_OK_SELECT);
 
-	/*
-	 * 5. Retire what every destination has consumed, last: from a
-	 * partition's TRUNCATE to the commit, readers and writers of the log
-	 * wait for its lock.
-	 */
+}
+
+/*
+ * HousekeepingRetire
+ *		Step 5 of the file header for partition 'part' (0 ..
+ *		OUTBOX_PARTITIONS - 1), in the caller's transaction: the caller
+ *		commits right after, since readers and writers of the log wait for
+ *		a truncated partition's lock until then.
+ */
+void
+HousekeepingRetire(int part)
+{
+	Datum		behind_secs;
+	Oid			nspid = get_namespace_oid("outbox", true);
+	char		relname[NAMEDATALEN];
+
+	Assert(part >= 0 && part < OUTBOX_PARTITIONS);
+	/* The extension dropped since the round's first transaction: nothing to do. */
+	snprintf(relname, sizeof(relname), "events_p%d", part);
+	if (!OidIsValid(nspid) || !OidIsValid(get_relname_relid(relname, nspid)))
+		return;
 	behind_secs = Int32GetDatum(OutboxMaxDestinationLag > 0 ?
 								Min(OutboxMaxDestinationLag, SETTLED_SECONDS) :
 								SETTLED_SECONDS);
 	any_behind = SpiRun(&round_stmts[HK_ANY_BEHIND], &behind_secs, NULL,
 						SPI_OK_SELECT) > 0;
-	for (part = 0; part < OUTBOX_PARTITIONS; part++)
-		retire_partition(part);
+	retire_partition(part);
 }
