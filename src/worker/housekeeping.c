@@ -19,11 +19,11 @@
  *	4. Delete retained events older than their topic's keep, at most
  *	   10000 a round (outbox.history_prune, events/history.c; only once
  *	   the extension's SQL has outbox.history, i.e. is 0.2.0's).
- *	5. Retire partitions, last, one per transaction: a partition whose newest writing
- *	   transaction is below the xmin of the oldest tick any destination
- *	   still needs (so every event in it is consumed), and whose newest
- *	   event is older than outbox_saga.retention, is emptied with TRUNCATE
- *	   - the generation being written included.  The ACCESS EXCLUSIVE lock
+ *	5. Retire partitions, last, one per transaction: a partition whose
+ *	   newest writing transaction is below the xmin of the oldest tick any
+ *	   destination still needs (so every event in it is consumed), and whose
+ *	   newest event is older than outbox_saga.retention, is emptied with
+ *	   TRUNCATE - the generation being written included.  The ACCESS EXCLUSIVE lock
  *	   is only tried (lock_timeout 50 ms, in a subtransaction), so a reader
  *	   or writer holding the partition only delays retirement, and the
  *	   condition is checked again under the lock, where no row can be
