@@ -1140,7 +1140,7 @@ housekeeping(TimestampTz now, int64 activity)
 	for (part = 0; part < OUTBOX_PARTITIONS; part++)
 	{
 		TransactionStep retire = {"outbox_saga: housekeeping", NULL,
-		housekeeping_retire_body, &part};
+			housekeeping_retire_body, &part};
 
 		SpiWorkerInterruptsBetweenSteps();
 		edata = run_caught("while retiring the log", run_transaction, &retire);

@@ -23,13 +23,14 @@
  *	   newest writing transaction is below the xmin of the oldest tick any
  *	   destination still needs (so every event in it is consumed), and whose
  *	   newest event is older than outbox_saga.retention, is emptied with
- *	   TRUNCATE - the generation being written included.  The ACCESS EXCLUSIVE lock
- *	   is only tried (lock_timeout 50 ms, in a subtransaction), so a reader
- *	   or writer holding the partition only delays retirement, and the
- *	   condition is checked again under the lock, where no row can be
- *	   added.  A partition that also holds a later, unconsumed generation
- *	   (a destination lagged by more than three generations) loses its old
- *	   generation by DELETE once that generation is closed and consumed.
+ *	   TRUNCATE - the generation being written included.  The ACCESS
+ *	   EXCLUSIVE lock is only tried (lock_timeout 50 ms, in a
+ *	   subtransaction), so a reader or writer holding the partition only
+ *	   delays retirement, and the condition is checked again under the
+ *	   lock, where no row can be added.  A partition that also holds a
+ *	   later, unconsumed generation (a destination lagged by more than three
+ *	   generations) loses its old generation by DELETE once that generation
+ *	   is closed and consumed.
  *	   Destinations never hold a part of the log (a partition, or the
  *	   oldest generation of one) for long: when the part is past retention
  *	   and a tick past it exists, but destinations' positions hold it,
@@ -375,7 +376,7 @@ truncate_partition(int part)
 	return false;
 }
 
-/* Whether some destination is paused or behind (HK_ANY_BEHIND), per retirement. */
+/* Whether a destination is paused or behind (HK_ANY_BEHIND), per retirement. */
 static bool any_behind;
 
 /* One call of SkipDestination, run in a subtransaction by skip_one. */
@@ -641,7 +642,6 @@ HousekeepingRun(void)
 	/* 4. Retained events past their keep (none before the 0.2.0 SQL). */
 	if (OidIsValid(get_relname_relid("history", get_namespace_oid("outbox", false))))
 		SpiRun(&round_stmts[HK_PRUNE_HISTORY], NULL, NULL, SPI_OK_SELECT);
-
 }
 
 /*
@@ -659,7 +659,7 @@ HousekeepingRetire(int part)
 	char		relname[NAMEDATALEN];
 
 	Assert(part >= 0 && part < OUTBOX_PARTITIONS);
-	/* The extension dropped since the round's first transaction: nothing to do. */
+	/* The extension was dropped after the round's first transaction. */
 	snprintf(relname, sizeof(relname), "events_p%d", part);
 	if (!OidIsValid(nspid) || !OidIsValid(get_relname_relid(relname, nspid)))
 		return;
