@@ -23,7 +23,8 @@
  * PG_CATCH half of the worker loops: keep the error, abort the transaction;
  * SpiWorkerInterruptsBetweenSteps is their CHECK_FOR_INTERRUPTS outside a
  * step, where a cancel has nothing to cancel and an error would end the
- * process.
+ * process, and SpiWorkerReportCaught their report of a caught error, which
+ * a cancel must not turn into such an error either.
  *
  *-------------------------------------------------------------------------
  */
@@ -224,6 +225,26 @@ SpiWorkerInterruptsBetweenSteps(void)
 {
 	QueryCancelPending = false;
 	CHECK_FOR_INTERRUPTS();
+}
+
+/*
+ * SpiWorkerReportCaught
+ *		Report an error a worker loop caught and goes on from, as a WARNING
+ *		(its own message, detail, hint and context), outside any step.
+ *		Reporting checks for interrupts (errfinish does, after the message
+ *		is written), so a cancel that arrived since the error would be
+ *		raised there, outside any PG_TRY, and end the process: cancels are
+ *		held off while the report is written and dropped after it
+ *		(SpiWorkerInterruptsBetweenSteps).  'edata' is the caller's to free.
+ */
+void
+SpiWorkerReportCaught(ErrorData *edata)
+{
+	edata->elevel = WARNING;
+	HOLD_CANCEL_INTERRUPTS();
+	ThrowErrorData(edata);
+	RESUME_CANCEL_INTERRUPTS();
+	SpiWorkerInterruptsBetweenSteps();
 }
 
 /*

@@ -463,10 +463,9 @@ driver_error_callback(void *arg)
 static void
 report_caught(ErrorData *edata, const char *hint)
 {
-	edata->elevel = WARNING;
 	if (edata->hint == NULL && hint != NULL)
 		edata->hint = MemoryContextStrdup(GetMemoryChunkContext(edata), hint);
-	ThrowErrorData(edata);
+	SpiWorkerReportCaught(edata);
 }
 
 typedef struct GuardedCall

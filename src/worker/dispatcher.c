@@ -466,11 +466,25 @@ run_caught(const char *context, void (*fn) (void *), void *arg)
 	PG_END_TRY();
 	MemoryContextSwitchTo(cxt);
 	if (edata != NULL)
-	{
-		edata->elevel = WARNING;
-		ThrowErrorData(edata);
-	}
+		SpiWorkerReportCaught(edata);
 	return edata;
+}
+
+/*
+ * run_transaction_uncancelled
+ *		run_transaction for the steps outside run_caught, whose error ends
+ *		the process (the start of a pass, recording a batch's error, reading
+ *		the database's name): pg_cancel_backend() must not end it, so
+ *		cancels are held off while the step runs and dropped after it; any
+ *		other error, and SIGTERM, still end it.
+ */
+static void
+run_transaction_uncancelled(TransactionStep *step)
+{
+	HOLD_CANCEL_INTERRUPTS();
+	run_transaction(step);
+	RESUME_CANCEL_INTERRUPTS();
+	SpiWorkerInterruptsBetweenSteps();
 }
 
 /*
@@ -504,7 +518,7 @@ read_database_name(void)
 {
 	TransactionStep step = {NULL, NULL, read_database_name_body, NULL};
 
-	run_transaction(&step);
+	run_transaction_uncancelled(&step);
 }
 
 /*
@@ -854,7 +868,7 @@ start_pass(void)
 	step.context = "while starting a pass";
 	step.body = start_pass_body;
 	step.arg = &start;
-	run_transaction(&step);
+	run_transaction_uncancelled(&step);
 	if (start.state == EXTENSION_MISSING)
 	{
 		ereport(LOG,
@@ -890,7 +904,7 @@ record_batch_error(DestinationConfig *dest, const char *message)
 	BatchError	err = {dest->id, message};
 	TransactionStep step = {NULL, NULL, record_batch_error_body, &err};
 
-	run_transaction(&step);
+	run_transaction_uncancelled(&step);
 }
 
 /*

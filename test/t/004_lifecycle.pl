@@ -349,6 +349,41 @@ ok(wait_until($node, 'db1', q{
 is(dispatcher_pid($node, 'db1'), $pid1, 'the dispatcher survives the timeout (same pid)');
 delivers('db1', 'one-after-timeout', 'and delivers to the other destination');
 
+# --- pg_cancel_backend again, a cancel every half millisecond for two
+# seconds while 200 commits wake the dispatcher: cancels then also land
+# while a pass starts (its first transaction: the tick, the destinations)
+# and while a cancelled step's WARNING is written, where they ended the
+# process (CI, PostgreSQL 17).  Here, after the checks of a clear
+# last_error: a cancelled handler is a failed attempt, and its 57014 stays
+# the destination's last error.
+my $storm = $node->background_psql('postgres');
+$storm->query_until(qr/storm/, qq{\\echo storm
+DO \$\$
+DECLARE t timestamptz := clock_timestamp();
+BEGIN
+	WHILE clock_timestamp() < t + interval '2 seconds' LOOP
+		PERFORM pg_cancel_backend($pid1);
+		PERFORM pg_sleep(0.0005);
+	END LOOP;
+END \$\$;
+});
+$node->safe_psql('db1', q{
+	DO $$
+	BEGIN
+		FOR r IN 1 .. 200 LOOP
+			PERFORM outbox.emit('t', 'e', jsonb_build_object('tag', 'one-storm-' || r), 'storm');
+			COMMIT;
+			PERFORM pg_sleep(0.005);
+		END LOOP;
+	END $$;
+});
+$storm->quit;
+ok($node->poll_query_until('db1', q{
+	SELECT outbox.wait_idle('1 second')
+	   AND (SELECT count(DISTINCT tag) FROM public.got WHERE tag LIKE 'one-storm-%') = 200}),
+	'a cancel every half millisecond while 200 commits are delivered: every event is delivered');
+is(dispatcher_pid($node, 'db1'), $pid1, 'and the dispatcher is still the same process');
+
 # --- DROP EXTENSION and CREATE EXTENSION while the launcher is slow: the
 # dispatcher stops when it finds the extension gone, CREATE EXTENSION asks
 # the launcher for a rescan, and the launcher (descheduled meanwhile,
