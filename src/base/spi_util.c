@@ -23,8 +23,9 @@
  * PG_CATCH half of the worker loops: keep the error, abort the transaction;
  * SpiWorkerInterruptsBetweenSteps is their CHECK_FOR_INTERRUPTS outside a
  * step, where a cancel has nothing to cancel and an error would end the
- * process, and SpiWorkerReportCaught their report of a caught error, which
- * a cancel must not turn into such an error either.
+ * process; SpiWorkerWithoutCancel runs what a cancel must not turn into
+ * such an error either (the steps whose error ends the process, and
+ * SpiWorkerReportCaught, the report of a caught error).
  *
  *-------------------------------------------------------------------------
  */
@@ -228,23 +229,42 @@ SpiWorkerInterruptsBetweenSteps(void)
 }
 
 /*
+ * SpiWorkerWithoutCancel
+ *		fn(arg) for a worker loop, where a cancel must not raise: held off
+ *		while fn runs (any other error, and SIGTERM, still do) and dropped
+ *		after it (SpiWorkerInterruptsBetweenSteps).  For the steps whose
+ *		error ends the process, and for reporting a caught error.
+ */
+void
+SpiWorkerWithoutCancel(void (*fn) (void *), void *arg)
+{
+	HOLD_CANCEL_INTERRUPTS();
+	fn(arg);
+	RESUME_CANCEL_INTERRUPTS();
+	SpiWorkerInterruptsBetweenSteps();
+}
+
+/* SpiWorkerReportCaught's report. */
+static void
+report_body(void *arg)
+{
+	ThrowErrorData((ErrorData *) arg);
+}
+
+/*
  * SpiWorkerReportCaught
  *		Report an error a worker loop caught and goes on from, as a WARNING
  *		(its own message, detail, hint and context), outside any step.
  *		Reporting checks for interrupts (errfinish does, after the message
  *		is written), so a cancel that arrived since the error would be
- *		raised there, outside any PG_TRY, and end the process: cancels are
- *		held off while the report is written and dropped after it
- *		(SpiWorkerInterruptsBetweenSteps).  'edata' is the caller's to free.
+ *		raised there, outside any PG_TRY, and end the process: it is
+ *		written by SpiWorkerWithoutCancel.  'edata' is the caller's to free.
  */
 void
 SpiWorkerReportCaught(ErrorData *edata)
 {
 	edata->elevel = WARNING;
-	HOLD_CANCEL_INTERRUPTS();
-	ThrowErrorData(edata);
-	RESUME_CANCEL_INTERRUPTS();
-	SpiWorkerInterruptsBetweenSteps();
+	SpiWorkerWithoutCancel(report_body, edata);
 }
 
 /*

@@ -39,6 +39,7 @@ extern uint64 SpiRunLatest(SpiStatement *stmt, Datum *values, const char *nulls,
 extern bool SpiTryInSubtransaction(void (*fn) (void *), void *arg, ErrorData **edata);
 extern ErrorData *SpiAbortKeepingError(MemoryContext cxt);
 extern void SpiWorkerInterruptsBetweenSteps(void);
+extern void SpiWorkerWithoutCancel(void (*fn) (void *), void *arg);
 extern void SpiWorkerReportCaught(ErrorData *edata);
 extern bool SpiColumnExists(const char *schema, const char *table,
 							const char *column);

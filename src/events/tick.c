@@ -25,7 +25,8 @@
  *	  transaction advisory lock of OUTBOX_TICK_LOCK_SQL, held to the end of
  *	  the caller's transaction) before it reads anything.  Every other
  *	  writer of ticks takes it too (housekeeping and outbox.deliver_pending,
- *	  whose ticks have conditions of their own and stay SQL), so the latest tick is read after the one before it
+ *	  whose ticks have conditions of their own and stay SQL), so the
+ *	  latest tick is read after the one before it
  *	  committed, and its snapshot taken after that: each tick's snapshot
  *	  sees at least what the one before saw.
  *	- The latest tick is read with a snapshot taken after the lock, and the
@@ -135,6 +136,17 @@ same_snapshot(Datum a, Datum b)
 }
 
 /*
+ * TickRelid
+ *		The OID of outbox.tick, looked up each time (the extension may have
+ *		been dropped and created again); an error if it is not installed.
+ */
+Oid
+TickRelid(void)
+{
+	return OutboxLogRelid(get_namespace_oid("outbox", false), "tick");
+}
+
+/*
  * TickTake
  *		Take the tick lock and, if the snapshot moved since the latest tick,
  *		write a new tick; in the caller's transaction.  Returns the id of the
@@ -162,7 +174,7 @@ TickTake(void)
 							   Int32GetDatum(OUTBOX_TICK_LOCK_CLASS),
 							   Int32GetDatum(OUTBOX_TICK_LOCK_OBJECT));
 
-	relid = OutboxLogRelid(get_namespace_oid("outbox", false), "tick");
+	relid = TickRelid();
 	rel = table_open(relid, RowExclusiveLock);
 	desc = RelationGetDescr(rel);
 	if (desc->natts != TICK_NATTS || rel->rd_rel->relam != HEAP_TABLE_AM_OID)
@@ -315,7 +327,7 @@ TickSnapshot(int64 id, bool cached, bool *found)
 			CacheRegisterRelcacheCallback(tick_cache_forget, (Datum) 0);
 			tick_cache_callback = true;
 		}
-		tick_cache_relid = get_relname_relid("tick", get_namespace_oid("outbox", false));
+		tick_cache_relid = TickRelid();
 		slot = &tick_cache[tick_cache_next];
 		tick_cache_next = (tick_cache_next + 1) % TICK_CACHE_SIZE;
 		if (slot->snapshot != 0)

@@ -404,7 +404,9 @@ step_error_context(void *arg)
  *		snapshot pushed, then commit.  'arg' is a TransactionStep (void *,
  *		so that run_caught can run it).  An error propagates; whoever
  *		catches it aborts the transaction (run_caught), or the process
- *		exits.  The caller's memory context is current again on return.
+ *		exits - the steps run outside run_caught go through
+ *		SpiWorkerWithoutCancel, so that pg_cancel_backend() is not such an
+ *		error.  The caller's memory context is current again on return.
  */
 static void
 run_transaction(void *arg)
@@ -471,23 +473,6 @@ run_caught(const char *context, void (*fn) (void *), void *arg)
 }
 
 /*
- * run_transaction_uncancelled
- *		run_transaction for the steps outside run_caught, whose error ends
- *		the process (the start of a pass, recording a batch's error, reading
- *		the database's name): pg_cancel_backend() must not end it, so
- *		cancels are held off while the step runs and dropped after it; any
- *		other error, and SIGTERM, still end it.
- */
-static void
-run_transaction_uncancelled(TransactionStep *step)
-{
-	HOLD_CANCEL_INTERRUPTS();
-	run_transaction(step);
-	RESUME_CANCEL_INTERRUPTS();
-	SpiWorkerInterruptsBetweenSteps();
-}
-
-/*
  * dispatcher_detach
  *		On exit: let the launcher and DROP DATABASE see that we are gone.
  */
@@ -518,7 +503,7 @@ read_database_name(void)
 {
 	TransactionStep step = {NULL, NULL, read_database_name_body, NULL};
 
-	run_transaction_uncancelled(&step);
+	SpiWorkerWithoutCancel(run_transaction, &step);
 }
 
 /*
@@ -868,7 +853,7 @@ start_pass(void)
 	step.context = "while starting a pass";
 	step.body = start_pass_body;
 	step.arg = &start;
-	run_transaction_uncancelled(&step);
+	SpiWorkerWithoutCancel(run_transaction, &step);
 	if (start.state == EXTENSION_MISSING)
 	{
 		ereport(LOG,
@@ -904,7 +889,7 @@ record_batch_error(DestinationConfig *dest, const char *message)
 	BatchError	err = {dest->id, message};
 	TransactionStep step = {NULL, NULL, record_batch_error_body, &err};
 
-	run_transaction_uncancelled(&step);
+	SpiWorkerWithoutCancel(run_transaction, &step);
 }
 
 /*

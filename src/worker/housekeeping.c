@@ -81,6 +81,7 @@
 #include "worker/housekeeping.h"
 #include "dispatch/skip.h"
 #include "events/eventlog.h"
+#include "events/tick.h"
 #include "base/guc.h"
 #include "base/spi_util.h"
 
@@ -376,8 +377,28 @@ truncate_partition(int part)
 	return false;
 }
 
-/* Whether a destination is paused or behind (HK_ANY_BEHIND), per retirement. */
-static bool any_behind;
+/*
+ * Whether a destination is paused or behind (HK_ANY_BEHIND): read on first
+ * need in a retirement's transaction (most partitions are empty or consumed
+ * and never ask), -1 until then.
+ */
+static int	any_behind_known = -1;
+
+static bool
+any_behind(void)
+{
+	Datum		behind_secs;
+
+	if (any_behind_known < 0)
+	{
+		behind_secs = Int32GetDatum(OutboxMaxDestinationLag > 0 ?
+									Min(OutboxMaxDestinationLag, SETTLED_SECONDS) :
+									SETTLED_SECONDS);
+		any_behind_known = SpiRun(&round_stmts[HK_ANY_BEHIND], &behind_secs, NULL,
+								  SPI_OK_SELECT) > 0;
+	}
+	return any_behind_known;
+}
 
 /* One call of SkipDestination, run in a subtransaction by skip_one. */
 typedef struct SkipAttempt
@@ -443,7 +464,7 @@ release_pins(Datum bound)
 	bool	   *paused;
 	bool		released = true;
 
-	if (!any_behind)
+	if (!any_behind())
 		return false;
 	values[0] = bound;
 	values[1] = Int32GetDatum(OutboxMaxDestinationLag);
@@ -490,7 +511,7 @@ release_partition(int part)
 	bool		isnull;
 	Datum		max_txid;
 
-	if (!any_behind ||
+	if (!any_behind() ||
 		SpiRun(&partition_stmts(part)[HP_MAX_TXID], &value, NULL, SPI_OK_SELECT) != 1)
 		return false;
 	max_txid = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
@@ -513,7 +534,7 @@ release_generation(int part, int64 gen, int64 bound)
 	bool		isnull;
 	Datum		closed_xmax;
 
-	if (!any_behind)
+	if (!any_behind())
 		return false;
 	values[0] = Int64GetDatum(gen);
 	values[1] = Int64GetDatum(bound);
@@ -574,21 +595,6 @@ retire_partition(int part)
 }
 
 /*
- * tick_relid
- *		The OID of outbox.tick (looked up each time: the extension may have
- *		been dropped and created again since the last round).
- */
-static Oid
-tick_relid(void)
-{
-	Oid			relid = get_relname_relid("tick", get_namespace_oid("outbox", false));
-
-	if (!OidIsValid(relid))
-		elog(ERROR, "outbox_saga: table outbox.tick is missing");
-	return relid;
-}
-
-/*
  * current_generation
  *		The generation of the id the sequence handed out last.
  */
@@ -632,7 +638,7 @@ HousekeepingRun(void)
 	 * (destination.c), so a destination this statement cannot see yet
 	 * never loses its starting tick.  Skipped this time if one is running.
 	 */
-	if (ConditionalLockRelationOid(tick_relid(), ShareLock))
+	if (ConditionalLockRelationOid(TickRelid(), ShareLock))
 		SpiRun(&round_stmts[HK_DELETE_TICKS], NULL, NULL, SPI_OK_DELETE);
 	SpiRun(&round_stmts[HK_DELETE_GENERATIONS], &current_gen, NULL, SPI_OK_DELETE);
 
@@ -654,19 +660,10 @@ HousekeepingRun(void)
 void
 HousekeepingRetire(int part)
 {
-	Datum		behind_secs;
-	Oid			nspid = get_namespace_oid("outbox", true);
-	char		relname[NAMEDATALEN];
-
 	Assert(part >= 0 && part < OUTBOX_PARTITIONS);
-	/* The extension was dropped after the round's first transaction. */
-	snprintf(relname, sizeof(relname), "events_p%d", part);
-	if (!OidIsValid(nspid) || !OidIsValid(get_relname_relid(relname, nspid)))
+	/* The extension (and its schema) dropped after the round's first step. */
+	if (!OidIsValid(get_namespace_oid("outbox", true)))
 		return;
-	behind_secs = Int32GetDatum(OutboxMaxDestinationLag > 0 ?
-								Min(OutboxMaxDestinationLag, SETTLED_SECONDS) :
-								SETTLED_SECONDS);
-	any_behind = SpiRun(&round_stmts[HK_ANY_BEHIND], &behind_secs, NULL,
-						SPI_OK_SELECT) > 0;
+	any_behind_known = -1;
 	retire_partition(part);
 }
