@@ -1828,3 +1828,14 @@ COMMENT ON FUNCTION outbox.saga_work_changed() IS
 	'Internal: when the transaction commits, tells the dispatcher that saga state changed, so that its next saga round runs (called by saga.resume).';
 REVOKE ALL ON FUNCTION outbox.saga_work_changed() FROM PUBLIC;
 -- end of issue 18: saga rounds
+
+-- issue 18: the drain (item 4).  The log's txid index also holds the id, so
+-- that the dispatcher reads a window's transactions and the ids they span
+-- from the index alone (src/events/logscan.c, window_order_build) instead of
+-- fetching every event's row once more before its page reads it.  The
+-- partitions' indexes are renamed by this (events_pN_txid_id_idx); the
+-- rebuild holds the log's writers for as long as it takes (the log holds
+-- only the events not yet retired).
+DROP INDEX outbox.events_txid_idx;
+CREATE INDEX events_txid_idx ON outbox.events (txid, id);
+-- end of issue 18: the drain

@@ -35,9 +35,9 @@
  *	Within a window: LogWindowCommitPage hands out the window's events in
  *	key order, page after page, from a cursor (CommitCursor: the key of the
  *	last event handed out).  The transactions of the window and their keys
- *	come from one scan of the txid index (window_order), sorted by key and
- *	cached per window, so the pages of a large window cost one such scan,
- *	not one each; a page then reads the id range of the next transactions
+ *	come from one scan of the (txid, id) index (window_order), sorted by
+ *	key and cached per window, so the pages of a large window cost one such
+ *	scan, not one each; a page then reads the id range of the next transactions
  *	in key order and sorts what it read - unless their ids already ascend in
  *	key order (writers that commit in the order they drew their ids, the
  *	common case), when the id index yields the key order and the events are
@@ -76,8 +76,16 @@
  * housekeeping): a transaction that committed in between would be in the
  * window but invisible to the scan, and its events skipped for good (found
  * by make soak; test/t/098_window_snapshot.pl).  Later transactions the
- * fresh snapshot sees are outside the window (not visible in S_to).  They
- * only read: nothing to recover after a crash.  The cache of window orders
+ * fresh snapshot sees are outside the window (not visible in S_to).
+ *	window_order reads the index entries only, not the rows, and so needs no
+ * snapshot of its own: a transaction of the window (its txid visible in
+ * S_to, not in S_from) has ended before S_to was taken, and a commit time
+ * recorded for it means it committed; one without (unknown, or it rolled
+ * back) is decided by its rows, as in the other scans, until one of them is
+ * visible.  The entries of rows that a rolled-back subtransaction wrote
+ * count among their transaction's ids: its id range can only be wider than
+ * its visible rows', and a page skips those rows as it skips any row that
+ * is not visible.  They only read: nothing to recover after a crash.  The cache of window orders
  * is per process, in TopMemoryContext, at most ORDER_CACHE_SIZE windows; a
  * window's contents never change once its upper tick exists, so an entry
  * never goes stale (a window whose events were retired under it only yields
@@ -111,6 +119,10 @@
 
 PG_FUNCTION_INFO_V1(outbox_saga_committed_at);
 
+/* The indexes of partition N (events.sql): (id) and (txid, id). */
+#define LOG_ID_INDEX	"events_p%d_id_idx"
+#define LOG_TXID_INDEX	"events_p%d_txid_id_idx"
+
 /*
  * log_relid
  *		The OID of the relation of the outbox schema whose name is 'fmt'
@@ -133,6 +145,7 @@ typedef struct LogIndexScan
 	IndexScanDesc scan;
 	TupleTableSlot *slot;
 	Snapshot	snapshot;
+	bool		want_itup;		/* return index tuples (xs_itup) */
 } LogIndexScan;
 
 /*
@@ -151,6 +164,7 @@ log_scan_begin(LogIndexScan *ls, Oid nspid, int part, const char *index_fmt,
 	ls->slot = table_slot_create(ls->heap, NULL);
 	ls->snapshot = RegisterSnapshot(GetLatestSnapshot());
 	ls->scan = CompatIndexBeginscan(ls->heap, ls->index, ls->snapshot, 2, 0);
+	ls->scan->xs_want_itup = ls->want_itup;
 	index_rescan(ls->scan, keys, 2, NULL, 0);
 }
 
@@ -195,11 +209,11 @@ LogWindowFirstId(const LogWindow *w)
 	for (part = 0; part < OUTBOX_PARTITIONS; part++)
 	{
 		ScanKeyData keys[2];
-		LogIndexScan ls;
+		LogIndexScan ls = {0};
 
 		ScanKeyInit(&keys[0], 1, BTGreaterEqualStrategyNumber, F_XID8GE, lo);
 		ScanKeyInit(&keys[1], 1, BTLessStrategyNumber, F_XID8LT, hi);
-		log_scan_begin(&ls, nspid, part, "events_p%d_txid_idx", keys);
+		log_scan_begin(&ls, nspid, part, LOG_TXID_INDEX, keys);
 		while (index_getnext_slot(ls.scan, ForwardScanDirection, ls.slot))
 		{
 			bool		isnull;
@@ -245,11 +259,11 @@ LogWindowPage(const LogWindow *w, int64 after, int64 max_id, int limit,
 		int64		lo = Max(after, (gen << OUTBOX_GENERATION_BITS) - 1);
 		int64		hi = (gen + 1) << OUTBOX_GENERATION_BITS;
 		ScanKeyData keys[2];
-		LogIndexScan ls;
+		LogIndexScan ls = {0};
 
 		ScanKeyInit(&keys[0], 1, BTGreaterStrategyNumber, F_INT8GT, Int64GetDatum(lo));
 		ScanKeyInit(&keys[1], 1, BTLessStrategyNumber, F_INT8LT, Int64GetDatum(hi));
-		log_scan_begin(&ls, nspid, part, "events_p%d_id_idx", keys);
+		log_scan_begin(&ls, nspid, part, LOG_ID_INDEX, keys);
 		while (taken < limit &&
 			   index_getnext_slot(ls.scan, ForwardScanDirection, ls.slot))
 		{
@@ -288,11 +302,11 @@ LogWindowScan(const LogWindow *w,
 	for (part = 0; go_on && part < OUTBOX_PARTITIONS; part++)
 	{
 		ScanKeyData keys[2];
-		LogIndexScan ls;
+		LogIndexScan ls = {0};
 
 		ScanKeyInit(&keys[0], 1, BTGreaterEqualStrategyNumber, F_XID8GE, lo);
 		ScanKeyInit(&keys[1], 1, BTLessStrategyNumber, F_XID8LT, hi);
-		log_scan_begin(&ls, nspid, part, "events_p%d_txid_idx", keys);
+		log_scan_begin(&ls, nspid, part, LOG_TXID_INDEX, keys);
 		while (go_on && index_getnext_slot(ls.scan, ForwardScanDirection, ls.slot))
 		{
 			bool		isnull;
@@ -448,9 +462,12 @@ snapshot_xmax(Datum snap)
 
 /*
  * window_order_build
- *		Scan the window's txid index entries (as LogWindowFirstId does) into
- *		one WindowTxn per transaction, look up the commit times and sort by
- *		key, in a new memory context that is a child of the current one.
+ *		Scan the window's (txid, id) index entries (the range of
+ *		LogWindowFirstId) into one WindowTxn per transaction with its commit
+ *		time, without reading the rows unless a commit time is unknown (see
+ *		the file header), and sort by key, in a new memory context that is a
+ *		child of the current one.  An index of the layout before 0.2.0
+ *		(txid alone) is an error: ALTER EXTENSION UPDATE rebuilds it.
  */
 static WindowOrder *
 window_order_build(const LogWindow *w)
@@ -479,16 +496,24 @@ window_order_build(const LogWindow *w)
 	for (part = 0; part < OUTBOX_PARTITIONS; part++)
 	{
 		ScanKeyData keys[2];
-		LogIndexScan ls;
+		LogIndexScan ls = {0};
 
 		ScanKeyInit(&keys[0], 1, BTGreaterEqualStrategyNumber, F_XID8GE, lo);
 		ScanKeyInit(&keys[1], 1, BTLessStrategyNumber, F_XID8LT, hi);
-		log_scan_begin(&ls, nspid, part, "events_p%d_txid_idx", keys);
-		while (index_getnext_slot(ls.scan, ForwardScanDirection, ls.slot))
+		ls.want_itup = true;
+		log_scan_begin(&ls, nspid, part, LOG_TXID_INDEX, keys);
+		if (IndexRelationGetNumberOfKeyAttributes(ls.index) < 2)
+			ereport(ERROR,
+					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+					 errmsg("outbox_saga: the index %s has the layout of an older version",
+							RelationGetRelationName(ls.index)),
+					 errhint("Run ALTER EXTENSION outbox_saga UPDATE.")));
+		while (index_getnext_tid(ls.scan, ForwardScanDirection) != NULL)
 		{
+			IndexTuple	itup = ls.scan->xs_itup;
 			bool		isnull;
-			Datum		txid = slot_getattr(ls.slot, EV_TXID + 1, &isnull);
-			int64		id;
+			Datum		txid = index_getattr(itup, 1, ls.scan->xs_itupdesc, &isnull);
+			int64		id = DatumGetInt64(index_getattr(itup, 2, ls.scan->xs_itupdesc, &isnull));
 			WindowTxn  *t;
 
 			/* Entries of one txid are adjacent in one partition's index. */
@@ -496,7 +521,18 @@ window_order_build(const LogWindow *w)
 				t = &o->txns[n - 1];
 			else
 			{
+				TimestampTz committed_at;
+
 				if (!in_window(txid, w))
+					continue;
+
+				/*
+				 * A commit time means the transaction committed; without
+				 * one (unknown, or it aborted) its rows decide, until one
+				 * of them is visible.
+				 */
+				committed_at = LogCommittedAt(DatumGetUInt64(txid));
+				if (committed_at == 0 && !index_fetch_heap(ls.scan, ls.slot))
 					continue;
 				if (n == cap)
 				{
@@ -505,11 +541,11 @@ window_order_build(const LogWindow *w)
 				}
 				t = &o->txns[n++];
 				t->txid = DatumGetUInt64(txid);
+				t->committed_at = committed_at;
 				t->min_id = PG_INT64_MAX;
 				t->max_id = 0;
 				t->count = 0;
 			}
-			id = DatumGetInt64(slot_getattr(ls.slot, EV_ID + 1, &isnull));
 			t->min_id = Min(t->min_id, id);
 			t->max_id = Max(t->max_id, id);
 			t->count++;
@@ -535,11 +571,8 @@ window_order_build(const LogWindow *w)
 
 	o->by_commit = LogCommitOrderAvailable();
 	for (i = 0; i < m && o->by_commit; i++)
-	{
-		o->txns[i].committed_at = LogCommittedAt(o->txns[i].txid);
 		if (o->txns[i].committed_at == 0)
 			o->by_commit = false;
-	}
 	if (o->by_commit && m > 1)
 		qsort(o->txns, m, sizeof(WindowTxn), cmp_commit_key);
 
@@ -681,11 +714,11 @@ commit_page_in_id_order(const WindowOrder *o, CommitCursor *cursor,
 		int64		glo = Max(lo, gen << OUTBOX_GENERATION_BITS);
 		int64		ghi = Min(hi, ((gen + 1) << OUTBOX_GENERATION_BITS) - 1);
 		ScanKeyData keys[2];
-		LogIndexScan ls;
+		LogIndexScan ls = {0};
 
 		ScanKeyInit(&keys[0], 1, BTGreaterEqualStrategyNumber, F_INT8GE, Int64GetDatum(glo));
 		ScanKeyInit(&keys[1], 1, BTLessEqualStrategyNumber, F_INT8LE, Int64GetDatum(ghi));
-		log_scan_begin(&ls, nspid, part, "events_p%d_id_idx", keys);
+		log_scan_begin(&ls, nspid, part, LOG_ID_INDEX, keys);
 		while (index_getnext_slot(ls.scan, ForwardScanDirection, ls.slot))
 		{
 			bool		isnull;
@@ -825,11 +858,11 @@ LogWindowCommitPage(const LogWindow *w, CommitCursor *cursor, int limit,
 		int64		glo = Max(lo, gen << OUTBOX_GENERATION_BITS);
 		int64		ghi = Min(hi, ((gen + 1) << OUTBOX_GENERATION_BITS) - 1);
 		ScanKeyData keys[2];
-		LogIndexScan ls;
+		LogIndexScan ls = {0};
 
 		ScanKeyInit(&keys[0], 1, BTGreaterEqualStrategyNumber, F_INT8GE, Int64GetDatum(glo));
 		ScanKeyInit(&keys[1], 1, BTLessEqualStrategyNumber, F_INT8LE, Int64GetDatum(ghi));
-		log_scan_begin(&ls, nspid, part, "events_p%d_id_idx", keys);
+		log_scan_begin(&ls, nspid, part, LOG_ID_INDEX, keys);
 		if (descs[part] == NULL)
 			descs[part] = CreateTupleDescCopy(RelationGetDescr(ls.heap));
 		while (index_getnext_slot(ls.scan, ForwardScanDirection, ls.slot))

@@ -28,7 +28,11 @@ CREATE TABLE outbox.events_p2 PARTITION OF outbox.events FOR VALUES IN (2);
 CREATE TABLE outbox.events_p3 PARTITION OF outbox.events FOR VALUES IN (3);
 
 CREATE INDEX events_id_idx ON outbox.events (id);
-CREATE INDEX events_txid_idx ON outbox.events (txid);
+-- (txid, id): the dispatcher learns a window's transactions and the ids
+-- they span from this index alone, without reading the rows
+-- (src/events/logscan.c, window_order_build).  The partitions' indexes
+-- are named events_pN_txid_id_idx.
+CREATE INDEX events_txid_idx ON outbox.events (txid, id);
 
 COMMENT ON TABLE outbox.events IS
 	'Committed, not yet retired events. Written only by outbox.emit() and outbox.capture().';

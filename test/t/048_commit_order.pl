@@ -14,6 +14,9 @@
 #       drew the lower id waits behind it (retry rows follow commit order);
 #   (f) writers that commit in id order (the fast path: the window is
 #       read in id order, without a sort), in pages of three;
+#   (g) rolled-back events in such a window (a savepoint rolled back, a
+#       transaction rolled back, a committed one with nothing left): none
+#       delivered, and the window stays in commit order;
 #   (e) outbox.stats says which order each destination gets: 'commit',
 #       'unordered', and 'id' on a server without track_commit_timestamp,
 #       where (a) comes out in id order, as the README says.
@@ -193,6 +196,34 @@ ok($node->poll_query_until('postgres', q{
 is(fn_got('order-2'), '102,101', '(d) still in commit order after a retry');
 sql(q{SELECT outbox.resume_destination('hook')});
 drained('(d) the webhook caught up');
+
+# (g) Rolled-back work inside a window read in commit order.  The window's
+# transactions come from the (txid, id) index alone (logscan.c,
+# window_order_build), whose entries include rows nobody may see: A's
+# rolled-back subtransaction, C's rolled-back transaction, D's committed
+# transaction whose only event was rolled back with its savepoint.  None of
+# them may be delivered, and C (no commit time) must not turn the window to
+# id order: B, committed first, still comes before A, which drew lower ids.
+pause_all();
+my ($wa, $wc, $wd) = map { $node->background_psql('postgres') } 1 .. 3;
+$wa->query_safe(q{BEGIN; SELECT outbox.emit('t', 'step', '{"n": 201}', 'rb');
+	SAVEPOINT s; SELECT outbox.emit('t', 'step', '{"n": 299}', 'rb'); ROLLBACK TO SAVEPOINT s;
+	SELECT outbox.emit('t', 'step', '{"n": 202}', 'rb')});
+$wc->query_safe(q{BEGIN; SELECT outbox.emit('t', 'step', '{"n": 298}', 'rb')});
+$wd->query_safe(q{BEGIN; SAVEPOINT s; SELECT outbox.emit('t', 'step', '{"n": 297}', 'rb');
+	ROLLBACK TO SAVEPOINT s; COMMIT});
+sql(q{SELECT outbox.emit('t', 'step', '{"n": 203}', 'rb')});
+$wc->query_safe('ROLLBACK');
+$wa->query_safe('COMMIT');
+$_->quit for ($wa, $wc, $wd);
+is(sql(q{SELECT string_agg(payload->>'n', ',' ORDER BY id) FROM outbox.events WHERE aggregate_id = 'rb'}),
+	'201,202,203', '(g) A drew the lower ids; the rolled-back events are not visible');
+resume_all();
+drained('(g) delivered');
+is(fn_got('rb'), '203,201,202',
+	'(g) function destination: commit order, none of the rolled-back events');
+ok($receiver->wait_for(sub { hook_got('rb') eq '203,201,202' }, 30),
+	'(g) http destination: the same') or diag(hook_got('rb'));
 
 # outbox.committed_at(): the first part of the commit-order key.
 sql(q{SELECT outbox.emit('u', 'x')});
