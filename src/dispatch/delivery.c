@@ -97,6 +97,7 @@
 #include "common/hashfn.h"
 #include "common/pg_prng.h"
 #include "executor/spi.h"
+#include "funcapi.h"
 #include "miscadmin.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
@@ -498,8 +499,8 @@ read_event_values(Batch *b, Datum *values, bool *nulls, DispatchEvent *ev)
 	row[4] = PointerGetDatum(ev->event_type);
 	row[5] = JsonbPGetDatum(ev->payload);
 	row[6] = JsonbPGetDatum(ev->headers);
-	ev->row = heap_copy_tuple_as_datum(heap_form_tuple(b->events_desc, row, nulls),
-									   b->events_desc);
+	/* Formed from detoasted copies: a composite datum as it is. */
+	ev->row = HeapTupleGetDatum(heap_form_tuple(b->events_desc, row, nulls));
 }
 
 /*
