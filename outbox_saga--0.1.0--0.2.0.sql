@@ -1833,9 +1833,13 @@ REVOKE ALL ON FUNCTION outbox.saga_work_changed() FROM PUBLIC;
 -- that the dispatcher reads a window's transactions and the ids they span
 -- from the index alone (src/events/logscan.c, window_order_build) instead of
 -- fetching every event's row once more before its page reads it.  The
--- partitions' indexes are renamed by this (events_pN_txid_id_idx); the
+-- partitions' indexes keep their names (created first, then attached); the
 -- rebuild holds the log's writers for as long as it takes (the log holds
 -- only the events not yet retired).
 DROP INDEX outbox.events_txid_idx;
+CREATE INDEX events_p0_txid_idx ON outbox.events_p0 (txid, id);
+CREATE INDEX events_p1_txid_idx ON outbox.events_p1 (txid, id);
+CREATE INDEX events_p2_txid_idx ON outbox.events_p2 (txid, id);
+CREATE INDEX events_p3_txid_idx ON outbox.events_p3 (txid, id);
 CREATE INDEX events_txid_idx ON outbox.events (txid, id);
 -- end of issue 18: the drain

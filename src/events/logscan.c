@@ -121,7 +121,7 @@ PG_FUNCTION_INFO_V1(outbox_saga_committed_at);
 
 /* The indexes of partition N (events.sql): (id) and (txid, id). */
 #define LOG_ID_INDEX	"events_p%d_id_idx"
-#define LOG_TXID_INDEX	"events_p%d_txid_id_idx"
+#define LOG_TXID_INDEX	"events_p%d_txid_idx"
 
 /*
  * log_relid
@@ -466,8 +466,9 @@ snapshot_xmax(Datum snap)
  *		LogWindowFirstId) into one WindowTxn per transaction with its commit
  *		time, without reading the rows unless a commit time is unknown (see
  *		the file header), and sort by key, in a new memory context that is a
- *		child of the current one.  An index of the layout before 0.2.0
- *		(txid alone) is an error: ALTER EXTENSION UPDATE rebuilds it.
+ *		child of the current one.  With the index of 0.1.0 (txid alone:
+ *		the library is updated, the SQL not yet), every row is read, as
+ *		before 0.2.0.
  */
 static WindowOrder *
 window_order_build(const LogWindow *w)
@@ -497,24 +498,32 @@ window_order_build(const LogWindow *w)
 	{
 		ScanKeyData keys[2];
 		LogIndexScan ls = {0};
+		bool		keys_hold_id;
 
 		ScanKeyInit(&keys[0], 1, BTGreaterEqualStrategyNumber, F_XID8GE, lo);
 		ScanKeyInit(&keys[1], 1, BTLessStrategyNumber, F_XID8LT, hi);
 		ls.want_itup = true;
 		log_scan_begin(&ls, nspid, part, LOG_TXID_INDEX, keys);
-		if (IndexRelationGetNumberOfKeyAttributes(ls.index) < 2)
-			ereport(ERROR,
-					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-					 errmsg("outbox_saga: the index %s has the layout of an older version",
-							RelationGetRelationName(ls.index)),
-					 errhint("Run ALTER EXTENSION outbox_saga UPDATE.")));
+		keys_hold_id = IndexRelationGetNumberOfKeyAttributes(ls.index) >= 2;
 		while (index_getnext_tid(ls.scan, ForwardScanDirection) != NULL)
 		{
 			IndexTuple	itup = ls.scan->xs_itup;
 			bool		isnull;
 			Datum		txid = index_getattr(itup, 1, ls.scan->xs_itupdesc, &isnull);
-			int64		id = DatumGetInt64(index_getattr(itup, 2, ls.scan->xs_itupdesc, &isnull));
+			bool		visible = false;	/* the row was read and is visible */
+			int64		id;
 			WindowTxn  *t;
+
+			if (keys_hold_id)
+				id = DatumGetInt64(index_getattr(itup, 2, ls.scan->xs_itupdesc, &isnull));
+			else
+			{
+				/* The index of 0.1.0, before ALTER EXTENSION UPDATE: (txid). */
+				if (!index_fetch_heap(ls.scan, ls.slot))
+					continue;
+				visible = true;
+				id = DatumGetInt64(slot_getattr(ls.slot, EV_ID + 1, &isnull));
+			}
 
 			/* Entries of one txid are adjacent in one partition's index. */
 			if (n > 0 && o->txns[n - 1].txid == DatumGetUInt64(txid))
@@ -532,7 +541,8 @@ window_order_build(const LogWindow *w)
 				 * of them is visible.
 				 */
 				committed_at = LogCommittedAt(DatumGetUInt64(txid));
-				if (committed_at == 0 && !index_fetch_heap(ls.scan, ls.slot))
+				if (committed_at == 0 && !visible &&
+					!index_fetch_heap(ls.scan, ls.slot))
 					continue;
 				if (n == cap)
 				{

@@ -30,8 +30,14 @@ CREATE TABLE outbox.events_p3 PARTITION OF outbox.events FOR VALUES IN (3);
 CREATE INDEX events_id_idx ON outbox.events (id);
 -- (txid, id): the dispatcher learns a window's transactions and the ids
 -- they span from this index alone, without reading the rows
--- (src/events/logscan.c, window_order_build).  The partitions' indexes
--- are named events_pN_txid_id_idx.
+-- (src/events/logscan.c, window_order_build).  The partitions' indexes are
+-- created first, so that they keep the names the library looks up
+-- (events_pN_txid_idx, as in 0.1.0, where the index was (txid)); the
+-- partitioned index then attaches them.
+CREATE INDEX events_p0_txid_idx ON outbox.events_p0 (txid, id);
+CREATE INDEX events_p1_txid_idx ON outbox.events_p1 (txid, id);
+CREATE INDEX events_p2_txid_idx ON outbox.events_p2 (txid, id);
+CREATE INDEX events_p3_txid_idx ON outbox.events_p3 (txid, id);
 CREATE INDEX events_txid_idx ON outbox.events (txid, id);
 
 COMMENT ON TABLE outbox.events IS

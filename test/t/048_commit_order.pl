@@ -17,6 +17,8 @@
 #   (g) rolled-back events in such a window (a savepoint rolled back, a
 #       transaction rolled back, a committed one with nothing left): none
 #       delivered, and the window stays in commit order;
+#   (h) the same with the log's txid index of 0.1.0, (txid) alone (a library
+#       newer than the SQL, before ALTER EXTENSION UPDATE);
 #   (e) outbox.stats says which order each destination gets: 'commit',
 #       'unordered', and 'id' on a server without track_commit_timestamp,
 #       where (a) comes out in id order, as the README says.
@@ -224,6 +226,33 @@ is(fn_got('rb'), '203,201,202',
 	'(g) function destination: commit order, none of the rolled-back events');
 ok($receiver->wait_for(sub { hook_got('rb') eq '203,201,202' }, 30),
 	'(g) http destination: the same') or diag(hook_got('rb'));
+
+# (h) The log's txid index as 0.1.0 made it, (txid) alone: what a library
+# newer than the database's SQL finds until ALTER EXTENSION UPDATE.  The
+# window's transactions then come from the rows, as before; the order and
+# what is delivered are the same.
+sql(q{DROP INDEX outbox.events_txid_idx;
+	CREATE INDEX events_p0_txid_idx ON outbox.events_p0 (txid);
+	CREATE INDEX events_p1_txid_idx ON outbox.events_p1 (txid);
+	CREATE INDEX events_p2_txid_idx ON outbox.events_p2 (txid);
+	CREATE INDEX events_p3_txid_idx ON outbox.events_p3 (txid);
+	CREATE INDEX events_txid_idx ON outbox.events (txid)});
+pause_all();
+($wa, $wc) = map { $node->background_psql('postgres') } 1 .. 2;
+$wa->query_safe(q{BEGIN; SELECT outbox.emit('t', 'step', '{"n": 301}', 'old-idx');
+	SAVEPOINT s; SELECT outbox.emit('t', 'step', '{"n": 399}', 'old-idx'); ROLLBACK TO SAVEPOINT s;
+	SELECT outbox.emit('t', 'step', '{"n": 302}', 'old-idx')});
+$wc->query_safe(q{BEGIN; SELECT outbox.emit('t', 'step', '{"n": 398}', 'old-idx')});
+sql(q{SELECT outbox.emit('t', 'step', '{"n": 303}', 'old-idx')});
+$wc->query_safe('ROLLBACK');
+$wa->query_safe('COMMIT');
+$_->quit for ($wa, $wc);
+resume_all();
+drained('(h) delivered with the index of 0.1.0');
+is(fn_got('old-idx'), '303,301,302',
+	'(h) index of 0.1.0: commit order, none of the rolled-back events');
+ok($receiver->wait_for(sub { hook_got('old-idx') eq '303,301,302' }, 30),
+	'(h) http destination: the same') or diag(hook_got('old-idx'));
 
 # outbox.committed_at(): the first part of the commit-order key.
 sql(q{SELECT outbox.emit('u', 'x')});
