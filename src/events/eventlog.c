@@ -23,10 +23,10 @@
  *	them aside, their txids belonging to another database.)
  *
  *	The write path is insert-only (G7): one heap tuple and one entry in each
- *	of the two indexes, (id) and (txid, id).  No event row is ever updated.  Delivery
- *	state lives with the destinations (a cursor per destination); only an
- *	event that failed gets a row of its own, which copies the event so that
- *	retiring the log never depends on it.
+ *	of the two indexes, (id) and (txid, id).  No event row is ever updated.
+ *	Delivery state lives with the destinations (a cursor per destination);
+ *	only an event that failed gets a row of its own, which copies the event
+ *	so that retiring the log never depends on it.
  *
  * INVARIANT: XID BEFORE ID
  *	A writer assigns its top-level transaction id before it draws an event

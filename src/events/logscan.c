@@ -37,8 +37,8 @@
  *	last event handed out).  The transactions of the window and their keys
  *	come from one scan of the (txid, id) index (window_order), sorted by
  *	key and cached per window, so the pages of a large window cost one such
- *	scan, not one each; a page then reads the id range of the next transactions
- *	in key order and sorts what it read - unless their ids already ascend in
+ *	scan, not one each; a page then reads the id range of the next
+ *	transactions in key order and sorts what it read - unless their ids ascend in
  *	key order (writers that commit in the order they drew their ids, the
  *	common case), when the id index yields the key order and the events are
  *	handed out as read, without a copy or a sort.  The batch keeps that order for
@@ -77,19 +77,21 @@
  * window but invisible to the scan, and its events skipped for good (found
  * by make soak; test/t/098_window_snapshot.pl).  Later transactions the
  * fresh snapshot sees are outside the window (not visible in S_to).
- *	window_order reads the index entries only, not the rows, and so needs no
- * snapshot of its own: a transaction of the window (its txid visible in
- * S_to, not in S_from) has ended before S_to was taken, and a commit time
- * recorded for it means it committed; one without (unknown, or it rolled
- * back) is decided by its rows, as in the other scans, until one of them is
- * visible.  The entries of rows that a rolled-back subtransaction wrote
- * count among their transaction's ids: its id range can only be wider than
- * its visible rows', and a page skips those rows as it skips any row that
- * is not visible.  They only read: nothing to recover after a crash.  The cache of window orders
- * is per process, in TopMemoryContext, at most ORDER_CACHE_SIZE windows; a
- * window's contents never change once its upper tick exists, so an entry
- * never goes stale (a window whose events were retired under it only yields
- * fewer events).
+ *	window_order reads the index entries only, not the rows: a transaction
+ * of the window (its txid visible in S_to, not in S_from) has ended before
+ * S_to was taken, and a commit time recorded for it means it committed; one
+ * without (unknown, or it rolled back) is decided by its rows, as in the
+ * other scans, until one of them is visible.  The entries of rows that a
+ * rolled-back subtransaction wrote count among their transaction's ids: its
+ * id range can only be wider than its visible rows', and a page skips those
+ * rows as it skips any row that is not visible.  A transaction taken in by
+ * mistake would cost nothing but an empty read: every row a page hands out
+ * is one its snapshot sees.
+ *	They only read: nothing to recover after a crash.  The cache of window
+ * orders is per process, in TopMemoryContext, at most ORDER_CACHE_SIZE
+ * windows; a window's contents never change once its upper tick exists, so
+ * an entry never goes stale (a window whose events were retired under it
+ * only yields fewer events).
  *
  *-------------------------------------------------------------------------
  */
