@@ -339,6 +339,7 @@ typedef struct WindowTxn
 	int64		min_id;
 	int64		max_id;
 	int64		count;
+	int			txid_pos;		/* its place in txid order */
 } WindowTxn;
 
 /* A txid and its place in the window's commit order. */
@@ -366,6 +367,8 @@ typedef struct WindowOrder
 static WindowOrder *order_cache[ORDER_CACHE_SIZE];
 static uint64 order_clock;
 
+static TimestampTz committed_at_before(uint64 txid, FullTransactionId next);
+
 /*
  * LogCommitOrderAvailable
  *		Whether commit times are recorded (track_commit_timestamp).
@@ -385,30 +388,33 @@ LogCommitOrderAvailable(void)
 TimestampTz
 LogCommittedAt(uint64 txid)
 {
+	if (!track_commit_timestamp)
+		return 0;
+	return committed_at_before(txid, ReadNextFullTransactionId());
+}
+
+/*
+ * committed_at_before
+ *		LogCommittedAt of a transaction below 'next', a value of the next
+ *		transaction id read since that transaction ended (read once for
+ *		many lookups).
+ */
+static TimestampTz
+committed_at_before(uint64 txid, FullTransactionId next)
+{
 	FullTransactionId fxid = FullTransactionIdFromU64(txid);
-	FullTransactionId next;
 	TransactionId xid = XidFromFullTransactionId(fxid);
 	TimestampTz ts;
 
 	if (!track_commit_timestamp || !TransactionIdIsNormal(xid))
 		return 0;
 	/* A 32-bit xid names this transaction only within 2^31 of the next. */
-	next = ReadNextFullTransactionId();
 	if (!FullTransactionIdPrecedes(fxid, next) ||
 		U64FromFullTransactionId(next) - txid >= (UINT64CONST(1) << 31))
 		return 0;
 	if (!TransactionIdGetCommitTsData(xid, &ts, NULL))
 		return 0;
 	return ts;
-}
-
-static int
-cmp_txid(const void *a, const void *b)
-{
-	uint64		x = ((const WindowTxn *) a)->txid;
-	uint64		y = ((const WindowTxn *) b)->txid;
-
-	return (x > y) - (x < y);
 }
 
 static int
@@ -443,13 +449,81 @@ LogCommitKeyCompare(uint64 txid_a, int64 id_a, uint64 txid_b, int64 id_b)
 	return cmp_commit_key(&a, &b);
 }
 
-static int
-cmp_rank_txid(const void *a, const void *b)
+/*
+ * merge_partition_runs
+ *		The WindowTxns of 'txns', whose partitions' runs [run_start[p],
+ *		run_start[p + 1]) are each in txid order (one scan of a partition's
+ *		index), as one array in txid order, a transaction that wrote into
+ *		two partitions combined into one; sets *n to its length.
+ */
+static WindowTxn *
+merge_partition_runs(const WindowTxn *txns, const int *run_start, int *n)
 {
-	uint64		x = ((const TxnRank *) a)->txid;
-	uint64		y = ((const TxnRank *) b)->txid;
+	WindowTxn  *out = palloc(sizeof(WindowTxn) * (run_start[OUTBOX_PARTITIONS] + 1));
+	int			pos[OUTBOX_PARTITIONS];
+	int			m = 0;
+	int			p;
 
-	return (x > y) - (x < y);
+	for (p = 0; p < OUTBOX_PARTITIONS; p++)
+		pos[p] = run_start[p];
+	for (;;)
+	{
+		const WindowTxn *t;
+		int			best = -1;
+
+		for (p = 0; p < OUTBOX_PARTITIONS; p++)
+			if (pos[p] < run_start[p + 1] &&
+				(best < 0 || txns[pos[p]].txid < txns[pos[best]].txid))
+				best = p;
+		if (best < 0)
+			break;
+		t = &txns[pos[best]++];
+		if (m > 0 && out[m - 1].txid == t->txid)
+		{
+			out[m - 1].min_id = Min(out[m - 1].min_id, t->min_id);
+			out[m - 1].max_id = Max(out[m - 1].max_id, t->max_id);
+			out[m - 1].count += t->count;
+		}
+		else
+			out[m++] = *t;
+	}
+	*n = m;
+	return out;
+}
+
+/*
+ * sort_by_commit_key
+ *		Sort 'txns' (in txid order) by commit key.  Commit order mostly
+ *		follows txid order with short displacements (writers commit soon
+ *		after they begin), so an insertion sort does it in about one pass;
+ *		past a budget of moves (transactions that committed long after
+ *		later ones began) it leaves the rest to qsort, so the worst case
+ *		stays O(n log n).
+ */
+static void
+sort_by_commit_key(WindowTxn *txns, int n)
+{
+	int64		budget = (int64) n * 8;
+	int			i;
+
+	for (i = 1; i < n; i++)
+	{
+		WindowTxn	x;
+		int			j;
+
+		if (cmp_commit_key(&txns[i - 1], &txns[i]) <= 0)
+			continue;
+		x = txns[i];
+		for (j = i; j > 0 && cmp_commit_key(&txns[j - 1], &x) > 0; j--)
+			txns[j] = txns[j - 1];
+		txns[j] = x;
+		budget -= i - j;
+		if (budget < 0)
+		{
+			qsort(txns, n, sizeof(WindowTxn), cmp_commit_key);
+			return;
+		}
+	}
 }
 
 /*
@@ -467,8 +541,10 @@ snapshot_xmax(Datum snap)
  *		Scan the window's (txid, id) index entries (the range of
  *		LogWindowFirstId) into one WindowTxn per transaction with its commit
  *		time, without reading the rows unless a commit time is unknown (see
- *		the file header), and sort by key, in a new memory context that is a
- *		child of the current one.  With the index of 0.1.0 (txid alone:
+ *		the file header), merge the partitions' runs and sort by key, in a
+ *		new memory context that is a child of the current one.  The next
+ *		transaction id is read once, before the scan: every transaction of
+ *		the window is below the xmax of S_to, taken before.  With the index of 0.1.0 (txid alone:
  *		the library is updated, the SQL not yet), every row is read, as
  *		before 0.2.0.
  */
@@ -485,6 +561,9 @@ window_order_build(const LogWindow *w)
 	Datum		hi = DirectFunctionCall1(pg_snapshot_xmax, w->to_snap);
 	int			cap = 64;
 	int			n = 0;
+	int			run_start[OUTBOX_PARTITIONS + 1];
+	FullTransactionId next = ReadNextFullTransactionId();
+	WindowTxn  *scanned;
 	int			part;
 	int			i;
 	int			m;
@@ -504,6 +583,7 @@ window_order_build(const LogWindow *w)
 
 		ScanKeyInit(&keys[0], 1, BTGreaterEqualStrategyNumber, F_XID8GE, lo);
 		ScanKeyInit(&keys[1], 1, BTLessStrategyNumber, F_XID8LT, hi);
+		run_start[part] = n;
 		ls.want_itup = true;
 		log_scan_begin(&ls, nspid, part, LOG_TXID_INDEX, keys);
 		keys_hold_id = IndexRelationGetNumberOfKeyAttributes(ls.index) >= 2;
@@ -542,7 +622,7 @@ window_order_build(const LogWindow *w)
 				 * one (unknown, or it aborted) its rows decide, until one
 				 * of them is visible.
 				 */
-				committed_at = LogCommittedAt(DatumGetUInt64(txid));
+				committed_at = committed_at_before(DatumGetUInt64(txid), next);
 				if (committed_at == 0 && !visible &&
 					!index_fetch_heap(ls.scan, ls.slot))
 					continue;
@@ -565,37 +645,30 @@ window_order_build(const LogWindow *w)
 		log_scan_end(&ls);
 	}
 
-	/* A transaction that wrote into two partitions appears twice: merge. */
-	if (n > 1)
-		qsort(o->txns, n, sizeof(WindowTxn), cmp_txid);
-	for (i = 0, m = 0; i < n; i++)
-	{
-		if (m > 0 && o->txns[m - 1].txid == o->txns[i].txid)
-		{
-			o->txns[m - 1].min_id = Min(o->txns[m - 1].min_id, o->txns[i].min_id);
-			o->txns[m - 1].max_id = Max(o->txns[m - 1].max_id, o->txns[i].max_id);
-			o->txns[m - 1].count += o->txns[i].count;
-		}
-		else
-			o->txns[m++] = o->txns[i];
-	}
+	run_start[OUTBOX_PARTITIONS] = n;
+
+	/* One array in txid order (a transaction in two partitions once). */
+	scanned = o->txns;
+	o->txns = merge_partition_runs(scanned, run_start, &m);
+	pfree(scanned);
 	o->ntxns = m;
+	for (i = 0; i < m; i++)
+		o->txns[i].txid_pos = i;
 
 	o->by_commit = LogCommitOrderAvailable();
 	for (i = 0; i < m && o->by_commit; i++)
 		if (o->txns[i].committed_at == 0)
 			o->by_commit = false;
-	if (o->by_commit && m > 1)
-		qsort(o->txns, m, sizeof(WindowTxn), cmp_commit_key);
+	if (o->by_commit)
+		sort_by_commit_key(o->txns, m);
 
+	/* ranks in txid order: each transaction's rank at its txid's place */
 	o->ranks = palloc(sizeof(TxnRank) * (m + 1));
 	for (i = 0; i < m; i++)
 	{
-		o->ranks[i].txid = o->txns[i].txid;
-		o->ranks[i].rank = i;
+		o->ranks[o->txns[i].txid_pos].txid = o->txns[i].txid;
+		o->ranks[o->txns[i].txid_pos].rank = i;
 	}
-	if (m > 1)
-		qsort(o->ranks, m, sizeof(TxnRank), cmp_rank_txid);
 
 	MemoryContextSwitchTo(old);
 	return o;

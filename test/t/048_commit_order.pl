@@ -19,6 +19,9 @@
 #       delivered, and the window stays in commit order;
 #   (h) the same with the log's txid index of 0.1.0, (txid) alone (a library
 #       newer than the SQL, before ALTER EXTENSION UPDATE);
+#   (i) twenty writers committing in the reverse order of their txids (the
+#       window's order sorted past the insertion sort's budget), half of
+#       them with events in two partitions;
 #   (e) outbox.stats says which order each destination gets: 'commit',
 #       'unordered', and 'id' on a server without track_commit_timestamp,
 #       where (a) comes out in id order, as the README says.
@@ -253,6 +256,38 @@ is(fn_got('old-idx'), '303,301,302',
 	'(h) index of 0.1.0: commit order, none of the rolled-back events');
 ok($receiver->wait_for(sub { hook_got('old-idx') eq '303,301,302' }, 30),
 	'(h) http destination: the same') or diag(hook_got('old-idx'));
+
+# (i) Twenty writers that commit in the reverse order of their txids: the
+# window's commit order is its txid order reversed, more displacement than
+# the insertion sort of window_order_build takes (logscan.c,
+# sort_by_commit_key), which then leaves the sort to qsort.
+# Each writes two events, a round apart, with the ids crossing into the
+# next generation (the next partition) ten events in: the first ten writers
+# span two partitions, which the merge of the partitions' runs combines.
+pause_all();
+sql(q{SELECT setval('outbox.events_id_seq',
+	((SELECT last_value FROM outbox.events_id_seq) / 65536 + 1) * 65536 - 10)});
+my @rev = map { $node->background_psql('postgres') } 1 .. 20;
+for my $round (0, 1)
+{
+	for my $k (1 .. 20)
+	{
+		my $n = $round * 100 + $k;
+		$rev[ $k - 1 ]->query_safe(($round ? '' : 'BEGIN; ')
+			  . qq{SELECT outbox.emit('t', 'step', '{"n": $n}', 'reverse')});
+	}
+}
+$rev[$_]->query_safe('COMMIT') for reverse 0 .. 19;
+$_->quit for @rev;
+is(sql(q{SELECT count(DISTINCT (id >> 16) & 3) FROM outbox.events WHERE aggregate_id = 'reverse'}),
+	'2', '(i) the events lie in two partitions');
+my $reverse_order = join(',', map { ($_, 100 + $_) } reverse 1 .. 20);
+resume_all();
+drained('(i) delivered');
+is(fn_got('reverse'), $reverse_order,
+	'(i) twenty transactions committed in reverse: commit order, each in write order');
+ok($receiver->wait_for(sub { hook_got('reverse') eq $reverse_order }, 30),
+	'(i) http destination: the same') or diag(hook_got('reverse'));
 
 # outbox.committed_at(): the first part of the commit-order key.
 sql(q{SELECT outbox.emit('u', 'x')});
