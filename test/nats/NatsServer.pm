@@ -80,6 +80,18 @@ cluster {
 }
 
 sub url { return "nats://$_[0]->{host}:$_[0]->{port}"; }
+
+# The last N (default 20) lines of the server's log, for diag().
+sub log_tail
+{
+	my ($self, $n) = @_;
+	open my $fh, '<', $self->{log} or return "(no log: $!)";
+	my @lines = <$fh>;
+	close $fh;
+	$n //= 20;
+	splice(@lines, 0, @lines - $n) if @lines > $n;
+	return "$self->{name} (port $self->{port}):\n" . join('', @lines);
+}
 sub port { return $_[0]->{port}; }
 
 sub start
@@ -104,6 +116,7 @@ sub start
 	}
 	unshift @cmd, @{ $self->{prefix} };
 	my $log = "$PostgreSQL::Test::Utils::tmp_check/log/$self->{name}_$self->{port}.log";
+	$self->{log} = $log;
 	$self->{harness} = IPC::Run::start(\@cmd, '<', \undef, '>>', $log, '2>>', $log);
 	$self->wait_ready unless $opts{no_wait};
 	return $self;

@@ -12,16 +12,25 @@ use Time::HiRes qw(usleep time);
 use OutboxTest;
 use NatsServer;
 
-my @nodes = NatsServer->cluster(3);
-my $urls = join(',', map { $_->url } @nodes);
-
-# The cluster needs a meta leader before a stream can be created.
-my $created;
-my $deadline = time() + 60;
-while (!defined($created = NatsServer::try_tool($urls, 'add-stream', 'CL', 'cl.>', 3))
-	&& time() < $deadline)
+# The cluster needs a meta leader before a stream can be created.  A
+# cluster that has none after 60 s (once in CI: the servers' logs were gone
+# with the test's directory) is said so, with the tails of its logs, and
+# replaced by a new one on new ports, once.
+my (@nodes, $urls, $created);
+for my $attempt (1, 2)
 {
-	usleep(200_000);
+	@nodes = NatsServer->cluster(3);
+	$urls = join(',', map { $_->url } @nodes);
+	my $deadline = time() + 60;
+	while (!defined($created = NatsServer::try_tool($urls, 'add-stream', 'CL', 'cl.>', 3))
+		&& time() < $deadline)
+	{
+		usleep(200_000);
+	}
+	last if defined $created;
+	diag("attempt $attempt: no stream of 3 replicas after 60 s\n"
+		  . join("\n", map { $_->log_tail } @nodes));
+	$_->stop for @nodes;
 }
 ok(defined $created, 'a stream with 3 replicas exists');
 
