@@ -459,7 +459,8 @@ LogCommitKeyCompare(uint64 txid_a, int64 id_a, uint64 txid_b, int64 id_b)
 static WindowTxn *
 merge_partition_runs(const WindowTxn *txns, const int *run_start, int *n)
 {
-	WindowTxn  *out = palloc(sizeof(WindowTxn) * (run_start[OUTBOX_PARTITIONS] + 1));
+	WindowTxn  *out = MemoryContextAllocHuge(CurrentMemoryContext,
+											 sizeof(WindowTxn) * (run_start[OUTBOX_PARTITIONS] + 1));
 	int			pos[OUTBOX_PARTITIONS];
 	int			m = 0;
 	int			p;
@@ -542,11 +543,12 @@ snapshot_xmax(Datum snap)
  *		LogWindowFirstId) into one WindowTxn per transaction with its commit
  *		time, without reading the rows unless a commit time is unknown (see
  *		the file header), merge the partitions' runs and sort by key, in a
- *		new memory context that is a child of the current one.  The next
- *		transaction id is read once, before the scan: every transaction of
- *		the window is below the xmax of S_to, taken before.  With the index of 0.1.0 (txid alone:
- *		the library is updated, the SQL not yet), every row is read, as
- *		before 0.2.0.
+ *		new memory context that is a child of the current one (its arrays
+ *		may pass 1 GB: a window spans whatever committed between two ticks).
+ *		The next transaction id is read once, before the scan: every
+ *		transaction of the window is below the xmax of S_to, taken before.
+ *		With the index of 0.1.0 (txid alone: the library is updated, the SQL
+ *		not yet), every row is read, as before 0.2.0.
  */
 static WindowOrder *
 window_order_build(const LogWindow *w)
@@ -663,7 +665,7 @@ window_order_build(const LogWindow *w)
 		sort_by_commit_key(o->txns, m);
 
 	/* ranks in txid order: each transaction's rank at its txid's place */
-	o->ranks = palloc(sizeof(TxnRank) * (m + 1));
+	o->ranks = MemoryContextAllocHuge(CurrentMemoryContext, sizeof(TxnRank) * (m + 1));
 	for (i = 0; i < m; i++)
 	{
 		o->ranks[o->txns[i].txid_pos].txid = o->txns[i].txid;
