@@ -52,7 +52,9 @@
  *	destination gets.
  *
  *	LogWindowFirstId: the lowest id of the window (S_from, S_to], by a range
- *		scan of each partition's txid index over [xmin(S_from), xmax(S_to)).
+ *		scan of each partition's (txid, id) index over [xmin(S_from),
+ *		xmax(S_to)), reading its entries (and a row only where a transaction
+ *		without a commit time would lower the result).
  *	LogWindowPage: the window's events after an id, in id order, up to a
  *		limit.  Generation g lives in partition g % 4 (eventlog.c), so the ids
  *		after X in order are: the rest of X's generation in its partition,
@@ -77,11 +79,12 @@
  * window but invisible to the scan, and its events skipped for good (found
  * by make soak; test/t/098_window_snapshot.pl).  Later transactions the
  * fresh snapshot sees are outside the window (not visible in S_to).
- *	window_order reads the index entries only, not the rows: a transaction
- * of the window (its txid visible in S_to, not in S_from) has ended before
- * S_to was taken, and a commit time recorded for it means it committed; one
- * without (unknown, or it rolled back) is decided by its rows, as in the
- * other scans, until one of them is visible.  The entries of rows that a
+ *	window_order and LogWindowFirstId read the index entries, not the rows:
+ * a transaction of the window (its txid visible in S_to, not in S_from) has
+ * ended before S_to was taken, and a commit time recorded for it means it
+ * committed; one without (unknown, or it rolled back) is decided by its
+ * rows, as in the other scans, until one of them is visible.  A first id
+ * too low would only make a page read more; too high would skip events.  The entries of rows that a
  * rolled-back subtransaction wrote count among their transaction's ids: its
  * id range can only be wider than its visible rows', and a page skips those
  * rows as it skips any row that is not visible.  A transaction taken in by
@@ -184,6 +187,8 @@ log_scan_end(LogIndexScan *ls)
 	table_close(ls->heap, AccessShareLock);
 }
 
+static TimestampTz committed_at_before(uint64 txid, FullTransactionId next);
+
 /*
  * in_window
  *		Whether a transaction belongs to the window (from, to].
@@ -198,6 +203,14 @@ in_window(Datum txid, const LogWindow *w)
 /*
  * LogWindowFirstId
  *		The lowest id of an event in the window, or 0 if it has none.
+ *
+ * From the (txid, id) index entries, reading a row only where an entry
+ * would lower the result and its transaction has no commit time (unknown,
+ * or it rolled back: the row decides, as in window_order_build).  Entries of
+ * one transaction are adjacent and in id order, so a window of one large
+ * transaction, or of transactions whose ids ascend with their txids, reads
+ * one row per partition at most.  With the index of 0.1.0 (txid alone),
+ * every row is read.
  */
 int64
 LogWindowFirstId(const LogWindow *w)
@@ -205,6 +218,7 @@ LogWindowFirstId(const LogWindow *w)
 	Oid			nspid = get_namespace_oid("outbox", false);
 	Datum		lo = DirectFunctionCall1(pg_snapshot_xmin, w->from_snap);
 	Datum		hi = DirectFunctionCall1(pg_snapshot_xmax, w->to_snap);
+	FullTransactionId next = ReadNextFullTransactionId();
 	int64		first = 0;
 	int			part;
 
@@ -212,21 +226,53 @@ LogWindowFirstId(const LogWindow *w)
 	{
 		ScanKeyData keys[2];
 		LogIndexScan ls = {0};
+		bool		keys_hold_id;
+		uint64		last_txid = 0;	/* the transaction decided last: ... */
+		bool		last_in_window = false; /* ... whether it is in the window */
+		bool		last_committed = false; /* ... and has a commit time */
 
 		ScanKeyInit(&keys[0], 1, BTGreaterEqualStrategyNumber, F_XID8GE, lo);
 		ScanKeyInit(&keys[1], 1, BTLessStrategyNumber, F_XID8LT, hi);
+		ls.want_itup = true;
 		log_scan_begin(&ls, nspid, part, LOG_TXID_INDEX, keys);
-		while (index_getnext_slot(ls.scan, ForwardScanDirection, ls.slot))
+		keys_hold_id = IndexRelationGetNumberOfKeyAttributes(ls.index) >= 2;
+		while (index_getnext_tid(ls.scan, ForwardScanDirection) != NULL)
 		{
+			IndexTuple	itup = ls.scan->xs_itup;
 			bool		isnull;
-			Datum		txid = slot_getattr(ls.slot, EV_TXID + 1, &isnull);
+			Datum		txid;
 			int64		id;
 
-			if (!in_window(txid, w))
+			if (!keys_hold_id)
+			{
+				/* The index of 0.1.0, before ALTER EXTENSION UPDATE: (txid). */
+				if (!index_fetch_heap(ls.scan, ls.slot))
+					continue;
+				txid = slot_getattr(ls.slot, EV_TXID + 1, &isnull);
+				if (!in_window(txid, w))
+					continue;
+				id = DatumGetInt64(slot_getattr(ls.slot, EV_ID + 1, &isnull));
+				if (first == 0 || id < first)
+					first = id;
 				continue;
-			id = DatumGetInt64(slot_getattr(ls.slot, EV_ID + 1, &isnull));
-			if (first == 0 || id < first)
-				first = id;
+			}
+
+			id = DatumGetInt64(index_getattr(itup, 2, ls.scan->xs_itupdesc, &isnull));
+			if (first != 0 && id >= first)
+				continue;
+			txid = index_getattr(itup, 1, ls.scan->xs_itupdesc, &isnull);
+			if (last_txid != DatumGetUInt64(txid))
+			{
+				last_txid = DatumGetUInt64(txid);
+				last_in_window = in_window(txid, w);
+				last_committed = last_in_window &&
+					committed_at_before(last_txid, next) != 0;
+			}
+			if (!last_in_window)
+				continue;
+			if (!last_committed && !index_fetch_heap(ls.scan, ls.slot))
+				continue;
+			first = id;
 		}
 		log_scan_end(&ls);
 	}
@@ -367,7 +413,6 @@ typedef struct WindowOrder
 static WindowOrder *order_cache[ORDER_CACHE_SIZE];
 static uint64 order_clock;
 
-static TimestampTz committed_at_before(uint64 txid, FullTransactionId next);
 
 /*
  * LogCommitOrderAvailable

@@ -24,7 +24,9 @@
 #       them with events in two partitions;
 #   (e) outbox.stats says which order each destination gets: 'commit',
 #       'unordered', and 'id' on a server without track_commit_timestamp,
-#       where (a) comes out in id order, as the README says.
+#       where (a) comes out in id order, as the README says;
+#   (j) on that server, rolled-back work at the lowest ids of a window:
+#       the window starts at its lowest visible id.
 use strict;
 use warnings;
 
@@ -330,6 +332,28 @@ is($off->safe_psql('postgres', q{SELECT delivery_order FROM outbox.stats}), 'id'
 	'(e) and outbox.stats says so');
 is($off->safe_psql('postgres', q{SELECT outbox.committed_at(txid) FROM outbox.events LIMIT 1}),
 	'', '(e) outbox.committed_at() is NULL');
+
+# (j) Rolled-back work at the lowest ids of a window read in id order,
+# without commit times: the window's first id comes from the (txid, id)
+# index entries, and a transaction without a commit time is decided by its
+# rows (logscan.c, LogWindowFirstId).  A's first row was rolled back with
+# its savepoint, its second is the window's lowest visible id; C rolled
+# back.  A row of A that is not visible must not make A count as rolled
+# back: its event 501 would be skipped.
+$off->safe_psql('postgres', q{SELECT outbox.pause_destination('fn')});
+my ($ja, $jc) = map { $off->background_psql('postgres') } 1 .. 2;
+$ja->query_safe(q{BEGIN; SAVEPOINT s; SELECT outbox.emit('t', 'step', '{"n": 597}', 'j');
+	ROLLBACK TO SAVEPOINT s; SELECT outbox.emit('t', 'step', '{"n": 501}', 'j')});
+$jc->query_safe(q{BEGIN; SELECT outbox.emit('t', 'step', '{"n": 598}', 'j')});
+$off->safe_psql('postgres', q{SELECT outbox.emit('t', 'step', '{"n": 502}', 'j')});
+$jc->query_safe('ROLLBACK');
+$ja->query_safe('COMMIT');
+$_->quit for ($ja, $jc);
+$off->safe_psql('postgres', q{SELECT outbox.resume_destination('fn')});
+is($off->safe_psql('postgres', q{SELECT outbox.wait_delivered('60 seconds')}), 't',
+	'(j) delivered');
+is($off->safe_psql('postgres', q{SELECT string_agg(n::text, ',' ORDER BY seq) FROM got WHERE n > 500}),
+	'501,502', '(j) id order from the lowest visible id, none of the rolled-back events');
 $off->stop;
 
 done_testing();
