@@ -134,6 +134,10 @@
  */
 #include "compat.h"
 
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
+
 #include "access/genam.h"
 #include "access/htup_details.h"
 #include "access/table.h"
@@ -1287,6 +1291,25 @@ wait_for_work(void)
 }
 
 /*
+ * keep_freed_memory
+ *		Let glibc keep what a batch frees for the next batch.  A batch's
+ *		memory context grows by blocks of up to 8 MB and is deleted at the
+ *		end of the batch; by default glibc maps blocks past its (adaptive)
+ *		threshold afresh and hands freed memory back, so every batch took
+ *		page faults on new memory again (one per ten events delivered, 7% of
+ *		a drain's CPU).  Blocks below 16 MB now come from the heap, and up to
+ *		16 MB freed at its top stays with the process.
+ */
+static void
+keep_freed_memory(void)
+{
+#ifdef __GLIBC__
+	mallopt(M_MMAP_THRESHOLD, 16 * 1024 * 1024);
+	mallopt(M_TRIM_THRESHOLD, 16 * 1024 * 1024);
+#endif
+}
+
+/*
  * dispatcher_attach
  *		Set up the process: signals, its worker in the shared memory slot
  *		(cleared again on exit; if another process has it, this one exits:
@@ -1302,6 +1325,7 @@ dispatcher_attach(int arg, Oid dboid)
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
 	pqsignal(SIGTERM, die);
 	BackgroundWorkerUnblockSignals();
+	keep_freed_memory();
 
 	my_worker_no = DISPATCHER_ARG_WORKER(arg);
 	if (OutboxShared == NULL || slotno < 0 || slotno >= OutboxShared->max_databases ||
