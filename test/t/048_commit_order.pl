@@ -26,7 +26,10 @@
 #       'unordered', and 'id' on a server without track_commit_timestamp,
 #       where (a) comes out in id order, as the README says;
 #   (j) on that server, rolled-back work at the lowest ids of a window:
-#       the window starts at its lowest visible id.
+#       the window starts at its lowest visible id;
+#   (k) random windows: interleaved writers committing in a random order,
+#       with rolled-back savepoints and transactions, read in pages of
+#       three (run before (e)).
 use strict;
 use warnings;
 
@@ -298,6 +301,64 @@ is(sql(q{SELECT outbox.committed_at(txid) BETWEEN now() - interval '1 minute' AN
 	't', 'outbox.committed_at() knows the commit times of the log');
 is(sql(q{SELECT outbox.committed_at(pg_current_xact_id())}), '',
 	'outbox.committed_at() of a transaction still open is NULL');
+
+# (k) Random windows: writers interleave their events (ids), some roll
+# back a savepoint or the whole transaction, and they commit in a random
+# order; the function destination reads pages of three, each of them in id
+# order when it can be, sorted otherwise, and cut anywhere (logscan.c,
+# LogWindowCommitPage): the events of one aggregate must come out exactly
+# in commit order, each transaction's in write order, none rolled back.
+# Seeded (COMMIT_ORDER_SEED); one round crosses into the next partition.
+my $seed = $ENV{COMMIT_ORDER_SEED} // 20261205;
+note "commit order seed $seed";
+srand($seed);
+for my $round (1 .. 6)
+{
+	my $agg = "rand-$round";
+	my $writers = 4 + int(rand(9));
+	my @w = map { $node->background_psql('postgres') } 1 .. $writers;
+	my (@written, @fate);
+	pause_all();
+	if ($round == 3)
+	{
+		sql(q{SELECT setval('outbox.events_id_seq',
+			((SELECT last_value FROM outbox.events_id_seq) / 65536 + 1) * 65536 - 7)});
+	}
+	$_->query_safe('BEGIN') for @w;
+	# Interleave the writers' events: each step, a random writer emits one.
+	my $n = $round * 1000;
+	for my $step (1 .. $writers * 3)
+	{
+		my $k = int(rand($writers));
+		$n++;
+		if (rand() < 0.15)
+		{
+			$w[$k]->query_safe(qq{SAVEPOINT s; SELECT outbox.emit('t', 'step', '{"n": $n}', '$agg');
+				ROLLBACK TO SAVEPOINT s});
+			next;
+		}
+		$w[$k]->query_safe(qq{SELECT outbox.emit('t', 'step', '{"n": $n}', '$agg')});
+		push @{ $written[$k] }, $n;
+	}
+	# Commit (or roll back) in a random order, one after the other.
+	my @order = sort { rand() <=> 0.5 } 0 .. $writers - 1;
+	my @expected;
+	for my $k (@order)
+	{
+		if (rand() < 0.15)
+		{
+			$w[$k]->query_safe('ROLLBACK');
+			next;
+		}
+		$w[$k]->query_safe('COMMIT');
+		push @expected, @{ $written[$k] // [] };
+	}
+	$_->quit for @w;
+	resume_all();
+	drained("(k) round $round delivered");
+	is(fn_got($agg), join(',', @expected),
+		"(k) round $round: $writers writers, commit order, each in write order");
+}
 
 # (e) What outbox.stats says.
 is(sql(q{SELECT string_agg(destination || '=' || delivery_order, ',' ORDER BY destination)
