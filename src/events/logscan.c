@@ -434,7 +434,7 @@ TimestampTz
 LogCommittedAt(uint64 txid)
 {
 	if (!track_commit_timestamp)
-		return 0;
+		return 0;				/* before reading the next xid (XidGenLock) */
 	return committed_at_before(txid, ReadNextFullTransactionId());
 }
 
@@ -524,6 +524,7 @@ merge_partition_runs(const WindowTxn *txns, const int *run_start, int *n)
 		if (best < 0)
 			break;
 		t = &txns[pos[best]++];
+		Assert(m == 0 || out[m - 1].txid <= t->txid);	/* runs ascend */
 		if (m > 0 && out[m - 1].txid == t->txid)
 		{
 			out[m - 1].min_id = Min(out[m - 1].min_id, t->min_id);
