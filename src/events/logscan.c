@@ -84,12 +84,12 @@
  * ended before S_to was taken, and a commit time recorded for it means it
  * committed; one without (unknown, or it rolled back) is decided by its
  * rows, as in the other scans, until one of them is visible.  A first id
- * too low would only make a page read more; too high would skip events.  The entries of rows that a
- * rolled-back subtransaction wrote count among their transaction's ids: its
- * id range can only be wider than its visible rows', and a page skips those
- * rows as it skips any row that is not visible.  A transaction taken in by
- * mistake would cost nothing but an empty read: every row a page hands out
- * is one its snapshot sees.
+ * too low would only make a page read more; too high would skip events.
+ * The entries of rows that a rolled-back subtransaction wrote count among
+ * their transaction's ids: its id range can only be wider than its visible
+ * rows', and a page skips those rows as it skips any row that is not
+ * visible.  A transaction taken in by mistake would cost nothing but an
+ * empty read: every row a page hands out is one its snapshot sees.
  *	They only read: nothing to recover after a crash.  The cache of window
  * orders is per process, in TopMemoryContext, at most ORDER_CACHE_SIZE
  * windows; a window's contents never change once its upper tick exists, so
@@ -412,7 +412,6 @@ typedef struct WindowOrder
 
 static WindowOrder *order_cache[ORDER_CACHE_SIZE];
 static uint64 order_clock;
-
 
 /*
  * LogCommitOrderAvailable
