@@ -201,80 +201,154 @@ in_window(Datum txid, const LogWindow *w)
 }
 
 /*
+ * window_txid_keys
+ *		The scan keys of the txid index over the window's range of txids,
+ *		[xmin(S_from), xmax(S_to)).
+ */
+static void
+window_txid_keys(const LogWindow *w, ScanKeyData *keys)
+{
+	ScanKeyInit(&keys[0], 1, BTGreaterEqualStrategyNumber, F_XID8GE,
+				DirectFunctionCall1(pg_snapshot_xmin, w->from_snap));
+	ScanKeyInit(&keys[1], 1, BTLessStrategyNumber, F_XID8LT,
+				DirectFunctionCall1(pg_snapshot_xmax, w->to_snap));
+}
+
+/*
+ * The window's entries of one partition's (txid, id) index, in (txid, id)
+ * order, of the transactions that belong to the window and committed (see
+ * the file header): a transaction with a commit time is in at once, one
+ * without from its first visible row on.  With the index of 0.1.0 (txid
+ * alone: the library is updated, the SQL not yet) every row is read and only
+ * the visible ones count, as before 0.2.0.
+ */
+typedef enum TxnVerdict
+{
+	TXN_OUT,					/* not in the window */
+	TXN_PENDING,				/* in the window, no visible row met yet */
+	TXN_IN
+} TxnVerdict;
+
+typedef struct WindowEntries
+{
+	const LogWindow *w;
+	FullTransactionId next;		/* read before the scan (committed_at_before) */
+	LogIndexScan ls;
+	bool		keys_hold_id;	/* (txid, id), not the index of 0.1.0 */
+	uint64		txid;			/* the transaction met last, and ... */
+	TxnVerdict	verdict;		/* ... what it is */
+	TimestampTz committed_at;	/* ... its commit time, 0: unknown */
+} WindowEntries;
+
+static void
+window_entries_begin(WindowEntries *we, const LogWindow *w, FullTransactionId next,
+					 Oid nspid, int part)
+{
+	ScanKeyData keys[2];
+
+	memset(we, 0, sizeof(*we));
+	we->w = w;
+	we->next = next;
+	window_txid_keys(w, keys);
+	we->ls.want_itup = true;
+	log_scan_begin(&we->ls, nspid, part, LOG_TXID_INDEX, keys);
+	we->keys_hold_id = IndexRelationGetNumberOfKeyAttributes(we->ls.index) >= 2;
+}
+
+/*
+ * window_entries_next
+ *		The next entry (*txid, *id) of a committed transaction of the window,
+ *		with the transaction's commit time (0: unknown), skipping entries
+ *		whose id is 'below' or more without deciding anything about them.
+ *		Returns false at the end.
+ */
+static bool
+window_entries_next(WindowEntries *we, int64 below, uint64 *txid, int64 *id,
+					TimestampTz *committed_at)
+{
+	IndexScanDesc scan = we->ls.scan;
+
+	while (index_getnext_tid(scan, ForwardScanDirection) != NULL)
+	{
+		bool		isnull;
+		bool		visible = false;	/* the row was read and is visible */
+		uint64		t;
+
+		if (we->keys_hold_id)
+			*id = DatumGetInt64(index_getattr(scan->xs_itup, 2, scan->xs_itupdesc, &isnull));
+		else
+		{
+			if (!index_fetch_heap(scan, we->ls.slot))
+				continue;
+			visible = true;
+			*id = DatumGetInt64(slot_getattr(we->ls.slot, EV_ID + 1, &isnull));
+		}
+		if (*id >= below)
+			continue;
+		t = DatumGetUInt64(index_getattr(scan->xs_itup, 1, scan->xs_itupdesc, &isnull));
+		if (t != we->txid)
+		{
+			we->txid = t;
+			we->committed_at = 0;
+			we->verdict = TXN_OUT;
+			if (in_window(UInt64GetDatum(t), we->w))
+			{
+				we->committed_at = committed_at_before(t, we->next);
+				we->verdict = (we->committed_at != 0) ? TXN_IN : TXN_PENDING;
+			}
+		}
+		if (we->verdict == TXN_OUT)
+			continue;
+		if (we->verdict == TXN_PENDING)
+		{
+			if (!visible && !index_fetch_heap(scan, we->ls.slot))
+				continue;
+			we->verdict = TXN_IN;
+		}
+		*txid = t;
+		*committed_at = we->committed_at;
+		return true;
+	}
+	return false;
+}
+
+static void
+window_entries_end(WindowEntries *we)
+{
+	log_scan_end(&we->ls);
+}
+
+/*
  * LogWindowFirstId
  *		The lowest id of an event in the window, or 0 if it has none.
  *
- * From the (txid, id) index entries, reading a row only where an entry
- * would lower the result and its transaction has no commit time (unknown,
- * or it rolled back: the row decides, as in window_order_build).  Entries of
- * one transaction are adjacent and in id order, so a window of one large
- * transaction, or of transactions whose ids ascend with their txids, reads
- * one row per partition at most.  With the index of 0.1.0 (txid alone),
- * every row is read.
+ * From the window's index entries (window_entries_next), each partition's
+ * scan passing over the entries that could not lower the result: a row is
+ * read only where an entry would, and its transaction has no commit time.
+ * Entries of one transaction are adjacent and in id order, so a window of
+ * one large transaction, or of transactions whose ids ascend with their
+ * txids, decides one transaction per partition.
  */
 int64
 LogWindowFirstId(const LogWindow *w)
 {
 	Oid			nspid = get_namespace_oid("outbox", false);
-	Datum		lo = DirectFunctionCall1(pg_snapshot_xmin, w->from_snap);
-	Datum		hi = DirectFunctionCall1(pg_snapshot_xmax, w->to_snap);
 	FullTransactionId next = ReadNextFullTransactionId();
 	int64		first = 0;
 	int			part;
 
 	for (part = 0; part < OUTBOX_PARTITIONS; part++)
 	{
-		ScanKeyData keys[2];
-		LogIndexScan ls = {0};
-		bool		keys_hold_id;
-		uint64		last_txid = 0;	/* the transaction decided last: ... */
-		bool		last_in_window = false; /* ... whether it is in the window */
-		bool		last_committed = false; /* ... and has a commit time */
+		WindowEntries we;
+		uint64		txid;
+		int64		id;
+		TimestampTz committed_at;
 
-		ScanKeyInit(&keys[0], 1, BTGreaterEqualStrategyNumber, F_XID8GE, lo);
-		ScanKeyInit(&keys[1], 1, BTLessStrategyNumber, F_XID8LT, hi);
-		ls.want_itup = true;
-		log_scan_begin(&ls, nspid, part, LOG_TXID_INDEX, keys);
-		keys_hold_id = IndexRelationGetNumberOfKeyAttributes(ls.index) >= 2;
-		while (index_getnext_tid(ls.scan, ForwardScanDirection) != NULL)
-		{
-			IndexTuple	itup = ls.scan->xs_itup;
-			bool		isnull;
-			Datum		txid;
-			int64		id;
-
-			if (!keys_hold_id)
-			{
-				/* The index of 0.1.0, before ALTER EXTENSION UPDATE: (txid). */
-				if (!index_fetch_heap(ls.scan, ls.slot))
-					continue;
-				txid = slot_getattr(ls.slot, EV_TXID + 1, &isnull);
-				if (!in_window(txid, w))
-					continue;
-				id = DatumGetInt64(slot_getattr(ls.slot, EV_ID + 1, &isnull));
-				if (first == 0 || id < first)
-					first = id;
-				continue;
-			}
-
-			id = DatumGetInt64(index_getattr(itup, 2, ls.scan->xs_itupdesc, &isnull));
-			if (first != 0 && id >= first)
-				continue;
-			txid = index_getattr(itup, 1, ls.scan->xs_itupdesc, &isnull);
-			if (last_txid != DatumGetUInt64(txid))
-			{
-				last_txid = DatumGetUInt64(txid);
-				last_in_window = in_window(txid, w);
-				last_committed = last_in_window &&
-					committed_at_before(last_txid, next) != 0;
-			}
-			if (!last_in_window)
-				continue;
-			if (!last_committed && !index_fetch_heap(ls.scan, ls.slot))
-				continue;
+		window_entries_begin(&we, w, next, nspid, part);
+		while (window_entries_next(&we, first == 0 ? PG_INT64_MAX : first,
+								   &txid, &id, &committed_at))
 			first = id;
-		}
-		log_scan_end(&ls);
+		window_entries_end(&we);
 	}
 	return first;
 }
@@ -342,8 +416,6 @@ LogWindowScan(const LogWindow *w,
 			  bool (*visit) (Datum *values, bool *nulls, void *arg), void *arg)
 {
 	Oid			nspid = get_namespace_oid("outbox", false);
-	Datum		lo = DirectFunctionCall1(pg_snapshot_xmin, w->from_snap);
-	Datum		hi = DirectFunctionCall1(pg_snapshot_xmax, w->to_snap);
 	bool		go_on = true;
 	int			part;
 
@@ -352,8 +424,7 @@ LogWindowScan(const LogWindow *w,
 		ScanKeyData keys[2];
 		LogIndexScan ls = {0};
 
-		ScanKeyInit(&keys[0], 1, BTGreaterEqualStrategyNumber, F_XID8GE, lo);
-		ScanKeyInit(&keys[1], 1, BTLessStrategyNumber, F_XID8LT, hi);
+		window_txid_keys(w, keys);
 		log_scan_begin(&ls, nspid, part, LOG_TXID_INDEX, keys);
 		while (go_on && index_getnext_slot(ls.scan, ForwardScanDirection, ls.slot))
 		{
@@ -584,16 +655,13 @@ snapshot_xmax(Datum snap)
 
 /*
  * window_order_build
- *		Scan the window's (txid, id) index entries (the range of
- *		LogWindowFirstId) into one WindowTxn per transaction with its commit
- *		time, without reading the rows unless a commit time is unknown (see
- *		the file header), merge the partitions' runs and sort by key, in a
- *		new memory context that is a child of the current one (its arrays
- *		may pass 1 GB: a window spans whatever committed between two ticks).
- *		The next transaction id is read once, before the scan: every
- *		transaction of the window is below the xmax of S_to, taken before.
- *		With the index of 0.1.0 (txid alone: the library is updated, the SQL
- *		not yet), every row is read, as before 0.2.0.
+ *		The window's index entries (window_entries_next) into one WindowTxn
+ *		per transaction with its commit time, the partitions' runs merged
+ *		and sorted by key, in a new memory context that is a child of the
+ *		current one (its arrays may pass 1 GB: a window spans whatever
+ *		committed between two ticks).  The next transaction id is read once,
+ *		before the scans: every transaction of the window is below the xmax
+ *		of S_to, taken before.
  */
 static WindowOrder *
 window_order_build(const LogWindow *w)
@@ -604,8 +672,6 @@ window_order_build(const LogWindow *w)
 	MemoryContext old = MemoryContextSwitchTo(cxt);
 	WindowOrder *o = palloc0(sizeof(WindowOrder));
 	Oid			nspid = get_namespace_oid("outbox", false);
-	Datum		lo = DirectFunctionCall1(pg_snapshot_xmin, w->from_snap);
-	Datum		hi = DirectFunctionCall1(pg_snapshot_xmax, w->to_snap);
 	int			cap = 64;
 	int			n = 0;
 	int			run_start[OUTBOX_PARTITIONS + 1];
@@ -624,62 +690,29 @@ window_order_build(const LogWindow *w)
 
 	for (part = 0; part < OUTBOX_PARTITIONS; part++)
 	{
-		ScanKeyData keys[2];
-		LogIndexScan ls = {0};
-		bool		keys_hold_id;
+		WindowEntries we;
+		uint64		txid;
+		int64		id;
+		TimestampTz committed_at;
 
-		ScanKeyInit(&keys[0], 1, BTGreaterEqualStrategyNumber, F_XID8GE, lo);
-		ScanKeyInit(&keys[1], 1, BTLessStrategyNumber, F_XID8LT, hi);
 		run_start[part] = n;
-		ls.want_itup = true;
-		log_scan_begin(&ls, nspid, part, LOG_TXID_INDEX, keys);
-		keys_hold_id = IndexRelationGetNumberOfKeyAttributes(ls.index) >= 2;
-		while (index_getnext_tid(ls.scan, ForwardScanDirection) != NULL)
+		window_entries_begin(&we, w, next, nspid, part);
+		while (window_entries_next(&we, PG_INT64_MAX, &txid, &id, &committed_at))
 		{
-			IndexTuple	itup = ls.scan->xs_itup;
-			bool		isnull;
-			Datum		txid = index_getattr(itup, 1, ls.scan->xs_itupdesc, &isnull);
-			bool		visible = false;	/* the row was read and is visible */
-			int64		id;
 			WindowTxn  *t;
 
-			if (keys_hold_id)
-				id = DatumGetInt64(index_getattr(itup, 2, ls.scan->xs_itupdesc, &isnull));
-			else
-			{
-				/* The index of 0.1.0, before ALTER EXTENSION UPDATE: (txid). */
-				if (!index_fetch_heap(ls.scan, ls.slot))
-					continue;
-				visible = true;
-				id = DatumGetInt64(slot_getattr(ls.slot, EV_ID + 1, &isnull));
-			}
-
 			/* Entries of one txid are adjacent in one partition's index. */
-			if (n > 0 && o->txns[n - 1].txid == DatumGetUInt64(txid))
+			if (n > 0 && o->txns[n - 1].txid == txid)
 				t = &o->txns[n - 1];
 			else
 			{
-				TimestampTz committed_at;
-
-				if (!in_window(txid, w))
-					continue;
-
-				/*
-				 * A commit time means the transaction committed; without
-				 * one (unknown, or it aborted) its rows decide, until one
-				 * of them is visible.
-				 */
-				committed_at = committed_at_before(DatumGetUInt64(txid), next);
-				if (committed_at == 0 && !visible &&
-					!index_fetch_heap(ls.scan, ls.slot))
-					continue;
 				if (n == cap)
 				{
 					cap *= 2;
 					o->txns = repalloc_huge(o->txns, sizeof(WindowTxn) * cap);
 				}
 				t = &o->txns[n++];
-				t->txid = DatumGetUInt64(txid);
+				t->txid = txid;
 				t->committed_at = committed_at;
 				t->min_id = PG_INT64_MAX;
 				t->max_id = 0;
@@ -689,7 +722,7 @@ window_order_build(const LogWindow *w)
 			t->max_id = Max(t->max_id, id);
 			t->count++;
 		}
-		log_scan_end(&ls);
+		window_entries_end(&we);
 	}
 
 	run_start[OUTBOX_PARTITIONS] = n;

@@ -36,6 +36,7 @@ use warnings;
 use PostgreSQL::Test::Utils;
 use Test::More;
 use JSON::PP;
+use List::Util qw(shuffle);
 use OutboxTest;
 use WebhookReceiver;
 
@@ -317,7 +318,7 @@ for my $round (1 .. 6)
 	my $agg = "rand-$round";
 	my $writers = 4 + int(rand(9));
 	my @w = map { $node->background_psql('postgres') } 1 .. $writers;
-	my (@written, @fate);
+	my @written;
 	pause_all();
 	if ($round == 3)
 	{
@@ -341,9 +342,8 @@ for my $round (1 .. 6)
 		push @{ $written[$k] }, $n;
 	}
 	# Commit (or roll back) in a random order, one after the other.
-	my @order = sort { rand() <=> 0.5 } 0 .. $writers - 1;
 	my @expected;
-	for my $k (@order)
+	for my $k (shuffle(0 .. $writers - 1))
 	{
 		if (rand() < 0.15)
 		{
