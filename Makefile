@@ -72,6 +72,7 @@ OBJS = \
 	src/sink/template.o \
 	src/sink/pull.o \
 	src/dispatch/destination.o \
+	src/dispatch/destination_rows.o \
 	src/dispatch/mask.o \
 	src/dispatch/delivery.o \
 	src/dispatch/sync_delivery.o \

@@ -120,6 +120,7 @@
 #include "base/spi_util.h"
 #include "base/trace_context.h"
 #include "dispatch/delivery.h"
+#include "dispatch/destination_rows.h"
 #include "events/eventlog.h"
 #include "events/logscan.h"
 #include "events/tick.h"
@@ -132,11 +133,9 @@
 /* The statements of a batch (the table 'statements' below). */
 enum
 {
-	Q_LOCK_DEST,
 	Q_LOCK_DEST_WAIT,
 	Q_LATEST_TICK,
 	Q_MAX_ID,
-	Q_SUBSCRIPTIONS,
 	Q_BLOCKED,
 	Q_DUE_RETRIES,
 	Q_DUE_RETRIES_ALL,
@@ -187,20 +186,6 @@ enum
 /* Every statement a batch runs, kept (see base/spi_util.c). */
 static SpiStatement statements[Q_COUNT] = {
 	/*
-	 * outbox.destination: the batch's row, locked unless somebody has it,
-	 * and still ready (another worker may have backed it off since this
-	 * one read the destinations)
-	 */
-	[Q_LOCK_DEST] = {
-		"the lock of a destination for a batch",
-		"SELECT tick_from, tick_to, last_id, done_id, consecutive_failures, last_txid,"
-		"       config, search_path, owner, kind, " HAS_RETRIES_SQL
-		"  FROM outbox.destination WHERE id = $1 AND NOT paused"
-		"   AND (retry_at IS NULL OR retry_at <= pg_catalog.now())"
-		"   FOR UPDATE SKIP LOCKED",
-		{INT4OID, 0}
-	},
-	/*
 	 * outbox.destination: the batch's row in the caller's transaction
 	 * (DeliveryRunBatchHere), waiting for the lock; paused or not, and
 	 * backing off or not ($2: include the backoff)
@@ -225,13 +210,6 @@ static SpiStatement statements[Q_COUNT] = {
 		"the read of the highest event id",
 		"SELECT last_value FROM outbox.events_id_seq",
 		{0}
-	},
-	/* outbox.subscription: the filter of the window */
-	[Q_SUBSCRIPTIONS] = {
-		"the read of a destination's subscriptions",
-		"SELECT topic, event_types, since FROM outbox.subscription"
-		" WHERE destination_id = $1",
-		{INT4OID, 0}
 	},
 	/* outbox.delivery_retry: the aggregates held back */
 	[Q_BLOCKED] = {
@@ -812,11 +790,30 @@ read_position(const Batch *b, Position *pos, bool skip_locked)
 	bool		isnull;
 	HeapTuple	tup;
 	TupleDesc	desc;
-	SpiStatement *stmt = &statements[skip_locked ? Q_LOCK_DEST : Q_RELOCK_DEST];
+	SpiStatement *stmt = &statements[skip_locked ? Q_LOCK_DEST_WAIT : Q_RELOCK_DEST];
 
-	/* In the caller's transaction: wait for the lock, paused or not. */
-	if (skip_locked && b->here)
-		stmt = &statements[Q_LOCK_DEST_WAIT];
+	/* A dispatcher's lock, without the executor (destination_rows.c). */
+	if (skip_locked && !b->here)
+	{
+		DestinationLocked row;
+
+		if (!DestinationLockForBatch(dest->id, &row))
+			return false;
+		pos->tick_from = row.tick_from;
+		pos->tick_to = row.tick_to;
+		pos->last_id = row.last_id;
+		pos->done_id = row.done_id;
+		pos->consecutive = row.consecutive_failures;
+		pos->last_txid = row.last_txid;
+		pos->by_commit = false;
+		pos->config = row.config;
+		pos->search_path = row.search_path;
+		pos->owner = row.owner;
+		pos->kind = row.kind;
+		pos->has_retries = row.has_retries;
+		return true;
+	}
+	/* (else in the caller's transaction: wait for the lock, paused or not) */
 	values[0] = Int32GetDatum(dest->id);
 	values[1] = BoolGetDatum(b->include_backoff);
 	if (SpiRun(stmt, values, NULL, SPI_OK_SELECT) != 1)
@@ -947,40 +944,30 @@ typedef struct PageState
 static void
 load_subscriptions(Batch *b, PageState *page)
 {
-	Datum		values[1];
-	uint64		i;
+	SubscriptionRow *rows = DestinationSubscriptionsRead(b->dest->id, &page->nsubs);
+	int			i;
 
-	values[0] = Int32GetDatum(b->dest->id);
-	SpiRun(&statements[Q_SUBSCRIPTIONS], values, NULL, SPI_OK_SELECT);
-	page->nsubs = (int) SPI_processed;
-	page->subs = palloc0(sizeof(Subscription) * (SPI_processed + 1));
-	for (i = 0; i < SPI_processed; i++)
+	page->subs = palloc0(sizeof(Subscription) * (page->nsubs + 1));
+	for (i = 0; i < page->nsubs; i++)
 	{
-		HeapTuple	tup = SPI_tuptable->vals[i];
-		TupleDesc	desc = SPI_tuptable->tupdesc;
 		Subscription *sub = &page->subs[i];
-		bool		isnull;
-		Datum		d;
 
-		d = SPI_getbinval(tup, desc, 1, &isnull);
-		sub->topic = DatumGetTextPCopy(d);
+		sub->topic = rows[i].topic;
 		if (VARSIZE_ANY_EXHDR(sub->topic) == 1 && *VARDATA_ANY(sub->topic) == '*')
 			sub->topic = NULL;
-		d = SPI_getbinval(tup, desc, 2, &isnull);
-		if (!isnull)
+		if (rows[i].event_types != NULL)
 		{
 			Datum	   *elems;
 			bool	   *elemnulls;
 			int			k;
 
-			deconstruct_array(DatumGetArrayTypePCopy(d), TEXTOID, -1, false,
+			deconstruct_array(rows[i].event_types, TEXTOID, -1, false,
 							  TYPALIGN_INT, &elems, &elemnulls, &sub->ntypes);
 			sub->types = palloc(sizeof(text *) * (sub->ntypes + 1));
 			for (k = 0; k < sub->ntypes; k++)
 				sub->types[k] = DatumGetTextPP(elems[k]);
 		}
-		d = SPI_getbinval(tup, desc, 3, &isnull);
-		sub->since = PointerGetDatum(PG_DETOAST_DATUM_COPY(d));
+		sub->since = rows[i].since;
 	}
 }
 

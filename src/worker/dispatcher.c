@@ -168,6 +168,7 @@
 
 #include "sink/dest_config.h"
 #include "dispatch/delivery.h"
+#include "dispatch/destination_rows.h"
 #include "events/eventlog.h"
 #include "events/tick.h"
 #include "dispatch/restore.h"
@@ -243,7 +244,6 @@ typedef struct BatchError
  */
 enum
 {
-	DS_DESTINATIONS,
 	DS_NEXT_DUE,
 	DS_TOPICS,
 	DS_RECORD_ERROR,
@@ -251,14 +251,6 @@ enum
 };
 
 static SpiStatement dispatcher_stmts[DS_COUNT] = {
-	/* outbox.destination: every destination, and whether it is ready */
-	[DS_DESTINATIONS] = {"reading the destinations",
-		"SELECT id, name, kind, config, owner,"
-		"       NOT paused AND (retry_at IS NULL OR retry_at <= pg_catalog.now()),"
-		"       search_path"
-		"  FROM outbox.destination"
-		" ORDER BY id",
-	{0}},
 	/*
 	 * outbox.delivery_retry, outbox.destination: see next_due_ms.  Per
 	 * destination, its earliest head in next_attempt_at order (a scan that
@@ -620,40 +612,41 @@ forget_changed_destinations(KnownDestination *now, int n_now)
  *		destination: sessions take its events, dispatch/pull.c), parsed, allocated in
  *		'cxt'.  A destination whose config no longer parses is skipped with a
  *		WARNING (it stays visible in outbox.stats).  Reads paused and
- *		backing-off destinations too, for forget_changed_destinations.
+ *		backing-off destinations too, for forget_changed_destinations.  The
+ *		rows come from a heap scan, not a statement (destination_rows.c).
  */
 static List *
 load_destinations(MemoryContext cxt)
 {
 	List	   *volatile result = NIL;
 	KnownDestination *now;
-	uint64		n;
-	uint64		i;
+	DestinationRow *rows;
+	MemoryContext caller = MemoryContextSwitchTo(cxt);
+	int			n;
+	int			i;
 
-	n = SpiRun(&dispatcher_stmts[DS_DESTINATIONS], NULL, NULL, SPI_OK_SELECT);
+	rows = DestinationRowsRead(&n);
+	MemoryContextSwitchTo(caller);
 	ready_hash = (uint32) n;
 	now = MemoryContextAlloc(TopMemoryContext, sizeof(KnownDestination) * (n + 1));
 	for (i = 0; i < n; i++)
 	{
-		HeapTuple	tup = SPI_tuptable->vals[i];
-		TupleDesc	desc = SPI_tuptable->tupdesc;
-		bool		isnull;
-		MemoryContext old = MemoryContextSwitchTo(cxt);
-		DestinationConfig *dest = palloc0(sizeof(DestinationConfig));
+		DestinationRow *row = &rows[i];
+		DestinationConfig *dest = MemoryContextAllocZero(cxt, sizeof(DestinationConfig));
+		MemoryContext old = CurrentMemoryContext;
 
-		dest->id = DatumGetInt32(SPI_getbinval(tup, desc, 1, &isnull));
-		dest->name = TextDatumGetCString(SPI_getbinval(tup, desc, 2, &isnull));
-		dest->kind = TextDatumGetCString(SPI_getbinval(tup, desc, 3, &isnull));
-		dest->config = DatumGetJsonbPCopy(SPI_getbinval(tup, desc, 4, &isnull));
-		dest->owner = DatumGetObjectId(SPI_getbinval(tup, desc, 5, &isnull));
-		dest->search_path = SPI_getvalue(tup, desc, 7);
-		MemoryContextSwitchTo(old);
+		dest->id = row->id;
+		dest->name = row->name;
+		dest->kind = row->kind;
+		dest->config = row->config;
+		dest->owner = row->owner;
+		dest->search_path = row->search_path;
 
 		now[i].id = dest->id;
 		now[i].sink = SinkLookup(dest->kind, true);
 		now[i].config_hash = hash_bytes((unsigned char *) dest->config,
 										VARSIZE(dest->config));
-		if (!DatumGetBool(SPI_getbinval(tup, desc, 6, &isnull)))
+		if (!row->ready)
 		{
 			ready_hash = hash_combine(ready_hash, (uint32) dest->id * 2);
 			continue;			/* paused or backing off */
