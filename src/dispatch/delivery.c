@@ -168,8 +168,9 @@ enum
 	" ORDER BY r.id LIMIT $3"
 
 /*
- * The last column of the lock queries: whether the destination has retry
- * rows at all.  Most batches have none, and then skip the reads of the held
+ * The last column of the lock query (and of the dispatcher's lock,
+ * dispatch/destination_rows.c): whether the destination has retry rows at
+ * all.  Most batches have none, and then skip the reads of the held
  * back aggregates and of the due retry rows (two statements, a quarter of a
  * pass's cost at one event per pass).  Retry rows are written by the batch
  * that holds this lock, or committed by replays, dead-letter replays and
@@ -465,10 +466,14 @@ read_event_values(Batch *b, Datum *values, bool *nulls, DispatchEvent *ev)
 	ev->committed_at = 0;
 	ev->attempts = 0;
 
-	/* The composite outbox.events value handlers receive (a pull batch has
-	 * no handler: dispatch/pull.c keeps its own). */
+	/*
+	 * The composite outbox.events value handlers receive: only the
+	 * in-transaction sinks (function, notify) read it; a network sink sends
+	 * the fields, and a pull batch has no handler (dispatch/pull.c keeps its
+	 * own).
+	 */
 	ev->row = (Datum) 0;
-	if (b->take != NULL)
+	if (b->take != NULL || b->sink == NULL || b->sink->deliver == NULL)
 		return;
 	memcpy(row, values, sizeof(row));
 	row[1] = UUIDPGetDatum(&ev->event_id);

@@ -38,10 +38,16 @@
  * INVARIANTS
  *	- Each reads with a snapshot of its own, taken when it starts (what a
  *	  statement of a READ COMMITTED transaction gets); now() is the
- *	  transaction's start, as in SQL.  Only the dispatcher's own
- *	  transactions call them (READ COMMITTED): a batch in a caller's
- *	  transaction (DeliveryRunBatchHere, any isolation level, waiting for
- *	  the lock) keeps its statement.
+ *	  transaction's start, as in SQL.  DestinationRowsRead and
+ *	  DestinationLockForBatch run only in the dispatcher's own
+ *	  transactions, which are READ COMMITTED whatever the server's default
+ *	  (worker/dispatcher.c, ISOLATION): a batch in a caller's transaction
+ *	  (DeliveryRunBatchHere, any isolation level, waiting for the lock)
+ *	  keeps its statement.  DestinationSubscriptionsRead serves every
+ *	  batch, also in a caller's transaction of any isolation level: there
+ *	  its latest snapshot matches the window it filters, whose reads take
+ *	  one too (events/logscan.c), and it sees the transaction's own earlier
+ *	  statements, as a statement would.
  *	- The lock never waits.  The row the snapshot sees is locked FOR
  *	  UPDATE; one that another transaction has locked or is changing is
  *	  skipped (false), as SKIP LOCKED skips it.  A row updated by a commit

@@ -121,6 +121,14 @@
  *	delivery whose record is lost is repeated (at least once).  Waiting
  *	for WAL flushes would only add to delivery latency.
  *
+ * ISOLATION: every transaction of this process is READ COMMITTED
+ *	(default_transaction_isolation is overridden here), whatever the
+ *	server's default: each statement and each direct read of the tables
+ *	(dispatch/destination_rows.c, events/logscan.c) takes a snapshot of its
+ *	own, and a batch's lock of its destination row follows a row updated
+ *	meanwhile to its latest version, which a transaction snapshot forbids.
+ *	Handlers and saga steps run in these transactions.
+ *
  * SIGNALS: SIGHUP reloads the settings at the start of the next pass;
  *	SIGTERM ends the process at the next CHECK_FOR_INTERRUPTS (die), also
  *	in the middle of a handler (the batch's transaction is rolled back).
@@ -1344,6 +1352,9 @@ dispatcher_attach(int arg, Oid dboid)
 	BackgroundWorkerInitializeConnectionByOid(dboid, InvalidOid, 0);
 	SetConfigOption("application_name", "outbox_saga dispatcher", PGC_SUSET, PGC_S_OVERRIDE);
 	SetConfigOption("synchronous_commit", "off", PGC_SUSET, PGC_S_OVERRIDE);
+	/* Whatever the server's default: see ISOLATION in the file header. */
+	SetConfigOption("default_transaction_isolation", "read committed",
+					PGC_SUSET, PGC_S_OVERRIDE);
 
 	/*
 	 * A session value, not an override: an override would make PostgreSQL

@@ -17,6 +17,8 @@
 #   (g) rolled-back events in such a window (a savepoint rolled back, a
 #       transaction rolled back, a committed one with nothing left): none
 #       delivered, and the window stays in commit order;
+#   (l) a transaction larger than what the window's order reads entry by
+#       entry, and one that goes on into the next partition;
 #   (h) the same with the log's txid index of 0.1.0, (txid) alone (a library
 #       newer than the SQL, before ALTER EXTENSION UPDATE);
 #   (i) twenty writers committing in the reverse order of their txids (the
@@ -236,6 +238,34 @@ is(fn_got('rb'), '203,201,202',
 ok($receiver->wait_for(sub { hook_got('rb') eq '203,201,202' }, 30),
 	'(g) http destination: the same') or diag(hook_got('rb'));
 
+# (l) Large transactions: window_order reads SKIP_TXN_AFTER (64) of a
+# transaction's index entries in a partition and then searches for its
+# last one there (logscan.c, window_entries_skip_txn).  A writes 150
+# events, B commits one meanwhile, A writes one more and commits: B's event
+# first, then all of A's in write order, the last included.  Then the same
+# with A's events going on into the next partition (the merge of the
+# partitions' runs joins A's two).
+for my $case (['big', 300], ['big-split', 100])
+{
+	my ($agg, $before_boundary) = @$case;
+	pause_all();
+	sql(qq{SELECT setval('outbox.events_id_seq',
+		((SELECT last_value FROM outbox.events_id_seq) / 65536 + 1) * 65536 - $before_boundary)});
+	my $w = $node->background_psql('postgres');
+	$w->query_safe(qq{BEGIN; SELECT count(outbox.emit('t', 'step', jsonb_build_object('n', g), '$agg'))
+		FROM generate_series(1, 150) g});
+	sql(qq{SELECT outbox.emit('t', 'step', '{"n": 500}', '$agg')});
+	$w->query_safe(qq{SELECT outbox.emit('t', 'step', '{"n": 151}', '$agg'); COMMIT});
+	$w->quit;
+	resume_all();
+	drained("(l) $agg delivered");
+	my $expected = join(',', 500, 1 .. 151);
+	is(fn_got($agg), $expected,
+		"(l) $agg: function destination: a large transaction whole, after the one committed first");
+	ok($receiver->wait_for(sub { hook_got($agg) eq $expected }, 30),
+		"(l) $agg: http destination: the same") or diag(hook_got($agg));
+}
+
 # (h) The log's txid index as 0.1.0 made it, (txid) alone: what a library
 # newer than the database's SQL finds until ALTER EXTENSION UPDATE.  The
 # window's transactions then come from the rows, as before; the order and
@@ -310,6 +340,8 @@ is(sql(q{SELECT outbox.committed_at(pg_current_xact_id())}), '',
 # LogWindowCommitPage): the events of one aggregate must come out exactly
 # in commit order, each transaction's in write order, none rolled back.
 # Seeded (COMMIT_ORDER_SEED); one round crosses into the next partition.
+# Every seventh step is a burst of 71-130 events, so some transactions are
+# larger than what the window's order reads entry by entry.
 my $seed = $ENV{COMMIT_ORDER_SEED} // 20261205;
 note "commit order seed $seed";
 srand($seed);
@@ -332,6 +364,17 @@ for my $round (1 .. 6)
 	{
 		my $k = int(rand($writers));
 		$n++;
+		if ($step % 7 == 2)
+		{
+			# A burst, more than the entries window_order reads of one
+			# transaction before it searches for its last (SKIP_TXN_AFTER).
+			my $last = $n + 70 + int(rand(60));
+			$w[$k]->query_safe(qq{SELECT count(outbox.emit('t', 'step', jsonb_build_object('n', g), '$agg'))
+				FROM generate_series($n, $last) g});
+			push @{ $written[$k] }, $n .. $last;
+			$n = $last;
+			next;
+		}
 		if (rand() < 0.15)
 		{
 			$w[$k]->query_safe(qq{SAVEPOINT s; SELECT outbox.emit('t', 'step', '{"n": $n}', '$agg');

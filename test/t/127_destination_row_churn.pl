@@ -6,7 +6,9 @@
 # pause or an alter in progress is skipped, never waited for.  Expected:
 # every event delivered exactly once, each aggregate in write order, no
 # batch error, and the pass's reading of the destinations (also without
-# the executor) sees each pause and resume.
+# the executor) sees each pause and resume.  Last, a server whose default
+# isolation is SERIALIZABLE: the dispatcher's transactions stay READ
+# COMMITTED.
 use strict;
 use warnings;
 
@@ -89,6 +91,26 @@ is(sql(q{SELECT count(*) FROM got WHERE n = -1}), '0', 'nothing delivered while 
 sql(q{SELECT outbox.resume_destination('churn')});
 is(sql(q{SELECT outbox.wait_delivered('30 seconds', 'churn')}), 't', 'resumed: delivered');
 is(sql(q{SELECT count(*) FROM got WHERE n = -1}), '1', 'once');
+
+# The server's default isolation does not reach the dispatcher: its
+# transactions, and the handlers in them, are READ COMMITTED.
+sql(q{
+	CREATE TABLE public.iso (level text);
+	CREATE FUNCTION public.rec_iso(e outbox.events) RETURNS void LANGUAGE sql AS $$
+		INSERT INTO iso VALUES (current_setting('transaction_isolation'))
+	$$;
+	SELECT outbox.create_destination('iso', 'function', '{"function": "public.rec_iso"}');
+	SELECT outbox.subscribe('iso', 'i');
+});
+sql(q{ALTER SYSTEM SET default_transaction_isolation = 'serializable'});
+sql(q{SELECT pg_reload_conf()});
+ok(wait_until($node, 'postgres', q{SELECT current_setting('default_transaction_isolation') = 'serializable'}, 30),
+	'the server defaults to serializable');
+sql(q{SELECT outbox.emit('i', 'e', '{}')});
+sql(q{SELECT count(outbox.emit('c', 'e', jsonb_build_object('n', 100000 + g), 'agg-s')) FROM generate_series(1, 50) g});
+is(sql(q{SELECT outbox.wait_delivered('30 seconds')}), 't', 'delivered with a serializable default');
+is(sql(q{SELECT string_agg(level, ',') FROM iso}), 'read committed', 'the handler ran in READ COMMITTED');
+is(sql(q{SELECT count(*) FROM got WHERE n > 100000}), '50', 'the churned destination too');
 
 $node->stop;
 done_testing();
