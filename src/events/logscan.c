@@ -226,9 +226,12 @@ window_txid_keys(const LogWindow *w, ScanKeyData *keys)
  * the visible ones count, as before 0.2.0.
  */
 /*
- * window_order_build reads this many entries of one transaction, then finds
- * its last one with a search (window_entries_skip_txn): a window of one
- * transaction of 200,000 events read them all, 4% of a drain.
+ * How many index entries of one transaction are read one by one before a
+ * search moves past the rest: window_order_build then searches for its
+ * last entry (window_entries_skip_txn), and window_entries_next moves past
+ * a transaction outside the window, or, for LogWindowFirstId, one whose
+ * ids are already too high.  A window of one transaction of 200,000 events
+ * read them all, and so did every window whose txid range covered it.
  */
 #define SKIP_TXN_AFTER	64
 
@@ -248,7 +251,23 @@ typedef struct WindowEntries
 	uint64		txid;			/* the transaction met last, and ... */
 	TxnVerdict	verdict;		/* ... what it is */
 	TimestampTz committed_at;	/* ... its commit time, 0: unknown */
+	int64		met;			/* ... how many of its entries were met */
 } WindowEntries;
+
+/*
+ * window_entries_restart_after
+ *		Go on with the window's entries after those of transaction 'txid'
+ *		(a new search of the index).
+ */
+static void
+window_entries_restart_after(WindowEntries *we, uint64 txid)
+{
+	ScanKeyData keys[2];
+
+	window_txid_keys(we->w, keys);
+	ScanKeyInit(&keys[0], 1, BTGreaterStrategyNumber, F_XID8GT, UInt64GetDatum(txid));
+	index_rescan(we->ls.scan, keys, 2, NULL, 0);
+}
 
 static void
 window_entries_begin(WindowEntries *we, const LogWindow *w, FullTransactionId next,
@@ -293,12 +312,22 @@ window_entries_next(WindowEntries *we, int64 below, uint64 *txid, int64 *id,
 			visible = true;
 			*id = DatumGetInt64(slot_getattr(we->ls.slot, EV_ID + 1, &isnull));
 		}
-		if (*id >= below)
-			continue;
 		t = DatumGetUInt64(index_getattr(scan->xs_itup, 1, scan->xs_itupdesc, &isnull));
+		if (*id >= below)
+		{
+			/*
+			 * The rest of a transaction met before can only be above too
+			 * (with the (txid, id) index: (txid) alone orders a
+			 * transaction's entries by place, not id).
+			 */
+			if (we->keys_hold_id && t == we->txid && ++we->met == SKIP_TXN_AFTER)
+				window_entries_restart_after(we, t);
+			continue;
+		}
 		if (t != we->txid)
 		{
 			we->txid = t;
+			we->met = 0;
 			we->committed_at = 0;
 			we->verdict = TXN_OUT;
 			if (in_window(UInt64GetDatum(t), we->w))
@@ -307,8 +336,17 @@ window_entries_next(WindowEntries *we, int64 below, uint64 *txid, int64 *id,
 				we->verdict = (we->committed_at != 0) ? TXN_IN : TXN_PENDING;
 			}
 		}
+		we->met++;
 		if (we->verdict == TXN_OUT)
+		{
+			/*
+			 * A large transaction outside the window (one visible in S_from
+			 * whose txid is above its xmin, say): search past its entries.
+			 */
+			if (we->met == SKIP_TXN_AFTER)
+				window_entries_restart_after(we, t);
 			continue;
+		}
 		if (we->verdict == TXN_PENDING)
 		{
 			if (!visible && !index_fetch_heap(scan, we->ls.slot))
@@ -340,14 +378,14 @@ window_entries_skip_txn(WindowEntries *we, int64 *max_id)
 	bool		isnull;
 
 	Assert(we->keys_hold_id && we->verdict == TXN_IN);
+	/* Two keys, as the scan began with (btree's rescan copies that many). */
+	window_txid_keys(we->w, keys);
 	ScanKeyInit(&keys[0], 1, BTEqualStrategyNumber, F_XID8EQ, UInt64GetDatum(we->txid));
-	index_rescan(scan, keys, 1, NULL, 0);
+	index_rescan(scan, keys, 2, NULL, 0);
 	if (index_getnext_tid(scan, BackwardScanDirection) != NULL)
 		*max_id = Max(*max_id,
 					  DatumGetInt64(index_getattr(scan->xs_itup, 2, scan->xs_itupdesc, &isnull)));
-	window_txid_keys(we->w, keys);
-	ScanKeyInit(&keys[0], 1, BTGreaterStrategyNumber, F_XID8GT, UInt64GetDatum(we->txid));
-	index_rescan(scan, keys, 2, NULL, 0);
+	window_entries_restart_after(we, we->txid);
 }
 
 static void

@@ -29,6 +29,10 @@
 #       where (a) comes out in id order, as the README says;
 #   (j) on that server, rolled-back work at the lowest ids of a window:
 #       the window starts at its lowest visible id;
+#   (m) on that server, a large transaction whose ids all lie above the
+#       window's first id, drawn by a later transaction;
+#   (n) on that server, a large transaction in the txid range of a later
+#       window it is not in;
 #   (k) random windows: interleaved writers committing in a random order,
 #       with rolled-back savepoints and transactions, read in pages of
 #       three (run before (e)).
@@ -458,6 +462,45 @@ is($off->safe_psql('postgres', q{SELECT outbox.wait_delivered('60 seconds')}), '
 	'(j) delivered');
 is($off->safe_psql('postgres', q{SELECT string_agg(n::text, ',' ORDER BY seq) FROM got WHERE n > 500}),
 	'501,502', '(j) id order from the lowest visible id, none of the rolled-back events');
+
+# (m) A large transaction at the low txid and a small one at the high txid
+# with the lowest id: LogWindowFirstId reads SKIP_TXN_AFTER (64) entries of
+# A that cannot lower the result and then searches past the rest of A
+# (logscan.c, window_entries_next); B's entry after them is the window's
+# first id.  Expected: every event, in id order.
+$off->safe_psql('postgres', q{SELECT outbox.pause_destination('fn')});
+my ($ma, $mb) = map { $off->background_psql('postgres') } 1 .. 2;
+$ma->query_safe(q{BEGIN; SELECT pg_current_xact_id()});
+$mb->query_safe(q{BEGIN; SELECT outbox.emit('t', 'step', '{"n": 700}', 'm')});
+$ma->query_safe(q{SELECT count(outbox.emit('t', 'step', jsonb_build_object('n', g), 'm'))
+	FROM generate_series(701, 850) g});
+$mb->query_safe('COMMIT');
+$ma->query_safe('COMMIT');
+$_->quit for ($ma, $mb);
+$off->safe_psql('postgres', q{SELECT outbox.resume_destination('fn')});
+is($off->safe_psql('postgres', q{SELECT outbox.wait_delivered('60 seconds')}), 't',
+	'(m) delivered');
+is($off->safe_psql('postgres', q{SELECT string_agg(n::text, ',' ORDER BY seq) FROM got WHERE n >= 700}),
+	join(',', 700 .. 850), '(m) from the first id of the small transaction, in id order');
+
+# (n) A large transaction in the txid range of a window it is not in: O
+# holds the xmin back while B writes 150 events and commits, and they are
+# delivered; then C commits one event.  C's window's range starts at O's
+# txid, so B's 150 entries lie in it, outside the window: 64 are read, then
+# a search moves past them (window_entries_next), to C's.
+my $no = $off->background_psql('postgres');
+$no->query_safe(q{BEGIN; SELECT pg_current_xact_id()});
+$off->safe_psql('postgres', q{SELECT count(outbox.emit('t', 'step', jsonb_build_object('n', g), 'n'))
+	FROM generate_series(901, 1050) g});
+is($off->safe_psql('postgres', q{SELECT outbox.wait_delivered('60 seconds')}), 't',
+	'(n) the large transaction delivered');
+$off->safe_psql('postgres', q{SELECT outbox.emit('t', 'step', '{"n": 1051}', 'n')});
+is($off->safe_psql('postgres', q{SELECT outbox.wait_delivered('60 seconds')}), 't',
+	'(n) the next transaction delivered');
+$no->query_safe('COMMIT');
+$no->quit;
+is($off->safe_psql('postgres', q{SELECT string_agg(n::text, ',' ORDER BY seq) FROM got WHERE n > 900}),
+	join(',', 901 .. 1051), '(n) every event, the one after the large transaction included');
 $off->stop;
 
 done_testing();
