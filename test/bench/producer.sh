@@ -37,7 +37,10 @@
 # per transaction of capture with the dispatcher running and no active
 # destination <= 1.05 x with it stopped (sync off and on); capture alone
 # (sync on, dispatcher stopped) <= the cheaper of the PL/pgSQL trigger and
-# PgQ's trigger.
+# PgQ's trigger.  Next to the running / stopped targets, an information
+# line divides each by plain's own running / stopped ratio: plain writes no
+# event, so whatever moves it (the condition's place in the round, the
+# disk's state) is not the dispatcher's doing.
 
 PRODUCER_DIR=$WORK_DIR/test/bench/producer
 PRODUCER_CONDS="sync_commit=off sync_commit=on off+dispatcher on+dispatcher"
@@ -189,6 +192,17 @@ section_producer() {
 	producer_target_max "capture, dispatcher running / stopped, no active destination, sync on" \
 		"$(producer_quotient "$(producer_cpu_of on+dispatcher capture)" \
 			"$(producer_cpu_of sync_commit=on capture)")" 1.05
+	# The same with plain INSERT as the control: everything the conditions
+	# differ in besides the dispatcher (their place in the round, the disk's
+	# state after the run before) moves plain as much as capture.
+	for r in off:sync_commit=off on:sync_commit=on; do
+		report "$(printf '      information: sync %s, (capture / plain) running over (capture / plain) stopped: %s (plain alone: %s)' \
+			"${r%%:*}" \
+			"$(producer_quotient "$(producer_quotient "$(producer_cpu_of "${r%%:*}+dispatcher" capture)" \
+				"$(producer_cpu_of "${r%%:*}+dispatcher" plain)")" \
+				"$(producer_quotient "$(producer_cpu_of "${r#*:}" capture)" "$(producer_cpu_of "${r#*:}" plain)")")" \
+			"$(producer_quotient "$(producer_cpu_of "${r%%:*}+dispatcher" plain)" "$(producer_cpu_of "${r#*:}" plain)")")"
+	done
 	cheaper=$(printf '%s\n' "$(producer_cpu_of sync_commit=on plpgsql)" \
 		"$(producer_cpu_of sync_commit=on pgq)" | awk 'NF && (m == "" || $1 < m) { m = $1 } END { print m }')
 	producer_target_max "capture / the cheaper of PL/pgSQL and PgQ triggers, sync on, CPU" \
