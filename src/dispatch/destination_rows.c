@@ -78,6 +78,7 @@
 #include "access/xact.h"
 #include "catalog/namespace.h"
 #include "executor/tuptable.h"
+#include "parser/parse_relation.h"
 #include "utils/builtins.h"
 #include "utils/fmgroids.h"
 #include "utils/rel.h"
@@ -138,16 +139,10 @@ typedef struct DestinationSlot
 static AttrNumber
 attribute_of(Relation rel, const char *name)
 {
-	TupleDesc	desc = RelationGetDescr(rel);
-	int			i;
+	int			attnum = attnameAttNum(rel, name, false);
 
-	for (i = 0; i < desc->natts; i++)
-	{
-		Form_pg_attribute att = TupleDescAttr(desc, i);
-
-		if (!att->attisdropped && strcmp(NameStr(att->attname), name) == 0)
-			return att->attnum;
-	}
+	if (attnum != InvalidAttrNumber)
+		return (AttrNumber) attnum;
 	ereport(ERROR,
 			(errcode(ERRCODE_UNDEFINED_COLUMN),
 			 errmsg("column \"%s\" of outbox.%s does not exist", name,
