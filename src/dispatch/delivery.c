@@ -473,7 +473,7 @@ read_event_values(Batch *b, Datum *values, bool *nulls, DispatchEvent *ev)
 	 * own).
 	 */
 	ev->row = (Datum) 0;
-	if (b->take != NULL || b->sink == NULL || b->sink->deliver == NULL)
+	if (b->take != NULL || b->sink->deliver == NULL)
 		return;
 	memcpy(row, values, sizeof(row));
 	row[1] = UUIDPGetDatum(&ev->event_id);
@@ -779,76 +779,85 @@ typedef struct Position
 } Position;
 
 /*
+ * lock_by_statement
+ *		read_position's statement: the caller's transaction's lock, which
+ *		waits (skip_locked), or the batch's lock again after its deliveries.
+ *		Without 'skip_locked' only the position columns are read (config,
+ *		search_path and kind NULL, owner invalid, has_retries true).
+ */
+static bool
+lock_by_statement(const Batch *b, bool skip_locked, DestinationLocked *row)
+{
+	Datum		values[2];
+	bool		isnull;
+	HeapTuple	tup;
+	TupleDesc	desc;
+
+	values[0] = Int32GetDatum(b->dest->id);
+	values[1] = BoolGetDatum(b->include_backoff);
+	if (SpiRun(&statements[skip_locked ? Q_LOCK_DEST_WAIT : Q_RELOCK_DEST],
+			   values, NULL, SPI_OK_SELECT) != 1)
+		return false;
+	tup = SPI_tuptable->vals[0];
+	desc = SPI_tuptable->tupdesc;
+	memset(row, 0, sizeof(DestinationLocked));
+	row->tick_from = DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull));
+	row->tick_to = DatumGetInt64(SPI_getbinval(tup, desc, 2, &isnull));
+	if (isnull)
+		row->tick_to = 0;
+	row->last_id = DatumGetInt64(SPI_getbinval(tup, desc, 3, &isnull));
+	row->done_id = DatumGetInt64(SPI_getbinval(tup, desc, 4, &isnull));
+	row->consecutive_failures = DatumGetInt32(SPI_getbinval(tup, desc, 5, &isnull));
+	row->last_txid = DatumGetUInt64(SPI_getbinval(tup, desc, 6, &isnull));
+	if (isnull)
+		row->last_txid = 0;
+	row->owner = InvalidOid;
+	row->has_retries = true;
+	if (skip_locked)
+	{
+		row->config = DatumGetJsonbPCopy(SPI_getbinval(tup, desc, 7, &isnull));
+		row->search_path = SPI_getvalue(tup, desc, 8);
+		row->owner = DatumGetObjectId(SPI_getbinval(tup, desc, 9, &isnull));
+		row->kind = SPI_getvalue(tup, desc, 10);
+		row->has_retries = DatumGetBool(SPI_getbinval(tup, desc, 11, &isnull));
+	}
+	return true;
+}
+
+/*
  * read_position
  *		Lock the destination's row and read its position.  With 'skip_locked'
  *		a row locked by somebody else (or a paused, backing-off or dropped
  *		destination) returns false; otherwise only a dropped one does.  In
  *		the caller's transaction (b->here), 'skip_locked' waits for the lock
  *		instead, and only a dropped destination, or one backing off unless
- *		b->include_backoff, returns false.
+ *		b->include_backoff, returns false.  A dispatcher's first lock is
+ *		taken without the executor (destination_rows.c).
  */
 static bool
 read_position(const Batch *b, Position *pos, bool skip_locked)
 {
-	const DestinationConfig *dest = b->dest;
-	Datum		values[2];
-	bool		isnull;
-	HeapTuple	tup;
-	TupleDesc	desc;
-	SpiStatement *stmt = &statements[skip_locked ? Q_LOCK_DEST_WAIT : Q_RELOCK_DEST];
+	DestinationLocked row;
+	bool		found;
 
-	/* A dispatcher's lock, without the executor (destination_rows.c). */
 	if (skip_locked && !b->here)
-	{
-		DestinationLocked row;
-
-		if (!DestinationLockForBatch(dest->id, &row))
-			return false;
-		pos->tick_from = row.tick_from;
-		pos->tick_to = row.tick_to;
-		pos->last_id = row.last_id;
-		pos->done_id = row.done_id;
-		pos->consecutive = row.consecutive_failures;
-		pos->last_txid = row.last_txid;
-		pos->by_commit = false;
-		pos->config = row.config;
-		pos->search_path = row.search_path;
-		pos->owner = row.owner;
-		pos->kind = row.kind;
-		pos->has_retries = row.has_retries;
-		return true;
-	}
-	/* (else in the caller's transaction: wait for the lock, paused or not) */
-	values[0] = Int32GetDatum(dest->id);
-	values[1] = BoolGetDatum(b->include_backoff);
-	if (SpiRun(stmt, values, NULL, SPI_OK_SELECT) != 1)
+		found = DestinationLockForBatch(b->dest->id, &row);
+	else
+		found = lock_by_statement(b, skip_locked, &row);
+	if (!found)
 		return false;
-	tup = SPI_tuptable->vals[0];
-	desc = SPI_tuptable->tupdesc;
-	pos->tick_from = DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull));
-	pos->tick_to = DatumGetInt64(SPI_getbinval(tup, desc, 2, &isnull));
-	if (isnull)
-		pos->tick_to = 0;
-	pos->last_id = DatumGetInt64(SPI_getbinval(tup, desc, 3, &isnull));
-	pos->done_id = DatumGetInt64(SPI_getbinval(tup, desc, 4, &isnull));
-	pos->consecutive = DatumGetInt32(SPI_getbinval(tup, desc, 5, &isnull));
-	pos->last_txid = DatumGetUInt64(SPI_getbinval(tup, desc, 6, &isnull));
-	if (isnull)
-		pos->last_txid = 0;
+	pos->tick_from = row.tick_from;
+	pos->tick_to = row.tick_to;
+	pos->last_id = row.last_id;
+	pos->done_id = row.done_id;
+	pos->consecutive = row.consecutive_failures;
+	pos->last_txid = row.last_txid;
 	pos->by_commit = false;
-	pos->config = NULL;
-	pos->search_path = NULL;
-	pos->owner = InvalidOid;
-	pos->kind = NULL;
-	pos->has_retries = true;
-	if (skip_locked)
-	{
-		pos->config = DatumGetJsonbPCopy(SPI_getbinval(tup, desc, 7, &isnull));
-		pos->search_path = SPI_getvalue(tup, desc, 8);
-		pos->owner = DatumGetObjectId(SPI_getbinval(tup, desc, 9, &isnull));
-		pos->kind = SPI_getvalue(tup, desc, 10);
-		pos->has_retries = DatumGetBool(SPI_getbinval(tup, desc, 11, &isnull));
-	}
+	pos->config = row.config;
+	pos->search_path = row.search_path;
+	pos->owner = row.owner;
+	pos->kind = row.kind;
+	pos->has_retries = row.has_retries;
 	return true;
 }
 

@@ -206,8 +206,8 @@ is_ready(DestinationSlot *ds)
 static int
 row_id_cmp(const void *a, const void *b)
 {
-	int32		ia = ((const DestinationRow *) a)->id;
-	int32		ib = ((const DestinationRow *) b)->id;
+	int32		ia = ((const DestinationRow *) a)->dest.id;
+	int32		ib = ((const DestinationRow *) b)->dest.id;
 
 	return (ia > ib) - (ia < ib);
 }
@@ -226,8 +226,9 @@ destination_relid(Oid *nspid)
 
 /*
  * DestinationRowsRead
- *		Every destination, in id order, with whether it is ready (not paused,
- *		not backing off); *count rows.
+ *		Every destination, in id order, as far as its row goes (the
+ *		common config keys are not parsed), with whether it is ready (not
+ *		paused, not backing off); *count rows.
  */
 DestinationRow *
 DestinationRowsRead(int *count)
@@ -253,12 +254,14 @@ DestinationRowsRead(int *count)
 			rows = repalloc(rows, sizeof(DestinationRow) * capacity);
 		}
 		row = &rows[n++];
-		row->id = DatumGetInt32(column(&ds, DC_ID, &isnull));
-		row->name = text_column(&ds, DC_NAME);
-		row->kind = text_column(&ds, DC_KIND);
-		row->config = DatumGetJsonbPCopy(column(&ds, DC_CONFIG, &isnull));
-		row->owner = DatumGetObjectId(column(&ds, DC_OWNER, &isnull));
-		row->search_path = text_column(&ds, DC_SEARCH_PATH);
+		memset(row, 0, sizeof(DestinationRow));
+		row->dest.id = DatumGetInt32(column(&ds, DC_ID, &isnull));
+		row->dest.name = text_column(&ds, DC_NAME);
+		row->dest.kind = text_column(&ds, DC_KIND);
+		row->dest.config = DatumGetJsonbPCopy(column(&ds, DC_CONFIG, &isnull));
+		row->dest.owner = DatumGetObjectId(column(&ds, DC_OWNER, &isnull));
+		row->dest.paused = DatumGetBool(column(&ds, DC_PAUSED, &isnull));
+		row->dest.search_path = text_column(&ds, DC_SEARCH_PATH);
 		row->ready = is_ready(&ds);
 	}
 	table_endscan(scan);
@@ -272,44 +275,55 @@ DestinationRowsRead(int *count)
 }
 
 /*
- * primary_key
- *		The primary key index of 'rel', or an error.
+ * A scan of rows whose index 'index' begins with an int4 column equal to
+ * a given id (a destination's id), under 'snap'.
  */
-static Oid
-primary_key(Relation rel)
+typedef struct IdScan
 {
-	Oid			pk = CompatRelationGetPrimaryKeyIndex(rel);
+	Relation	index;
+	IndexScanDesc scan;
+} IdScan;
 
-	if (!OidIsValid(pk))
-		ereport(ERROR,
-				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-				 errmsg("the table outbox.%s has no primary key",
-						RelationGetRelationName(rel)),
-				 errhint("Reinstall the extension.")));
-	return pk;
+static void
+id_scan_begin(IdScan *is, Relation rel, Oid index, LOCKMODE lockmode,
+			  Snapshot snap, int32 id)
+{
+	ScanKeyData key;
+
+	is->index = index_open(index, lockmode);
+	ScanKeyInit(&key, 1, BTEqualStrategyNumber, F_INT4EQ, Int32GetDatum(id));
+	is->scan = CompatIndexBeginscan(rel, is->index, snap, 1, 0);
+	index_rescan(is->scan, &key, 1, NULL, 0);
+}
+
+static bool
+id_scan_next(IdScan *is, TupleTableSlot *slot)
+{
+	return index_getnext_slot(is->scan, ForwardScanDirection, slot);
+}
+
+static void
+id_scan_end(IdScan *is)
+{
+	index_endscan(is->scan);
+	index_close(is->index, NoLock);
 }
 
 /*
  * first_row
- *		Put the first row of 'rel' that 'snap' sees with 'id' in the first
- *		column of index 'index' (opened and locked in 'lockmode') into
- *		'slot'; false if there is none.
+ *		Put the first row of id_scan_begin's scan into 'slot'; false if
+ *		there is none.
  */
 static bool
 first_row(Relation rel, Oid index, LOCKMODE lockmode, Snapshot snap, int32 id,
 		  TupleTableSlot *slot)
 {
-	Relation	irel = index_open(index, lockmode);
-	IndexScanDesc scan;
-	ScanKeyData key;
+	IdScan		is;
 	bool		found;
 
-	ScanKeyInit(&key, 1, BTEqualStrategyNumber, F_INT4EQ, Int32GetDatum(id));
-	scan = CompatIndexBeginscan(rel, irel, snap, 1, 0);
-	index_rescan(scan, &key, 1, NULL, 0);
-	found = index_getnext_slot(scan, ForwardScanDirection, slot);
-	index_endscan(scan);
-	index_close(irel, NoLock);
+	id_scan_begin(&is, rel, index, lockmode, snap, id);
+	found = id_scan_next(&is, slot);
+	id_scan_end(&is);
 	return found;
 }
 
@@ -325,7 +339,7 @@ has_retry_rows(Oid nspid, Snapshot snap, int32 id)
 	TupleTableSlot *slot = table_slot_create(rel, NULL);
 	bool		found;
 
-	found = first_row(rel, primary_key(rel), AccessShareLock, snap, id, slot);
+	found = first_row(rel, OutboxPrimaryKey(rel), AccessShareLock, snap, id, slot);
 	ExecDropSingleTupleTableSlot(slot);
 	table_close(rel, NoLock);
 	return found;
@@ -348,7 +362,7 @@ DestinationLockForBatch(int32 id, DestinationLocked *row)
 
 	Assert(!IsolationUsesXactSnapshot());
 	slot_begin(rel, &ds);
-	if (first_row(rel, primary_key(rel), RowShareLock, snap, id, ds.slot) &&
+	if (first_row(rel, OutboxPrimaryKey(rel), RowShareLock, snap, id, ds.slot) &&
 		is_ready(&ds))
 	{
 		ItemPointerData tid = ds.slot->tts_tid;
@@ -409,23 +423,19 @@ DestinationSubscriptionsRead(int32 id, int *count)
 {
 	Oid			nspid = get_namespace_oid("outbox", false);
 	Relation	rel = table_open(OutboxLogRelid(nspid, "subscription"), AccessShareLock);
-	Oid			index = OutboxLogRelid(nspid, "subscription_unique_idx");
 	Snapshot	snap = RegisterSnapshot(GetLatestSnapshot());
 	TupleTableSlot *slot = table_slot_create(rel, NULL);
-	Relation	irel = index_open(index, AccessShareLock);
-	IndexScanDesc scan;
-	ScanKeyData key;
 	AttrNumber	topic_att = attribute_of(rel, "topic");
 	AttrNumber	types_att = attribute_of(rel, "event_types");
 	AttrNumber	since_att = attribute_of(rel, "since");
+	IdScan		is;
 	int			n = 0;
 	int			capacity = 4;
 	SubscriptionRow *subs = palloc(sizeof(SubscriptionRow) * capacity);
 
-	ScanKeyInit(&key, 1, BTEqualStrategyNumber, F_INT4EQ, Int32GetDatum(id));
-	scan = CompatIndexBeginscan(rel, irel, snap, 1, 0);
-	index_rescan(scan, &key, 1, NULL, 0);
-	while (index_getnext_slot(scan, ForwardScanDirection, slot))
+	id_scan_begin(&is, rel, OutboxLogRelid(nspid, "subscription_unique_idx"),
+				  AccessShareLock, snap, id);
+	while (id_scan_next(&is, slot))
 	{
 		SubscriptionRow *sub;
 		bool		isnull;
@@ -443,8 +453,7 @@ DestinationSubscriptionsRead(int32 id, int *count)
 		d = slot_getattr(slot, since_att, &isnull);
 		sub->since = PointerGetDatum(PG_DETOAST_DATUM_COPY(d));
 	}
-	index_endscan(scan);
-	index_close(irel, NoLock);
+	id_scan_end(&is);
 	ExecDropSingleTupleTableSlot(slot);
 	UnregisterSnapshot(snap);
 	table_close(rel, NoLock);

@@ -9,18 +9,14 @@
 #ifndef OUTBOX_SAGA_DESTINATION_ROWS_H
 #define OUTBOX_SAGA_DESTINATION_ROWS_H
 
+#include "sink/dest_config.h"
 #include "utils/array.h"
 #include "utils/jsonb.h"
 
 /* A destination as a pass sees it (DestinationRowsRead). */
 typedef struct DestinationRow
 {
-	int32		id;
-	char	   *name;
-	char	   *kind;
-	Jsonb	   *config;
-	Oid			owner;
-	char	   *search_path;	/* NULL if the column is NULL */
+	DestinationConfig dest;		/* the row's columns; common keys unparsed */
 	bool		ready;			/* not paused, not backing off */
 } DestinationRow;
 

@@ -285,6 +285,25 @@ OutboxLogRelid(Oid nspid, const char *relname)
 }
 
 /*
+ * OutboxPrimaryKey
+ *		The primary key index of 'rel', a table of the outbox schema, or an
+ *		error saying the installation is damaged.
+ */
+Oid
+OutboxPrimaryKey(Relation rel)
+{
+	Oid			pk = CompatRelationGetPrimaryKeyIndex(rel);
+
+	if (!OidIsValid(pk))
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("the table outbox.%s has no primary key",
+						RelationGetRelationName(rel)),
+				 errhint("Reinstall the extension.")));
+	return pk;
+}
+
+/*
  * LogIndexesLoad
  *		The indexes of 'heap' that are ready for inserts, and their IndexInfo,
  *		in 'cxt': what LogIndexesInsert maintains.

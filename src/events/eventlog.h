@@ -73,6 +73,7 @@ extern void OutboxCheckAggregateId(text *value);
 extern void OutboxCheckHeaders(Jsonb *headers);
 extern void OutboxCheckPayload(Jsonb *payload);
 extern Oid	OutboxLogRelid(Oid nspid, const char *relname);
+extern Oid	OutboxPrimaryKey(Relation rel);
 extern void OutboxAppendEvent(const OutboxEventData *ev, pg_uuid_t *event_id);
 
 /*

@@ -218,14 +218,6 @@ window_txid_keys(const LogWindow *w, ScanKeyData *keys)
 }
 
 /*
- * The window's entries of one partition's (txid, id) index, in (txid, id)
- * order, of the transactions that belong to the window and committed (see
- * the file header): a transaction with a commit time is in at once, one
- * without from its first visible row on.  With the index of 0.1.0 (txid
- * alone: the library is updated, the SQL not yet) every row is read and only
- * the visible ones count, as before 0.2.0.
- */
-/*
  * How many index entries of one transaction are read one by one before a
  * search moves past the rest: window_order_build then searches for its
  * last entry (window_entries_skip_txn), and window_entries_next moves past
@@ -235,6 +227,14 @@ window_txid_keys(const LogWindow *w, ScanKeyData *keys)
  */
 #define SKIP_TXN_AFTER	64
 
+/*
+ * The window's entries of one partition's (txid, id) index, in (txid, id)
+ * order, of the transactions that belong to the window and committed (see
+ * the file header): a transaction with a commit time is in at once, one
+ * without from its first visible row on.  With the index of 0.1.0 (txid
+ * alone: the library is updated, the SQL not yet) every row is read and only
+ * the visible ones count, as before 0.2.0.
+ */
 typedef enum TxnVerdict
 {
 	TXN_OUT,					/* not in the window */

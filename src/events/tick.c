@@ -91,18 +91,11 @@ enum
 static bool
 latest_tick(Relation rel, Snapshot snap, int64 *id, Datum *snapshot)
 {
-	Oid			pk = CompatRelationGetPrimaryKeyIndex(rel);
-	Relation	irel;
+	Relation	irel = index_open(OutboxPrimaryKey(rel), AccessShareLock);
 	IndexScanDesc scan;
 	TupleTableSlot *slot;
 	bool		found;
 
-	if (!OidIsValid(pk))
-		ereport(ERROR,
-				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-				 errmsg("the outbox tick table has no primary key"),
-				 errhint("Reinstall the extension.")));
-	irel = index_open(pk, AccessShareLock);
 	slot = table_slot_create(rel, NULL);
 	scan = CompatIndexBeginscan(rel, irel, snap, 0, 0);
 	index_rescan(scan, NULL, 0, NULL, 0);

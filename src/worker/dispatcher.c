@@ -639,22 +639,14 @@ load_destinations(MemoryContext cxt)
 	now = MemoryContextAlloc(TopMemoryContext, sizeof(KnownDestination) * (n + 1));
 	for (i = 0; i < n; i++)
 	{
-		DestinationRow *row = &rows[i];
-		DestinationConfig *dest = MemoryContextAllocZero(cxt, sizeof(DestinationConfig));
+		DestinationConfig *dest = &rows[i].dest;
 		MemoryContext old = CurrentMemoryContext;
-
-		dest->id = row->id;
-		dest->name = row->name;
-		dest->kind = row->kind;
-		dest->config = row->config;
-		dest->owner = row->owner;
-		dest->search_path = row->search_path;
 
 		now[i].id = dest->id;
 		now[i].sink = SinkLookup(dest->kind, true);
 		now[i].config_hash = hash_bytes((unsigned char *) dest->config,
 										VARSIZE(dest->config));
-		if (!row->ready)
+		if (!rows[i].ready)
 		{
 			ready_hash = hash_combine(ready_hash, (uint32) dest->id * 2);
 			continue;			/* paused or backing off */
