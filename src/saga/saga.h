@@ -46,9 +46,10 @@ extern bool SagaRunPass(int64 *activity);
  * run, timeout of a waiting run or deadline of a running saga; 0 if there
  * is none.  For the sleep of dispatcher 0 (the only process that drives
  * sagas): call it inside a transaction, with SPI connected, once per pass
- * before SagaRunPass, which uses it too.  Uses only partial indexes
- * (cheap), and is remembered until rounds had work, the saga work
- * counter moved or the poll interval passed.
+ * before SagaRunPass, which runs rounds only when it shows work due (or a
+ * counted commit, or work left over).  Uses only partial indexes (cheap),
+ * and is remembered until rounds had work, the saga work counter moved or
+ * the poll interval passed.
  */
 extern TimestampTz SagaNextDue(void);
 

@@ -87,15 +87,19 @@
  *	  - the last pass had work (ran, claimed, swept or recovered something,
  *		or found more due), claimed runs wait in the list (a user held
  *		their saga), or recovery is pending (the first pass of a process);
- *	  - the poll interval (outbox_saga.poll_interval, less a tenth) has
- *		passed since rounds last ran: the safety net for changes nobody
- *		counted (an UPDATE of the saga tables by hand, a restore).
  *	Anything else changes saga state only through rounds of this process,
- *	which count as work.  SagaNextDue is remembered on the same terms
- *	(computed again after a counted commit, rounds that had work, or the
- *	poll interval), so a pass that skips runs no saga query at all.  Each
- *	pass logs at DEBUG1 whether it ran rounds or skipped them, with
- *	running totals.
+ *	which count as work.  SagaNextDue is remembered on the same terms, and
+ *	read again once the poll interval (outbox_saga.poll_interval, less a
+ *	tenth) has passed since it was read: the safety net for changes nobody
+ *	counted (an UPDATE of the saga tables by hand, a restore).  What a
+ *	round can find is what that query looks for (a pending run past its
+ *	next attempt, a waiting run past its timeout, a running saga past its
+ *	deadline: the conditions of the claim and the sweeps), so the poll
+ *	reads one cached-plan query, and rounds run only when it shows work
+ *	due: an idle dispatcher no longer plans and runs the sweeps'
+ *	statements at every poll.  A pass that skips runs no saga query at all.
+ *	Each pass logs at DEBUG1 whether it ran rounds or skipped them, with
+ *	running totals, and each poll's reading of the due time.
  *
  * ERRORS
  *	A step's error is a failed attempt (RunAsOwner rolls back its
@@ -161,12 +165,11 @@ static TimestampTz sweep_retry_at = 0;
 
 /*
  * When a pass runs rounds (WHEN A PASS RUNS ROUNDS in the file header):
- * the saga work counter as the last pass with rounds read it, when that
- * pass began, whether it had work, and the passes with and without rounds
- * in this process (for the DEBUG1 lines).
+ * the saga work counter as the last pass with rounds read it, whether that
+ * pass had work, and the passes with and without rounds in this process
+ * (for the DEBUG1 lines).
  */
 static uint64 work_served = 0;
-static TimestampTz rounds_at = 0;
 static bool rounds_had_work = true;
 static uint64 passes_ran = 0;
 static uint64 passes_skipped = 0;
@@ -807,8 +810,9 @@ SagaNextDue(void)
 	int			level;
 	TimestampTz now = GetCurrentTimestamp();
 	uint64		work = ShmemSagaWorkRead(MyDatabaseId);
+	bool		poll = due_known && work == due_work;
 
-	if (due_known && work == due_work && !poll_elapsed(due_read_at, now))
+	if (poll && !poll_elapsed(due_read_at, now))
 		return due_at;
 
 	level = pin_search_path();
@@ -819,6 +823,10 @@ SagaNextDue(void)
 	due_work = work;
 	due_read_at = now;
 	due_known = true;
+	if (poll)
+		elog(DEBUG1, "outbox_saga: saga due time read (poll): %s",
+			 due_at == 0 ? "nothing due" :
+			 due_at <= now ? "work is due" : "work falls due later");
 	return due_at;
 }
 
@@ -841,8 +849,6 @@ rounds_reason(uint64 work, TimestampTz now)
 		return "the next due time is not known";
 	if (due_at != 0 && due_at <= now)
 		return "saga work fell due";
-	if (poll_elapsed(rounds_at, now))
-		return "poll";
 	return NULL;
 }
 
@@ -944,7 +950,6 @@ SagaRunPass(int64 *activity)
 	}
 
 	work_served = work;
-	rounds_at = now;
 	more = run_rounds(&ran, &had_work);
 	rounds_had_work = had_work || nclaimed > 0;
 	/* Rounds that did something moved due times: compute it again. */

@@ -333,6 +333,13 @@ static KnownDestination *known = NULL;
 static int	n_known = 0;
 
 /*
+ * Destinations of this pass not paused and not pulled (load_destinations):
+ * with none, no retry row or backoff can fall due, and next_due_ms skips
+ * its query.
+ */
+static int	n_pushed_unpaused = 0;
+
+/*
  * The topic summary (refresh_topics): a hash of which destinations were
  * ready to deliver to when this worker last read the subscriptions, the
  * summary's generation then, and when.  ready_hash is this pass's.
@@ -636,6 +643,7 @@ load_destinations(MemoryContext cxt)
 	rows = DestinationRowsRead(&n);
 	MemoryContextSwitchTo(caller);
 	ready_hash = (uint32) n;
+	n_pushed_unpaused = 0;
 	now = MemoryContextAlloc(TopMemoryContext, sizeof(KnownDestination) * (n + 1));
 	for (i = 0; i < n; i++)
 	{
@@ -646,6 +654,8 @@ load_destinations(MemoryContext cxt)
 		now[i].sink = SinkLookup(dest->kind, true);
 		now[i].config_hash = hash_bytes((unsigned char *) dest->config,
 										VARSIZE(dest->config));
+		if (!dest->paused && SinkIsPushed(now[i].sink))
+			n_pushed_unpaused++;
 		if (!rows[i].ready)
 		{
 			ready_hash = hash_combine(ready_hash, (uint32) dest->id * 2);
@@ -714,7 +724,12 @@ next_due_ms(void)
 	{
 		long		due_ms = OutboxPollInterval;
 
-		if (SpiRun(&dispatcher_stmts[DS_NEXT_DUE], NULL, NULL, SPI_OK_SELECT) == 1)
+		/*
+		 * The query counts destinations not paused and not pulled only:
+		 * with none of them (every one paused, say) its answer is NULL.
+		 */
+		if (n_pushed_unpaused > 0 &&
+			SpiRun(&dispatcher_stmts[DS_NEXT_DUE], NULL, NULL, SPI_OK_SELECT) == 1)
 		{
 			d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
 			if (!isnull)

@@ -88,6 +88,22 @@ producer_variants() {
 	done
 }
 
+# producer_running_round ROUND: the conditions with the dispatchers
+# running (variants in "${disp[@]}" of section_producer).  They are started,
+# then left to finish their start (a first housekeeping round, caches,
+# plans: 100 to 200 ms of CPU) before anything is measured, and stopped
+# after.
+producer_running_round() {
+	if dispatcher_set on &&
+		bench_psql -At -c "SELECT outbox.wait_idle('30 seconds')" >/dev/null; then
+		bench_round producer off+dispatcher "-c synchronous_commit=off" \
+			producer_reset "$1" "${disp[@]}"
+		bench_round producer on+dispatcher "-c synchronous_commit=on" \
+			producer_reset "$1" "${disp[@]}"
+	fi
+	dispatcher_set off || say "producer: cannot stop the dispatcher: $DISPATCHER_ERROR"
+}
+
 section_producer() {
 	local all=() disp=() v r spread cheaper dispatcher=yes
 	LABEL[plain]="plain INSERT"
@@ -128,20 +144,19 @@ section_producer() {
 	done
 
 	# The conditions take turns round by round as well, so all of them see
-	# the same stretches of a noisy machine.
+	# the same stretches of a noisy machine; the dispatchers run in the
+	# second half of even rounds and the first half of odd ones, so that
+	# neither state always follows the other.
 	for ((r = 0; r < BENCH_ROUNDS; r++)); do
+		if [ -n "$dispatcher" ] && ((r % 2 == 1)); then
+			producer_running_round "$r"
+		fi
 		bench_round producer sync_commit=off "-c synchronous_commit=off" \
 			producer_reset "$r" "${all[@]}"
 		bench_round producer sync_commit=on "-c synchronous_commit=on" \
 			producer_reset "$r" "${all[@]}"
-		if [ -n "$dispatcher" ]; then
-			if dispatcher_set on; then
-				bench_round producer off+dispatcher "-c synchronous_commit=off" \
-					producer_reset "$r" "${disp[@]}"
-				bench_round producer on+dispatcher "-c synchronous_commit=on" \
-					producer_reset "$r" "${disp[@]}"
-			fi
-			dispatcher_set off || say "producer: cannot stop the dispatcher: $DISPATCHER_ERROR"
+		if [ -n "$dispatcher" ] && ((r % 2 == 0)); then
+			producer_running_round "$r"
 		fi
 	done
 
