@@ -60,7 +60,8 @@
  *					ever happens inside a transaction;
  *	  drive_sagas	the saga driver's pass (SagaRunPass; worker 0 only), which
  *					runs its rounds only when saga work was committed, fell
- *					due or was left over, or at the poll interval;
+ *					due (its due time is read again at every poll
+ *					interval, next_due_ms) or was left over;
  *	  housekeeping	every HOUSEKEEPING_MS (housekeeping.c): a round, then the
  *					retirement of each partition, each in its own transaction;
  *	  end_pass		count the pass, report statistics, adapt the pass
