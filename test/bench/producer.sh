@@ -88,18 +88,22 @@ producer_variants() {
 	done
 }
 
-# producer_running_round ROUND: the conditions with the dispatchers
-# running (variants in "${disp[@]}" of section_producer).  They are started,
-# then left to finish their start (a first housekeeping round, caches,
-# plans: 100 to 200 ms of CPU) before anything is measured, and stopped
-# after.
+# producer_running_round ROUND VARIANT...: the conditions with the
+# dispatchers running.  They are started, then left to finish their start
+# (a first housekeeping round, caches, plans: 100 to 200 ms of CPU) before
+# anything is measured, and stopped after.
 producer_running_round() {
-	if dispatcher_set on &&
-		bench_psql -At -c "SELECT outbox.wait_idle('30 seconds')" >/dev/null; then
+	local round=$1
+	shift
+	if ! dispatcher_set on; then
+		say "producer: cannot start the dispatcher: $DISPATCHER_ERROR"
+	elif [ "$(bench_psql -At -c "SELECT outbox.wait_idle('30 seconds')")" != t ]; then
+		say "producer: the dispatchers did not settle within 30 s; no running half in round $((round + 1))"
+	else
 		bench_round producer off+dispatcher "-c synchronous_commit=off" \
-			producer_reset "$1" "${disp[@]}"
+			producer_reset "$round" "$@"
 		bench_round producer on+dispatcher "-c synchronous_commit=on" \
-			producer_reset "$1" "${disp[@]}"
+			producer_reset "$round" "$@"
 	fi
 	dispatcher_set off || say "producer: cannot stop the dispatcher: $DISPATCHER_ERROR"
 }
@@ -149,14 +153,14 @@ section_producer() {
 	# neither state always follows the other.
 	for ((r = 0; r < BENCH_ROUNDS; r++)); do
 		if [ -n "$dispatcher" ] && ((r % 2 == 1)); then
-			producer_running_round "$r"
+			producer_running_round "$r" "${disp[@]}"
 		fi
 		bench_round producer sync_commit=off "-c synchronous_commit=off" \
 			producer_reset "$r" "${all[@]}"
 		bench_round producer sync_commit=on "-c synchronous_commit=on" \
 			producer_reset "$r" "${all[@]}"
 		if [ -n "$dispatcher" ] && ((r % 2 == 0)); then
-			producer_running_round "$r"
+			producer_running_round "$r" "${disp[@]}"
 		fi
 	done
 
