@@ -22,8 +22,10 @@ max_payload: 65536
 my $url = $ns->url;
 NatsServer::tool($url, 'add-stream', 'SHOP', 'shop.>');
 
+# Retention keeps delivered events in the log: the checks read them there.
 my $node = new_node('nats_delivery',
-	conf => "outbox_saga.poll_interval = '100ms'\nrestart_after_crash = on\n"
+	conf => "outbox_saga.poll_interval = '100ms'\noutbox_saga.retention = '1h'\n"
+	  . "restart_after_crash = on\n"
 	  . "log_min_messages = info\nlog_statement = none\n");
 $node->start;
 $node->safe_psql('postgres', q{CREATE EXTENSION outbox_saga});

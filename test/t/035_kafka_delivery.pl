@@ -20,8 +20,10 @@ my $k = KafkaMock->new(brokers => 1);
 my $brokers = $k->bootstrap;
 is($k->cmd('topic orders 4'), 'ok', 'a topic with 4 partitions');
 
+# Retention keeps delivered events in the log: the checks read them there.
 my $node = new_node('kafka_delivery',
-	conf => "outbox_saga.poll_interval = '100ms'\nlog_min_messages = info\n"
+	conf => "outbox_saga.poll_interval = '100ms'\noutbox_saga.retention = '1h'\n"
+	  . "log_min_messages = info\n"
 	  . "log_statement = none\n");
 $node->start;
 $node->safe_psql('postgres', q{CREATE EXTENSION outbox_saga});

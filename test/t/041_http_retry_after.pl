@@ -12,8 +12,10 @@ use Test::More;
 use OutboxTest;
 use WebhookReceiver;
 
+# Retention keeps delivered events in the log: the checks read them there.
 my $node = new_node('http_retry_after',
-	conf => "outbox_saga.poll_interval = '100ms'\nlog_statement = none\n");
+	conf => "outbox_saga.poll_interval = '100ms'\noutbox_saga.retention = '1h'\n"
+	  . "log_statement = none\n");
 $node->start;
 $node->safe_psql('postgres', q{CREATE EXTENSION outbox_saga});
 ok(wait_for_dispatcher($node, 'postgres'), 'a dispatcher runs');

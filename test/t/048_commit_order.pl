@@ -47,8 +47,10 @@ use OutboxTest;
 use WebhookReceiver;
 
 my $receiver = WebhookReceiver->new;
+# Retention keeps delivered events in the log: the checks read them there.
 my $node = new_node('commit_order',
-	conf => "outbox_saga.poll_interval = '100ms'\nlog_statement = none\n");
+	conf => "outbox_saga.poll_interval = '100ms'\noutbox_saga.retention = '1h'\n"
+	  . "log_statement = none\n");
 $node->start;
 
 sub sql { return $node->safe_psql('postgres', $_[0]); }
