@@ -57,11 +57,15 @@
  * WHOM A COMMIT WAKES (issue 18: one pass per interval, not per worker)
  *	A commit that wrote events some destination wants, or saga work, wakes
  *	ONE dispatcher: the first running one, worker 0 (wake_one), or, while
- *	it is stuck in one batch, saga or housekeeping round for more than
- *	WORKER_STUCK_MS, the next one as well, and so on.  A worker whose step
- *	lasts WORKER_STUCK_MS wakes the others itself (a timeout of the
- *	dispatcher), for the commits that woke only it before or early in
- *	that step: a slow destination delays another by at most that (G12).  Waking every worker
+ *	it is stuck in one batch or saga round for more than WORKER_STUCK_MS,
+ *	or is in a housekeeping round at all, the next one as well, and so on.
+ *	A worker whose step lasts WORKER_STUCK_MS wakes the others itself (a
+ *	timeout of the dispatcher), for the commits that woke only it before or
+ *	early in that step: a slow destination delays another by at most that
+ *	(G12).  Housekeeping (worker 0, every few seconds; tens of ms where
+ *	system calls are dear) is known not to deliver: worker 0 hands the
+ *	wake-ups it holds on when it begins a round, and commits during the
+ *	round wake the next worker, so that it delays no delivery.  Waking every worker
  *	made each of them run a pass (a transaction, destination loading, a
  *	tick) per commit, although one destination is served by one worker at
  *	a time.  What the woken worker cannot serve it hands on, so that no
@@ -243,17 +247,20 @@ wake_worker(DispatcherWorker *wk)
 
 /*
  * worker_stuck
- *		Whether worker 'wk' has been inside one batch, saga round or
- *		housekeeping round for more than WORKER_STUCK_MS: it will not start
- *		the pass a commit asks for soon.
+ *		Whether worker 'wk' will not start the pass a commit asks for soon:
+ *		it is in a housekeeping round, or has been inside one batch or saga
+ *		round for more than WORKER_STUCK_MS.
  */
 static bool
 worker_stuck(DispatcherWorker *wk)
 {
+	uint32		doing = pg_atomic_read_u32(&wk->doing);
 	TimestampTz since;
 
-	if (!WorkerDoingIsBusy(pg_atomic_read_u32(&wk->doing)))
+	if (!WorkerDoingIsBusy(doing))
 		return false;
+	if (doing == DOING_HOUSEKEEPING)
+		return true;
 	since = (TimestampTz) pg_atomic_read_u64(&wk->doing_since);
 	return GetCurrentTimestamp() - since > WORKER_STUCK_MS * INT64CONST(1000);
 }

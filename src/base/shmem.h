@@ -49,9 +49,10 @@ typedef enum WorkerDoing
 } WorkerDoing;
 
 /*
- * A worker inside one batch, saga round or housekeeping round for longer
- * than this hands a commit's wake-up on to the other workers (base/shmem.c,
- * WHOM A COMMIT WAKES): a normal batch takes a few ms.
+ * A worker inside one batch or saga round for longer than this hands a
+ * commit's wake-up on to the other workers (base/shmem.c, WHOM A COMMIT
+ * WAKES): a normal batch takes a few ms.  A housekeeping round hands it on
+ * at once.
  */
 #define WORKER_STUCK_MS		20
 

@@ -30,11 +30,11 @@
  *	starts its round of destinations at another place, so the drain of busy
  *	destinations spreads over the workers and the cores (item 3 of issue
  *	11); one destination uses one core.
- *	A commit wakes one worker, worker 0 unless it is stuck in a batch or
- *	round (base/shmem.c, WHOM A COMMIT WAKES); a worker hands on what it
- *	cannot serve: a destination claimed by another worker wakes that
- *	worker, and network destinations left by worker 0, or work left ready
- *	at the end of a pass, wake the others (deliver).
+ *	A commit wakes one worker, worker 0 unless it keeps house or is stuck
+ *	in a batch or round (base/shmem.c, WHOM A COMMIT WAKES); a worker hands
+ *	on what it cannot serve: a destination claimed by another worker wakes
+ *	that worker, and network destinations left by worker 0, or work left
+ *	ready at the end of a pass, wake the others (deliver).
  *	Ticks (eventlog.c) are taken by every worker (events/tick.c, at the
  *	start of a pass) and by housekeeping, one at a time (the tick lock), so
  *	that tick ids and snapshots keep the same order.  The pass's tick ends
@@ -1146,6 +1146,13 @@ housekeeping(TimestampTz now, int64 activity)
 		return;
 	/* The context names the round; the transaction's own has none. */
 	set_doing(DOING_HOUSEKEEPING);
+
+	/*
+	 * Commits from now on wake the next worker (base/shmem.c, WHOM A COMMIT
+	 * WAKES); those since this pass began woke only this one: hand them on.
+	 */
+	if (pg_atomic_read_u32(&my_worker->wake_pending) != 0)
+		ShmemWakeOtherWorkers(my_slot, my_worker_no);
 	edata = run_caught("while running housekeeping", run_transaction, &step);
 	if (edata != NULL)
 		FreeErrorData(edata);
