@@ -57,6 +57,8 @@
 # SETTINGS (environment)
 #   BENCH_ROUNDS=9 BENCH_SECONDS=3 BENCH_WARMUP=3 BENCH_CLIENTS=2*cores
 #   BENCH_JOBS=cores BENCH_SECTIONS="producer" BENCH_SHARED_BUFFERS=1GB
+#   BENCH_HUGE_PAGES=try (on, off; run as root the benchmark reserves the
+#   huge pages for the run, see lib.sh)
 #   BENCH_KEEP_LOG=1 (keep the server log in the results directory)
 #   The defaults take about 7-8 minutes.  Quick look:
 #     BENCH_ROUNDS=1 BENCH_SECONDS=2 make bench
@@ -133,7 +135,8 @@ report "  $(nproc) CPUs ($(sed -n 's/^model name\s*: //p' /proc/cpuinfo | head -
 	"commit $(git -C "$SRC_DIR" rev-parse --short HEAD 2>/dev/null || echo unknown)$(
 		git -C "$SRC_DIR" diff --quiet HEAD 2>/dev/null || echo " with local changes")"
 report "  pgbench -n -M prepared -c $BENCH_CLIENTS -j $BENCH_JOBS -T $BENCH_SECONDS," \
-	"$BENCH_ROUNDS rounds, shared_buffers=$(bench_psql -At -c 'SHOW shared_buffers')"
+	"$BENCH_ROUNDS rounds, shared_buffers=$(bench_psql -At -c 'SHOW shared_buffers')," \
+	"huge pages $HUGE_PAGES"
 
 for s in $SECTIONS; do
 	"section_$s"
