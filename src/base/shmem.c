@@ -62,13 +62,13 @@
  *	A worker whose step lasts WORKER_STUCK_MS wakes the others itself (a
  *	timeout of the dispatcher), for the commits that woke only it before or
  *	early in that step: a slow destination delays another by at most that
- *	(G12).  Housekeeping (worker 0, every few seconds; tens of ms where
+ *	(G12).  Housekeeping (worker 0, every few seconds; 2-20 ms where
  *	system calls are dear) is known not to deliver: worker 0 hands the
  *	wake-ups it holds on when it begins a round, and commits during the
- *	round wake the next worker, so that it delays no delivery.  Waking every worker
- *	made each of them run a pass (a transaction, destination loading, a
- *	tick) per commit, although one destination is served by one worker at
- *	a time.  What the woken worker cannot serve it hands on, so that no
+ *	round wake the next worker, so that it delays no delivery.
+ *	Waking every worker made each of them run a pass (a transaction,
+ *	destination loading, a tick) per commit, although one destination is
+ *	served by one worker at a time.  What the woken worker cannot serve it hands on, so that no
  *	wake-up is lost (G8): a destination another worker has claimed wakes
  *	that worker (its batch may have read an older window; it runs another
  *	pass after it, with a newer tick), network destinations that worker 0

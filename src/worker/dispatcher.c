@@ -1150,7 +1150,11 @@ housekeeping(TimestampTz now, int64 activity)
 	/*
 	 * Commits from now on wake the next worker (base/shmem.c, WHOM A COMMIT
 	 * WAKES); those since this pass began woke only this one: hand them on.
+	 * A committer sets wake_pending, then reads 'doing'; this order is the
+	 * reverse, so one of the two sees the other's write.  (Were both
+	 * missed, the wake-up would still be this worker's, after the round.)
 	 */
+	pg_memory_barrier();
 	if (pg_atomic_read_u32(&my_worker->wake_pending) != 0)
 		ShmemWakeOtherWorkers(my_slot, my_worker_no);
 	edata = run_caught("while running housekeeping", run_transaction, &step);
