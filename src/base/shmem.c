@@ -68,14 +68,15 @@
  *	round wake the next worker, so that it delays no delivery.
  *	Waking every worker made each of them run a pass (a transaction,
  *	destination loading, a tick) per commit, although one destination is
- *	served by one worker at a time.  What the woken worker cannot serve it hands on, so that no
- *	wake-up is lost (G8): a destination another worker has claimed wakes
- *	that worker (its batch may have read an older window; it runs another
- *	pass after it, with a newer tick), network destinations that worker 0
- *	leaves to the others wake the others, and a pass that leaves work
- *	ready wakes the others to share it (dispatcher.c).  A change every
- *	worker must see (destinations, subscriptions, wait_idle) still wakes
- *	them all (ShmemWakeDispatcher), and every worker polls.
+ *	served by one worker at a time.  What the woken worker cannot serve it
+ *	hands on, so that no wake-up is lost (G8): a destination another
+ *	worker has claimed wakes that worker (its batch may have read an older
+ *	window; it runs another pass after it, with a newer tick), network
+ *	destinations that worker 0 leaves to the others wake the others, and a
+ *	pass that leaves work ready wakes the others to share it
+ *	(dispatcher.c).  A change every worker must see (destinations,
+ *	subscriptions, wait_idle) still wakes them all (ShmemWakeDispatcher),
+ *	and every worker polls.
  *
  * THE SAGA WORK COUNTER (issue 18 item 3)
  *	Each slot counts the commits that changed saga state in ways the driver
