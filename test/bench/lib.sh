@@ -22,6 +22,7 @@
 
 declare -A TPS=()
 declare -A CPU=()
+declare -A WORKER_CPU=()	# "section|condition|variant": outbox_saga's processes
 declare -A FAILED=()	# "section|variant": why it could not run
 declare -A LABEL=()	# variant: its name in the tables
 
@@ -273,18 +274,33 @@ cluster_cpu_ticks() {
 }
 CLK_TCK=$(getconf CLK_TCK)
 
+# outbox_worker_ticks: the CPU time so far of the live processes of
+# outbox_saga (launcher, dispatchers), in clock ticks: the part of a run's
+# server CPU that they spent, while they run through it.
+outbox_worker_ticks() {
+	local pm c
+	pm=$(head -n 1 "$PGDATA_DIR/postmaster.pid")
+	for c in $(pgrep -P "$pm"); do
+		if grep -q '^postgres: outbox_saga ' "/proc/$c/cmdline" 2>/dev/null; then
+			cat "/proc/$c/stat" 2>/dev/null || true
+		fi
+	done | awk '{ sub(/^.*\) /, ""); t += $12 + $13 } END { print t + 0 }'
+}
+
 # bench_round SECTION CONDITION PGOPTIONS RESET_FN ROUND VARIANT...
 #	VARIANT is name=script.  Runs every variant once for BENCH_SECONDS, in
 #	the order rotated by ROUND (0: ABCD, 1: BCDA, 2: CDAB, ...), so that
 #	over the rounds a slow or fast stretch of a noisy machine is spread over
 #	all variants.  RESET_FN runs before every run, so that every run starts
-#	alike.  Records the TPS and the server CPU per transaction of each run.
+#	alike.  Records the TPS and the server CPU per transaction of each run
+#	(also per round: CPU[section|condition|variant|round]), and the part of
+#	that CPU outbox_saga's own processes spent (WORKER_CPU).
 #	A variant whose run fails is marked failed (FAILED) and skipped from
 #	then on.
 bench_round() {
 	local section=$1 cond=$2 opts=$3 reset=$4 round=$5
 	shift 5
-	local variants=("$@") n=$# i k name script out tps ntx c0 c1 cpu
+	local variants=("$@") n=$# i k name script out tps ntx c0 c1 w0 w1 cpu wcpu
 	local log=$CLUSTER_DIR/pgbench.log
 	for ((i = 0; i < n; i++)); do
 		k=$(((round + i) % n))
@@ -293,14 +309,22 @@ bench_round() {
 		[ "${FAILED[$section|$name]:-}" ] && continue
 		"$reset"
 		c0=$(cluster_cpu_ticks)
+		w0=$(outbox_worker_ticks)
 		if out=$(run_pgbench "$opts" "$script" "$BENCH_SECONDS" "$log"); then
 			c1=$(cluster_cpu_ticks)
+			w1=$(outbox_worker_ticks)
 			read -r tps ntx <<<"$out"
 			cpu=$(awk -v t=$((c1 - c0)) -v hz="$CLK_TCK" -v n="$ntx" \
 				'BEGIN { printf "%.2f", t / hz * 1e6 / n }')
+			# A worker that ended during the run took its ticks with it: none
+			# counted then, rather than a negative share.
+			wcpu=$(awk -v t=$((w1 - w0)) -v hz="$CLK_TCK" -v n="$ntx" \
+				'BEGIN { printf "%.2f", (t > 0 ? t : 0) / hz * 1e6 / n }')
 			TPS[$section|$cond|$name]+="$tps "
 			TPS[$section|$cond|$name|$((round + 1))]=$tps
 			CPU[$section|$cond|$name]+="$cpu "
+			CPU[$section|$cond|$name|$((round + 1))]=$cpu
+			WORKER_CPU[$section|$cond|$name]+="$wcpu "
 			printf '%s\t%s\t%d\t%d\t%s\t%s\t%s\t%s\n' "$section" "$cond" $((round + 1)) \
 				$((i + 1)) "$name" "$tps" "$ntx" "$cpu" >>"$RAW_FILE"
 			say "$section $cond round $((round + 1))/$BENCH_ROUNDS: $name $tps tps, $cpu us CPU/tx"
@@ -349,6 +373,40 @@ paired_range() {
 	for ((r = 1; r <= BENCH_ROUNDS; r++)); do
 		a=${TPS[$1|$2|$3|$r]:-}
 		b=${TPS[$1|$2|$4|$r]:-}
+		[ -n "$a" ] && [ -n "$b" ] && out+="$a $b "
+	done
+	[ -n "$out" ] || return 0
+	# shellcheck disable=SC2086
+	printf '%s %s\n' $out | awk '{ r = $1 / $2; if (NR == 1 || r < lo) lo = r;
+		if (NR == 1 || r > hi) hi = r } END { printf "%.2f-%.2f\n", lo, hi }'
+}
+
+# paired_cpu_quotient SECTION CONDITION_A CONDITION_B VARIANT: the median
+# over the rounds of VARIANT's server CPU per transaction under CONDITION_A
+# over that under CONDITION_B in the same round, two decimals, or nothing.
+# Where the two conditions run next to each other in every round, a drift of
+# the machine over the rounds cancels in each quotient, which a quotient of
+# the two medians (taken from different rounds) does not do.
+paired_cpu_quotient() {
+	local r a b out=
+	for ((r = 1; r <= BENCH_ROUNDS; r++)); do
+		a=${CPU[$1|$2|$4|$r]:-}
+		b=${CPU[$1|$3|$4|$r]:-}
+		[ -n "$a" ] && [ -n "$b" ] && out+="$(awk -v a="$a" -v b="$b" \
+			'BEGIN { if (b > 0) printf "%.4f", a / b }') "
+	done
+	[ -n "$out" ] || return 0
+	# shellcheck disable=SC2086
+	median $out | awk '{ printf "%.2f\n", $1 }'
+}
+
+# paired_cpu_range SECTION CONDITION_A CONDITION_B VARIANT: "min-max" of the
+# quotients paired_cpu_quotient takes the median of.
+paired_cpu_range() {
+	local r a b out=
+	for ((r = 1; r <= BENCH_ROUNDS; r++)); do
+		a=${CPU[$1|$2|$4|$r]:-}
+		b=${CPU[$1|$3|$4|$r]:-}
 		[ -n "$a" ] && [ -n "$b" ] && out+="$a $b "
 	done
 	[ -n "$out" ] || return 0
