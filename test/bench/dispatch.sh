@@ -206,9 +206,12 @@ drain_run() {
 }
 
 # latency_run RATE: p50 and p99 in ms and the number of events,
-# "p50 p99 n".
+# "p50 p99 n".  Printed last, after the destination is dropped: the caller
+# reads the line from a process substitution and starts the next run as
+# soon as it has it, whose create_destination would otherwise race this
+# run's drop.
 latency_run() {
-	local rate=$1 clients=1 script=$CLUSTER_DIR/latency.sql
+	local rate=$1 clients=1 script=$CLUSTER_DIR/latency.sql result
 	# One client cannot keep a high rate on a slow machine.
 	[ "$rate" -le 1000 ] || clients=2
 	bench_psql <<'SQL' >/dev/null
@@ -234,9 +237,10 @@ SQL
 			return 0
 		}
 	bench_psql -At -c "SELECT outbox.wait_idle('60 seconds')" >/dev/null
-	bench_psql -At -F ' ' -c "SELECT round(percentile_cont(0.5) WITHIN GROUP (ORDER BY ms)::numeric, 2),
-		round(percentile_cont(0.99) WITHIN GROUP (ORDER BY ms)::numeric, 2), count(*) FROM public.latency"
+	result=$(bench_psql -At -F ' ' -c "SELECT round(percentile_cont(0.5) WITHIN GROUP (ORDER BY ms)::numeric, 2),
+		round(percentile_cont(0.99) WITHIN GROUP (ORDER BY ms)::numeric, 2), count(*) FROM public.latency")
 	bench_psql -c "SELECT outbox.drop_destination('latency')" >/dev/null
+	printf '%s\n' "$result"
 }
 
 # storage_size: bytes of every relation of schema outbox, with indexes and

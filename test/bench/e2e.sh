@@ -42,6 +42,12 @@ E2E_ROUNDS=${BENCH_E2E_ROUNDS:-3}
 E2E_RATE=${BENCH_E2E_RATE:-3000}
 E2E_PGQ_POLL_MS=${BENCH_E2E_PGQ_POLL_MS:-20}
 E2E_VARIANTS="plain plpgsql pgq outbox"
+# The client programs of a run (e2e_start, e2e_stop): none yet.  Set here
+# so that bench.sh's cleanup can call e2e_stop when a section before this
+# one failed.
+E2E_CONSUMER_JOB=
+E2E_PGQD_JOB=
+E2E_PGQD_PID=
 E2E_LOADS="full rate"
 
 # The handler's body: p is the payload as text.  Parsing it is the
