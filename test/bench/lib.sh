@@ -292,9 +292,8 @@ outbox_worker_ticks() {
 #	the order rotated by ROUND (0: ABCD, 1: BCDA, 2: CDAB, ...), so that
 #	over the rounds a slow or fast stretch of a noisy machine is spread over
 #	all variants.  RESET_FN runs before every run, so that every run starts
-#	alike.  Records the TPS and the server CPU per transaction of each run
-#	(also per round: CPU[section|condition|variant|round]), and the part of
-#	that CPU outbox_saga's own processes spent (WORKER_CPU).
+#	alike.  Records the TPS and the server CPU per transaction of each run,
+#	and the part of that CPU outbox_saga's own processes spent (WORKER_CPU).
 #	A variant whose run fails is marked failed (FAILED) and skipped from
 #	then on.
 bench_round() {
@@ -323,7 +322,6 @@ bench_round() {
 			TPS[$section|$cond|$name]+="$tps "
 			TPS[$section|$cond|$name|$((round + 1))]=$tps
 			CPU[$section|$cond|$name]+="$cpu "
-			CPU[$section|$cond|$name|$((round + 1))]=$cpu
 			WORKER_CPU[$section|$cond|$name]+="$wcpu "
 			printf '%s\t%s\t%d\t%d\t%s\t%s\t%s\t%s\n' "$section" "$cond" $((round + 1)) \
 				$((i + 1)) "$name" "$tps" "$ntx" "$cpu" >>"$RAW_FILE"
@@ -373,40 +371,6 @@ paired_range() {
 	for ((r = 1; r <= BENCH_ROUNDS; r++)); do
 		a=${TPS[$1|$2|$3|$r]:-}
 		b=${TPS[$1|$2|$4|$r]:-}
-		[ -n "$a" ] && [ -n "$b" ] && out+="$a $b "
-	done
-	[ -n "$out" ] || return 0
-	# shellcheck disable=SC2086
-	printf '%s %s\n' $out | awk '{ r = $1 / $2; if (NR == 1 || r < lo) lo = r;
-		if (NR == 1 || r > hi) hi = r } END { printf "%.2f-%.2f\n", lo, hi }'
-}
-
-# paired_cpu_quotient SECTION CONDITION_A CONDITION_B VARIANT: the median
-# over the rounds of VARIANT's server CPU per transaction under CONDITION_A
-# over that under CONDITION_B in the same round, two decimals, or nothing.
-# Where the two conditions run next to each other in every round, a drift of
-# the machine over the rounds cancels in each quotient, which a quotient of
-# the two medians (taken from different rounds) does not do.
-paired_cpu_quotient() {
-	local r a b out=
-	for ((r = 1; r <= BENCH_ROUNDS; r++)); do
-		a=${CPU[$1|$2|$4|$r]:-}
-		b=${CPU[$1|$3|$4|$r]:-}
-		[ -n "$a" ] && [ -n "$b" ] && out+="$(awk -v a="$a" -v b="$b" \
-			'BEGIN { if (b > 0) printf "%.4f", a / b }') "
-	done
-	[ -n "$out" ] || return 0
-	# shellcheck disable=SC2086
-	median $out | awk '{ printf "%.2f\n", $1 }'
-}
-
-# paired_cpu_range SECTION CONDITION_A CONDITION_B VARIANT: "min-max" of the
-# quotients paired_cpu_quotient takes the median of.
-paired_cpu_range() {
-	local r a b out=
-	for ((r = 1; r <= BENCH_ROUNDS; r++)); do
-		a=${CPU[$1|$2|$4|$r]:-}
-		b=${CPU[$1|$3|$4|$r]:-}
 		[ -n "$a" ] && [ -n "$b" ] && out+="$a $b "
 	done
 	[ -n "$out" ] || return 0
