@@ -404,11 +404,10 @@ load_log_cache(void)
  * LogIndexesInsert
  *		Add the heap tuple 'tup' of 'heap', whose columns are values/nulls,
  *		to every index of 'ix' (LogIndexesLoad), under ROW EXCLUSIVE held to
- *		the end of the transaction, as the executor holds it: releasing it
- *		per row would cost a lock release and a new acquisition for every
- *		event of a transaction, and buys nothing while the heap's own ROW
- *		EXCLUSIVE lock, which the caller holds to the end, keeps every
- *		stronger lock on the index out anyway.
+ *		the end of the transaction, as the executor holds the locks of the
+ *		indexes it inserts into (and as the caller holds the heap's):
+ *		releasing it per row cost a lock release and a new acquisition for
+ *		every event of a transaction.
  */
 void
 LogIndexesInsert(Relation heap, const LogIndexes *ix, HeapTuple tup,
