@@ -105,6 +105,9 @@ printf 'section\tcondition\tround\tposition\tvariant\ttps\ttransactions\tserver_
 # Installed first, so that a failure anywhere (even while copying the
 # tree) leaves no cluster and no scratch directory behind.
 cleanup() {
+	# Every step runs, whatever an earlier one does: one that failed under
+	# set -eu would leave the cluster running and its huge pages reserved.
+	set +eu
 	# A section's background helper (isolation.sh's hung listener).
 	if declare -F hung_stop >/dev/null && [ -n "${CLUSTER_DIR:-}" ]; then hung_stop; fi
 	# e2e.sh's client consumer and pgqd.
