@@ -134,7 +134,7 @@ producer_item1() {
 	if [ -n "$w" ] && [ -n "$c" ]; then
 		# shellcheck disable=SC2086
 		w=$(median $w)
-		report "$(printf '      information: the dispatchers'"'"' own CPU per transaction of capture: %.2f us (%.1f%% of the %.1f us)' \
+		report "$(printf '      information: the dispatchers'"'"' own CPU per transaction of capture: %.3f us (%.2f%% of the %.1f us)' \
 			"$w" "$(awk -v w="$w" -v c="$c" 'BEGIN { print 100 * w / c }')" "$c")"
 	fi
 }
