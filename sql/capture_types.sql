@@ -102,6 +102,68 @@ FROM outbox.events e JOIN typed_before b ON e.aggregate_id = b.id::text
 WHERE e.event_type = 'typed.deleted'
 ORDER BY b.id;
 
+-- A table whose columns are all scalars gets its payload built as a tree
+-- (capture.c, payload_flat), the others with pushJsonbValue: both give
+-- to_jsonb's text, with the display scale of numerics and the padding of
+-- char(n) (compared as text here: jsonb equality does not see either).
+CREATE DOMAIN capture_code AS varchar(8);
+CREATE DOMAIN capture_amount AS numeric(10,2);
+CREATE TABLE scalars (
+	id      bigint PRIMARY KEY,
+	n2      numeric(12,2),
+	n_free  numeric,
+	amount  capture_amount,
+	f8      double precision,
+	ok      boolean,
+	body    text,
+	code    capture_code,
+	fixed   char(5),
+	day     date,
+	at_tz   timestamptz,
+	uid     uuid,
+	raw     bytea,
+	ch      "char",
+	nm      name
+);
+SELECT outbox.capture_table('scalars');
+INSERT INTO scalars VALUES
+	(1, 12.50, 0.000100, 7, 1.5, true, E'tab\tquote" back\\ ünï €', 'ab', 'xy',
+	 '2024-02-29', '2024-01-02 03:04:05.678+02', 'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11',
+	 '\x00ff', 'c', 'nm'),
+	(2, -0.00, 'NaN', -12345678.9, 'NaN', false, '', '', '', 'infinity', '-infinity',
+	 NULL, '', 'z', ''),
+	(3, NULL, 'Infinity', NULL, '-Infinity', NULL, NULL, NULL, NULL, NULL, NULL,
+	 NULL, NULL, NULL, NULL),
+	(4, 9999999999.99, '-Infinity', 0, '-0', true, repeat('x', 3000), 'abcdefgh',
+	 'abcde', '0001-01-01 BC', 'epoch', NULL, NULL, NULL, NULL),
+	(5, 1, 12345678901234567890.12345678901234567890, 1.5, 1e-3,
+	 NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL);
+CREATE TEMP TABLE scalars_before AS SELECT id, to_jsonb(t)::text AS j FROM scalars t;
+UPDATE scalars SET n_free = n_free * 2, body = upper(body) WHERE id IN (1, 4, 5);
+DELETE FROM scalars WHERE id = 2;
+-- inserted: "new" is the row as inserted, "old" null; updated: "new" the
+-- row now, "old" as inserted; deleted: "new" null, "old" as inserted.
+SELECT e.event_type, e.aggregate_id,
+	   (e.payload->'new')::text = CASE e.event_type
+		   WHEN 'scalars.inserted' THEN b.j
+		   WHEN 'scalars.updated' THEN (SELECT to_jsonb(t)::text FROM scalars t
+										WHERE t.id = b.id)
+		   ELSE 'null' END AS new_same_text,
+	   (e.payload->'old')::text = CASE e.event_type
+		   WHEN 'scalars.inserted' THEN 'null' ELSE b.j END AS old_same_text,
+	   e.payload->>'op' AS op, e.payload->>'table' AS "table",
+	   e.payload->>'schema' AS schema
+FROM outbox.events e JOIN scalars_before b ON b.id::text = e.aggregate_id
+WHERE e.topic = 'scalars'
+ORDER BY e.id;
+SELECT payload->'new' AS new
+FROM outbox.events WHERE topic = 'scalars' AND event_type = 'scalars.inserted'
+  AND aggregate_id IN ('1', '2') ORDER BY id;
+DROP TABLE scalars;
+DROP TABLE scalars_before;
+DROP DOMAIN capture_code;
+DROP DOMAIN capture_amount;
+
 DROP TABLE typed;
 DROP TABLE typed_before;
 DROP TYPE capture_money;

@@ -86,8 +86,20 @@
  *	arrays, composites, enums, types from extensions and types with a cast
  *	to json) is converted by calling the real to_jsonb (ToJsonbPrepare()
  *	and ToJsonbInvoke() of base/tojsonb.h), so it is exact by
- *	construction.  The regression test capture_types compares the payload
- *	with to_jsonb(row) for every kind of column.
+ *	construction.  Two shortcuts give to_jsonb's result without its
+ *	detours: text, varchar and char(n) are used as they are (their output
+ *	functions return their bytes), and a numeric that is a number is used
+ *	as it is (to_jsonb prints it and reads it back).  The regression test
+ *	capture_types compares the payload with to_jsonb(row) for every kind of
+ *	column, as jsonb and, for scalar columns, as text.
+ *
+ * BUILDING THE PAYLOAD
+ *	Keys are put in jsonb's order once, when the state is built
+ *	(column_key_cmp()).  When every column is of a scalar kind (st->flat,
+ *	the common case), the payload is built as a JsonbValue tree and
+ *	converted in one call (payload_flat()); otherwise with pushJsonbValue()
+ *	(payload_pushed()), which is needed to embed a jsonb container and
+ *	costs a call per key and value and a sort per object.
  *
  * MEMORY
  *	Per-row work allocates in the caller's context (the trigger manager's
@@ -145,6 +157,7 @@ typedef enum CaptureValueKind
 								 * for NaN and infinities */
 	CV_DATETIME,				/* date/timestamp/timestamptz: ISO string */
 	CV_JSONB,					/* jsonb: embedded as is */
+	CV_TEXT,					/* text, varchar, char(n): its bytes as string */
 	CV_STRING,					/* other built-in scalar: output as string */
 	CV_TO_JSONB					/* anything else: the real to_jsonb() */
 } CaptureValueKind;
@@ -186,6 +199,9 @@ typedef struct CaptureState
 	CaptureColumn *columns;
 	int			nkeys;
 	CaptureKeyColumn *keys;
+	bool		flat;			/* every column a scalar kind (not CV_JSONB,
+								 * CV_TO_JSONB): the payload is built as a
+								 * JsonbValue tree (payload_flat()) */
 	bool		has_ignore;		/* ignore= given: compare before emitting */
 	int			ncompare;
 	AttrNumber *compare;		/* the columns not ignored */
@@ -523,6 +539,12 @@ init_column(CaptureColumn *col, Form_pg_attribute att)
 		case JSONBOID:
 			col->kind = CV_JSONB;
 			return;
+		case TEXTOID:
+		case VARCHAROID:
+		case BPCHAROID:
+			/* their output functions return their bytes as they are */
+			col->kind = CV_TEXT;
+			return;
 		default:
 			if (col->basetype < FirstNormalObjectId &&
 				col->basetype != JSONOID &&
@@ -745,6 +767,10 @@ build_state(Relation rel, Oid rootid, const char *trigname,
 	}
 
 	qsort(st->columns, st->ncolumns, sizeof(CaptureColumn), column_key_cmp);
+	st->flat = true;
+	for (i = 0; i < st->ncolumns; i++)
+		if (st->columns[i].kind == CV_JSONB || st->columns[i].kind == CV_TO_JSONB)
+			st->flat = false;
 
 	/* ignore=: the columns an UPDATE must change to be captured. */
 	if (values[CAPTURE_ARG_IGNORE] != NULL)
@@ -870,29 +896,45 @@ push_jsonb(JsonbParseState **ps, Jsonb *jb)
 }
 
 /*
- * push_column
- *		Add the value of one column, typed as to_jsonb() types it (see
- *		init_column()).
+ * check_string_length
+ *		jsonb's limit on one string (to_jsonb raises the same error).
  */
 static void
-push_column(JsonbParseState **ps, CaptureColumn *col, Datum value, bool isnull)
+check_string_length(int len)
 {
-	JsonbValue	v;
+	if (len > JENTRY_OFFLENMASK)
+		ereport(ERROR,
+				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+				 errmsg("string too long to represent as jsonb string"),
+				 errdetail("Due to an implementation restriction, jsonb strings cannot exceed %d bytes.",
+						   JENTRY_OFFLENMASK)));
+}
+
+/*
+ * column_scalar
+ *		Set *v to the value of one column of a scalar kind (every kind but
+ *		CV_JSONB and CV_TO_JSONB), typed as to_jsonb() types it (see
+ *		init_column()).  Strings may point into 'value' (a text value is
+ *		used in place, not copied).
+ */
+static void
+column_scalar(CaptureColumn *col, Datum value, bool isnull, JsonbValue *v)
+{
 	char	   *str;
 	int64		i;
 
 	if (isnull)
 	{
-		push_null(ps);
+		v->type = jbvNull;
 		return;
 	}
 
 	switch (col->kind)
 	{
 		case CV_BOOL:
-			v.type = jbvBool;
-			v.val.boolean = DatumGetBool(value);
-			break;
+			v->type = jbvBool;
+			v->val.boolean = DatumGetBool(value);
+			return;
 		case CV_INT:
 			if (col->basetype == INT2OID)
 				i = DatumGetInt16(value);
@@ -900,55 +942,89 @@ push_column(JsonbParseState **ps, CaptureColumn *col, Datum value, bool isnull)
 				i = DatumGetInt32(value);
 			else
 				i = DatumGetInt64(value);
-			v.type = jbvNumeric;
-			v.val.numeric = int64_to_numeric(i);
-			break;
+			v->type = jbvNumeric;
+			v->val.numeric = int64_to_numeric(i);
+			return;
 		case CV_NUMBER:
-			/* as to_jsonb: a number unless it is NaN or an infinity */
+			/*
+			 * As to_jsonb: a number unless it is NaN or an infinity.
+			 * to_jsonb reads a numeric back from its output, which gives
+			 * the value it started from, display scale and all; so a
+			 * numeric that is a number is used as it is.
+			 */
+			if (col->basetype == NUMERICOID)
+			{
+				Numeric		num = DatumGetNumeric(value);
+
+				if (!numeric_is_nan(num) && !numeric_is_inf(num))
+				{
+					v->type = jbvNumeric;
+					v->val.numeric = num;
+					return;
+				}
+			}
 			str = OutputFunctionCall(&col->conv.output, value);
 			if (strchr(str, 'N') == NULL && strchr(str, 'n') == NULL)
 			{
-				v.type = jbvNumeric;
-				v.val.numeric = DatumGetNumeric(DirectFunctionCall3(numeric_in,
-																	CStringGetDatum(str),
-																	ObjectIdGetDatum(InvalidOid),
-																	Int32GetDatum(-1)));
+				v->type = jbvNumeric;
+				v->val.numeric = DatumGetNumeric(DirectFunctionCall3(numeric_in,
+																	 CStringGetDatum(str),
+																	 ObjectIdGetDatum(InvalidOid),
+																	 Int32GetDatum(-1)));
 			}
 			else
 			{
-				v.type = jbvString;
-				v.val.string.val = str;
-				v.val.string.len = strlen(str);
+				v->type = jbvString;
+				v->val.string.val = str;
+				v->val.string.len = strlen(str);
 			}
-			break;
-		case CV_DATETIME:
-			v.type = jbvString;
-			v.val.string.val = JsonEncodeDateTime(NULL, value, col->basetype,
-												  NULL);
-			v.val.string.len = strlen(v.val.string.val);
-			break;
-		case CV_JSONB:
-			push_jsonb(ps, DatumGetJsonbP(value));
 			return;
+		case CV_DATETIME:
+			v->type = jbvString;
+			v->val.string.val = JsonEncodeDateTime(NULL, value, col->basetype,
+												   NULL);
+			v->val.string.len = strlen(v->val.string.val);
+			return;
+		case CV_TEXT:
+			{
+				text	   *t = DatumGetTextPP(value);
+
+				v->type = jbvString;
+				v->val.string.val = VARDATA_ANY(t);
+				v->val.string.len = VARSIZE_ANY_EXHDR(t);
+				check_string_length(v->val.string.len);
+				return;
+			}
 		case CV_STRING:
 			str = OutputFunctionCall(&col->conv.output, value);
-			v.type = jbvString;
-			v.val.string.val = str;
-			v.val.string.len = strlen(str);
-			if (v.val.string.len > JENTRY_OFFLENMASK)
-				ereport(ERROR,
-						(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
-						 errmsg("string too long to represent as jsonb string"),
-						 errdetail("Due to an implementation restriction, jsonb strings cannot exceed %d bytes.",
-								   JENTRY_OFFLENMASK)));
-			break;
-		case CV_TO_JSONB:
-			push_jsonb(ps, DatumGetJsonbP(ToJsonbInvoke(&col->conv.to_jsonb, value)));
+			v->type = jbvString;
+			v->val.string.val = str;
+			v->val.string.len = strlen(str);
+			check_string_length(v->val.string.len);
 			return;
 		default:
-			elog(ERROR, "unknown capture value kind %d", (int) col->kind);
+			elog(ERROR, "capture value kind %d is not a scalar kind", (int) col->kind);
 	}
-	pushJsonbValue(ps, WJB_VALUE, &v);
+}
+
+/*
+ * push_column
+ *		Add the value of one column, typed as to_jsonb() types it.
+ */
+static void
+push_column(JsonbParseState **ps, CaptureColumn *col, Datum value, bool isnull)
+{
+	JsonbValue	v;
+
+	if (!isnull && col->kind == CV_JSONB)
+		push_jsonb(ps, DatumGetJsonbP(value));
+	else if (!isnull && col->kind == CV_TO_JSONB)
+		push_jsonb(ps, DatumGetJsonbP(ToJsonbInvoke(&col->conv.to_jsonb, value)));
+	else
+	{
+		column_scalar(col, value, isnull, &v);
+		pushJsonbValue(ps, WJB_VALUE, &v);
+	}
 }
 
 /*
@@ -1003,6 +1079,117 @@ push_row(JsonbParseState **ps, CaptureState *st, const char *name,
 }
 
 /*
+ * set_key / set_string_pair
+ *		Fill a JsonbPair of a payload built as a tree (payload_flat()):
+ *		its key, or its key and a string value (null when NULL).
+ */
+static void
+set_key(JsonbPair *pair, const char *key, int order)
+{
+	pair->key.type = jbvString;
+	pair->key.val.string.val = (char *) key;
+	pair->key.val.string.len = strlen(key);
+	pair->order = order;
+}
+
+static void
+set_string_pair(JsonbPair *pair, const char *key, int order, const char *value)
+{
+	set_key(pair, key, order);
+	if (value == NULL)
+		pair->value.type = jbvNull;
+	else
+	{
+		pair->value.type = jbvString;
+		pair->value.val.string.val = (char *) value;
+		pair->value.val.string.len = strlen(value);
+	}
+}
+
+/*
+ * flat_row
+ *		*v: the object {column: value, ...} of the row in 'slot', or JSON
+ *		null when there is no such row; for a state whose columns are all
+ *		of scalar kinds (st->flat).
+ */
+static void
+flat_row(CaptureState *st, TupleTableSlot *slot, JsonbValue *v)
+{
+	JsonbPair  *pairs;
+	int			i;
+
+	if (slot == NULL)
+	{
+		v->type = jbvNull;
+		return;
+	}
+	pairs = palloc(sizeof(JsonbPair) * st->ncolumns);
+	for (i = 0; i < st->ncolumns; i++)
+	{
+		CaptureColumn *col = &st->columns[i];
+
+		pairs[i].key.type = jbvString;
+		pairs[i].key.val.string.val = col->name;
+		pairs[i].key.val.string.len = col->namelen;
+		pairs[i].order = i;
+		column_scalar(col, slot->tts_values[col->attnum - 1],
+					  slot->tts_isnull[col->attnum - 1], &pairs[i].value);
+	}
+	v->type = jbvObject;
+	v->val.object.nPairs = st->ncolumns;
+	v->val.object.pairs = pairs;
+}
+
+/*
+ * payload_flat
+ *		The payload of a state whose columns are all of scalar kinds, built
+ *		as a JsonbValue tree and converted once: no pushJsonbValue() per key
+ *		and value, and no sort, because the tree is built in jsonb's key
+ *		order (column_key_cmp(); column names are unique).  A jsonb column
+ *		may hold a container, which only pushJsonbValue() unpacks into a
+ *		tree, so such states use payload_pushed().
+ */
+static Jsonb *
+payload_flat(CaptureState *st, int op, TupleTableSlot *oldslot,
+			 TupleTableSlot *newslot)
+{
+	JsonbPair	pairs[5];
+	JsonbValue	root;
+
+	set_string_pair(&pairs[0], "op", 0, op_names[op]);
+	set_key(&pairs[1], "new", 1);
+	flat_row(st, newslot, &pairs[1].value);
+	set_key(&pairs[2], "old", 2);
+	flat_row(st, oldslot, &pairs[2].value);
+	set_string_pair(&pairs[3], "table", 3, st->table);
+	set_string_pair(&pairs[4], "schema", 4, st->schema);
+	root.type = jbvObject;
+	root.val.object.nPairs = lengthof(pairs);
+	root.val.object.pairs = pairs;
+	return JsonbValueToJsonb(&root);
+}
+
+/*
+ * payload_pushed
+ *		The payload of any state, built with pushJsonbValue(), which embeds
+ *		jsonb containers.  The keys come in jsonb's order here too.
+ */
+static Jsonb *
+payload_pushed(CaptureState *st, int op, TupleTableSlot *oldslot,
+			   TupleTableSlot *newslot)
+{
+	JsonbParseState *ps = NULL;
+
+	pushJsonbValue(&ps, WJB_BEGIN_OBJECT, NULL);
+	push_string_pair(&ps, "op", op_names[op]);
+	push_row(&ps, st, "new", newslot);
+	push_row(&ps, st, "old", oldslot);
+	push_string_pair(&ps, "table", st->table);
+	push_string_pair(&ps, "schema", st->schema);
+	return JsonbValueToJsonb(pushJsonbValue(&ps, WJB_END_OBJECT, NULL));
+}
+
+/*
  * aggregate_id
  *		The key columns' values of the row in 'slot' (their output functions'
  *		text), joined with ':'.  NULL if any of them is NULL, or if the
@@ -1015,6 +1202,18 @@ aggregate_id(CaptureState *st, TupleTableSlot *slot)
 	StringInfoData buf;
 	int			i;
 
+	if (st->nkeys == 1)
+	{
+		/* the common case: the text of one column, without a copy */
+		AttrNumber	attnum = st->keys[0].attnum;
+		char	   *str;
+
+		if (slot->tts_isnull[attnum - 1])
+			return NULL;
+		str = OutputFunctionCall(&st->keys[0].output,
+								 slot->tts_values[attnum - 1]);
+		return str[0] != '\0' ? str : NULL;
+	}
 	initStringInfo(&buf);
 	for (i = 0; i < st->nkeys; i++)
 	{
@@ -1132,8 +1331,6 @@ outbox_saga_capture(PG_FUNCTION_ARGS)
 	CaptureState *st;
 	TupleTableSlot *oldslot = NULL;
 	TupleTableSlot *newslot = NULL;
-	JsonbParseState *ps = NULL;
-	JsonbValue *root;
 	OutboxEventData ev;
 	pg_uuid_t	event_id;
 	char	   *agg;
@@ -1202,13 +1399,8 @@ outbox_saga_capture(PG_FUNCTION_ARGS)
 		return PointerGetDatum(NULL);
 
 	/* The payload, its keys in jsonb's order (see column_key_cmp()). */
-	pushJsonbValue(&ps, WJB_BEGIN_OBJECT, NULL);
-	push_string_pair(&ps, "op", op_names[op]);
-	push_row(&ps, st, "new", newslot);
-	push_row(&ps, st, "old", oldslot);
-	push_string_pair(&ps, "table", st->table);
-	push_string_pair(&ps, "schema", st->schema);
-	root = pushJsonbValue(&ps, WJB_END_OBJECT, NULL);
+	ev.payload = st->flat ? payload_flat(st, op, oldslot, newslot) :
+		payload_pushed(st, op, oldslot, newslot);
 
 	/* The aggregate; an UPDATE that moves the row to another one says so. */
 	agg = aggregate_id(st, newslot ? newslot : oldslot);
@@ -1221,7 +1413,6 @@ outbox_saga_capture(PG_FUNCTION_ARGS)
 
 	ev.topic = st->topic;
 	ev.event_type = st->event_type[op];
-	ev.payload = JsonbValueToJsonb(root);
 	ev.aggregate_id = agg ? cstring_to_text(agg) : NULL;
 	/* The trace context: one pointer and one byte when none is set. */
 	if (old_agg != NULL)
