@@ -59,6 +59,7 @@ if [ -n "${OUTBOX_SAGA_BENCH:-}" ]; then
 		"postgresql-$major-pgq3" # PgQ: the extension and its C triggers
 		pgqd                     # PgQ's ticker daemon
 		libpq-dev                # the benchmark's client consumer (test/bench/consumer.c)
+		valgrind                 # callgrind: the instructions section
 	)
 fi
 if wants tap; then

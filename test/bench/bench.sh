@@ -10,6 +10,11 @@
 #              outbox table (and emit() once more, in one statement); with
 #              synchronous_commit=off (the CPU cost), =on (durable commits),
 #              and off with the dispatcher running.  See producer.sh.
+#   instructions  The producer's plain, capture, PL/pgSQL and PgQ INSERTs
+#              counted in CPU instructions by callgrind (one backend in
+#              single-user mode): exact from run to run where the producer
+#              section's times move by 10-15%, but not time.  See
+#              instructions.sh.
 #   isolation  The pool of dispatchers: latency beside a hung endpoint, the
 #              drain of two busy destinations with one and two workers.
 #              See isolation.sh.
@@ -92,7 +97,7 @@ BENCH_WARMUP=${BENCH_WARMUP:-3}
 # ratio; more clients only add contention and context switches.
 BENCH_CLIENTS=${BENCH_CLIENTS:-$((2 * $(nproc)))}
 BENCH_JOBS=${BENCH_JOBS:-$(nproc)}
-SECTIONS=${BENCH_SECTIONS:-producer dispatch e2e isolation order http saga broker metrics pull history}
+SECTIONS=${BENCH_SECTIONS:-producer instructions dispatch e2e isolation order http saga broker metrics pull history}
 
 RESULTS_DIR=$BENCH_DIR/results
 RUN_ID=$(date +%Y%m%d-%H%M%S)
@@ -110,6 +115,8 @@ cleanup() {
 	set +eu
 	# A section's background helper (isolation.sh's hung listener).
 	if declare -F hung_stop >/dev/null && [ -n "${CLUSTER_DIR:-}" ]; then hung_stop; fi
+	# instructions.sh's cluster, if a failure left it running.
+	if declare -F instructions_stop >/dev/null && [ -n "${CLUSTER_DIR:-}" ]; then instructions_stop; fi
 	# e2e.sh's client consumer and pgqd.
 	if declare -F e2e_stop >/dev/null && [ -n "${CLUSTER_DIR:-}" ]; then e2e_stop; fi
 	cluster_stop
