@@ -142,7 +142,7 @@ EOF
 		for v in plpgsql pgq; do
 			[ -n "${PER[$v]:-}" ] || continue
 			report "  capture adds $(awk -v c="${PER[capture]}" -v p="${PER[$v]}" -v b="$plain_per" \
-				'BEGIN { printf "%.2f", (c - b) / (p - b) }')x what ${LABEL[$v]:-$v} adds"
+				'BEGIN { printf "%.2f", (c - b) / (p - b) }')x the instructions the $v trigger adds"
 		done
 	fi
 	return 0
