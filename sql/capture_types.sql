@@ -159,6 +159,26 @@ ORDER BY e.id;
 SELECT payload->'new' AS new
 FROM outbox.events WHERE topic = 'scalars' AND event_type = 'scalars.inserted'
   AND aggregate_id IN ('1', '2') ORDER BY id;
+-- One timestamptz value in two time zones (and under another DateStyle),
+-- beside a date and a timestamp: each in the zone of its transaction, in
+-- ISO 8601 (capture.c reuses its last rendering only for the same value,
+-- type and zone).
+CREATE TABLE stamps (id integer PRIMARY KEY, d date, t timestamp,
+					 x timestamptz, y timestamptz);
+SELECT outbox.capture_table('stamps');
+SET TimeZone = 'UTC';
+INSERT INTO stamps VALUES (1, '2024-01-02', '2024-01-02 03:04:05',
+						   '2024-01-02 03:04:05+00', '2024-01-02 03:04:05+00');
+SET TimeZone = 'Asia/Kolkata';
+INSERT INTO stamps VALUES (2, NULL, NULL,
+						   '2024-01-02 03:04:05+00', '2024-01-02 03:04:05+00');
+SET DateStyle = 'SQL, DMY';
+INSERT INTO stamps VALUES (3, '2024-01-02', NULL, '2024-01-02 03:04:05+00', 'infinity');
+SELECT aggregate_id, payload->'new' AS new
+FROM outbox.events WHERE topic = 'stamps' ORDER BY id;
+RESET DateStyle;
+RESET TimeZone;
+DROP TABLE stamps;
 DROP TABLE scalars;
 DROP TABLE scalars_before;
 DROP DOMAIN capture_code;

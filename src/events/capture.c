@@ -125,8 +125,10 @@
 #include "executor/tuptable.h"
 #include "fmgr.h"
 #include "lib/stringinfo.h"
+#include "pgtime.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
+#include "utils/datetime.h"
 #include "utils/datum.h"
 #include "utils/fmgroids.h"
 #include "utils/hsearch.h"
@@ -911,6 +913,36 @@ check_string_length(int len)
 }
 
 /*
+ * render_datetime
+ *		JsonEncodeDateTime() of a date, timestamp or timestamptz, in the
+ *		caller's context.  A row's timestamps are often one value
+ *		(created_at and updated_at both DEFAULT now(), and every row of a
+ *		transaction gets the same now()), so the last rendering is kept and
+ *		copied when the value, its type and the session's time zone are the
+ *		same: the text depends on nothing else (always ISO 8601, whatever
+ *		DateStyle says).
+ */
+static char *
+render_datetime(Datum value, Oid typid)
+{
+	static Oid	last_type = InvalidOid;
+	static Datum last_value;
+	static pg_tz *last_zone;
+	static char last_text[MAXDATELEN + 1];
+
+	if (typid != last_type || value != last_value || session_timezone != last_zone)
+	{
+		/* invalid until the rendering below has succeeded */
+		last_type = InvalidOid;
+		JsonEncodeDateTime(last_text, value, typid, NULL);
+		last_value = value;
+		last_zone = session_timezone;
+		last_type = typid;
+	}
+	return pstrdup(last_text);
+}
+
+/*
  * column_scalar
  *		Set *v to the value of one column of a scalar kind (every kind but
  *		CV_JSONB and CV_TO_JSONB), typed as to_jsonb() types it (see
@@ -981,8 +1013,7 @@ column_scalar(CaptureColumn *col, Datum value, bool isnull, JsonbValue *v)
 			return;
 		case CV_DATETIME:
 			v->type = jbvString;
-			v->val.string.val = JsonEncodeDateTime(NULL, value, col->basetype,
-												   NULL);
+			v->val.string.val = render_datetime(value, col->basetype);
 			v->val.string.len = strlen(v->val.string.val);
 			return;
 		case CV_TEXT:
