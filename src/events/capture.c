@@ -1233,18 +1233,6 @@ aggregate_id(CaptureState *st, TupleTableSlot *slot)
 	StringInfoData buf;
 	int			i;
 
-	if (st->nkeys == 1)
-	{
-		/* the common case: the text of one column, without a copy */
-		AttrNumber	attnum = st->keys[0].attnum;
-		char	   *str;
-
-		if (slot->tts_isnull[attnum - 1])
-			return NULL;
-		str = OutputFunctionCall(&st->keys[0].output,
-								 slot->tts_values[attnum - 1]);
-		return str[0] != '\0' ? str : NULL;
-	}
 	initStringInfo(&buf);
 	for (i = 0; i < st->nkeys; i++)
 	{

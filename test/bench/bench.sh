@@ -115,8 +115,6 @@ cleanup() {
 	set +eu
 	# A section's background helper (isolation.sh's hung listener).
 	if declare -F hung_stop >/dev/null && [ -n "${CLUSTER_DIR:-}" ]; then hung_stop; fi
-	# instructions.sh's cluster, if a failure left it running.
-	if declare -F instructions_stop >/dev/null && [ -n "${CLUSTER_DIR:-}" ]; then instructions_stop; fi
 	# e2e.sh's client consumer and pgqd.
 	if declare -F e2e_stop >/dev/null && [ -n "${CLUSTER_DIR:-}" ]; then e2e_stop; fi
 	cluster_stop

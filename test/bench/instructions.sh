@@ -14,9 +14,9 @@
 #   producer section says what it is worth.
 #
 # HOW
-#   A cluster of its own (created and stopped here, with the producer's
-#   tables and triggers: producer/setup*.sql) is copied for every count, so
-#   that each starts alike.  One backend in single-user mode (postgres
+#   A scratch cluster of its own (scripts/common.sh, with the producer's
+#   tables and triggers: producer/setup*.sql), stopped, is copied for every
+#   count, so that each starts alike.  One backend in single-user mode (postgres
 #   --single) runs under valgrind --tool=callgrind: SET
 #   synchronous_commit = off, PREPARE of the producer's order INSERT, then
 #   N EXECUTEs (one transaction each, fixed arguments), for N = 1,000 and
@@ -32,15 +32,6 @@ INSTRUCTIONS_VARIANTS="plain capture plpgsql pgq"
 INSTRUCTIONS_SETUP=$WORK_DIR/test/bench/producer
 INSTRUCTIONS_SHORT=1000
 INSTRUCTIONS_LONG=3000
-
-# instructions_stop: stop the section's cluster if it is running (bench.sh's
-# cleanup, after a failure while it was up).
-instructions_stop() {
-	local data=$CLUSTER_DIR/instructions/template
-	if [ -f "$data/postmaster.pid" ]; then
-		as_cluster_user pg_ctl -D "$data" -m immediate -w stop >/dev/null 2>&1 || true
-	fi
-}
 
 # instructions_input VARIANT N: the backend's input for N INSERTs.
 instructions_input() {
@@ -63,7 +54,7 @@ instructions_count() {
 	as_cluster_user cp -a "$dir/template" "$dir/data"
 	instructions_input "$1" "$2" >"$run.sql"
 	as_cluster_user valgrind --tool=callgrind --callgrind-out-file="$run.callgrind" \
-		postgres --single -D "$dir/data" -c huge_pages=off bench \
+		postgres --single -D "$dir/data" -c huge_pages=off postgres \
 		<"$run.sql" >"$run.out" 2>"$run.log" || return 1
 	# The single-user backend prints each returned row as "1: id = ...".
 	rows=$(grep -c '^[[:space:]]*1: id = ' "$run.out" || true)
@@ -75,32 +66,28 @@ instructions_count() {
 }
 
 section_instructions() {
-	local dir=$CLUSTER_DIR/instructions port v short long plain_per per
+	local dir=$CLUSTER_DIR/instructions v short long plain_per per
 	local -A PER=()
 	say "instructions: a cluster for single-user counts"
 	as_cluster_user mkdir -p "$dir"
-	port=$(free_port)
-	as_cluster_user initdb -D "$dir/template" -U postgres -A trust --no-sync -E UTF8 \
-		--locale=C >"$dir/initdb.log" 2>&1 ||
-		{ cat "$dir/initdb.log" >&2; return 1; }
-	as_cluster_user tee -a "$dir/template/postgresql.conf" >/dev/null <<EOF
-shared_preload_libraries = 'outbox_saga'
-track_commit_timestamp = on
-listen_addresses = ''
-unix_socket_directories = '$dir'
-port = $port
-autovacuum = off
-EOF
-	as_cluster_user pg_ctl -D "$dir/template" -l "$dir/server.log" -w -t 60 start >/dev/null ||
-		{ cat "$dir/server.log" >&2; return 1; }
-	as_cluster_user createdb -h "$dir" -p "$port" -U postgres bench
-	local p=(as_cluster_user psql -X -q -v ON_ERROR_STOP=1 -h "$dir" -p "$port" -U postgres -d bench)
-	"${p[@]}" -f "$INSTRUCTIONS_SETUP/setup.sql" >/dev/null
-	"${p[@]}" -f "$INSTRUCTIONS_SETUP/setup_capture.sql" >/dev/null
-	if ! "${p[@]}" -f "$INSTRUCTIONS_SETUP/setup_pgq.sql" >/dev/null 2>"$dir/pgq.err"; then
+	# The producer's tables in a scratch cluster of the test suites
+	# (scripts/common.sh), in a subshell so that its settings stay there and
+	# its trap removes it whatever happens; stopped, it becomes the template
+	# every count copies.
+	(
+		trap stop_scratch_cluster EXIT
+		start_scratch_cluster bench-instructions "autovacuum = off"
+		for f in setup.sql setup_capture.sql; do
+			as_cluster_user psql -X -q -v ON_ERROR_STOP=1 -f "$INSTRUCTIONS_SETUP/$f" >/dev/null
+		done
+		as_cluster_user psql -X -q -v ON_ERROR_STOP=1 -f "$INSTRUCTIONS_SETUP/setup_pgq.sql" \
+			>/dev/null 2>"$dir/pgq.err" || true
+		as_cluster_user pg_ctl -D "$PGDATA" -m fast -w stop >/dev/null
+		as_cluster_user cp -a "$PGDATA" "$dir/template"
+	) || return 1
+	if [ -s "$dir/pgq.err" ]; then
 		FAILED[instructions|pgq]="setup: $(head -n 1 "$dir/pgq.err")"
 	fi
-	as_cluster_user pg_ctl -D "$dir/template" -m fast -w stop >/dev/null
 
 	for v in $INSTRUCTIONS_VARIANTS; do
 		[ -n "${FAILED[instructions|$v]:-}" ] && continue

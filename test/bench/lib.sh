@@ -244,12 +244,16 @@ run_pgbench() {
 # WAL writer, checkpointer, dispatcher.  It depends much less on the other
 # tenants of a shared machine than TPS does.
 
+# server_children: the pids of the postmaster's live children.
+server_children() {
+	pgrep -P "$(head -n 1 "$PGDATA_DIR/postmaster.pid")"
+}
+
 # clients_alive: whether a client backend of the cluster still exists
 # (also one that has exited but is not yet reaped).
 clients_alive() {
-	local pm c
-	pm=$(head -n 1 "$PGDATA_DIR/postmaster.pid")
-	for c in $(pgrep -P "$pm"); do
+	local c
+	for c in $(server_children); do
 		if grep -q '\[local\]' "/proc/$c/cmdline" 2>/dev/null ||
 			awk '{ sub(/^.*\) /, ""); exit !($1 == "Z") }' "/proc/$c/stat" 2>/dev/null; then
 			return 0
@@ -268,7 +272,7 @@ cluster_cpu_ticks() {
 	done
 	{
 		cat "/proc/$pm/stat"
-		for c in $(pgrep -P "$pm"); do cat "/proc/$c/stat" 2>/dev/null || true; done
+		for c in $(server_children); do cat "/proc/$c/stat" 2>/dev/null || true; done
 	} | awk -v pm="$pm" '{ pid = $1; sub(/^.*\) /, ""); t += $12 + $13;
 		if (pid == pm) t += $14 + $15 } END { print t }'
 }
@@ -281,9 +285,8 @@ CLK_TCK=$(getconf CLK_TCK)
 # /proc/<pid>/stat: a tick is 10 ms, about 0.2 us per transaction of a 3 s
 # run, as much as the dispatchers spend.
 outbox_worker_ns() {
-	local pm c
-	pm=$(head -n 1 "$PGDATA_DIR/postmaster.pid")
-	for c in $(pgrep -P "$pm"); do
+	local c
+	for c in $(server_children); do
 		if grep -q '^postgres: outbox_saga ' "/proc/$c/cmdline" 2>/dev/null; then
 			cat "/proc/$c/schedstat" 2>/dev/null || true
 		fi
