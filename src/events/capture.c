@@ -38,7 +38,9 @@
  *
  *	Crash: the event is a row of the log written in the changing
  *	transaction; after a crash it exists iff that transaction committed.
- *	The trigger keeps nothing but the per-backend cache below.
+ *	The trigger keeps nothing but the per-backend cache below and the
+ *	last rendering of a date or timestamp (render_datetime()), both
+ *	per process and lost with it.
  *
  *	Its arguments are "name=value" strings, split by capture_args.c.  The
  *	payload is {"op", "schema", "table", "new", "old"}; "new" and "old" hold the
