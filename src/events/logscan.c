@@ -37,11 +37,12 @@
  *	last event handed out).  The transactions of the window and their keys
  *	come from one scan of the (txid, id) index (window_order), sorted by
  *	key and cached per window, so the pages of a large window cost one such
- *	scan, not one each; a page then reads the id range of the next
- *	transactions in key order and sorts what it read - unless their ids ascend in
- *	key order (writers that commit in the order they drew their ids, the
- *	common case), when the id index yields the key order and the events are
- *	handed out as read, without a copy or a sort.  The batch keeps that order for
+ *	scan, not one each; a page then reads the next transactions in key
+ *	order from the same index, in runs of transactions that are neighbours
+ *	in txid order too (one range scan per run and partition, merged on
+ *	(txid, id): the whole page when writers commit in the order they began,
+ *	the common case), and hands the events out as read, without a copy or
+ *	a sort.  The batch keeps that order for
  *	each aggregate (delivery.c), and a retry row carries its event's
  *	commit time, so retried and held-back events keep it too.
  *	Without commit times (track_commit_timestamp off, or a transaction
@@ -61,7 +62,9 @@
  *		then the next generation in the next partition, and so on; each is a
  *		range scan of one partition's id index.
  *	LogWindowCommitPage: the window's events after a cursor, in key order,
- *		up to a limit.
+ *		up to a limit, from the (txid, id) indexes (with 0.1.0's (txid)
+ *		index, before ALTER EXTENSION UPDATE, windows are read by
+ *		LogWindowPage).
  *	LogWindowScan: every event of the window, partition by partition, each
  *		in txid order (the range scan of LogWindowFirstId), for work that
  *		needs no order: moving a lagging destination on (dispatch/skip.c).
@@ -552,6 +555,7 @@ typedef struct WindowOrder
 	MemoryContext cxt;			/* holds this struct and its arrays */
 	uint64		used;			/* for LRU eviction */
 	bool		by_commit;		/* every commit time is known */
+	bool		keys_hold_id;	/* the txid index is (txid, id), not 0.1.0's */
 	int			ntxns;
 	WindowTxn  *txns;			/* in key order */
 	TxnRank    *ranks;			/* in txid order */
@@ -773,6 +777,7 @@ window_order_build(const LogWindow *w)
 
 		run_start[part] = n;
 		window_entries_begin(&we, w, next, nspid, part);
+		o->keys_hold_id = we.keys_hold_id;
 		while (window_entries_next(&we, PG_INT64_MAX, &txid, &id, &committed_at))
 		{
 			WindowTxn  *t;
@@ -907,94 +912,80 @@ rank_of(const WindowOrder *o, uint64 txid)
 /*
  * LogWindowInCommitOrder
  *		Whether window 'w' can be read in commit order: commit times are
- *		recorded and known for every transaction of the window.
+ *		recorded and known for every transaction of the window, and the
+ *		txid index is (txid, id) (LogWindowCommitPage reads by it; until
+ *		ALTER EXTENSION UPDATE replaces 0.1.0's (txid), windows are read in
+ *		id order, as 0.1.0 read them).
  */
 bool
 LogWindowInCommitOrder(const LogWindow *w)
 {
+	WindowOrder *o;
+
 	if (!LogCommitOrderAvailable())
 		return false;
-	return window_order(w)->by_commit;
-}
-
-/* An event read by LogWindowCommitPage, before it is sorted. */
-typedef struct ReadEvent
-{
-	int			rank;
-	int64		id;
-	int			part;
-	HeapTuple	tuple;
-} ReadEvent;
-
-static int
-cmp_read_event(const void *a, const void *b)
-{
-	const ReadEvent *x = a;
-	const ReadEvent *y = b;
-
-	if (x->rank != y->rank)
-		return (x->rank > y->rank) - (x->rank < y->rank);
-	return (x->id > y->id) - (x->id < y->id);
+	o = window_order(w);
+	return o->by_commit && o->keys_hold_id;
 }
 
 /*
- * commit_page_in_id_order
- *		LogWindowCommitPage for a page in id order: ranks r0 .. re, whose
- *		ids lie in [lo, hi], with the ids of rank r0 up to 'after' behind.
- *		As their key order is their id order, every event is handed out
- *		when the scan of the id index reaches it, with the slot's values
- *		(valid during the call only, as LogWindowPage's).  The cursor moves
- *		to each event handed out; once the range is done, to the end of
- *		rank re.
+ * The page's scans of the (txid, id) indexes: one per partition, opened
+ * when a run of transactions first needs it and searched again (rescan)
+ * for each later run, so a page opens each partition once.
  */
-static int
-commit_page_in_id_order(const WindowOrder *o, CommitCursor *cursor,
-						int limit, int r0, int re, int64 after, int64 lo, int64 hi,
-						LogAcceptFn accept, void *arg, bool *window_end)
+typedef struct PageScans
 {
-	Oid			nspid = get_namespace_oid("outbox", false);
-	int			taken = 0;
-	int64		gen;
+	Oid			nspid;
+	bool		open[OUTBOX_PARTITIONS];
+	bool		has_head[OUTBOX_PARTITIONS];	/* the slot holds the next row */
+	uint64		head_txid[OUTBOX_PARTITIONS];
+	int64		head_id[OUTBOX_PARTITIONS];
+	LogIndexScan ls[OUTBOX_PARTITIONS];
+} PageScans;
 
-	for (gen = lo >> OUTBOX_GENERATION_BITS; (gen << OUTBOX_GENERATION_BITS) <= hi; gen++)
+/*
+ * page_scan_advance
+ *		The next row of partition 'part''s scan into its slot (has_head).
+ */
+static void
+page_scan_advance(PageScans *ps, int part)
+{
+	LogIndexScan *ls = &ps->ls[part];
+	bool		isnull;
+
+	ps->has_head[part] = index_getnext_slot(ls->scan, ForwardScanDirection, ls->slot);
+	if (!ps->has_head[part])
+		return;
+	ps->head_txid[part] = DatumGetUInt64(slot_getattr(ls->slot, EV_TXID + 1, &isnull));
+	ps->head_id[part] = DatumGetInt64(slot_getattr(ls->slot, EV_ID + 1, &isnull));
+}
+
+/*
+ * page_scans_search
+ *		Search partition 'part' with 'keys' (two, on the (txid, id) index)
+ *		and read its first row.
+ */
+static void
+page_scans_search(PageScans *ps, int part, ScanKeyData *keys)
+{
+	if (!ps->open[part])
 	{
-		int			part = (int) (gen & (OUTBOX_PARTITIONS - 1));
-		int64		glo = Max(lo, gen << OUTBOX_GENERATION_BITS);
-		int64		ghi = Min(hi, ((gen + 1) << OUTBOX_GENERATION_BITS) - 1);
-		ScanKeyData keys[2];
-		LogIndexScan ls = {0};
-
-		ScanKeyInit(&keys[0], 1, BTGreaterEqualStrategyNumber, F_INT8GE, Int64GetDatum(glo));
-		ScanKeyInit(&keys[1], 1, BTLessEqualStrategyNumber, F_INT8LE, Int64GetDatum(ghi));
-		log_scan_begin(&ls, nspid, part, LOG_ID_INDEX, keys);
-		while (index_getnext_slot(ls.scan, ForwardScanDirection, ls.slot))
-		{
-			bool		isnull;
-			uint64		txid = DatumGetUInt64(slot_getattr(ls.slot, EV_TXID + 1, &isnull));
-			int64		id = DatumGetInt64(slot_getattr(ls.slot, EV_ID + 1, &isnull));
-			int			rank = rank_of(o, txid);
-
-			if (rank < r0 || rank > re || (rank == r0 && id <= after))
-				continue;
-			slot_getallattrs(ls.slot);
-			cursor->txid = txid;
-			cursor->id = id;
-			if (accept(ls.slot->tts_values, ls.slot->tts_isnull, o->txns[rank].committed_at, arg))
-				taken++;
-			if (taken >= limit)
-			{
-				log_scan_end(&ls);
-				return taken;
-			}
-		}
-		log_scan_end(&ls);
+		log_scan_begin(&ps->ls[part], ps->nspid, part, LOG_TXID_INDEX, keys);
+		ps->open[part] = true;
 	}
+	else
+		index_rescan(ps->ls[part].scan, keys, 2, NULL, 0);
+	page_scan_advance(ps, part);
+}
 
-	/* ranks r0 .. re are done, whatever the scan found of them */
-	cursor->txid = o->txns[re].txid;
-	cursor->id = o->txns[re].max_id;
-	*window_end = (re == o->ntxns - 1);
-	return taken;
+static void
+page_scans_end(PageScans *ps)
+{
+	int			part;
+
+	for (part = 0; part < OUTBOX_PARTITIONS; part++)
+		if (ps->open[part])
+			log_scan_end(&ps->ls[part]);
 }
 
 /*
@@ -1005,43 +996,36 @@ commit_page_in_id_order(const WindowOrder *o, CommitCursor *cursor,
  *		window has nothing after it.  Returns how many were taken.  The
  *		window must be LogWindowInCommitOrder.
  *
- *		A page reads the transactions after the cursor, in key order, until
- *		their events add up to 'limit' (the last of them may be read in part:
- *		its events with the lowest ids), with range scans of the id index
- *		over the ids they span, and sorts what it read by key.  When the
- *		page's key order is its id order (each of its transactions' ids lie
- *		above every id of the ones before it in key order: the common case
- *		of writers that commit in the order they drew their ids), the scan
- *		already yields the events in key order: they are handed out as they
- *		are read, without copies or a sort (commit_page_in_id_order).
+ *		A page takes the transactions after the cursor, in key order, until
+ *		their events add up to 'limit', and reads them from the (txid, id)
+ *		indexes in runs: a run is a stretch of them that are neighbours in
+ *		txid order as well (txid_pos: the window has no transaction between
+ *		them), so that one range scan of each partition it spans, over its
+ *		txids, merged on (txid, id), yields its events in key order.  Writers
+ *		that commit in the order they began make the whole page one run; each
+ *		transaction that committed out of its txid's place makes runs of its
+ *		own.  The cursor's transaction, read in part already, is a run of its
+ *		own whose search starts after the cursor's id, so a page inside a
+ *		large transaction reads only its own events.  Entries of
+ *		transactions outside the window that fall in a run's txid range are
+ *		passed over (rank_of).  Events are handed out as they are read, with
+ *		the slot's values (valid during the call only), without a copy or a
+ *		sort; the page stops at 'limit', the cursor on its last event.
  */
 int
 LogWindowCommitPage(const LogWindow *w, CommitCursor *cursor, int limit,
 					LogAcceptFn accept, void *arg, bool *window_end)
 {
 	WindowOrder *o = window_order(w);
-	Oid			nspid = get_namespace_oid("outbox", false);
-	TupleDesc	descs[OUTBOX_PARTITIONS] = {0};
-	ReadEvent  *read;
-	int			nread = 0;
-	int			cap = 64;
+	PageScans	ps = {0};
 	int			r0;
 	int			re;
+	int			r;
 	int64		after = 0;		/* ids of rank r0 up to this one are behind */
 	int64		budget = 0;
-	int64		lo;
-	int64		hi;
-	int64		hi_full = 0;	/* the highest id of ranks r0 .. re-1 */
-	bool		cut = false;	/* the scan stopped inside rank re */
-	bool		in_id_order = true; /* ranks r0 .. re have ascending ids */
-	int64		gen;
 	int			taken = 0;
-	int			natts = EV_NATTS;
-	Datum	   *values;
-	bool	   *nulls;
-	int			i;
 
-	Assert(o->by_commit);
+	Assert(o->by_commit && o->keys_hold_id);
 	*window_end = false;
 	r0 = 0;
 	if (cursor->txid != 0)
@@ -1079,96 +1063,93 @@ LogWindowCommitPage(const LogWindow *w, CommitCursor *cursor, int limit,
 	}
 	if (re == o->ntxns)
 		re = o->ntxns - 1;
-	lo = PG_INT64_MAX;
-	hi = 0;
-	for (i = r0; i <= re; i++)
+
+	ps.nspid = get_namespace_oid("outbox", false);
+	for (r = r0; r <= re;)
 	{
-		int64		first = (i == r0 && after > 0) ? after + 1 : o->txns[i].min_id;
-
-		lo = Min(lo, first);
-		hi = Max(hi, o->txns[i].max_id);
-		if (i > r0 && o->txns[i].min_id <= o->txns[i - 1].max_id)
-			in_id_order = false;
-		if (i < re)
-			hi_full = Max(hi_full, o->txns[i].max_id);
-	}
-
-	if (in_id_order)
-		return commit_page_in_id_order(o, cursor, limit, r0, re, after, lo, hi,
-									   accept, arg, window_end);
-
-	read = palloc(sizeof(ReadEvent) * cap);
-	for (gen = lo >> OUTBOX_GENERATION_BITS;
-		 !cut && (gen << OUTBOX_GENERATION_BITS) <= hi;
-		 gen++)
-	{
-		int			part = (int) (gen & (OUTBOX_PARTITIONS - 1));
-		int64		glo = Max(lo, gen << OUTBOX_GENERATION_BITS);
-		int64		ghi = Min(hi, ((gen + 1) << OUTBOX_GENERATION_BITS) - 1);
+		int			rend = r;
+		int64		lo = (r == r0 && after > 0) ? after + 1 : o->txns[r].min_id;
+		int64		hi = o->txns[r].max_id;
+		bool		scanning[OUTBOX_PARTITIONS] = {0};
 		ScanKeyData keys[2];
-		LogIndexScan ls = {0};
+		int64		gen;
+		int			i;
 
-		ScanKeyInit(&keys[0], 1, BTGreaterEqualStrategyNumber, F_INT8GE, Int64GetDatum(glo));
-		ScanKeyInit(&keys[1], 1, BTLessEqualStrategyNumber, F_INT8LE, Int64GetDatum(ghi));
-		log_scan_begin(&ls, nspid, part, LOG_ID_INDEX, keys);
-		if (descs[part] == NULL)
-			descs[part] = CreateTupleDescCopy(RelationGetDescr(ls.heap));
-		while (index_getnext_slot(ls.scan, ForwardScanDirection, ls.slot))
+		if (!(r == r0 && after > 0))
+			while (rend < re && o->txns[rend + 1].txid_pos == o->txns[rend].txid_pos + 1)
+			{
+				rend++;
+				lo = Min(lo, o->txns[rend].min_id);
+				hi = Max(hi, o->txns[rend].max_id);
+			}
+
+		if (r == r0 && after > 0)
 		{
-			bool		isnull;
-			uint64		txid = DatumGetUInt64(slot_getattr(ls.slot, EV_TXID + 1, &isnull));
-			int64		id = DatumGetInt64(slot_getattr(ls.slot, EV_ID + 1, &isnull));
-			int			rank;
-
-			/* Past every id of r0 .. re-1 with a full page: rank re is cut. */
-			if (id > hi_full && nread >= limit)
-			{
-				cut = true;
-				break;
-			}
-			rank = rank_of(o, txid);
-			if (rank < r0 || rank > re || (rank == r0 && id <= after))
-				continue;
-			if (nread == cap)
-			{
-				cap *= 2;
-				read = repalloc_huge(read, sizeof(ReadEvent) * cap);
-			}
-			read[nread].rank = rank;
-			read[nread].id = id;
-			read[nread].part = part;
-			read[nread].tuple = ExecCopySlotHeapTuple(ls.slot);
-			nread++;
+			ScanKeyInit(&keys[0], 1, BTEqualStrategyNumber, F_XID8EQ,
+						UInt64GetDatum(o->txns[r].txid));
+			ScanKeyInit(&keys[1], 2, BTGreaterStrategyNumber, F_INT8GT, Int64GetDatum(after));
 		}
-		log_scan_end(&ls);
-	}
-	if (nread > 1)
-		qsort(read, nread, sizeof(ReadEvent), cmp_read_event);
+		else
+		{
+			ScanKeyInit(&keys[0], 1, BTGreaterEqualStrategyNumber, F_XID8GE,
+						UInt64GetDatum(o->txns[r].txid));
+			ScanKeyInit(&keys[1], 1, BTLessEqualStrategyNumber, F_XID8LE,
+						UInt64GetDatum(o->txns[rend].txid));
+		}
 
-	for (i = 0; i < OUTBOX_PARTITIONS; i++)
-		if (descs[i] != NULL)
-			natts = Max(natts, descs[i]->natts);
-	values = palloc(sizeof(Datum) * natts);
-	nulls = palloc(sizeof(bool) * natts);
-	for (i = 0; i < nread; i++)
-	{
-		heap_deform_tuple(read[i].tuple, descs[read[i].part], values, nulls);
-		cursor->txid = o->txns[read[i].rank].txid;
-		cursor->id = read[i].id;
-		if (accept(values, nulls, o->txns[read[i].rank].committed_at, arg))
-			taken++;
-		if (taken >= limit && i + 1 < nread)
-			return taken;
-	}
+		/* The partitions of the generations the run's ids lie in. */
+		for (gen = lo >> OUTBOX_GENERATION_BITS;
+			 gen <= (hi >> OUTBOX_GENERATION_BITS) &&
+			 gen < (lo >> OUTBOX_GENERATION_BITS) + OUTBOX_PARTITIONS;
+			 gen++)
+		{
+			int			part = (int) (gen & (OUTBOX_PARTITIONS - 1));
 
-	/* Everything read was handed out. */
-	if (!cut)
-	{
-		/* ranks r0 .. re are done, whatever the scan found of them */
-		cursor->txid = o->txns[re].txid;
-		cursor->id = o->txns[re].max_id;
-		*window_end = (re == o->ntxns - 1);
+			scanning[part] = true;
+			page_scans_search(&ps, part, keys);
+		}
+
+		/* Merge the partitions' rows on (txid, id). */
+		for (;;)
+		{
+			int			best = -1;
+			int			rank;
+			LogIndexScan *ls;
+
+			for (i = 0; i < OUTBOX_PARTITIONS; i++)
+				if (scanning[i] && ps.has_head[i] &&
+					(best < 0 || ps.head_txid[i] < ps.head_txid[best] ||
+					 (ps.head_txid[i] == ps.head_txid[best] &&
+					  ps.head_id[i] < ps.head_id[best])))
+					best = i;
+			if (best < 0)
+				break;
+			ls = &ps.ls[best];
+			rank = rank_of(o, ps.head_txid[best]);
+			if (rank >= r && rank <= rend)
+			{
+				slot_getallattrs(ls->slot);
+				cursor->txid = ps.head_txid[best];
+				cursor->id = ps.head_id[best];
+				if (accept(ls->slot->tts_values, ls->slot->tts_isnull,
+						   o->txns[rank].committed_at, arg))
+					taken++;
+				if (taken >= limit)
+				{
+					page_scans_end(&ps);
+					return taken;
+				}
+			}
+			page_scan_advance(&ps, best);
+		}
+		r = rend + 1;
 	}
+	page_scans_end(&ps);
+
+	/* ranks r0 .. re are done, whatever the scans found of them */
+	cursor->txid = o->txns[re].txid;
+	cursor->id = o->txns[re].max_id;
+	*window_end = (re == o->ntxns - 1);
 	return taken;
 }
 
