@@ -46,6 +46,7 @@ OBJS = \
 	src/base/run_as.o \
 	src/base/sql_args.o \
 	src/base/jsonb_util.o \
+	src/base/jsonb_write.o \
 	src/base/owner_guard.o \
 	src/events/eventlog.o \
 	src/events/logscan.o \

@@ -178,6 +178,63 @@ SELECT aggregate_id, payload->'new' AS new
 FROM outbox.events WHERE topic = 'stamps' ORDER BY id;
 RESET DateStyle;
 RESET TimeZone;
+-- The flat payload is written by jsonb_write.c, not by jsonb's own
+-- converter: its layout must be jsonb's to the byte.  A table of 40 columns
+-- (80 entries in "new", past the offset stride of 32) whose numerics sit at
+-- every alignment after strings of 0 to 3 bytes, with booleans and nulls:
+-- the payload is as large as jsonb's encoding of its own text, equal to it,
+-- contains the row, and every key is found (a lookup by binary search over
+-- the entries' offsets).
+DO $$
+BEGIN
+	EXECUTE 'CREATE TABLE wide (id integer PRIMARY KEY, '
+		|| (SELECT string_agg(format('c%s %s', lpad(g::text, 2, '0'),
+									 (ARRAY['numeric', 'text', 'boolean', 'bigint'])[g % 4 + 1]), ', ')
+			  FROM generate_series(1, 39) g)
+		|| ')';
+END $$;
+SELECT outbox.capture_table('wide');
+DO $$
+DECLARE
+	r integer;
+BEGIN
+	FOR r IN 1 .. 4 LOOP
+		EXECUTE 'INSERT INTO wide VALUES (' || r || ', '
+			|| (SELECT string_agg(CASE WHEN (g + r) % 7 = 0 THEN 'NULL'
+									   WHEN g % 4 = 0 THEN (g * r * 1.25)::text
+									   WHEN g % 4 = 1 THEN quote_literal(repeat('x', (g + r) % 4))
+									   WHEN g % 4 = 2 THEN ((g + r) % 2 = 0)::text
+									   ELSE (g * 1000003 * r)::text END, ', ')
+				  FROM generate_series(1, 39) g)
+			|| ')';
+	END LOOP;
+END $$;
+UPDATE wide SET c04 = c04 * 3, c05 = c05 || 'yz' WHERE id = 2;
+SELECT e.aggregate_id, e.event_type,
+	   pg_column_size(e.payload) = pg_column_size(e.payload::text::jsonb) AS same_size,
+	   e.payload = e.payload::text::jsonb AS same_value,
+	   e.payload->'new' = to_jsonb(w) AS new_is_row,
+	   e.payload @> jsonb_build_object('new', to_jsonb(w)) AS contains_row,
+	   (SELECT bool_and(e.payload->'new'->k = to_jsonb(w)->k)
+		  FROM jsonb_object_keys(to_jsonb(w)) k) AS every_key_found,
+	   (SELECT count(*) FROM jsonb_object_keys(e.payload->'new')) AS keys
+FROM outbox.events e JOIN wide w ON w.id::text = e.aggregate_id
+WHERE e.topic = 'wide' AND (e.event_type = 'wide.inserted' AND w.id <> 2
+							OR e.event_type = 'wide.updated')
+ORDER BY e.id;
+SELECT pg_column_size(payload) = pg_column_size(payload::text::jsonb) AS same_size,
+	   payload = payload::text::jsonb AS same_value,
+	   payload->'old' = (SELECT payload->'new' FROM outbox.events
+						  WHERE topic = 'wide' AND aggregate_id = '2'
+							AND event_type = 'wide.inserted') AS old_as_inserted
+FROM outbox.events WHERE topic = 'wide' AND event_type = 'wide.updated';
+-- The same for the table of scalars, but for row 4, whose 3,000-byte text
+-- is stored compressed.
+SELECT aggregate_id, event_type,
+	   pg_column_size(payload) = pg_column_size(payload::text::jsonb) AS same_size,
+	   payload = payload::text::jsonb AS same_value
+FROM outbox.events WHERE topic = 'scalars' AND aggregate_id <> '4' ORDER BY id;
+DROP TABLE wide;
 DROP TABLE stamps;
 DROP TABLE scalars;
 DROP TABLE scalars_before;

@@ -99,7 +99,7 @@
  *	Keys are put in jsonb's order once, when the state is built
  *	(column_key_cmp()).  When every column is of a scalar kind (st->flat,
  *	the common case), the payload is built as a JsonbValue tree and
- *	converted in one call (payload_flat()); otherwise with pushJsonbValue()
+ *	written out in one pass (payload_flat(), base/jsonb_write.c); otherwise with pushJsonbValue()
  *	(payload_pushed()), which is needed to embed a jsonb container and
  *	costs a call per key and value and a sort per object.
  *
@@ -143,6 +143,7 @@
 #include "utils/rel.h"
 #include "utils/syscache.h"
 
+#include "base/jsonb_write.h"
 #include "base/tojsonb.h"
 #include "base/trace_context.h"
 #include "events/capture.h"
@@ -1176,9 +1177,10 @@ flat_row(CaptureState *st, TupleTableSlot *slot, JsonbValue *v)
 /*
  * payload_flat
  *		The payload of a state whose columns are all of scalar kinds, built
- *		as a JsonbValue tree and converted once: no pushJsonbValue() per key
- *		and value, and no sort, because the tree is built in jsonb's key
- *		order (column_key_cmp(); column names are unique).  A jsonb column
+ *		as a JsonbValue tree and written out once (JsonbWriteSortedObject):
+ *		no pushJsonbValue() per key and value, and no sort, because the tree
+ *		is built in jsonb's key order (column_key_cmp(); column names are
+ *		unique).  A jsonb column
  *		may hold a container, which only pushJsonbValue() unpacks into a
  *		tree, so such states use payload_pushed().
  */
@@ -1199,7 +1201,7 @@ payload_flat(CaptureState *st, int op, TupleTableSlot *oldslot,
 	root.type = jbvObject;
 	root.val.object.nPairs = lengthof(pairs);
 	root.val.object.pairs = pairs;
-	return JsonbValueToJsonb(&root);
+	return JsonbWriteSortedObject(&root);
 }
 
 /*
