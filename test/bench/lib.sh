@@ -328,6 +328,7 @@ bench_round() {
 			TPS[$section|$cond|$name]+="$tps "
 			TPS[$section|$cond|$name|$((round + 1))]=$tps
 			CPU[$section|$cond|$name]+="$cpu "
+			CPU[$section|$cond|$name|$((round + 1))]=$cpu
 			WORKER_CPU[$section|$cond|$name]+="$wcpu "
 			printf '%s\t%s\t%d\t%d\t%s\t%s\t%s\t%s\n' "$section" "$cond" $((round + 1)) \
 				$((i + 1)) "$name" "$tps" "$ntx" "$cpu" >>"$RAW_FILE"
@@ -383,6 +384,22 @@ paired_range() {
 	# shellcheck disable=SC2086
 	printf '%s %s\n' $out | awk '{ r = $1 / $2; if (NR == 1 || r < lo) lo = r;
 		if (NR == 1 || r > hi) hi = r } END { printf "%.2f-%.2f\n", lo, hi }'
+}
+
+# paired_cpu_median SECTION CONDITION VARIANT BASELINE: the median over the
+# rounds of BASELINE's CPU per transaction over VARIANT's within one round
+# (runs seconds apart), two decimals, or nothing.  Beside cpu_ratio_of (the
+# ratio of the medians): a stretch of a noisy machine that slows one round
+# moves both runs of the pair.
+paired_cpu_median() {
+	local r a b out=()
+	for ((r = 1; r <= BENCH_ROUNDS; r++)); do
+		a=${CPU[$1|$2|$3|$r]:-}
+		b=${CPU[$1|$2|$4|$r]:-}
+		[ -n "$a" ] && [ -n "$b" ] && out+=("$(awk -v a="$a" -v b="$b" 'BEGIN { print b / a }')")
+	done
+	[ ${#out[@]} -gt 0 ] || return 0
+	awk -v m="$(median "${out[@]}")" 'BEGIN { printf "%.2f\n", m }'
 }
 
 # range_of SECTION CONDITION VARIANT: "min-max" of the per-round TPS.

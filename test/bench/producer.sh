@@ -230,6 +230,8 @@ section_producer() {
 		"$(ratio_of producer sync_commit=off capture plain)" ">=" 0.85
 	report_target "capture >= 0.85 x plain INSERT, CPU" \
 		"$(cpu_ratio_of producer sync_commit=off capture plain)" ">=" 0.85
+	report "$(printf '      information: the median of the per-round ratios (plain and capture seconds apart): %s' \
+		"$(paired_cpu_median producer sync_commit=off capture plain)")"
 	report_target "capture clearly faster than the PL/pgSQL trigger, TPS" \
 		"$(ratio_of producer sync_commit=off capture plpgsql)" ">=" 1.05
 	report_target "capture clearly faster than the PL/pgSQL trigger, CPU" \
