@@ -99,9 +99,10 @@
  *	Keys are put in jsonb's order once, when the state is built
  *	(column_key_cmp()).  When every column is of a scalar kind (st->flat,
  *	the common case), the payload is built as a JsonbValue tree and
- *	written out in one pass (payload_flat(), base/jsonb_write.c); otherwise with pushJsonbValue()
- *	(payload_pushed()), which is needed to embed a jsonb container and
- *	costs a call per key and value and a sort per object.
+ *	written out in one pass (payload_flat(), base/jsonb_write.c);
+ *	otherwise with pushJsonbValue() (payload_pushed()), which is needed to
+ *	embed a jsonb container and costs a call per key and value and a sort
+ *	per object.
  *
  * MEMORY
  *	Per-row work allocates in the caller's context (the trigger manager's
@@ -1180,9 +1181,9 @@ flat_row(CaptureState *st, TupleTableSlot *slot, JsonbValue *v)
  *		as a JsonbValue tree and written out once (JsonbWriteSortedObject):
  *		no pushJsonbValue() per key and value, and no sort, because the tree
  *		is built in jsonb's key order (column_key_cmp(); column names are
- *		unique).  A jsonb column
- *		may hold a container, which only pushJsonbValue() unpacks into a
- *		tree, so such states use payload_pushed().
+ *		unique).  A jsonb column may hold a container, which only
+ *		pushJsonbValue() unpacks into a tree, so such states use
+ *		payload_pushed().
  */
 static Jsonb *
 payload_flat(CaptureState *st, int op, TupleTableSlot *oldslot,

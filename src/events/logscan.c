@@ -62,9 +62,11 @@
  *		then the next generation in the next partition, and so on; each is a
  *		range scan of one partition's id index.
  *	LogWindowCommitPage: the window's events after a cursor, in key order,
- *		up to a limit, from the (txid, id) indexes (with 0.1.0's (txid)
- *		index, before ALTER EXTENSION UPDATE, windows are read by
- *		LogWindowPage).
+ *		up to a limit, from the (txid, id) indexes.  With an index of
+ *		0.1.0's shape, (txid) alone, windows are read by LogWindowPage
+ *		instead; the dispatcher waits while the SQL is 0.1.0's
+ *		(dispatcher.c, check_extension), so that is only an index rebuilt
+ *		that way by hand.
  *	LogWindowScan: every event of the window, partition by partition, each
  *		in txid order (the range scan of LogWindowFirstId), for work that
  *		needs no order: moving a lagging destination on (dispatch/skip.c).
@@ -234,9 +236,10 @@ window_txid_keys(const LogWindow *w, ScanKeyData *keys)
  * The window's entries of one partition's (txid, id) index, in (txid, id)
  * order, of the transactions that belong to the window and committed (see
  * the file header): a transaction with a commit time is in at once, one
- * without from its first visible row on.  With the index of 0.1.0 (txid
- * alone: the library is updated, the SQL not yet) every row is read and only
- * the visible ones count, as before 0.2.0.
+ * without from its first visible row on.  With an index of 0.1.0's shape
+ * (txid alone: never dispatched with, since the dispatcher waits while the
+ * SQL is 0.1.0's; see the file header) every row is read and only the
+ * visible ones count, as before 0.2.0.
  */
 typedef enum TxnVerdict
 {
@@ -555,7 +558,7 @@ typedef struct WindowOrder
 	MemoryContext cxt;			/* holds this struct and its arrays */
 	uint64		used;			/* for LRU eviction */
 	bool		by_commit;		/* every commit time is known */
-	bool		keys_hold_id;	/* the txid index is (txid, id), not 0.1.0's */
+	bool		keys_hold_id;	/* the txid index is (txid, id) */
 	int			ntxns;
 	WindowTxn  *txns;			/* in key order */
 	TxnRank    *ranks;			/* in txid order */
@@ -913,9 +916,8 @@ rank_of(const WindowOrder *o, uint64 txid)
  * LogWindowInCommitOrder
  *		Whether window 'w' can be read in commit order: commit times are
  *		recorded and known for every transaction of the window, and the
- *		txid index is (txid, id) (LogWindowCommitPage reads by it; until
- *		ALTER EXTENSION UPDATE replaces 0.1.0's (txid), windows are read in
- *		id order, as 0.1.0 read them).
+ *		txid index is (txid, id), which LogWindowCommitPage reads (see the
+ *		file header for an index of 0.1.0's shape).
  */
 bool
 LogWindowInCommitOrder(const LogWindow *w)
@@ -937,7 +939,9 @@ typedef struct PageScans
 {
 	Oid			nspid;
 	bool		open[OUTBOX_PARTITIONS];
-	bool		has_head[OUTBOX_PARTITIONS];	/* the slot holds the next row */
+	bool		has_head[OUTBOX_PARTITIONS];	/* searched for the current run,
+												 * and the slot holds its next
+												 * row */
 	uint64		head_txid[OUTBOX_PARTITIONS];
 	int64		head_id[OUTBOX_PARTITIONS];
 	LogIndexScan ls[OUTBOX_PARTITIONS];
@@ -1067,15 +1071,15 @@ LogWindowCommitPage(const LogWindow *w, CommitCursor *cursor, int limit,
 	ps.nspid = get_namespace_oid("outbox", false);
 	for (r = r0; r <= re;)
 	{
+		bool		resumed = (r == r0 && after > 0);	/* read in part already */
 		int			rend = r;
-		int64		lo = (r == r0 && after > 0) ? after + 1 : o->txns[r].min_id;
+		int64		lo = resumed ? after + 1 : o->txns[r].min_id;
 		int64		hi = o->txns[r].max_id;
-		bool		scanning[OUTBOX_PARTITIONS] = {0};
 		ScanKeyData keys[2];
 		int64		gen;
 		int			i;
 
-		if (!(r == r0 && after > 0))
+		if (!resumed)
 			while (rend < re && o->txns[rend + 1].txid_pos == o->txns[rend].txid_pos + 1)
 			{
 				rend++;
@@ -1083,7 +1087,7 @@ LogWindowCommitPage(const LogWindow *w, CommitCursor *cursor, int limit,
 				hi = Max(hi, o->txns[rend].max_id);
 			}
 
-		if (r == r0 && after > 0)
+		if (resumed)
 		{
 			ScanKeyInit(&keys[0], 1, BTEqualStrategyNumber, F_XID8EQ,
 						UInt64GetDatum(o->txns[r].txid));
@@ -1098,16 +1102,12 @@ LogWindowCommitPage(const LogWindow *w, CommitCursor *cursor, int limit,
 		}
 
 		/* The partitions of the generations the run's ids lie in. */
+		memset(ps.has_head, 0, sizeof(ps.has_head));
 		for (gen = lo >> OUTBOX_GENERATION_BITS;
 			 gen <= (hi >> OUTBOX_GENERATION_BITS) &&
 			 gen < (lo >> OUTBOX_GENERATION_BITS) + OUTBOX_PARTITIONS;
 			 gen++)
-		{
-			int			part = (int) (gen & (OUTBOX_PARTITIONS - 1));
-
-			scanning[part] = true;
-			page_scans_search(&ps, part, keys);
-		}
+			page_scans_search(&ps, (int) (gen & (OUTBOX_PARTITIONS - 1)), keys);
 
 		/* Merge the partitions' rows on (txid, id). */
 		for (;;)
@@ -1117,7 +1117,7 @@ LogWindowCommitPage(const LogWindow *w, CommitCursor *cursor, int limit,
 			LogIndexScan *ls;
 
 			for (i = 0; i < OUTBOX_PARTITIONS; i++)
-				if (scanning[i] && ps.has_head[i] &&
+				if (ps.has_head[i] &&
 					(best < 0 || ps.head_txid[i] < ps.head_txid[best] ||
 					 (ps.head_txid[i] == ps.head_txid[best] &&
 					  ps.head_id[i] < ps.head_id[best])))

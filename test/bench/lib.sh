@@ -371,33 +371,35 @@ ratio_of() {
 	awk -v a="$a" -v b="$b" 'BEGIN { printf "%.2f\n", a / b }'
 }
 
-# paired_range SECTION CONDITION VARIANT BASELINE: "min-max" of the ratios
-# VARIANT / BASELINE within one round (runs seconds apart), over the rounds.
-paired_range() {
-	local r a b out=
+# round_ratios ARRAY SECTION CONDITION NUMERATOR DENOMINATOR: one line per
+# round that has both, ARRAY's (TPS or CPU) value of NUMERATOR over that of
+# DENOMINATOR within the round (runs seconds apart).
+round_ratios() {
+	local -n values=$1
+	local r a b
 	for ((r = 1; r <= BENCH_ROUNDS; r++)); do
-		a=${TPS[$1|$2|$3|$r]:-}
-		b=${TPS[$1|$2|$4|$r]:-}
-		[ -n "$a" ] && [ -n "$b" ] && out+="$a $b "
+		a=${values[$2|$3|$4|$r]:-}
+		b=${values[$2|$3|$5|$r]:-}
+		[ -n "$a" ] && [ -n "$b" ] && awk -v a="$a" -v b="$b" 'BEGIN { print a / b }'
 	done
-	[ -n "$out" ] || return 0
-	# shellcheck disable=SC2086
-	printf '%s %s\n' $out | awk '{ r = $1 / $2; if (NR == 1 || r < lo) lo = r;
-		if (NR == 1 || r > hi) hi = r } END { printf "%.2f-%.2f\n", lo, hi }'
+	return 0
+}
+
+# paired_range SECTION CONDITION VARIANT BASELINE: "min-max" of the TPS
+# ratios VARIANT / BASELINE within one round, over the rounds.
+paired_range() {
+	round_ratios TPS "$@" | awk '{ if (NR == 1 || $1 < lo) lo = $1;
+		if (NR == 1 || $1 > hi) hi = $1 } END { if (NR) printf "%.2f-%.2f\n", lo, hi }'
 }
 
 # paired_cpu_median SECTION CONDITION VARIANT BASELINE: the median over the
-# rounds of BASELINE's CPU per transaction over VARIANT's within one round
-# (runs seconds apart), two decimals, or nothing.  Beside cpu_ratio_of (the
-# ratio of the medians): a stretch of a noisy machine that slows one round
-# moves both runs of the pair.
+# rounds of BASELINE's CPU per transaction over VARIANT's within one round,
+# two decimals, or nothing.  Beside cpu_ratio_of (the ratio of the
+# medians): a stretch of a noisy machine that slows one round moves both
+# runs of the pair.
 paired_cpu_median() {
-	local r a b out=()
-	for ((r = 1; r <= BENCH_ROUNDS; r++)); do
-		a=${CPU[$1|$2|$3|$r]:-}
-		b=${CPU[$1|$2|$4|$r]:-}
-		[ -n "$a" ] && [ -n "$b" ] && out+=("$(awk -v a="$a" -v b="$b" 'BEGIN { print b / a }')")
-	done
+	local out
+	mapfile -t out < <(round_ratios CPU "$1" "$2" "$4" "$3")
 	[ ${#out[@]} -gt 0 ] || return 0
 	awk -v m="$(median "${out[@]}")" 'BEGIN { printf "%.2f\n", m }'
 }

@@ -12,18 +12,19 @@
 #       an http one, with events of another topic among them;
 #   (d) a retry: the event that committed first fails once; the one that
 #       drew the lower id waits behind it (retry rows follow commit order);
-#   (f) writers that commit in id order (the fast path: the window is
-#       read in id order, without a sort), in pages of three;
+#   (f) writers that commit in the order they began (the common case: a
+#       page is one run of the (txid, id) index), in pages of three;
 #   (g) rolled-back events in such a window (a savepoint rolled back, a
 #       transaction rolled back, a committed one with nothing left): none
 #       delivered, and the window stays in commit order;
 #   (l) a transaction larger than what the window's order reads entry by
 #       entry, and one that goes on into the next partition;
-#   (h) the same with the log's txid index of 0.1.0, (txid) alone (a library
-#       newer than the SQL, before ALTER EXTENSION UPDATE);
+#   (h) a txid index of 0.1.0's shape, (txid) alone: windows in id order;
 #   (i) twenty writers committing in the reverse order of their txids (the
 #       window's order sorted past the insertion sort's budget), half of
 #       them with events in two partitions;
+#   (o) two transactions that commit in txid order (one run) with ids
+#       interleaved across two partitions;
 #   (e) outbox.stats says which order each destination gets: 'commit',
 #       'unordered', and 'id' on a server without track_commit_timestamp,
 #       where (a) comes out in id order, as the README says;
@@ -111,6 +112,34 @@ sub drained
 	ok(sql(q{SELECT outbox.wait_delivered('60 seconds')}) eq 't', $_[0]);
 }
 
+# The webhook receiver gets EXPECTED for aggregate AGG, as the function
+# destination did (checked before): one test named NAME.
+sub hook_agrees
+{
+	my ($agg, $expected, $name) = @_;
+	ok($receiver->wait_for(sub { hook_got($agg) eq $expected }, 30), $name)
+	  or diag(hook_got($agg));
+}
+
+# The next event id drawn is N before the start of the next generation
+# (the next partition).
+sub ids_before_next_generation
+{
+	my ($n) = @_;
+	sql(qq{SELECT setval('outbox.events_id_seq',
+		((SELECT last_value FROM outbox.events_id_seq) / 65536 + 1) * 65536 - $n)});
+}
+
+# Replace the log's txid index (the partitioned one and its partitions',
+# under the names the library looks up) by one on COLUMNS.
+sub txid_index_on
+{
+	my ($columns) = @_;
+	sql(join("\n", 'DROP INDEX outbox.events_txid_idx;',
+		(map { "CREATE INDEX events_p${_}_txid_idx ON outbox.events_p$_ ($columns);" } 0 .. 3),
+		"CREATE INDEX events_txid_idx ON outbox.events ($columns);"));
+}
+
 # (a) Two emits of one aggregate: A draws the lower id, B commits first.
 pause_all();
 my $a = $node->background_psql('postgres');
@@ -122,8 +151,7 @@ is(sql(q{SELECT string_agg((payload->>'n'), ',' ORDER BY id) FROM outbox.events
 resume_all();
 drained('(a) delivered');
 is(fn_got('order-1'), '2,1', '(a) function destination: commit order, not id order');
-ok($receiver->wait_for(sub { hook_got('order-1') eq '2,1' }, 30),
-	'(a) http destination: commit order') or diag(hook_got('order-1'));
+hook_agrees('order-1', '2,1', '(a) http destination: commit order');
 
 # (b) A capture trigger keyed on customer (not unique): two rows of one
 # customer, the first inserted committed last.
@@ -158,17 +186,16 @@ resume_all();
 drained('(c) delivered');
 is(fn_got('multi'), '41,42,31,32,21,22,11,12',
 	'(c) function destination, pages of three: writers in commit order, each in write order');
-ok($receiver->wait_for(sub { hook_got('multi') eq '41,42,31,32,21,22,11,12' }, 30),
-	'(c) http destination: the same') or diag(hook_got('multi'));
+hook_agrees('multi', '41,42,31,32,21,22,11,12', '(c) http destination: the same');
 is(sql(q{SELECT count(*) FROM got WHERE dest = 'fn' AND agg LIKE 'side-%'}), '8',
 	'(c) the other aggregates are all there');
 is(sql(q{SELECT count(*) FROM got WHERE dest = 'fn'}),
 	sql(q{SELECT count(DISTINCT (agg, n)) FROM got WHERE dest = 'fn'}),
 	'(c) nothing delivered twice');
 
-# (f) The common case: writers that commit in the order they drew their
-# ids.  The window's commit order is its id order, and its pages are read
-# in id order without a sort (logscan.c, commit_page_in_id_order): across
+# (f) The common case: writers that commit in the order they began.  A
+# page's transactions are one run of the (txid, id) index (logscan.c,
+# LogWindowCommitPage), read in one range scan: across
 # pages of three, a transaction cut by a page's end, events of another
 # topic and another aggregate among them, every event once, in order.
 pause_all();
@@ -182,8 +209,7 @@ sql(q{SELECT outbox.emit('other', 'noise', '{"n": 0}', 'mono'), outbox.emit('t',
 resume_all();
 drained('(f) delivered');
 is(fn_got('mono'), '1,2,3,4,5,6,7,8', '(f) function destination, pages of three: commit order = id order');
-ok($receiver->wait_for(sub { hook_got('mono') eq '1,2,3,4,5,6,7,8' }, 30),
-	'(f) http destination: the same') or diag(hook_got('mono'));
+hook_agrees('mono', '1,2,3,4,5,6,7,8', '(f) http destination: the same');
 is(fn_got('side-m'), '70', '(f) the other aggregate is there');
 is(sql(q{SELECT count(*) FROM got WHERE dest = 'fn'}),
 	sql(q{SELECT count(DISTINCT (agg, n)) FROM got WHERE dest = 'fn'}),
@@ -241,8 +267,7 @@ resume_all();
 drained('(g) delivered');
 is(fn_got('rb'), '203,201,202',
 	'(g) function destination: commit order, none of the rolled-back events');
-ok($receiver->wait_for(sub { hook_got('rb') eq '203,201,202' }, 30),
-	'(g) http destination: the same') or diag(hook_got('rb'));
+hook_agrees('rb', '203,201,202', '(g) http destination: the same');
 
 # (l) Large transactions: window_order reads SKIP_TXN_AFTER (64) of a
 # transaction's index entries in a partition and then searches for its
@@ -255,8 +280,7 @@ for my $case (['big', 300], ['big-split', 100])
 {
 	my ($agg, $before_boundary) = @$case;
 	pause_all();
-	sql(qq{SELECT setval('outbox.events_id_seq',
-		((SELECT last_value FROM outbox.events_id_seq) / 65536 + 1) * 65536 - $before_boundary)});
+	ids_before_next_generation($before_boundary);
 	my $w = $node->background_psql('postgres');
 	$w->query_safe(qq{BEGIN; SELECT count(outbox.emit('t', 'step', jsonb_build_object('n', g), '$agg'))
 		FROM generate_series(1, 150) g});
@@ -268,23 +292,18 @@ for my $case (['big', 300], ['big-split', 100])
 	my $expected = join(',', 500, 1 .. 151);
 	is(fn_got($agg), $expected,
 		"(l) $agg: function destination: a large transaction whole, after the one committed first");
-	ok($receiver->wait_for(sub { hook_got($agg) eq $expected }, 30),
-		"(l) $agg: http destination: the same") or diag(hook_got($agg));
+	hook_agrees($agg, $expected, "(l) $agg: http destination: the same");
 }
 
-# (h) The log's txid index as 0.1.0 made it, (txid) alone: what a library
-# newer than the database's SQL finds until ALTER EXTENSION UPDATE.  The
-# pages of commit order read by (txid, id), which that index cannot give
-# within a transaction, so windows are read in id order, as 0.1.0 read
-# them; the window's first id then comes from the rows (their transactions'
+# (h) The log's txid index of 0.1.0's shape, (txid) alone.  No database
+# is dispatched with it (the dispatcher waits while the SQL is 0.1.0's,
+# and the update replaces the index), so this is an index rebuilt that way
+# by hand.  The pages of commit order read by (txid, id), which that index
+# cannot give within a transaction, so windows are read in id order; the
+# window's first id then comes from the rows (their transactions'
 # verdicts), and none of the rolled-back events is delivered.  The index of
 # 0.2.0 is put back afterwards.
-sql(q{DROP INDEX outbox.events_txid_idx;
-	CREATE INDEX events_p0_txid_idx ON outbox.events_p0 (txid);
-	CREATE INDEX events_p1_txid_idx ON outbox.events_p1 (txid);
-	CREATE INDEX events_p2_txid_idx ON outbox.events_p2 (txid);
-	CREATE INDEX events_p3_txid_idx ON outbox.events_p3 (txid);
-	CREATE INDEX events_txid_idx ON outbox.events (txid)});
+txid_index_on('txid');
 pause_all();
 ($wa, $wc) = map { $node->background_psql('postgres') } 1 .. 2;
 $wa->query_safe(q{BEGIN; SELECT outbox.emit('t', 'step', '{"n": 301}', 'old-idx');
@@ -299,14 +318,8 @@ resume_all();
 drained('(h) delivered with the index of 0.1.0');
 is(fn_got('old-idx'), '301,302,303',
 	'(h) index of 0.1.0: id order, none of the rolled-back events');
-ok($receiver->wait_for(sub { hook_got('old-idx') eq '301,302,303' }, 30),
-	'(h) http destination: the same') or diag(hook_got('old-idx'));
-sql(q{DROP INDEX outbox.events_txid_idx;
-	CREATE INDEX events_p0_txid_idx ON outbox.events_p0 (txid, id);
-	CREATE INDEX events_p1_txid_idx ON outbox.events_p1 (txid, id);
-	CREATE INDEX events_p2_txid_idx ON outbox.events_p2 (txid, id);
-	CREATE INDEX events_p3_txid_idx ON outbox.events_p3 (txid, id);
-	CREATE INDEX events_txid_idx ON outbox.events (txid, id)});
+hook_agrees('old-idx', '301,302,303', '(h) http destination: the same');
+txid_index_on('txid, id');
 
 # (i) Twenty writers that commit in the reverse order of their txids: the
 # window's commit order is its txid order reversed, more displacement than
@@ -316,8 +329,7 @@ sql(q{DROP INDEX outbox.events_txid_idx;
 # next generation (the next partition) ten events in: the first ten writers
 # span two partitions, which the merge of the partitions' runs combines.
 pause_all();
-sql(q{SELECT setval('outbox.events_id_seq',
-	((SELECT last_value FROM outbox.events_id_seq) / 65536 + 1) * 65536 - 10)});
+ids_before_next_generation(10);
 my @rev = map { $node->background_psql('postgres') } 1 .. 20;
 for my $round (0, 1)
 {
@@ -337,8 +349,7 @@ resume_all();
 drained('(i) delivered');
 is(fn_got('reverse'), $reverse_order,
 	'(i) twenty transactions committed in reverse: commit order, each in write order');
-ok($receiver->wait_for(sub { hook_got('reverse') eq $reverse_order }, 30),
-	'(i) http destination: the same') or diag(hook_got('reverse'));
+hook_agrees('reverse', $reverse_order, '(i) http destination: the same');
 
 # (o) Two transactions that commit in txid order, one run of a page
 # (logscan.c, LogWindowCommitPage), whose ids interleave across a
@@ -346,8 +357,7 @@ ok($receiver->wait_for(sub { hook_got('reverse') eq $reverse_order }, 30),
 # it (the next partition); A commits, then B.  The run's range scans of
 # both partitions are merged on (txid, id): A's 1 and 3, then B's 2.
 pause_all();
-sql(q{SELECT setval('outbox.events_id_seq',
-	((SELECT last_value FROM outbox.events_id_seq) / 65536 + 1) * 65536 - 3)});
+ids_before_next_generation(3);
 ($wa, $wc) = map { $node->background_psql('postgres') } 1 .. 2;
 $wa->query_safe(q{BEGIN; SELECT outbox.emit('t', 'step', '{"n": 1}', 'run-merge')});
 $wc->query_safe(q{BEGIN; SELECT outbox.emit('t', 'step', '{"n": 2}', 'run-merge')});
@@ -360,8 +370,7 @@ resume_all();
 drained('(o) delivered');
 is(fn_got('run-merge'), '1,3,2',
 	'(o) a run of two transactions over two partitions: commit order, each in write order');
-ok($receiver->wait_for(sub { hook_got('run-merge') eq '1,3,2' }, 30),
-	'(o) http destination: the same') or diag(hook_got('run-merge'));
+hook_agrees('run-merge', '1,3,2', '(o) http destination: the same');
 
 # outbox.committed_at(): the first part of the commit-order key.
 sql(q{SELECT outbox.emit('u', 'x')});
@@ -392,8 +401,7 @@ for my $round (1 .. 6)
 	pause_all();
 	if ($round == 3)
 	{
-		sql(q{SELECT setval('outbox.events_id_seq',
-			((SELECT last_value FROM outbox.events_id_seq) / 65536 + 1) * 65536 - 7)});
+		ids_before_next_generation(7);
 	}
 	$_->query_safe('BEGIN') for @w;
 	# Interleave the writers' events: each step, a random writer emits one.
