@@ -57,16 +57,20 @@
  *		xmax(S_to)), reading its entries (and a row only where a transaction
  *		without a commit time would lower the result).
  *	LogWindowPage: the window's events after an id, in id order, up to a
- *		limit.  Generation g lives in partition g % 4 (eventlog.c), so the ids
- *		after X in order are: the rest of X's generation in its partition,
- *		then the next generation in the next partition, and so on; each is a
- *		range scan of one partition's id index.
+ *		limit, from the window's transactions (window_order) taken in order
+ *		of their first ids and read from the (txid, id) indexes in runs, as
+ *		a commit-order page reads them; the rows are copied and sorted by
+ *		id, and a page is handed out only as far as it is complete (see
+ *		read_id_page).  Generation g lives in partition g % 4 (eventlog.c),
+ *		so each run is read generation by generation, its ids bounded to
+ *		the generation's.
  *	LogWindowCommitPage: the window's events after a cursor, in key order,
  *		up to a limit, from the (txid, id) indexes.  With an index of
  *		0.1.0's shape, (txid) alone, windows are read by LogWindowPage
- *		instead; the dispatcher waits while the SQL is 0.1.0's
- *		(dispatcher.c, check_extension), so that is only an index rebuilt
- *		that way by hand.
+ *		instead, and LogWindowPage reads them from the (id) indexes
+ *		(id_page_by_id_index); the dispatcher waits while the SQL is
+ *		0.1.0's (dispatcher.c, check_extension), so that is only an index
+ *		rebuilt that way by hand.
  *	LogWindowScan: every event of the window, partition by partition, each
  *		in txid order (the range scan of LogWindowFirstId), for work that
  *		needs no order: moving a lagging destination on (dispatch/skip.c).
@@ -164,21 +168,22 @@ typedef struct LogIndexScan
 /*
  * log_scan_begin
  *		Start a scan of partition 'part' through its index named by
- *		'index_fmt' (a format with one %d, the partition), with the two
- *		bounds 'keys', under a snapshot taken now (see the file header).
+ *		'index_fmt' (a format with one %d, the partition), with the 'nkeys'
+ *		scan keys 'keys' (btree's rescan takes as many as the scan began
+ *		with), under a snapshot taken now (see the file header).
  *		Takes ACCESS SHARE on the partition and the index.
  */
 static void
 log_scan_begin(LogIndexScan *ls, Oid nspid, int part, const char *index_fmt,
-			   ScanKeyData *keys)
+			   ScanKeyData *keys, int nkeys)
 {
 	ls->heap = table_open(log_relid(nspid, "events_p%d", part), AccessShareLock);
 	ls->index = index_open(log_relid(nspid, index_fmt, part), AccessShareLock);
 	ls->slot = table_slot_create(ls->heap, NULL);
 	ls->snapshot = RegisterSnapshot(GetLatestSnapshot());
-	ls->scan = CompatIndexBeginscan(ls->heap, ls->index, ls->snapshot, 2, 0);
+	ls->scan = CompatIndexBeginscan(ls->heap, ls->index, ls->snapshot, nkeys, 0);
 	ls->scan->xs_want_itup = ls->want_itup;
-	index_rescan(ls->scan, keys, 2, NULL, 0);
+	index_rescan(ls->scan, keys, nkeys, NULL, 0);
 }
 
 /*
@@ -286,7 +291,7 @@ window_entries_begin(WindowEntries *we, const LogWindow *w, FullTransactionId ne
 	we->next = next;
 	window_txid_keys(w, keys);
 	we->ls.want_itup = true;
-	log_scan_begin(&we->ls, nspid, part, LOG_TXID_INDEX, keys);
+	log_scan_begin(&we->ls, nspid, part, LOG_TXID_INDEX, keys, 2);
 	we->keys_hold_id = IndexRelationGetNumberOfKeyAttributes(we->ls.index) >= 2;
 }
 
@@ -436,17 +441,16 @@ LogWindowFirstId(const LogWindow *w)
 }
 
 /*
- * LogWindowPage
- *		Call accept(values, nulls, arg) for the window's events with id >
- *		'after', in id order, until it has accepted 'limit' of them or the
- *		log has no more (ids up to 'max_id').  accept() returns whether it
- *		took the event (a subscription filter may refuse it); it is given
- *		no commit time.  Returns how
- *		many were taken; *last_seen is the id of the last event looked at.
+ * id_page_by_id_index
+ *		LogWindowPage with an index of 0.1.0's shape, (txid) alone, which
+ *		cannot give a transaction's events in id order: the window's events
+ *		with id > 'after', in id order, from range scans of each
+ *		generation's partition's (id) index, up to ids 'max_id', until
+ *		accept() has taken 'limit' of them.
  */
-int
-LogWindowPage(const LogWindow *w, int64 after, int64 max_id, int limit,
-			  LogAcceptFn accept, void *arg, int64 *last_seen)
+static int
+id_page_by_id_index(const LogWindow *w, int64 after, int64 max_id, int limit,
+					LogAcceptFn accept, void *arg, int64 *last_seen)
 {
 	Oid			nspid = get_namespace_oid("outbox", false);
 	int			taken = 0;
@@ -467,7 +471,7 @@ LogWindowPage(const LogWindow *w, int64 after, int64 max_id, int limit,
 
 		ScanKeyInit(&keys[0], 1, BTGreaterStrategyNumber, F_INT8GT, Int64GetDatum(lo));
 		ScanKeyInit(&keys[1], 1, BTLessStrategyNumber, F_INT8LT, Int64GetDatum(hi));
-		log_scan_begin(&ls, nspid, part, LOG_ID_INDEX, keys);
+		log_scan_begin(&ls, nspid, part, LOG_ID_INDEX, keys, 2);
 		while (taken < limit &&
 			   index_getnext_slot(ls.scan, ForwardScanDirection, ls.slot))
 		{
@@ -507,7 +511,7 @@ LogWindowScan(const LogWindow *w,
 		LogIndexScan ls = {0};
 
 		window_txid_keys(w, keys);
-		log_scan_begin(&ls, nspid, part, LOG_TXID_INDEX, keys);
+		log_scan_begin(&ls, nspid, part, LOG_TXID_INDEX, keys, 2);
 		while (go_on && index_getnext_slot(ls.scan, ForwardScanDirection, ls.slot))
 		{
 			bool		isnull;
@@ -562,6 +566,10 @@ typedef struct WindowOrder
 	int			ntxns;
 	WindowTxn  *txns;			/* in key order */
 	TxnRank    *ranks;			/* in txid order */
+	int		   *by_min_id;		/* id order: ranks by first id (NULL until
+								 * an id-order page needs them) ... */
+	int64	   *reach;			/* ... reach[i]: the highest last id of
+								 * by_min_id[0 .. i] */
 } WindowOrder;
 
 static WindowOrder *order_cache[ORDER_CACHE_SIZE];
@@ -938,6 +946,7 @@ LogWindowInCommitOrder(const LogWindow *w)
 typedef struct PageScans
 {
 	Oid			nspid;
+	int			nkeys;			/* of every search */
 	bool		open[OUTBOX_PARTITIONS];
 	bool		has_head[OUTBOX_PARTITIONS];	/* searched for the current run,
 												 * and the slot holds its next
@@ -965,20 +974,30 @@ page_scan_advance(PageScans *ps, int part)
 }
 
 /*
+ * page_scans_open
+ *		Search partition 'part''s (txid, id) index with 'keys' (nkeys of
+ *		them), opening it on first use.
+ */
+static void
+page_scans_open(PageScans *ps, int part, ScanKeyData *keys)
+{
+	if (!ps->open[part])
+	{
+		log_scan_begin(&ps->ls[part], ps->nspid, part, LOG_TXID_INDEX, keys, ps->nkeys);
+		ps->open[part] = true;
+	}
+	else
+		index_rescan(ps->ls[part].scan, keys, ps->nkeys, NULL, 0);
+}
+
+/*
  * page_scans_search
- *		Search partition 'part' with 'keys' (two, on the (txid, id) index)
- *		and read its first row.
+ *		Search partition 'part' with 'keys' and read its first row.
  */
 static void
 page_scans_search(PageScans *ps, int part, ScanKeyData *keys)
 {
-	if (!ps->open[part])
-	{
-		log_scan_begin(&ps->ls[part], ps->nspid, part, LOG_TXID_INDEX, keys);
-		ps->open[part] = true;
-	}
-	else
-		index_rescan(ps->ls[part].scan, keys, 2, NULL, 0);
+	page_scans_open(ps, part, keys);
 	page_scan_advance(ps, part);
 }
 
@@ -1069,6 +1088,7 @@ LogWindowCommitPage(const LogWindow *w, CommitCursor *cursor, int limit,
 		re = o->ntxns - 1;
 
 	ps.nspid = get_namespace_oid("outbox", false);
+	ps.nkeys = 2;
 	for (r = r0; r <= re;)
 	{
 		bool		resumed = (r == r0 && after > 0);	/* read in part already */
@@ -1150,6 +1170,323 @@ LogWindowCommitPage(const LogWindow *w, CommitCursor *cursor, int limit,
 	cursor->txid = o->txns[re].txid;
 	cursor->id = o->txns[re].max_id;
 	*window_end = (re == o->ntxns - 1);
+	return taken;
+}
+
+/* ------------------------------------------------------------------------
+ * Id order
+ * ------------------------------------------------------------------------
+ */
+
+static int
+cmp_rank_by_min_id(const void *a, const void *b, void *arg)
+{
+	const WindowTxn *txns = arg;
+	int64		x = txns[*(const int *) a].min_id;
+	int64		y = txns[*(const int *) b].min_id;
+
+	return (x > y) - (x < y);
+}
+
+static int
+cmp_rank_by_txid(const void *a, const void *b, void *arg)
+{
+	const WindowTxn *txns = arg;
+	int			x = txns[*(const int *) a].txid_pos;
+	int			y = txns[*(const int *) b].txid_pos;
+
+	return (x > y) - (x < y);
+}
+
+/*
+ * id_order
+ *		The window's ranks by first id, and how far the ids of each prefix
+ *		of them reach (built on first use, in the order's context; set only
+ *		when complete).
+ */
+static void
+id_order(WindowOrder *o)
+{
+	int		   *by_min_id;
+	int64	   *reach;
+	int			i;
+
+	if (o->by_min_id != NULL)
+		return;
+	by_min_id = MemoryContextAllocHuge(o->cxt, sizeof(int) * (o->ntxns + 1));
+	reach = MemoryContextAllocHuge(o->cxt, sizeof(int64) * (o->ntxns + 1));
+	for (i = 0; i < o->ntxns; i++)
+		by_min_id[i] = i;
+	qsort_arg(by_min_id, o->ntxns, sizeof(int), cmp_rank_by_min_id, o->txns);
+	for (i = 0; i < o->ntxns; i++)
+		reach[i] = Max(i > 0 ? reach[i - 1] : 0, o->txns[by_min_id[i]].max_id);
+	o->reach = reach;
+	o->by_min_id = by_min_id;
+}
+
+/* An event of an id-order read, its row copied. */
+typedef struct IdEvent
+{
+	int64		id;
+	int			part;			/* read from this partition */
+	HeapTuple	tuple;
+} IdEvent;
+
+static int
+cmp_id_event(const void *a, const void *b)
+{
+	int64		x = ((const IdEvent *) a)->id;
+	int64		y = ((const IdEvent *) b)->id;
+
+	return (x > y) - (x < y);
+}
+
+/*
+ * One read of an id-order page (read_id_page): the events of the window
+ * with ids in (after, complete_to], every one of them, sorted by id, and
+ * perhaps some above (not to be handed out yet).
+ */
+typedef struct IdRead
+{
+	IdEvent    *events;
+	int			n;
+	int			cap;
+	int64		complete_to;
+	bool		window_end;		/* the window has no event above complete_to */
+	PageScans	ps;				/* open until the events are handed out (their
+								 * partitions' tuple descriptors) */
+} IdRead;
+
+/*
+ * read_id_page
+ *		The window's events after id 'after', about 'limit' of them, into
+ *		'rd', in the current memory context.
+ *
+ *		The page's transactions S: those with ids above 'after' in order of
+ *		their first ids, until their events add up to 'limit', and Y the id
+ *		below the first id of the next (none: no bound).  Every event of
+ *		the window with an id in (after, Y] is then one of S's, and only the
+ *		first 'limit' of each transaction's events above 'after' can be
+ *		among the first 'limit' of the page: a transaction is read up to
+ *		that many (then the search moves past it), and the page is complete
+ *		up to the lowest id where such a cut was made, or else to Y.  S is
+ *		read in runs of transactions that are neighbours in txid order
+ *		(one range scan of the (txid, id) index per run and generation, the
+ *		ids bounded to the generation and (after, Y], so that the rows of
+ *		other generations in the partition are passed over in the index),
+ *		then sorted by id, unless it came in id order.  The caller ends
+ *		rd->ps (page_scans_end).
+ */
+static void
+read_id_page(const WindowOrder *o, int64 after, int limit, IdRead *rd)
+{
+	int			ntxns = o->ntxns;
+	int		   *s = palloc(sizeof(int) * (ntxns + 1));	/* ranks of S */
+	int64	   *read;			/* events read of each of S */
+	int			ns = 0;
+	int			p;
+	int			lo;
+	int			hi;
+	int			q;
+	int64		budget = 0;
+	int64		y;
+	int64		top = 0;		/* the highest last id of S */
+	int64		cut = PG_INT64_MAX;
+	int64		gen;
+	PageScans  *ps = &rd->ps;
+	bool		sorted = true;
+	int			i;
+
+	memset(ps, 0, sizeof(*ps));
+	rd->n = 0;
+	rd->cap = 64;
+	rd->events = palloc(sizeof(IdEvent) * rd->cap);
+
+	/* p: the first rank, by first id, whose first id is above 'after' */
+	lo = 0;
+	hi = ntxns;
+	while (lo < hi)
+	{
+		int			mid = lo + (hi - lo) / 2;
+
+		if (o->txns[o->by_min_id[mid]].min_id > after)
+			hi = mid;
+		else
+			lo = mid + 1;
+	}
+	p = lo;
+
+	/* Before p, those whose ids reach past 'after' (reach: stop early). */
+	for (i = p - 1; i >= 0 && o->reach[i] > after; i--)
+		if (o->txns[o->by_min_id[i]].max_id > after)
+		{
+			s[ns++] = o->by_min_id[i];
+			budget += o->txns[o->by_min_id[i]].count;
+		}
+	/* From p, at least one (whose first id is a row above 'after'). */
+	for (q = p; q < ntxns && (q == p || budget < limit); q++)
+	{
+		s[ns++] = o->by_min_id[q];
+		budget += o->txns[o->by_min_id[q]].count;
+	}
+	y = (q < ntxns) ? o->txns[o->by_min_id[q]].min_id - 1 : PG_INT64_MAX;
+	if (ns == 0)
+	{
+		rd->complete_to = PG_INT64_MAX;
+		rd->window_end = true;
+		return;
+	}
+	for (i = 0; i < ns; i++)
+		top = Max(top, o->txns[s[i]].max_id);
+	top = Min(top, y);
+
+	qsort_arg(s, ns, sizeof(int), cmp_rank_by_txid, o->txns);
+	read = palloc0(sizeof(int64) * ns);
+
+	ps->nspid = get_namespace_oid("outbox", false);
+	ps->nkeys = 4;
+	for (gen = (after + 1) >> OUTBOX_GENERATION_BITS;
+		 gen <= (top >> OUTBOX_GENERATION_BITS); gen++)
+	{
+		int			part = (int) (gen & (OUTBOX_PARTITIONS - 1));
+		int64		id_lo = Max(after, (gen << OUTBOX_GENERATION_BITS) - 1);
+		int64		id_hi = Min(top, ((gen + 1) << OUTBOX_GENERATION_BITS) - 1);
+		int			r;
+
+		for (r = 0; r < ns;)
+		{
+			int			rend = r;
+			int64		run_lo = o->txns[s[r]].min_id;
+			int64		run_hi = o->txns[s[r]].max_id;
+			ScanKeyData keys[4];
+			LogIndexScan *ls = &ps->ls[part];
+			int			at = r;		/* the member of S met last */
+
+			while (rend + 1 < ns &&
+				   o->txns[s[rend + 1]].txid_pos == o->txns[s[rend]].txid_pos + 1)
+			{
+				rend++;
+				run_lo = Min(run_lo, o->txns[s[rend]].min_id);
+				run_hi = Max(run_hi, o->txns[s[rend]].max_id);
+			}
+			if (run_hi <= id_lo || run_lo > id_hi)
+			{
+				r = rend + 1;
+				continue;
+			}
+
+			ScanKeyInit(&keys[0], 1, BTGreaterEqualStrategyNumber, F_XID8GE,
+						UInt64GetDatum(o->txns[s[r]].txid));
+			ScanKeyInit(&keys[1], 1, BTLessEqualStrategyNumber, F_XID8LE,
+						UInt64GetDatum(o->txns[s[rend]].txid));
+			ScanKeyInit(&keys[2], 2, BTGreaterStrategyNumber, F_INT8GT, Int64GetDatum(id_lo));
+			ScanKeyInit(&keys[3], 2, BTLessEqualStrategyNumber, F_INT8LE, Int64GetDatum(id_hi));
+			page_scans_open(ps, part, keys);
+			while (index_getnext_slot(ls->scan, ForwardScanDirection, ls->slot))
+			{
+				bool		isnull;
+				uint64		txid = DatumGetUInt64(slot_getattr(ls->slot, EV_TXID + 1, &isnull));
+				int64		id = DatumGetInt64(slot_getattr(ls->slot, EV_ID + 1, &isnull));
+
+				/* Rows come in (txid, id) order: find the member of S. */
+				while (at < rend && o->txns[s[at]].txid < txid)
+					at++;
+				if (o->txns[s[at]].txid != txid)
+					continue;	/* a transaction outside the window */
+				if (rd->n == rd->cap)
+				{
+					rd->cap *= 2;
+					rd->events = repalloc_huge(rd->events, sizeof(IdEvent) * rd->cap);
+				}
+				if (rd->n > 0 && rd->events[rd->n - 1].id > id)
+					sorted = false;
+				rd->events[rd->n].id = id;
+				rd->events[rd->n].part = part;
+				rd->events[rd->n].tuple = ExecCopySlotHeapTuple(ls->slot);
+				rd->n++;
+				if (++read[at] == limit)
+				{
+					/* Enough of this one: search past its other rows. */
+					cut = Min(cut, id);
+					ScanKeyInit(&keys[0], 1, BTGreaterStrategyNumber, F_XID8GT,
+								UInt64GetDatum(txid));
+					index_rescan(ls->scan, keys, ps->nkeys, NULL, 0);
+				}
+			}
+			r = rend + 1;
+		}
+	}
+	if (!sorted)
+		qsort(rd->events, rd->n, sizeof(IdEvent), cmp_id_event);
+	rd->complete_to = Min(cut, y);
+	rd->window_end = (cut == PG_INT64_MAX && q == ntxns);
+}
+
+/*
+ * LogWindowPage
+ *		Call accept(values, nulls, 0, arg) for the window's events with id
+ *		> 'after', in id order, until it has taken 'limit' of them or the
+ *		window has no more.  accept() returns whether it took the event (a
+ *		subscription filter may refuse it); it is given no commit time.
+ *		Returns how many were taken; *last_seen is the id of the last event
+ *		looked at.
+ *
+ *		From the window's transactions (window_order) and the (txid, id)
+ *		indexes, read by read_id_page in reads of about 'limit' events,
+ *		again while accept() refuses events; the rows are copied and handed
+ *		out from the copies.  With an index of 0.1.0's shape (txid alone),
+ *		from the (id) indexes (id_page_by_id_index), up to ids 'max_id'.
+ */
+int
+LogWindowPage(const LogWindow *w, int64 after, int64 max_id, int limit,
+			  LogAcceptFn accept, void *arg, int64 *last_seen)
+{
+	WindowOrder *o = window_order(w);
+	MemoryContext cxt;
+	MemoryContext old;
+	Datum	   *values = NULL;
+	bool	   *nulls = NULL;
+	int			natts = 0;		/* the arrays' length */
+	int			taken = 0;
+
+	if (!o->keys_hold_id)
+		return id_page_by_id_index(w, after, max_id, limit, accept, arg, last_seen);
+
+	*last_seen = after;
+	id_order(o);
+	cxt = AllocSetContextCreate(CurrentMemoryContext, "outbox_saga id-order page",
+								ALLOCSET_DEFAULT_SIZES);
+	while (taken < limit)
+	{
+		IdRead		rd;
+		int			i;
+
+		old = MemoryContextSwitchTo(cxt);
+		read_id_page(o, after, limit, &rd);
+		MemoryContextSwitchTo(old);
+		for (i = 0; i < rd.n && rd.events[i].id <= rd.complete_to; i++)
+		{
+			IdEvent    *ev = &rd.events[i];
+			TupleDesc	desc = RelationGetDescr(rd.ps.ls[ev->part].heap);
+
+			if (desc->natts > natts)
+			{
+				natts = desc->natts;
+				values = MemoryContextAlloc(old, sizeof(Datum) * natts);
+				nulls = MemoryContextAlloc(old, sizeof(bool) * natts);
+			}
+			heap_deform_tuple(ev->tuple, desc, values, nulls);
+			*last_seen = rd.events[i].id;
+			if (accept(values, nulls, 0, arg) && ++taken == limit)
+				break;
+		}
+		page_scans_end(&rd.ps);
+		MemoryContextReset(cxt);
+		if (taken == limit || rd.window_end)
+			break;
+		after = rd.complete_to;
+	}
+	MemoryContextDelete(cxt);
 	return taken;
 }
 
