@@ -135,7 +135,6 @@ enum
 {
 	Q_LOCK_DEST_WAIT,
 	Q_LATEST_TICK,
-	Q_MAX_ID,
 	Q_BLOCKED,
 	Q_DUE_RETRIES,
 	Q_DUE_RETRIES_ALL,
@@ -204,12 +203,6 @@ static SpiStatement statements[Q_COUNT] = {
 	[Q_LATEST_TICK] = {
 		"the read of the latest tick",
 		"SELECT max(id) FROM outbox.tick",
-		{0}
-	},
-	/* outbox.events_id_seq: the highest event id given out */
-	[Q_MAX_ID] = {
-		"the read of the highest event id",
-		"SELECT last_value FROM outbox.events_id_seq",
 		{0}
 	},
 	/* outbox.delivery_retry: the aggregates held back */
@@ -1097,8 +1090,6 @@ collect(Batch *b, Position *pos, int limit, MemoryContext cxt, bool *window_done
 	TimestampTz now = GetCurrentTransactionStartTimestamp();
 	LogWindow	window;
 	PageState	page;
-	int64		max_id;
-	int64		last_seen;
 
 	lanes = aggregate_hash("outbox_saga lanes", sizeof(int));
 
@@ -1219,17 +1210,8 @@ collect(Batch *b, Position *pos, int limit, MemoryContext cxt, bool *window_done
 		}
 	}
 
-	if (pos->last_id == 0)
-	{
-		int64		first = LogWindowFirstId(&window);
-
-		pos->last_id = (first == 0) ? PG_INT64_MAX : first - 1;
-	}
-	SpiRun(&statements[Q_MAX_ID], NULL, NULL, SPI_OK_SELECT);
-	max_id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc,
-										 1, &isnull));
-	n = LogWindowPage(&window, pos->last_id, max_id, limit, accept_event, &page,
-					  &last_seen);
+	/* In id order, after last_id (0: from the start). */
+	n = LogWindowPage(&window, pos->last_id, limit, accept_event, &page);
 	*window_done = (n < (uint64) limit);
 	return page.items;
 }

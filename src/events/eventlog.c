@@ -22,8 +22,10 @@
  *	rows a client restores with COPY or INSERT: src/sql/lifecycle.sql sets
  *	them aside, their txids belonging to another database.)
  *
- *	The write path is insert-only (G7): one heap tuple and one entry in each
- *	of the two indexes, (id) and (txid, id).  No event row is ever updated.
+ *	The write path is insert-only (G7): one heap tuple and one entry in the
+ *	log's one index, (txid, id) (an index on id alone cost a tenth of a
+ *	captured INSERT and was dropped in 0.2.0; logscan.c reads every window
+ *	through (txid, id)).  No event row is ever updated.
  *	Delivery state lives with the destinations (a cursor per destination);
  *	only an event that failed gets a row of its own, which copies the event
  *	so that retiring the log never depends on it.
@@ -45,7 +47,8 @@
  *	every event is in exactly one batch: none skipped, none read twice, and
  *	a long transaction holds back only its own events.  Aborted transactions
  *	and rolled-back savepoints leave no visible rows, so their events are
- *	never read (G1).  Within a batch events are taken in id order.  A capture
+ *	never read (G1).  Within a batch events are taken in commit order, or
+ *	without commit times in id order (logscan.c).  A capture
  *	trigger draws its id after the row change it reports, while holding that
  *	row's lock, so two transactions that change one row draw their ids, and
  *	are delivered, in commit order (G4).

@@ -52,10 +52,6 @@
  *	writers of one aggregate are not; outbox.stats says which order each
  *	destination gets.
  *
- *	LogWindowFirstId: the lowest id of the window (S_from, S_to], by a range
- *		scan of each partition's (txid, id) index over [xmin(S_from),
- *		xmax(S_to)), reading its entries (and a row only where a transaction
- *		without a commit time would lower the result).
  *	LogWindowPage: the window's events after an id, in id order, up to a
  *		limit, from the window's transactions (window_order) taken in order
  *		of their first ids and read from the (txid, id) indexes in runs, as
@@ -65,15 +61,17 @@
  *		so each run is read generation by generation, its ids bounded to
  *		the generation's.
  *	LogWindowCommitPage: the window's events after a cursor, in key order,
- *		up to a limit, from the (txid, id) indexes.  With an index of
- *		0.1.0's shape, (txid) alone, windows are read by LogWindowPage
- *		instead, and LogWindowPage reads them from the (id) indexes
- *		(id_page_by_id_index); the dispatcher waits while the SQL is
- *		0.1.0's (dispatcher.c, check_extension), so that is only an index
- *		rebuilt that way by hand.
+ *		up to a limit, from the (txid, id) indexes.
  *	LogWindowScan: every event of the window, partition by partition, each
- *		in txid order (the range scan of LogWindowFirstId), for work that
+ *		in txid order (a range scan over the window's txids), for work that
  *		needs no order: moving a lagging destination on (dispatch/skip.c).
+ *
+ * The log has no index on id alone (since 0.2.0: it cost a tenth of a
+ * captured INSERT): every read is a range scan of the (txid, id) indexes.
+ * An index of 0.1.0's shape, (txid) alone, is never read with (the
+ * dispatcher waits while the SQL is 0.1.0's, dispatcher.c check_extension,
+ * and the update rebuilds it); one rebuilt that way by hand makes every
+ * read fail with an error that says so (window_entries_begin).
  *
  * All run in the caller's transaction, and take ACCESS SHARE locks on the
  * partitions and indexes they read, held to the end of the transaction.  A
@@ -88,15 +86,14 @@
  * window but invisible to the scan, and its events skipped for good (found
  * by make soak; test/t/098_window_snapshot.pl).  Later transactions the
  * fresh snapshot sees are outside the window (not visible in S_to).
- *	window_order and LogWindowFirstId read the index entries, not the rows
- * (and window_order not even every entry of a large transaction: past
+ *	window_order reads the index entries, not the rows (and not even every entry of a large transaction: past
  * SKIP_TXN_AFTER of them it searches for its last one, since only the
  * transaction's first and last ids count):
  * a transaction of the window (its txid visible in S_to, not in S_from) has
  * ended before S_to was taken, and a commit time recorded for it means it
  * committed; one without (unknown, or it rolled back) is decided by its
- * rows, as in the other scans, until one of them is visible.  A first id
- * too low would only make a page read more; too high would skip events.
+ * rows, as in the other scans, until one of them is visible.  An id range
+ * too wide would only make a page read more; too narrow would skip events.
  * The entries of rows that a rolled-back subtransaction wrote count among
  * their transaction's ids: its id range can only be wider than its visible
  * rows', and a page skips those rows as it skips any row that is not
@@ -136,8 +133,7 @@
 
 PG_FUNCTION_INFO_V1(outbox_saga_committed_at);
 
-/* The indexes of partition N (events.sql): (id) and (txid, id). */
-#define LOG_ID_INDEX	"events_p%d_id_idx"
+/* The index of partition N (events.sql): (txid, id). */
 #define LOG_TXID_INDEX	"events_p%d_txid_idx"
 
 /*
@@ -231,8 +227,7 @@ window_txid_keys(const LogWindow *w, ScanKeyData *keys)
  * How many index entries of one transaction are read one by one before a
  * search moves past the rest: window_order_build then searches for its
  * last entry (window_entries_skip_txn), and window_entries_next moves past
- * a transaction outside the window, or, for LogWindowFirstId, one whose
- * ids are already too high.  A window of one transaction of 200,000 events
+ * a transaction outside the window.  A window of one transaction of 200,000 events
  * read them all, and so did every window whose txid range covered it.
  */
 #define SKIP_TXN_AFTER	64
@@ -241,10 +236,7 @@ window_txid_keys(const LogWindow *w, ScanKeyData *keys)
  * The window's entries of one partition's (txid, id) index, in (txid, id)
  * order, of the transactions that belong to the window and committed (see
  * the file header): a transaction with a commit time is in at once, one
- * without from its first visible row on.  With an index of 0.1.0's shape
- * (txid alone: never dispatched with, since the dispatcher waits while the
- * SQL is 0.1.0's; see the file header) every row is read and only the
- * visible ones count, as before 0.2.0.
+ * without from its first visible row on.
  */
 typedef enum TxnVerdict
 {
@@ -258,7 +250,6 @@ typedef struct WindowEntries
 	const LogWindow *w;
 	FullTransactionId next;		/* read before the scan (committed_at_before) */
 	LogIndexScan ls;
-	bool		keys_hold_id;	/* (txid, id), not the index of 0.1.0 */
 	uint64		txid;			/* the transaction met last, and ... */
 	TxnVerdict	verdict;		/* ... what it is */
 	TimestampTz committed_at;	/* ... its commit time, 0: unknown */
@@ -292,49 +283,37 @@ window_entries_begin(WindowEntries *we, const LogWindow *w, FullTransactionId ne
 	window_txid_keys(w, keys);
 	we->ls.want_itup = true;
 	log_scan_begin(&we->ls, nspid, part, LOG_TXID_INDEX, keys, 2);
-	we->keys_hold_id = IndexRelationGetNumberOfKeyAttributes(we->ls.index) >= 2;
+	/* Every read of a window starts here: check the index once. */
+	if (IndexRelationGetNumberOfKeyAttributes(we->ls.index) < 2 ||
+		we->ls.index->rd_index->indkey.values[0] != EV_TXID + 1 ||
+		we->ls.index->rd_index->indkey.values[1] != EV_ID + 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("outbox_saga: index \"%s\" of the event log is not on (txid, id)",
+						RelationGetRelationName(we->ls.index)),
+				 errdetail("The dispatcher reads the log through that index alone."),
+				 errhint("Rebuild it as CREATE INDEX ON outbox.events_p%d (txid, id), under the same name.",
+						 part)));
 }
 
 /*
  * window_entries_next
  *		The next entry (*txid, *id) of a committed transaction of the window,
- *		with the transaction's commit time (0: unknown), skipping entries
- *		whose id is 'below' or more without deciding anything about them.
- *		Returns false at the end.
+ *		with the transaction's commit time (0: unknown).  Returns false at
+ *		the end.
  */
 static bool
-window_entries_next(WindowEntries *we, int64 below, uint64 *txid, int64 *id,
-					TimestampTz *committed_at)
+window_entries_next(WindowEntries *we, uint64 *txid, int64 *id, TimestampTz *committed_at)
 {
 	IndexScanDesc scan = we->ls.scan;
 
 	while (index_getnext_tid(scan, ForwardScanDirection) != NULL)
 	{
 		bool		isnull;
-		bool		visible = false;	/* the row was read and is visible */
 		uint64		t;
 
-		if (we->keys_hold_id)
-			*id = DatumGetInt64(index_getattr(scan->xs_itup, 2, scan->xs_itupdesc, &isnull));
-		else
-		{
-			if (!index_fetch_heap(scan, we->ls.slot))
-				continue;
-			visible = true;
-			*id = DatumGetInt64(slot_getattr(we->ls.slot, EV_ID + 1, &isnull));
-		}
+		*id = DatumGetInt64(index_getattr(scan->xs_itup, 2, scan->xs_itupdesc, &isnull));
 		t = DatumGetUInt64(index_getattr(scan->xs_itup, 1, scan->xs_itupdesc, &isnull));
-		if (*id >= below)
-		{
-			/*
-			 * The rest of a transaction met before can only be above too
-			 * (with the (txid, id) index: (txid) alone orders a
-			 * transaction's entries by place, not id).
-			 */
-			if (we->keys_hold_id && t == we->txid && ++we->met == SKIP_TXN_AFTER)
-				window_entries_restart_after(we, t);
-			continue;
-		}
 		if (t != we->txid)
 		{
 			we->txid = t;
@@ -360,7 +339,7 @@ window_entries_next(WindowEntries *we, int64 below, uint64 *txid, int64 *id,
 		}
 		if (we->verdict == TXN_PENDING)
 		{
-			if (!visible && !index_fetch_heap(scan, we->ls.slot))
+			if (!index_fetch_heap(scan, we->ls.slot))
 				continue;
 			we->verdict = TXN_IN;
 		}
@@ -376,10 +355,9 @@ window_entries_next(WindowEntries *we, int64 below, uint64 *txid, int64 *id,
  *		After an entry of a transaction of the window (the last one
  *		window_entries_next returned), move past the transaction's other
  *		entries without reading them: one search for its last entry, whose
- *		id goes to *max_id, and one for the entries after it.  Only with the
- *		(txid, id) index, where a transaction's entries are adjacent and in
- *		id order.  Worth it for a large transaction only: it costs two
- *		descents of the index.
+ *		id goes to *max_id, and one for the entries after it (a
+ *		transaction's entries are adjacent and in id order).  Worth it for a
+ *		large transaction only: it costs two descents of the index.
  */
 static void
 window_entries_skip_txn(WindowEntries *we, int64 *max_id)
@@ -388,7 +366,7 @@ window_entries_skip_txn(WindowEntries *we, int64 *max_id)
 	ScanKeyData keys[2];
 	bool		isnull;
 
-	Assert(we->keys_hold_id && we->verdict == TXN_IN);
+	Assert(we->verdict == TXN_IN);
 	/* Two keys, as the scan began with (btree's rescan copies that many). */
 	window_txid_keys(we->w, keys);
 	ScanKeyInit(&keys[0], 1, BTEqualStrategyNumber, F_XID8EQ, UInt64GetDatum(we->txid));
@@ -403,91 +381,6 @@ static void
 window_entries_end(WindowEntries *we)
 {
 	log_scan_end(&we->ls);
-}
-
-/*
- * LogWindowFirstId
- *		The lowest id of an event in the window, or 0 if it has none.
- *
- * From the window's index entries (window_entries_next), each partition's
- * scan passing over the entries that could not lower the result: a row is
- * read only where an entry would, and its transaction has no commit time.
- * Entries of one transaction are adjacent and in id order, so a window of
- * one large transaction, or of transactions whose ids ascend with their
- * txids, decides one transaction per partition.
- */
-int64
-LogWindowFirstId(const LogWindow *w)
-{
-	Oid			nspid = get_namespace_oid("outbox", false);
-	FullTransactionId next = ReadNextFullTransactionId();
-	int64		first = 0;
-	int			part;
-
-	for (part = 0; part < OUTBOX_PARTITIONS; part++)
-	{
-		WindowEntries we;
-		uint64		txid;
-		int64		id;
-		TimestampTz committed_at;
-
-		window_entries_begin(&we, w, next, nspid, part);
-		while (window_entries_next(&we, first == 0 ? PG_INT64_MAX : first,
-								   &txid, &id, &committed_at))
-			first = id;
-		window_entries_end(&we);
-	}
-	return first;
-}
-
-/*
- * id_page_by_id_index
- *		LogWindowPage with an index of 0.1.0's shape, (txid) alone, which
- *		cannot give a transaction's events in id order: the window's events
- *		with id > 'after', in id order, from range scans of each
- *		generation's partition's (id) index, up to ids 'max_id', until
- *		accept() has taken 'limit' of them.
- */
-static int
-id_page_by_id_index(const LogWindow *w, int64 after, int64 max_id, int limit,
-					LogAcceptFn accept, void *arg, int64 *last_seen)
-{
-	Oid			nspid = get_namespace_oid("outbox", false);
-	int			taken = 0;
-	int64		gen;
-
-	*last_seen = after;
-	if (after >= max_id)
-		return 0;
-	for (gen = (after + 1) >> OUTBOX_GENERATION_BITS;
-		 taken < limit && (gen << OUTBOX_GENERATION_BITS) <= max_id;
-		 gen++)
-	{
-		int			part = (int) (gen & (OUTBOX_PARTITIONS - 1));
-		int64		lo = Max(after, (gen << OUTBOX_GENERATION_BITS) - 1);
-		int64		hi = (gen + 1) << OUTBOX_GENERATION_BITS;
-		ScanKeyData keys[2];
-		LogIndexScan ls = {0};
-
-		ScanKeyInit(&keys[0], 1, BTGreaterStrategyNumber, F_INT8GT, Int64GetDatum(lo));
-		ScanKeyInit(&keys[1], 1, BTLessStrategyNumber, F_INT8LT, Int64GetDatum(hi));
-		log_scan_begin(&ls, nspid, part, LOG_ID_INDEX, keys, 2);
-		while (taken < limit &&
-			   index_getnext_slot(ls.scan, ForwardScanDirection, ls.slot))
-		{
-			bool		isnull;
-			Datum		txid = slot_getattr(ls.slot, EV_TXID + 1, &isnull);
-
-			if (!in_window(txid, w))
-				continue;
-			slot_getallattrs(ls.slot);
-			*last_seen = DatumGetInt64(ls.slot->tts_values[EV_ID]);
-			if (accept(ls.slot->tts_values, ls.slot->tts_isnull, 0, arg))
-				taken++;
-		}
-		log_scan_end(&ls);
-	}
-	return taken;
 }
 
 /*
@@ -562,7 +455,6 @@ typedef struct WindowOrder
 	MemoryContext cxt;			/* holds this struct and its arrays */
 	uint64		used;			/* for LRU eviction */
 	bool		by_commit;		/* every commit time is known */
-	bool		keys_hold_id;	/* the txid index is (txid, id) */
 	int			ntxns;
 	WindowTxn  *txns;			/* in key order */
 	TxnRank    *ranks;			/* in txid order */
@@ -788,8 +680,7 @@ window_order_build(const LogWindow *w)
 
 		run_start[part] = n;
 		window_entries_begin(&we, w, next, nspid, part);
-		o->keys_hold_id = we.keys_hold_id;
-		while (window_entries_next(&we, PG_INT64_MAX, &txid, &id, &committed_at))
+		while (window_entries_next(&we, &txid, &id, &committed_at))
 		{
 			WindowTxn  *t;
 
@@ -814,7 +705,7 @@ window_order_build(const LogWindow *w)
 			t->max_id = Max(t->max_id, id);
 			t->count++;
 			/* A large transaction: its last id without reading the rest. */
-			if (t->count == SKIP_TXN_AFTER && we.keys_hold_id)
+			if (t->count == SKIP_TXN_AFTER)
 			{
 				window_entries_skip_txn(&we, &t->max_id);
 				/* An upper bound, for the pages' budgets. */
@@ -923,9 +814,7 @@ rank_of(const WindowOrder *o, uint64 txid)
 /*
  * LogWindowInCommitOrder
  *		Whether window 'w' can be read in commit order: commit times are
- *		recorded and known for every transaction of the window, and the
- *		txid index is (txid, id), which LogWindowCommitPage reads (see the
- *		file header for an index of 0.1.0's shape).
+ *		recorded and known for every transaction of the window.
  */
 bool
 LogWindowInCommitOrder(const LogWindow *w)
@@ -935,7 +824,7 @@ LogWindowInCommitOrder(const LogWindow *w)
 	if (!LogCommitOrderAvailable())
 		return false;
 	o = window_order(w);
-	return o->by_commit && o->keys_hold_id;
+	return o->by_commit;
 }
 
 /*
@@ -1048,7 +937,7 @@ LogWindowCommitPage(const LogWindow *w, CommitCursor *cursor, int limit,
 	int64		budget = 0;
 	int			taken = 0;
 
-	Assert(o->by_commit && o->keys_hold_id);
+	Assert(o->by_commit);
 	*window_end = false;
 	r0 = 0;
 	if (cursor->txid != 0)
@@ -1428,18 +1317,16 @@ read_id_page(const WindowOrder *o, int64 after, int limit, IdRead *rd)
  *		> 'after', in id order, until it has taken 'limit' of them or the
  *		window has no more.  accept() returns whether it took the event (a
  *		subscription filter may refuse it); it is given no commit time.
- *		Returns how many were taken; *last_seen is the id of the last event
- *		looked at.
+ *		Returns how many were taken.
  *
  *		From the window's transactions (window_order) and the (txid, id)
  *		indexes, read by read_id_page in reads of about 'limit' events,
  *		again while accept() refuses events; the rows are copied and handed
- *		out from the copies.  With an index of 0.1.0's shape (txid alone),
- *		from the (id) indexes (id_page_by_id_index), up to ids 'max_id'.
+ *		out from the copies.
  */
 int
-LogWindowPage(const LogWindow *w, int64 after, int64 max_id, int limit,
-			  LogAcceptFn accept, void *arg, int64 *last_seen)
+LogWindowPage(const LogWindow *w, int64 after, int limit,
+			  LogAcceptFn accept, void *arg)
 {
 	WindowOrder *o = window_order(w);
 	MemoryContext cxt;
@@ -1449,10 +1336,6 @@ LogWindowPage(const LogWindow *w, int64 after, int64 max_id, int limit,
 	int			natts = 0;		/* the arrays' length */
 	int			taken = 0;
 
-	if (!o->keys_hold_id)
-		return id_page_by_id_index(w, after, max_id, limit, accept, arg, last_seen);
-
-	*last_seen = after;
 	id_order(o);
 	cxt = AllocSetContextCreate(CurrentMemoryContext, "outbox_saga id-order page",
 								ALLOCSET_DEFAULT_SIZES);
@@ -1476,7 +1359,6 @@ LogWindowPage(const LogWindow *w, int64 after, int64 max_id, int limit,
 				nulls = MemoryContextAlloc(old, sizeof(bool) * natts);
 			}
 			heap_deform_tuple(ev->tuple, desc, values, nulls);
-			*last_seen = rd.events[i].id;
 			if (accept(values, nulls, 0, arg) && ++taken == limit)
 				break;
 		}

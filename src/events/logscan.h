@@ -45,9 +45,8 @@ typedef bool (*LogAcceptFn) (Datum *values, bool *nulls, TimestampTz committed_a
 extern bool LogCommitOrderAvailable(void);
 extern TimestampTz LogCommittedAt(uint64 txid);
 extern int	LogCommitKeyCompare(uint64 txid_a, int64 id_a, uint64 txid_b, int64 id_b);
-extern int64 LogWindowFirstId(const LogWindow *w);
-extern int	LogWindowPage(const LogWindow *w, int64 after, int64 max_id, int limit,
-						  LogAcceptFn accept, void *arg, int64 *last_seen);
+extern int	LogWindowPage(const LogWindow *w, int64 after, int limit,
+						  LogAcceptFn accept, void *arg);
 extern bool LogWindowInCommitOrder(const LogWindow *w);
 extern int	LogWindowCommitPage(const LogWindow *w, CommitCursor *cursor, int limit,
 								LogAcceptFn accept, void *arg, bool *window_end);

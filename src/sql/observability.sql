@@ -93,8 +93,9 @@ COMMENT ON VIEW outbox.dead_letters IS
 
 -- One row per destination.  Fast with millions of pending events: the log
 -- is never counted; "pending" in the log is the distance in ids between the
--- destination's position and the newest committed event (an upper bound: it
--- includes events of topics the destination does not subscribe to), or 0
+-- destination's position and the last id handed out (an upper bound: it
+-- includes events of topics the destination does not subscribe to, and ids
+-- of rolled-back or uncommitted transactions), or 0
 -- when its position has consumed every transaction in the log (see owed
 -- below).
 -- Rows: the destinations whose owner the current role has the privileges
@@ -115,8 +116,9 @@ COMMENT ON VIEW outbox.dead_letters IS
 -- A destination whose topics are quiet while others are busy is not behind
 -- (no false backlog), and an open transaction elsewhere does not age it.
 -- Only a position without its tick (lost) falls back to the first event
--- after done_id.  oldest_ready_age_seconds is the same in seconds (0 when
--- nothing is ready); paused_by_410: paused, and a dead letter that an http
+-- after done_id (a scan of the log: it has no index on id).
+-- oldest_ready_age_seconds is the same in seconds (0 when nothing is
+-- ready); paused_by_410: paused, and a dead letter that an http
 -- endpoint refused with 410 Gone (the refusal that pauses) is still there
 -- - not last_error, which a move past max_destination_lag overwrites.  The
 -- refused event comes before those skipped after it, so the scan of the
@@ -168,7 +170,7 @@ CREATE VIEW outbox.stats WITH (security_barrier) AS
 	       CASE WHEN r.replay > 0 THEN rp.since END AS replay_since
 	  FROM outbox.destination d
 	  LEFT JOIN outbox.replay rp ON rp.destination_id = d.id
-	 CROSS JOIN (SELECT COALESCE(max(id), 0) AS last_value FROM outbox.events) seq
+	 CROSS JOIN (SELECT last_value FROM outbox.events_id_seq) seq
 	  LEFT JOIN (
 	       SELECT ws.destination_id, ws.worker, ws.wait_event FROM outbox.worker_status() ws
 	        WHERE ws.database = pg_catalog.current_database()
@@ -226,8 +228,9 @@ COMMENT ON VIEW outbox.stats IS
 -- default_version, which comes with the library, when no dispatcher ran
 -- the check), and the log's size.  No scan of the
 -- log: the size and live-row estimate of its partitions come from the
--- catalogs and the statistics system, the oldest event from the id index
--- (one probe per partition).  Readable by pg_monitor.
+-- catalogs and the statistics system, the oldest event as the first of the
+-- oldest transaction, from the (txid, id) index (one probe per partition).
+-- Readable by pg_monitor.
 CREATE VIEW outbox.database_stats AS
 	SELECT pg_catalog.current_database()::text AS database,
 	       x.extversion::text AS extension_version,
@@ -247,7 +250,7 @@ CREATE VIEW outbox.database_stats AS
 	       (SELECT COALESCE(sum(pg_catalog.pg_total_relation_size(p.relid)), 0)::bigint
 	          FROM pg_catalog.pg_partition_tree('outbox.events'::pg_catalog.regclass) p) AS log_bytes,
 	       COALESCE(pg_catalog.date_part('epoch', pg_catalog.now() -
-	           (SELECT e.created_at FROM outbox.events e ORDER BY e.id LIMIT 1)), 0)
+	           (SELECT e.created_at FROM outbox.events e ORDER BY e.txid, e.id LIMIT 1)), 0)
 	           AS oldest_event_age_seconds
 	  FROM pg_catalog.pg_extension x
 	 CROSS JOIN (SELECT outbox.dispatch_status() AS status) st

@@ -14,7 +14,7 @@
  *	2. Delete ticks no destination needs any more (only under a ShareLock
  *	   on outbox.tick taken without waiting, which a create_destination in
  *	   progress holds off: its starting tick must survive until it is
- *	   visible), and generation records below the oldest event.
+ *	   visible).
  *	3. Purge expired idempotency keys (outbox.purge_idempotency_keys).
  *	4. Delete retained events older than their topic's keep, at most
  *	   10000 a round (outbox.history_prune, events/history.c; only once
@@ -30,7 +30,11 @@
  *	   lock, where no row can be added.  A partition that also holds a
  *	   later, unconsumed generation (a destination lagged by more than three
  *	   generations) loses its old generation by DELETE once that generation
- *	   is closed and consumed.
+ *	   is closed and consumed.  The generation records say which closed
+ *	   generations a partition may hold (the log has no index on id): a
+ *	   record goes when its partition's TRUNCATE or its DELETE removed its
+ *	   events for good (every writer of it ended below the consumed xmin),
+ *	   and the newest record stays, for step 1 to go on from.
  *	   Destinations never hold a part of the log (a partition, or the
  *	   oldest generation of one) for long: when the part is past retention
  *	   and a tick past it exists, but destinations' positions hold it,
@@ -46,9 +50,8 @@
  *	   TRUNCATE to the commit, and the commit is the slow part: it removes
  *	   the old files (about 60 ms for 240 MB on ext4, most of it the
  *	   truncation of the first segment), so nothing else - not another
- *	   partition's files either - may stand between the two.  Ticks and
- *	   generation records that retirement frees are deleted by the next
- *	   round's step 2.
+ *	   partition's files either - may stand between the two.  Ticks that
+ *	   retirement frees are deleted by the next round's step 2.
  *
  * INVARIANTS
  *	- HousekeepingRun and each HousekeepingRetire run in the caller's
@@ -113,7 +116,6 @@ enum
 	HK_CLOSE_GENERATIONS,
 	HK_LOCK_TIMEOUT,
 	HK_DELETE_TICKS,
-	HK_DELETE_GENERATIONS,
 	HK_PURGE_KEYS,
 	HK_ANY_BEHIND,
 	HK_TARGET_TICK,
@@ -143,14 +145,18 @@ static SpiStatement round_stmts[HK_COUNT] = {
 	[HK_LAST_VALUE] = {"reading the event id sequence",
 		"SELECT last_value FROM outbox.events_id_seq",
 	{0}},
-	/* outbox.generation, outbox.events: close generations up to $1 - 1 */
+	/*
+	 * outbox.generation: close generations up to $1 - 1, after the last one
+	 * closed (the newest record is never deleted), or, with no record yet,
+	 * the last OUTBOX_PARTITIONS (a new log, or one that 0.1.0 left without
+	 * records: it held none of an older generation)
+	 */
 	[HK_CLOSE_GENERATIONS] = {"closing generations",
 		"INSERT INTO outbox.generation (gen, closed_xmax)"
 		" SELECT g, pg_catalog.pg_snapshot_xmax(pg_catalog.pg_current_snapshot())"
 		"   FROM pg_catalog.generate_series("
 		"        COALESCE((SELECT max(gen) + 1 FROM outbox.generation),"
-		"                 (SELECT min(id) >> " CppAsString2(OUTBOX_GENERATION_BITS)
-		"                    FROM outbox.events), $1),"
+		"                 GREATEST($1 - " CppAsString2(OUTBOX_PARTITIONS) ", 0)),"
 		"        $1 - 1) g",
 	{INT8OID, 0}},
 	/* before a partition's lock is tried (subtransaction-local) */
@@ -163,12 +169,6 @@ static SpiStatement round_stmts[HK_COUNT] = {
 		" WHERE id < COALESCE((SELECT min(tick_from) FROM outbox.destination),"
 		"                     (SELECT max(id) FROM outbox.tick))",
 	{0}},
-	/* outbox.generation, outbox.events: records below the oldest event */
-	[HK_DELETE_GENERATIONS] = {"deleting old generation records",
-		"DELETE FROM outbox.generation"
-		" WHERE gen < COALESCE((SELECT min(id) >> " CppAsString2(OUTBOX_GENERATION_BITS)
-		"                         FROM outbox.events), $1)",
-	{INT8OID, 0}},
 	/* outbox.idempotency_key, through its SQL function */
 	[HK_PURGE_KEYS] = {"purging idempotency keys",
 		"SELECT outbox.purge_idempotency_keys(10000)",
@@ -207,14 +207,33 @@ static SpiStatement round_stmts[HK_COUNT] = {
 
 /*
  * Statements naming one partition, outbox.events_p<N>: "%1$d" in the text
- * stands for N (built once per partition by partition_stmts).
+ * stands for N (built once per partition by partition_stmts).  The log has
+ * no index on id (since 0.2.0): a partition's newest event is its newest
+ * transaction's last, by the (txid, id) index, and a generation's events
+ * are found by txid below its closing xmax (xid before id: every writer of
+ * generation g has an xid below closed_xmax(g)) and their ids.
  */
+#define NEWEST_EVENT_SQL \
+	"(SELECT created_at FROM outbox.events_p%1$d ORDER BY txid DESC, id DESC LIMIT 1)"
+
+/*
+ * Whether the newest event of generation g (g.closed_xmax) and those below
+ * it in the partition, ids below $2, is past retention ($3 seconds): NULL
+ * when there is none
+ */
+#define GEN_PAST_RETENTION_SQL \
+	"((SELECT created_at FROM outbox.events_p%1$d" \
+	"   WHERE txid < g.closed_xmax AND id < $2" \
+	"   ORDER BY txid DESC, id DESC LIMIT 1)" \
+	" <= pg_catalog.now() - pg_catalog.make_interval(secs => $3))"
+
 enum
 {
-	HP_MIN_MAX_ID,
 	HP_ALL_CONSUMED,
 	HP_LOCK,
 	HP_TRUNCATE,
+	HP_FORGET_GENS,
+	HP_OLDEST_GEN,
 	HP_GEN_CONSUMED,
 	HP_DELETE_GEN,
 	HP_MAX_TXID,
@@ -223,27 +242,22 @@ enum
 };
 
 static const SpiStatement partition_templates[HP_COUNT] = {
-	[HP_MIN_MAX_ID] = {"reading a partition's id range",
-		"SELECT min(id), max(id) FROM outbox.events_p%1$d",
-	{0}},
-
 	/*
 	 * Whether every event of the partition is consumed and past retention
 	 * ($1 seconds): the newest transaction that wrote into it is below the
 	 * consumed xmin, and its newest event is old enough.  Without any
-	 * destination the log is the only record of what happened, so then only
-	 * partitions holding closed generations go (the generation being
-	 * written, at most 65,536 events, stays readable in outbox.events).
+	 * destination the log is the only record of what happened, so then the
+	 * partition of the generation being written ($2: not this one) stays
+	 * (at most 65,536 events of it, readable in outbox.events; its closed
+	 * generations go by DELETE).
 	 */
 	[HP_ALL_CONSUMED] = {"checking a partition is consumed",
 		"SELECT 1 WHERE (SELECT pg_catalog.max(txid) FROM outbox.events_p%1$d) < "
 		CONSUMED_XMIN_SQL
-		"  AND (SELECT created_at FROM outbox.events_p%1$d ORDER BY id DESC LIMIT 1)"
+		"  AND " NEWEST_EVENT_SQL
 		"      <= pg_catalog.now() - pg_catalog.make_interval(secs => $1)"
-		"  AND (EXISTS (SELECT 1 FROM outbox.destination)"
-		"       OR (SELECT pg_catalog.max(id) FROM outbox.events_p%1$d) >> 16"
-		"          < (SELECT last_value >> 16 FROM outbox.events_id_seq))",
-	{INT4OID, 0}},
+		"  AND ($2 OR EXISTS (SELECT 1 FROM outbox.destination))",
+	{INT4OID, BOOLOID, 0}},
 	[HP_LOCK] = {"locking a partition",
 		"LOCK TABLE outbox.events_p%1$d IN ACCESS EXCLUSIVE MODE",
 	{0}},
@@ -252,21 +266,41 @@ static const SpiStatement partition_templates[HP_COUNT] = {
 	{0}},
 
 	/*
+	 * outbox.generation: the records of the partition's generations up to
+	 * $1 whose events are gone from it for good - every writer of one ended
+	 * below the consumed xmin, so none can still add a row - after a
+	 * TRUNCATE or a DELETE removed them.  The newest record stays (where
+	 * HK_CLOSE_GENERATIONS goes on from).
+	 */
+	[HP_FORGET_GENS] = {"deleting retired generation records",
+		"DELETE FROM outbox.generation"
+		" WHERE gen %% " CppAsString2(OUTBOX_PARTITIONS) " = %1$d AND gen <= $1"
+		"   AND closed_xmax <= " CONSUMED_XMIN_SQL
+		"   AND gen < (SELECT max(gen) FROM outbox.generation)",
+	{INT8OID, 0}},
+	/* outbox.generation: the oldest closed generation of the partition */
+	[HP_OLDEST_GEN] = {"reading a partition's oldest generation",
+		"SELECT gen FROM outbox.generation"
+		" WHERE gen %% " CppAsString2(OUTBOX_PARTITIONS) " = %1$d ORDER BY gen LIMIT 1",
+	{0}},
+
+	/*
 	 * Whether generation $1, whose events are the partition's below id $2,
 	 * is closed and consumed - its closing xmax at or below the consumed
-	 * xmin - and past retention ($3 seconds).
+	 * xmin - and past retention ($3 seconds) or without events.
 	 */
 	[HP_GEN_CONSUMED] = {"checking a generation is consumed",
 		"SELECT 1 FROM outbox.generation g"
 		" WHERE g.gen = $1"
 		"   AND g.closed_xmax <= " CONSUMED_XMIN_SQL
-		"   AND (SELECT created_at FROM outbox.events_p%1$d"
-		"         WHERE id < $2 ORDER BY id DESC LIMIT 1)"
-		"       <= pg_catalog.now() - pg_catalog.make_interval(secs => $3)",
+		"   AND COALESCE(" GEN_PAST_RETENTION_SQL ", true)",
 	{INT8OID, INT8OID, INT4OID, 0}},
+	/* the events of generation $1 and the ones before it: ids below $2 */
 	[HP_DELETE_GEN] = {"deleting a retired generation",
-		"DELETE FROM outbox.events_p%1$d WHERE id < $1",
-	{INT8OID, 0}},
+		"DELETE FROM outbox.events_p%1$d"
+		" WHERE txid < (SELECT closed_xmax FROM outbox.generation WHERE gen = $1)"
+		"   AND id < $2",
+	{INT8OID, INT8OID, 0}},
 
 	/*
 	 * The newest transaction that wrote into the partition, if its newest
@@ -274,20 +308,19 @@ static const SpiStatement partition_templates[HP_COUNT] = {
 	 */
 	[HP_MAX_TXID] = {"reading a partition's newest transaction",
 		"SELECT pg_catalog.max(txid) FROM outbox.events_p%1$d"
-		" HAVING (SELECT created_at FROM outbox.events_p%1$d ORDER BY id DESC LIMIT 1)"
+		" HAVING " NEWEST_EVENT_SQL
 		"        <= pg_catalog.now() - pg_catalog.make_interval(secs => $1)",
 	{INT4OID, 0}},
 
 	/*
 	 * The closing xmax of generation $1, whose events are the partition's
-	 * below id $2, if it is closed and past retention ($3 seconds)
+	 * below id $2, if it is closed, has events and is past retention ($3
+	 * seconds)
 	 */
 	[HP_GEN_XMAX] = {"reading a generation's closing xmax",
 		"SELECT g.closed_xmax FROM outbox.generation g"
 		" WHERE g.gen = $1"
-		"   AND (SELECT created_at FROM outbox.events_p%1$d"
-		"         WHERE id < $2 ORDER BY id DESC LIMIT 1)"
-		"       <= pg_catalog.now() - pg_catalog.make_interval(secs => $3)",
+		"   AND " GEN_PAST_RETENTION_SQL,
 	{INT8OID, INT8OID, INT4OID, 0}},
 };
 
@@ -318,6 +351,22 @@ partition_stmts(int part)
 }
 
 /*
+ * current_generation
+ *		The generation of the id the sequence handed out last.
+ */
+static int64
+current_generation(void)
+{
+	bool		isnull;
+	Datum		d;
+
+	if (SpiRun(&round_stmts[HK_LAST_VALUE], NULL, NULL, SPI_OK_SELECT) != 1)
+		return 0;
+	d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+	return isnull ? 0 : DatumGetInt64(d) >> OUTBOX_GENERATION_BITS;
+}
+
+/*
  * partition_all_consumed
  *		Whether every event of partition 'part' is consumed and past
  *		retention (HP_ALL_CONSUMED).
@@ -325,10 +374,26 @@ partition_stmts(int part)
 static bool
 partition_all_consumed(int part)
 {
-	Datum		values[1] = {Int32GetDatum(OutboxRetention)};
+	Datum		values[2];
 
+	values[0] = Int32GetDatum(OutboxRetention);
+	values[1] = BoolGetDatum((current_generation() & (OUTBOX_PARTITIONS - 1)) != part);
 	return SpiRun(&partition_stmts(part)[HP_ALL_CONSUMED], values, NULL,
 				  SPI_OK_SELECT) == 1;
+}
+
+/*
+ * forget_generations
+ *		Delete the records of partition 'part''s generations up to 'gen'
+ *		whose events are gone for good (HP_FORGET_GENS), after a TRUNCATE or
+ *		DELETE of them in this transaction.
+ */
+static void
+forget_generations(int part, int64 gen)
+{
+	Datum		value = Int64GetDatum(gen);
+
+	SpiRun(&partition_stmts(part)[HP_FORGET_GENS], &value, NULL, SPI_OK_DELETE);
 }
 
 typedef struct TruncateAttempt
@@ -349,6 +414,7 @@ try_truncate(void *arg)
 	if (partition_all_consumed(t->part))
 	{
 		SpiRun(&stmts[HP_TRUNCATE], NULL, NULL, SPI_OK_UTILITY);
+		forget_generations(t->part, PG_INT64_MAX);
 		t->done = true;
 	}
 }
@@ -554,20 +620,9 @@ retire_partition(int part)
 {
 	SpiStatement *stmts = partition_stmts(part);
 	bool		isnull;
-	int64		lo_gen,
-				hi_gen,
+	int64		gen,
 				bound;
 	Datum		values[3];
-
-	SpiRun(&stmts[HP_MIN_MAX_ID], NULL, NULL, SPI_OK_SELECT);
-	lo_gen = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
-										 SPI_tuptable->tupdesc, 1, &isnull));
-	if (isnull)
-		return;					/* empty */
-	hi_gen = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
-										 SPI_tuptable->tupdesc, 2, &isnull));
-	lo_gen >>= OUTBOX_GENERATION_BITS;
-	hi_gen >>= OUTBOX_GENERATION_BITS;
 
 	/* Every event in the partition consumed: empty it. */
 	if (partition_all_consumed(part) && truncate_partition(part))
@@ -576,38 +631,29 @@ retire_partition(int part)
 	if (release_partition(part) && partition_all_consumed(part) &&
 		truncate_partition(part))
 		return;
-	if (lo_gen == hi_gen)
-		return;
 
 	/*
-	 * A partition that also holds a later generation (a destination lags by
-	 * more than three generations): remove the oldest generation once it is
-	 * closed and consumed, and past retention.
+	 * Else its oldest closed generation (the partition also holds a later
+	 * generation: a destination lags by more than three generations, or
+	 * this is the partition being written and there is no destination),
+	 * once it is consumed, and past retention; or its record alone, if
+	 * its events are gone (retired with the partition, or none committed).
 	 */
-	bound = (lo_gen + 1) << OUTBOX_GENERATION_BITS;
-	values[0] = Int64GetDatum(lo_gen);
+	if (SpiRun(&stmts[HP_OLDEST_GEN], NULL, NULL, SPI_OK_SELECT) != 1)
+		return;
+	gen = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1,
+									  &isnull));
+	bound = (gen + 1) << OUTBOX_GENERATION_BITS;
+	values[0] = Int64GetDatum(gen);
 	values[1] = Int64GetDatum(bound);
 	values[2] = Int32GetDatum(OutboxRetention);
 	if (SpiRun(&stmts[HP_GEN_CONSUMED], values, NULL, SPI_OK_SELECT) == 1 ||
-		(release_generation(part, lo_gen, bound) &&
+		(release_generation(part, gen, bound) &&
 		 SpiRun(&stmts[HP_GEN_CONSUMED], values, NULL, SPI_OK_SELECT) == 1))
-		SpiRun(&stmts[HP_DELETE_GEN], values + 1, NULL, SPI_OK_DELETE);
-}
-
-/*
- * current_generation
- *		The generation of the id the sequence handed out last.
- */
-static int64
-current_generation(void)
-{
-	bool		isnull;
-	Datum		d;
-
-	if (SpiRun(&round_stmts[HK_LAST_VALUE], NULL, NULL, SPI_OK_SELECT) != 1)
-		return 0;
-	d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
-	return isnull ? 0 : DatumGetInt64(d) >> OUTBOX_GENERATION_BITS;
+	{
+		SpiRun(&stmts[HP_DELETE_GEN], values, NULL, SPI_OK_DELETE);
+		forget_generations(part, gen);
+	}
 }
 
 /*
@@ -640,7 +686,6 @@ HousekeepingRun(void)
 	 */
 	if (ConditionalLockRelationOid(TickRelid(), ShareLock))
 		SpiRun(&round_stmts[HK_DELETE_TICKS], NULL, NULL, SPI_OK_DELETE);
-	SpiRun(&round_stmts[HK_DELETE_GENERATIONS], &current_gen, NULL, SPI_OK_DELETE);
 
 	/* 3. Expired idempotency keys. */
 	SpiRun(&round_stmts[HK_PURGE_KEYS], NULL, NULL, SPI_OK_SELECT);

@@ -8,9 +8,11 @@
 #   - while a destination is paused nothing it still needs is retired;
 #   - once it has caught up, nothing is retired before outbox_saga.retention;
 #   - after a reload with retention 0, every consumed generation is retired
-#     (the partitions of fully retired generations are emptied), only the
-#     open generation remains, and every event reached both destinations;
-#   - with no destination at all, the log is retired as well.
+#     (the partitions of fully retired generations are emptied) and its
+#     generation record deleted (the newest stays), only the open
+#     generation remains, and every event reached both destinations;
+#   - with no destination at all, the log is retired as well, and so are
+#     the records.
 use strict;
 use warnings;
 
@@ -97,6 +99,12 @@ ok(wait_until($node, 'postgres', q{
 ok(wait_until($node, 'postgres', 'SELECT count(*) = 0 FROM outbox.events', 30),
 	'once consumed, the generation being written is retired too');
 ok(housekeeping_ran(), 'housekeeping ran again');
+# The log has no index on id: the generation records say which generations
+# a partition may hold; a record goes with its events, the newest stays.
+ok(wait_until($node, 'postgres', q{
+	SELECT string_agg(gen::text, ',' ORDER BY gen) = '5' FROM outbox.generation}, 30),
+	'the records of retired generations are deleted, the newest (5) stays')
+  or diag($node->safe_psql('postgres', 'SELECT * FROM outbox.generation'));
 is($node->safe_psql('postgres', q{
 	SELECT string_agg(c.relname || '=' || pg_relation_size(c.oid), ',' ORDER BY c.relname)
 	  FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
@@ -140,6 +148,10 @@ ok(wait_until($node, 'postgres', q{
 	'with no destination at all, closed generations are retired too');
 is($node->safe_psql('postgres', 'SELECT count(*) FROM outbox.events'), $PER_GEN,
 	'without a destination, the generation being written stays readable');
+ok(wait_until($node, 'postgres', q{
+	SELECT string_agg(gen::text, ',' ORDER BY gen) = '8' FROM outbox.generation}, 30),
+	'records: 6 and 7 go with their partitions, 5 (no events left) from the partition being written')
+  or diag($node->safe_psql('postgres', 'SELECT * FROM outbox.generation'));
 
 $node->stop;
 done_testing();

@@ -19,7 +19,8 @@
 #       delivered, and the window stays in commit order;
 #   (l) a transaction larger than what the window's order reads entry by
 #       entry, and one that goes on into the next partition;
-#   (h) a txid index of 0.1.0's shape, (txid) alone: windows in id order;
+#   (h) a txid index of 0.1.0's shape, (txid) alone: an error that names
+#       it, nothing delivered until the (txid, id) index is back;
 #   (i) twenty writers committing in the reverse order of their txids (the
 #       window's order sorted past the insertion sort's budget), half of
 #       them with events in two partitions;
@@ -298,11 +299,11 @@ for my $case (['big', 300], ['big-split', 100])
 # (h) The log's txid index of 0.1.0's shape, (txid) alone.  No database
 # is dispatched with it (the dispatcher waits while the SQL is 0.1.0's,
 # and the update replaces the index), so this is an index rebuilt that way
-# by hand.  The pages of commit order read by (txid, id), which that index
-# cannot give within a transaction, so windows are read in id order; the
-# window's first id then comes from the rows (their transactions'
-# verdicts), and none of the rolled-back events is delivered.  The index of
-# 0.2.0 is put back afterwards.
+# by hand.  The log has no other index to read by (0.2.0 dropped the (id)
+# index): every read of a window fails, with an error that names the index
+# (the destinations' last_error), and nothing is delivered until the index
+# of 0.2.0 is back; then the window comes in commit order, none of the
+# rolled-back events.
 txid_index_on('txid');
 pause_all();
 ($wa, $wc) = map { $node->background_psql('postgres') } 1 .. 2;
@@ -315,11 +316,17 @@ $wc->query_safe('ROLLBACK');
 $wa->query_safe('COMMIT');
 $_->quit for ($wa, $wc);
 resume_all();
-drained('(h) delivered with the index of 0.1.0');
-is(fn_got('old-idx'), '301,302,303',
-	'(h) index of 0.1.0: id order, none of the rolled-back events');
-hook_agrees('old-idx', '301,302,303', '(h) http destination: the same');
+ok($node->poll_query_until('postgres', q{
+	SELECT count(*) = 2 FROM outbox.stats
+	 WHERE destination IN ('fn', 'hook')
+	   AND last_error LIKE '%_txid_idx" of the event log is not on (txid, id)%'}),
+	'(h) index of 0.1.0: both destinations fail with an error naming it');
+is(fn_got('old-idx') . '|' . hook_got('old-idx'), '|', '(h) and deliver nothing');
 txid_index_on('txid, id');
+drained('(h) delivered once the (txid, id) index is back');
+is(fn_got('old-idx'), '303,301,302',
+	'(h) in commit order, none of the rolled-back events');
+hook_agrees('old-idx', '303,301,302', '(h) http destination: the same');
 
 # (i) Twenty writers that commit in the reverse order of their txids: the
 # window's commit order is its txid order reversed, more displacement than
