@@ -18,10 +18,11 @@
  *	   only the lowest id of each aggregate is eligible (G4).
  *	2. The next page of the current window of the log (see eventlog.c): the
  *	   events of the destination's subscriptions whose transactions are
- *	   visible in the window's upper tick and not in its lower one, in id
- *	   order, after last_id.  An event that is delayed (deliver_after in the
- *	   future), or whose aggregate has a retry row on an ordered destination,
- *	   is parked as a retry row (a copy of the event) instead of delivered.
+ *	   visible in the window's upper tick and not in its lower one, in
+ *	   commit order (or id order: see Position), after the position.  An
+ *	   event that is delayed (deliver_after in the future), or whose
+ *	   aggregate has a retry row on an ordered destination, is parked as a
+ *	   retry row (a copy of the event) instead of delivered.
  *	Topics (G14): a '*' subscription matches only the topics the
  *	destination's owner may read; any other event whose topic the owner may
  *	not read (read revoked while it was pending) goes to the dead letters

@@ -1170,9 +1170,10 @@ static void
 read_id_page(const WindowOrder *o, int64 after, int limit, IdRead *rd)
 {
 	int			ntxns = o->ntxns;
-	int		   *s = palloc(sizeof(int) * (ntxns + 1));	/* ranks of S */
+	int		   *s;				/* ranks of S */
 	int64	   *read;			/* events read of each of S */
 	int			ns = 0;
+	int			from;
 	int			p;
 	int			lo;
 	int			hi;
@@ -1205,19 +1206,22 @@ read_id_page(const WindowOrder *o, int64 after, int limit, IdRead *rd)
 	}
 	p = lo;
 
-	/* Before p, those whose ids reach past 'after' (reach: stop early). */
-	for (i = p - 1; i >= 0 && o->reach[i] > after; i--)
+	/*
+	 * Before p, those whose ids reach past 'after': in [from, p), where the
+	 * ids of every earlier one end at 'after' or below (reach).
+	 */
+	for (from = p; from > 0 && o->reach[from - 1] > after; from--)
+		;
+	for (i = from; i < p; i++)
 		if (o->txns[o->by_min_id[i]].max_id > after)
-		{
-			s[ns++] = o->by_min_id[i];
 			budget += o->txns[o->by_min_id[i]].count;
-		}
 	/* From p, at least one (whose first id is a row above 'after'). */
 	for (q = p; q < ntxns && (q == p || budget < limit); q++)
-	{
-		s[ns++] = o->by_min_id[q];
 		budget += o->txns[o->by_min_id[q]].count;
-	}
+	s = palloc(sizeof(int) * (q - from + 1));
+	for (i = from; i < q; i++)
+		if (i >= p || o->txns[o->by_min_id[i]].max_id > after)
+			s[ns++] = o->by_min_id[i];
 	y = (q < ntxns) ? o->txns[o->by_min_id[q]].min_id - 1 : PG_INT64_MAX;
 	if (ns == 0)
 	{
