@@ -1067,24 +1067,23 @@ LogWindowCommitPage(const LogWindow *w, CommitCursor *cursor, int limit,
  * ------------------------------------------------------------------------
  */
 
-static int
-cmp_rank_by_min_id(const void *a, const void *b, void *arg)
+/* How qsort_arg orders ranks (indexes into txns): by first id, or by txid. */
+typedef struct RankSort
 {
-	const WindowTxn *txns = arg;
-	int64		x = txns[*(const int *) a].min_id;
-	int64		y = txns[*(const int *) b].min_id;
-
-	return (x > y) - (x < y);
-}
+	const WindowTxn *txns;
+	bool		by_min_id;
+} RankSort;
 
 static int
-cmp_rank_by_txid(const void *a, const void *b, void *arg)
+cmp_rank(const void *a, const void *b, void *arg)
 {
-	const WindowTxn *txns = arg;
-	int			x = txns[*(const int *) a].txid_pos;
-	int			y = txns[*(const int *) b].txid_pos;
+	const RankSort *rs = arg;
+	const WindowTxn *x = &rs->txns[*(const int *) a];
+	const WindowTxn *y = &rs->txns[*(const int *) b];
+	int64		kx = rs->by_min_id ? x->min_id : x->txid_pos;
+	int64		ky = rs->by_min_id ? y->min_id : y->txid_pos;
 
-	return (x > y) - (x < y);
+	return (kx > ky) - (kx < ky);
 }
 
 /*
@@ -1098,6 +1097,7 @@ id_order(WindowOrder *o)
 {
 	int		   *by_min_id;
 	int64	   *reach;
+	RankSort	rs = {o->txns, true};
 	int			i;
 
 	if (o->by_min_id != NULL)
@@ -1106,7 +1106,7 @@ id_order(WindowOrder *o)
 	reach = MemoryContextAllocHuge(o->cxt, sizeof(int64) * (o->ntxns + 1));
 	for (i = 0; i < o->ntxns; i++)
 		by_min_id[i] = i;
-	qsort_arg(by_min_id, o->ntxns, sizeof(int), cmp_rank_by_min_id, o->txns);
+	qsort_arg(by_min_id, o->ntxns, sizeof(int), cmp_rank, &rs);
 	for (i = 0; i < o->ntxns; i++)
 		reach[i] = Max(i > 0 ? reach[i - 1] : 0, o->txns[by_min_id[i]].max_id);
 	o->reach = reach;
@@ -1184,6 +1184,7 @@ read_id_page(const WindowOrder *o, int64 after, int limit, IdRead *rd)
 	int64		cut = PG_INT64_MAX;
 	int64		gen;
 	PageScans  *ps = &rd->ps;
+	RankSort	by_txid = {o->txns, false};
 	bool		sorted = true;
 	int			i;
 
@@ -1233,7 +1234,7 @@ read_id_page(const WindowOrder *o, int64 after, int limit, IdRead *rd)
 		top = Max(top, o->txns[s[i]].max_id);
 	top = Min(top, y);
 
-	qsort_arg(s, ns, sizeof(int), cmp_rank_by_txid, o->txns);
+	qsort_arg(s, ns, sizeof(int), cmp_rank, &by_txid);
 	read = palloc0(sizeof(int64) * ns);
 
 	ps->nspid = get_namespace_oid("outbox", false);

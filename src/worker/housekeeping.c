@@ -278,10 +278,16 @@ static const SpiStatement partition_templates[HP_COUNT] = {
 		"   AND closed_xmax <= " CONSUMED_XMIN_SQL
 		"   AND gen < (SELECT max(gen) FROM outbox.generation)",
 	{INT8OID, 0}},
-	/* outbox.generation: the oldest closed generation of the partition */
+	/*
+	 * outbox.generation: the oldest closed generation of the partition, but
+	 * the newest closed one (the partition of the one after it is written:
+	 * this one holds nothing newer, and goes by TRUNCATE)
+	 */
 	[HP_OLDEST_GEN] = {"reading a partition's oldest generation",
 		"SELECT gen FROM outbox.generation"
-		" WHERE gen %% " CppAsString2(OUTBOX_PARTITIONS) " = %1$d ORDER BY gen LIMIT 1",
+		" WHERE gen %% " CppAsString2(OUTBOX_PARTITIONS) " = %1$d"
+		"   AND gen < (SELECT max(gen) FROM outbox.generation)"
+		" ORDER BY gen LIMIT 1",
 	{0}},
 
 	/*
