@@ -1147,6 +1147,18 @@ typedef struct IdRead
 } IdRead;
 
 /*
+ * search_past_txn
+ *		Go on with an id-order read's run scan (its four 'keys') after the
+ *		rows of transaction 'txid'.
+ */
+static void
+search_past_txn(LogIndexScan *ls, ScanKeyData *keys, uint64 txid)
+{
+	ScanKeyInit(&keys[0], 1, BTGreaterStrategyNumber, F_XID8GT, UInt64GetDatum(txid));
+	index_rescan(ls->scan, keys, 4, NULL, 0);
+}
+
+/*
  * read_id_page
  *		The window's events after id 'after', about 'limit' of them, into
  *		'rd', in the current memory context.
@@ -1287,6 +1299,12 @@ read_id_page(const WindowOrder *o, int64 after, int limit, IdRead *rd)
 					at++;
 				if (o->txns[s[at]].txid != txid)
 					continue;	/* a transaction outside the window */
+				if (read[at] >= limit)
+				{
+					/* Cut in an earlier generation: search past it. */
+					search_past_txn(ls, keys, txid);
+					continue;
+				}
 				if (rd->n == rd->cap)
 				{
 					rd->cap *= 2;
@@ -1302,9 +1320,7 @@ read_id_page(const WindowOrder *o, int64 after, int limit, IdRead *rd)
 				{
 					/* Enough of this one: search past its other rows. */
 					cut = Min(cut, id);
-					ScanKeyInit(&keys[0], 1, BTGreaterStrategyNumber, F_XID8GT,
-								UInt64GetDatum(txid));
-					index_rescan(ls->scan, keys, ps->nkeys, NULL, 0);
+					search_past_txn(ls, keys, txid);
 				}
 			}
 			r = rend + 1;
