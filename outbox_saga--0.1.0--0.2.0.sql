@@ -1136,7 +1136,7 @@ CREATE VIEW outbox.database_stats AS
 	       (SELECT COALESCE(sum(pg_catalog.pg_total_relation_size(p.relid)), 0)::bigint
 	          FROM pg_catalog.pg_partition_tree('outbox.events'::pg_catalog.regclass) p) AS log_bytes,
 	       COALESCE(pg_catalog.date_part('epoch', pg_catalog.now() -
-	           (SELECT e.created_at FROM outbox.events e ORDER BY e.id LIMIT 1)), 0)
+	           (SELECT e.created_at FROM outbox.events e ORDER BY e.txid, e.id LIMIT 1)), 0)
 	           AS oldest_event_age_seconds
 	  FROM pg_catalog.pg_extension x
 	 CROSS JOIN (SELECT outbox.dispatch_status() AS status) st
@@ -1739,7 +1739,7 @@ CREATE OR REPLACE VIEW outbox.stats WITH (security_barrier) AS
 	       CASE WHEN r.replay > 0 THEN rp.since END AS replay_since
 	  FROM outbox.destination d
 	  LEFT JOIN outbox.replay rp ON rp.destination_id = d.id
-	 CROSS JOIN (SELECT COALESCE(max(id), 0) AS last_value FROM outbox.events) seq
+	 CROSS JOIN (SELECT last_value FROM outbox.events_id_seq) seq
 	  LEFT JOIN (
 	       SELECT ws.destination_id, ws.worker, ws.wait_event FROM outbox.worker_status() ws
 	        WHERE ws.database = pg_catalog.current_database()
@@ -1850,132 +1850,10 @@ CREATE INDEX events_txid_idx ON outbox.events (txid, id);
 -- order, through the (txid, id) index (src/events/logscan.c), and
 -- housekeeping finds a partition's newest event and a generation's events
 -- through it (src/worker/housekeeping.c).  Windows a destination began
--- under 0.1.0 in id order go on from the same position.  outbox.stats
--- counts the backlog in ids from the id sequence, and database_stats takes
--- the oldest event as the first of the oldest transaction.
+-- under 0.1.0 in id order go on from the same position.  The two views
+-- that read the log by id are changed where this script defines them last
+-- (0.2.0 is not released): outbox.stats (issue 16 block) counts the backlog
+-- in ids from the id sequence, outbox.database_stats (issue 17 item 1)
+-- takes the oldest event as the first of the oldest transaction.
 DROP INDEX outbox.events_id_idx;
-CREATE OR REPLACE VIEW outbox.stats WITH (security_barrier) AS
-	WITH part AS MATERIALIZED (
-	       SELECT p.rel, p.max_txid,
-	              pg_catalog.pg_stat_get_live_tuples(p.rel) AS live,
-	              pg_catalog.pg_total_relation_size(p.rel) AS bytes
-	         FROM (VALUES ('outbox.events_p0'::pg_catalog.regclass,
-	                       (SELECT pg_catalog.max(txid) FROM outbox.events_p0)),
-	                      ('outbox.events_p1'::pg_catalog.regclass,
-	                       (SELECT pg_catalog.max(txid) FROM outbox.events_p1)),
-	                      ('outbox.events_p2'::pg_catalog.regclass,
-	                       (SELECT pg_catalog.max(txid) FROM outbox.events_p2)),
-	                      ('outbox.events_p3'::pg_catalog.regclass,
-	                       (SELECT pg_catalog.max(txid) FROM outbox.events_p3))) p(rel, max_txid)
-	        WHERE p.max_txid IS NOT NULL)
-	SELECT d.name AS destination,
-	       d.kind,
-	       d.paused,
-	       log.n + COALESCE(r.total, 0) AS pending,
-	       CASE WHEN d.paused OR d.retry_at > pg_catalog.now() THEN 0
-	            ELSE log.n + COALESCE(r.due, 0)
-	       END AS ready,
-	       ready_age.age AS oldest_ready_age,
-	       COALESCE(r.retrying, 0) AS retrying,
-	       COALESCE(dl.dead, 0) AS dead,
-	       d.delivered_total,
-	       d.failed_attempts_total,
-	       d.last_delivered_at,
-	       COALESCE(outbox.dispatch_status(), d.last_error) AS last_error,
-	       d.last_error_at,
-	       w.worker AS served_by,
-	       w.wait_event,
-	       CASE WHEN d.config -> 'ordered' = 'false'::jsonb THEN 'unordered'
-	            WHEN pg_catalog.current_setting('track_commit_timestamp')::boolean THEN 'commit'
-	            ELSE 'id'
-	       END AS delivery_order,
-	       pin.since AS holds_log_since,
-	       pin.events AS pinned_events,
-	       pin.bytes AS pinned_bytes,
-	       COALESCE(pg_catalog.date_part('epoch', ready_age.age), 0) AS oldest_ready_age_seconds,
-	       d.paused AND EXISTS (
-	           SELECT 1 FROM outbox.dead_letter x
-	            WHERE x.destination_id = d.id AND x.attempts > 0
-	              AND x.last_error LIKE 'HTTP 410%') AS paused_by_410,
-	       COALESCE(r.replay, 0) AS replay_pending,
-	       CASE WHEN r.replay > 0 THEN rp.since END AS replay_since
-	  FROM outbox.destination d
-	  LEFT JOIN outbox.replay rp ON rp.destination_id = d.id
-	 CROSS JOIN (SELECT last_value FROM outbox.events_id_seq) seq
-	  LEFT JOIN (
-	       SELECT ws.destination_id, ws.worker, ws.wait_event FROM outbox.worker_status() ws
-	        WHERE ws.database = pg_catalog.current_database()
-	          AND ws.destination_id IS NOT NULL) w ON w.destination_id = d.id
-	  LEFT JOIN LATERAL (
-	       SELECT count(*) AS total,
-	              count(*) FILTER (WHERE rr.next_attempt_at <= pg_catalog.now()) AS due,
-	              count(*) FILTER (WHERE rr.attempts > 0) AS retrying,
-	              min(rr.created_at) FILTER (WHERE rr.next_attempt_at <= pg_catalog.now()) AS oldest_due,
-	              count(*) FILTER (WHERE rr.replay) AS replay
-	         FROM outbox.delivery_retry rr WHERE rr.destination_id = d.id) r ON true
-	  LEFT JOIN LATERAL (
-	       SELECT count(*) AS dead FROM outbox.dead_letter x WHERE x.destination_id = d.id) dl ON true
-	  LEFT JOIN LATERAL (
-	       SELECT t.id AS tick,
-	              (SELECT pg_catalog.min(o.created_at) FROM (
-	                     (SELECT e.created_at FROM outbox.events e
-	                       WHERE e.txid >= pg_catalog.pg_snapshot_xmax(t.snapshot)
-	                       ORDER BY e.txid LIMIT 1)
-	                     UNION ALL
-	                     SELECT (SELECT e.created_at FROM outbox.events e
-	                              WHERE e.txid = x.txid LIMIT 1)
-	                       FROM pg_catalog.pg_snapshot_xip(t.snapshot) x(txid)) o)
-	                  AS created_at
-	         FROM outbox.tick t
-	        WHERE t.id = d.tick_from) owed ON true
-	  LEFT JOIN LATERAL (
-	       SELECT e.created_at FROM outbox.events e
-	        WHERE owed.tick IS NULL AND e.id > d.done_id ORDER BY e.id LIMIT 1) head ON true
-	  LEFT JOIN LATERAL (
-	       SELECT CASE WHEN owed.tick IS NOT NULL AND owed.created_at IS NULL THEN 0
-	                   ELSE GREATEST(seq.last_value - d.done_id, 0)
-	              END AS n) log ON true
-	  LEFT JOIN LATERAL (
-	       SELECT t.created_at AS since,
-	              COALESCE(sum(p.live), 0)::bigint AS events,
-	              COALESCE(sum(p.bytes), 0)::bigint AS bytes
-	         FROM outbox.tick t
-	         LEFT JOIN part p ON p.max_txid >= pg_catalog.pg_snapshot_xmin(t.snapshot)
-	        WHERE t.id = d.tick_from
-	        GROUP BY t.created_at) pin ON true
-	  LEFT JOIN LATERAL (
-	       SELECT CASE WHEN d.paused THEN NULL
-	                   ELSE pg_catalog.now() - LEAST(r.oldest_due, owed.created_at, head.created_at)
-	              END AS age) ready_age ON true
-	 WHERE pg_catalog.pg_has_role(d.owner, 'USAGE')
-	    OR pg_catalog.pg_has_role('pg_read_all_stats', 'USAGE');
-COMMENT ON VIEW outbox.stats IS
-	'One row per destination the current role owns (every one for superusers and pg_monitor / pg_read_all_stats): backlog, retries, dead letters, counters, the last error, what it holds of the log (holds_log_since, pinned_events, pinned_bytes: estimates per partition), the oldest ready age in seconds and whether an http 410 paused it (for contrib/prometheus/queries.yaml), and a replay in progress (replay_pending: events outbox.rewind queued and not yet delivered; replay_since: its since).';
-
-CREATE OR REPLACE VIEW outbox.database_stats AS
-	SELECT pg_catalog.current_database()::text AS database,
-	       x.extversion::text AS extension_version,
-	       st.status AS dispatch_status,
-	       st.status IS NULL AS dispatching,
-	       COALESCE(st.status LIKE 'dispatch waits: the extension''s SQL version differs%', false)
-	           OR x.extversion <> (SELECT a.default_version FROM pg_catalog.pg_available_extensions a
-	                                WHERE a.name = 'outbox_saga') AS version_mismatch,
-	       (SELECT count(*) FROM outbox.worker_status() w
-	         WHERE w.database = pg_catalog.current_database()
-	           AND w.kind = 'dispatcher')::integer AS dispatchers,
-	       pg_catalog.current_setting('outbox_saga.workers_per_database', true)::integer
-	           AS dispatchers_configured,
-	       (SELECT COALESCE(sum(pg_catalog.pg_stat_get_live_tuples(p.relid)), 0)::bigint
-	          FROM pg_catalog.pg_partition_tree('outbox.events'::pg_catalog.regclass) p
-	         WHERE p.isleaf) AS log_events,
-	       (SELECT COALESCE(sum(pg_catalog.pg_total_relation_size(p.relid)), 0)::bigint
-	          FROM pg_catalog.pg_partition_tree('outbox.events'::pg_catalog.regclass) p) AS log_bytes,
-	       COALESCE(pg_catalog.date_part('epoch', pg_catalog.now() -
-	           (SELECT e.created_at FROM outbox.events e ORDER BY e.txid, e.id LIMIT 1)), 0)
-	           AS oldest_event_age_seconds
-	  FROM pg_catalog.pg_extension x
-	 CROSS JOIN (SELECT outbox.dispatch_status() AS status) st
-	 WHERE x.extname = 'outbox_saga';
-COMMENT ON VIEW outbox.database_stats IS
-	'One row for this database: whether a dispatcher serves it (dispatching; dispatch_status says why not), how many run, whether the extension''s SQL version differs from the library''s, and the size of the log (live-row estimate, bytes, age of the oldest event); readable by pg_monitor (contrib/prometheus/queries.yaml).';
 -- end of issue 18: capture at the limit

@@ -86,9 +86,9 @@
  * window but invisible to the scan, and its events skipped for good (found
  * by make soak; test/t/098_window_snapshot.pl).  Later transactions the
  * fresh snapshot sees are outside the window (not visible in S_to).
- *	window_order reads the index entries, not the rows (and not even every entry of a large transaction: past
- * SKIP_TXN_AFTER of them it searches for its last one, since only the
- * transaction's first and last ids count):
+ *	window_order reads the index entries, not the rows (and not even every
+ * entry of a large transaction: past SKIP_TXN_AFTER of them it searches for
+ * its last one, since only the transaction's first and last ids count):
  * a transaction of the window (its txid visible in S_to, not in S_from) has
  * ended before S_to was taken, and a commit time recorded for it means it
  * committed; one without (unknown, or it rolled back) is decided by its
@@ -227,8 +227,9 @@ window_txid_keys(const LogWindow *w, ScanKeyData *keys)
  * How many index entries of one transaction are read one by one before a
  * search moves past the rest: window_order_build then searches for its
  * last entry (window_entries_skip_txn), and window_entries_next moves past
- * a transaction outside the window.  A window of one transaction of 200,000 events
- * read them all, and so did every window whose txid range covered it.
+ * a transaction outside the window.  A window of one transaction of
+ * 200,000 events read them all, and so did every window whose txid range
+ * covered it.
  */
 #define SKIP_TXN_AFTER	64
 
@@ -1192,6 +1193,7 @@ read_id_page(const WindowOrder *o, int64 after, int limit, IdRead *rd)
 	int			q;
 	int64		budget = 0;
 	int64		y;
+	int64		bottom = PG_INT64_MAX;	/* the lowest id of S to read */
 	int64		top = 0;		/* the highest last id of S */
 	int64		cut = PG_INT64_MAX;
 	int64		gen;
@@ -1243,7 +1245,10 @@ read_id_page(const WindowOrder *o, int64 after, int limit, IdRead *rd)
 		return;
 	}
 	for (i = 0; i < ns; i++)
+	{
+		bottom = Min(bottom, Max(o->txns[s[i]].min_id, after + 1));
 		top = Max(top, o->txns[s[i]].max_id);
+	}
 	top = Min(top, y);
 
 	qsort_arg(s, ns, sizeof(int), cmp_rank, &by_txid);
@@ -1251,7 +1256,8 @@ read_id_page(const WindowOrder *o, int64 after, int limit, IdRead *rd)
 
 	ps->nspid = get_namespace_oid("outbox", false);
 	ps->nkeys = 4;
-	for (gen = (after + 1) >> OUTBOX_GENERATION_BITS;
+	/* From S's lowest id, not from 'after' (0 for a window not begun). */
+	for (gen = bottom >> OUTBOX_GENERATION_BITS;
 		 gen <= (top >> OUTBOX_GENERATION_BITS); gen++)
 	{
 		int			part = (int) (gen & (OUTBOX_PARTITIONS - 1));
