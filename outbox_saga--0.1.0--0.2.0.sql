@@ -1768,7 +1768,7 @@ CREATE OR REPLACE VIEW outbox.stats WITH (security_barrier) AS
 	        WHERE t.id = d.tick_from) owed ON true
 	  LEFT JOIN LATERAL (
 	       SELECT e.created_at FROM outbox.events e
-	        WHERE owed.tick IS NULL AND e.id > d.done_id ORDER BY e.id LIMIT 1) head ON true
+	        WHERE owed.tick IS NULL AND e.id > d.done_id ORDER BY e.txid, e.id LIMIT 1) head ON true
 	  LEFT JOIN LATERAL (
 	       SELECT CASE WHEN owed.tick IS NOT NULL AND owed.created_at IS NULL THEN 0
 	                   ELSE GREATEST(seq.last_value - d.done_id, 0)
@@ -1853,7 +1853,8 @@ CREATE INDEX events_txid_idx ON outbox.events (txid, id);
 -- under 0.1.0 in id order go on from the same position.  The two views
 -- that read the log by id are changed where this script defines them last
 -- (0.2.0 is not released): outbox.stats (issue 16 block) counts the backlog
--- in ids from the id sequence, outbox.database_stats (issue 17 item 1)
--- takes the oldest event as the first of the oldest transaction.
+-- in ids from the id sequence and takes a lost position's oldest event by
+-- (txid, id), outbox.database_stats (issue 17 item 1) takes the oldest
+-- event as the first of the oldest transaction.
 DROP INDEX outbox.events_id_idx;
 -- end of issue 18: capture at the limit

@@ -156,6 +156,40 @@ SELECT pg_temp.wait_for($$SELECT count(*) = 1 FROM outbox.dead_letters WHERE des
 SELECT destination, attempts, last_error FROM outbox.dead_letters WHERE destination = 'app_orphan';
 SELECT count(*) AS ran FROM app.received WHERE topic = 'orphan';
 
+-- A position whose tick is gone (restored, or the tick deleted): outbox.stats
+-- ages the backlog from the first event of the oldest transaction after
+-- done_id, found by the (txid, id) index (the log has no index on id).  Two
+-- transactions to a paused destination, A (two events) then B (one), A's
+-- second renumbered past B's: by id B's event would come first, by
+-- transaction A's.  The position is lost, and the destination resumed, only
+-- inside a transaction that is rolled back, so the dispatcher never sees it.
+SELECT outbox.create_destination('lost_pos', 'function', '{"function": "app.on_event"}');
+SELECT outbox.subscribe('lost_pos', 'lost') > 0 AS subscribed;
+SELECT outbox.pause_destination('lost_pos');
+BEGIN;
+SELECT count(outbox.emit('lost', 'a', jsonb_build_object('n', g))) FROM generate_series(1, 2) g;
+UPDATE outbox.events SET created_at = '2000-01-01 00:00:00+00' WHERE txid = pg_current_xact_id();
+COMMIT;
+BEGIN;
+SELECT outbox.emit('lost', 'b', '{}') IS NOT NULL;
+UPDATE outbox.events SET created_at = '2010-01-01 00:00:00+00' WHERE txid = pg_current_xact_id();
+COMMIT;
+BEGIN;
+UPDATE outbox.events SET id = nextval('outbox.events_id_seq')
+ WHERE id = (SELECT max(id) FROM outbox.events WHERE topic = 'lost' AND event_type = 'a');
+UPDATE outbox.destination
+   SET paused = false, tick_from = -1,
+       done_id = (SELECT min(id) FROM outbox.events WHERE topic = 'lost')
+ WHERE name = 'lost_pos';
+SELECT string_agg(event_type, ',' ORDER BY id) AS by_id FROM outbox.events
+ WHERE topic = 'lost' AND id > (SELECT done_id FROM outbox.destination WHERE name = 'lost_pos');
+SELECT now() - oldest_ready_age < '2005-01-01 00:00:00+00' AS aged_from_a,
+       now() - oldest_ready_age > '1999-12-30 00:00:00+00' AS not_older,
+       holds_log_since IS NULL AS no_tick
+  FROM outbox.stats WHERE destination = 'lost_pos';
+ROLLBACK;
+SELECT outbox.drop_destination('lost_pos');
+
 -- Clean up.
 SELECT outbox.drop_destination(name) FROM outbox.destinations ORDER BY name;
 DROP TABLE public.secrets;

@@ -116,7 +116,10 @@ COMMENT ON VIEW outbox.dead_letters IS
 -- A destination whose topics are quiet while others are busy is not behind
 -- (no false backlog), and an open transaction elsewhere does not age it.
 -- Only a position without its tick (lost) falls back to the first event
--- after done_id (a scan of the log: it has no index on id).
+-- of the oldest transaction with events after done_id, by the (txid, id)
+-- index (the id a condition inside the index: the log has no index on id,
+-- and ordering by id would put a sort of the whole log in the plan - never
+-- run, but its estimated cost set off JIT for every scrape of a large log).
 -- oldest_ready_age_seconds is the same in seconds (0 when nothing is
 -- ready); paused_by_410: paused, and a dead letter that an http
 -- endpoint refused with 410 Gone (the refusal that pauses) is still there
@@ -199,7 +202,7 @@ CREATE VIEW outbox.stats WITH (security_barrier) AS
 	        WHERE t.id = d.tick_from) owed ON true
 	  LEFT JOIN LATERAL (
 	       SELECT e.created_at FROM outbox.events e
-	        WHERE owed.tick IS NULL AND e.id > d.done_id ORDER BY e.id LIMIT 1) head ON true
+	        WHERE owed.tick IS NULL AND e.id > d.done_id ORDER BY e.txid, e.id LIMIT 1) head ON true
 	  LEFT JOIN LATERAL (
 	       SELECT CASE WHEN owed.tick IS NOT NULL AND owed.created_at IS NULL THEN 0
 	                   ELSE GREATEST(seq.last_value - d.done_id, 0)
