@@ -25,6 +25,10 @@
 # Errors:
 #   sqlstate_of(NODE, DB, SQL)        the SQLSTATE SQL fails with, or '' if
 #                                     it succeeds (psql with VERBOSITY verbose)
+# Windows of concurrent writers:
+#   interleaved_writers(NODE, %opts)  writers interleave events in one
+#                                     window, commit in a random order; what
+#                                     each topic got committed, in commit order
 package OutboxTest;
 
 use strict;
@@ -33,10 +37,11 @@ use warnings;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Time::HiRes qw(usleep time);
+use List::Util ();
 use Exporter 'import';
 
 our @EXPORT = qw(new_node sqlstate_of dispatcher_pid wait_for_dispatcher
-  wait_no_dispatcher wait_until wait_for_log_match);
+  wait_no_dispatcher wait_until wait_for_log_match interleaved_writers);
 
 # make test SANITIZE=address: the wrappers of scripts/sanitize.sh come first
 # in PATH, so that every cluster's pg_ctl starts the server with the
@@ -136,6 +141,64 @@ sub wait_for_log_match
 		return 0 if time() > $deadline;
 		usleep(50_000);
 	}
+}
+
+# interleaved_writers(NODE, writers => W, steps => S, first_n => N,
+#                     burst_every => B, other_topic => P, aggregate => A)
+# W sessions of database postgres BEGIN; for S steps a random one emits
+# an event of aggregate A with payload {"n": n}, n counting up from N + 1
+# in the order the ids are drawn (so id order is n order).  The topic is
+# 't', or 'u' with probability P (default 0).  Every B-th step (those
+# with step % B == 2) is a burst of 71-130 events in one statement, larger than a page and than what a window's order reads of
+# one transaction entry by entry; otherwise an event is rolled back to a
+# savepoint with probability 0.15.  Then, in a random order, each writer
+# commits, or rolls back with probability 0.15.  Uses rand() (the caller
+# seeds it) in one fixed sequence, so a seed replays the same window.
+# Returns a hash: topic => [n of the committed events, in commit order,
+# each transaction's in write order].
+sub interleaved_writers
+{
+	my ($node, %o) = @_;
+	my @w = map { $node->background_psql('postgres') } 1 .. $o{writers};
+	my (@written, %committed);
+	my $n = $o{first_n};
+	my $agg = $o{aggregate};
+	$_->query_safe('BEGIN') for @w;
+	for my $step (1 .. $o{steps})
+	{
+		my $k = int(rand($o{writers}));
+		my $topic = ($o{other_topic} && rand() < $o{other_topic}) ? 'u' : 't';
+		$n++;
+		if ($step % $o{burst_every} == 2)
+		{
+			my $last = $n + 70 + int(rand(60));
+			$w[$k]->query_safe(qq{SELECT count(outbox.emit('$topic', 'step', jsonb_build_object('n', g), '$agg'))
+				FROM generate_series($n, $last) g});
+			push @{ $written[$k]{$topic} }, $n .. $last;
+			$n = $last;
+			next;
+		}
+		if (rand() < 0.15)
+		{
+			$w[$k]->query_safe(qq{SAVEPOINT s; SELECT outbox.emit('$topic', 'step', '{"n": $n}', '$agg');
+				ROLLBACK TO SAVEPOINT s});
+			next;
+		}
+		$w[$k]->query_safe(qq{SELECT outbox.emit('$topic', 'step', '{"n": $n}', '$agg')});
+		push @{ $written[$k]{$topic} }, $n;
+	}
+	for my $k (List::Util::shuffle(0 .. $o{writers} - 1))
+	{
+		if (rand() < 0.15)
+		{
+			$w[$k]->query_safe('ROLLBACK');
+			next;
+		}
+		$w[$k]->query_safe('COMMIT');
+		push @{ $committed{$_} }, @{ $written[$k]{$_} } for keys %{ $written[$k] // {} };
+	}
+	$_->quit for @w;
+	return \%committed;
 }
 
 1;

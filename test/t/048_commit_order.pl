@@ -44,7 +44,6 @@ use warnings;
 use PostgreSQL::Test::Utils;
 use Test::More;
 use JSON::PP;
-use List::Util qw(shuffle);
 use OutboxTest;
 use WebhookReceiver;
 
@@ -403,53 +402,15 @@ for my $round (1 .. 6)
 {
 	my $agg = "rand-$round";
 	my $writers = 4 + int(rand(9));
-	my @w = map { $node->background_psql('postgres') } 1 .. $writers;
-	my @written;
 	pause_all();
 	if ($round == 3)
 	{
 		ids_before_next_generation(7);
 	}
-	$_->query_safe('BEGIN') for @w;
-	# Interleave the writers' events: each step, a random writer emits one.
-	my $n = $round * 1000;
-	for my $step (1 .. $writers * 3)
-	{
-		my $k = int(rand($writers));
-		$n++;
-		if ($step % 7 == 2)
-		{
-			# A burst, more than the entries window_order reads of one
-			# transaction before it searches for its last (SKIP_TXN_AFTER).
-			my $last = $n + 70 + int(rand(60));
-			$w[$k]->query_safe(qq{SELECT count(outbox.emit('t', 'step', jsonb_build_object('n', g), '$agg'))
-				FROM generate_series($n, $last) g});
-			push @{ $written[$k] }, $n .. $last;
-			$n = $last;
-			next;
-		}
-		if (rand() < 0.15)
-		{
-			$w[$k]->query_safe(qq{SAVEPOINT s; SELECT outbox.emit('t', 'step', '{"n": $n}', '$agg');
-				ROLLBACK TO SAVEPOINT s});
-			next;
-		}
-		$w[$k]->query_safe(qq{SELECT outbox.emit('t', 'step', '{"n": $n}', '$agg')});
-		push @{ $written[$k] }, $n;
-	}
-	# Commit (or roll back) in a random order, one after the other.
-	my @expected;
-	for my $k (shuffle(0 .. $writers - 1))
-	{
-		if (rand() < 0.15)
-		{
-			$w[$k]->query_safe('ROLLBACK');
-			next;
-		}
-		$w[$k]->query_safe('COMMIT');
-		push @expected, @{ $written[$k] // [] };
-	}
-	$_->quit for @w;
+	my $committed = interleaved_writers($node, writers => $writers,
+		steps => $writers * 3, burst_every => 7, first_n => $round * 1000,
+		aggregate => $agg);
+	my @expected = @{ $committed->{t} // [] };
 	resume_all();
 	drained("(k) round $round delivered");
 	is(fn_got($agg), join(',', @expected),

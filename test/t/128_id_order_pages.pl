@@ -29,7 +29,6 @@ use warnings;
 
 use PostgreSQL::Test::Utils;
 use Test::More;
-use List::Util qw(shuffle);
 use OutboxTest;
 
 my $node = new_node('id_order', commit_ts => 0,
@@ -84,57 +83,19 @@ for my $round (1 .. 5)
 {
 	my $agg = "r$round";
 	my $writers = 3 + int(rand(8));
-	my @w = map { $node->background_psql('postgres') } 1 .. $writers;
-	my (@written, %committed);
 	pause_all();
 	if ($round == 3)
 	{
 		sql(q{SELECT setval('outbox.events_id_seq',
 			((SELECT last_value FROM outbox.events_id_seq) / 65536 + 1) * 65536 - 7)});
 	}
-	$_->query_safe('BEGIN') for @w;
 	# n follows the order the ids are drawn in: id order is n order.
-	my $n = $round * 10000;
-	for my $step (1 .. $writers * 4)
-	{
-		my $k = int(rand($writers));
-		my $topic = rand() < 0.3 ? 'u' : 't';
-		$n++;
-		if ($step % 5 == 2)
-		{
-			my $last = $n + 70 + int(rand(60));
-			$w[$k]->query_safe(qq{SELECT count(outbox.emit('$topic', 'step', jsonb_build_object('n', g), '$agg'))
-				FROM generate_series($n, $last) g});
-			push @{ $written[$k]{$topic} }, $n .. $last;
-			$n = $last;
-			next;
-		}
-		if (rand() < 0.15)
-		{
-			$w[$k]->query_safe(qq{SAVEPOINT s; SELECT outbox.emit('$topic', 'step', '{"n": $n}', '$agg');
-				ROLLBACK TO SAVEPOINT s});
-			next;
-		}
-		$w[$k]->query_safe(qq{SELECT outbox.emit('$topic', 'step', '{"n": $n}', '$agg')});
-		push @{ $written[$k]{$topic} }, $n;
-	}
-	for my $k (shuffle(0 .. $writers - 1))
-	{
-		if (rand() < 0.15)
-		{
-			$w[$k]->query_safe('ROLLBACK');
-			next;
-		}
-		$w[$k]->query_safe('COMMIT');
-		for my $topic (keys %{ $written[$k] // {} })
-		{
-			push @{ $committed{$topic} }, @{ $written[$k]{$topic} };
-		}
-	}
-	$_->quit for @w;
+	my $committed = interleaved_writers($node, writers => $writers,
+		steps => $writers * 4, burst_every => 5, first_n => $round * 10000,
+		other_topic => 0.3, aggregate => $agg);
 	resume_all();
 	is(sql(q{SELECT outbox.wait_delivered('60 seconds')}), 't', "round $round delivered");
-	my %expected = map { $_ => join(',', sort { $a <=> $b } @{ $committed{$_} // [] }) } qw(t u);
+	my %expected = map { $_ => join(',', sort { $a <=> $b } @{ $committed->{$_} // [] }) } qw(t u);
 	is(got('page3', $agg), $expected{t}, "round $round: $writers writers, pages of three, id order");
 	is(got('page1000', $agg), $expected{t}, "round $round: one page, id order");
 	is(got('other', $agg), $expected{u}, "round $round: the other topic, id order");
