@@ -149,13 +149,14 @@ sub wait_for_log_match
 # an event of aggregate A with payload {"n": n}, n counting up from N + 1
 # in the order the ids are drawn (so id order is n order).  The topic is
 # 't', or 'u' with probability P (default 0).  Every B-th step (those
-# with step % B == 2) is a burst of 71-130 events in one statement, larger than a page and than what a window's order reads of
-# one transaction entry by entry; otherwise an event is rolled back to a
-# savepoint with probability 0.15.  Then, in a random order, each writer
-# commits, or rolls back with probability 0.15.  Uses rand() (the caller
-# seeds it) in one fixed sequence, so a seed replays the same window.
-# Returns a hash: topic => [n of the committed events, in commit order,
-# each transaction's in write order].
+# with step % B == 2) is a burst of 71-130 events in one statement, larger
+# than a page and than what a window's order reads of one transaction entry
+# by entry; otherwise the event is rolled back to a savepoint with
+# probability 0.15.  Then, in a random order, each writer commits, or rolls
+# back with probability 0.15.  Uses rand() (the caller seeds it) in one
+# fixed sequence, so a seed replays the same window.  Returns a hash
+# reference: topic => [n of the committed events, in commit order, each
+# transaction's in write order].
 sub interleaved_writers
 {
 	my ($node, %o) = @_;
