@@ -756,11 +756,15 @@ start_ready(HttpRun *run, TimestampTz now)
  *		Wait for a socket, the timer or the latch (at most until libcurl's
  *		timer, at most HTTP_MAX_WAIT_MS), then let libcurl act on what
  *		happened.  'occurred' has room for *occurred_size events; it grows
- *		with the wait set.
+ *		with the wait set.  The wait is measured from the clock read here,
+ *		not from the loop's start: libcurl arms its timer while a request
+ *		starts (0 ms: "act now"), after the loop read the clock, and a
+ *		timer a few microseconds ahead of a stale clock rounds up to a
+ *		1 ms sleep - one per request of a lane, where a request to a near
+ *		receiver takes a tenth of that.
  */
 static void
-wait_and_act(HttpRun *run, TimestampTz now, WaitEvent **occurred,
-			 int *occurred_size)
+wait_and_act(HttpRun *run, WaitEvent **occurred, int *occurred_size)
 {
 	long		wait_ms;
 	int			nevents;
@@ -774,7 +778,7 @@ wait_and_act(HttpRun *run, TimestampTz now, WaitEvent **occurred,
 		*occurred_size = run->set_capacity;
 		*occurred = palloc(sizeof(WaitEvent) * *occurred_size);
 	}
-	wait_ms = HttpSocketWaitMs(now, HTTP_MAX_WAIT_MS);
+	wait_ms = HttpSocketWaitMs(GetCurrentTimestamp(), HTTP_MAX_WAIT_MS);
 	nevents = WaitEventSetWait(run->set, wait_ms, *occurred, *occurred_size,
 							   PG_WAIT_EXTENSION);
 
@@ -850,7 +854,7 @@ run_loop(HttpRun *run)
 		start_ready(run, now);
 		if (run->inflight == 0)
 			break;
-		wait_and_act(run, now, &occurred, &occurred_size);
+		wait_and_act(run, &occurred, &occurred_size);
 		harvest(run);
 	}
 	if (occurred != NULL)
