@@ -756,12 +756,7 @@ start_ready(HttpRun *run, TimestampTz now)
  *		Wait for a socket, the timer or the latch (at most until libcurl's
  *		timer, at most HTTP_MAX_WAIT_MS), then let libcurl act on what
  *		happened.  'occurred' has room for *occurred_size events; it grows
- *		with the wait set.  The wait is measured from the clock read here,
- *		not from the loop's start: libcurl arms its timer while a request
- *		starts (0 ms: "act now"), after the loop read the clock, and a
- *		timer a few microseconds ahead of a stale clock rounds up to a
- *		1 ms sleep - one per request of a lane, where a request to a near
- *		receiver takes a tenth of that.
+ *		with the wait set.
  */
 static void
 wait_and_act(HttpRun *run, WaitEvent **occurred, int *occurred_size)
@@ -778,7 +773,7 @@ wait_and_act(HttpRun *run, WaitEvent **occurred, int *occurred_size)
 		*occurred_size = run->set_capacity;
 		*occurred = palloc(sizeof(WaitEvent) * *occurred_size);
 	}
-	wait_ms = HttpSocketWaitMs(GetCurrentTimestamp(), HTTP_MAX_WAIT_MS);
+	wait_ms = HttpSocketWaitMs(HTTP_MAX_WAIT_MS);
 	nevents = WaitEventSetWait(run->set, wait_ms, *occurred, *occurred_size,
 							   PG_WAIT_EXTENSION);
 

@@ -394,10 +394,14 @@ HttpSocketRebuildWaitSet(void)
 
 /*
  * HttpSocketWaitMs
- *		See http_socket.h.
+ *		See http_socket.h.  The clock is read here, not taken from the
+ *		caller: libcurl arms its timer while a request starts (0 ms: "act
+ *		now"), and a timer microseconds ahead of a clock read before that
+ *		rounds up to a 1 ms sleep - one per request sent one at a time,
+ *		where a request to a near receiver takes a tenth of that.
  */
 long
-HttpSocketWaitMs(TimestampTz now, long max_ms)
+HttpSocketWaitMs(long max_ms)
 {
 	long		wait_ms = max_ms;
 
@@ -406,7 +410,7 @@ HttpSocketWaitMs(TimestampTz now, long max_ms)
 		long		secs;
 		int			usecs;
 
-		TimestampDifference(now, timer_at, &secs, &usecs);
+		TimestampDifference(GetCurrentTimestamp(), timer_at, &secs, &usecs);
 		wait_ms = Min(wait_ms, secs * 1000 + (usecs + 999) / 1000);
 	}
 	return wait_ms;

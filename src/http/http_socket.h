@@ -54,8 +54,11 @@ extern void HttpSocketRebuildWaitSet(void);
  */
 extern WaitEventSet *HttpSocketSyncWaitSet(WaitEventSet *set, int *capacity);
 
-/* How long to wait from 'now': at most 'max_ms', at most until the timer. */
-extern long HttpSocketWaitMs(TimestampTz now, long max_ms);
+/*
+ * How long to wait from now (the clock read inside): at most 'max_ms', at
+ * most until the timer.
+ */
+extern long HttpSocketWaitMs(long max_ms);
 
 /* Whether libcurl's timer has expired (it is then disarmed). */
 extern bool HttpSocketTimerDue(void);

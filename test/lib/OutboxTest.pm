@@ -26,6 +26,9 @@
 #   sqlstate_of(NODE, DB, SQL)        the SQLSTATE SQL fails with, or '' if
 #                                     it succeeds (psql with VERBOSITY verbose)
 # Windows of concurrent writers:
+#   ids_before_next_generation(NODE, N)
+#                                     the next event id drawn is N before the
+#                                     next generation (partition) of the log
 #   interleaved_writers(NODE, %opts)  writers interleave events in one
 #                                     window, commit in a random order; what
 #                                     each topic got committed, in commit order
@@ -41,7 +44,8 @@ use List::Util ();
 use Exporter 'import';
 
 our @EXPORT = qw(new_node sqlstate_of dispatcher_pid wait_for_dispatcher
-  wait_no_dispatcher wait_until wait_for_log_match interleaved_writers);
+  wait_no_dispatcher wait_until wait_for_log_match ids_before_next_generation
+  interleaved_writers);
 
 # make test SANITIZE=address: the wrappers of scripts/sanitize.sh come first
 # in PATH, so that every cluster's pg_ctl starts the server with the
@@ -141,6 +145,15 @@ sub wait_for_log_match
 		return 0 if time() > $deadline;
 		usleep(50_000);
 	}
+}
+
+# The next event id drawn (in database postgres) is N before the start of
+# the next generation of the log (65536 ids, the next partition).
+sub ids_before_next_generation
+{
+	my ($node, $n) = @_;
+	$node->safe_psql('postgres', qq{SELECT setval('outbox.events_id_seq',
+		((SELECT last_value FROM outbox.events_id_seq) / 65536 + 1) * 65536 - $n)});
 }
 
 # interleaved_writers(NODE, writers => W, steps => S, first_n => N,

@@ -121,15 +121,6 @@ sub hook_agrees
 	  or diag(hook_got($agg));
 }
 
-# The next event id drawn is N before the start of the next generation
-# (the next partition).
-sub ids_before_next_generation
-{
-	my ($n) = @_;
-	sql(qq{SELECT setval('outbox.events_id_seq',
-		((SELECT last_value FROM outbox.events_id_seq) / 65536 + 1) * 65536 - $n)});
-}
-
 # Replace the log's txid index (the partitioned one and its partitions',
 # under the names the library looks up) by one on COLUMNS.
 sub txid_index_on
@@ -280,7 +271,7 @@ for my $case (['big', 300], ['big-split', 100])
 {
 	my ($agg, $before_boundary) = @$case;
 	pause_all();
-	ids_before_next_generation($before_boundary);
+	ids_before_next_generation($node, $before_boundary);
 	my $w = $node->background_psql('postgres');
 	$w->query_safe(qq{BEGIN; SELECT count(outbox.emit('t', 'step', jsonb_build_object('n', g), '$agg'))
 		FROM generate_series(1, 150) g});
@@ -335,7 +326,7 @@ hook_agrees('old-idx', '303,301,302', '(h) http destination: the same');
 # next generation (the next partition) ten events in: the first ten writers
 # span two partitions, which the merge of the partitions' runs combines.
 pause_all();
-ids_before_next_generation(10);
+ids_before_next_generation($node, 10);
 my @rev = map { $node->background_psql('postgres') } 1 .. 20;
 for my $round (0, 1)
 {
@@ -363,7 +354,7 @@ hook_agrees('reverse', $reverse_order, '(i) http destination: the same');
 # it (the next partition); A commits, then B.  The run's range scans of
 # both partitions are merged on (txid, id): A's 1 and 3, then B's 2.
 pause_all();
-ids_before_next_generation(3);
+ids_before_next_generation($node, 3);
 ($wa, $wc) = map { $node->background_psql('postgres') } 1 .. 2;
 $wa->query_safe(q{BEGIN; SELECT outbox.emit('t', 'step', '{"n": 1}', 'run-merge')});
 $wc->query_safe(q{BEGIN; SELECT outbox.emit('t', 'step', '{"n": 2}', 'run-merge')});
@@ -405,7 +396,7 @@ for my $round (1 .. 6)
 	pause_all();
 	if ($round == 3)
 	{
-		ids_before_next_generation(7);
+		ids_before_next_generation($node, 7);
 	}
 	my $committed = interleaved_writers($node, writers => $writers,
 		steps => $writers * 3, burst_every => 7, first_n => $round * 1000,

@@ -86,8 +86,7 @@ for my $round (1 .. 5)
 	pause_all();
 	if ($round == 3)
 	{
-		sql(q{SELECT setval('outbox.events_id_seq',
-			((SELECT last_value FROM outbox.events_id_seq) / 65536 + 1) * 65536 - 7)});
+		ids_before_next_generation($node, 7);
 	}
 	# n follows the order the ids are drawn in: id order is n order.
 	my $committed = interleaved_writers($node, writers => $writers,
